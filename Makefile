@@ -1,0 +1,26 @@
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+CUSTOMERS ?= 100000
+DAYS ?= 30
+
+.PHONY: run test dev bench clean
+
+$(INSTALLED): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(INSTALLED)
+
+run: $(INSTALLED)
+	$(BIN)/loyalty-pipeline materialize
+
+test: $(INSTALLED)
+	$(BIN)/pytest -q
+
+dev: $(INSTALLED)
+	mkdir -p .dagster_home
+	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -h 127.0.0.1 -w workspace.yaml
+
+clean:
+	rm -rf $(VENV) data/warehouse.duckdb*

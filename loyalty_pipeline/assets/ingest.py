@@ -1,0 +1,288 @@
+"""Raw tables: Kafka topic snapshots and S3 CSV exports, validated, deduplicated, bad rows quarantined."""
+
+import re
+from pathlib import Path
+from datetime import date
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from loyalty_pipeline.assets.checks import duplicate_check, rejected_rows_check
+from loyalty_pipeline.kafka import TOPICS, Topic, load_lines, parse_messages, table_ddl
+from loyalty_pipeline.partitions import START_DATE, daily_partitions
+from loyalty_pipeline.resources import EventSources
+from loyalty_pipeline.warehouse import REJECTED_DDL, count, insert_rows, preview, transaction, window_days
+
+WAREHOUSE_POOL = "warehouse"  # one writer at a time: DuckDB allows a single writing process
+
+
+def _quarantine(conn, source: str, first: date, end: date, rejects_sql: str) -> int:
+    """Replace the window's (and the undated) rejections of one source; returns how many were written."""
+    conn.execute(
+        "DELETE FROM raw.rejected_records WHERE source = $source AND (day IS NULL OR (day >= $first AND day < $end))",
+        {"source": source, "first": first, "end": end},
+    )
+    conn.execute(
+        f"INSERT INTO raw.rejected_records SELECT $source, location, reason, raw, day FROM ({rejects_sql}) "
+        "WHERE day IS NULL OR (day >= $first AND day < $end)",
+        {"source": source, "first": first, "end": end},
+    )
+    return count(conn, "SELECT 1 FROM raw.rejected_records WHERE source = $1", [source])
+
+
+def _rejection_metadata(conn, source: str) -> dict:
+    reasons = conn.execute(
+        "SELECT reason, count(*) AS rows FROM raw.rejected_records WHERE source = $1 GROUP BY ALL ORDER BY rows DESC",
+        [source],
+    ).fetchall()
+    table = "\n".join(f"| {reason} | {rows} |" for reason, rows in reasons)
+    return {
+        "rejected_rows": sum(rows for _, rows in reasons),
+        "rejected_reasons": dg.MetadataValue.md("| reason | rows |\n| --- | --- |\n" + table if reasons else "_none_"),
+    }
+
+
+def kafka_topic_asset(topic: Topic) -> dg.AssetsDefinition:
+    source = f"kafka:{topic.name}"
+
+    @dg.asset(
+        key=["raw", topic.name],
+        group_name="ingest",
+        kinds={"duckdb", "kafka"},
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=WAREHOUSE_POOL,
+        description=f"Deduplicated messages of Kafka topic `{topic.name}` (snapshots in `kafka/{topic.name}/`), "
+        "by UTC day of the record timestamp; tombstones kept.",
+    )
+    def _asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource, sources: EventSources):
+        first, end = window_days(context)
+        files = sources.kafka_files(topic.name)
+        if not files:
+            context.log.warning(f"no snapshot files for topic {topic.name} in {sources.data_dir}/kafka/{topic.name}")
+        with warehouse.get_connection() as conn:
+            conn.execute(table_ddl(topic) + REJECTED_DDL)
+            load_lines(conn, files)
+            parse_messages(conn, topic, START_DATE)
+            columns = ", ".join(topic.columns)
+            with transaction(conn):
+                conn.execute(f"DELETE FROM raw.{topic.name} WHERE day >= $1 AND day < $2", [first, end])
+                conn.execute(
+                    f"""INSERT INTO raw.{topic.name} ({columns}, tombstone, kafka_partition, kafka_offset, event_ts, day, location)
+                    SELECT {columns}, tombstone, kafka_partition, kafka_offset, event_ts, day, file || ':' || line_no
+                    FROM kafka_parsed WHERE reason IS NULL AND day >= $1 AND day < $2""",
+                    [first, end],
+                )
+                _quarantine(
+                    conn,
+                    source,
+                    first,
+                    end,
+                    "SELECT file || ':' || line_no AS location, reason, line AS raw, "
+                    "CASE WHEN event_ts >= DATE '" + START_DATE + "' THEN day END AS day "
+                    "FROM kafka_parsed WHERE reason IS NOT NULL",
+                )
+            window_rows = f"SELECT * EXCLUDE (day) FROM raw.{topic.name} WHERE day >= $1 AND day < $2"
+            return dg.MaterializeResult(
+                metadata={
+                    "dagster/row_count": count(conn, f"SELECT 1 FROM raw.{topic.name}"),
+                    "window_rows": count(conn, window_rows, [first, end]),
+                    "files": len(files),
+                    "duplicates_dropped": count(
+                        conn, "SELECT 1 FROM kafka_lines EXCEPT ALL SELECT 1 FROM kafka_parsed"
+                    ),
+                    "preview": preview(conn, window_rows, [first, end]),
+                    **_rejection_metadata(conn, source),
+                }
+            )
+
+    return _asset
+
+
+kafka_assets = [kafka_topic_asset(topic) for topic in TOPICS.values()]
+
+
+def load_csv(conn, copies: dict[str, Path], columns: list[str]) -> None:
+    """CSV rows into temp table `csv_rows(s3_key, row_no, <columns as text>)`; short rows padded, never dropped."""
+    conn.execute("CREATE OR REPLACE TEMP TABLE csv_files (s3_key VARCHAR, file VARCHAR)")
+    insert_rows(conn, "csv_files", [[key, str(path)] for key, path in copies.items()])
+    typed = ", ".join(f"{column} VARCHAR" for column in columns)
+    if not copies:
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE csv_rows (s3_key VARCHAR, row_no BIGINT, {typed})")
+        return
+    spec = ", ".join(f"'{column}': 'VARCHAR'" for column in columns)
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE csv_rows AS
+        SELECT s3_key, ordinality - min(ordinality) OVER (PARTITION BY filename) + 1 AS row_no, {", ".join(columns)}
+        FROM read_csv($files, columns = {{{spec}}}, header = true, auto_detect = false, null_padding = true,
+                      strict_mode = false, filename = true) WITH ORDINALITY
+        JOIN csv_files ON csv_files.file = filename
+        """,
+        {"files": [str(path) for path in copies.values()]},
+    )
+
+
+CUSTOMERS_DDL = """
+CREATE SCHEMA IF NOT EXISTS raw;
+CREATE TABLE IF NOT EXISTS raw.customers (
+    user_id VARCHAR NOT NULL, name VARCHAR, email VARCHAR, signup_date DATE,
+    s3_key VARCHAR NOT NULL, row_no BIGINT NOT NULL
+);
+"""
+
+
+@dg.asset(
+    key=["raw", "customers"],
+    group_name="ingest",
+    kinds={"duckdb", "s3"},
+    pool=WAREHOUSE_POOL,
+    description="Customer records exported from the transactional database: every row of `customers/*.csv`.",
+)
+def customers(context: dg.AssetExecutionContext, warehouse: DuckDBResource, sources: EventSources):
+    store = sources.object_store()
+    keys = [obj.key for obj in store.list_objects("customers/") if obj.key.endswith(".csv")]
+    source = "s3:customers"
+    with sources.workdir() as workdir, warehouse.get_connection() as conn:
+        conn.execute(CUSTOMERS_DDL + REJECTED_DDL)
+        load_csv(conn, store.local_copies(keys, Path(workdir)), ["user_id", "name", "email", "signup_date"])
+        conn.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE customers_checked AS
+            SELECT *, TRY_CAST(signup_date AS DATE) AS signup,
+                   CASE WHEN nullif(trim(user_id), '') IS NULL THEN 'missing user_id'
+                        WHEN signup_date IS NOT NULL AND TRY_CAST(signup_date AS DATE) IS NULL
+                        THEN 'signup_date is not a date (YYYY-MM-DD)'
+                   END AS reason
+            FROM csv_rows
+            """
+        )
+        with transaction(conn):
+            conn.execute("DELETE FROM raw.customers")
+            conn.execute(
+                "INSERT INTO raw.customers SELECT trim(user_id), name, email, signup, s3_key, row_no "
+                "FROM customers_checked WHERE reason IS NULL"
+            )
+            _quarantine(
+                conn,
+                source,
+                date.min,
+                date.max,
+                "SELECT s3_key || ':' || (row_no + 1) AS location, reason, "
+                "concat_ws(',', user_id, name, email, signup_date) AS raw, NULL::DATE AS day "
+                "FROM customers_checked WHERE reason IS NOT NULL",
+            )
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": count(conn, "SELECT 1 FROM raw.customers"),
+                "files": len(keys),
+                "preview": preview(conn, "SELECT * FROM raw.customers"),
+                **_rejection_metadata(conn, source),
+            }
+        )
+
+
+HISTORICAL_DDL = """
+CREATE SCHEMA IF NOT EXISTS raw;
+CREATE TABLE IF NOT EXISTS raw.historical_purchases (
+    order_id VARCHAR NOT NULL, user_id VARCHAR NOT NULL, product_id VARCHAR NOT NULL,
+    price DECIMAL(18,2) NOT NULL, purchased_at TIMESTAMP NOT NULL,
+    s3_key VARCHAR NOT NULL, row_no BIGINT NOT NULL, day DATE NOT NULL
+);
+"""
+HISTORICAL_FILE = re.compile(r"historical_purchases/(\d{4}-\d{2}-\d{2})\.csv")
+
+
+@dg.asset(
+    key=["raw", "historical_purchases"],
+    group_name="ingest",
+    kinds={"duckdb", "s3"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=WAREHOUSE_POOL,
+    description="Past orders from `historical_purchases/YYYY-MM-DD.csv`, one file per UTC day partition.",
+)
+def historical_purchases(context: dg.AssetExecutionContext, warehouse: DuckDBResource, sources: EventSources):
+    first, end = window_days(context)
+    store = sources.object_store()
+    source = "s3:historical_purchases"
+    dated, misnamed = {}, []
+    for obj in store.list_objects("historical_purchases/"):
+        match = HISTORICAL_FILE.fullmatch(obj.key)
+        file_day = _parse_day(match.group(1)) if match else None
+        if file_day is None:
+            misnamed.append(obj.key)
+        elif first <= file_day < end:
+            dated[obj.key] = file_day
+    if misnamed:
+        context.log.warning(f"skipped files not named historical_purchases/YYYY-MM-DD.csv: {misnamed}")
+    with sources.workdir() as workdir, warehouse.get_connection() as conn:
+        conn.execute(HISTORICAL_DDL + REJECTED_DDL)
+        load_csv(conn, store.local_copies(sorted(dated), Path(workdir)), ["order_id", "user_id", "product_id", "price", "purchased_at"])
+        conn.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE historical_checked AS
+            WITH typed AS (
+                SELECT *, TRY_CAST(price AS DECIMAL(18,2)) AS amount,
+                       timezone('UTC', TRY_CAST(purchased_at AS TIMESTAMPTZ)) AS purchased,
+                       TRY_CAST(regexp_extract(s3_key, '(\\d{4}-\\d{2}-\\d{2})\\.csv$', 1) AS DATE) AS file_day
+                FROM csv_rows
+            )
+            SELECT *, CASE
+                WHEN nullif(trim(order_id), '') IS NULL THEN 'missing order_id'
+                WHEN nullif(trim(user_id), '') IS NULL THEN 'missing user_id'
+                WHEN nullif(trim(product_id), '') IS NULL THEN 'missing product_id'
+                WHEN amount IS NULL OR amount < 0 THEN 'price must be a non-negative number'
+                WHEN purchased IS NULL THEN 'purchased_at is not an ISO-8601 timestamp'
+                WHEN purchased::DATE <> file_day THEN 'purchased_at is not on the file''s date ' || file_day
+            END AS reason
+            FROM typed
+            """
+        )
+        with transaction(conn):
+            conn.execute("DELETE FROM raw.historical_purchases WHERE day >= $1 AND day < $2", [first, end])
+            conn.execute(
+                "INSERT INTO raw.historical_purchases SELECT trim(order_id), trim(user_id), trim(product_id), amount, "
+                "purchased, s3_key, row_no, file_day FROM historical_checked WHERE reason IS NULL"
+            )
+            conn.execute("CREATE OR REPLACE TEMP TABLE misnamed_files (s3_key VARCHAR)")
+            insert_rows(conn, "misnamed_files", [[key] for key in misnamed])
+            _quarantine(
+                conn,
+                source,
+                first,
+                end,
+                "SELECT s3_key || ':' || (row_no + 1) AS location, reason, "
+                "concat_ws(',', order_id, user_id, product_id, price, purchased_at) AS raw, file_day AS day "
+                "FROM historical_checked WHERE reason IS NOT NULL "
+                "UNION ALL SELECT s3_key, 'file name is not historical_purchases/YYYY-MM-DD.csv', NULL, NULL "
+                "FROM misnamed_files",
+            )
+        window_rows = "SELECT * EXCLUDE (day) FROM raw.historical_purchases WHERE day >= $1 AND day < $2"
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": count(conn, "SELECT 1 FROM raw.historical_purchases"),
+                "window_rows": count(conn, window_rows, [first, end]),
+                "files": len(dated),
+                "preview": preview(conn, window_rows, [first, end]),
+                **_rejection_metadata(conn, source),
+            }
+        )
+
+
+def _parse_day(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+ingest_assets = [*kafka_assets, customers, historical_purchases]
+ingest_checks = [
+    *(duplicate_check(asset.key, ["kafka_partition", "kafka_offset"]) for asset in kafka_assets),
+    duplicate_check(customers.key, ["s3_key", "row_no"]),
+    duplicate_check(historical_purchases.key, ["s3_key", "row_no"]),
+    *(rejected_rows_check(asset.key, f"kafka:{asset.key.path[-1]}") for asset in kafka_assets),
+    rejected_rows_check(customers.key, "s3:customers"),
+    rejected_rows_check(historical_purchases.key, "s3:historical_purchases"),
+]

@@ -1,0 +1,319 @@
+"""The ksqlDB loyalty program as assets: product catalogue, purchases priced at event time, tiers, stamp cards,
+promotions. Rule values from loyalty.yaml reach SQL as parameters or rows of temp tables, never as SQL text."""
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from loyalty_pipeline.assets.checks import duplicate_check
+from loyalty_pipeline.assets.ingest import WAREHOUSE_POOL, historical_purchases, kafka_assets
+from loyalty_pipeline.partitions import daily_partitions
+from loyalty_pipeline.resources import RulesResource
+from loyalty_pipeline.warehouse import count, insert_rows, preview, transaction, window_days
+
+raw = {asset.key.path[-1]: asset for asset in kafka_assets}
+
+ENRICHED_DDL = """
+CREATE SCHEMA IF NOT EXISTS loyalty;
+CREATE TABLE IF NOT EXISTS loyalty.enriched_purchases (
+    purchase_id VARCHAR NOT NULL, order_id VARCHAR NOT NULL, user_id VARCHAR NOT NULL, product_id VARCHAR NOT NULL,
+    category VARCHAR, price DECIMAL(18,2), purchased_at TIMESTAMP NOT NULL, source VARCHAR NOT NULL,
+    store_id VARCHAR, day DATE NOT NULL
+);
+"""
+
+# Kafka purchases take the product's price and category as of their event time: the latest products message with
+# ts <= the purchase's ts (ASOF JOIN), the greatest offset winning at one instant. S3 rows keep their own price.
+ENRICH_WINDOW = """
+INSERT INTO loyalty.enriched_purchases
+WITH purchases AS (
+    SELECT 'purchases:' || kafka_partition || ':' || kafka_offset AS purchase_id,
+           coalesce(order_id, 'purchases:' || kafka_partition || ':' || kafka_offset) AS order_id,
+           user_id, product_id, NULL::DECIMAL(18,2) AS own_price, event_ts AS purchased_at, 'kafka' AS source,
+           store_id, day
+    FROM raw.purchases WHERE NOT tombstone AND day >= $first AND day < $end
+    UNION ALL
+    SELECT 's3:' || order_id || ':' || product_id || ':' || row_no, order_id,
+           user_id, product_id, price, purchased_at, 's3', NULL, day
+    FROM raw.historical_purchases WHERE day >= $first AND day < $end
+), product_states AS (
+    SELECT product_id, event_ts, category, price
+    FROM raw.products
+    WHERE day < $end AND product_id IN (SELECT product_id FROM purchases)
+    QUALIFY row_number() OVER (PARTITION BY product_id, event_ts ORDER BY kafka_offset DESC, kafka_partition DESC) = 1
+)
+SELECT purchase_id, order_id, user_id, purchases.product_id, product_states.category,
+       coalesce(own_price, product_states.price), purchased_at, source, store_id, day
+FROM purchases ASOF LEFT JOIN product_states
+     ON purchases.product_id = product_states.product_id AND purchases.purchased_at >= product_states.event_ts
+"""
+
+
+@dg.asset(
+    key=["loyalty", "enriched_purchases"],
+    group_name="loyalty",
+    kinds={"duckdb"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=WAREHOUSE_POOL,
+    deps=[raw["purchases"], raw["products"], historical_purchases],
+    description="Every purchase (Kafka and S3) with the product's price and category as of the purchase's event time.",
+)
+def enriched_purchases(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+    first, end = window_days(context)
+    window = {"first": first, "end": end}
+    with warehouse.get_connection() as conn:
+        conn.execute(ENRICHED_DDL)
+        with transaction(conn):
+            conn.execute("DELETE FROM loyalty.enriched_purchases WHERE day >= $first AND day < $end", window)
+            conn.execute(ENRICH_WINDOW, window)
+        window_rows = "SELECT * EXCLUDE (day) FROM loyalty.enriched_purchases WHERE day >= $first AND day < $end"
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": count(conn, "SELECT 1 FROM loyalty.enriched_purchases"),
+                "window_rows": count(conn, window_rows, window),
+                "unknown_product_rows": count(conn, window_rows + " AND price IS NULL", window),
+                "preview": preview(conn, window_rows + " ORDER BY purchased_at", window),
+            }
+        )
+
+
+def _replace_table(conn, table: str, select_sql: str, params: dict | None = None) -> None:
+    """Rebuild a whole (small, derived) table in one transaction: readers see the old rows or the new."""
+    schema = table.split(".")[0]
+    with transaction(conn):
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        conn.execute(f"CREATE OR REPLACE TABLE {table} AS {select_sql}", params or {})
+
+
+def _table_result(conn, table: str, order_by: str) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": count(conn, f"SELECT 1 FROM {table}"),
+            "preview": preview(conn, f"SELECT * FROM {table} ORDER BY {order_by}", limit=20),
+        }
+    )
+
+
+@dg.asset(
+    key=["loyalty", "all_products"],
+    group_name="loyalty",
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
+    deps=[raw["products"]],
+    description="The latest valid state of each product (greatest ts, then offset); a tombstone removes it.",
+)
+def all_products(warehouse: DuckDBResource) -> dg.MaterializeResult:
+    with warehouse.get_connection() as conn:
+        _replace_table(
+            conn,
+            "loyalty.all_products",
+            """
+            SELECT product_id, category, price FROM raw.products
+            QUALIFY row_number() OVER (PARTITION BY product_id ORDER BY event_ts DESC, kafka_offset DESC, kafka_partition DESC) = 1
+                AND NOT tombstone
+            """,
+        )
+        return _table_result(conn, "loyalty.all_products", "product_id")
+
+
+@dg.asset(
+    key=["loyalty", "sales_totals"],
+    group_name="loyalty",
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
+    deps=[enriched_purchases],
+    description="Lifetime spend per customer with a purchase, and the reward tier it earns (strict '>' thresholds).",
+)
+def sales_totals(warehouse: DuckDBResource, rules: RulesResource) -> dg.MaterializeResult:
+    with warehouse.get_connection() as conn:
+        _load_tiers(conn, rules)
+        _replace_table(
+            conn,
+            "loyalty.sales_totals",
+            """
+            WITH totals AS (
+                SELECT user_id, coalesce(sum(price), 0)::DECIMAL(18,2) AS total
+                FROM loyalty.enriched_purchases GROUP BY user_id
+            )
+            SELECT user_id, total, coalesce(arg_max(tiers.name, tiers.above), $default_tier) AS reward_level
+            FROM totals LEFT JOIN tiers ON totals.total > tiers.above
+            GROUP BY user_id, total
+            """,
+            {"default_tier": rules.rules.default_tier},
+        )
+        result = _table_result(conn, "loyalty.sales_totals", "total DESC, user_id")
+        tiers = conn.execute(
+            "SELECT reward_level, count(*) FROM loyalty.sales_totals GROUP BY ALL ORDER BY 2 DESC"
+        ).fetchall()
+        result.metadata["tier_distribution"] = dg.MetadataValue.md(
+            "| tier | customers |\n| --- | --- |\n" + "\n".join(f"| {tier} | {n} |" for tier, n in tiers)
+        )
+        return result
+
+
+def _load_tiers(conn, rules: RulesResource) -> None:
+    conn.execute("CREATE OR REPLACE TEMP TABLE tiers (name VARCHAR, above DECIMAL(18,2))")
+    insert_rows(conn, "tiers", [[tier.name, tier.above] for tier in rules.rules.tiers])
+
+
+@dg.asset(
+    key=["loyalty", "caffeine_index"],
+    group_name="loyalty",
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
+    deps=[enriched_purchases],
+    description="Stamp card: purchases of the stamp product per customer; the next one is free at cycle - 1.",
+)
+def caffeine_index(warehouse: DuckDBResource, rules: RulesResource) -> dg.MaterializeResult:
+    card = rules.rules.stamp_card
+    with warehouse.get_connection() as conn:
+        _replace_table(
+            conn,
+            "loyalty.caffeine_index",
+            """
+            SELECT user_id, count(*) AS total, count(*) % $cycle AS sequence, count(*) % $cycle = $cycle - 1 AS next_one_free
+            FROM loyalty.enriched_purchases WHERE product_id = $product GROUP BY user_id
+            """,
+            {"cycle": card.cycle, "product": card.product_id},
+        )
+        return _table_result(conn, "loyalty.caffeine_index", "user_id")
+
+
+@dg.asset(
+    key=["loyalty", "promotions"],
+    group_name="loyalty",
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
+    deps=[enriched_purchases],
+    description="Customers eligible for each declarative promotion of loyalty.yaml, with the considered products bought.",
+)
+def promotions(warehouse: DuckDBResource, rules: RulesResource) -> dg.MaterializeResult:
+    with warehouse.get_connection() as conn:
+        conn.execute(
+            "CREATE OR REPLACE TEMP TABLE promotion_rules "
+            "(name VARCHAR, considers VARCHAR[], require_all VARCHAR[], exclude VARCHAR[], min_spend DECIMAL(18,2))"
+        )
+        insert_rows(
+            conn,
+            "promotion_rules",
+            [[rule.name, rule.considers, rule.require_all, rule.exclude, rule.min_spend] for rule in rules.rules.promotions],
+        )
+        _replace_table(
+            conn,
+            "loyalty.promotions",
+            """
+            WITH considered AS (
+                SELECT rule.name, purchase.user_id,
+                       list_sort(list_distinct(list(purchase.product_id))) AS products,
+                       coalesce(sum(purchase.price), 0) AS spend
+                FROM loyalty.enriched_purchases AS purchase
+                JOIN promotion_rules AS rule ON list_contains(rule.considers, purchase.product_id)
+                GROUP BY ALL
+            )
+            SELECT considered.user_id, considered.name AS promotion_name, considered.products
+            FROM considered JOIN promotion_rules AS rule USING (name)
+            WHERE list_has_all(considered.products, rule.require_all)
+              AND NOT list_has_any(considered.products, rule.exclude)
+              AND (rule.min_spend IS NULL OR considered.spend > rule.min_spend)
+            """,
+        )
+        return _table_result(conn, "loyalty.promotions", "promotion_name, user_id")
+
+
+def _scalar(warehouse: DuckDBResource, sql: str, params: dict | None = None):
+    with warehouse.get_connection() as conn:
+        return conn.execute(sql, params or {}).fetchall()[0][0]
+
+
+@dg.asset_check(asset=enriched_purchases, blocking=True, description="Every valid purchase (Kafka and S3) is enriched exactly once.")
+def enriched_keeps_every_purchase(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+    missing = _scalar(
+        warehouse,
+        """
+        SELECT count(*) FROM (
+            SELECT 'purchases:' || kafka_partition || ':' || kafka_offset FROM raw.purchases WHERE NOT tombstone
+            UNION ALL SELECT 's3:' || order_id || ':' || product_id || ':' || row_no FROM raw.historical_purchases
+            EXCEPT ALL SELECT purchase_id FROM loyalty.enriched_purchases
+        )""",
+    )
+    return dg.AssetCheckResult(passed=missing == 0, metadata={"purchases_not_enriched": missing})
+
+
+@dg.asset_check(
+    asset=enriched_purchases,
+    description="Purchases whose user_id is neither a Kafka user nor an S3 customer (warning: e.g. keyed by name).",
+)
+def purchases_by_known_users(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+    with warehouse.get_connection() as conn:
+        unknown = conn.execute(
+            """
+            SELECT user_id, count(*) FROM loyalty.enriched_purchases
+            WHERE user_id NOT IN (SELECT user_id FROM raw.users UNION SELECT user_id FROM raw.customers)
+            GROUP BY ALL ORDER BY 2 DESC, 1
+            """
+        ).fetchall()
+    return dg.AssetCheckResult(
+        passed=not unknown,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "purchases_by_unknown_users": sum(n for _, n in unknown),
+            "unknown_user_ids": ", ".join(user for user, _ in unknown[:20]),
+        },
+    )
+
+
+@dg.asset_check(asset=enriched_purchases, description="Purchases of a product with no price known at purchase time.")
+def purchases_of_priced_products(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+    unpriced = _scalar(warehouse, "SELECT count(*) FROM loyalty.enriched_purchases WHERE price IS NULL")
+    return dg.AssetCheckResult(
+        passed=unpriced == 0, severity=dg.AssetCheckSeverity.WARN, metadata={"unpriced_purchases": unpriced}
+    )
+
+
+@dg.asset_check(asset=sales_totals, blocking=True, description="Each total is the sum of the customer's known prices and its tier follows the thresholds.")
+def totals_and_tiers_agree(warehouse: DuckDBResource, rules: RulesResource) -> dg.AssetCheckResult:
+    with warehouse.get_connection() as conn:
+        _load_tiers(conn, rules)
+        wrong = conn.execute(
+            """
+            WITH expected AS (
+                SELECT user_id, coalesce(sum(price), 0) AS total FROM loyalty.enriched_purchases GROUP BY user_id
+            )
+            SELECT count(*) FROM expected FULL JOIN loyalty.sales_totals AS actual USING (user_id)
+            WHERE expected.total IS DISTINCT FROM actual.total
+               OR actual.reward_level IS DISTINCT FROM coalesce(
+                    (SELECT name FROM tiers WHERE actual.total > tiers.above ORDER BY above DESC LIMIT 1), $default)
+            """,
+            {"default": rules.rules.default_tier},
+        ).fetchall()[0][0]
+    return dg.AssetCheckResult(passed=wrong == 0, metadata={"customers_wrong": wrong})
+
+
+@dg.asset_check(asset=caffeine_index, blocking=True, description="Stamp counts match the stamp product's purchases.")
+def stamps_match_purchases(warehouse: DuckDBResource, rules: RulesResource) -> dg.AssetCheckResult:
+    wrong = _scalar(
+        warehouse,
+        """
+        SELECT count(*) FROM (SELECT user_id, count(*) AS total FROM loyalty.enriched_purchases
+                              WHERE product_id = $product GROUP BY user_id) AS expected
+        FULL JOIN loyalty.caffeine_index AS actual USING (user_id)
+        WHERE expected.total IS DISTINCT FROM actual.total
+        """,
+        {"product": rules.rules.stamp_card.product_id},
+    )
+    return dg.AssetCheckResult(passed=wrong == 0, metadata={"customers_wrong": wrong})
+
+
+loyalty_assets = [all_products, enriched_purchases, sales_totals, caffeine_index, promotions]
+loyalty_checks = [
+    enriched_keeps_every_purchase,
+    purchases_by_known_users,
+    purchases_of_priced_products,
+    totals_and_tiers_agree,
+    stamps_match_purchases,
+    duplicate_check(enriched_purchases.key, ["purchase_id"]),
+    duplicate_check(all_products.key, ["product_id"]),
+    duplicate_check(sales_totals.key, ["user_id"]),
+    duplicate_check(caffeine_index.key, ["user_id"]),
+    duplicate_check(promotions.key, ["user_id", "promotion_name"]),
+]

@@ -1,0 +1,119 @@
+"""`loyalty-pipeline`: materialize every asset over a range of days in one in-process run, and print a summary."""
+
+import argparse
+import os
+import sys
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+SHOWN_TABLES = ["loyalty.sales_totals", "loyalty.caffeine_index", "loyalty.promotions"]
+
+
+def event_day_range(data_dir: Path, s3_keys: list[str]) -> tuple[date, date] | None:
+    """First and last UTC day of any Kafka message or historical CSV file in the inputs."""
+    days = []
+    files = [str(p) for p in (data_dir / "kafka").glob("*/*.jsonl*") if p.name.endswith((".jsonl", ".jsonl.gz"))]
+    if files:
+        first, last = duckdb.connect().execute(
+            "SELECT min(ts), max(ts) FROM (SELECT TRY_CAST(json_extract_string(line, '$.ts') AS BIGINT) AS ts "
+            "FROM read_csv($files, columns = {'line': 'VARCHAR'}, header = false, delim = '\x1f', quote = '', "
+            "escape = '', strict_mode = false, null_padding = true, auto_detect = false) WHERE json_valid(line))",
+            {"files": files},
+        ).fetchall()[0]
+        if first is not None:
+            days += [_utc_day(first), _utc_day(last)]
+    for key in s3_keys:
+        try:
+            days.append(date.fromisoformat(Path(key).stem))
+        except ValueError:
+            pass
+    return (min(days), max(days)) if days else None
+
+
+def _utc_day(epoch_ms: int) -> date:
+    return datetime.fromtimestamp(epoch_ms / 1000, timezone.utc).date()
+
+
+def materialize(args: argparse.Namespace) -> int:
+    if args.data_dir:
+        os.environ["LOYALTY_DATA_DIR"] = args.data_dir
+    if args.warehouse:
+        os.environ["LOYALTY_WAREHOUSE"] = args.warehouse
+    from loyalty_pipeline.definitions import defs  # resources are built from the environment set above
+
+    sources = defs.resources["sources"]
+    data_dir = Path(sources.data_dir)
+    if not (data_dir / "kafka").is_dir() and not Path(sources.s3_url).exists() and not sources.s3_url.startswith("s3://"):
+        print(f"error: no inputs: neither {data_dir / 'kafka'} nor {sources.s3_url} exists", file=sys.stderr)
+        return 2
+    historical = [obj.key for obj in sources.object_store().list_objects("historical_purchases/")]
+    found = event_day_range(data_dir, historical)
+    if found is None and not (args.start and args.end):
+        print(f"error: no events found under {data_dir}; nothing to materialize", file=sys.stderr)
+        return 2
+    first = args.start or found[0].isoformat()
+    last = args.end or found[1].isoformat()
+    print(f"materializing {first} .. {last} into {defs.resources['warehouse'].database}")
+
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    result = defs.resolve_job_def("materialize_everything").execute_in_process(
+        instance=instance,
+        tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        raise_on_error=False,
+    )
+    failed_blocking = print_summary(defs.resources["warehouse"].database, result)
+    ok = result.success and not failed_blocking
+    print("OK" if ok else "FAILED: a step or a blocking check failed (see above)")
+    return 0 if ok else 1
+
+
+def print_summary(database: str, result: dg.ExecuteInProcessResult) -> list[str]:
+    """Rows per table, the small loyalty tables in full, rejected rows and check results; returns failed blocking checks."""
+    with duckdb.connect(database, read_only=True) as conn:
+        print("\nrows per table")
+        tables = conn.execute("SELECT schema_name || '.' || table_name FROM duckdb_tables() ORDER BY ALL").fetchall()
+        for (table,) in tables:
+            print(f"  {table:<34} {conn.execute(f'SELECT count(*) FROM {table}').fetchall()[0][0]:>10}")
+        for table in [table for table in SHOWN_TABLES if (table,) in tables]:
+            print(f"\n{table}")
+            print(conn.sql(f"SELECT * FROM {table} ORDER BY ALL"))
+        print("rejected rows")
+        print(conn.sql("SELECT source, reason, count(*) AS rows FROM raw.rejected_records GROUP BY ALL ORDER BY ALL"))
+    failed_blocking = []
+    print("checks")
+    for evaluation in result.get_asset_check_evaluations():
+        name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+        blocking = evaluation.blocking if evaluation.blocking is not None else False
+        severity = evaluation.severity.value
+        status = "pass" if evaluation.passed else ("FAIL" if blocking or severity == "ERROR" else "warn")
+        if not evaluation.passed and blocking:
+            failed_blocking.append(name)
+        print(f"  {status:<5} {name}")
+    return failed_blocking
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="loyalty-pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("materialize", help="materialize every asset for a range of days")
+    run.add_argument("--data-dir", help="inputs folder (default: $LOYALTY_DATA_DIR or data)")
+    run.add_argument("--warehouse", help="DuckDB file (default: $LOYALTY_WAREHOUSE or <data dir>/warehouse.duckdb)")
+    run.add_argument("--from", dest="start", type=_day, help="first day, YYYY-MM-DD (default: first event day)")
+    run.add_argument("--to", dest="end", type=_day, help="last day, YYYY-MM-DD (default: last event day)")
+    args = parser.parse_args(argv)
+    if args.command == "materialize":
+        return materialize(args)
+    return 2
+
+
+def _day(text: str) -> str:
+    return date.fromisoformat(text).isoformat()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Kafka topic snapshots in the `kcat -C -J` envelope: the topics' contracts and the SQL that reads them.
+
+Everything here is SQL run by DuckDB; Python only assembles statements from the fixed contracts below
+(never from input data).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+
+@dataclass(frozen=True)
+class Field:
+    """One value field of a topic's JSON payload."""
+
+    name: str
+    sql_type: str = "VARCHAR"
+    required: bool = True
+    valid: str | None = None  # SQL predicate over the typed value, by its name
+    rule: str = "a string"  # the type and predicate in words, for the rejection reason
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    key: str  # the column the Kafka message key becomes
+    fields: tuple[Field, ...]
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.key] + [field.name for field in self.fields]
+
+
+TOPICS = {
+    topic.name: topic
+    for topic in [
+        Topic("users", "user_id", (Field("name"), Field("email", required=False))),
+        Topic(
+            "products",
+            "product_id",
+            (Field("category"), Field("price", "DECIMAL(18,2)", valid="price >= 0", rule="a non-negative number")),
+        ),
+        Topic(
+            "purchases",
+            "user_id",
+            (Field("product_id"), Field("order_id", required=False), Field("store_id", required=False)),
+        ),
+        Topic(
+            "user_activity",
+            "user_id",
+            (
+                Field(
+                    "event_type",
+                    valid="event_type IN ('view', 'add_to_cart', 'remove_from_cart')",
+                    rule="one of view, add_to_cart, remove_from_cart",
+                ),
+                Field("product_id"),
+            ),
+        ),
+        Topic(
+            "redemptions",
+            "user_id",
+            (Field("redemption_id"), Field("points", "INTEGER", valid="points > 0", rule="a positive integer")),
+        ),
+    ]
+}
+
+# JSON types DuckDB reports that each SQL type accepts.
+_JSON_TYPES = {
+    "VARCHAR": "('VARCHAR')",
+    "DECIMAL(18,2)": "('UBIGINT', 'BIGINT', 'DOUBLE')",
+    "INTEGER": "('UBIGINT', 'BIGINT')",
+}
+
+
+def table_ddl(topic: Topic) -> str:
+    values = ",\n    ".join(f"{field.name} {field.sql_type}" for field in topic.fields)
+    return f"""
+CREATE SCHEMA IF NOT EXISTS raw;
+CREATE TABLE IF NOT EXISTS raw.{topic.name} (
+    {topic.key} VARCHAR,
+    {values},
+    tombstone BOOLEAN NOT NULL,  -- a null payload: the key's record was deleted (for users: account closed)
+    kafka_partition INTEGER NOT NULL,
+    kafka_offset BIGINT NOT NULL,
+    event_ts TIMESTAMP NOT NULL,
+    day DATE NOT NULL,
+    location VARCHAR NOT NULL
+);"""
+
+
+def load_lines(conn: duckdb.DuckDBPyConnection, files: list[Path]) -> None:
+    """Every line of the snapshot files into temp table `kafka_lines(file, line_no, line)`."""
+    if not files:
+        conn.execute("CREATE OR REPLACE TEMP TABLE kafka_lines (file VARCHAR, line_no BIGINT, line VARCHAR)")
+        return
+    # read_csv with a delimiter that valid JSON never contains gives one column per line and reads .gz too;
+    # ordinality follows file order, so a line's number is its distance from its file's first row.
+    conn.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE kafka_lines AS
+        SELECT filename AS file,
+               ordinality - min(ordinality) OVER (PARTITION BY filename) + 1 AS line_no,
+               line
+        FROM read_csv($files, columns = {'line': 'VARCHAR'}, header = false, delim = '\x1f', quote = '',
+                      escape = '', strict_mode = false, null_padding = true, filename = true, auto_detect = false)
+             WITH ORDINALITY
+        """,
+        {"files": [str(file) for file in files]},
+    )
+
+
+def _field_sql(field: Field) -> tuple[str, str]:
+    """(typed value over `payload`, rejection reason over the typed columns) of one payload field."""
+    path = f"'$.{field.name}'"
+    typed = f"TRY_CAST(payload ->> {path} AS {field.sql_type})"
+    value = f"CASE WHEN json_type(payload, {path}) IN {_JSON_TYPES[field.sql_type]} THEN {typed} END"
+    present = f"coalesce(json_type(payload, {path}), 'NULL') <> 'NULL'"
+    valid = f"{field.name} IS NOT NULL AND ({field.valid or 'true'})"
+    reason = f"WHEN {present} AND NOT ({valid}) THEN 'field {field.name} must be {field.rule}'"
+    if field.required:
+        reason = f"WHEN NOT {present} THEN 'missing field {field.name}' {reason}"
+    return value, f"CASE {reason} END"
+
+
+def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: str) -> None:
+    """Parse `kafka_lines` into temp table `kafka_parsed`: one row per line, either typed or with a reason.
+
+    Lines with valid coordinates count once per (partition, offset), the first file and line winning:
+    snapshots are exported at-least-once.
+    """
+    values = [_field_sql(field) for field in topic.fields]
+    value_columns = ",\n".join(f"{value} AS {field.name}" for field, (value, _) in zip(topic.fields, values))
+    reasons = ",\n".join(reason for _, reason in values)
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE kafka_parsed AS
+        WITH envelopes AS (
+            SELECT file, line_no, line,
+                   CASE WHEN json_valid(line) AND json_type(line) = 'OBJECT' THEN line::JSON END AS message
+            FROM kafka_lines
+        ), coordinates AS (
+            SELECT *,
+                   CASE WHEN json_type(message, '$.partition') IN ('UBIGINT', 'BIGINT')
+                        THEN (message ->> '$.partition')::INTEGER END AS kafka_partition,
+                   CASE WHEN json_type(message, '$.offset') IN ('UBIGINT', 'BIGINT')
+                        THEN (message ->> '$.offset')::BIGINT END AS kafka_offset,
+                   CASE WHEN json_type(message, '$.ts') IN ('UBIGINT', 'BIGINT')
+                        THEN epoch_ms((message ->> '$.ts')::BIGINT) END AS event_ts,
+                   message ->> '$.key' AS message_key,
+                   json_type(message, '$.payload') AS payload_type
+            FROM envelopes
+        ), counted_once AS (
+            SELECT * FROM coordinates
+            QUALIFY kafka_partition IS NULL OR kafka_offset IS NULL
+                 OR row_number() OVER (PARTITION BY kafka_partition, kafka_offset ORDER BY file, line_no) = 1
+        ), payloads AS (
+            SELECT *,
+                   payload_type = 'NULL' AS tombstone,
+                   CASE payload_type
+                        WHEN 'VARCHAR' THEN CASE WHEN json_valid(message ->> '$.payload')
+                                                  AND json_type(message ->> '$.payload') = 'OBJECT'
+                                                 THEN (message ->> '$.payload')::JSON END
+                        WHEN 'OBJECT' THEN message -> '$.payload'
+                   END AS payload
+            FROM counted_once
+        )
+        , typed AS (
+            SELECT *, {value_columns} FROM payloads
+        )
+        SELECT file, line_no, line, kafka_partition, kafka_offset, event_ts, event_ts::DATE AS day, tombstone,
+               message_key AS {topic.key}, {", ".join(field.name for field in topic.fields)},
+               coalesce(
+                   CASE WHEN message IS NULL THEN 'not a JSON object'
+                        WHEN kafka_partition IS NULL THEN 'envelope: partition missing or not an integer'
+                        WHEN kafka_offset IS NULL THEN 'envelope: offset missing or not an integer'
+                        WHEN event_ts IS NULL THEN 'envelope: ts missing or not an integer'
+                        WHEN event_ts < DATE '{first_day}' THEN 'event time before the first partition ({first_day})'
+                        WHEN payload_type IS NULL THEN 'envelope: no payload'
+                        WHEN message_key IS NULL THEN 'missing key ({topic.key})'
+                        WHEN tombstone THEN NULL
+                        WHEN payload IS NULL THEN 'payload is not a JSON object'
+                   END,
+                   CASE WHEN NOT tombstone THEN coalesce({reasons}) END
+               ) AS reason
+        FROM typed
+        """
+    )

@@ -1,0 +1,144 @@
+"""The one place that builds resources from the environment (all variables optional, see README)."""
+
+import fnmatch
+import functools
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlparse
+
+import boto3
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from loyalty_pipeline.config import Rules, load_rules
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str  # relative to the store's root, e.g. "historical_purchases/2022-10-01.csv"
+    version: str  # changes when the object is rewritten (ETag or mtime+size)
+    modified: datetime
+
+
+class LocalStore:
+    """An S3-shaped view of a local folder."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        folder = self.root / prefix
+        if not folder.is_dir():
+            return []
+        found = []
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            stat = path.stat()
+            found.append(
+                StoredObject(
+                    key=path.relative_to(self.root).as_posix(),
+                    version=f"{stat.st_mtime_ns}-{stat.st_size}",
+                    modified=datetime.fromtimestamp(stat.st_mtime, timezone.utc),
+                )
+            )
+        return found
+
+    def local_copies(self, keys: list[str], workdir: Path) -> dict[str, Path]:
+        return {key: self.root / key for key in keys}
+
+
+class S3Store:
+    """Objects under s3://bucket/prefix, fetched with boto3 (DuckDB's httpfs is not available offline)."""
+
+    def __init__(self, url: str, endpoint_url: str | None):
+        parsed = urlparse(url)
+        self.bucket, self.prefix = parsed.netloc, parsed.path.strip("/")
+        self.client = boto3.client("s3", endpoint_url=endpoint_url or None)
+
+    def _full(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        found = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._full(prefix)):
+            for item in page.get("Contents", []):
+                key = item["Key"][len(self.prefix) + 1 :] if self.prefix else item["Key"]
+                found.append(StoredObject(key=key, version=item["ETag"].strip('"'), modified=item["LastModified"]))
+        return sorted(found, key=lambda obj: obj.key)
+
+    def local_copies(self, keys: list[str], workdir: Path) -> dict[str, Path]:
+        copies = {}
+        for key in keys:
+            copies[key] = workdir / key
+            copies[key].parent.mkdir(parents=True, exist_ok=True)
+            self.client.download_file(self.bucket, self._full(key), str(copies[key]))
+        return copies
+
+
+class Warehouse(DuckDBResource):
+    """The DuckDB warehouse file; every connection works in UTC, whatever the machine's time zone."""
+
+    @contextmanager
+    def get_connection(self):
+        with super().get_connection() as conn:
+            conn.execute("SET TimeZone = 'UTC'")
+            yield conn
+
+
+class EventSources(dg.ConfigurableResource):
+    """Raw inputs: Kafka topic snapshots under `<data_dir>/kafka/<topic>/` and CSV files under `s3_url`."""
+
+    data_dir: str
+    s3_url: str
+    s3_endpoint_url: str | None = None
+
+    def kafka_files(self, topic: str) -> list[Path]:
+        folder = Path(self.data_dir) / "kafka" / topic
+        if not folder.is_dir():
+            return []
+        return sorted(
+            path for path in folder.iterdir() if fnmatch.fnmatch(path.name, "*.jsonl") or fnmatch.fnmatch(path.name, "*.jsonl.gz")
+        )
+
+    def object_store(self) -> LocalStore | S3Store:
+        if self.s3_url.startswith("s3://"):
+            return S3Store(self.s3_url, self.s3_endpoint_url)
+        return LocalStore(Path(self.s3_url))
+
+    @staticmethod
+    def workdir() -> tempfile.TemporaryDirectory:
+        return tempfile.TemporaryDirectory(prefix="loyalty-s3-")
+
+
+class RulesResource(dg.ConfigurableResource):
+    """The rules file (loyalty.yaml); None means the built-in defaults."""
+
+    path: str | None = None
+
+    @property
+    def rules(self) -> Rules:
+        return _cached_rules(self.path)
+
+
+_cached_rules = functools.lru_cache(maxsize=8)(load_rules)
+
+
+def build_resources(env: dict[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
+    """Resources from LOYALTY_* variables, with the defaults of SPEC §2."""
+    env = os.environ if env is None else env
+    data_dir = env.get("LOYALTY_DATA_DIR", "data")
+    default_rules = Path(data_dir) / "loyalty.yaml"
+    rules_path = env.get("LOYALTY_CONFIG") or (str(default_rules) if default_rules.exists() else None)
+    _cached_rules(rules_path)  # fail at load, naming the bad key, rather than in the middle of a run
+    return {
+        "warehouse": Warehouse(database=env.get("LOYALTY_WAREHOUSE", str(Path(data_dir) / "warehouse.duckdb"))),
+        "sources": EventSources(
+            data_dir=data_dir,
+            s3_url=env.get("LOYALTY_S3_URL", str(Path(data_dir) / "s3")),
+            s3_endpoint_url=env.get("LOYALTY_S3_ENDPOINT_URL"),
+        ),
+        "rules": RulesResource(path=rules_path),
+    }

@@ -1,0 +1,53 @@
+"""Small helpers every asset uses to write the warehouse the same way."""
+
+from contextlib import contextmanager
+from datetime import date
+
+import duckdb
+import dagster as dg
+
+REJECTED_DDL = """
+CREATE SCHEMA IF NOT EXISTS raw;
+CREATE TABLE IF NOT EXISTS raw.rejected_records (
+    source VARCHAR NOT NULL,   -- e.g. kafka:purchases, s3:historical_purchases, points:redemptions
+    location VARCHAR NOT NULL, -- file:line, or the Kafka coordinates of a refused message
+    reason VARCHAR NOT NULL,
+    raw VARCHAR,
+    day DATE                   -- the partition it belongs to; NULL when no event time could be read
+);
+"""
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection):
+    """All or nothing: a failed write leaves the previous state of every table it touched."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def window_days(context: dg.AssetExecutionContext) -> tuple[date, date]:
+    """[first day, day after the last) of the partitions this step materializes."""
+    window = context.partition_time_window
+    return window.start.date(), window.end.date()
+
+
+def count(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> int:
+    return conn.execute(f"SELECT count(*) FROM ({sql})", params or []).fetchall()[0][0]
+
+
+def preview(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = None, limit: int = 10) -> dg.MetadataValue:
+    """A markdown table of the first rows, for the asset's page in the UI."""
+    frame = conn.execute(f"SELECT * FROM ({sql}) LIMIT {int(limit)}", params or []).df()
+    return dg.MetadataValue.md(frame.to_markdown(index=False) if len(frame) else "_no rows_")
+
+
+def insert_rows(conn: duckdb.DuckDBPyConnection, table: str, rows: list[list]) -> None:
+    """Insert a few Python-side rows (rule values, file lists) as parameters, never as SQL text."""
+    if rows:
+        marks = ", ".join(f"${i + 1}" for i in range(len(rows[0])))
+        conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
