@@ -1,16 +1,24 @@
 """The code location: assembles assets, checks, jobs, schedules, sensors and resources. No logic here."""
 
+from collections.abc import Mapping
+
 import dagster as dg
 
 from loyalty_pipeline.assets.ingest import ingest_assets, ingest_checks
 from loyalty_pipeline.assets.loyalty import loyalty_assets, loyalty_checks
 from loyalty_pipeline.resources import build_resources
 
-everything_job = dg.define_asset_job("materialize_everything", selection=dg.AssetSelection.all())
+EVERYTHING_JOB = "materialize_everything"
 
-defs = dg.Definitions(
-    assets=[*ingest_assets, *loyalty_assets],
-    asset_checks=[*ingest_checks, *loyalty_checks],
-    jobs=[everything_job],
-    resources=build_resources(),
-)
+
+def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
+    """The Definitions, with resources from `env` (default: the process environment)."""
+    return dg.Definitions(
+        assets=[*ingest_assets, *loyalty_assets],
+        asset_checks=[*ingest_checks, *loyalty_checks],
+        jobs=[dg.define_asset_job(EVERYTHING_JOB, selection=dg.AssetSelection.all())],
+        resources=build_resources(env),
+    )
+
+
+defs = build_defs()

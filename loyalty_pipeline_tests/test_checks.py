@@ -1,0 +1,62 @@
+"""Asset checks pass on good tables and fail when the rule they guard is broken."""
+
+import dagster as dg
+import duckdb
+import pytest
+
+from loyalty_pipeline.assets.checks import duplicate_check, rejected_rows_check
+from loyalty_pipeline.assets.loyalty import (
+    enriched_keeps_every_purchase,
+    purchases_by_known_users,
+    stamps_match_purchases,
+    totals_and_tiers_agree,
+)
+from loyalty_pipeline.resources import RulesResource, Warehouse
+from loyalty_pipeline_tests.conftest import SEED_DATA, Inputs
+
+
+@pytest.fixture
+def seeded(tmp_path) -> Warehouse:
+    run = Inputs(SEED_DATA)
+    run.warehouse = tmp_path / "warehouse.duckdb"
+    run.materialize("2024-06-01", "2024-06-05")
+    return Warehouse(database=str(run.warehouse))
+
+
+def tamper(warehouse: Warehouse, sql: str) -> None:
+    with duckdb.connect(warehouse.database) as conn:
+        conn.execute(sql)
+
+
+def test_checks_pass_then_fail_when_their_rule_is_broken(seeded):
+    rules = RulesResource()
+    assert enriched_keeps_every_purchase(warehouse=seeded).passed
+    assert totals_and_tiers_agree(warehouse=seeded, rules=rules).passed
+    assert stamps_match_purchases(warehouse=seeded, rules=rules).passed
+
+    tamper(seeded, "DELETE FROM loyalty.enriched_purchases WHERE purchase_id = (SELECT min(purchase_id) FROM loyalty.enriched_purchases)")
+    assert enriched_keeps_every_purchase(warehouse=seeded).metadata["purchases_not_enriched"].value == 1
+
+    tamper(seeded, "UPDATE loyalty.sales_totals SET reward_level = 'GOLD' WHERE user_id = 'yeva'")
+    assert not totals_and_tiers_agree(warehouse=seeded, rules=rules).passed
+
+    tamper(seeded, "UPDATE loyalty.caffeine_index SET total = total + 1 WHERE user_id = 'kris'")
+    assert not stamps_match_purchases(warehouse=seeded, rules=rules).passed
+
+
+def test_purchases_keyed_by_name_are_reported_not_hidden(seeded):
+    result = purchases_by_known_users(warehouse=seeded)
+    assert not result.passed and result.severity.value == "WARN"
+    assert result.metadata["unknown_user_ids"].value == "kris, yeva, rick, dave"
+    assert result.metadata["purchases_by_unknown_users"].value == 29
+
+
+def test_duplicate_and_rejected_row_checks(seeded):
+    unique_offsets = duplicate_check(dg.AssetKey(["raw", "purchases"]), ["kafka_partition", "kafka_offset"])
+    assert unique_offsets(warehouse=seeded).passed
+    tamper(seeded, "INSERT INTO raw.purchases SELECT * FROM raw.purchases LIMIT 1")
+    assert unique_offsets(warehouse=seeded).metadata["duplicated_keys"].value == 1
+
+    rejected = rejected_rows_check(dg.AssetKey(["raw", "purchases"]), "kafka:purchases")(warehouse=seeded)
+    assert not rejected.passed and rejected.metadata["not a JSON object"].value == 1
+    assert rejected_rows_check(dg.AssetKey(["raw", "users"]), "kafka:users")(warehouse=seeded).passed

@@ -1,0 +1,62 @@
+"""The code location loads the way `dagster dev` loads it, with every asset, check and job."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from loyalty_pipeline.definitions import EVERYTHING_JOB, build_defs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_workspace_loads_with_dagster_cli(tmp_path):
+    env = {**os.environ, "LOYALTY_DATA_DIR": str(ROOT / "data"), "LOYALTY_WAREHOUSE": str(tmp_path / "w.duckdb")}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_table_of_the_spec_is_an_asset_and_every_asset_has_a_check(tmp_path):
+    defs = build_defs({"LOYALTY_DATA_DIR": str(tmp_path)})
+    keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
+    assert {
+        "raw/users", "raw/products", "raw/purchases", "raw/user_activity", "raw/redemptions",
+        "raw/customers", "raw/historical_purchases",
+        "loyalty/all_products", "loyalty/enriched_purchases", "loyalty/sales_totals",
+        "loyalty/caffeine_index", "loyalty/promotions",
+    } <= keys
+    checked = {key.asset_key.to_user_string() for key in defs.resolve_asset_graph().asset_check_keys}
+    assert keys <= checked
+    assert defs.resolve_job_def(EVERYTHING_JOB)
+
+
+def test_bad_rules_fail_at_load_naming_the_key(tmp_path):
+    (tmp_path / "loyalty.yaml").write_text("stamp_card: {cycle: many}\n")
+    try:
+        build_defs({"LOYALTY_DATA_DIR": str(tmp_path)})
+    except ValueError as error:
+        assert "stamp_card.cycle" in str(error)
+    else:
+        raise AssertionError("invalid rules loaded")
+
+
+def test_time_dependent_assets_share_daily_partitions(tmp_path):
+    graph = build_defs({"LOYALTY_DATA_DIR": str(tmp_path)}).resolve_asset_graph()
+    partitioned = {node.key.to_user_string() for node in graph.asset_nodes if node.partitions_def}
+    assert partitioned == {
+        "raw/users", "raw/products", "raw/purchases", "raw/user_activity", "raw/redemptions",
+        "raw/historical_purchases", "loyalty/enriched_purchases",
+    }
+    for node in graph.asset_nodes:
+        if node.partitions_def:
+            assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition)
+            assert node.backfill_policy == dg.BackfillPolicy.single_run()

@@ -1,0 +1,62 @@
+"""The article's mock data (data/), loaded as Kafka snapshots, gives the article's result and hand-computed tables."""
+
+from decimal import Decimal as D
+
+import pytest
+
+from loyalty_pipeline_tests.conftest import SEED_DATA, Inputs
+
+
+@pytest.fixture(scope="module")
+def seed(tmp_path_factory) -> Inputs:
+    run = Inputs(SEED_DATA)
+    run.warehouse = tmp_path_factory.mktemp("seed") / "warehouse.duckdb"
+    run.materialize("2024-06-01", "2024-06-05")
+    return run
+
+
+def test_loose_leaf_is_kris_with_coffee(seed):
+    assert seed.query("SELECT user_id, products FROM loyalty.promotions WHERE promotion_name = 'loose_leaf'") == [
+        ("kris", ["coffee"])
+    ]
+
+
+def test_nobody_bought_both_dog_and_beret(seed):
+    assert seed.query("SELECT * FROM loyalty.promotions WHERE promotion_name = 'french_poodle'") == []
+
+
+def test_sales_totals_by_hand(seed):
+    # kris: 6 coffees at 2.99 + 7 at 3.05 (the first in the same millisecond as the rise) + beret 34.99
+    # yeva: beret 34.99 + cat 195 + 3 x 2.99 + 2 x 3.05 + handbag 126; rick: tea 2.55 + 2 x 3.05 + dog + cat
+    assert seed.query("SELECT * FROM loyalty.sales_totals ORDER BY user_id") == [
+        ("dave", D("252.98"), "BRONZE"),
+        ("kris", D("74.28"), "CLIMBING"),
+        ("rick", D("453.64"), "GOLD"),
+        ("yeva", D("371.06"), "SILVER"),
+    ]
+
+
+def test_caffeine_index_by_hand(seed):
+    assert seed.query("SELECT * FROM loyalty.caffeine_index ORDER BY user_id") == [
+        ("dave", 1, 1, False),
+        ("kris", 13, 1, False),
+        ("rick", 2, 2, False),
+        ("yeva", 5, 5, True),
+    ]
+
+
+def test_coffee_price_rise_applies_from_its_instant(seed):
+    prices = seed.query(
+        "SELECT price, count(*) FROM loyalty.enriched_purchases WHERE product_id = 'coffee' GROUP BY ALL ORDER BY ALL"
+    )
+    assert prices == [(D("2.99"), 10), (D("3.05"), 11)]
+    assert seed.query("SELECT * FROM loyalty.all_products WHERE product_id = 'coffee'") == [
+        ("coffee", "beverages", D("3.05"))
+    ]
+
+
+def test_redelivered_messages_count_once_and_corrupt_line_is_quarantined(seed):
+    assert seed.query("SELECT count(*) FROM raw.purchases") == [(29,)]
+    assert seed.query("SELECT source, location, reason FROM raw.rejected_records") == [
+        ("kafka:purchases", f"{SEED_DATA}/kafka/purchases/purchases-export-2.jsonl.gz:18", "not a JSON object")
+    ]
