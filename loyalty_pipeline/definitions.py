@@ -6,6 +6,7 @@ import dagster as dg
 
 from loyalty_pipeline.assets.ingest import ingest_assets, ingest_checks
 from loyalty_pipeline.assets.loyalty import loyalty_assets, loyalty_checks
+from loyalty_pipeline.assets.points import points_assets, points_checks
 from loyalty_pipeline.resources import build_resources
 
 EVERYTHING_JOB = "materialize_everything"
@@ -14,8 +15,8 @@ EVERYTHING_JOB = "materialize_everything"
 def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
     """The Definitions, with resources from `env` (default: the process environment)."""
     return dg.Definitions(
-        assets=[*ingest_assets, *loyalty_assets],
-        asset_checks=[*ingest_checks, *loyalty_checks],
+        assets=[*ingest_assets, *loyalty_assets, *points_assets],
+        asset_checks=[*ingest_checks, *loyalty_checks, *points_checks],
         jobs=[dg.define_asset_job(EVERYTHING_JOB, selection=dg.AssetSelection.all())],
         resources=build_resources(env),
     )

@@ -1,0 +1,239 @@
+"""The point ledger (SPEC §5.2): insert, never update; every change a row; balances are sums."""
+
+from datetime import datetime, timedelta
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from loyalty_pipeline import ledger
+from loyalty_pipeline.assets.checks import duplicate_check
+from loyalty_pipeline.assets.ingest import WAREHOUSE_POOL, kafka_assets
+from loyalty_pipeline.assets.loyalty import enriched_purchases
+from loyalty_pipeline.ledger_reference import replay
+from loyalty_pipeline.partitions import daily_partitions
+from loyalty_pipeline.resources import RulesResource
+from loyalty_pipeline.warehouse import REJECTED_DDL, count, preview, window_days
+
+raw = {asset.key.path[-1]: asset for asset in kafka_assets}
+LEDGER_KEY = dg.AssetKey(["points", "point_transactions"])
+
+
+@dg.asset(
+    key=LEDGER_KEY,
+    group_name="points",
+    kinds={"duckdb"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=WAREHOUSE_POOL,
+    deps=[
+        enriched_purchases,
+        raw["redemptions"],
+        raw["users"],
+        dg.AssetDep(
+            LEDGER_KEY,
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+            ),
+        ),
+    ],
+    description="Append-only point ledger: earn lots, uses (FIFO by expiry) and expiries; day D builds on the end of D-1.",
+)
+def point_transactions(
+    context: dg.AssetExecutionContext, warehouse: DuckDBResource, rules: RulesResource
+) -> dg.MaterializeResult:
+    first, end = window_days(context)
+    settings = rules.rules.points
+    days = [first + timedelta(days=n) for n in range((end - first).days)]
+    refused = rounds = 0
+    with warehouse.get_connection() as conn:
+        conn.execute(ledger.DDL + REJECTED_DDL)
+        later_days_exist = conn.execute("SELECT count(*) FROM points.ledger_days WHERE day >= $1", [end]).fetchall()[0][0] > 0
+        ledger.check_previous_day(conn, first)
+        for day in days:  # in order: each day starts from the state the previous one left
+            counts = ledger.build_day(conn, day, str(settings.earn_rate), settings.validity_days, later_days_exist)
+            refused += counts["refused"]
+            rounds = max(rounds, counts["rounds"])
+        window_rows = "SELECT * EXCLUDE (day) FROM points.point_transactions WHERE day >= $1 AND day < $2"
+        flows = conn.execute(
+            "SELECT day, kind, sum(points) FROM points.point_transactions WHERE day >= $1 AND day < $2 GROUP BY ALL ORDER BY ALL",
+            [first, end],
+        ).fetchall()
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": count(conn, "SELECT 1 FROM points.point_transactions"),
+                "window_rows": count(conn, window_rows, [first, end]),
+                "refused_redemptions": refused,
+                "max_refusal_rounds": rounds,
+                "flows_per_day": dg.MetadataValue.md(
+                    "| day | kind | points |\n| --- | --- | --- |\n"
+                    + "\n".join(f"| {day} | {kind} | {points} |" for day, kind, points in flows)
+                ),
+                "preview": preview(conn, window_rows + " ORDER BY occurred_at, txn_id", [first, end], limit=20),
+            }
+        )
+
+
+# What is left of each lot at the end of the last ledger day (lots expiring at that midnight are still open).
+OPEN_LOTS = """
+WITH horizon AS (SELECT (max(day) + 1)::TIMESTAMP AS instant FROM points.ledger_days),
+taken AS (
+    SELECT lot_txn_id, sum(points) AS points FROM points.lot_allocations
+    WHERE lot_expires_at >= (SELECT instant FROM horizon) GROUP BY lot_txn_id
+)
+SELECT lot.user_id, lot.txn_id, lot.expires_at, lot.points - coalesce(taken.points, 0) AS remaining
+FROM points.point_transactions AS lot LEFT JOIN taken ON taken.lot_txn_id = lot.txn_id
+WHERE lot.kind = 'earn' AND lot.expires_at >= (SELECT instant FROM horizon) AND lot.points > coalesce(taken.points, 0)
+"""
+
+BALANCES = f"""
+WITH next_expiry AS (
+    SELECT user_id, expires_at AS next_expiry_at, sum(remaining) AS next_expiry_points
+    FROM ({OPEN_LOTS}) GROUP BY user_id, expires_at
+    QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY expires_at) = 1
+)
+SELECT user_id, sum(points) AS balance, any_value(next_expiry_at) AS next_expiry_at,
+       any_value(next_expiry_points)::BIGINT AS next_expiry_points
+FROM points.point_transactions LEFT JOIN next_expiry USING (user_id)
+GROUP BY user_id
+"""
+
+
+@dg.asset(
+    key=["points", "point_balances"],
+    group_name="points",
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
+    deps=[point_transactions],
+    description="Point balance per customer at the end of the last ledger day, with the next expiry and its points.",
+)
+def point_balances(warehouse: DuckDBResource) -> dg.MaterializeResult:
+    with warehouse.get_connection() as conn:
+        conn.execute(ledger.DDL)
+        conn.execute("CREATE OR REPLACE TABLE points.point_balances AS " + BALANCES)
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": count(conn, "SELECT 1 FROM points.point_balances"),
+                "points_outstanding": int(conn.execute("SELECT coalesce(sum(balance), 0) FROM points.point_balances").fetchall()[0][0]),
+                "preview": preview(conn, "SELECT * FROM points.point_balances ORDER BY balance DESC, user_id", limit=20),
+            }
+        )
+
+
+def _failures(warehouse: DuckDBResource, sql: str) -> int:
+    with warehouse.get_connection() as conn:
+        return conn.execute(f"SELECT count(*) FROM ({sql})").fetchall()[0][0]
+
+
+def _result(wrong: int, what: str) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=wrong == 0, metadata={what: wrong})
+
+
+@dg.asset_check(asset=point_transactions, blocking=True, description="No customer's balance is negative at any instant.")
+def balance_never_negative(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+    return _result(
+        _failures(
+            warehouse,
+            """SELECT 1 FROM (
+                   SELECT sum(points) OVER (PARTITION BY user_id ORDER BY occurred_at,
+                          CASE kind WHEN 'expire' THEN 0 WHEN 'earn' THEN 1 ELSE 2 END, txn_id) AS running
+                   FROM points.point_transactions) WHERE running < 0""",
+        ),
+        "negative_instants",
+    )
+
+
+@dg.asset_check(asset=point_transactions, blocking=True, description="No lot gives more points than it earned.")
+def lots_not_overdrawn(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+    return _result(
+        _failures(
+            warehouse,
+            """SELECT 1 FROM points.point_transactions AS lot
+               JOIN (SELECT lot_txn_id, sum(points) AS taken FROM points.lot_allocations GROUP BY ALL) AS a
+                 ON a.lot_txn_id = lot.txn_id
+               WHERE a.taken > lot.points""",
+        ),
+        "overdrawn_lots",
+    )
+
+
+@dg.asset_check(asset=point_transactions, blocking=True, description="Each expire row is exactly what its lot had left after uses.")
+def expiries_match_lot_remainders(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+    return _result(
+        _failures(
+            warehouse,
+            """SELECT 1 FROM points.point_transactions AS expiry
+               JOIN points.point_transactions AS lot ON lot.txn_id = expiry.source_ref AND lot.kind = 'earn'
+               LEFT JOIN (SELECT lot_txn_id, sum(points) AS used FROM points.lot_allocations
+                          WHERE txn_id LIKE 'use:%' GROUP BY ALL) AS uses ON uses.lot_txn_id = lot.txn_id
+               WHERE expiry.kind = 'expire' AND -expiry.points <> lot.points - coalesce(uses.used, 0)""",
+        ),
+        "mismatched_expiries",
+    )
+
+
+@dg.asset_check(
+    asset=point_transactions,
+    blocking=True,
+    description="Replays one sampled customer's whole history with the plain reference rules and compares row by row.",
+)
+def sampled_customer_reconciles(warehouse: DuckDBResource, rules: RulesResource) -> dg.AssetCheckResult:
+    settings = rules.rules.points
+    with warehouse.get_connection() as conn:
+        sampled = conn.execute("SELECT user_id FROM points.point_transactions USING SAMPLE 1 ROWS").fetchall()
+        if not sampled:
+            return dg.AssetCheckResult(passed=True, metadata={"user_id": "(empty ledger)"})
+        user = sampled[0][0]
+        until = conn.execute("SELECT (max(day) + 1)::TIMESTAMP FROM points.ledger_days").fetchall()[0][0]
+        purchases = conn.execute(
+            "SELECT purchase_id, purchased_at, price FROM loyalty.enriched_purchases WHERE user_id = $1 AND price IS NOT NULL",
+            [user],
+        ).fetchall()
+        uses = conn.execute(
+            """SELECT redemption_id, event_ts, points FROM raw.redemptions WHERE user_id = $1 AND NOT tombstone
+               QUALIFY row_number() OVER (PARTITION BY redemption_id ORDER BY event_ts, kafka_partition, kafka_offset) = 1""",
+            [user],
+        ).fetchall()
+        closures = [row[0] for row in conn.execute("SELECT event_ts FROM raw.users WHERE user_id = $1 AND tombstone", [user]).fetchall()]
+        actual = conn.execute(
+            "SELECT txn_id, occurred_at, kind, points FROM points.point_transactions WHERE user_id = $1", [user]
+        ).fetchall()
+    earns = []
+    for purchase_id, at, price in purchases:
+        points = int(price * settings.earn_rate)  # floor: prices and rates are non-negative
+        expires = datetime.combine(at.date() + timedelta(days=settings.validity_days + 1), datetime.min.time())
+        if points > 0:
+            earns.append((f"earn:{purchase_id}", at, points, expires))
+    expected, _ = replay(earns, uses, closures, until)
+    differences = set(expected) ^ set(actual)
+    return dg.AssetCheckResult(
+        passed=not differences and len(expected) == len(actual),
+        metadata={"user_id": user, "rows": len(actual), "differences": len(differences)},
+    )
+
+
+@dg.asset_check(
+    asset=point_balances, blocking=True, description="Each balance is the sum of the customer's ledger rows and of their open lots."
+)
+def balances_are_ledger_sums(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+    return _result(
+        _failures(
+            warehouse,
+            f"""SELECT 1 FROM points.point_balances AS b
+                FULL JOIN (SELECT user_id, sum(points) AS total FROM points.point_transactions GROUP BY ALL) AS l USING (user_id)
+                LEFT JOIN (SELECT user_id, sum(remaining) AS open FROM ({OPEN_LOTS}) GROUP BY ALL) AS o USING (user_id)
+                WHERE b.balance IS DISTINCT FROM l.total OR b.balance <> coalesce(o.open, 0)""",
+        ),
+        "customers_wrong",
+    )
+
+
+points_assets = [point_transactions, point_balances]
+points_checks = [
+    balance_never_negative,
+    lots_not_overdrawn,
+    expiries_match_lot_remainders,
+    sampled_customer_reconciles,
+    balances_are_ledger_sums,
+    duplicate_check(point_transactions.key, ["txn_id"]),
+    duplicate_check(point_balances.key, ["user_id"]),
+]
