@@ -13,7 +13,14 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from loyalty_pipeline.config import RulesError
 from loyalty_pipeline.definitions import EVERYTHING_JOB, build_defs
 
-SHOWN_TABLES = ["loyalty.sales_totals", "loyalty.caffeine_index", "loyalty.promotions"]
+SHOWN = {  # what the summary prints in full: the small tables a person checks by eye
+    "loyalty.sales_totals": "SELECT * FROM loyalty.sales_totals ORDER BY user_id",
+    "loyalty.caffeine_index": "SELECT * FROM loyalty.caffeine_index ORDER BY user_id",
+    "loyalty.promotions": "SELECT * FROM loyalty.promotions ORDER BY ALL",
+    "points.point_transactions": "SELECT day, kind, count(*) AS rows, sum(points) AS points "
+    "FROM points.point_transactions GROUP BY ALL ORDER BY ALL",
+    "points.point_balances": "SELECT * FROM points.point_balances ORDER BY user_id",
+}
 
 
 def event_day_range(data_dir: Path, s3_keys: list[str]) -> tuple[date, date] | None:
@@ -92,9 +99,10 @@ def print_summary(database: str, result: dg.ExecuteInProcessResult) -> list[str]
         tables = conn.execute("SELECT schema_name || '.' || table_name FROM duckdb_tables() ORDER BY ALL").fetchall()
         for (table,) in tables:
             print(f"  {table:<34} {conn.execute(f'SELECT count(*) FROM {table}').fetchall()[0][0]:>10}")
-        for table in [table for table in SHOWN_TABLES if (table,) in tables]:
-            print(f"\n{table}")
-            print(conn.sql(f"SELECT * FROM {table} ORDER BY ALL"))
+        for table, sql in SHOWN.items():
+            if (table,) in tables:
+                print(f"\n{table}")
+                print(conn.sql(sql))
         print("rejected rows")
         print(conn.sql("SELECT source, reason, count(*) AS rows FROM raw.rejected_records GROUP BY ALL ORDER BY ALL"))
     failed_blocking = []

@@ -11,7 +11,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import boto3
+import duckdb
 import dagster as dg
+from dagster._utils.backoff import backoff
 from dagster_duckdb import DuckDBResource
 
 from loyalty_pipeline.config import Rules, load_rules
@@ -83,9 +85,14 @@ class Warehouse(DuckDBResource):
 
     @contextmanager
     def get_connection(self):
-        with super().get_connection() as conn:
+        # dagster-duckdb's own context manager leaves the connection open when the body raises, which keeps the
+        # file locked for the rest of the process; close it on every path.
+        conn = backoff(duckdb.connect, retry_on=(duckdb.IOException,), kwargs={"database": self.database}, max_retries=10)
+        try:
             conn.execute("SET TimeZone = 'UTC'")
             yield conn
+        finally:
+            conn.close()
 
 
 class EventSources(dg.ConfigurableResource):

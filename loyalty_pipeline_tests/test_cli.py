@@ -20,7 +20,7 @@ def test_materialize_seed_prints_the_tables_and_exits_zero(tmp_path):
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "materializing 2024-06-01 .. 2024-06-05" in out
-    assert "loyalty.enriched_purchases" in out and "29" in out
+    assert "loyalty.enriched_purchases" in out and "30" in out
     assert "│ kris    │ loose_leaf     │ [coffee]  │" in out
     assert "warn  loyalty/enriched_purchases:purchases_by_known_users" in out
     assert "FAIL" not in out and out.rstrip().endswith("OK")

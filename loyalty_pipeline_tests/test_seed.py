@@ -31,6 +31,7 @@ def test_sales_totals_by_hand(seed):
     assert seed.query("SELECT * FROM loyalty.sales_totals ORDER BY user_id") == [
         ("dave", D("252.98"), "BRONZE"),
         ("kris", D("74.28"), "CLIMBING"),
+        ("mona", D("126.00"), "CLIMBING"),
         ("rick", D("453.64"), "GOLD"),
         ("yeva", D("371.06"), "SILVER"),
     ]
@@ -56,7 +57,27 @@ def test_coffee_price_rise_applies_from_its_instant(seed):
 
 
 def test_redelivered_messages_count_once_and_corrupt_line_is_quarantined(seed):
-    assert seed.query("SELECT count(*) FROM raw.purchases") == [(29,)]
-    assert seed.query("SELECT source, location, reason FROM raw.rejected_records") == [
+    assert seed.query("SELECT count(*) FROM raw.purchases") == [(30,)]
+    assert seed.query("SELECT source, location, reason FROM raw.rejected_records WHERE source LIKE 'kafka:%'") == [
         ("kafka:purchases", f"{SEED_DATA}/kafka/purchases/purchases-export-2.jsonl.gz:18", "not a JSON object")
+    ]
+
+
+def test_point_balances_by_hand(seed):
+    # one point per whole unit of price: coffee 2 before the rise, 3 after; kris redeemed 30 of 67; rick's 500 and
+    # yeva's 371 (above her 367) are refused; mona's account was closed, her 126 expired at the tombstone
+    assert seed.query("SELECT user_id, balance, next_expiry_at::VARCHAR, next_expiry_points FROM points.point_balances ORDER BY user_id") == [
+        ("dave", 251, "2025-06-03 00:00:00", 251),
+        ("kris", 37, "2025-06-03 00:00:00", 16),
+        ("mona", 0, None, None),
+        ("rick", 452, "2025-06-02 00:00:00", 2),
+        ("yeva", 367, "2025-06-02 00:00:00", 231),
+    ]
+    assert seed.query("SELECT location, reason FROM raw.rejected_records WHERE source = 'points:redemptions' ORDER BY location") == [
+        (f"{SEED_DATA}/kafka/redemptions/redemptions-2024-06-04.jsonl:2", "insufficient_points"),
+        (f"{SEED_DATA}/kafka/redemptions/redemptions-2024-06-04.jsonl:3", "insufficient_points"),
+    ]
+    assert seed.query("SELECT txn_id, occurred_at::VARCHAR, points FROM points.point_transactions WHERE kind <> 'earn' ORDER BY occurred_at") == [
+        ("use:rd-1001", "2024-06-04 12:00:00", -30),
+        ("expire:earn:purchases:1:0", "2024-06-05 12:00:00", -126),
     ]

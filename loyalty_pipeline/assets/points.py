@@ -91,7 +91,7 @@ WITH next_expiry AS (
     FROM ({OPEN_LOTS}) GROUP BY user_id, expires_at
     QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY expires_at) = 1
 )
-SELECT user_id, sum(points) AS balance, any_value(next_expiry_at) AS next_expiry_at,
+SELECT user_id, sum(points)::BIGINT AS balance, any_value(next_expiry_at) AS next_expiry_at,
        any_value(next_expiry_points)::BIGINT AS next_expiry_points
 FROM points.point_transactions LEFT JOIN next_expiry USING (user_id)
 GROUP BY user_id

@@ -1,0 +1,248 @@
+"""SPEC §5.2: the point ledger's rules, its edges, day order, and agreement with the plain reference replay."""
+
+import random
+from datetime import datetime, timedelta
+
+import pytest
+
+from loyalty_pipeline.ledger_reference import replay
+
+LEDGER = "SELECT txn_id, user_id, occurred_at::VARCHAR, kind, points, expires_at::VARCHAR, source_ref FROM points.point_transactions ORDER BY occurred_at, CASE kind WHEN 'expire' THEN 0 WHEN 'earn' THEN 1 ELSE 2 END, txn_id"
+
+
+def priced(inputs, **prices):
+    inputs.kafka("products", [(pid, {"category": "c", "price": price}, "2022-10-01T00:00:00") for pid, price in prices.items()], file="products.jsonl")
+
+
+def buy(inputs, *purchases, file="purchases.jsonl"):
+    return inputs.kafka("purchases", [(user, {"product_id": pid}, ts) for user, pid, ts in purchases], file=file)
+
+
+def redeem(inputs, *redemptions, file="redemptions.jsonl"):
+    inputs.kafka("redemptions", [(user, {"redemption_id": rid, "points": points}, ts) for user, rid, points, ts in redemptions], file=file)
+
+
+def seven_days(inputs):
+    inputs.rules("points: {validity_days: 7}\n")
+
+
+def test_worked_example_of_the_seed(inputs):
+    """+5 on 10-01 14:00, +10 on 10-02 16:00, -5 expire at 10-09 00:00, -10 use at 10-09 18:00, balance 0."""
+    seven_days(inputs)
+    priced(inputs, five=5.99, ten=10)
+    buy(inputs, ("u", "five", "2022-10-01T14:00:00"), ("u", "ten", "2022-10-02T16:00:00"))
+    redeem(inputs, ("u", "r1", 10, "2022-10-09T18:00:00"))
+    inputs.materialize("2022-10-01", "2022-10-10")
+    assert inputs.query(LEDGER) == [
+        ("earn:purchases:0:0", "u", "2022-10-01 14:00:00", "earn", 5, "2022-10-09 00:00:00", "purchases:0:0"),
+        ("earn:purchases:0:1", "u", "2022-10-02 16:00:00", "earn", 10, "2022-10-10 00:00:00", "purchases:0:1"),
+        ("expire:earn:purchases:0:0", "u", "2022-10-09 00:00:00", "expire", -5, None, "earn:purchases:0:0"),
+        ("use:r1", "u", "2022-10-09 18:00:00", "use", -10, None, "r1"),
+    ]
+    assert inputs.query("SELECT * FROM points.point_balances") == [("u", 0, None, None)]
+
+
+def test_balances_as_of_the_last_day_with_next_expiry(inputs):
+    seven_days(inputs)
+    priced(inputs, five=5, ten=10)
+    buy(inputs, ("u", "five", "2022-10-01T14:00:00"), ("u", "ten", "2022-10-01T15:00:00"), ("u", "ten", "2022-10-02T16:00:00"))
+    redeem(inputs, ("u", "r1", 7, "2022-10-03T09:00:00"))
+    inputs.materialize("2022-10-01", "2022-10-08")
+    # lots 5 and 10 expire at 10-09 00:00 (still open at the end of 10-08): 8 of them remain after the use of 7
+    assert inputs.query("SELECT user_id, balance, next_expiry_at::VARCHAR, next_expiry_points FROM points.point_balances") == [
+        ("u", 18, "2022-10-09 00:00:00", 8)
+    ]
+
+
+@pytest.mark.parametrize("asked, accepted", [(16, False), (15, True)])
+def test_redemption_one_point_above_the_balance_is_refused_and_exactly_at_it_accepted(inputs, asked, accepted):
+    priced(inputs, five=5, ten=10)
+    buy(inputs, ("u", "five", "2022-10-01T14:00:00"), ("u", "ten", "2022-10-01T15:00:00"))
+    redeem(inputs, ("u", "r1", asked, "2022-10-01T16:00:00"))
+    inputs.materialize("2022-10-01")
+    uses = inputs.query("SELECT txn_id, points FROM points.point_transactions WHERE kind = 'use'")
+    refused = inputs.query("SELECT source, reason FROM raw.rejected_records")
+    assert uses == ([("use:r1", -asked)] if accepted else [])
+    assert refused == ([] if accepted else [("points:redemptions", "insufficient_points")])
+    assert inputs.query("SELECT balance FROM points.point_balances") == [(15 - asked if accepted else 15,)]
+
+
+def test_a_refused_redemption_does_not_block_a_later_smaller_one(inputs):
+    priced(inputs, ten=10)
+    buy(inputs, ("u", "ten", "2022-10-01T10:00:00"))
+    redeem(inputs, ("u", "big", 11, "2022-10-01T11:00:00"), ("u", "small", 4, "2022-10-01T12:00:00"), ("u", "again", 7, "2022-10-01T13:00:00"))
+    inputs.materialize("2022-10-01")
+    assert inputs.query("SELECT txn_id FROM points.point_transactions WHERE kind = 'use'") == [("use:small",)]
+    assert inputs.query("SELECT location LIKE '%redemptions.jsonl:1', location LIKE '%redemptions.jsonl:3' FROM raw.rejected_records ORDER BY location") == [(True, False), (False, True)]
+
+
+def test_lot_expiring_at_midnight_goes_before_a_use_at_that_instant(inputs):
+    seven_days(inputs)
+    priced(inputs, ten=10)
+    buy(inputs, ("u", "ten", "2022-10-01T23:59:59.999"))
+    redeem(inputs, ("u", "r1", 10, "2022-10-09T00:00:00"), ("u", "r0", 10, "2022-10-08T23:59:59.999"))
+    inputs.materialize("2022-10-01", "2022-10-09")
+    assert inputs.query("SELECT txn_id, occurred_at::VARCHAR, points FROM points.point_transactions ORDER BY occurred_at") == [
+        ("earn:purchases:0:0", "2022-10-01 23:59:59.999", 10),
+        ("use:r0", "2022-10-08 23:59:59.999", -10),
+    ]
+    # r1 came at the instant the (already empty) lot expired: nothing left
+    assert inputs.query("SELECT reason FROM raw.rejected_records") == [("insufficient_points",)]
+
+
+def test_midnight_expiry_then_use_of_a_newer_lot(inputs):
+    seven_days(inputs)
+    priced(inputs, ten=10, three=3)
+    buy(inputs, ("u", "ten", "2022-10-01T08:00:00"), ("u", "three", "2022-10-02T08:00:00"))
+    redeem(inputs, ("u", "r1", 3, "2022-10-09T00:00:00"))
+    inputs.materialize("2022-10-01", "2022-10-09")
+    assert inputs.query("SELECT kind, occurred_at::VARCHAR, points FROM points.point_transactions WHERE day = '2022-10-09' ORDER BY kind") == [
+        ("expire", "2022-10-09 00:00:00", -10),
+        ("use", "2022-10-09 00:00:00", -3),
+    ]
+
+
+def test_earn_and_use_in_the_same_millisecond_earn_first(inputs):
+    priced(inputs, ten=10)
+    buy(inputs, ("u", "ten", "2022-10-01T10:00:00.123"))
+    redeem(inputs, ("u", "r1", 10, "2022-10-01T10:00:00.123"))
+    inputs.materialize("2022-10-01")
+    assert inputs.query("SELECT kind, points FROM points.point_transactions ORDER BY points DESC") == [("earn", 10), ("use", -10)]
+
+
+def test_uses_take_the_earliest_expiry_first(inputs):
+    seven_days(inputs)
+    priced(inputs, ten=10, four=4)
+    buy(inputs, ("u", "ten", "2022-10-01T08:00:00"), ("u", "four", "2022-10-02T08:00:00"))
+    redeem(inputs, ("u", "r1", 12, "2022-10-03T08:00:00"))
+    inputs.materialize("2022-10-01", "2022-10-10")
+    # 10 from the first lot, 2 from the second; the second's 2 left expire on 10-10
+    assert inputs.query("SELECT txn_id, lot_txn_id, points FROM points.lot_allocations ORDER BY day, lot_txn_id") == [
+        ("use:r1", "earn:purchases:0:0", 10),
+        ("use:r1", "earn:purchases:0:1", 2),
+        ("expire:earn:purchases:0:1", "earn:purchases:0:1", 2),
+    ]
+
+
+def test_tombstone_expires_every_open_lot_at_its_time(inputs):
+    priced(inputs, ten=10, four=4, one=1)
+    buy(inputs, ("u", "ten", "2022-10-01T08:00:00"), ("u", "four", "2022-10-02T08:00:00"), ("u", "one", "2022-10-02T12:00:00"), ("v", "ten", "2022-10-02T08:00:00"))
+    redeem(inputs, ("u", "r1", 12, "2022-10-02T09:00:00"))
+    inputs.kafka("users", [("u", {"name": "Ann"}, "2022-09-30T00:00:00"), ("u", None, "2022-10-02T12:00:00")])
+    inputs.materialize("2022-10-01", "2022-10-03")
+    assert inputs.query("SELECT txn_id, occurred_at::VARCHAR, points FROM points.point_transactions WHERE kind = 'expire' ORDER BY txn_id") == [
+        ("expire:earn:purchases:0:1", "2022-10-02 12:00:00", -2),
+    ]
+    # the lot earned at the tombstone's instant comes after the expiry and stays
+    assert inputs.query("SELECT user_id, balance FROM points.point_balances ORDER BY user_id") == [("u", 1), ("v", 10)]
+
+
+def test_tombstone_with_several_open_lots_writes_one_expire_row_per_lot(inputs):
+    priced(inputs, ten=10, four=4)
+    buy(inputs, ("u", "ten", "2022-10-01T08:00:00"), ("u", "four", "2022-10-02T08:00:00"), ("u", "ten", "2022-10-03T08:00:00"))
+    inputs.kafka("users", [("u", None, "2022-10-03T09:00:00")])
+    inputs.materialize("2022-10-01", "2022-10-03")
+    assert inputs.query("SELECT txn_id, points FROM points.point_transactions WHERE kind = 'expire' ORDER BY txn_id") == [
+        ("expire:earn:purchases:0:0", -10), ("expire:earn:purchases:0:1", -4), ("expire:earn:purchases:0:2", -10),
+    ]
+    assert inputs.query("SELECT balance, next_expiry_at FROM points.point_balances") == [(0, None)]
+
+
+def test_zero_point_and_unpriced_purchases_write_no_row_and_earn_rate_floors(inputs):
+    inputs.rules("points: {earn_rate: 1.5}\n")
+    priced(inputs, cheap=0.5, odd=3.99)
+    buy(inputs, ("u", "cheap", "2022-10-01T08:00:00"), ("u", "unknown", "2022-10-01T08:00:00"), ("u", "odd", "2022-10-01T09:00:00"))
+    inputs.materialize("2022-10-01")
+    assert inputs.query("SELECT source_ref, points FROM points.point_transactions") == [("purchases:0:2", 5)]
+
+
+def test_duplicate_redemption_id_counts_once(inputs):
+    priced(inputs, ten=10)
+    buy(inputs, ("u", "ten", "2022-10-01T08:00:00"))
+    redeem(inputs, ("u", "r1", 3, "2022-10-01T09:00:00"), ("u", "r1", 3, "2022-10-02T09:00:00"))
+    inputs.materialize("2022-10-01", "2022-10-02")
+    assert inputs.query("SELECT txn_id, points FROM points.point_transactions WHERE kind = 'use'") == [("use:r1", -3)]
+    assert inputs.query("SELECT reason, day::VARCHAR FROM raw.rejected_records") == [("duplicate redemption_id", "2022-10-02")]
+
+
+def test_rematerializing_a_day_and_a_range_gives_identical_rows(inputs):
+    seven_days(inputs)
+    priced(inputs, ten=10, four=4)
+    buy(inputs, ("u", "ten", "2022-10-01T08:00:00"), ("u", "four", "2022-10-03T08:00:00"), ("v", "ten", "2022-10-05T08:00:00"))
+    redeem(inputs, ("u", "r1", 5, "2022-10-04T09:00:00"), ("v", "r2", 50, "2022-10-05T09:00:00"))
+    inputs.materialize("2022-10-01", "2022-10-12")
+    snapshot = [inputs.query(f"SELECT * FROM {table} ORDER BY ALL") for table in ("points.point_transactions", "points.lot_allocations", "raw.rejected_records", "points.point_balances")]
+    inputs.materialize("2022-10-04")
+    inputs.materialize("2022-10-03", "2022-10-09")
+    inputs.materialize("2022-10-12")
+    again = [inputs.query(f"SELECT * FROM {table} ORDER BY ALL") for table in ("points.point_transactions", "points.lot_allocations", "raw.rejected_records", "points.point_balances")]
+    assert again == snapshot
+
+
+def test_a_day_whose_previous_day_is_missing_is_refused(inputs):
+    priced(inputs, ten=10)
+    buy(inputs, ("u", "ten", "2022-10-01T08:00:00"), ("u", "ten", "2022-10-03T08:00:00"))
+    from loyalty_pipeline.cli import materialize_days
+    from loyalty_pipeline.definitions import build_defs
+
+    inputs.materialize("2022-10-01")
+    result = materialize_days(build_defs(inputs.env()), "2022-10-03", "2022-10-03")
+    assert not result.success
+    failure = next(event for event in result.all_events if event.is_step_failure)
+    assert "needs the ledger at the end of 2022-10-02" in str(failure.event_specific_data.error)
+    assert inputs.query("SELECT count(*) FROM points.point_transactions") == [(1,)]
+
+
+def test_rebuilding_an_earlier_day_with_changed_inputs_under_later_days_is_refused(inputs):
+    priced(inputs, ten=10)
+    buy(inputs, ("u", "ten", "2022-10-01T08:00:00"))
+    redeem(inputs, ("u", "r1", 10, "2022-10-02T08:00:00"))
+    inputs.materialize("2022-10-01", "2022-10-02")
+    buy(inputs, ("u", "ten", "2022-10-01T09:00:00"), file="late.jsonl")
+    from loyalty_pipeline.cli import materialize_days
+    from loyalty_pipeline.definitions import build_defs
+
+    result = materialize_days(build_defs(inputs.env()), "2022-10-01", "2022-10-01")
+    assert not result.success
+    # the whole range in one run is the way: both days rebuilt in order
+    inputs.materialize("2022-10-01", "2022-10-02")
+    assert inputs.query("SELECT balance FROM points.point_balances") == [(10,)]
+
+
+def test_random_histories_agree_with_the_reference_replay(inputs):
+    """Many customers, random purchases, redemptions (some above balance) and closures over 20 days."""
+    rng = random.Random(7)
+    inputs.rules("points: {validity_days: 3}\n")
+    prices = {f"p{n}": n for n in range(1, 8)}
+    priced(inputs, **prices)
+    start = datetime(2022, 10, 1)
+    purchases, redemptions, closures = [], [], []
+    for n in range(400):
+        at = start + timedelta(minutes=rng.randrange(20 * 24 * 60) // 30 * 30)  # coarse times: many ties
+        user = f"u{rng.randrange(12)}"
+        kind = rng.random()
+        if kind < 0.6:
+            purchases.append((user, rng.choice(list(prices)), at.isoformat()))
+        elif kind < 0.97:
+            redemptions.append((user, f"r{n}", rng.randrange(1, 15), at.isoformat()))
+        else:
+            closures.append((user, None, at.isoformat()))
+    buy(inputs, *purchases)
+    redeem(inputs, *redemptions)
+    inputs.kafka("users", closures)
+    inputs.materialize("2022-10-01", "2022-10-20")
+    until = datetime(2022, 10, 21)
+    for user in sorted({p[0] for p in purchases + redemptions}):
+        earns = [
+            (f"earn:purchases:0:{i}", datetime.fromisoformat(at), prices[pid], datetime.fromisoformat(at[:10]) + timedelta(days=4))
+            for i, (who, pid, at) in enumerate(purchases) if who == user
+        ]
+        uses = [(rid, datetime.fromisoformat(at), points) for who, rid, points, at in redemptions if who == user]
+        shut = [datetime.fromisoformat(at) for who, _, at in closures if who == user]
+        expected, refused = replay(earns, uses, shut, until)
+        actual = inputs.query("SELECT txn_id, occurred_at, kind, points FROM points.point_transactions WHERE user_id = $1", [user])
+        assert sorted(actual) == sorted(expected), user
+        refused_here = inputs.query(
+            "SELECT count(*) FROM raw.rejected_records WHERE reason = 'insufficient_points' AND raw LIKE $1", [f'%"user_id":"{user}"%']
+        )
+        assert refused_here == [(len(refused),)]
