@@ -22,5 +22,8 @@ dev: $(INSTALLED)
 	mkdir -p .dagster_home
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -h 127.0.0.1 -w workspace.yaml
 
+bench: $(INSTALLED)
+	$(BIN)/python bench/ledger_day_cost.py --out bench/results/ledger_day_cost.json
+
 clean:
 	rm -rf $(VENV) data/warehouse.duckdb*

@@ -37,17 +37,25 @@ CREATE TABLE IF NOT EXISTS points.lot_allocations (  -- which lots each use and 
 CREATE TABLE IF NOT EXISTS points.ledger_days (day DATE PRIMARY KEY);  -- days whose end state is in the ledger
 """
 
-# The queue at the start of the day: what is left of open lots, then the day's new lots.
+# The queue at the start of the day, for the customers something happens to: what is left of their open lots,
+# then the day's new lots. Customers with no event and no expiry today are not touched, so a day's cost follows
+# its events, not the length of history.
 DAY_LOTS = """
 CREATE OR REPLACE TEMP TABLE day_lots AS
-WITH taken AS (
+WITH active AS (
+    SELECT user_id FROM loyalty.enriched_purchases WHERE day = $day
+    UNION SELECT user_id FROM raw.redemptions WHERE day = $day
+    UNION SELECT user_id FROM raw.users WHERE tombstone AND day = $day
+    UNION SELECT user_id FROM points.point_transactions
+          WHERE kind = 'earn' AND expires_at >= $day AND expires_at < $day + 1 AND day < $day
+), taken AS (
     SELECT lot_txn_id, sum(points) AS points FROM points.lot_allocations
-    WHERE lot_expires_at >= $day AND day < $day GROUP BY lot_txn_id
+    WHERE lot_expires_at >= $day AND day < $day AND user_id IN (SELECT user_id FROM active) GROUP BY lot_txn_id
 ), open_lots AS (
     SELECT lot.txn_id AS lot_txn_id, lot.user_id, lot.occurred_at AS earned_at, lot.expires_at,
            lot.points - coalesce(taken.points, 0) AS size, NULL AS purchase_id
     FROM points.point_transactions AS lot LEFT JOIN taken ON taken.lot_txn_id = lot.txn_id
-    WHERE lot.kind = 'earn' AND lot.expires_at >= $day AND lot.day < $day
+    WHERE lot.kind = 'earn' AND lot.expires_at >= $day AND lot.day < $day AND lot.user_id IN (SELECT user_id FROM active)
 ), new_lots AS (
     SELECT 'earn:' || purchase_id AS lot_txn_id, user_id, purchased_at AS earned_at,
            ($day + $validity_days + 1)::TIMESTAMP AS expires_at,
