@@ -1,6 +1,7 @@
 """`loyalty-pipeline`: materialize every asset over a range of days in one in-process run, and print a summary."""
 
 import argparse
+import json
 import os
 import sys
 from datetime import date, datetime, timezone
@@ -12,6 +13,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from loyalty_pipeline.config import RulesError
 from loyalty_pipeline.definitions import EVERYTHING_JOB, build_defs
+from loyalty_pipeline.resources import build_resources
 
 SHOWN = {  # what the summary prints in full: the small tables a person checks by eye
     "loyalty.sales_totals": "SELECT * FROM loyalty.sales_totals ORDER BY user_id",
@@ -118,6 +120,34 @@ def print_summary(database: str, result: dg.ExecuteInProcessResult) -> list[str]
     return failed_blocking
 
 
+PROFILE_JSON = """
+SELECT json_object(
+    'profile', to_json(profile),
+    'recommendations', coalesce((SELECT to_json(list(json_object('product_id', r.product_id, 'score', r.score, 'rank', r.rank)
+                                                    ORDER BY r.rank))
+                                 FROM customer.recommendations AS r WHERE r.user_id = profile.user_id), '[]'::JSON))
+FROM customer.profile_360 AS profile WHERE profile.user_id = $user_id
+"""
+
+
+def profile(args: argparse.Namespace) -> int:
+    """Prints one customer's 360 profile and recommendations from the serving copy, never blocking on a run."""
+    env = dict(os.environ)
+    if args.warehouse:
+        env["LOYALTY_WAREHOUSE"] = args.warehouse
+    serving = build_resources(env)["warehouse"].serving_path()
+    if not serving.exists():
+        print(f"error: no serving copy at {serving}; run `loyalty-pipeline materialize` first", file=sys.stderr)
+        return 2
+    with duckdb.connect(str(serving), read_only=True) as conn:
+        found = conn.execute(PROFILE_JSON, {"user_id": args.user_id}).fetchall()
+    if not found:
+        print(f"error: no customer with id {args.user_id!r} in {serving}", file=sys.stderr)
+        return 1
+    print(json.dumps(json.loads(found[0][0]), indent=2, ensure_ascii=False))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="loyalty-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -126,10 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--warehouse", help="DuckDB file (default: $LOYALTY_WAREHOUSE or <data dir>/warehouse.duckdb)")
     run.add_argument("--from", dest="start", type=_day, help="first day, YYYY-MM-DD (default: first event day)")
     run.add_argument("--to", dest="end", type=_day, help="last day, YYYY-MM-DD (default: last event day)")
+    lookup = commands.add_parser("profile", help="print a customer's 360 profile and recommendations as JSON")
+    lookup.add_argument("user_id")
+    lookup.add_argument("--warehouse", help="DuckDB file whose serving copy to read (default: $LOYALTY_WAREHOUSE)")
     args = parser.parse_args(argv)
-    if args.command == "materialize":
-        return materialize(args)
-    return 2
+    return {"materialize": materialize, "profile": profile}[args.command](args)
 
 
 def _day(text: str) -> str:

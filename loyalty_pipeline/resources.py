@@ -83,6 +83,11 @@ class S3Store:
 class Warehouse(DuckDBResource):
     """The DuckDB warehouse file; every connection works in UTC, whatever the machine's time zone."""
 
+    def serving_path(self) -> Path:
+        """The read-only copy of the 360 tables beside the warehouse (warehouse.duckdb -> warehouse.serving.duckdb)."""
+        path = Path(self.database)
+        return path.with_name(path.stem + ".serving" + path.suffix)
+
     @contextmanager
     def get_connection(self):
         # dagster-duckdb's own context manager leaves the connection open when the body raises, which keeps the

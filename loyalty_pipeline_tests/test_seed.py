@@ -29,6 +29,9 @@ def test_sales_totals_by_hand(seed):
     # kris: 6 coffees at 2.99 + 7 at 3.05 (the first in the same millisecond as the rise) + beret 34.99
     # yeva: beret 34.99 + cat 195 + 3 x 2.99 + 2 x 3.05 + handbag 126; rick: tea 2.55 + 2 x 3.05 + dog + cat
     assert seed.query("SELECT * FROM loyalty.sales_totals ORDER BY user_id") == [
+        ("ana", D("19.99"), "CLIMBING"),  # S3 orders h-1 (tea, honey, scone) and h-4 (coffee, cake) at their own prices
+        ("ben", D("9.05"), "CLIMBING"),  # h-2; h-5 is rejected (its purchased_at is not on its file's date)
+        ("cleo", D("10.29"), "CLIMBING"),
         ("dave", D("252.98"), "BRONZE"),
         ("kris", D("74.28"), "CLIMBING"),
         ("mona", D("126.00"), "CLIMBING"),
@@ -39,6 +42,8 @@ def test_sales_totals_by_hand(seed):
 
 def test_caffeine_index_by_hand(seed):
     assert seed.query("SELECT * FROM loyalty.caffeine_index ORDER BY user_id") == [
+        ("ana", 1, 1, False),
+        ("cleo", 1, 1, False),
         ("dave", 1, 1, False),
         ("kris", 13, 1, False),
         ("rick", 2, 2, False),
@@ -48,7 +53,7 @@ def test_caffeine_index_by_hand(seed):
 
 def test_coffee_price_rise_applies_from_its_instant(seed):
     prices = seed.query(
-        "SELECT price, count(*) FROM loyalty.enriched_purchases WHERE product_id = 'coffee' GROUP BY ALL ORDER BY ALL"
+        "SELECT price, count(*) FROM loyalty.enriched_purchases WHERE product_id = 'coffee' AND source = 'kafka' GROUP BY ALL ORDER BY ALL"
     )
     assert prices == [(D("2.99"), 10), (D("3.05"), 11)]
     assert seed.query("SELECT * FROM loyalty.all_products WHERE product_id = 'coffee'") == [
@@ -67,6 +72,9 @@ def test_point_balances_by_hand(seed):
     # one point per whole unit of price: coffee 2 before the rise, 3 after; kris redeemed 30 of 67; rick's 500 and
     # yeva's 371 (above her 367) are refused; mona's account was closed, her 126 expired at the tombstone
     assert seed.query("SELECT user_id, balance, next_expiry_at::VARCHAR, next_expiry_points FROM points.point_balances ORDER BY user_id") == [
+        ("ana", 17, "2025-06-02 00:00:00", 11),
+        ("ben", 8, "2025-06-02 00:00:00", 8),
+        ("cleo", 8, "2025-06-03 00:00:00", 8),
         ("dave", 251, "2025-06-03 00:00:00", 251),
         ("kris", 37, "2025-06-03 00:00:00", 16),
         ("mona", 0, None, None),
@@ -80,4 +88,40 @@ def test_point_balances_by_hand(seed):
     assert seed.query("SELECT txn_id, occurred_at::VARCHAR, points FROM points.point_transactions WHERE kind <> 'earn' ORDER BY occurred_at") == [
         ("use:rd-1001", "2024-06-04 12:00:00", -30),
         ("expire:earn:purchases:1:0", "2024-06-05 12:00:00", -126),
+    ]
+
+
+def test_s3_row_off_its_files_date_is_quarantined(seed):
+    assert seed.query("SELECT location, reason FROM raw.rejected_records WHERE source LIKE 's3:%'") == [
+        ("historical_purchases/2024-06-02.csv:7", "purchased_at is not on the file's date 2024-06-02")
+    ]
+
+
+def test_profiles_by_hand(seed):
+    columns = "user_id, name, email, total_spend, purchase_count, days_since_last_purchase, reward_level, points_balance, products_purchased, activity_since_last_purchase, promotions"
+    rows = {row[0]: row for row in seed.query(f"SELECT {columns} FROM customer.profile_360")}
+    # purchases are keyed by name, users by u2001: two customers each, as the data says
+    assert sorted(rows) == ["ana", "ben", "cleo", "dave", "kris", "mona", "rick", "u2001", "u2002", "u2003", "u2004", "yeva"]
+    assert rows["kris"] == ("kris", None, None, D("74.28"), 14, 1, "CLIMBING", 37, ["beret", "coffee"], ["scone", "tea"], ["loose_leaf"])
+    # Kafka's name wins over the export's; the export fills the email Kafka does not have
+    assert rows["u2001"][:3] == ("u2001", "kris", "kris@example.com")
+    assert rows["ana"] == ("ana", "Ana", "ana@example.com", D("19.99"), 5, 3, "CLIMBING", 17, ["cake", "coffee", "honey", "scone", "tea"], ["honey"], [])
+    assert rows["cleo"][1:3] == ("Cleo", None)
+    assert rows["u2002"][3:] == (D("0.00"), 0, None, "CLIMBING", 0, [], [], [])
+    assert seed.query("SELECT account_closed FROM customer.profile_360 WHERE user_id = 'mona'") == [(True,)]
+    assert "eli" not in rows  # clicks alone do not make a known customer
+
+
+def test_recommendations_by_hand(seed):
+    # kris looked at scone and tea: others' orders with either are h-1 (tea, honey, scone), h-2 (tea, honey),
+    # h-3 (coffee, tea, cake) and rick's tea; honey is in two of them, cake and coffee in one
+    assert seed.query("SELECT user_id, product_id, score, rank FROM customer.recommendations ORDER BY user_id, rank") == [
+        ("ana", "tea", 1, 1),
+        ("dave", "coffee", 2, 1),
+        ("dave", "tea", 1, 2),
+        ("kris", "honey", 2, 1),
+        ("kris", "cake", 1, 2),
+        ("kris", "coffee", 1, 3),
+        ("yeva", "tea", 2, 1),
+        ("yeva", "scone", 1, 2),
     ]

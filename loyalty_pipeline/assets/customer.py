@@ -1,0 +1,139 @@
+"""Customer 360 (SPEC §5.3): one profile per known customer, co-purchase recommendations, and the serving copy
+that `loyalty-pipeline profile` reads while the warehouse is being written."""
+
+import os
+import dagster as dg
+
+from loyalty_pipeline.assets.checks import duplicate_check
+from loyalty_pipeline.assets.ingest import WAREHOUSE_POOL, customers, kafka_assets
+from loyalty_pipeline.assets.loyalty import _load_tiers, enriched_purchases, promotions, sales_totals
+from loyalty_pipeline.assets.points import point_balances
+from loyalty_pipeline.profiles import PROFILE_360, RECOMMENDATIONS
+from loyalty_pipeline.resources import RulesResource, Warehouse
+from loyalty_pipeline.warehouse import count, preview, transaction
+
+raw = {asset.key.path[-1]: asset for asset in kafka_assets}
+SERVED_TABLES = ["customer.profile_360", "customer.recommendations"]
+
+LAST_EVENT_DAY = """
+SELECT max(day) FROM (
+    SELECT max(day) AS day FROM raw.purchases UNION ALL SELECT max(day) FROM raw.user_activity
+    UNION ALL SELECT max(day) FROM raw.users UNION ALL SELECT max(day) FROM raw.redemptions
+    UNION ALL SELECT max(day) FROM raw.products UNION ALL SELECT max(day) FROM raw.historical_purchases)
+"""
+
+
+@dg.asset(
+    key=["customer", "profile_360"],
+    group_name="customer",
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
+    deps=[raw["users"], raw["user_activity"], customers, enriched_purchases, sales_totals, promotions, point_balances],
+    description="One row per known customer: identity, spend, tier, points, products bought, activity since the last purchase.",
+)
+def profile_360(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
+    with warehouse.get_connection() as conn:
+        as_of = conn.execute(LAST_EVENT_DAY).fetchall()[0][0]
+        _load_tiers(conn, rules)
+        with transaction(conn):
+            conn.execute("CREATE SCHEMA IF NOT EXISTS customer")
+            conn.execute(
+                f"CREATE OR REPLACE TABLE customer.profile_360 AS {PROFILE_360}",
+                {"as_of": as_of, "default_tier": rules.rules.default_tier},
+            )
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": count(conn, "SELECT 1 FROM customer.profile_360"),
+                "as_of": str(as_of),
+                "preview": preview(conn, "SELECT * FROM customer.profile_360 ORDER BY total_spend DESC, user_id"),
+            }
+        )
+
+
+@dg.asset(
+    key=["customer", "recommendations"],
+    group_name="customer",
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
+    deps=[profile_360, enriched_purchases],
+    description="Top 5 products per customer, bought in other customers' orders together with what they looked at since their last purchase.",
+)
+def recommendations(warehouse: Warehouse) -> dg.MaterializeResult:
+    with warehouse.get_connection() as conn:
+        with transaction(conn):
+            conn.execute(f"CREATE OR REPLACE TABLE customer.recommendations AS {RECOMMENDATIONS}")
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": count(conn, "SELECT 1 FROM customer.recommendations"),
+                "customers_with_recommendations": count(conn, "SELECT DISTINCT user_id FROM customer.recommendations"),
+                "preview": preview(conn, "SELECT * FROM customer.recommendations ORDER BY user_id, rank", limit=20),
+            }
+        )
+
+
+@dg.asset(
+    key=["customer", "serving_snapshot"],
+    group_name="customer",
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
+    deps=[profile_360, recommendations],
+    description="A read-only copy of the 360 tables, swapped in by an atomic rename: lookups never block on a run "
+    "and never see half of one.",
+)
+def serving_snapshot(warehouse: Warehouse) -> dg.MaterializeResult:
+    target = warehouse.serving_path()
+    staging = target.with_name(target.name + ".next")
+    staging.unlink(missing_ok=True)
+    with warehouse.get_connection() as conn:
+        conn.execute("ATTACH $path AS serving", {"path": str(staging)})
+        try:
+            conn.execute("CREATE SCHEMA serving.customer")
+            for table in SERVED_TABLES:
+                conn.execute(f"CREATE TABLE serving.{table} AS SELECT * FROM {table}")
+        finally:
+            conn.execute("DETACH serving")
+    os.replace(staging, target)  # atomic: a reader holds the old file or opens the new one
+    return dg.MaterializeResult(metadata={"path": str(target), "bytes": target.stat().st_size})
+
+
+def _failures(warehouse: Warehouse, sql: str) -> int:
+    with warehouse.get_connection() as conn:
+        return conn.execute(f"SELECT count(*) FROM ({sql})").fetchall()[0][0]
+
+
+@dg.asset_check(
+    asset=profile_360,
+    blocking=True,
+    description="Spend, tier and points agree with loyalty.sales_totals and the point ledger; every buyer has a profile.",
+)
+def profiles_agree_with_totals_and_ledger(warehouse: Warehouse) -> dg.AssetCheckResult:
+    wrong = _failures(
+        warehouse,
+        """SELECT 1 FROM customer.profile_360 AS p
+           FULL JOIN loyalty.sales_totals AS s USING (user_id)
+           LEFT JOIN points.point_balances AS b USING (user_id)
+           WHERE p.user_id IS NULL
+              OR (s.user_id IS NOT NULL AND (p.total_spend <> s.total OR p.reward_level <> s.reward_level))
+              OR p.points_balance <> coalesce(b.balance, 0)""",
+    )
+    return dg.AssetCheckResult(passed=wrong == 0, metadata={"customers_wrong": wrong})
+
+
+@dg.asset_check(asset=recommendations, blocking=True, description="At most 5 per customer, ranked 1..n, never a product of interest.")
+def recommendations_are_well_formed(warehouse: Warehouse) -> dg.AssetCheckResult:
+    wrong = _failures(
+        warehouse,
+        """SELECT 1 FROM customer.recommendations AS r JOIN customer.profile_360 AS p USING (user_id)
+           WHERE r.rank NOT BETWEEN 1 AND 5 OR list_contains(p.activity_since_last_purchase, r.product_id)""",
+    )
+    return dg.AssetCheckResult(passed=wrong == 0, metadata={"bad_rows": wrong})
+
+
+customer_assets = [profile_360, recommendations, serving_snapshot]
+customer_checks = [
+    profiles_agree_with_totals_and_ledger,
+    recommendations_are_well_formed,
+    duplicate_check(profile_360.key, ["user_id"]),
+    duplicate_check(recommendations.key, ["user_id", "rank"]),
+    duplicate_check(recommendations.key, ["user_id", "product_id"]),
+]
