@@ -91,3 +91,36 @@ def inputs(tmp_path: Path) -> Inputs:
 
 
 SEED_DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+class S3Bucket:
+    """A bucket on a real S3 endpoint (moto's server over HTTP on 127.0.0.1)."""
+
+    def __init__(self, endpoint_url: str, name: str = "loyalty-landing"):
+        import boto3
+
+        self.endpoint_url = endpoint_url
+        self.name = name
+        self.client = boto3.client("s3", endpoint_url=endpoint_url)
+        self.client.create_bucket(Bucket=name)
+
+    def put(self, key: str, text: str) -> None:
+        self.client.put_object(Bucket=self.name, Key=key, Body=text.encode())
+
+    def env(self, prefix: str = "exports") -> dict[str, str]:
+        return {"LOYALTY_S3_URL": f"s3://{self.name}/{prefix}", "LOYALTY_S3_ENDPOINT_URL": self.endpoint_url}
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch) -> S3Bucket:
+    from moto.server import ThreadedMotoServer
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield S3Bucket(f"http://{host}:{port}")
+    finally:
+        server.stop()

@@ -15,12 +15,9 @@ from loyalty_pipeline.warehouse import count, preview, transaction
 raw = {asset.key.path[-1]: asset for asset in kafka_assets}
 SERVED_TABLES = ["customer.profile_360", "customer.recommendations"]
 
-LAST_EVENT_DAY = """
-SELECT max(day) FROM (
-    SELECT max(day) AS day FROM raw.purchases UNION ALL SELECT max(day) FROM raw.user_activity
-    UNION ALL SELECT max(day) FROM raw.users UNION ALL SELECT max(day) FROM raw.redemptions
-    UNION ALL SELECT max(day) FROM raw.products UNION ALL SELECT max(day) FROM raw.historical_purchases)
-"""
+# The profile is as of the end of the last day materialized (the ledger records every day it was built for,
+# events or not), the same instant as the point balances.
+LAST_DAY = "SELECT max(day) FROM points.ledger_days"
 
 
 @dg.asset(
@@ -33,7 +30,7 @@ SELECT max(day) FROM (
 )
 def profile_360(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
     with warehouse.get_connection() as conn:
-        as_of = conn.execute(LAST_EVENT_DAY).fetchall()[0][0]
+        as_of = conn.execute(LAST_DAY).fetchall()[0][0]
         _load_tiers(conn, rules)
         with transaction(conn):
             conn.execute("CREATE SCHEMA IF NOT EXISTS customer")
