@@ -6,6 +6,8 @@ from pathlib import Path
 import pydantic
 import yaml
 
+from loyalty_pipeline.criteria import CriterionError, checked_sql
+
 
 class Rule(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
@@ -34,6 +36,60 @@ class Points(Rule):
     validity_days: pydantic.NonNegativeInt = 365
 
 
+Name = pydantic.constr(pattern=r"^[A-Za-z0-9_-]+$")  # ids become parts of node names such as stage:<id>:step:1
+
+
+class ActivationStep(Rule):
+    activation: Name
+
+
+class WaitStep(Rule):
+    wait_days: pydantic.NonNegativeInt
+
+
+class ExitCriterion(Rule):
+    name: Name
+    when: str
+
+
+class Stage(Rule):
+    id: Name
+    entry: str | None = None
+    steps: list[ActivationStep | WaitStep] = []
+    exit_criteria: list[ExitCriterion] = []
+
+
+class Journey(Rule):
+    id: Name
+    audience: str
+    goal: str | None = None
+    stages: list[Stage] = pydantic.Field(min_length=1)
+
+    def criteria(self) -> dict[str, str]:
+        """Every criterion as checked SQL, by where it is written (e.g. 'stages[0].exit_criteria[1].when')."""
+        written = {"audience": self.audience, "goal": self.goal}
+        for i, stage in enumerate(self.stages):
+            written[f"stages[{i}].entry"] = stage.entry
+            for j, exit in enumerate(stage.exit_criteria):
+                written[f"stages[{i}].exit_criteria[{j}].when"] = exit.when
+        checked = {}
+        for field, text in written.items():
+            if text is not None:
+                try:
+                    checked[field] = checked_sql(text)
+                except CriterionError as error:
+                    raise ValueError(f"journey {self.id}, {field}: {error}") from None
+        return checked
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> "Journey":
+        self.criteria()
+        stage_ids = [stage.id for stage in self.stages]
+        if len(set(stage_ids)) != len(stage_ids):
+            raise ValueError(f"journey {self.id}: stage ids must be unique, got {stage_ids}")
+        return self
+
+
 DEFAULT_TIERS = [Tier(name="GOLD", above=400), Tier(name="SILVER", above=300), Tier(name="BRONZE", above=200)]
 DEFAULT_PROMOTIONS = [
     Promotion(name="french_poodle", considers=["dog", "beret"], require_all=["dog", "beret"]),
@@ -47,13 +103,21 @@ class Rules(Rule):
     stamp_card: StampCard = StampCard()
     promotions: list[Promotion] = DEFAULT_PROMOTIONS
     points: Points = Points()
-    journeys: list[dict] = []
+    journeys: list[Journey] = []
 
     @pydantic.field_validator("tiers")
     @classmethod
     def _highest_first(cls, tiers: list[Tier]) -> list[Tier]:
         # Tiers are matched top-down with strict ">", so keep them highest threshold first.
         return sorted(tiers, key=lambda tier: tier.above, reverse=True)
+
+    @pydantic.field_validator("journeys")
+    @classmethod
+    def _unique_journeys(cls, journeys: list[Journey]) -> list[Journey]:
+        ids = [journey.id for journey in journeys]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"journey ids must be unique, got {ids}")
+        return journeys
 
 
 class RulesError(ValueError):

@@ -6,6 +6,7 @@ import dagster as dg
 
 from loyalty_pipeline.assets.customer import customer_assets, customer_checks
 from loyalty_pipeline.assets.ingest import ingest_assets, ingest_checks
+from loyalty_pipeline.assets.journey import journey_assets, journey_checks
 from loyalty_pipeline.assets.loyalty import loyalty_assets, loyalty_checks
 from loyalty_pipeline.assets.points import points_assets, points_checks
 from loyalty_pipeline.resources import build_resources
@@ -17,8 +18,8 @@ EVERYTHING_JOB = "materialize_everything"
 def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
     """The Definitions, with resources from `env` (default: the process environment)."""
     return dg.Definitions(
-        assets=[*ingest_assets, *loyalty_assets, *points_assets, *customer_assets],
-        asset_checks=[*ingest_checks, *loyalty_checks, *points_checks, *customer_checks],
+        assets=[*ingest_assets, *loyalty_assets, *points_assets, *customer_assets, *journey_assets],
+        asset_checks=[*ingest_checks, *loyalty_checks, *points_checks, *customer_checks, *journey_checks],
         jobs=[dg.define_asset_job(EVERYTHING_JOB, selection=dg.AssetSelection.all()), historical_job, customers_job],
         sensors=[s3_new_files],
         resources=build_resources(env),

@@ -33,6 +33,7 @@ def test_every_table_of_the_spec_is_an_asset_and_every_asset_has_a_check(tmp_pat
         "raw/customers", "raw/historical_purchases",
         "loyalty/all_products", "loyalty/enriched_purchases", "loyalty/sales_totals",
         "loyalty/caffeine_index", "loyalty/promotions", "points/point_transactions", "points/point_balances",
+        "customer/profile_360", "customer/recommendations", "journey/journey_state", "journey/activations",
     } <= keys
     checked = {key.asset_key.to_user_string() for key in defs.resolve_asset_graph().asset_check_keys}
     assert keys <= checked
@@ -55,6 +56,7 @@ def test_time_dependent_assets_share_daily_partitions(tmp_path):
     assert partitioned == {
         "raw/users", "raw/products", "raw/purchases", "raw/user_activity", "raw/redemptions",
         "raw/historical_purchases", "loyalty/enriched_purchases", "points/point_transactions",
+        "journey/journey_state", "journey/activations",
     }
     for node in graph.asset_nodes:
         if node.partitions_def:

@@ -126,10 +126,28 @@ def recommendations_are_well_formed(warehouse: Warehouse) -> dg.AssetCheckResult
     return dg.AssetCheckResult(passed=wrong == 0, metadata={"bad_rows": wrong})
 
 
+@dg.asset_check(asset=serving_snapshot, blocking=True, description="The serving copy holds exactly the warehouse's 360 tables.")
+def serving_copy_is_complete(warehouse: Warehouse) -> dg.AssetCheckResult:
+    with warehouse.get_connection() as conn:
+        conn.execute("ATTACH $path AS serving (READ_ONLY)", {"path": str(warehouse.serving_path())})
+        try:
+            differing = sum(
+                conn.execute(
+                    f"SELECT count(*) FROM ((SELECT * FROM {table} EXCEPT ALL SELECT * FROM serving.{table}) "
+                    f"UNION ALL (SELECT * FROM serving.{table} EXCEPT ALL SELECT * FROM {table}))"
+                ).fetchall()[0][0]
+                for table in SERVED_TABLES
+            )
+        finally:
+            conn.execute("DETACH serving")
+    return dg.AssetCheckResult(passed=differing == 0, metadata={"rows_differing": differing})
+
+
 customer_assets = [profile_360, recommendations, serving_snapshot]
 customer_checks = [
     profiles_agree_with_totals_and_ledger,
     recommendations_are_well_formed,
+    serving_copy_is_complete,
     duplicate_check(profile_360.key, ["user_id"]),
     duplicate_check(recommendations.key, ["user_id", "rank"]),
     duplicate_check(recommendations.key, ["user_id", "product_id"]),

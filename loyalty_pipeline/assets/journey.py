@@ -1,0 +1,202 @@
+"""Journey orchestration (SPEC §5.4): state per customer and journey, and the activations marketing tools pick up."""
+
+from datetime import timedelta
+
+import dagster as dg
+
+from loyalty_pipeline import journeys
+from loyalty_pipeline.assets.ingest import WAREHOUSE_POOL, customers, kafka_assets
+from loyalty_pipeline.assets.loyalty import _load_tiers, enriched_purchases
+from loyalty_pipeline.assets.points import point_transactions
+from loyalty_pipeline.partitions import daily_partitions
+from loyalty_pipeline.resources import RulesResource, Warehouse
+from loyalty_pipeline.warehouse import count, preview, transaction, window_days
+
+raw = {asset.key.path[-1]: asset for asset in kafka_assets}
+STATE_KEY = dg.AssetKey(["journey", "journey_state"])
+BAR_WIDTH = 30
+
+
+def funnel_markdown(conn) -> str:
+    """Customers per node for every journey, in node order, with a bar per node and the conversion to goal."""
+    rows = conn.execute(
+        """SELECT n.journey_id, n.node, count(s.customer_id) AS customers
+           FROM journey_nodes AS n LEFT JOIN journey.journey_state AS s USING (journey_id, node)
+           GROUP BY n.journey_id, n.node, n.position ORDER BY n.journey_id, n.position"""
+    ).fetchall()
+    sections = []
+    for journey_id in dict.fromkeys(row[0] for row in rows):
+        nodes = [(node, n) for j, node, n in rows if j == journey_id]
+        entered, reached_goal = nodes[0][1], dict(nodes).get("goal", 0)
+        widest = max(n for _, n in nodes) or 1
+        lines = [f"**{journey_id}**: {entered} entered, {reached_goal} reached the goal "
+                 f"({reached_goal / entered:.0%} conversion)" if entered else f"**{journey_id}**: nobody entered yet",
+                 "", "| node | customers | |", "| --- | ---: | --- |"]
+        lines += [f"| `{node}` | {n} | {'█' * round(BAR_WIDTH * n / widest)} |" for node, n in nodes]
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections) or "_no journeys configured_"
+
+
+@dg.asset(
+    key=STATE_KEY,
+    group_name="journey",
+    kinds={"duckdb"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=WAREHOUSE_POOL,
+    deps=[
+        enriched_purchases, point_transactions, raw["users"], raw["user_activity"], customers,
+        dg.AssetDep(STATE_KEY, partition_mapping=dg.TimeWindowPartitionMapping(
+            start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)),
+    ],
+    description="Sparse journey state: the first day each customer reached each node (stage, step, exit, goal, end).",
+)
+def journey_state(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
+    first, end = window_days(context)
+    with warehouse.get_connection() as conn:
+        conn.execute(journeys.DDL)
+        _load_tiers(conn, rules)
+        journeys.load_definitions(conn, rules.rules.journeys)
+        later_days_exist = conn.execute("SELECT count(*) FROM journey.journey_days WHERE day >= $1", [end]).fetchall()[0][0] > 0
+        journeys.check_previous_day(conn, first)
+        day = first
+        while day < end:  # in order: each day moves customers from where the previous day left them
+            journeys.build_day(conn, rules.rules, day, later_days_exist)
+            day += timedelta(days=1)
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": count(conn, "SELECT 1 FROM journey.journey_state"),
+                "customers_in_journeys": count(conn, "SELECT DISTINCT journey_id, customer_id FROM journey.journey_state"),
+                "funnel": dg.MetadataValue.md(funnel_markdown(conn)),
+                "preview": preview(conn, "SELECT * FROM journey.journey_state WHERE entered_at >= $1 AND entered_at < $2 "
+                                         "ORDER BY entered_at, journey_id, customer_id", [first, end], limit=20),
+            }
+        )
+
+
+ACTIVATIONS_DDL = """
+CREATE TABLE IF NOT EXISTS journey.activations (
+    journey_id VARCHAR NOT NULL, customer_id VARCHAR NOT NULL, activation VARCHAR NOT NULL, activated_on DATE NOT NULL
+)"""
+
+
+@dg.asset(
+    key=["journey", "activations"],
+    group_name="journey",
+    kinds={"duckdb"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=WAREHOUSE_POOL,
+    deps=[journey_state],
+    description="One row per activation step a customer reached, on the day reached: what marketing tools send.",
+)
+def activations(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
+    first, end = window_days(context)
+    window = {"first": first, "end": end}
+    with warehouse.get_connection() as conn:
+        conn.execute(journeys.DDL + ACTIVATIONS_DDL)
+        journeys.load_definitions(conn, rules.rules.journeys)
+        with transaction(conn):
+            conn.execute("DELETE FROM journey.activations WHERE activated_on >= $first AND activated_on < $end", window)
+            conn.execute(
+                """INSERT INTO journey.activations
+                   SELECT s.journey_id, s.customer_id, n.activation, s.entered_at
+                   FROM journey.journey_state AS s JOIN journey_nodes AS n USING (journey_id, node)
+                   WHERE n.activation IS NOT NULL AND s.entered_at >= $first AND s.entered_at < $end""",
+                window,
+            )
+        window_rows = "SELECT * FROM journey.activations WHERE activated_on >= $first AND activated_on < $end"
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": count(conn, "SELECT 1 FROM journey.activations"),
+                "window_rows": count(conn, window_rows, window),
+                "preview": preview(conn, window_rows + " ORDER BY ALL", window, limit=20),
+            }
+        )
+
+
+def _invalid(warehouse: Warehouse, rules: RulesResource, sql: str, sample: bool = False) -> int:
+    with warehouse.get_connection() as conn:
+        journeys.load_definitions(conn, rules.rules.journeys)
+        source = "(SELECT * FROM journey.journey_state USING SAMPLE 10 PERCENT (bernoulli))" if sample else "journey.journey_state"
+        return conn.execute(f"SELECT count(*) FROM ({sql.format(state=source)})").fetchall()[0][0]
+
+
+LOCATED = """SELECT s.*, n.kind, n.stage_index, n.step_index, n.position FROM {state} AS s
+             JOIN journey_nodes AS n USING (journey_id, node)"""
+
+
+@dg.asset_check(asset=journey_state, blocking=True, description="At most one terminal node (goal, exit or end) per customer and journey.")
+def one_terminal_node(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
+    wrong = _invalid(warehouse, rules, f"SELECT journey_id, customer_id FROM ({LOCATED}) WHERE kind IN {journeys.TERMINAL} GROUP BY ALL HAVING count(*) > 1")
+    return dg.AssetCheckResult(passed=wrong == 0, metadata={"customers_wrong": wrong})
+
+
+@dg.asset_check(asset=journey_state, blocking=True, description="No node is entered after the customer's terminal node.")
+def nothing_after_terminal(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
+    wrong = _invalid(
+        warehouse, rules,
+        f"""WITH located AS ({LOCATED}),
+                 terminal AS (SELECT journey_id, customer_id, min(entered_at) AS at FROM located WHERE kind IN {journeys.TERMINAL} GROUP BY ALL)
+            SELECT 1 FROM located JOIN terminal USING (journey_id, customer_id) WHERE located.entered_at > terminal.at""",
+    )
+    return dg.AssetCheckResult(passed=wrong == 0, metadata={"rows_after_terminal": wrong})
+
+
+ORDER_VIOLATIONS = f"""
+WITH located AS ({LOCATED}),
+stages AS (SELECT * FROM located WHERE kind = 'stage'),
+steps AS (SELECT * FROM located WHERE kind = 'step')
+SELECT 1 FROM stages AS later JOIN journey_stages AS st ON st.journey_id = later.journey_id AND st.stage_index = later.stage_index - 1
+LEFT JOIN stages AS earlier ON earlier.journey_id = later.journey_id AND earlier.customer_id = later.customer_id
+                           AND earlier.stage_index = later.stage_index - 1
+WHERE earlier.entered_at IS NULL OR earlier.entered_at > later.entered_at
+   OR (SELECT count(*) FROM steps WHERE steps.journey_id = later.journey_id AND steps.customer_id = later.customer_id
+       AND steps.stage_index = later.stage_index - 1 AND steps.entered_at <= later.entered_at) <> st.step_count
+"""
+
+
+@dg.asset_check(
+    asset=journey_state,
+    blocking=True,
+    description="Stages entered in order with non-decreasing dates, and every step of a stage before the next stage.",
+)
+def stages_in_order(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
+    wrong = _invalid(warehouse, rules, ORDER_VIOLATIONS)
+    return dg.AssetCheckResult(passed=wrong == 0, metadata={"stage_entries_out_of_order": wrong})
+
+
+@dg.asset_check(
+    asset=journey_state,
+    description="A 10% Bernoulli sample of the state re-checked for invalid rows (the cheap check for very large tables).",
+)
+def sampled_state_is_valid(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
+    wrong = _invalid(
+        warehouse, rules,
+        f"""SELECT 1 FROM ({LOCATED}) AS sampled
+            WHERE sampled.node IS NULL OR sampled.entered_at IS NULL
+               OR NOT EXISTS (SELECT 1 FROM journey.journey_state AS s JOIN journey_nodes AS n USING (journey_id, node)
+                              WHERE s.journey_id = sampled.journey_id AND s.customer_id = sampled.customer_id
+                                AND n.kind = 'stage' AND n.stage_index = 0 AND s.entered_at <= sampled.entered_at)""",
+        sample=True,
+    )
+    return dg.AssetCheckResult(passed=wrong == 0, metadata={"invalid_sampled_rows": wrong})
+
+
+@dg.asset_check(asset=activations, blocking=True, description="Exactly one activation row per activation step reached in the state.")
+def activations_match_state(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
+    wrong = _invalid(
+        warehouse, rules,
+        """(SELECT s.journey_id, s.customer_id, n.activation, s.entered_at FROM {state} AS s
+            JOIN journey_nodes AS n USING (journey_id, node) WHERE n.activation IS NOT NULL
+            EXCEPT ALL SELECT * FROM journey.activations)
+           UNION ALL
+           (SELECT * FROM journey.activations
+            EXCEPT ALL SELECT s.journey_id, s.customer_id, n.activation, s.entered_at FROM {state} AS s
+            JOIN journey_nodes AS n USING (journey_id, node) WHERE n.activation IS NOT NULL)""",
+    )
+    return dg.AssetCheckResult(passed=wrong == 0, metadata={"rows_differing": wrong})
+
+
+journey_assets = [journey_state, activations]
+journey_checks = [one_terminal_node, nothing_after_terminal, stages_in_order, sampled_state_is_valid, activations_match_state]

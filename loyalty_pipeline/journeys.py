@@ -1,0 +1,215 @@
+"""One day of journey orchestration (SPEC §5.4), with set operations over customer sets, in SQL.
+
+The state is sparse: one row per (journey, customer, node) with the first day the node was reached. A day reads
+the state before it (`base`), appends what happens on the day (`today`), and the new state is the minimum
+`entered_at` per row, published by building it aside and swapping it in by rename.
+"""
+
+from datetime import date, timedelta
+
+import duckdb
+
+from loyalty_pipeline.config import Journey, Rules
+from loyalty_pipeline.profiles import BEHAVIOUR
+from loyalty_pipeline.warehouse import insert_rows, transaction
+
+DDL = """
+CREATE SCHEMA IF NOT EXISTS journey;
+CREATE TABLE IF NOT EXISTS journey.journey_state (
+    journey_id VARCHAR NOT NULL, customer_id VARCHAR NOT NULL, node VARCHAR NOT NULL, entered_at DATE NOT NULL
+);
+CREATE TABLE IF NOT EXISTS journey.journey_days (day DATE PRIMARY KEY);
+"""
+
+TERMINAL = "('goal', 'exit', 'end')"
+
+# Where each in-journey customer is: current stage, its highest step reached and when.
+POSITIONS = f"""
+CREATE OR REPLACE TEMP VIEW journey_positions AS
+WITH located AS (
+    SELECT r.journey_id, r.customer_id, r.entered_at, n.kind, n.stage_index, n.step_index
+    FROM (SELECT * FROM base UNION ALL SELECT * FROM today) AS r JOIN journey_nodes AS n USING (journey_id, node)
+), finished AS (
+    SELECT journey_id, customer_id FROM located WHERE kind IN {TERMINAL}
+), stage_now AS (
+    SELECT journey_id, customer_id, max(stage_index) AS stage_index FROM located WHERE kind = 'stage' GROUP BY ALL
+)
+SELECT s.journey_id, s.customer_id, s.stage_index,
+       coalesce(max(l.step_index), 0) AS step_index, arg_max(l.entered_at, l.step_index) AS step_entered_at
+FROM stage_now AS s
+LEFT JOIN located AS l
+       ON l.journey_id = s.journey_id AND l.customer_id = s.customer_id AND l.kind = 'step' AND l.stage_index = s.stage_index
+WHERE NOT EXISTS (SELECT 1 FROM finished AS f WHERE f.journey_id = s.journey_id AND f.customer_id = s.customer_id)
+GROUP BY ALL
+"""
+
+# 1. enter: audience EXCEPT goal EXCEPT everyone who ever entered.
+ENTER = """
+INSERT INTO today
+SELECT entering.journey_id, entering.customer_id, 'stage:' || first.stage_id, $day
+FROM (
+    SELECT journey_id, customer_id FROM hits WHERE criterion = 'audience'
+    EXCEPT SELECT journey_id, customer_id FROM hits WHERE criterion = 'goal'
+    EXCEPT SELECT journey_id, customer_id FROM base
+) AS entering
+JOIN journey_stages AS first ON first.journey_id = entering.journey_id AND first.stage_index = 0
+"""
+
+# 2. goal: in-journey customers INTERSECT the goal's audience.
+GOAL = """
+INSERT INTO today
+SELECT journey_id, customer_id, 'goal', $day FROM (
+    SELECT journey_id, customer_id FROM journey_positions
+    INTERSECT SELECT journey_id, customer_id FROM hits WHERE criterion = 'goal'
+)
+"""
+
+# 3. exit: the first exit criterion (in listed order) of the customer's current stage that holds.
+EXIT = """
+INSERT INTO today
+SELECT p.journey_id, p.customer_id, arg_min('stage:' || s.stage_id || ':exit:' || e.exit_name, e.exit_order), $day
+FROM journey_positions AS p
+JOIN hits AS h ON h.criterion = 'exit' AND h.journey_id = p.journey_id AND h.customer_id = p.customer_id
+              AND h.stage_index = p.stage_index
+JOIN journey_exits AS e ON e.journey_id = h.journey_id AND e.stage_index = h.stage_index AND e.exit_order = h.exit_order
+JOIN journey_stages AS s ON s.journey_id = p.journey_id AND s.stage_index = p.stage_index
+GROUP BY p.journey_id, p.customer_id
+"""
+
+# 4-5. one round of moves: a stage's first step; a completed step's successor; a completed stage's next stage
+# (the day its entry holds) or the end. Repeated until a round moves nobody.
+ADVANCE = """
+INSERT INTO today
+SELECT p.journey_id, p.customer_id,
+       CASE WHEN p.step_index < stage.step_count THEN 'stage:' || stage.stage_id || ':step:' || (p.step_index + 1)
+            WHEN next.stage_id IS NOT NULL THEN 'stage:' || next.stage_id
+            ELSE 'end' END,
+       $day
+FROM journey_positions AS p
+JOIN journey_stages AS stage USING (journey_id, stage_index)
+LEFT JOIN journey_nodes AS step
+       ON step.journey_id = p.journey_id AND step.kind = 'step' AND step.stage_index = p.stage_index
+      AND step.step_index = p.step_index
+LEFT JOIN journey_stages AS next ON next.journey_id = p.journey_id AND next.stage_index = p.stage_index + 1
+WHERE (p.step_index = 0 OR step.activation IS NOT NULL OR p.step_entered_at + step.wait_days <= $day)
+  AND (p.step_index < stage.step_count OR next.stage_id IS NULL OR NOT next.has_entry
+       OR EXISTS (SELECT 1 FROM hits AS h WHERE h.criterion = 'entry' AND h.journey_id = p.journey_id
+                  AND h.customer_id = p.customer_id AND h.stage_index = next.stage_index))
+"""
+
+PUBLISH = [
+    """CREATE OR REPLACE TABLE journey.journey_state_next AS
+       SELECT journey_id, customer_id, node, min(entered_at) AS entered_at
+       FROM (SELECT * FROM journey.journey_state WHERE entered_at <> $day UNION ALL SELECT * FROM today)
+       GROUP BY ALL ORDER BY journey_id, customer_id, entered_at, node""",
+    "DROP TABLE journey.journey_state",
+    "ALTER TABLE journey.journey_state_next RENAME TO journey_state",
+    "INSERT OR IGNORE INTO journey.journey_days VALUES ($day)",
+]
+
+
+class JourneyOrderError(RuntimeError):
+    """A day cannot be built: its previous day is missing, or rebuilding it would contradict later days."""
+
+
+def load_definitions(conn: duckdb.DuckDBPyConnection, journeys: list[Journey]) -> None:
+    """The journeys' structure as small temp tables: nodes, stages, exits."""
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE journey_nodes (journey_id VARCHAR, node VARCHAR, kind VARCHAR, position INTEGER, "
+        "stage_index INTEGER, step_index INTEGER, wait_days INTEGER, activation VARCHAR)"
+    )
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE journey_stages (journey_id VARCHAR, stage_index INTEGER, stage_id VARCHAR, "
+        "step_count INTEGER, has_entry BOOLEAN)"
+    )
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE journey_exits (journey_id VARCHAR, stage_index INTEGER, exit_order INTEGER, exit_name VARCHAR)"
+    )
+    nodes, stages, exits = [], [], []
+    for journey in journeys:
+        def node(name, kind, stage=None, step=None, wait=None, activation=None):
+            nodes.append([journey.id, name, kind, len(nodes), stage, step, wait, activation])
+
+        for i, stage in enumerate(journey.stages):
+            stages.append([journey.id, i, stage.id, len(stage.steps), stage.entry is not None])
+            node(f"stage:{stage.id}", "stage", i)
+            for n, step in enumerate(stage.steps, start=1):
+                node(f"stage:{stage.id}:step:{n}", "step", i, n, getattr(step, "wait_days", None), getattr(step, "activation", None))
+            for order, exit in enumerate(stage.exit_criteria):
+                exits.append([journey.id, i, order, exit.name])
+                node(f"stage:{stage.id}:exit:{exit.name}", "exit", i)
+        node("goal", "goal")
+        node("end", "end")
+    insert_rows(conn, "journey_nodes", nodes)
+    insert_rows(conn, "journey_stages", stages)
+    insert_rows(conn, "journey_exits", exits)
+
+
+def evaluate_criteria(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date) -> None:
+    """Temp table `hits(journey_id, criterion, stage_index, exit_order, customer_id)`: who meets what at the end of day."""
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE journey_profile AS {BEHAVIOUR}", {"as_of": day, "default_tier": rules.default_tier}
+    )
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE hits (journey_id VARCHAR, criterion VARCHAR, stage_index INTEGER, "
+        "exit_order INTEGER, customer_id VARCHAR)"
+    )
+    for journey in rules.journeys:
+        for field, condition in journey.criteria().items():
+            criterion, stage_index, exit_order = _criterion_of(field)
+            conn.execute(  # `condition` is the checked re-rendering of the criterion, never the raw text
+                f"INSERT INTO hits SELECT $journey, $criterion, $stage, $exit, user_id FROM journey_profile WHERE {condition}",
+                {"journey": journey.id, "criterion": criterion, "stage": stage_index, "exit": exit_order},
+            )
+
+
+def _criterion_of(field: str) -> tuple[str, int | None, int | None]:
+    """'stages[1].exit_criteria[0].when' -> ('exit', 1, 0); 'audience' -> ('audience', None, None)."""
+    if not field.startswith("stages["):
+        return field, None, None
+    stage_index = int(field[len("stages[") : field.index("]")])
+    if field.endswith(".entry"):
+        return "entry", stage_index, None
+    return "exit", stage_index, int(field.split("exit_criteria[")[1].split("]")[0])
+
+
+def check_previous_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
+    """Day D starts from the state at the end of D-1, unless it is the first day ever built."""
+    previous = day - timedelta(days=1)
+    first, has_previous = conn.execute(
+        "SELECT min(day), count(*) FILTER (WHERE day = $1) FROM journey.journey_days", [previous]
+    ).fetchall()[0]
+    if first is not None and day > first and not has_previous:
+        raise JourneyOrderError(
+            f"journey state: {day} needs the state at the end of {previous}, which is not materialized; "
+            f"materialize the range from the first missing day through {day} (one backfill run)"
+        )
+
+
+def build_day(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date, later_days_exist: bool) -> int:
+    """Moves every customer for one day and publishes the new state; returns the number of advance rounds."""
+    evaluate_criteria(conn, rules, day)
+    conn.execute("CREATE OR REPLACE TEMP TABLE base AS SELECT * FROM journey.journey_state WHERE entered_at < $1", [day])
+    conn.execute("CREATE OR REPLACE TEMP TABLE today AS SELECT * FROM base LIMIT 0")
+    conn.execute(POSITIONS)
+    for statement in (ENTER, GOAL, EXIT):
+        conn.execute(statement, {"day": day})
+    rounds = 0
+    while conn.execute(ADVANCE, {"day": day}).fetchall()[0][0]:
+        rounds += 1
+    if later_days_exist:
+        changed = conn.execute(
+            """SELECT count(*) FROM (
+                   (SELECT * FROM today EXCEPT SELECT * FROM journey.journey_state WHERE entered_at = $1)
+                   UNION ALL (SELECT * FROM journey.journey_state WHERE entered_at = $1 EXCEPT SELECT * FROM today))""",
+            [day],
+        ).fetchall()[0][0]
+        if changed:
+            raise JourneyOrderError(
+                f"journey state: rebuilding {day} changes {changed} rows, and later days were built on the old ones; "
+                f"materialize {day} through the last journey day as one range"
+            )
+    with transaction(conn):
+        for statement in PUBLISH:
+            conn.execute(statement, {"day": day} if "$day" in statement else {})
+    return rounds
