@@ -1,0 +1,137 @@
+"""SPEC §5.4 on a hand-made population: every transition rule, point-in-time evaluation, criteria validation."""
+
+import dagster as dg
+import pytest
+
+from loyalty_pipeline.config import RulesError, load_rules
+from loyalty_pipeline.definitions import EVERYTHING_JOB, build_defs
+
+RULES = """
+journeys:
+  - id: tea_trial
+    audience: "list_contains(products_purchased, 'coffee')"
+    goal: "list_contains(products_purchased, 'tea')"
+    stages:
+      - id: nudge
+        steps: [{activation: tea_coupon}, {wait_days: 3}]
+        exit_criteria:
+          - {name: big, when: "total_spend > 100"}
+          - {name: lapsed, when: "days_since_last_purchase > 3"}
+      - id: reward
+        entry: "points_balance >= 40"
+        steps: [{activation: double_points}]
+"""
+D = {n: f"2024-06-0{n}" for n in range(1, 7)}
+STATE = "SELECT customer_id, node, entered_at::VARCHAR FROM journey.journey_state ORDER BY customer_id, entered_at, node"
+
+
+@pytest.fixture
+def population(inputs):
+    inputs.rules(RULES)
+    inputs.kafka(
+        "products",
+        [(pid, {"category": "c", "price": price}, f"{D[1]}T00:00:00") for pid, price in
+         [("coffee", 30), ("tea", 2), ("cake", 100), ("scone", 15)]],
+    )
+    inputs.kafka(
+        "purchases",
+        [(user, {"product_id": pid}, f"{D[day]}T10:00:00") for user, pid, day in [
+            ("ann", "coffee", 1), ("ann", "coffee", 3),  # wait ends day 4, reward's entry holds: reward, end
+            ("bob", "coffee", 1), ("bob", "tea", 2),  # goal on day 2
+            ("cid", "coffee", 1),  # waits for reward's entry, then lapses on day 5
+            ("dan", "coffee", 1), ("dan", "cake", 1),  # enters and exits 'big' the same day, before any step
+            ("eve", "coffee", 1), ("eve", "tea", 1),  # audience minus goal: never enters
+            ("fay", "coffee", 1), ("fay", "scone", 5),  # reward's entry first holds on day 5
+            ("gus", "coffee", 4),  # qualifies only on day 4
+        ]],
+    )
+    return inputs
+
+
+EXPECTED = [
+    ("ann", "stage:nudge", D[1]), ("ann", "stage:nudge:step:1", D[1]), ("ann", "stage:nudge:step:2", D[1]),
+    ("ann", "end", D[4]), ("ann", "stage:reward", D[4]), ("ann", "stage:reward:step:1", D[4]),
+    ("bob", "stage:nudge", D[1]), ("bob", "stage:nudge:step:1", D[1]), ("bob", "stage:nudge:step:2", D[1]), ("bob", "goal", D[2]),
+    ("cid", "stage:nudge", D[1]), ("cid", "stage:nudge:step:1", D[1]), ("cid", "stage:nudge:step:2", D[1]),
+    ("cid", "stage:nudge:exit:lapsed", D[5]),
+    ("dan", "stage:nudge", D[1]), ("dan", "stage:nudge:exit:big", D[1]),
+    ("fay", "stage:nudge", D[1]), ("fay", "stage:nudge:step:1", D[1]), ("fay", "stage:nudge:step:2", D[1]),
+    ("fay", "end", D[5]), ("fay", "stage:reward", D[5]), ("fay", "stage:reward:step:1", D[5]),
+    ("gus", "stage:nudge", D[4]), ("gus", "stage:nudge:step:1", D[4]), ("gus", "stage:nudge:step:2", D[4]),
+]
+
+
+def test_every_transition_rule_on_a_backfill(population):
+    population.materialize(D[1], D[6])
+    assert population.query(STATE) == EXPECTED
+    assert population.query("SELECT customer_id, activation, activated_on::VARCHAR FROM journey.activations ORDER BY ALL") == [
+        ("ann", "double_points", D[4]), ("ann", "tea_coupon", D[1]), ("bob", "tea_coupon", D[1]), ("cid", "tea_coupon", D[1]),
+        ("fay", "double_points", D[5]), ("fay", "tea_coupon", D[1]), ("gus", "tea_coupon", D[4]),
+    ]
+
+
+def test_wait_of_three_days_is_not_over_on_day_three(population):
+    population.materialize(D[1], D[3])
+    assert ("ann", "stage:reward", D[4]) not in population.query(STATE)
+    assert [row for row in population.query(STATE) if row[0] == "ann"] == EXPECTED[:3]
+
+
+def test_a_backfill_equals_single_day_runs_and_reruns_are_idempotent(population, tmp_path):
+    population.materialize(D[1], D[6])
+    backfilled = population.query(STATE), population.query("SELECT * FROM journey.activations ORDER BY ALL")
+    population.warehouse = tmp_path / "day_by_day.duckdb"
+    for day in range(1, 7):
+        population.materialize(D[day])
+    assert (population.query(STATE), population.query("SELECT * FROM journey.activations ORDER BY ALL")) == backfilled
+    population.materialize(D[4])
+    population.materialize(D[2], D[6])
+    assert population.query(STATE) == backfilled[0]
+
+
+def test_a_day_after_a_gap_is_refused(population):
+    population.materialize(D[1], D[2])
+    job = build_defs(population.env()).resolve_job_def(EVERYTHING_JOB)
+    result = job.execute_in_process(
+        partition_key=D[4], asset_selection=[dg.AssetKey(["journey", "journey_state"])], raise_on_error=False
+    )
+    assert not result.success
+    assert any("needs the state at the end of 2024-06-03" in str(event.event_specific_data.error)
+               for event in result.all_events if event.is_step_failure)
+
+
+def test_the_funnel_is_in_the_materialization_metadata(population):
+    result = population.materialize(D[1], D[6])
+    [materialization] = [m for m in result.asset_materializations_for_node("journey__journey_state")][-1:]
+    funnel = materialization.metadata["funnel"].value
+    assert "**tea_trial**: 6 entered, 1 reached the goal (17% conversion)" in funnel
+    assert "| `stage:nudge:exit:lapsed` | 1 |" in funnel
+
+
+@pytest.mark.parametrize(
+    "criterion, complaint",
+    [
+        ("1=1; DROP TABLE x", "one expression only"),
+        ("total_spend > (SELECT max(price) FROM loyalty.enriched_purchases)", "subquery not allowed"),
+        ("favourite_colour = 'red'", "unknown column favourite_colour"),
+        ("p.total_spend > 1", "unknown column p.total_spend"),
+        ("read_csv('/etc/passwd') IS NOT NULL", "not allowed"),
+        ("total_spend", "must be true or false"),
+        ("total_spend >", "not a valid SQL expression"),
+    ],
+)
+def test_malicious_or_wrong_criteria_fail_at_load_naming_journey_field_and_text(tmp_path, criterion, complaint):
+    path = tmp_path / "loyalty.yaml"
+    path.write_text(RULES.replace("days_since_last_purchase > 3", criterion.replace('"', '\\"')))
+    with pytest.raises(RulesError) as error:
+        load_rules(path)
+    message = str(error.value)
+    assert "journey tea_trial, stages[0].exit_criteria[1].when" in message
+    assert complaint in message and criterion in message
+
+
+def test_checked_criteria_are_rerendered_not_pasted(tmp_path):
+    path = tmp_path / "loyalty.yaml"
+    path.write_text(RULES)
+    criteria = load_rules(path).journeys[0].criteria()
+    assert criteria["audience"] == "ARRAY_CONTAINS(products_purchased, 'coffee')"
+    assert criteria["stages[1].entry"] == "points_balance >= 40"
