@@ -22,6 +22,9 @@ SHOWN = {  # what the summary prints in full: the small tables a person checks b
     "points.point_transactions": "SELECT day, kind, count(*) AS rows, sum(points) AS points "
     "FROM points.point_transactions GROUP BY ALL ORDER BY ALL",
     "points.point_balances": "SELECT * FROM points.point_balances ORDER BY user_id",
+    "journey.journey_state": "SELECT journey_id, node, count(*) AS customers, min(entered_at) AS first_entered "
+    "FROM journey.journey_state GROUP BY ALL ORDER BY journey_id, first_entered, node",
+    "journey.activations": "SELECT * FROM journey.activations ORDER BY activated_on, journey_id, customer_id",
 }
 
 

@@ -125,3 +125,24 @@ def test_recommendations_by_hand(seed):
         ("yeva", "tea", 2, 1),
         ("yeva", "scone", 1, 2),
     ]
+
+
+def test_demo_journeys_by_hand(seed):
+    # tea_trial: coffee buyers without tea (kris, yeva from day 1, dave from day 2) get the coupon, wait 3 days,
+    # and move on to the reward the day their spend is above 50; spend_your_points: rick turns GOLD on day 4,
+    # yeva SILVER on day 5, and a day after the thank-you mail comes the reminder
+    assert seed.query("SELECT journey_id, customer_id, activation, activated_on::VARCHAR FROM journey.activations ORDER BY ALL") == [
+        ("spend_your_points", "rick", "points_reminder", "2024-06-05"),
+        ("spend_your_points", "rick", "thank_you_mail", "2024-06-04"),
+        ("spend_your_points", "yeva", "thank_you_mail", "2024-06-05"),
+        ("tea_trial", "dave", "double_points", "2024-06-05"),
+        ("tea_trial", "dave", "tea_coupon", "2024-06-02"),
+        ("tea_trial", "kris", "double_points", "2024-06-04"),
+        ("tea_trial", "kris", "tea_coupon", "2024-06-01"),
+        ("tea_trial", "yeva", "double_points", "2024-06-04"),
+        ("tea_trial", "yeva", "tea_coupon", "2024-06-01"),
+    ]
+    assert seed.query("SELECT journey_id, node, count(*) FROM journey.journey_state WHERE node IN ('end', 'goal') GROUP BY ALL ORDER BY ALL") == [
+        ("spend_your_points", "end", 1),
+        ("tea_trial", "end", 3),
+    ]
