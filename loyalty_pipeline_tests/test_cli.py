@@ -46,3 +46,13 @@ def test_missing_inputs_and_bad_rules_are_clear_errors(tmp_path):
     (tmp_path / "loyalty.yaml").write_text("tiers: [{name: GOLD, abve: 1}]\n")
     done = run("materialize", "--data-dir", str(tmp_path), "--warehouse", str(tmp_path / "w.duckdb"), cwd=tmp_path)
     assert done.returncode == 2 and "tiers.0" in done.stderr and "abve" in done.stderr
+
+
+def test_a_failed_step_is_reported_and_exits_one(inputs):
+    inputs.kafka("purchases", [("ann", {"product_id": "tea"}, f"2024-06-0{day}T10:00:00") for day in (1, 2, 3)])
+    common = ["materialize", "--data-dir", str(inputs.root), "--warehouse", str(inputs.warehouse)]
+    assert run(*common, "--from", "2024-06-01", "--to", "2024-06-01", cwd=inputs.root).returncode == 0
+    done = run(*common, "--from", "2024-06-03", "--to", "2024-06-03", cwd=inputs.root)  # day 2 missing
+    assert done.returncode == 1
+    assert done.stdout.rstrip().endswith("FAILED: a step or a blocking check failed (see above)")
+    assert "needs the ledger at the end of 2024-06-02" in done.stderr

@@ -1,0 +1,103 @@
+"""Time of one journey day for N customers in 3 journeys (SPEC §5.4; run by `make bench`).
+
+Synthetic warehouse tables (purchases, ledger, users, clicks) are written straight into DuckDB, then journey
+days are built in order; the JSON reports each day's seconds and the state size.
+"""
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import yaml
+
+from loyalty_pipeline import journeys, ledger
+from loyalty_pipeline.assets.ingest import CUSTOMERS_DDL
+from loyalty_pipeline.assets.loyalty import ENRICHED_DDL
+from loyalty_pipeline.config import Rules
+from loyalty_pipeline.kafka import TOPICS, table_ddl
+from loyalty_pipeline.warehouse import insert_rows
+
+START = date(2024, 1, 1)
+JOURNEYS = yaml.safe_load("""
+- id: tea_trial
+  audience: "list_contains(products_purchased, 'p1')"
+  goal: "list_contains(products_purchased, 'p2')"
+  stages:
+    - {id: nudge, steps: [{activation: coupon}, {wait_days: 3}], exit_criteria: [{name: lapsed, when: "days_since_last_purchase > 20"}]}
+    - {id: reward, entry: "total_spend > 50", steps: [{activation: double_points}]}
+- id: big_spenders
+  audience: "reward_level IN ('SILVER', 'GOLD')"
+  goal: "points_balance < 10"
+  stages:
+    - {id: thank, steps: [{activation: mail}, {wait_days: 1}, {activation: reminder}]}
+- id: second_purchase
+  audience: "purchase_count = 1"
+  goal: "purchase_count >= 2"
+  stages:
+    - {id: welcome, steps: [{activation: welcome_mail}, {wait_days: 7}, {activation: discount}]}
+    - {id: last_try, entry: "days_since_last_purchase > 14", steps: [{activation: last_chance}]}
+""")
+
+
+def synthesize(conn, customers: int, purchases: int, days: int) -> None:
+    conn.execute(ENRICHED_DDL + CUSTOMERS_DDL + ledger.DDL + "".join(table_ddl(TOPICS[t]) for t in ("users", "user_activity")))
+    conn.execute(
+        """INSERT INTO loyalty.enriched_purchases
+           SELECT 'p' || i, 'p' || i, 'u' || (hash(i) % $customers), 'p' || (hash(i * 3) % 50), 'c',
+                  (hash(i * 7) % 20000) / 100, ts, 'kafka', NULL, ts::DATE
+           FROM (SELECT i, $start::TIMESTAMP + to_milliseconds(i * (86400000 * $days // $purchases)) AS ts
+                 FROM range($purchases) t(i))""",
+        {"customers": customers, "purchases": purchases, "days": days, "start": START},
+    )
+    conn.execute(
+        """INSERT INTO points.point_transactions
+           SELECT 'earn:' || purchase_id, user_id, purchased_at, 'earn', floor(price)::BIGINT,
+                  (day + 366)::TIMESTAMP, purchase_id, day
+           FROM loyalty.enriched_purchases WHERE price >= 1"""
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--purchases", type=int, default=3_000_000)
+    parser.add_argument("--days", type=int, default=10)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    rules = Rules.model_validate({"journeys": JOURNEYS})
+    with tempfile.TemporaryDirectory() as tmp:
+        conn = duckdb.connect(str(Path(tmp) / "journeys.duckdb"))
+        synthesize(conn, args.customers, args.purchases, args.days)
+        conn.execute(journeys.DDL)
+        conn.execute("CREATE OR REPLACE TEMP TABLE tiers (name VARCHAR, above DECIMAL(18,2))")
+        insert_rows(conn, "tiers", [[tier.name, tier.above] for tier in rules.tiers])
+        journeys.load_definitions(conn, rules.journeys)
+        seconds = []
+        for n in range(args.days):
+            started = time.perf_counter()
+            journeys.build_day(conn, rules, START + timedelta(days=n), later_days_exist=False)
+            seconds.append(time.perf_counter() - started)
+        results = {
+            "customers": args.customers,
+            "purchases": args.purchases,
+            "journeys": len(rules.journeys),
+            "day_seconds": [round(s, 3) for s in seconds],
+            "median_day_s": round(statistics.median(seconds[1:]), 3),
+            "state_rows": conn.execute("SELECT count(*) FROM journey.journey_state").fetchall()[0][0],
+            "customers_in_journeys": conn.execute(
+                "SELECT count(*) FROM (SELECT DISTINCT journey_id, customer_id FROM journey.journey_state)"
+            ).fetchall()[0][0],
+        }
+    print(json.dumps(results, indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
