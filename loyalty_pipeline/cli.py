@@ -4,13 +4,14 @@ import argparse
 import json
 import os
 import sys
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from loyalty_pipeline import kafka
 from loyalty_pipeline.config import RulesError
 from loyalty_pipeline.definitions import EVERYTHING_JOB, build_defs
 from loyalty_pipeline.resources import build_resources
@@ -28,29 +29,15 @@ SHOWN = {  # what the summary prints in full: the small tables a person checks b
 }
 
 
-def event_day_range(data_dir: Path, s3_keys: list[str]) -> tuple[date, date] | None:
+def event_day_range(sources) -> tuple[date, date] | None:
     """First and last UTC day of any Kafka message or historical CSV file in the inputs."""
-    days = []
-    files = [str(p) for p in (data_dir / "kafka").glob("*/*.jsonl*") if p.name.endswith((".jsonl", ".jsonl.gz"))]
-    if files:
-        first, last = duckdb.connect().execute(
-            "SELECT min(ts), max(ts) FROM (SELECT TRY_CAST(json_extract_string(line, '$.ts') AS BIGINT) AS ts "
-            "FROM read_csv($files, columns = {'line': 'VARCHAR'}, header = false, delim = '\x1f', quote = '', "
-            "escape = '', strict_mode = false, null_padding = true, auto_detect = false) WHERE json_valid(line))",
-            {"files": files},
-        ).fetchall()[0]
-        if first is not None:
-            days += [_utc_day(first), _utc_day(last)]
-    for key in s3_keys:
+    days = list(kafka.event_day_range([file for topic in kafka.TOPICS for file in sources.kafka_files(topic)]) or [])
+    for obj in sources.object_store().list_objects("historical_purchases/"):
         try:
-            days.append(date.fromisoformat(Path(key).stem))
+            days.append(date.fromisoformat(Path(obj.key).stem))
         except ValueError:
             pass
     return (min(days), max(days)) if days else None
-
-
-def _utc_day(epoch_ms: int) -> date:
-    return datetime.fromtimestamp(epoch_ms / 1000, timezone.utc).date()
 
 
 def materialize_days(defs: dg.Definitions, first: str, last: str, instance: dg.DagsterInstance | None = None):
@@ -79,8 +66,7 @@ def materialize(args: argparse.Namespace) -> int:
     if not (data_dir / "kafka").is_dir() and not Path(sources.s3_url).exists() and not sources.s3_url.startswith("s3://"):
         print(f"error: no inputs: neither {data_dir / 'kafka'} nor {sources.s3_url} exists", file=sys.stderr)
         return 2
-    historical = [obj.key for obj in sources.object_store().list_objects("historical_purchases/")]
-    found = event_day_range(data_dir, historical)
+    found = event_day_range(sources)
     if found is None and not (args.start and args.end):
         print(f"error: no events found under {data_dir}; nothing to materialize", file=sys.stderr)
         return 2

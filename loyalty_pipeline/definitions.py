@@ -9,10 +9,12 @@ from loyalty_pipeline.assets.ingest import ingest_assets, ingest_checks
 from loyalty_pipeline.assets.journey import journey_assets, journey_checks
 from loyalty_pipeline.assets.loyalty import loyalty_assets, loyalty_checks
 from loyalty_pipeline.assets.points import points_assets, points_checks
+from loyalty_pipeline.jobs import customers_job, everything_job, historical_job
 from loyalty_pipeline.resources import build_resources
-from loyalty_pipeline.sensors import customers_job, historical_job, s3_new_files
+from loyalty_pipeline.schedules import daily_materialization
+from loyalty_pipeline.sensors import kafka_new_files, s3_new_files
 
-EVERYTHING_JOB = "materialize_everything"
+EVERYTHING_JOB = everything_job.name
 
 
 def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
@@ -20,8 +22,9 @@ def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[*ingest_assets, *loyalty_assets, *points_assets, *customer_assets, *journey_assets],
         asset_checks=[*ingest_checks, *loyalty_checks, *points_checks, *customer_checks, *journey_checks],
-        jobs=[dg.define_asset_job(EVERYTHING_JOB, selection=dg.AssetSelection.all()), historical_job, customers_job],
-        sensors=[s3_new_files],
+        jobs=[everything_job, historical_job, customers_job],
+        schedules=[daily_materialization],
+        sensors=[s3_new_files, kafka_new_files],
         resources=build_resources(env),
     )
 

@@ -5,6 +5,7 @@ Everything here is SQL run by DuckDB; Python only assembles statements from the 
 """
 
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -90,25 +91,44 @@ CREATE TABLE IF NOT EXISTS raw.{topic.name} (
 );"""
 
 
+# read_csv with a delimiter that valid JSON never contains gives one column per line and reads .gz too.
+_LINES_OPTIONS = (
+    "columns = {'line': 'VARCHAR'}, header = false, delim = '\x1f', quote = '', escape = '', "
+    "strict_mode = false, null_padding = true, auto_detect = false"
+)
+
+
 def load_lines(conn: duckdb.DuckDBPyConnection, files: list[Path]) -> None:
     """Every line of the snapshot files into temp table `kafka_lines(file, line_no, line)`."""
     if not files:
         conn.execute("CREATE OR REPLACE TEMP TABLE kafka_lines (file VARCHAR, line_no BIGINT, line VARCHAR)")
         return
-    # read_csv with a delimiter that valid JSON never contains gives one column per line and reads .gz too;
     # ordinality follows file order, so a line's number is its distance from its file's first row.
     conn.execute(
-        """
+        f"""
         CREATE OR REPLACE TEMP TABLE kafka_lines AS
         SELECT filename AS file,
                ordinality - min(ordinality) OVER (PARTITION BY filename) + 1 AS line_no,
                line
-        FROM read_csv($files, columns = {'line': 'VARCHAR'}, header = false, delim = '\x1f', quote = '',
-                      escape = '', strict_mode = false, null_padding = true, filename = true, auto_detect = false)
-             WITH ORDINALITY
+        FROM read_csv($files, {_LINES_OPTIONS}, filename = true) WITH ORDINALITY
         """,
         {"files": [str(file) for file in files]},
     )
+
+
+def event_day_range(files: list[Path]) -> tuple[date, date] | None:
+    """First and last UTC day of the messages in snapshot files (lines that do not parse are skipped)."""
+    if not files:
+        return None
+    first, last = duckdb.connect().execute(
+        f"""SELECT min(ts), max(ts) FROM (
+                SELECT TRY_CAST(json_extract_string(line, '$.ts') AS BIGINT) AS ts
+                FROM read_csv($files, {_LINES_OPTIONS}) WHERE json_valid(line))""",
+        {"files": [str(file) for file in files]},
+    ).fetchall()[0]
+    if first is None:
+        return None
+    return tuple(datetime.fromtimestamp(ms / 1000, timezone.utc).date() for ms in (first, last))
 
 
 def _field_sql(field: Field) -> tuple[str, str]:

@@ -67,3 +67,43 @@ def test_materialize_reads_csvs_from_s3_over_http(inputs, s3_bucket):
         ("ann", "tea", "1.50", "historical_purchases/2024-06-01.csv")
     ]
     assert inputs.query("SELECT user_id, name, s3_key FROM raw.customers") == [("ann", "Ann", "customers/export.csv")]
+
+
+def test_kafka_sensor_requests_the_days_of_new_files_once(inputs):
+    defs = build_defs(inputs.env())
+    inputs.kafka("purchases", [("ann", {"product_id": "tea"}, "2024-06-01T10:00:00"), ("ann", {"product_id": "tea"}, "2024-06-03T10:00:00")])
+    (inputs.root / "kafka" / "purchases" / "README.txt").write_text("not a snapshot")
+    sensor = defs.resolve_sensor_def("kafka_new_files")
+
+    def tick(cursor):
+        with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), cursor=cursor, resources=defs.resources, definitions=defs) as context:
+            return sensor(context)
+
+    first = tick(None)
+    [request] = first.run_requests
+    assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) == ("2024-06-01", "2024-06-03")
+    assert tick(first.cursor).run_requests == []
+    inputs.write_lines("purchases", "late.jsonl.gz", ['{"partition":1,"offset":0,"ts":1717545600000,"key":"bob","payload":"{}"}'])
+    inputs.write_lines("purchases", "broken.jsonl.gz", ["this is not gzip"])
+    (inputs.root / "kafka" / "purchases" / "broken.jsonl.gz").write_bytes(b"\x1f\x8b garbage")
+    second = tick(first.cursor)
+    [request] = second.run_requests
+    assert request.tags["dagster/asset_partition_range_start"] == "2024-06-05"
+    assert tick(second.cursor).run_requests == []  # the broken file is reported once, not on every tick
+
+
+def test_daily_schedule_requests_yesterdays_partition():
+    from datetime import datetime, timezone
+
+    defs = build_defs()
+    schedule = defs.resolve_schedule_def("daily_materialization")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("15 0 * * *", "UTC")
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2024, 6, 6, 0, 15, tzinfo=timezone.utc), repository_def=defs.get_repository_def()
+    )
+    [request] = schedule.evaluate_tick(context).run_requests
+    assert (request.partition_key, request.run_key) == ("2024-06-05", "2024-06-05")
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2025, 1, 1, 0, 15, tzinfo=timezone.utc), repository_def=defs.get_repository_def()
+    )
+    assert schedule.evaluate_tick(context).run_requests[0].partition_key == "2024-12-31"
