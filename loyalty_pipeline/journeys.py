@@ -23,24 +23,40 @@ CREATE TABLE IF NOT EXISTS journey.journey_days (day DATE PRIMARY KEY);
 
 TERMINAL = "('goal', 'exit', 'end')"
 
-# Where each in-journey customer is: current stage, its highest step reached and when.
+def _positions(rows: str) -> str:
+    """Where each in-journey customer of `rows` is: current stage, its highest step reached and when."""
+    return f"""
+    WITH located AS (
+        SELECT r.journey_id, r.customer_id, r.entered_at, n.kind, n.stage_index, n.step_index
+        FROM ({rows}) AS r JOIN journey_nodes AS n USING (journey_id, node)
+    ), finished AS (
+        SELECT journey_id, customer_id FROM located WHERE kind IN {TERMINAL}
+    ), stage_now AS (
+        SELECT journey_id, customer_id, max(stage_index) AS stage_index FROM located WHERE kind = 'stage' GROUP BY ALL
+    )
+    SELECT s.journey_id, s.customer_id, s.stage_index,
+           coalesce(max(l.step_index), 0) AS step_index, arg_max(l.entered_at, l.step_index) AS step_entered_at
+    FROM stage_now AS s
+    LEFT JOIN located AS l
+           ON l.journey_id = s.journey_id AND l.customer_id = s.customer_id AND l.kind = 'step'
+          AND l.stage_index = s.stage_index
+    WHERE NOT EXISTS (SELECT 1 FROM finished AS f WHERE f.journey_id = s.journey_id AND f.customer_id = s.customer_id)
+    GROUP BY ALL"""
+
+
+# Positions are computed once from the state before the day; during the day only the customers who moved
+# (those with rows in `today`) are recomputed, so each move costs what moved, not the whole state.
+BASE_POSITIONS = f"CREATE OR REPLACE TEMP TABLE base_positions AS {_positions('SELECT * FROM base')}"
+_MOVED_ROWS = """
+    SELECT * FROM base WHERE EXISTS (SELECT 1 FROM today AS t WHERE t.journey_id = base.journey_id
+                                                               AND t.customer_id = base.customer_id)
+    UNION ALL SELECT * FROM today"""
 POSITIONS = f"""
 CREATE OR REPLACE TEMP VIEW journey_positions AS
-WITH located AS (
-    SELECT r.journey_id, r.customer_id, r.entered_at, n.kind, n.stage_index, n.step_index
-    FROM (SELECT * FROM base UNION ALL SELECT * FROM today) AS r JOIN journey_nodes AS n USING (journey_id, node)
-), finished AS (
-    SELECT journey_id, customer_id FROM located WHERE kind IN {TERMINAL}
-), stage_now AS (
-    SELECT journey_id, customer_id, max(stage_index) AS stage_index FROM located WHERE kind = 'stage' GROUP BY ALL
-)
-SELECT s.journey_id, s.customer_id, s.stage_index,
-       coalesce(max(l.step_index), 0) AS step_index, arg_max(l.entered_at, l.step_index) AS step_entered_at
-FROM stage_now AS s
-LEFT JOIN located AS l
-       ON l.journey_id = s.journey_id AND l.customer_id = s.customer_id AND l.kind = 'step' AND l.stage_index = s.stage_index
-WHERE NOT EXISTS (SELECT 1 FROM finished AS f WHERE f.journey_id = s.journey_id AND f.customer_id = s.customer_id)
-GROUP BY ALL
+SELECT * FROM base_positions AS b
+WHERE NOT EXISTS (SELECT 1 FROM today AS t WHERE t.journey_id = b.journey_id AND t.customer_id = b.customer_id)
+UNION ALL
+SELECT * FROM ({_positions(_MOVED_ROWS)})
 """
 
 # 1. enter: audience EXCEPT goal EXCEPT everyone who ever entered.
@@ -191,6 +207,7 @@ def build_day(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date, later_da
     evaluate_criteria(conn, rules, day)
     conn.execute("CREATE OR REPLACE TEMP TABLE base AS SELECT * FROM journey.journey_state WHERE entered_at < $1", [day])
     conn.execute("CREATE OR REPLACE TEMP TABLE today AS SELECT * FROM base LIMIT 0")
+    conn.execute(BASE_POSITIONS)
     conn.execute(POSITIONS)
     for statement in (ENTER, GOAL, EXIT):
         conn.execute(statement, {"day": day})
