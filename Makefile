@@ -13,7 +13,8 @@ $(INSTALLED): pyproject.toml constraints.txt
 	touch $(INSTALLED)
 
 run: $(INSTALLED)
-	$(BIN)/loyalty-pipeline materialize
+	mkdir -p .dagster_home
+	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/loyalty-pipeline materialize
 
 test: $(INSTALLED)
 	$(BIN)/pytest -q

@@ -45,7 +45,9 @@ JOURNEYS = yaml.safe_load("""
 
 
 def synthesize(conn, customers: int, purchases: int, days: int) -> None:
-    conn.execute(ENRICHED_DDL + CUSTOMERS_DDL + ledger.DDL + "".join(table_ddl(TOPICS[t]) for t in ("users", "user_activity")))
+    conn.execute(
+        ENRICHED_DDL + CUSTOMERS_DDL + ledger.DDL + "".join(table_ddl(TOPICS[t]) for t in ("users", "user_activity"))
+    )
     conn.execute(
         """INSERT INTO loyalty.enriched_purchases
            SELECT 'p' || i, 'p' || i, 'u' || (hash(i) % $customers), 'p' || (hash(i * 3) % 50), 'c',

@@ -23,7 +23,9 @@ START = date(2023, 1, 1)
 
 
 def synthesize(conn, customers: int, per_day: int, days: int) -> None:
-    conn.execute(ENRICHED_DDL + table_ddl(TOPICS["redemptions"]) + table_ddl(TOPICS["users"]) + ledger.DDL + REJECTED_DDL)
+    conn.execute(
+        ENRICHED_DDL + table_ddl(TOPICS["redemptions"]) + table_ddl(TOPICS["users"]) + ledger.DDL + REJECTED_DDL
+    )
     conn.execute(
         """
         INSERT INTO loyalty.enriched_purchases

@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import socket
 import sys
 from datetime import date
 from pathlib import Path
@@ -40,11 +41,34 @@ def event_day_range(sources) -> tuple[date, date] | None:
     return (min(days), max(days)) if days else None
 
 
+PID_TAG, HOST_TAG = "loyalty/pid", "loyalty/host"
+
+
+def release_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Marks failed the CLI runs on this host whose process is gone (killed mid-way) and frees their pool slots,
+    so the next run does not wait forever for the warehouse."""
+    released = []
+    started = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED], tags={HOST_TAG: socket.gethostname()})
+    for run in instance.get_runs(filters=started):
+        try:
+            os.kill(int(run.tags[PID_TAG]), 0)
+        except ProcessLookupError:
+            instance.report_run_failed(run, "the process running it is gone (killed?)")
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            released.append(run.run_id)
+    return released
+
+
 def materialize_days(defs: dg.Definitions, first: str, last: str, instance: dg.DagsterInstance | None = None):
     """Every asset and check for days first..last (inclusive) as one in-process run over a partition key range."""
     return defs.resolve_job_def(EVERYTHING_JOB).execute_in_process(
         instance=instance or dg.DagsterInstance.ephemeral(),
-        tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: first,
+            ASSET_PARTITION_RANGE_END_TAG: last,
+            PID_TAG: str(os.getpid()),
+            HOST_TAG: socket.gethostname(),
+        },
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         raise_on_error=False,
     )
@@ -63,7 +87,11 @@ def materialize(args: argparse.Namespace) -> int:
         return 2
     sources = defs.resources["sources"]
     data_dir = Path(sources.data_dir)
-    if not (data_dir / "kafka").is_dir() and not Path(sources.s3_url).exists() and not sources.s3_url.startswith("s3://"):
+    if (
+        not (data_dir / "kafka").is_dir()
+        and not Path(sources.s3_url).exists()
+        and not sources.s3_url.startswith("s3://")
+    ):
         print(f"error: no inputs: neither {data_dir / 'kafka'} nor {sources.s3_url} exists", file=sys.stderr)
         return 2
     found = event_day_range(sources)
@@ -74,8 +102,12 @@ def materialize(args: argparse.Namespace) -> int:
     last = args.end or found[1].isoformat()
     print(f"materializing {first} .. {last} into {defs.resources['warehouse'].database}")
 
-    # With DAGSTER_HOME set (as `make dev` does) the run and its checks show in the UI's history.
+    # With DAGSTER_HOME set (as `make run` and `make dev` do) the run shows in the UI's history and waits for
+    # the warehouse pool like any other run.
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
+    if instance:
+        for run_id in release_dead_runs(instance):
+            print(f"released run {run_id}: its process was gone")
     result = materialize_days(defs, first, last, instance)
     failed_blocking = print_summary(defs.resources["warehouse"].database, result)
     ok = result.success and not failed_blocking

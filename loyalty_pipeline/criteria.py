@@ -6,18 +6,39 @@ from sqlglot import exp
 
 # SPEC §5.4: the profile columns a criterion may read, as of the end of the day evaluated.
 PROFILE_COLUMNS = frozenset(
-    {"products_purchased", "total_spend", "purchase_count", "days_since_last_purchase", "reward_level", "points_balance"}
+    {
+        "products_purchased",
+        "total_spend",
+        "purchase_count",
+        "days_since_last_purchase",
+        "reward_level",
+        "points_balance",
+    }
 )
 
 _PREDICATES = (exp.And, exp.Or, exp.Not, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.In, exp.Between, exp.Is)
-_LIST_FUNCTIONS = (exp.ArrayContains, exp.ArrayOverlaps, exp.ArrayContainsAll)  # list_contains, list_has_any, list_has_all
+_LIST_FUNCTIONS = (
+    exp.ArrayContains,
+    exp.ArrayOverlaps,
+    exp.ArrayContainsAll,
+)  # list_contains, list_has_any, list_has_all
 _VALUE_FUNCTIONS = (exp.Length, exp.Lower, exp.Upper, exp.Coalesce, exp.Abs)
 _ALLOWED = (
     *_PREDICATES,
     *_LIST_FUNCTIONS,
     *_VALUE_FUNCTIONS,
-    exp.Column, exp.Identifier, exp.Literal, exp.Boolean, exp.Null, exp.Paren, exp.Neg, exp.Array,
-    exp.Add, exp.Sub, exp.Mul, exp.Div,
+    exp.Column,
+    exp.Identifier,
+    exp.Literal,
+    exp.Boolean,
+    exp.Null,
+    exp.Paren,
+    exp.Neg,
+    exp.Array,
+    exp.Add,
+    exp.Sub,
+    exp.Mul,
+    exp.Div,
 )
 _KNOWN_BY_NAME = frozenset({"list_has_all"})  # functions sqlglot keeps as anonymous calls
 ALLOWED_FUNCTIONS = "list_contains, list_has_any, list_has_all, len, lower, upper, coalesce, abs"
@@ -43,8 +64,10 @@ def checked_sql(text: str) -> str:
             continue
         if not isinstance(node, _ALLOWED):
             name = node.sql(dialect="duckdb") if not isinstance(node, exp.Query) else "a subquery"
-            raise CriterionError(f"{type(node).__name__.lower()} not allowed ({name}) in {text!r}; allowed: profile "
-                                 f"columns, literals, comparisons, AND/OR/NOT, IN, BETWEEN, IS NULL, {ALLOWED_FUNCTIONS}")
+            raise CriterionError(
+                f"{type(node).__name__.lower()} not allowed ({name}) in {text!r}; allowed: profile "
+                f"columns, literals, comparisons, AND/OR/NOT, IN, BETWEEN, IS NULL, {ALLOWED_FUNCTIONS}"
+            )
         if isinstance(node, exp.Column) and (node.table or node.name not in PROFILE_COLUMNS):
             raise CriterionError(
                 f"unknown column {node.sql(dialect='duckdb')} in {text!r}; profile columns are {', '.join(sorted(PROFILE_COLUMNS))}"

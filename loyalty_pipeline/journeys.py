@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS journey.journey_days (day DATE PRIMARY KEY);
 
 TERMINAL = "('goal', 'exit', 'end')"
 
+
 def _positions(rows: str) -> str:
     """Where each in-journey customer of `rows` is: current stage, its highest step reached and when."""
     return f"""
@@ -143,6 +144,7 @@ def load_definitions(conn: duckdb.DuckDBPyConnection, journeys: list[Journey]) -
     )
     nodes, stages, exits = [], [], []
     for journey in journeys:
+
         def node(name, kind, stage=None, step=None, wait=None, activation=None):
             nodes.append([journey.id, name, kind, len(nodes), stage, step, wait, activation])
 
@@ -150,7 +152,14 @@ def load_definitions(conn: duckdb.DuckDBPyConnection, journeys: list[Journey]) -
             stages.append([journey.id, i, stage.id, len(stage.steps), stage.entry is not None])
             node(f"stage:{stage.id}", "stage", i)
             for n, step in enumerate(stage.steps, start=1):
-                node(f"stage:{stage.id}:step:{n}", "step", i, n, getattr(step, "wait_days", None), getattr(step, "activation", None))
+                node(
+                    f"stage:{stage.id}:step:{n}",
+                    "step",
+                    i,
+                    n,
+                    getattr(step, "wait_days", None),
+                    getattr(step, "activation", None),
+                )
             for order, exit in enumerate(stage.exit_criteria):
                 exits.append([journey.id, i, order, exit.name])
                 node(f"stage:{stage.id}:exit:{exit.name}", "exit", i)
@@ -164,7 +173,8 @@ def load_definitions(conn: duckdb.DuckDBPyConnection, journeys: list[Journey]) -
 def evaluate_criteria(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date) -> None:
     """Temp table `hits(journey_id, criterion, stage_index, exit_order, customer_id)`: who meets what at the end of day."""
     conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE journey_profile AS {BEHAVIOUR}", {"as_of": day, "default_tier": rules.default_tier}
+        f"CREATE OR REPLACE TEMP TABLE journey_profile AS {BEHAVIOUR}",
+        {"as_of": day, "default_tier": rules.default_tier},
     )
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE hits (journey_id VARCHAR, criterion VARCHAR, stage_index INTEGER, "
@@ -205,7 +215,9 @@ def check_previous_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
 def build_day(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date, later_days_exist: bool) -> int:
     """Moves every customer for one day and publishes the new state; returns the number of advance rounds."""
     evaluate_criteria(conn, rules, day)
-    conn.execute("CREATE OR REPLACE TEMP TABLE base AS SELECT * FROM journey.journey_state WHERE entered_at < $1", [day])
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE base AS SELECT * FROM journey.journey_state WHERE entered_at < $1", [day]
+    )
     conn.execute("CREATE OR REPLACE TEMP TABLE today AS SELECT * FROM base LIMIT 0")
     conn.execute(BASE_POSITIONS)
     conn.execute(POSITIONS)

@@ -120,12 +120,16 @@ def event_day_range(files: list[Path]) -> tuple[date, date] | None:
     """First and last UTC day of the messages in snapshot files (lines that do not parse are skipped)."""
     if not files:
         return None
-    first, last = duckdb.connect().execute(
-        f"""SELECT min(ts), max(ts) FROM (
+    first, last = (
+        duckdb.connect()
+        .execute(
+            f"""SELECT min(ts), max(ts) FROM (
                 SELECT TRY_CAST(json_extract_string(line, '$.ts') AS BIGINT) AS ts
                 FROM read_csv($files, {_LINES_OPTIONS}) WHERE json_valid(line))""",
-        {"files": [str(file) for file in files]},
-    ).fetchall()[0]
+            {"files": [str(file) for file in files]},
+        )
+        .fetchall()[0]
+    )
     if first is None:
         return None
     return tuple(datetime.fromtimestamp(ms / 1000, timezone.utc).date() for ms in (first, last))

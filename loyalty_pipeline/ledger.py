@@ -200,7 +200,9 @@ def check_previous_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
         )
 
 
-def build_day(conn: duckdb.DuckDBPyConnection, day: date, earn_rate, validity_days: int, later_days_exist: bool) -> dict:
+def build_day(
+    conn: duckdb.DuckDBPyConnection, day: date, earn_rate, validity_days: int, later_days_exist: bool
+) -> dict:
     """Computes and writes one day of the ledger in one transaction; returns counts for metadata."""
     params = {"day": day, "earn_rate": earn_rate, "validity_days": validity_days}
     conn.execute(DAY_LOTS, params)

@@ -65,7 +65,9 @@ class S3Store:
 
     def list_objects(self, prefix: str) -> list[StoredObject]:
         found = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._full(prefix)):
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._full(prefix)
+        ):
             for item in page.get("Contents", []):
                 key = item["Key"][len(self.prefix) + 1 :] if self.prefix else item["Key"]
                 found.append(StoredObject(key=key, version=item["ETag"].strip('"'), modified=item["LastModified"]))
@@ -92,7 +94,9 @@ class Warehouse(DuckDBResource):
     def get_connection(self):
         # dagster-duckdb's own context manager leaves the connection open when the body raises, which keeps the
         # file locked for the rest of the process; close it on every path.
-        conn = backoff(duckdb.connect, retry_on=(duckdb.IOException,), kwargs={"database": self.database}, max_retries=10)
+        conn = backoff(
+            duckdb.connect, retry_on=(duckdb.IOException,), kwargs={"database": self.database}, max_retries=10
+        )
         try:
             conn.execute("SET TimeZone = 'UTC'")
             yield conn
@@ -112,7 +116,9 @@ class EventSources(dg.ConfigurableResource):
         if not folder.is_dir():
             return []
         return sorted(
-            path for path in folder.iterdir() if fnmatch.fnmatch(path.name, "*.jsonl") or fnmatch.fnmatch(path.name, "*.jsonl.gz")
+            path
+            for path in folder.iterdir()
+            if fnmatch.fnmatch(path.name, "*.jsonl") or fnmatch.fnmatch(path.name, "*.jsonl.gz")
         )
 
     def object_store(self) -> LocalStore | S3Store:

@@ -14,6 +14,7 @@ from loyalty_pipeline.assets.ingest import HISTORICAL_FILE
 from loyalty_pipeline.jobs import customers_job, everything_job, historical_job
 from loyalty_pipeline.resources import EventSources
 
+
 def _file_day(key: str) -> str | None:
     match = HISTORICAL_FILE.fullmatch(key)
     if not match:
@@ -24,7 +25,9 @@ def _file_day(key: str) -> str | None:
         return None
 
 
-@dg.sensor(jobs=[historical_job, customers_job], minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
+@dg.sensor(
+    jobs=[historical_job, customers_job], minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED
+)
 def s3_new_files(context: dg.SensorEvaluationContext, sources: EventSources) -> dg.SensorResult:
     """Each new or rewritten S3 file, once: historical_purchases/YYYY-MM-DD.csv runs that day; customers/*.csv the profiles.
 
@@ -91,7 +94,8 @@ def kafka_new_files(context: dg.SensorEvaluationContext, sources: EventSources) 
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                run_key=f"kafka:{first}..{last}:" + hashlib.sha1("\n".join(f"{p}@{seen[str(p)]}" for p in fresh).encode()).hexdigest()[:12],
+                run_key=f"kafka:{first}..{last}:"
+                + hashlib.sha1("\n".join(f"{p}@{seen[str(p)]}" for p in fresh).encode()).hexdigest()[:12],
                 tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
             )
         ],

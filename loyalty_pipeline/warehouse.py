@@ -6,6 +6,10 @@ from datetime import date
 import duckdb
 import dagster as dg
 
+# Every op that opens the warehouse is in this pool; .dagster_home/dagster.yaml limits it to one at a time,
+# because DuckDB allows one writing process.
+WAREHOUSE_POOL = "warehouse"
+
 REJECTED_DDL = """
 CREATE SCHEMA IF NOT EXISTS raw;
 CREATE TABLE IF NOT EXISTS raw.rejected_records (

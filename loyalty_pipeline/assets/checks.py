@@ -3,6 +3,8 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from loyalty_pipeline.warehouse import WAREHOUSE_POOL
+
 
 def table_of(key: dg.AssetKey) -> str:
     """The warehouse table an asset writes: asset key ["raw", "users"] is table raw.users."""
@@ -13,7 +15,13 @@ def duplicate_check(key: dg.AssetKey, columns: list[str]) -> dg.AssetChecksDefin
     """Blocking: no two rows share `columns`."""
     columns_sql = ", ".join(columns)
 
-    @dg.asset_check(asset=key, name=f"unique_{'_'.join(columns)}", blocking=True, description=f"No two rows share ({columns_sql}).")
+    @dg.asset_check(
+        pool=WAREHOUSE_POOL,
+        asset=key,
+        name=f"unique_{'_'.join(columns)}",
+        blocking=True,
+        description=f"No two rows share ({columns_sql}).",
+    )
     def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
         with warehouse.get_connection() as conn:
             duplicated = conn.execute(
@@ -28,6 +36,7 @@ def rejected_rows_check(key: dg.AssetKey, source: str) -> dg.AssetChecksDefiniti
     """Warns (never blocks) when input rows of `source` were quarantined, with counts per reason."""
 
     @dg.asset_check(
+        pool=WAREHOUSE_POOL,
         asset=key,
         name="no_rejected_rows",
         description=f"Rows of {source} quarantined in raw.rejected_records (warning only: the good rows still load).",

@@ -5,12 +5,12 @@ import os
 import dagster as dg
 
 from loyalty_pipeline.assets.checks import duplicate_check
-from loyalty_pipeline.assets.ingest import WAREHOUSE_POOL, customers, kafka_assets
+from loyalty_pipeline.assets.ingest import customers, kafka_assets
 from loyalty_pipeline.assets.loyalty import _load_tiers, enriched_purchases, promotions, sales_totals
 from loyalty_pipeline.assets.points import point_balances
 from loyalty_pipeline.profiles import PROFILE_360, RECOMMENDATIONS
 from loyalty_pipeline.resources import RulesResource, Warehouse
-from loyalty_pipeline.warehouse import count, preview, transaction
+from loyalty_pipeline.warehouse import WAREHOUSE_POOL, count, preview, transaction
 
 raw = {asset.key.path[-1]: asset for asset in kafka_assets}
 SERVED_TABLES = ["customer.profile_360", "customer.recommendations"]
@@ -99,6 +99,7 @@ def _failures(warehouse: Warehouse, sql: str) -> int:
 
 
 @dg.asset_check(
+    pool=WAREHOUSE_POOL,
     asset=profile_360,
     blocking=True,
     description="Spend, tier and points agree with loyalty.sales_totals and the point ledger; every buyer has a profile.",
@@ -116,7 +117,12 @@ def profiles_agree_with_totals_and_ledger(warehouse: Warehouse) -> dg.AssetCheck
     return dg.AssetCheckResult(passed=wrong == 0, metadata={"customers_wrong": wrong})
 
 
-@dg.asset_check(asset=recommendations, blocking=True, description="At most 5 per customer, ranked 1..n, never a product of interest.")
+@dg.asset_check(
+    pool=WAREHOUSE_POOL,
+    asset=recommendations,
+    blocking=True,
+    description="At most 5 per customer, ranked 1..n, never a product of interest.",
+)
 def recommendations_are_well_formed(warehouse: Warehouse) -> dg.AssetCheckResult:
     wrong = _failures(
         warehouse,
@@ -126,7 +132,12 @@ def recommendations_are_well_formed(warehouse: Warehouse) -> dg.AssetCheckResult
     return dg.AssetCheckResult(passed=wrong == 0, metadata={"bad_rows": wrong})
 
 
-@dg.asset_check(asset=serving_snapshot, blocking=True, description="The serving copy holds exactly the warehouse's 360 tables.")
+@dg.asset_check(
+    pool=WAREHOUSE_POOL,
+    asset=serving_snapshot,
+    blocking=True,
+    description="The serving copy holds exactly the warehouse's 360 tables.",
+)
 def serving_copy_is_complete(warehouse: Warehouse) -> dg.AssetCheckResult:
     with warehouse.get_connection() as conn:
         conn.execute("ATTACH $path AS serving (READ_ONLY)", {"path": str(warehouse.serving_path())})

@@ -11,9 +11,15 @@ from loyalty_pipeline.assets.checks import duplicate_check, rejected_rows_check
 from loyalty_pipeline.kafka import TOPICS, Topic, load_lines, parse_messages, table_ddl
 from loyalty_pipeline.partitions import START_DATE, daily_partitions
 from loyalty_pipeline.resources import EventSources
-from loyalty_pipeline.warehouse import REJECTED_DDL, count, insert_rows, preview, transaction, window_days
-
-WAREHOUSE_POOL = "warehouse"  # one writer at a time: DuckDB allows a single writing process
+from loyalty_pipeline.warehouse import (
+    WAREHOUSE_POOL,
+    REJECTED_DDL,
+    count,
+    insert_rows,
+    preview,
+    transaction,
+    window_days,
+)
 
 
 def _quarantine(conn, source: str, first: date, end: date, rejects_sql: str) -> int:
@@ -218,7 +224,11 @@ def historical_purchases(context: dg.AssetExecutionContext, warehouse: DuckDBRes
         context.log.warning(f"skipped files not named historical_purchases/YYYY-MM-DD.csv: {misnamed}")
     with sources.workdir() as workdir, warehouse.get_connection() as conn:
         conn.execute(HISTORICAL_DDL + REJECTED_DDL)
-        load_csv(conn, store.local_copies(sorted(dated), Path(workdir)), ["order_id", "user_id", "product_id", "price", "purchased_at"])
+        load_csv(
+            conn,
+            store.local_copies(sorted(dated), Path(workdir)),
+            ["order_id", "user_id", "product_id", "price", "purchased_at"],
+        )
         conn.execute(
             """
             CREATE OR REPLACE TEMP TABLE historical_checked AS

@@ -5,12 +5,12 @@ from datetime import timedelta
 import dagster as dg
 
 from loyalty_pipeline import journeys
-from loyalty_pipeline.assets.ingest import WAREHOUSE_POOL, customers, kafka_assets
+from loyalty_pipeline.assets.ingest import customers, kafka_assets
 from loyalty_pipeline.assets.loyalty import _load_tiers, enriched_purchases
 from loyalty_pipeline.assets.points import point_transactions
 from loyalty_pipeline.partitions import daily_partitions
 from loyalty_pipeline.resources import RulesResource, Warehouse
-from loyalty_pipeline.warehouse import count, preview, transaction, window_days
+from loyalty_pipeline.warehouse import WAREHOUSE_POOL, count, preview, transaction, window_days
 
 raw = {asset.key.path[-1]: asset for asset in kafka_assets}
 STATE_KEY = dg.AssetKey(["journey", "journey_state"])
@@ -29,9 +29,15 @@ def funnel_markdown(conn) -> str:
         nodes = [(node, n) for j, node, n in rows if j == journey_id]
         entered, reached_goal = nodes[0][1], dict(nodes).get("goal", 0)
         widest = max(n for _, n in nodes) or 1
-        lines = [f"**{journey_id}**: {entered} entered, {reached_goal} reached the goal "
-                 f"({reached_goal / entered:.0%} conversion)" if entered else f"**{journey_id}**: nobody entered yet",
-                 "", "| node | customers | |", "| --- | ---: | --- |"]
+        lines = [
+            f"**{journey_id}**: {entered} entered, {reached_goal} reached the goal "
+            f"({reached_goal / entered:.0%} conversion)"
+            if entered
+            else f"**{journey_id}**: nobody entered yet",
+            "",
+            "| node | customers | |",
+            "| --- | ---: | --- |",
+        ]
         lines += [f"| `{node}` | {n} | {'█' * round(BAR_WIDTH * n / widest)} |" for node, n in nodes]
         sections.append("\n".join(lines))
     return "\n\n".join(sections) or "_no journeys configured_"
@@ -45,19 +51,31 @@ def funnel_markdown(conn) -> str:
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
     deps=[
-        enriched_purchases, point_transactions, raw["users"], raw["user_activity"], customers,
-        dg.AssetDep(STATE_KEY, partition_mapping=dg.TimeWindowPartitionMapping(
-            start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)),
+        enriched_purchases,
+        point_transactions,
+        raw["users"],
+        raw["user_activity"],
+        customers,
+        dg.AssetDep(
+            STATE_KEY,
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+            ),
+        ),
     ],
     description="Sparse journey state: the first day each customer reached each node (stage, step, exit, goal, end).",
 )
-def journey_state(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
+def journey_state(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource
+) -> dg.MaterializeResult:
     first, end = window_days(context)
     with warehouse.get_connection() as conn:
         conn.execute(journeys.DDL)
         _load_tiers(conn, rules)
         journeys.load_definitions(conn, rules.rules.journeys)
-        later_days_exist = conn.execute("SELECT count(*) FROM journey.journey_days WHERE day >= $1", [end]).fetchall()[0][0] > 0
+        later_days_exist = (
+            conn.execute("SELECT count(*) FROM journey.journey_days WHERE day >= $1", [end]).fetchall()[0][0] > 0
+        )
         journeys.check_previous_day(conn, first)
         day = first
         while day < end:  # in order: each day moves customers from where the previous day left them
@@ -66,10 +84,17 @@ def journey_state(context: dg.AssetExecutionContext, warehouse: Warehouse, rules
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": count(conn, "SELECT 1 FROM journey.journey_state"),
-                "customers_in_journeys": count(conn, "SELECT DISTINCT journey_id, customer_id FROM journey.journey_state"),
+                "customers_in_journeys": count(
+                    conn, "SELECT DISTINCT journey_id, customer_id FROM journey.journey_state"
+                ),
                 "funnel": dg.MetadataValue.md(funnel_markdown(conn)),
-                "preview": preview(conn, "SELECT * FROM journey.journey_state WHERE entered_at >= $1 AND entered_at < $2 "
-                                         "ORDER BY entered_at, journey_id, customer_id", [first, end], limit=20),
+                "preview": preview(
+                    conn,
+                    "SELECT * FROM journey.journey_state WHERE entered_at >= $1 AND entered_at < $2 "
+                    "ORDER BY entered_at, journey_id, customer_id",
+                    [first, end],
+                    limit=20,
+                ),
             }
         )
 
@@ -118,7 +143,11 @@ def activations(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: 
 def _invalid(warehouse: Warehouse, rules: RulesResource, sql: str, sample: bool = False) -> int:
     with warehouse.get_connection() as conn:
         journeys.load_definitions(conn, rules.rules.journeys)
-        source = "(SELECT * FROM journey.journey_state USING SAMPLE 10 PERCENT (bernoulli))" if sample else "journey.journey_state"
+        source = (
+            "(SELECT * FROM journey.journey_state USING SAMPLE 10 PERCENT (bernoulli))"
+            if sample
+            else "journey.journey_state"
+        )
         return conn.execute(f"SELECT count(*) FROM ({sql.format(state=source)})").fetchall()[0][0]
 
 
@@ -126,16 +155,31 @@ LOCATED = """SELECT s.*, n.kind, n.stage_index, n.step_index, n.position FROM {s
              JOIN journey_nodes AS n USING (journey_id, node)"""
 
 
-@dg.asset_check(asset=journey_state, blocking=True, description="At most one terminal node (goal, exit or end) per customer and journey.")
+@dg.asset_check(
+    pool=WAREHOUSE_POOL,
+    asset=journey_state,
+    blocking=True,
+    description="At most one terminal node (goal, exit or end) per customer and journey.",
+)
 def one_terminal_node(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
-    wrong = _invalid(warehouse, rules, f"SELECT journey_id, customer_id FROM ({LOCATED}) WHERE kind IN {journeys.TERMINAL} GROUP BY ALL HAVING count(*) > 1")
+    wrong = _invalid(
+        warehouse,
+        rules,
+        f"SELECT journey_id, customer_id FROM ({LOCATED}) WHERE kind IN {journeys.TERMINAL} GROUP BY ALL HAVING count(*) > 1",
+    )
     return dg.AssetCheckResult(passed=wrong == 0, metadata={"customers_wrong": wrong})
 
 
-@dg.asset_check(asset=journey_state, blocking=True, description="No node is entered after the customer's terminal node.")
+@dg.asset_check(
+    pool=WAREHOUSE_POOL,
+    asset=journey_state,
+    blocking=True,
+    description="No node is entered after the customer's terminal node.",
+)
 def nothing_after_terminal(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
     wrong = _invalid(
-        warehouse, rules,
+        warehouse,
+        rules,
         f"""WITH located AS ({LOCATED}),
                  terminal AS (SELECT journey_id, customer_id, min(entered_at) AS at FROM located WHERE kind IN {journeys.TERMINAL} GROUP BY ALL)
             SELECT 1 FROM located JOIN terminal USING (journey_id, customer_id) WHERE located.entered_at > terminal.at""",
@@ -157,6 +201,7 @@ WHERE earlier.entered_at IS NULL OR earlier.entered_at > later.entered_at
 
 
 @dg.asset_check(
+    pool=WAREHOUSE_POOL,
     asset=journey_state,
     blocking=True,
     description="Stages entered in order with non-decreasing dates, and every step of a stage before the next stage.",
@@ -167,12 +212,14 @@ def stages_in_order(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheck
 
 
 @dg.asset_check(
+    pool=WAREHOUSE_POOL,
     asset=journey_state,
     description="A 10% Bernoulli sample of the state re-checked for invalid rows (the cheap check for very large tables).",
 )
 def sampled_state_is_valid(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
     wrong = _invalid(
-        warehouse, rules,
+        warehouse,
+        rules,
         f"""SELECT 1 FROM ({LOCATED}) AS sampled
             WHERE sampled.node IS NULL OR sampled.entered_at IS NULL
                OR NOT EXISTS (SELECT 1 FROM journey.journey_state AS s JOIN journey_nodes AS n USING (journey_id, node)
@@ -183,10 +230,16 @@ def sampled_state_is_valid(warehouse: Warehouse, rules: RulesResource) -> dg.Ass
     return dg.AssetCheckResult(passed=wrong == 0, metadata={"invalid_sampled_rows": wrong})
 
 
-@dg.asset_check(asset=activations, blocking=True, description="Exactly one activation row per activation step reached in the state.")
+@dg.asset_check(
+    pool=WAREHOUSE_POOL,
+    asset=activations,
+    blocking=True,
+    description="Exactly one activation row per activation step reached in the state.",
+)
 def activations_match_state(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
     wrong = _invalid(
-        warehouse, rules,
+        warehouse,
+        rules,
         """(SELECT s.journey_id, s.customer_id, n.activation, s.entered_at FROM {state} AS s
             JOIN journey_nodes AS n USING (journey_id, node) WHERE n.activation IS NOT NULL
             EXCEPT ALL SELECT * FROM journey.activations)
@@ -199,4 +252,10 @@ def activations_match_state(warehouse: Warehouse, rules: RulesResource) -> dg.As
 
 
 journey_assets = [journey_state, activations]
-journey_checks = [one_terminal_node, nothing_after_terminal, stages_in_order, sampled_state_is_valid, activations_match_state]
+journey_checks = [
+    one_terminal_node,
+    nothing_after_terminal,
+    stages_in_order,
+    sampled_state_is_valid,
+    activations_match_state,
+]

@@ -5,10 +5,10 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from loyalty_pipeline.assets.checks import duplicate_check
-from loyalty_pipeline.assets.ingest import WAREHOUSE_POOL, historical_purchases, kafka_assets
+from loyalty_pipeline.assets.ingest import historical_purchases, kafka_assets
 from loyalty_pipeline.partitions import daily_partitions
 from loyalty_pipeline.resources import RulesResource
-from loyalty_pipeline.warehouse import count, insert_rows, preview, transaction, window_days
+from loyalty_pipeline.warehouse import WAREHOUSE_POOL, count, insert_rows, preview, transaction, window_days
 
 raw = {asset.key.path[-1]: asset for asset in kafka_assets}
 
@@ -196,7 +196,10 @@ def promotions(warehouse: DuckDBResource, rules: RulesResource) -> dg.Materializ
         insert_rows(
             conn,
             "promotion_rules",
-            [[rule.name, rule.considers, rule.require_all, rule.exclude, rule.min_spend] for rule in rules.rules.promotions],
+            [
+                [rule.name, rule.considers, rule.require_all, rule.exclude, rule.min_spend]
+                for rule in rules.rules.promotions
+            ],
         )
         _replace_table(
             conn,
@@ -225,7 +228,12 @@ def _scalar(warehouse: DuckDBResource, sql: str, params: dict | None = None):
         return conn.execute(sql, params or {}).fetchall()[0][0]
 
 
-@dg.asset_check(asset=enriched_purchases, blocking=True, description="Every valid purchase (Kafka and S3) is enriched exactly once.")
+@dg.asset_check(
+    pool=WAREHOUSE_POOL,
+    asset=enriched_purchases,
+    blocking=True,
+    description="Every valid purchase (Kafka and S3) is enriched exactly once.",
+)
 def enriched_keeps_every_purchase(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     missing = _scalar(
         warehouse,
@@ -240,6 +248,7 @@ def enriched_keeps_every_purchase(warehouse: DuckDBResource) -> dg.AssetCheckRes
 
 
 @dg.asset_check(
+    pool=WAREHOUSE_POOL,
     asset=enriched_purchases,
     description="Purchases whose user_id is neither a Kafka user nor an S3 customer (warning: e.g. keyed by name).",
 )
@@ -262,7 +271,11 @@ def purchases_by_known_users(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=enriched_purchases, description="Purchases of a product with no price known at purchase time.")
+@dg.asset_check(
+    pool=WAREHOUSE_POOL,
+    asset=enriched_purchases,
+    description="Purchases of a product with no price known at purchase time.",
+)
 def purchases_of_priced_products(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     unpriced = _scalar(warehouse, "SELECT count(*) FROM loyalty.enriched_purchases WHERE price IS NULL")
     return dg.AssetCheckResult(
@@ -270,7 +283,12 @@ def purchases_of_priced_products(warehouse: DuckDBResource) -> dg.AssetCheckResu
     )
 
 
-@dg.asset_check(asset=sales_totals, blocking=True, description="Each total is the sum of the customer's known prices and its tier follows the thresholds.")
+@dg.asset_check(
+    pool=WAREHOUSE_POOL,
+    asset=sales_totals,
+    blocking=True,
+    description="Each total is the sum of the customer's known prices and its tier follows the thresholds.",
+)
 def totals_and_tiers_agree(warehouse: DuckDBResource, rules: RulesResource) -> dg.AssetCheckResult:
     with warehouse.get_connection() as conn:
         _load_tiers(conn, rules)
@@ -289,7 +307,12 @@ def totals_and_tiers_agree(warehouse: DuckDBResource, rules: RulesResource) -> d
     return dg.AssetCheckResult(passed=wrong == 0, metadata={"customers_wrong": wrong})
 
 
-@dg.asset_check(asset=caffeine_index, blocking=True, description="Stamp counts match the stamp product's purchases.")
+@dg.asset_check(
+    pool=WAREHOUSE_POOL,
+    asset=caffeine_index,
+    blocking=True,
+    description="Stamp counts match the stamp product's purchases.",
+)
 def stamps_match_purchases(warehouse: DuckDBResource, rules: RulesResource) -> dg.AssetCheckResult:
     wrong = _scalar(
         warehouse,

@@ -7,12 +7,12 @@ from dagster_duckdb import DuckDBResource
 
 from loyalty_pipeline import ledger
 from loyalty_pipeline.assets.checks import duplicate_check
-from loyalty_pipeline.assets.ingest import WAREHOUSE_POOL, kafka_assets
+from loyalty_pipeline.assets.ingest import kafka_assets
 from loyalty_pipeline.assets.loyalty import enriched_purchases
 from loyalty_pipeline.ledger_reference import replay
 from loyalty_pipeline.partitions import daily_partitions
 from loyalty_pipeline.resources import RulesResource
-from loyalty_pipeline.warehouse import REJECTED_DDL, count, preview, window_days
+from loyalty_pipeline.warehouse import WAREHOUSE_POOL, REJECTED_DDL, count, preview, window_days
 
 raw = {asset.key.path[-1]: asset for asset in kafka_assets}
 LEDGER_KEY = dg.AssetKey(["points", "point_transactions"])
@@ -47,7 +47,9 @@ def point_transactions(
     refused = rounds = 0
     with warehouse.get_connection() as conn:
         conn.execute(ledger.DDL + REJECTED_DDL)
-        later_days_exist = conn.execute("SELECT count(*) FROM points.ledger_days WHERE day >= $1", [end]).fetchall()[0][0] > 0
+        later_days_exist = (
+            conn.execute("SELECT count(*) FROM points.ledger_days WHERE day >= $1", [end]).fetchall()[0][0] > 0
+        )
         ledger.check_previous_day(conn, first)
         for day in days:  # in order: each day starts from the state the previous one left
             counts = ledger.build_day(conn, day, str(settings.earn_rate), settings.validity_days, later_days_exist)
@@ -113,8 +115,12 @@ def point_balances(warehouse: DuckDBResource) -> dg.MaterializeResult:
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": count(conn, "SELECT 1 FROM points.point_balances"),
-                "points_outstanding": int(conn.execute("SELECT coalesce(sum(balance), 0) FROM points.point_balances").fetchall()[0][0]),
-                "preview": preview(conn, "SELECT * FROM points.point_balances ORDER BY balance DESC, user_id", limit=20),
+                "points_outstanding": int(
+                    conn.execute("SELECT coalesce(sum(balance), 0) FROM points.point_balances").fetchall()[0][0]
+                ),
+                "preview": preview(
+                    conn, "SELECT * FROM points.point_balances ORDER BY balance DESC, user_id", limit=20
+                ),
             }
         )
 
@@ -128,7 +134,12 @@ def _result(wrong: int, what: str) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=wrong == 0, metadata={what: wrong})
 
 
-@dg.asset_check(asset=point_transactions, blocking=True, description="No customer's balance is negative at any instant.")
+@dg.asset_check(
+    pool=WAREHOUSE_POOL,
+    asset=point_transactions,
+    blocking=True,
+    description="No customer's balance is negative at any instant.",
+)
 def balance_never_negative(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     return _result(
         _failures(
@@ -142,7 +153,9 @@ def balance_never_negative(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=point_transactions, blocking=True, description="No lot gives more points than it earned.")
+@dg.asset_check(
+    pool=WAREHOUSE_POOL, asset=point_transactions, blocking=True, description="No lot gives more points than it earned."
+)
 def lots_not_overdrawn(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     return _result(
         _failures(
@@ -156,7 +169,12 @@ def lots_not_overdrawn(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=point_transactions, blocking=True, description="Each expire row is exactly what its lot had left after uses.")
+@dg.asset_check(
+    pool=WAREHOUSE_POOL,
+    asset=point_transactions,
+    blocking=True,
+    description="Each expire row is exactly what its lot had left after uses.",
+)
 def expiries_match_lot_remainders(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     return _result(
         _failures(
@@ -172,6 +190,7 @@ def expiries_match_lot_remainders(warehouse: DuckDBResource) -> dg.AssetCheckRes
 
 
 @dg.asset_check(
+    pool=WAREHOUSE_POOL,
     asset=point_transactions,
     blocking=True,
     description="Replays one sampled customer's whole history with the plain reference rules and compares row by row.",
@@ -193,7 +212,12 @@ def sampled_customer_reconciles(warehouse: DuckDBResource, rules: RulesResource)
                QUALIFY row_number() OVER (PARTITION BY redemption_id ORDER BY event_ts, kafka_partition, kafka_offset) = 1""",
             [user],
         ).fetchall()
-        closures = [row[0] for row in conn.execute("SELECT event_ts FROM raw.users WHERE user_id = $1 AND tombstone", [user]).fetchall()]
+        closures = [
+            row[0]
+            for row in conn.execute(
+                "SELECT event_ts FROM raw.users WHERE user_id = $1 AND tombstone", [user]
+            ).fetchall()
+        ]
         actual = conn.execute(
             "SELECT txn_id, occurred_at, kind, points FROM points.point_transactions WHERE user_id = $1", [user]
         ).fetchall()
@@ -212,7 +236,10 @@ def sampled_customer_reconciles(warehouse: DuckDBResource, rules: RulesResource)
 
 
 @dg.asset_check(
-    asset=point_balances, blocking=True, description="Each balance is the sum of the customer's ledger rows and of their open lots."
+    pool=WAREHOUSE_POOL,
+    asset=point_balances,
+    blocking=True,
+    description="Each balance is the sum of the customer's ledger rows and of their open lots.",
 )
 def balances_are_ledger_sums(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     return _result(

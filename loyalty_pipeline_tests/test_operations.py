@@ -1,0 +1,94 @@
+"""Operating it: one writer at a time across runs, and a run killed mid-way harms nothing."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from loyalty_pipeline_tests.conftest import SEED_DATA
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).parent / "loyalty-pipeline")
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def project_instance(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def start(home: Path, warehouse: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [CLI, "materialize", "--data-dir", str(SEED_DATA), "--warehouse", str(warehouse)],
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def step_windows(instance: dg.DagsterInstance, run_id: str) -> list[tuple[float, float]]:
+    starts, windows = {}, []
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type_value == "STEP_START":
+            starts[event.step_key] = entry.timestamp
+        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
+            windows.append((starts[event.step_key], entry.timestamp))
+    return windows
+
+
+def test_two_runs_at_once_never_write_at_the_same_time(project_instance, tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    assert start(project_instance, warehouse).wait(timeout=300) == 0  # creates the instance's storage once
+    first, second = start(project_instance, warehouse), start(project_instance, warehouse)
+    assert first.wait(timeout=600) == 0, first.stderr.read()
+    assert second.wait(timeout=600) == 0, second.stderr.read()
+    with dg.DagsterInstance.from_config(str(project_instance)) as instance:
+        runs = instance.get_runs(limit=2)
+        a, b = (step_windows(instance, run.run_id) for run in runs)
+    assert len(a) == len(b) > 20
+    overlapping = [(x, y) for x in a for y in b if x[0] < y[1] and y[0] < x[1]]
+    assert overlapping == []  # every step holds the warehouse pool's only slot
+
+
+def test_a_run_killed_mid_way_leaves_the_warehouse_readable_and_the_next_run_completes(project_instance, tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    assert start(project_instance, warehouse).wait(timeout=300) == 0
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        expected = conn.execute("SELECT * FROM loyalty.sales_totals ORDER BY ALL").fetchall()
+    victim = start(project_instance, warehouse)
+    with dg.DagsterInstance.from_config(str(project_instance)) as instance:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # kill it once it is inside a step that writes the warehouse
+            runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+            if runs and len(step_windows(instance, runs[0].run_id)) >= 3:
+                break
+            time.sleep(0.2)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        assert conn.execute("SELECT * FROM loyalty.sales_totals ORDER BY ALL").fetchall() == expected
+    after = subprocess.run(
+        [CLI, "materialize", "--data-dir", str(SEED_DATA), "--warehouse", str(warehouse)],
+        env={**os.environ, "DAGSTER_HOME": str(project_instance)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert after.returncode == 0, after.stderr
+    assert "released run" in after.stdout
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        assert conn.execute("SELECT * FROM loyalty.sales_totals ORDER BY ALL").fetchall() == expected
