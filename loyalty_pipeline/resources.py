@@ -11,8 +11,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import boto3
-import duckdb
 import dagster as dg
+import duckdb
 from dagster._utils.backoff import backoff
 from dagster_duckdb import DuckDBResource
 

@@ -2,6 +2,7 @@
 that `loyalty-pipeline profile` reads while the warehouse is being written."""
 
 import os
+
 import dagster as dg
 
 from loyalty_pipeline.assets.checks import duplicate_check
@@ -10,7 +11,7 @@ from loyalty_pipeline.assets.loyalty import _load_tiers, enriched_purchases, pro
 from loyalty_pipeline.assets.points import point_balances
 from loyalty_pipeline.profiles import PROFILE_360, RECOMMENDATIONS
 from loyalty_pipeline.resources import RulesResource, Warehouse
-from loyalty_pipeline.warehouse import WAREHOUSE_POOL, count, preview, transaction
+from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, preview, table_metadata, transaction
 
 raw = {asset.key.path[-1]: asset for asset in kafka_assets}
 SERVED_TABLES = ["customer.profile_360", "customer.recommendations"]
@@ -23,6 +24,7 @@ LAST_DAY = "SELECT max(day) FROM points.ledger_days"
 @dg.asset(
     key=["customer", "profile_360"],
     group_name="customer",
+    owners=OWNERS,
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
     deps=[raw["users"], raw["user_activity"], customers, enriched_purchases, sales_totals, promotions, point_balances],
@@ -40,7 +42,7 @@ def profile_360(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeRes
             )
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": count(conn, "SELECT 1 FROM customer.profile_360"),
+                **table_metadata(conn, "customer.profile_360"),
                 "as_of": str(as_of),
                 "preview": preview(conn, "SELECT * FROM customer.profile_360 ORDER BY total_spend DESC, user_id"),
             }
@@ -50,6 +52,7 @@ def profile_360(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeRes
 @dg.asset(
     key=["customer", "recommendations"],
     group_name="customer",
+    owners=OWNERS,
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
     deps=[profile_360, enriched_purchases],
@@ -61,7 +64,7 @@ def recommendations(warehouse: Warehouse) -> dg.MaterializeResult:
             conn.execute(f"CREATE OR REPLACE TABLE customer.recommendations AS {RECOMMENDATIONS}")
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": count(conn, "SELECT 1 FROM customer.recommendations"),
+                **table_metadata(conn, "customer.recommendations"),
                 "customers_with_recommendations": count(conn, "SELECT DISTINCT user_id FROM customer.recommendations"),
                 "preview": preview(conn, "SELECT * FROM customer.recommendations ORDER BY user_id, rank", limit=20),
             }
@@ -71,6 +74,7 @@ def recommendations(warehouse: Warehouse) -> dg.MaterializeResult:
 @dg.asset(
     key=["customer", "serving_snapshot"],
     group_name="customer",
+    owners=OWNERS,
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
     deps=[profile_360, recommendations],

@@ -1,8 +1,8 @@
 """Raw tables: Kafka topic snapshots and S3 CSV exports, validated, deduplicated, bad rows quarantined."""
 
 import re
-from pathlib import Path
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -12,11 +12,13 @@ from loyalty_pipeline.kafka import TOPICS, Topic, load_lines, parse_messages, ta
 from loyalty_pipeline.partitions import START_DATE, daily_partitions
 from loyalty_pipeline.resources import EventSources
 from loyalty_pipeline.warehouse import (
-    WAREHOUSE_POOL,
+    OWNERS,
     REJECTED_DDL,
+    WAREHOUSE_POOL,
     count,
     insert_rows,
     preview,
+    table_metadata,
     transaction,
     window_days,
 )
@@ -54,6 +56,7 @@ def kafka_topic_asset(topic: Topic) -> dg.AssetsDefinition:
     @dg.asset(
         key=["raw", topic.name],
         group_name="ingest",
+        owners=OWNERS,
         kinds={"duckdb", "kafka"},
         partitions_def=daily_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -91,7 +94,7 @@ def kafka_topic_asset(topic: Topic) -> dg.AssetsDefinition:
             window_rows = f"SELECT * EXCLUDE (day) FROM raw.{topic.name} WHERE day >= $1 AND day < $2"
             return dg.MaterializeResult(
                 metadata={
-                    "dagster/row_count": count(conn, f"SELECT 1 FROM raw.{topic.name}"),
+                    **table_metadata(conn, f"raw.{topic.name}"),
                     "window_rows": count(conn, window_rows, [first, end]),
                     "files": len(files),
                     "duplicates_dropped": count(
@@ -141,6 +144,7 @@ CREATE TABLE IF NOT EXISTS raw.customers (
 @dg.asset(
     key=["raw", "customers"],
     group_name="ingest",
+    owners=OWNERS,
     kinds={"duckdb", "s3"},
     pool=WAREHOUSE_POOL,
     description="Customer records exported from the transactional database: every row of `customers/*.csv`.",
@@ -180,7 +184,7 @@ def customers(context: dg.AssetExecutionContext, warehouse: DuckDBResource, sour
             )
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": count(conn, "SELECT 1 FROM raw.customers"),
+                **table_metadata(conn, "raw.customers"),
                 "files": len(keys),
                 "preview": preview(conn, "SELECT * FROM raw.customers"),
                 **_rejection_metadata(conn, source),
@@ -202,6 +206,7 @@ HISTORICAL_FILE = re.compile(r"historical_purchases/(\d{4}-\d{2}-\d{2})\.csv")
 @dg.asset(
     key=["raw", "historical_purchases"],
     group_name="ingest",
+    owners=OWNERS,
     kinds={"duckdb", "s3"},
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -271,7 +276,7 @@ def historical_purchases(context: dg.AssetExecutionContext, warehouse: DuckDBRes
         window_rows = "SELECT * EXCLUDE (day) FROM raw.historical_purchases WHERE day >= $1 AND day < $2"
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": count(conn, "SELECT 1 FROM raw.historical_purchases"),
+                **table_metadata(conn, "raw.historical_purchases"),
                 "window_rows": count(conn, window_rows, [first, end]),
                 "files": len(dated),
                 "preview": preview(conn, window_rows, [first, end]),

@@ -10,7 +10,7 @@ from loyalty_pipeline.assets.loyalty import _load_tiers, enriched_purchases
 from loyalty_pipeline.assets.points import point_transactions
 from loyalty_pipeline.partitions import daily_partitions
 from loyalty_pipeline.resources import RulesResource, Warehouse
-from loyalty_pipeline.warehouse import WAREHOUSE_POOL, count, preview, transaction, window_days
+from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, preview, table_metadata, transaction, window_days
 
 raw = {asset.key.path[-1]: asset for asset in kafka_assets}
 STATE_KEY = dg.AssetKey(["journey", "journey_state"])
@@ -46,6 +46,7 @@ def funnel_markdown(conn) -> str:
 @dg.asset(
     key=STATE_KEY,
     group_name="journey",
+    owners=OWNERS,
     kinds={"duckdb"},
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -83,7 +84,7 @@ def journey_state(
             day += timedelta(days=1)
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": count(conn, "SELECT 1 FROM journey.journey_state"),
+                **table_metadata(conn, "journey.journey_state"),
                 "customers_in_journeys": count(
                     conn, "SELECT DISTINCT journey_id, customer_id FROM journey.journey_state"
                 ),
@@ -108,6 +109,7 @@ CREATE TABLE IF NOT EXISTS journey.activations (
 @dg.asset(
     key=["journey", "activations"],
     group_name="journey",
+    owners=OWNERS,
     kinds={"duckdb"},
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -133,7 +135,7 @@ def activations(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: 
         window_rows = "SELECT * FROM journey.activations WHERE activated_on >= $first AND activated_on < $end"
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": count(conn, "SELECT 1 FROM journey.activations"),
+                **table_metadata(conn, "journey.activations"),
                 "window_rows": count(conn, window_rows, window),
                 "preview": preview(conn, window_rows + " ORDER BY ALL", window, limit=20),
             }

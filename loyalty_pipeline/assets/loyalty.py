@@ -8,7 +8,16 @@ from loyalty_pipeline.assets.checks import duplicate_check
 from loyalty_pipeline.assets.ingest import historical_purchases, kafka_assets
 from loyalty_pipeline.partitions import daily_partitions
 from loyalty_pipeline.resources import RulesResource
-from loyalty_pipeline.warehouse import WAREHOUSE_POOL, count, insert_rows, preview, transaction, window_days
+from loyalty_pipeline.warehouse import (
+    OWNERS,
+    WAREHOUSE_POOL,
+    count,
+    insert_rows,
+    preview,
+    table_metadata,
+    transaction,
+    window_days,
+)
 
 raw = {asset.key.path[-1]: asset for asset in kafka_assets}
 
@@ -51,6 +60,7 @@ FROM purchases ASOF LEFT JOIN product_states
 @dg.asset(
     key=["loyalty", "enriched_purchases"],
     group_name="loyalty",
+    owners=OWNERS,
     kinds={"duckdb"},
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -69,7 +79,7 @@ def enriched_purchases(context: dg.AssetExecutionContext, warehouse: DuckDBResou
         window_rows = "SELECT * EXCLUDE (day) FROM loyalty.enriched_purchases WHERE day >= $first AND day < $end"
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": count(conn, "SELECT 1 FROM loyalty.enriched_purchases"),
+                **table_metadata(conn, "loyalty.enriched_purchases"),
                 "window_rows": count(conn, window_rows, window),
                 "unknown_product_rows": count(conn, window_rows + " AND price IS NULL", window),
                 "preview": preview(conn, window_rows + " ORDER BY purchased_at", window),
@@ -88,7 +98,7 @@ def _replace_table(conn, table: str, select_sql: str, params: dict | None = None
 def _table_result(conn, table: str, order_by: str) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": count(conn, f"SELECT 1 FROM {table}"),
+            **table_metadata(conn, table),
             "preview": preview(conn, f"SELECT * FROM {table} ORDER BY {order_by}", limit=20),
         }
     )
@@ -97,6 +107,7 @@ def _table_result(conn, table: str, order_by: str) -> dg.MaterializeResult:
 @dg.asset(
     key=["loyalty", "all_products"],
     group_name="loyalty",
+    owners=OWNERS,
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
     deps=[raw["products"]],
@@ -119,6 +130,7 @@ def all_products(warehouse: DuckDBResource) -> dg.MaterializeResult:
 @dg.asset(
     key=["loyalty", "sales_totals"],
     group_name="loyalty",
+    owners=OWNERS,
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
     deps=[enriched_purchases],
@@ -159,6 +171,7 @@ def _load_tiers(conn, rules: RulesResource) -> None:
 @dg.asset(
     key=["loyalty", "caffeine_index"],
     group_name="loyalty",
+    owners=OWNERS,
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
     deps=[enriched_purchases],
@@ -182,6 +195,7 @@ def caffeine_index(warehouse: DuckDBResource, rules: RulesResource) -> dg.Materi
 @dg.asset(
     key=["loyalty", "promotions"],
     group_name="loyalty",
+    owners=OWNERS,
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
     deps=[enriched_purchases],

@@ -12,7 +12,7 @@ from loyalty_pipeline.assets.loyalty import enriched_purchases
 from loyalty_pipeline.ledger_reference import replay
 from loyalty_pipeline.partitions import daily_partitions
 from loyalty_pipeline.resources import RulesResource
-from loyalty_pipeline.warehouse import WAREHOUSE_POOL, REJECTED_DDL, count, preview, window_days
+from loyalty_pipeline.warehouse import OWNERS, REJECTED_DDL, WAREHOUSE_POOL, count, preview, table_metadata, window_days
 
 raw = {asset.key.path[-1]: asset for asset in kafka_assets}
 LEDGER_KEY = dg.AssetKey(["points", "point_transactions"])
@@ -21,6 +21,7 @@ LEDGER_KEY = dg.AssetKey(["points", "point_transactions"])
 @dg.asset(
     key=LEDGER_KEY,
     group_name="points",
+    owners=OWNERS,
     kinds={"duckdb"},
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -62,7 +63,7 @@ def point_transactions(
         ).fetchall()
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": count(conn, "SELECT 1 FROM points.point_transactions"),
+                **table_metadata(conn, "points.point_transactions"),
                 "window_rows": count(conn, window_rows, [first, end]),
                 "refused_redemptions": refused,
                 "max_refusal_rounds": rounds,
@@ -103,6 +104,7 @@ GROUP BY user_id
 @dg.asset(
     key=["points", "point_balances"],
     group_name="points",
+    owners=OWNERS,
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
     deps=[point_transactions],
@@ -114,7 +116,7 @@ def point_balances(warehouse: DuckDBResource) -> dg.MaterializeResult:
         conn.execute("CREATE OR REPLACE TABLE points.point_balances AS " + BALANCES)
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": count(conn, "SELECT 1 FROM points.point_balances"),
+                **table_metadata(conn, "points.point_balances"),
                 "points_outstanding": int(
                     conn.execute("SELECT coalesce(sum(balance), 0) FROM points.point_balances").fetchall()[0][0]
                 ),
