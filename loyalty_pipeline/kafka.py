@@ -10,6 +10,8 @@ from pathlib import Path
 
 import duckdb
 
+from loyalty_pipeline import lines
+
 
 @dataclass(frozen=True)
 class Field:
@@ -91,31 +93,6 @@ CREATE TABLE IF NOT EXISTS raw.{topic.name} (
 );"""
 
 
-# read_csv with a delimiter that valid JSON never contains gives one column per line and reads .gz too.
-_LINES_OPTIONS = (
-    "columns = {'line': 'VARCHAR'}, header = false, delim = '\x1f', quote = '', escape = '', "
-    "strict_mode = false, null_padding = true, auto_detect = false"
-)
-
-
-def load_lines(conn: duckdb.DuckDBPyConnection, files: list[Path]) -> None:
-    """Every line of the snapshot files into temp table `kafka_lines(file, line_no, line)`."""
-    if not files:
-        conn.execute("CREATE OR REPLACE TEMP TABLE kafka_lines (file VARCHAR, line_no BIGINT, line VARCHAR)")
-        return
-    # ordinality follows file order, so a line's number is its distance from its file's first row.
-    conn.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE kafka_lines AS
-        SELECT filename AS file,
-               ordinality - min(ordinality) OVER (PARTITION BY filename) + 1 AS line_no,
-               line
-        FROM read_csv($files, {_LINES_OPTIONS}, filename = true) WITH ORDINALITY
-        """,
-        {"files": [str(file) for file in files]},
-    )
-
-
 def event_day_range(files: list[Path]) -> tuple[date, date] | None:
     """First and last UTC day of the messages in snapshot files (lines that do not parse are skipped)."""
     if not files:
@@ -125,7 +102,7 @@ def event_day_range(files: list[Path]) -> tuple[date, date] | None:
         .execute(
             f"""SELECT min(ts), max(ts) FROM (
                 SELECT TRY_CAST(json_extract_string(line, '$.ts') AS BIGINT) AS ts
-                FROM read_csv($files, {_LINES_OPTIONS}) WHERE json_valid(line))""",
+                FROM {lines.scan_sql("files")} WHERE json_valid(line))""",
             {"files": [str(file) for file in files]},
         )
         .fetchall()[0]
@@ -149,7 +126,7 @@ def _field_sql(field: Field) -> tuple[str, str]:
 
 
 def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: str) -> None:
-    """Parse `kafka_lines` into temp table `kafka_parsed`: one row per line, either typed or with a reason.
+    """Parse `kafka_lines(file, line_no, line)` (see lines.load_lines) into temp table `kafka_parsed`: one row per line, either typed or with a reason.
 
     Lines with valid coordinates count once per (partition, offset), the first file and line winning:
     snapshots are exported at-least-once.
@@ -163,7 +140,7 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: str
         WITH envelopes AS (
             SELECT file, line_no, line,
                    CASE WHEN json_valid(line) AND json_type(line) = 'OBJECT' THEN line::JSON END AS message
-            FROM kafka_lines
+            FROM kafka_lines WHERE trim(line) <> ''  -- blank lines are not messages
         ), coordinates AS (
             SELECT *,
                    CASE WHEN json_type(message, '$.partition') IN ('UBIGINT', 'BIGINT')

@@ -8,7 +8,8 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from loyalty_pipeline.assets.checks import duplicate_check, rejected_rows_check
-from loyalty_pipeline.kafka import TOPICS, Topic, load_lines, parse_messages, table_ddl
+from loyalty_pipeline.kafka import TOPICS, Topic, parse_messages, table_ddl
+from loyalty_pipeline.lines import load_csv, load_lines
 from loyalty_pipeline.partitions import START_DATE, daily_partitions
 from loyalty_pipeline.resources import EventSources
 from loyalty_pipeline.warehouse import (
@@ -71,7 +72,7 @@ def kafka_topic_asset(topic: Topic) -> dg.AssetsDefinition:
             context.log.warning(f"no snapshot files for topic {topic.name} in {sources.data_dir}/kafka/{topic.name}")
         with warehouse.get_connection() as conn:
             conn.execute(table_ddl(topic) + REJECTED_DDL)
-            load_lines(conn, files)
+            load_lines(conn, files, "kafka_lines")
             parse_messages(conn, topic, START_DATE)
             columns = ", ".join(topic.columns)
             with transaction(conn):
@@ -98,7 +99,7 @@ def kafka_topic_asset(topic: Topic) -> dg.AssetsDefinition:
                     "window_rows": count(conn, window_rows, [first, end]),
                     "files": len(files),
                     "duplicates_dropped": count(
-                        conn, "SELECT 1 FROM kafka_lines EXCEPT ALL SELECT 1 FROM kafka_parsed"
+                        conn, "SELECT 1 FROM kafka_lines WHERE trim(line) <> '' EXCEPT ALL SELECT 1 FROM kafka_parsed"
                     ),
                     "preview": preview(conn, window_rows, [first, end]),
                     **_rejection_metadata(conn, source),
@@ -109,27 +110,6 @@ def kafka_topic_asset(topic: Topic) -> dg.AssetsDefinition:
 
 
 kafka_assets = [kafka_topic_asset(topic) for topic in TOPICS.values()]
-
-
-def load_csv(conn, copies: dict[str, Path], columns: list[str]) -> None:
-    """CSV rows into temp table `csv_rows(s3_key, row_no, <columns as text>)`; short rows padded, never dropped."""
-    conn.execute("CREATE OR REPLACE TEMP TABLE csv_files (s3_key VARCHAR, file VARCHAR)")
-    insert_rows(conn, "csv_files", [[key, str(path)] for key, path in copies.items()])
-    typed = ", ".join(f"{column} VARCHAR" for column in columns)
-    if not copies:
-        conn.execute(f"CREATE OR REPLACE TEMP TABLE csv_rows (s3_key VARCHAR, row_no BIGINT, {typed})")
-        return
-    spec = ", ".join(f"'{column}': 'VARCHAR'" for column in columns)
-    conn.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE csv_rows AS
-        SELECT s3_key, ordinality - min(ordinality) OVER (PARTITION BY filename) + 1 AS row_no, {", ".join(columns)}
-        FROM read_csv($files, columns = {{{spec}}}, header = true, auto_detect = false, null_padding = true,
-                      strict_mode = false, filename = true) WITH ORDINALITY
-        JOIN csv_files ON csv_files.file = filename
-        """,
-        {"files": [str(path) for path in copies.values()]},
-    )
 
 
 CUSTOMERS_DDL = """
@@ -160,7 +140,8 @@ def customers(context: dg.AssetExecutionContext, warehouse: DuckDBResource, sour
             """
             CREATE OR REPLACE TEMP TABLE customers_checked AS
             SELECT *, TRY_CAST(signup_date AS DATE) AS signup,
-                   CASE WHEN nullif(trim(user_id), '') IS NULL THEN 'missing user_id'
+                   CASE WHEN problem IS NOT NULL THEN problem
+                        WHEN nullif(trim(user_id), '') IS NULL THEN 'missing user_id'
                         WHEN signup_date IS NOT NULL AND TRY_CAST(signup_date AS DATE) IS NULL
                         THEN 'signup_date is not a date (YYYY-MM-DD)'
                    END AS reason
@@ -178,8 +159,7 @@ def customers(context: dg.AssetExecutionContext, warehouse: DuckDBResource, sour
                 source,
                 date.min,
                 date.max,
-                "SELECT s3_key || ':' || (row_no + 1) AS location, reason, "
-                "concat_ws(',', user_id, name, email, signup_date) AS raw, NULL::DATE AS day "
+                "SELECT s3_key || ':' || line_no AS location, reason, raw, NULL::DATE AS day "
                 "FROM customers_checked WHERE reason IS NOT NULL",
             )
         return dg.MaterializeResult(
@@ -244,6 +224,7 @@ def historical_purchases(context: dg.AssetExecutionContext, warehouse: DuckDBRes
                 FROM csv_rows
             )
             SELECT *, CASE
+                WHEN problem IS NOT NULL THEN problem
                 WHEN nullif(trim(order_id), '') IS NULL THEN 'missing order_id'
                 WHEN nullif(trim(user_id), '') IS NULL THEN 'missing user_id'
                 WHEN nullif(trim(product_id), '') IS NULL THEN 'missing product_id'
@@ -267,8 +248,7 @@ def historical_purchases(context: dg.AssetExecutionContext, warehouse: DuckDBRes
                 source,
                 first,
                 end,
-                "SELECT s3_key || ':' || (row_no + 1) AS location, reason, "
-                "concat_ws(',', order_id, user_id, product_id, price, purchased_at) AS raw, file_day AS day "
+                "SELECT s3_key || ':' || line_no AS location, reason, raw, file_day AS day "
                 "FROM historical_checked WHERE reason IS NOT NULL "
                 "UNION ALL SELECT s3_key, 'file name is not historical_purchases/YYYY-MM-DD.csv', NULL, NULL "
                 "FROM misnamed_files",

@@ -1,0 +1,67 @@
+"""Text files read line by line in DuckDB, with exact line numbers (blank lines counted), .gz included."""
+
+from pathlib import Path
+
+import duckdb
+
+# read_csv with a delimiter that valid JSON and our CSVs never contain gives one column per line; a blank line
+# comes through as a NULL row, so numbering stays exact.
+_ONE_COLUMN = (
+    "columns = {'line': 'VARCHAR'}, header = false, delim = '\x1f', quote = '', escape = '', "
+    "strict_mode = false, null_padding = true, auto_detect = false, filename = true"
+)
+
+
+def load_lines(conn: duckdb.DuckDBPyConnection, files: list[Path], table: str) -> None:
+    """Every line of `files` into temp table `table(file, line_no, line)`."""
+    if not files:
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE {table} (file VARCHAR, line_no BIGINT, line VARCHAR)")
+        return
+    # ordinality follows file order, so a line's number is its distance from its file's first row.
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP TABLE {table} AS
+            SELECT filename AS file, ordinality - min(ordinality) OVER (PARTITION BY filename) + 1 AS line_no, line
+            FROM read_csv($files, {_ONE_COLUMN}) WITH ORDINALITY""",
+        {"files": [str(file) for file in files]},
+    )
+
+
+def scan_sql(parameter: str) -> str:
+    """A relation of the lines of the files in query parameter `parameter` (no line numbers), for quick scans."""
+    return f"read_csv(${parameter}, {_ONE_COLUMN})"
+
+
+# One CSV field: quoted (with "" inside) or bare; a line is fields joined by commas (RFC 4180, one line per row).
+_FIELD = '(?:"(?:[^"]|"")*"|[^,"]*)'
+CSV_LINE = f"^{_FIELD}(?:,{_FIELD})*$"
+CSV_FIELDS = f"({_FIELD}),"
+
+
+def load_csv(conn: duckdb.DuckDBPyConnection, copies: dict[str, Path], columns: list[str]) -> None:
+    """CSV files (header first) into temp table `csv_rows(s3_key, line_no, row_no, raw, problem, <columns>)`.
+
+    Every non-blank data line is a row, with its text as written; `problem` says why a line is not a CSV row
+    of `len(columns)` fields (then its columns are NULL). Empty fields are NULL.
+    """
+    load_lines(conn, list(copies.values()), "csv_lines")
+    conn.execute("CREATE OR REPLACE TEMP TABLE csv_files (s3_key VARCHAR, file VARCHAR)")
+    if copies:
+        conn.executemany("INSERT INTO csv_files VALUES ($1, $2)", [[key, str(path)] for key, path in copies.items()])
+    values = ", ".join(f"nullif(fields[{i + 1}], '') AS {column}" for i, column in enumerate(columns))
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP TABLE csv_rows AS
+            WITH parsed AS (
+                SELECT s3_key, line_no, line,
+                       regexp_full_match(line, $line_pattern) AS well_formed,
+                       list_transform(regexp_extract_all(line || ',', $fields_pattern, 1),
+                                      lambda f: CASE WHEN f LIKE '"%"' THEN replace(f[2:-2], '""', '"') ELSE f END) AS fields
+                FROM csv_lines JOIN csv_files USING (file)
+                WHERE line_no > 1 AND trim(coalesce(line, '')) <> ''
+            )
+            SELECT s3_key, line_no, line_no - 1 AS row_no, line AS raw,
+                   CASE WHEN NOT well_formed THEN 'not a valid CSV line (unbalanced quotes?)'
+                        WHEN len(fields) <> $width THEN len(fields) || ' fields, expected ' || $width END AS problem,
+                   {values}
+            FROM parsed""",
+        {"line_pattern": CSV_LINE, "fields_pattern": CSV_FIELDS, "width": len(columns)},
+    )
