@@ -42,7 +42,15 @@ TOPICS = {
         Topic(
             "products",
             "product_id",
-            (Field("category"), Field("price", "DECIMAL(18,2)", valid="price >= 0", rule="a non-negative number")),
+            (
+                Field("category"),
+                Field(
+                    "price",
+                    "DECIMAL(18,2)",
+                    valid="price >= 0 AND price = TRY_CAST(payload ->> '$.price' AS DECIMAL(38,10))",
+                    rule="a non-negative number with at most 2 decimals",
+                ),
+            ),
         ),
         Topic(
             "purchases",
@@ -128,8 +136,8 @@ def _field_sql(field: Field) -> tuple[str, str]:
 def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: str) -> None:
     """Parse `kafka_lines(file, line_no, line)` (see lines.load_lines) into temp table `kafka_parsed`: one row per line, either typed or with a reason.
 
-    Lines with valid coordinates count once per (partition, offset), the first file and line winning:
-    snapshots are exported at-least-once.
+    Lines with valid coordinates count once per (partition, offset): snapshots are exported at-least-once. A
+    valid copy wins over an invalid one, then the first by file and line.
     """
     values = [_field_sql(field) for field in topic.fields]
     value_columns = ",\n".join(f"{value} AS {field.name}" for field, (value, _) in zip(topic.fields, values))
@@ -152,10 +160,6 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: str
                    message ->> '$.key' AS message_key,
                    json_type(message, '$.payload') AS payload_type
             FROM envelopes
-        ), counted_once AS (
-            SELECT * FROM coordinates
-            QUALIFY kafka_partition IS NULL OR kafka_offset IS NULL
-                 OR row_number() OVER (PARTITION BY kafka_partition, kafka_offset ORDER BY file, line_no) = 1
         ), payloads AS (
             SELECT *,
                    payload_type = 'NULL' AS tombstone,
@@ -165,11 +169,10 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: str
                                                  THEN (message ->> '$.payload')::JSON END
                         WHEN 'OBJECT' THEN message -> '$.payload'
                    END AS payload
-            FROM counted_once
-        )
-        , typed AS (
+            FROM coordinates
+        ), typed AS (
             SELECT *, {value_columns} FROM payloads
-        )
+        ), judged AS (
         SELECT file, line_no, line, kafka_partition, kafka_offset, event_ts, event_ts::DATE AS day, tombstone,
                message_key AS {topic.key}, {", ".join(field.name for field in topic.fields)},
                coalesce(
@@ -186,5 +189,10 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: str
                    CASE WHEN NOT tombstone THEN coalesce({reasons}) END
                ) AS reason
         FROM typed
+        )
+        SELECT * FROM judged
+        QUALIFY kafka_partition IS NULL OR kafka_offset IS NULL
+             OR row_number() OVER (PARTITION BY kafka_partition, kafka_offset
+                                   ORDER BY reason IS NULL DESC, file, line_no) = 1
         """
     )

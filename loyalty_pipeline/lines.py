@@ -41,7 +41,7 @@ def load_csv(conn: duckdb.DuckDBPyConnection, copies: dict[str, Path], columns: 
     """CSV files (header first) into temp table `csv_rows(s3_key, line_no, row_no, raw, problem, <columns>)`.
 
     Every non-blank data line is a row, with its text as written; `problem` says why a line is not a CSV row
-    of `len(columns)` fields (then its columns are NULL). Empty fields are NULL.
+    of `len(columns)` fields, or that its file's header is not the contract's. Empty fields are NULL.
     """
     load_lines(conn, list(copies.values()), "csv_lines")
     conn.execute("CREATE OR REPLACE TEMP TABLE csv_files (s3_key VARCHAR, file VARCHAR)")
@@ -50,18 +50,22 @@ def load_csv(conn: duckdb.DuckDBPyConnection, copies: dict[str, Path], columns: 
     values = ", ".join(f"nullif(fields[{i + 1}], '') AS {column}" for i, column in enumerate(columns))
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE csv_rows AS
-            WITH parsed AS (
-                SELECT s3_key, line_no, line,
+            WITH headers AS (
+                SELECT file, line AS header FROM csv_lines WHERE line_no = 1
+            ), parsed AS (
+                SELECT s3_key, line_no, line, header,
                        regexp_full_match(line, $line_pattern) AS well_formed,
                        list_transform(regexp_extract_all(line || ',', $fields_pattern, 1),
                                       lambda f: CASE WHEN f LIKE '"%"' THEN replace(f[2:-2], '""', '"') ELSE f END) AS fields
-                FROM csv_lines JOIN csv_files USING (file)
+                FROM csv_lines JOIN csv_files USING (file) JOIN headers USING (file)
                 WHERE line_no > 1 AND trim(coalesce(line, '')) <> ''
             )
             SELECT s3_key, line_no, line_no - 1 AS row_no, line AS raw,
-                   CASE WHEN NOT well_formed THEN 'not a valid CSV line (unbalanced quotes?)'
+                   CASE WHEN lower(replace(trim(header), ' ', '')) <> $header
+                        THEN 'file header is ' || trim(header) || ', expected ' || $header
+                        WHEN NOT well_formed THEN 'not a valid CSV line (unbalanced quotes?)'
                         WHEN len(fields) <> $width THEN len(fields) || ' fields, expected ' || $width END AS problem,
                    {values}
             FROM parsed""",
-        {"line_pattern": CSV_LINE, "fields_pattern": CSV_FIELDS, "width": len(columns)},
+        {"line_pattern": CSV_LINE, "fields_pattern": CSV_FIELDS, "width": len(columns), "header": ",".join(columns)},
     )

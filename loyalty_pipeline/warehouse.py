@@ -70,3 +70,11 @@ def table_metadata(conn: duckdb.DuckDBPyConnection, table: str) -> dict:
         "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(column, kind) for column, kind in columns]),
         "dagster/table_name": table,
     }
+
+
+def bar_table(headers: tuple[str, str], rows: list[tuple], width: int = 30) -> str:
+    """A markdown table with a bar per row: the picture the UI can show without a plotting library."""
+    widest = max((abs(value) for _, value in rows), default=0) or 1
+    lines = [f"| {headers[0]} | {headers[1]} | |", "| --- | ---: | --- |"]
+    lines += [f"| {label} | {value} | {'█' * round(width * abs(value) / widest)} |" for label, value in rows]
+    return "\n".join(lines)

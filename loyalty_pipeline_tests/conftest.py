@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -96,7 +97,7 @@ SEED_DATA = Path(__file__).resolve().parent.parent / "data"
 class S3Bucket:
     """A bucket on a real S3 endpoint (moto's server over HTTP on 127.0.0.1)."""
 
-    def __init__(self, endpoint_url: str, name: str = "loyalty-landing"):
+    def __init__(self, endpoint_url: str, name: str):
         import boto3
 
         self.endpoint_url = endpoint_url
@@ -121,6 +122,7 @@ def s3_bucket(monkeypatch) -> S3Bucket:
     server.start()
     host, port = server.get_host_and_port()
     try:
-        yield S3Bucket(f"http://{host}:{port}")
+        # moto keeps buckets in process-wide state: a bucket of its own keeps each test's objects apart
+        yield S3Bucket(f"http://{host}:{port}", f"loyalty-{uuid.uuid4().hex[:12]}")
     finally:
         server.stop()

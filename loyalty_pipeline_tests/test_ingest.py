@@ -69,7 +69,7 @@ def module_inputs(tmp_path_factory, name: str) -> Inputs:
 @pytest.fixture(scope="module")
 def kafka(tmp_path_factory) -> Inputs:
     run = module_inputs(tmp_path_factory, "kafka")
-    purchase = lambda offset, product: message("purchases", "kris", {"product_id": product}, offset)  # noqa: E731
+    purchase = lambda offset, product: message("purchases", "kris", {"product_id": product}, offset)
     # offsets 2 and 3 were exported twice: once in the plain file, once in the gzipped one (which also has 4)
     write(
         run,
@@ -178,8 +178,8 @@ NOT_JSON_GZ = "garbage \x01 not json"
 def quarantine(tmp_path_factory) -> tuple[Inputs, dict[str, str]]:
     """Files with bad lines between good ones; returns the run and each topic's file path by name."""
     run = module_inputs(tmp_path_factory, "quarantine")
-    good = lambda topic, key, payload, offset: message(topic, key, payload, offset)  # noqa: E731
-    coffee = lambda offset: good("purchases", "kris", {"product_id": "coffee"}, offset)  # noqa: E731
+    good = lambda topic, key, payload, offset: message(topic, key, payload, offset)
+    coffee = lambda offset: good("purchases", "kris", {"product_id": "coffee"}, offset)
     paths = {
         "purchases": write(
             run,
@@ -260,7 +260,7 @@ def test_good_lines_around_bad_ones_still_load(quarantine):
 def test_price_must_be_a_non_negative_number(quarantine):
     """A string price ("abc") and a negative one (-1) are rejected with the field named; 0 is a valid price."""
     run, paths = quarantine
-    reason = "field price must be a non-negative number"
+    reason = "field price must be a non-negative number with at most 2 decimals"
     assert rejected(run, "kafka:products") == [
         (f"{paths['products']}:2", reason, BAD["price_abc"][1]),
         (f"{paths['products']}:3", reason, BAD["price_negative"][1]),
@@ -551,4 +551,46 @@ def test_csv_rejected_raw_keeps_empty_fields(odd_csvs):
     """The quarantined `raw` of a CSV row is the row as written, empty fields included."""
     assert rejected(odd_csvs, "s3:customers") == [
         ("customers/a.csv:2", "signup_date is not a date (YYYY-MM-DD)", "ben,Ben,,someday")
+    ]
+
+
+def test_a_valid_copy_of_a_message_wins_over_a_corrupt_one(inputs):
+    """Two copies of one (partition, offset): the one that validates loads, whatever the file order."""
+    good = {"topic": "purchases", "partition": 0, "offset": 7, "ts": 1717236000000, "key": "ann"}
+    inputs.write_lines("purchases", "a.jsonl", [json.dumps({**good, "payload": '{"product":"tea"}'})])
+    inputs.write_lines("purchases", "b.jsonl", [json.dumps({**good, "payload": '{"product_id":"tea"}'})])
+    inputs.materialize(DAY1)
+    assert inputs.query("SELECT user_id, product_id, location LIKE '%b.jsonl:1' FROM raw.purchases") == [
+        ("ann", "tea", True)
+    ]
+    assert inputs.query("SELECT count(*) FROM raw.rejected_records") == [(0,)]
+
+
+def test_a_price_with_more_than_two_decimals_is_rejected_not_rounded(inputs):
+    inputs.kafka(
+        "products",
+        [
+            ("tea", {"category": "b", "price": 2.999}, f"{DAY1}T08:00:00"),
+            ("cake", {"category": "b", "price": 3.5}, f"{DAY1}T08:00:00"),
+        ],
+    )
+    inputs.materialize(DAY1)
+    assert inputs.query("SELECT product_id, price::VARCHAR FROM raw.products") == [("cake", "3.50")]
+    assert inputs.query("SELECT reason FROM raw.rejected_records") == [
+        ("field price must be a non-negative number with at most 2 decimals",)
+    ]
+
+
+def test_a_csv_whose_header_is_not_the_contract_is_rejected_row_by_row(inputs):
+    inputs.csv(
+        f"historical_purchases/{DAY1}.csv",
+        "user_id,order_id,product_id,price,purchased_at\nann,o1,tea,1.00,2024-06-01T09:00:00Z\n",
+    )
+    inputs.materialize(DAY1)
+    assert inputs.query("SELECT count(*) FROM raw.historical_purchases") == [(0,)]
+    assert inputs.query("SELECT location, reason FROM raw.rejected_records") == [
+        (
+            f"historical_purchases/{DAY1}.csv:2",
+            "file header is user_id,order_id,product_id,price,purchased_at, expected order_id,user_id,product_id,price,purchased_at",
+        )
     ]

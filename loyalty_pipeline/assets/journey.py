@@ -10,11 +10,19 @@ from loyalty_pipeline.assets.loyalty import _load_tiers, enriched_purchases
 from loyalty_pipeline.assets.points import point_transactions
 from loyalty_pipeline.partitions import daily_partitions
 from loyalty_pipeline.resources import RulesResource, Warehouse
-from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, preview, table_metadata, transaction, window_days
+from loyalty_pipeline.warehouse import (
+    OWNERS,
+    WAREHOUSE_POOL,
+    bar_table,
+    count,
+    preview,
+    table_metadata,
+    transaction,
+    window_days,
+)
 
 raw = {asset.key.path[-1]: asset for asset in kafka_assets}
 STATE_KEY = dg.AssetKey(["journey", "journey_state"])
-BAR_WIDTH = 30
 
 
 def funnel_markdown(conn) -> str:
@@ -28,17 +36,12 @@ def funnel_markdown(conn) -> str:
     for journey_id in dict.fromkeys(row[0] for row in rows):
         nodes = [(node, n) for j, node, n in rows if j == journey_id]
         entered, reached_goal = nodes[0][1], dict(nodes).get("goal", 0)
-        widest = max(n for _, n in nodes) or 1
-        lines = [
-            f"**{journey_id}**: {entered} entered, {reached_goal} reached the goal "
-            f"({reached_goal / entered:.0%} conversion)"
+        summary = (
+            f"**{journey_id}**: {entered} entered, {reached_goal} reached the goal ({reached_goal / entered:.0%} conversion)"
             if entered
-            else f"**{journey_id}**: nobody entered yet",
-            "",
-            "| node | customers | |",
-            "| --- | ---: | --- |",
-        ]
-        lines += [f"| `{node}` | {n} | {'█' * round(BAR_WIDTH * n / widest)} |" for node, n in nodes]
+            else f"**{journey_id}**: nobody entered yet"
+        )
+        lines = [summary, "", bar_table(("node", "customers"), [(f"`{node}`", n) for node, n in nodes])]
         sections.append("\n".join(lines))
     return "\n\n".join(sections) or "_no journeys configured_"
 

@@ -11,6 +11,7 @@ from loyalty_pipeline.resources import RulesResource
 from loyalty_pipeline.warehouse import (
     OWNERS,
     WAREHOUSE_POOL,
+    bar_table,
     count,
     insert_rows,
     preview,
@@ -157,9 +158,7 @@ def sales_totals(warehouse: DuckDBResource, rules: RulesResource) -> dg.Material
         tiers = conn.execute(
             "SELECT reward_level, count(*) FROM loyalty.sales_totals GROUP BY ALL ORDER BY 2 DESC"
         ).fetchall()
-        result.metadata["tier_distribution"] = dg.MetadataValue.md(
-            "| tier | customers |\n| --- | --- |\n" + "\n".join(f"| {tier} | {n} |" for tier, n in tiers)
-        )
+        result.metadata["tier_distribution"] = dg.MetadataValue.md(bar_table(("tier", "customers"), tiers))
         return result
 
 

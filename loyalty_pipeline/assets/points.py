@@ -12,7 +12,16 @@ from loyalty_pipeline.assets.loyalty import enriched_purchases
 from loyalty_pipeline.ledger_reference import replay
 from loyalty_pipeline.partitions import daily_partitions
 from loyalty_pipeline.resources import RulesResource
-from loyalty_pipeline.warehouse import OWNERS, REJECTED_DDL, WAREHOUSE_POOL, count, preview, table_metadata, window_days
+from loyalty_pipeline.warehouse import (
+    OWNERS,
+    REJECTED_DDL,
+    WAREHOUSE_POOL,
+    bar_table,
+    count,
+    preview,
+    table_metadata,
+    window_days,
+)
 
 raw = {asset.key.path[-1]: asset for asset in kafka_assets}
 LEDGER_KEY = dg.AssetKey(["points", "point_transactions"])
@@ -68,8 +77,7 @@ def point_transactions(
                 "refused_redemptions": refused,
                 "max_refusal_rounds": rounds,
                 "flows_per_day": dg.MetadataValue.md(
-                    "| day | kind | points |\n| --- | --- | --- |\n"
-                    + "\n".join(f"| {day} | {kind} | {points} |" for day, kind, points in flows)
+                    bar_table(("day and kind", "points"), [(f"{day} {kind}", points) for day, kind, points in flows])
                 ),
                 "preview": preview(conn, window_rows + " ORDER BY occurred_at, txn_id", [first, end], limit=20),
             }
