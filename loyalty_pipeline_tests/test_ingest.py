@@ -594,3 +594,31 @@ def test_a_csv_whose_header_is_not_the_contract_is_rejected_row_by_row(inputs):
             "file header is user_id,order_id,product_id,price,purchased_at, expected order_id,user_id,product_id,price,purchased_at",
         )
     ]
+
+
+def test_a_day_reads_only_the_snapshot_files_that_hold_it(inputs):
+    """Files already read whose days lie outside the window are skipped; new or rewritten files are read."""
+    inputs.kafka("purchases", [("ann", {"product_id": "tea"}, f"{DAY1}T10:00:00")], file="day1.jsonl")
+    inputs.kafka(
+        "purchases", [("bob", {"product_id": "tea"}, f"{DAY2}T10:00:00")], file="day2.jsonl", extra_lines=("junk",)
+    )
+    first = inputs.materialize(DAY1, DAY2)
+    again = inputs.materialize(DAY2)
+    # day1.jsonl rewritten (a new export): it now holds a day-2 message only
+    inputs.kafka("purchases", [("cid", {"product_id": "tea"}, f"{DAY2}T11:00:00")], file="day1.jsonl")
+    third = inputs.materialize(DAY2)
+
+    def files_read(result):
+        [materialization] = [m for m in result.asset_materializations_for_node("raw__purchases")][-1:]
+        return materialization.metadata["files_read"].value
+
+    assert (files_read(first), files_read(again), files_read(third)) == (2, 1, 2)
+    assert inputs.query("SELECT user_id, day::VARCHAR FROM raw.purchases ORDER BY ALL") == [
+        ("ann", DAY1),
+        ("bob", DAY2),
+        ("cid", DAY2),
+    ]
+    assert inputs.query("SELECT reason FROM raw.rejected_records") == [("not a JSON object",)]  # kept, not doubled
+    assert inputs.query(
+        "SELECT file LIKE '%day1.jsonl', first_day::VARCHAR, last_day::VARCHAR FROM raw.kafka_files ORDER BY file"
+    ) == [(True, DAY2, DAY2), (False, DAY2, DAY2)]

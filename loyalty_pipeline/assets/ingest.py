@@ -25,10 +25,11 @@ from loyalty_pipeline.warehouse import (
 )
 
 
-def _quarantine(conn, source: str, first: date, end: date, rejects_sql: str) -> int:
-    """Replace the window's (and the undated) rejections of one source; returns how many were written."""
+def _quarantine(conn, source: str, first: date, end: date, rejects_sql: str, undated_of: str = "true") -> int:
+    """Replace the window's rejections of one source, and its undated ones matching SQL predicate `undated_of`."""
     conn.execute(
-        "DELETE FROM raw.rejected_records WHERE source = $source AND (day IS NULL OR (day >= $first AND day < $end))",
+        "DELETE FROM raw.rejected_records WHERE source = $source "
+        f"AND ((day IS NULL AND {undated_of}) OR (day >= $first AND day < $end))",
         {"source": source, "first": first, "end": end},
     )
     conn.execute(
@@ -51,6 +52,52 @@ def _rejection_metadata(conn, source: str) -> dict:
     }
 
 
+KAFKA_FILES_DDL = """
+CREATE TABLE IF NOT EXISTS raw.kafka_files (  -- every snapshot file read: which days it holds, at which version
+    topic VARCHAR NOT NULL, file VARCHAR NOT NULL, version VARCHAR NOT NULL, first_day DATE, last_day DATE
+);
+"""
+
+
+def _version(path: Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_mtime_ns}-{stat.st_size}"
+
+
+def _files_to_read(conn, topic: str, files: list[Path], first: date, end: date) -> list[Path]:
+    """The snapshot files a window needs: new or rewritten ones, and those holding a day of the window (also
+    written to temp table `files_read`). A daily run thus reads the day's files, not a year of exports."""
+    known = {
+        file: (version, first_day, last_day)
+        for file, version, first_day, last_day in conn.execute(
+            "SELECT file, version, first_day, last_day FROM raw.kafka_files WHERE topic = $1", [topic]
+        ).fetchall()
+    }
+
+    def needed(path: Path) -> bool:
+        version, first_day, last_day = known.get(str(path), (None, None, None))
+        return version != _version(path) or (first_day is not None and first_day < end and last_day >= first)
+
+    read = [path for path in files if needed(path)]
+    conn.execute("CREATE OR REPLACE TEMP TABLE files_read (file VARCHAR, version VARCHAR)")
+    insert_rows(conn, "files_read", [[str(path), _version(path)] for path in read])
+    return read
+
+
+def _record_files(conn, topic: str, files: list[Path]) -> None:
+    """Remember the day range of the files just read (`files_read`), and forget files no longer there."""
+    conn.execute(
+        "DELETE FROM raw.kafka_files WHERE topic = $1 AND (file IN (SELECT file FROM files_read) OR NOT list_contains($2, file))",
+        [topic, [str(path) for path in files]],
+    )
+    conn.execute(
+        """INSERT INTO raw.kafka_files
+           SELECT $1, files_read.file, version, min(day), max(day)
+           FROM files_read LEFT JOIN kafka_parsed USING (file) GROUP BY ALL""",
+        [topic],
+    )
+
+
 def kafka_topic_asset(topic: Topic) -> dg.AssetsDefinition:
     source = f"kafka:{topic.name}"
 
@@ -71,8 +118,9 @@ def kafka_topic_asset(topic: Topic) -> dg.AssetsDefinition:
         if not files:
             context.log.warning(f"no snapshot files for topic {topic.name} in {sources.data_dir}/kafka/{topic.name}")
         with warehouse.get_connection() as conn:
-            conn.execute(table_ddl(topic) + REJECTED_DDL)
-            load_lines(conn, files, "kafka_lines")
+            conn.execute(table_ddl(topic) + REJECTED_DDL + KAFKA_FILES_DDL)
+            read = _files_to_read(conn, topic.name, files, first, end)
+            load_lines(conn, read, "kafka_lines")
             parse_messages(conn, topic, START_DATE)
             columns = ", ".join(topic.columns)
             with transaction(conn):
@@ -91,13 +139,16 @@ def kafka_topic_asset(topic: Topic) -> dg.AssetsDefinition:
                     "SELECT file || ':' || line_no AS location, reason, line AS raw, "
                     "CASE WHEN event_ts >= DATE '" + START_DATE + "' THEN day END AS day "
                     "FROM kafka_parsed WHERE reason IS NOT NULL",
+                    undated_of="EXISTS (SELECT 1 FROM files_read WHERE starts_with(location, files_read.file || ':'))",
                 )
+                _record_files(conn, topic.name, files)
             window_rows = f"SELECT * EXCLUDE (day) FROM raw.{topic.name} WHERE day >= $1 AND day < $2"
             return dg.MaterializeResult(
                 metadata={
                     **table_metadata(conn, f"raw.{topic.name}"),
                     "window_rows": count(conn, window_rows, [first, end]),
                     "files": len(files),
+                    "files_read": len(read),
                     "duplicates_dropped": count(
                         conn, "SELECT 1 FROM kafka_lines WHERE trim(line) <> '' EXCEPT ALL SELECT 1 FROM kafka_parsed"
                     ),
