@@ -85,6 +85,9 @@ class S3Store:
 class Warehouse(DuckDBResource):
     """The DuckDB warehouse file; every connection works in UTC, whatever the machine's time zone."""
 
+    # DuckDB would otherwise cache up to 80% of the machine's memory; past this it spills to disk instead.
+    memory_limit: str = "1GB"
+
     def serving_path(self) -> Path:
         """The read-only copy of the 360 tables beside the warehouse (warehouse.duckdb -> warehouse.serving.duckdb)."""
         path = Path(self.database)
@@ -95,7 +98,10 @@ class Warehouse(DuckDBResource):
         # dagster-duckdb's own context manager leaves the connection open when the body raises, which keeps the
         # file locked for the rest of the process; close it on every path.
         conn = backoff(
-            duckdb.connect, retry_on=(duckdb.IOException,), kwargs={"database": self.database}, max_retries=10
+            duckdb.connect,
+            retry_on=(duckdb.IOException,),
+            kwargs={"database": self.database, "config": {"memory_limit": self.memory_limit}},
+            max_retries=10,
         )
         try:
             conn.execute("SET TimeZone = 'UTC'")
@@ -152,7 +158,10 @@ def build_resources(env: dict[str, str] | None = None) -> dict[str, dg.Configura
     rules_path = env.get("LOYALTY_CONFIG") or (str(default_rules) if default_rules.exists() else None)
     _cached_rules(rules_path)  # fail at load, naming the bad key, rather than in the middle of a run
     return {
-        "warehouse": Warehouse(database=env.get("LOYALTY_WAREHOUSE", str(Path(data_dir) / "warehouse.duckdb"))),
+        "warehouse": Warehouse(
+            database=env.get("LOYALTY_WAREHOUSE", str(Path(data_dir) / "warehouse.duckdb")),
+            memory_limit=env.get("LOYALTY_MEMORY_LIMIT", "1GB"),
+        ),
         "sources": EventSources(
             data_dir=data_dir,
             s3_url=env.get("LOYALTY_S3_URL", str(Path(data_dir) / "s3")),
