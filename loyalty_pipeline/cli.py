@@ -21,7 +21,7 @@ SHOWN = {  # what the summary prints in full: the small tables a person checks b
     "loyalty.sales_totals": "SELECT * FROM loyalty.sales_totals ORDER BY user_id",
     "loyalty.caffeine_index": "SELECT * FROM loyalty.caffeine_index ORDER BY user_id",
     "loyalty.promotions": "SELECT * FROM loyalty.promotions ORDER BY ALL",
-    "points.point_transactions": "SELECT day, kind, count(*) AS rows, sum(points) AS points "
+    "points.point_transactions": "SELECT day, kind, count(*) AS rows, sum(points)::BIGINT AS points "
     "FROM points.point_transactions GROUP BY ALL ORDER BY ALL",
     "points.point_balances": "SELECT * FROM points.point_balances ORDER BY user_id",
     "journey.journey_state": "SELECT journey_id, node, count(*) AS customers, min(entered_at) AS first_entered "
