@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-CUSTOMERS ?= 100000
+CUSTOMERS ?= 1000000
 DAYS ?= 30
 
 .PHONY: run test dev bench clean
@@ -24,7 +24,9 @@ dev: $(INSTALLED)
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -h 127.0.0.1 -w workspace.yaml
 
 bench: $(INSTALLED)
+	$(BIN)/python bench/run_bench.py --customers $(CUSTOMERS) --days $(DAYS)
 	$(BIN)/python bench/ledger_day_cost.py --out bench/results/ledger_day_cost.json
+	$(BIN)/python bench/journey_day_cost.py --out bench/results/journey_day_cost.json
 
 clean:
 	rm -rf $(VENV) data/warehouse.duckdb*

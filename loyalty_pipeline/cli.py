@@ -12,7 +12,7 @@ import dagster as dg
 import duckdb
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from loyalty_pipeline import kafka
+from loyalty_pipeline import generate, kafka
 from loyalty_pipeline.config import RulesError
 from loyalty_pipeline.definitions import EVERYTHING_JOB, build_defs
 from loyalty_pipeline.resources import build_resources
@@ -180,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     lookup = commands.add_parser("profile", help="print a customer's 360 profile and recommendations as JSON")
     lookup.add_argument("user_id")
     lookup.add_argument("--warehouse", help="DuckDB file whose serving copy to read (default: $LOYALTY_WAREHOUSE)")
+    generator = commands.add_parser("generate", help="write synthetic inputs (Kafka snapshots, S3 CSVs) at any scale")
+    generate.add_arguments(generator)
     args = parser.parse_args(argv)
-    return {"materialize": materialize, "profile": profile}[args.command](args)
+    return {"materialize": materialize, "profile": profile, "generate": generate.run}[args.command](args)
 
 
 def _day(text: str) -> str:

@@ -98,8 +98,8 @@ def test_s3_purchases_keep_their_own_price_and_count_for_tiers_and_stamps(inputs
     assert inputs.query(
         "SELECT purchase_id, order_id, category, price, source FROM loyalty.enriched_purchases ORDER BY purchased_at, purchase_id"
     ) == [
-        (f"s3:o1:coffee:1", "o1", "beverages", D("2.50"), "s3"),
-        (f"s3:o1:gold_bar:2", "o1", None, D("250.00"), "s3"),
+        ("s3:o1:coffee:1", "o1", "beverages", D("2.50"), "s3"),
+        ("s3:o1:gold_bar:2", "o1", None, D("250.00"), "s3"),
         ("purchases:0:0", "purchases:0:0", "beverages", D("3.00"), "kafka"),
     ]
     assert inputs.query("SELECT * FROM loyalty.sales_totals") == [("ann", D("255.50"), "BRONZE")]

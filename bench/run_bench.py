@@ -1,0 +1,383 @@
+"""`make bench`: the pipeline against a plain DuckDB script and pandas, on the same generated inputs, in one run.
+
+    python bench/run_bench.py [--customers N] [--days D] [--seed S] [--incremental-customers M] [--no-incremental]
+
+1. Generates inputs (`loyalty-pipeline generate`, in-process) into `bench/data/c<N>_d<D>_s<S>/`, or reuses them when
+   that folder's manifest has the same parameters. Purchases ~= N * D / 30, clickstream ~= 5 x purchases.
+2. Runs, each in its own fresh subprocess, timed (wall) with its peak RSS (ru_maxrss from os.wait4, taken by a
+   small launcher process so that the child does not inherit this process's RSS):
+   * pipeline: `loyalty-pipeline materialize --data-dir ... --warehouse ...` (every asset and check, every day),
+   * duckdb:   `bench/plain_duckdb.py` (the core tables in hand-written SQL, no Dagster),
+   * pandas:   `bench/pandas_impl.py` (the same core tables in idiomatic pandas).
+3. Checks that the three agree on sales_totals, caffeine_index and promotions (and, reported apart, the profile's
+   total_spend and purchase_count).
+4. Incremental cost (unless --no-incremental): 366 days for M customers; materializes days 1..30, times day 31
+   alone, materializes 32..365, times day 366 alone (`--from/--to`).
+5. Writes `bench/results/latest.json` and prints a table.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+from loyalty_pipeline import generate  # noqa: E402
+
+CLI = Path(sys.executable).parent / "loyalty-pipeline"
+TABLES = ["sales_totals", "caffeine_index", "promotions"]
+
+
+# ---------------------------------------------------------------------------------------------------- running
+
+# A small launcher process runs each measured command: a child's peak RSS (ru_maxrss) starts at its parent's RSS
+# at fork time on Linux, so it must not be forked from this (larger) process. The launcher imports nothing heavy.
+LAUNCHER = """
+import json, os, signal, subprocess, sys, time
+out, log, timeout, command = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4:]
+timed_out = False
+with open(log, "w") as handle:
+    started = time.perf_counter()
+    child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            break
+        if timeout and not timed_out and time.perf_counter() - started > timeout:
+            timed_out = True
+            os.killpg(child.pid, signal.SIGTERM)
+            deadline = time.perf_counter() + 15
+        if timed_out and time.perf_counter() > deadline:
+            os.killpg(child.pid, signal.SIGKILL)
+        time.sleep(0.05)
+    wall = time.perf_counter() - started
+kb = usage.ru_maxrss / (1024 if sys.platform == "darwin" else 1)  # kilobytes on Linux, bytes on macOS
+with open(out, "w") as handle:
+    json.dump({"wall_s": wall, "maxrss_kb": kb, "exit_code": os.waitstatus_to_exitcode(status), "timed_out": timed_out},
+              handle)
+"""
+
+
+def measure(command: list[str], log: Path, env: dict | None = None, timeout: float = 0) -> dict:
+    """Runs `command` to completion (or kills it after `timeout` seconds, 0: none): wall seconds and its peak RSS
+    in MB (ru_maxrss from wait4, taken by a small launcher process), output to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    stats = log.with_suffix(".stats.json")
+    subprocess.run([sys.executable, "-c", LAUNCHER, str(stats), str(log), str(timeout), *command], env=env, cwd=ROOT,
+                   check=True)
+    measured = json.loads(stats.read_text())
+    result = {"wall_s": round(measured["wall_s"], 2), "peak_rss_mb": round(measured["maxrss_kb"] / 1024, 1),
+              "exit_code": measured["exit_code"],
+              "log": str(log.relative_to(ROOT)) if log.is_relative_to(ROOT) else str(log)}
+    if measured["timed_out"]:
+        result["timed_out_after_s"] = timeout
+    return result
+
+
+MEMORY_LIMIT: str | None = None  # --memory-limit: LOYALTY_MEMORY_LIMIT for the pipeline, memory_limit for plain DuckDB
+
+
+def pipeline_env() -> dict:
+    """The environment without anything that would point the pipeline elsewhere (or at a persistent instance)."""
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith("LOYALTY_") and name != "DAGSTER_HOME"}
+    if MEMORY_LIMIT:
+        env["LOYALTY_MEMORY_LIMIT"] = MEMORY_LIMIT
+    return env
+
+
+def materialize(data_dir: Path, warehouse: Path, log: Path, first: str | None = None, last: str | None = None,
+                dagster_home: Path | None = None, timeout: float = 0) -> dict:
+    """`loyalty-pipeline materialize`, measured. With `dagster_home` (an instance like the project's, as `make run`
+    uses) the run is recorded there, and its steps' durations are added to the result."""
+    command = [str(CLI), "materialize", "--data-dir", str(data_dir), "--warehouse", str(warehouse)]
+    if first:
+        command += ["--from", first, "--to", last or first]
+    env = pipeline_env()
+    if dagster_home is not None:
+        dagster_home.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / ".dagster_home" / "dagster.yaml", dagster_home / "dagster.yaml")
+        env["DAGSTER_HOME"] = str(dagster_home)
+    result = measure(command, log, env, timeout)
+    if dagster_home is not None:
+        result["steps"] = step_durations(dagster_home)
+    return result
+
+
+def step_durations(dagster_home: Path) -> dict[str, float]:
+    """Seconds per step of the latest run recorded in `dagster_home`, longest first (failed steps marked)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        runs = instance.get_runs(limit=1)
+        if not runs:
+            return {}
+        stats = instance.get_run_step_stats(runs[0].run_id)
+    durations = {
+        stat.step_key + ("" if stat.status is None or stat.status.value == "SUCCESS" else f" ({stat.status.value})"):
+            round((stat.end_time or stat.start_time or 0) - (stat.start_time or 0), 2)
+        for stat in stats
+    }
+    return dict(sorted(durations.items(), key=lambda item: -item[1]))
+
+
+def ensure_data(folder: Path, customers: int, days: int, seed: int, start: date) -> tuple[dict, float | None]:
+    """The manifest of inputs with these parameters in `folder`, generating them unless already there."""
+    params = {"customers": customers, "days": days, "seed": seed, "start": start.isoformat()}
+    manifest_path = folder / "manifest.json"
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("params") == params:
+            return manifest, None
+    started = time.perf_counter()
+    manifest = generate.generate(folder, customers, days, seed=seed, start=start)
+    return manifest, round(time.perf_counter() - started, 2)
+
+
+# ---------------------------------------------------------------------------------------------------- agreement
+
+def _normalized(source: str, table: str) -> str:
+    """SQL for one implementation's table with comparable types; `source` is pipeline | duckdb | pandas."""
+    if source == "pandas":
+        return {
+            "sales_totals": "SELECT user_id, total::DECIMAL(18,2) AS total, reward_level FROM pandas_sales_totals",
+            "caffeine_index": "SELECT user_id, total::BIGINT, sequence::BIGINT, next_one_free::BOOLEAN FROM pandas_caffeine_index",
+            "promotions": "SELECT user_id, promotion_name, coalesce(products, '') AS products FROM pandas_promotions",
+            "profile_spend": "SELECT user_id, total_spend::DECIMAL(18,2), purchase_count::BIGINT FROM pandas_profile",
+        }[table]
+    schema = {"pipeline": "wh", "duckdb": "plain"}[source]
+    return {
+        "sales_totals": f"SELECT user_id, total::DECIMAL(18,2) AS total, reward_level FROM {schema}{'.loyalty' if source == 'pipeline' else ''}.sales_totals",
+        "caffeine_index": f"SELECT user_id, total::BIGINT, sequence::BIGINT, next_one_free::BOOLEAN FROM {schema}{'.loyalty' if source == 'pipeline' else ''}.caffeine_index",
+        "promotions": f"SELECT user_id, promotion_name, array_to_string(list_sort(products), '|') AS products FROM {schema}{'.loyalty' if source == 'pipeline' else ''}.promotions",
+        "profile_spend": f"SELECT user_id, total_spend::DECIMAL(18,2), purchase_count::BIGINT FROM {schema}.{'customer.profile_360' if source == 'pipeline' else 'profile'}",
+    }[table]
+
+
+def compare(plain_db: Path, pandas_dir: Path, pipeline_db: Path | None = None) -> dict:
+    """Rows that differ between each pair of implementations, per table (0 everywhere means they agree), with
+    up to 5 example rows on each side of a difference."""
+    conn = duckdb.connect()
+    conn.execute(f"ATTACH '{plain_db}' AS plain (READ_ONLY)")
+    sources = ["duckdb", "pandas"]
+    if pipeline_db is not None:
+        conn.execute(f"ATTACH '{pipeline_db}' AS wh (READ_ONLY)")
+        sources.insert(0, "pipeline")
+    csv_columns = {
+        "sales_totals": "{'user_id': 'VARCHAR', 'total': 'VARCHAR', 'reward_level': 'VARCHAR'}",
+        "caffeine_index": "{'user_id': 'VARCHAR', 'total': 'BIGINT', 'sequence': 'BIGINT', 'next_one_free': 'VARCHAR'}",
+        "promotions": "{'user_id': 'VARCHAR', 'promotion_name': 'VARCHAR', 'products': 'VARCHAR'}",
+        "profile": None,
+    }
+    for table, columns in csv_columns.items():
+        path = str(pandas_dir / f"{table}.csv")
+        options = f", columns = {columns}, auto_detect = false" if columns else ", all_varchar = true"
+        conn.execute(f"CREATE TEMP VIEW pandas_{table} AS SELECT * FROM read_csv('{path}', header = true{options})")
+    report = {}
+    for table in TABLES + ["profile_spend"]:
+        report[table] = {"rows": {}, "differences": {}}
+        for source in sources:
+            report[table]["rows"][source] = conn.execute(f"SELECT count(*) FROM ({_normalized(source, table)})").fetchall()[0][0]
+        for i, left in enumerate(sources):
+            for right in sources[i + 1:]:
+                a, b = _normalized(left, table), _normalized(right, table)
+                only_left = conn.execute(f"SELECT * FROM ({a} EXCEPT ALL {b}) ORDER BY ALL LIMIT 5").fetchall()
+                only_right = conn.execute(f"SELECT * FROM ({b} EXCEPT ALL {a}) ORDER BY ALL LIMIT 5").fetchall()
+                count = conn.execute(
+                    f"SELECT (SELECT count(*) FROM ({a} EXCEPT ALL {b})) + (SELECT count(*) FROM ({b} EXCEPT ALL {a}))"
+                ).fetchall()[0][0]
+                entry = {"rows_differing": count}
+                if count:
+                    entry[f"only_in_{left}"] = [[str(v) for v in row] for row in only_left]
+                    entry[f"only_in_{right}"] = [[str(v) for v in row] for row in only_right]
+                report[table]["differences"][f"{left}_vs_{right}"] = entry
+    conn.close()
+    return report
+
+
+def agrees(report: dict, tables=TABLES) -> bool:
+    return all(entry["rows_differing"] == 0 for table in tables for entry in report[table]["differences"].values())
+
+
+# ---------------------------------------------------------------------------------------------------- main
+
+def incremental(args, work: Path) -> dict:
+    days = 366
+    start = date.fromisoformat(args.start)
+    folder = BENCH / "data" / f"inc_c{args.incremental_customers}_d{days}_s{args.seed}"
+    manifest, generate_s = ensure_data(folder, args.incremental_customers, days, args.seed, start)
+    warehouse = work / "incremental.duckdb"
+    for stale in work.glob("incremental*.duckdb*"):
+        stale.unlink(missing_ok=True)
+    day = lambda n: (start + timedelta(days=n - 1)).isoformat()  # noqa: E731  (day 1 is the first)
+    logs = work / "logs"
+    print(f"incremental: {manifest['rows']['purchases']} purchases over {days} days, {args.incremental_customers} customers")
+    home = work / "dagster_home_incremental"
+    shutil.rmtree(home, ignore_errors=True)
+    timeout = args.pipeline_timeout
+    history_30 = materialize(folder, warehouse, logs / "inc_days_1_30.log", day(1), day(30), home, timeout)
+    day_31 = materialize(folder, warehouse, logs / "inc_day_31.log", day(31), dagster_home=home, timeout=timeout)
+    print(f"  days 1..30 {history_30['wall_s']}s, day 31 alone {day_31['wall_s']}s")
+    history_365 = materialize(folder, warehouse, logs / "inc_days_32_365.log", day(32), day(365), home, timeout)
+    day_366 = materialize(folder, warehouse, logs / "inc_day_366.log", day(366), dagster_home=home, timeout=timeout)
+    for run in (history_30, day_31, history_365, day_366):
+        run["steps"] = dict(list(run.get("steps", {}).items())[:10])  # the ten slowest
+    print(f"  days 32..365 {history_365['wall_s']}s, day 366 alone {day_366['wall_s']}s")
+    startup = measure([str(CLI), "--help"], logs / "cli_help.log", pipeline_env())
+    return {
+        "customers": args.incremental_customers,
+        "days": days,
+        "purchases": manifest["rows"]["purchases"],
+        "clickstream_events": manifest["rows"]["user_activity"],
+        "purchases_per_day": round(manifest["rows"]["purchases"] / days),
+        "generate_s": generate_s,
+        "day_31_after_30_days": day_31,
+        "day_366_after_365_days": day_366,
+        "ratio_366_vs_31": round(day_366["wall_s"] / day_31["wall_s"], 2) if day_31["wall_s"] else None,
+        "setup_days_1_30": history_30,
+        "setup_days_32_365": history_365,
+        "cli_startup_s": startup["wall_s"],
+        "ok": all(run["exit_code"] == 0 for run in (history_30, day_31, history_365, day_366)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--customers", type=int, default=1_000_000, help="default 1000000 (~1M purchases, 5M clicks at 30 days)")
+    parser.add_argument("--days", type=int, default=30, help="default 30")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--start", default="2024-01-01", help="first day of the generated data")
+    parser.add_argument("--incremental-customers", type=int, default=5_000,
+                        help="customers of the 366-day data set for the incremental cost (default 5000)")
+    parser.add_argument("--no-incremental", action="store_true", help="skip the incremental measurement")
+    parser.add_argument("--pipeline-timeout", type=float, default=1200,
+                        help="seconds after which a pipeline run is killed and reported as timed out (default 1200)")
+    parser.add_argument("--memory-limit", help="DuckDB memory limit for the pipeline (LOYALTY_MEMORY_LIMIT) and the "
+                        "plain script, e.g. 4GB (default: each one's own default)")
+    parser.add_argument("--out", default=str(BENCH / "results" / "latest.json"))
+    args = parser.parse_args(argv)
+    global MEMORY_LIMIT
+    MEMORY_LIMIT = args.memory_limit
+    if not CLI.exists():
+        print(f"error: {CLI} not found: install the package in this Python's environment (make bench does)")
+        return 2
+
+    folder = BENCH / "data" / f"c{args.customers}_d{args.days}_s{args.seed}"
+    work = BENCH / "data" / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    manifest, generate_s = ensure_data(folder, args.customers, args.days, args.seed, date.fromisoformat(args.start))
+    rows = manifest["rows"]
+    print(f"data: {folder.relative_to(ROOT)} ({'generated in ' + str(generate_s) + 's' if generate_s else 'reused'}): "
+          f"{rows['purchases']} purchases, {rows['user_activity']} clickstream events, {args.customers} customers, "
+          f"{args.days} days")
+
+    warehouse, plain_db, pandas_dir = work / "pipeline.duckdb", work / "plain_duckdb.duckdb", work / "pandas"
+    for stale in [*work.glob("pipeline*.duckdb*"), plain_db]:
+        stale.unlink(missing_ok=True)
+    shutil.rmtree(pandas_dir, ignore_errors=True)
+    logs = work / "logs"
+    runs = {}
+    print("running pipeline ...", flush=True)
+    shutil.rmtree(work / "dagster_home", ignore_errors=True)
+    runs["pipeline"] = materialize(folder, warehouse, logs / "pipeline.log", dagster_home=work / "dagster_home",
+                                   timeout=args.pipeline_timeout)
+    print(f"  {runs['pipeline']['wall_s']}s\nrunning plain duckdb ...", flush=True)
+    runs["duckdb"] = measure([sys.executable, str(BENCH / "plain_duckdb.py"), "--data-dir", str(folder),
+                              "--out", str(plain_db)] + (["--memory-limit", MEMORY_LIMIT] if MEMORY_LIMIT else []),
+                             logs / "plain_duckdb.log")
+    print(f"  {runs['duckdb']['wall_s']}s\nrunning pandas ...", flush=True)
+    runs["pandas"] = measure([sys.executable, str(BENCH / "pandas_impl.py"), "--data-dir", str(folder),
+                              "--out", str(pandas_dir)], logs / "pandas.log")
+    print(f"  {runs['pandas']['wall_s']}s", flush=True)
+    failed = [name for name, run in runs.items() if run["exit_code"] != 0]
+    agreement, agreement_error = None, None
+    if all(runs[name]["exit_code"] == 0 for name in ("duckdb", "pandas")) and warehouse.exists():
+        try:  # a failed pipeline run may still have built the loyalty tables: compare them anyway
+            agreement = compare(plain_db, pandas_dir, warehouse)
+        except duckdb.Error as error:
+            agreement_error = str(error).splitlines()[0]
+
+    result = {
+        "params": {"customers": args.customers, "days": args.days, "seed": args.seed, "start": args.start},
+        "purchases": rows["purchases"],
+        "clickstream_events": rows["user_activity"],
+        "generate_s": generate_s,
+        **{name: {key: run[key] for key in ("wall_s", "peak_rss_mb", "exit_code", "timed_out_after_s", "steps")
+                  if key in run}
+           for name, run in runs.items()},
+        "memory_limit": MEMORY_LIMIT or "defaults (pipeline: LOYALTY_MEMORY_LIMIT default; plain DuckDB: 80% of RAM)",
+        "ratios": {
+            "pipeline_vs_duckdb_wall": _ratio(runs["pipeline"]["wall_s"], runs["duckdb"]["wall_s"]),
+            "pipeline_vs_duckdb_rss": _ratio(runs["pipeline"]["peak_rss_mb"], runs["duckdb"]["peak_rss_mb"]),
+            "pandas_vs_duckdb_wall": _ratio(runs["pandas"]["wall_s"], runs["duckdb"]["wall_s"]),
+            "pandas_vs_duckdb_rss": _ratio(runs["pandas"]["peak_rss_mb"], runs["duckdb"]["peak_rss_mb"]),
+            "pipeline_vs_pandas_wall": _ratio(runs["pipeline"]["wall_s"], runs["pandas"]["wall_s"]),
+        },
+        "agree": bool(agreement) and agrees(agreement),
+        "agree_profile_spend": bool(agreement) and agrees(agreement, ["profile_spend"]),
+        "agreement": agreement,
+        "agreement_error": agreement_error,
+        "failed": failed,
+        "logs": {name: run["log"] for name, run in runs.items()},
+        "note": "the pipeline also ingests clickstream and redemptions, quarantines rejected rows, builds the point "
+                "ledger, journeys, recommendations and a serving copy, and runs every asset check; duckdb and pandas "
+                "compute only the core tables (see bench/plain_duckdb.py)",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "duckdb": duckdb.__version__,
+                    "platform": platform.platform()},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if not args.no_incremental:
+        result["incremental"] = incremental(args, work)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result)
+    print(f"written {out}")
+    return 0 if result["agree"] and not failed and result.get("incremental", {}).get("ok", True) else 1
+
+
+def _ratio(a, b):
+    return round(a / b, 2) if b else None
+
+
+def print_table(result: dict) -> None:
+    print(f"\n{result['purchases']} purchases, {result['clickstream_events']} clickstream events, "
+          f"{result['params']['customers']} customers, {result['params']['days']} days")
+    print(f"{'':<10}{'wall s':>10}{'peak RSS MB':>14}{'x duckdb wall':>15}{'exit':>6}")
+    for name in ("pipeline", "duckdb", "pandas"):
+        run = result[name]
+        print(f"{name:<10}{run['wall_s']:>10.2f}{run['peak_rss_mb']:>14.1f}"
+              f"{_ratio(run['wall_s'], result['duckdb']['wall_s']) or 0:>15.2f}{run['exit_code']:>6}"
+              + ("  (killed: timed out)" if "timed_out_after_s" in run else ""))
+    slowest = list(result["pipeline"].get("steps", {}).items())[:5]
+    if slowest:
+        print("pipeline's slowest steps: " + ", ".join(f"{step} {seconds}s" for step, seconds in slowest))
+    agreement = result["agreement"] or {}
+    for table, entry in agreement.items():
+        pairs = ", ".join(f"{pair} {diff['rows_differing']}" for pair, diff in entry["differences"].items())
+        print(f"  {table:<15} rows {entry['rows']}  differing: {pairs}")
+    if result.get("agreement_error"):
+        print(f"could not compare: {result['agreement_error']}")
+    print(f"agree: {result['agree']} (profile spend: {result['agree_profile_spend']})")
+    inc = result.get("incremental")
+    if inc:
+        print(f"incremental ({inc['customers']} customers, ~{inc['purchases_per_day']} purchases/day): "
+              f"day 31 after 30 days {inc['day_31_after_30_days']['wall_s']}s, "
+              f"day 366 after 365 days {inc['day_366_after_365_days']['wall_s']}s "
+              f"(CLI start-up {inc['cli_startup_s']}s)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
