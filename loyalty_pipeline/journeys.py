@@ -11,7 +11,7 @@ import duckdb
 
 from loyalty_pipeline.config import Journey, Rules
 from loyalty_pipeline.profiles import BEHAVIOUR
-from loyalty_pipeline.warehouse import insert_rows, transaction
+from loyalty_pipeline.warehouse import insert_rows, rows_differing, transaction
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS journey;
@@ -227,12 +227,9 @@ def build_day(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date, later_da
     while conn.execute(ADVANCE, {"day": day}).fetchall()[0][0]:
         rounds += 1
     if later_days_exist:
-        changed = conn.execute(
-            """SELECT count(*) FROM (
-                   (SELECT * FROM today EXCEPT SELECT * FROM journey.journey_state WHERE entered_at = $1)
-                   UNION ALL (SELECT * FROM journey.journey_state WHERE entered_at = $1 EXCEPT SELECT * FROM today))""",
-            [day],
-        ).fetchall()[0][0]
+        changed = rows_differing(
+            conn, "SELECT * FROM today", "SELECT * FROM journey.journey_state WHERE entered_at = $day", {"day": day}
+        )
         if changed:
             raise JourneyOrderError(
                 f"journey state: rebuilding {day} changes {changed} rows, and later days were built on the old ones; "

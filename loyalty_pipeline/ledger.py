@@ -12,7 +12,7 @@ from datetime import date, timedelta
 
 import duckdb
 
-from loyalty_pipeline.warehouse import transaction
+from loyalty_pipeline.warehouse import rows_differing, transaction
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS points;
@@ -220,13 +220,9 @@ def build_day(
     conn.execute(DAY_ALLOCATIONS)
     conn.execute(NEW_ROWS, {"day": day})
     if later_days_exist:
-        changed = conn.execute(
-            """SELECT count(*) FROM (
-                   (SELECT * FROM day_rows EXCEPT ALL SELECT * FROM points.point_transactions WHERE day = $day)
-                   UNION ALL
-                   (SELECT * FROM points.point_transactions WHERE day = $day EXCEPT ALL SELECT * FROM day_rows))""",
-            {"day": day},
-        ).fetchall()[0][0]
+        changed = rows_differing(
+            conn, "SELECT * FROM day_rows", "SELECT * FROM points.point_transactions WHERE day = $day", {"day": day}
+        )
         if changed:
             raise LedgerOrderError(
                 f"point ledger: rebuilding {day} changes {changed} rows, and later days were built on the old ones; "

@@ -41,6 +41,11 @@ def window_days(context: dg.AssetExecutionContext) -> tuple[date, date]:
     return window.start.date(), window.end.date()
 
 
+def rows_differing(conn: duckdb.DuckDBPyConnection, left: str, right: str, params=None) -> int:
+    """How many rows two queries do not share (their symmetric difference, duplicates counted)."""
+    return count(conn, f"(({left}) EXCEPT ALL ({right})) UNION ALL (({right}) EXCEPT ALL ({left}))", params)
+
+
 def count(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> int:
     return conn.execute(f"SELECT count(*) FROM ({sql})", params or []).fetchall()[0][0]
 

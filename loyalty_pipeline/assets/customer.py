@@ -11,7 +11,15 @@ from loyalty_pipeline.assets.loyalty import _load_tiers, enriched_purchases, pro
 from loyalty_pipeline.assets.points import point_balances
 from loyalty_pipeline.profiles import PROFILE_360, RECOMMENDATIONS
 from loyalty_pipeline.resources import RulesResource, Warehouse
-from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, preview, table_metadata, transaction
+from loyalty_pipeline.warehouse import (
+    OWNERS,
+    WAREHOUSE_POOL,
+    count,
+    preview,
+    rows_differing,
+    table_metadata,
+    transaction,
+)
 
 raw = {asset.key.path[-1]: asset for asset in kafka_assets}
 SERVED_TABLES = ["customer.profile_360", "customer.recommendations"]
@@ -147,10 +155,7 @@ def serving_copy_is_complete(warehouse: Warehouse) -> dg.AssetCheckResult:
         conn.execute("ATTACH $path AS serving (READ_ONLY)", {"path": str(warehouse.serving_path())})
         try:
             differing = sum(
-                conn.execute(
-                    f"SELECT count(*) FROM ((SELECT * FROM {table} EXCEPT ALL SELECT * FROM serving.{table}) "
-                    f"UNION ALL (SELECT * FROM serving.{table} EXCEPT ALL SELECT * FROM {table}))"
-                ).fetchall()[0][0]
+                rows_differing(conn, f"SELECT * FROM {table}", f"SELECT * FROM serving.{table}")
                 for table in SERVED_TABLES
             )
         finally:
