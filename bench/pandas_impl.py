@@ -31,8 +31,13 @@ DEFAULT_RULES = {
     "stamp_card": {"product_id": "coffee", "cycle": 6},
     "promotions": [
         {"name": "french_poodle", "considers": ["dog", "beret"], "require_all": ["dog", "beret"]},
-        {"name": "loose_leaf", "considers": ["coffee", "tea"], "require_all": ["coffee"], "exclude": ["tea"],
-         "min_spend": 20},
+        {
+            "name": "loose_leaf",
+            "considers": ["coffee", "tea"],
+            "require_all": ["coffee"],
+            "exclude": ["tea"],
+            "min_spend": 20,
+        },
     ],
 }
 START_MS = int(pd.Timestamp("2000-01-01", tz="UTC").timestamp() * 1000)
@@ -61,7 +66,10 @@ def _loads(line: str):
 def read_topic(data_dir: Path, topic: str) -> pd.DataFrame:
     """Deduplicated envelopes of one topic, payload parsed into a `value` column of dicts (None: tombstone)."""
     frames = []
-    files = sorted(glob.glob(str(data_dir / "kafka" / topic / "*.jsonl")) + glob.glob(str(data_dir / "kafka" / topic / "*.jsonl.gz")))
+    files = sorted(
+        glob.glob(str(data_dir / "kafka" / topic / "*.jsonl"))
+        + glob.glob(str(data_dir / "kafka" / topic / "*.jsonl.gz"))
+    )
     for path in files:
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "rt", encoding="utf-8") as handle:
@@ -125,17 +133,24 @@ def purchases_table(data_dir: Path) -> pd.DataFrame:
     messages = messages[messages["payload"].notna()]
     fields = _fields(messages, ["product_id", "order_id", "store_id"])
     objects = messages["value"].map(lambda v: isinstance(v, dict))
-    valid = objects & _is_str(fields["product_id"]) & _absent_or_str(fields["order_id"]) & _absent_or_str(fields["store_id"])
+    valid = (
+        objects
+        & _is_str(fields["product_id"])
+        & _absent_or_str(fields["order_id"])
+        & _absent_or_str(fields["store_id"])
+    )
     purchases = messages.assign(product_id=fields["product_id"], order_id=fields["order_id"])[valid]
     purchase_id = "purchases:" + purchases["partition"].astype(str) + ":" + purchases["offset"].astype(str)
-    return pd.DataFrame({
-        "purchase_id": purchase_id,
-        "order_id": purchases["order_id"].where(purchases["order_id"].notna(), purchase_id),
-        "user_id": purchases["key"],
-        "product_id": purchases["product_id"],
-        "ts": purchases["ts"],
-        "source": "kafka",
-    })
+    return pd.DataFrame(
+        {
+            "purchase_id": purchase_id,
+            "order_id": purchases["order_id"].where(purchases["order_id"].notna(), purchase_id),
+            "user_id": purchases["key"],
+            "product_id": purchases["product_id"],
+            "ts": purchases["ts"],
+            "source": "kafka",
+        }
+    )
 
 
 def historical_table(data_dir: Path) -> pd.DataFrame:
@@ -153,25 +168,35 @@ def historical_table(data_dir: Path) -> pd.DataFrame:
         rows[column] = rows[column].str.strip()
     price = pd.to_numeric(rows["price"], errors="coerce")
     when = pd.to_datetime(rows["purchased_at"], utc=True, format="ISO8601", errors="coerce")
-    valid = (rows["order_id"].ne("") & rows["user_id"].ne("") & rows["product_id"].ne("") & price.ge(0)
-             & when.notna() & when.dt.strftime("%Y-%m-%d").eq(rows["file_day"]))
+    valid = (
+        rows["order_id"].ne("")
+        & rows["user_id"].ne("")
+        & rows["product_id"].ne("")
+        & price.ge(0)
+        & when.notna()
+        & when.dt.strftime("%Y-%m-%d").eq(rows["file_day"])
+    )
     rows, price, when = rows[valid], price[valid], when[valid]
-    return pd.DataFrame({
-        "purchase_id": "s3:" + rows["order_id"] + ":" + rows["product_id"] + ":" + rows["row_no"].astype(str),
-        "order_id": rows["order_id"],
-        "user_id": rows["user_id"],
-        "product_id": rows["product_id"],
-        "ts": (when - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(milliseconds=1),
-        "source": "s3",
-        "own_price_cents": (price * 100).round().astype("Int64"),
-    })
+    return pd.DataFrame(
+        {
+            "purchase_id": "s3:" + rows["order_id"] + ":" + rows["product_id"] + ":" + rows["row_no"].astype(str),
+            "order_id": rows["order_id"],
+            "user_id": rows["user_id"],
+            "product_id": rows["product_id"],
+            "ts": (when - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(milliseconds=1),
+            "source": "s3",
+            "own_price_cents": (price * 100).round().astype("Int64"),
+        }
+    )
 
 
 def enrich(purchases: pd.DataFrame, historical: pd.DataFrame, products: pd.DataFrame) -> pd.DataFrame:
     """Each purchase with the latest product state at or before its time (S3 rows keep their own price)."""
-    states = (products.sort_values(["product_id", "ts", "offset", "partition"])
-              .drop_duplicates(["product_id", "ts"], keep="last")[["product_id", "ts", "category", "price_cents"]]
-              .sort_values("ts"))
+    states = (
+        products.sort_values(["product_id", "ts", "offset", "partition"])
+        .drop_duplicates(["product_id", "ts"], keep="last")[["product_id", "ts", "category", "price_cents"]]
+        .sort_values("ts")
+    )
     everything = pd.concat([purchases.assign(own_price_cents=pd.NA), historical], ignore_index=True)
     everything["ts"] = everything["ts"].astype("int64")
     everything["own_price_cents"] = everything["own_price_cents"].astype("Int64")
@@ -181,7 +206,9 @@ def enrich(purchases: pd.DataFrame, historical: pd.DataFrame, products: pd.DataF
 
 
 def sales_totals(enriched: pd.DataFrame, rules: dict) -> pd.DataFrame:
-    totals = enriched.groupby("user_id", as_index=False)["price_cents"].sum().rename(columns={"price_cents": "total_cents"})
+    totals = (
+        enriched.groupby("user_id", as_index=False)["price_cents"].sum().rename(columns={"price_cents": "total_cents"})
+    )
     tiers = sorted(rules["tiers"], key=lambda tier: Decimal(str(tier["above"])), reverse=True)
     totals["reward_level"] = np.select(
         [totals["total_cents"].to_numpy() > cents(tier["above"]) for tier in tiers],
@@ -207,44 +234,80 @@ def promotions(enriched: pd.DataFrame, rules: dict) -> pd.DataFrame:
         per_user = considered.groupby("user_id").agg(
             products=("product_id", lambda s: sorted(set(s))), spend_cents=("price_cents", "sum")
         )
-        ok = per_user["products"].map(lambda p: set(rule.get("require_all", [])) <= set(p)
-                                      and not set(rule.get("exclude", [])) & set(p))
+        required, excluded = set(rule.get("require_all", [])), set(rule.get("exclude", []))
+        ok = per_user["products"].map(
+            lambda p, required=required, excluded=excluded: required <= set(p) and not excluded & set(p)
+        )
         if rule.get("min_spend") is not None:
             ok &= per_user["spend_cents"] > cents(rule["min_spend"])
         chosen = per_user[ok].reset_index()
-        eligible.append(pd.DataFrame({"user_id": chosen["user_id"], "promotion_name": rule["name"],
-                                      "products": chosen["products"].map("|".join)}))
-    return pd.concat(eligible, ignore_index=True) if eligible else pd.DataFrame(columns=["user_id", "promotion_name", "products"])
+        eligible.append(
+            pd.DataFrame(
+                {
+                    "user_id": chosen["user_id"],
+                    "promotion_name": rule["name"],
+                    "products": chosen["products"].map("|".join),
+                }
+            )
+        )
+    return (
+        pd.concat(eligible, ignore_index=True)
+        if eligible
+        else pd.DataFrame(columns=["user_id", "promotion_name", "products"])
+    )
 
 
-def profile(data_dir: Path, enriched: pd.DataFrame, totals: pd.DataFrame, offers: pd.DataFrame, rules: dict) -> pd.DataFrame:
+def profile(
+    data_dir: Path, enriched: pd.DataFrame, totals: pd.DataFrame, offers: pd.DataFrame, rules: dict
+) -> pd.DataFrame:
     users = read_topic(data_dir, "users")
     fields = _fields(users, ["name", "email"])
     tombstone = users["payload"].isna()
-    valid = tombstone | (users["value"].map(lambda v: isinstance(v, dict)) & _is_str(fields["name"])
-                         & _absent_or_str(fields["email"]))
+    valid = tombstone | (
+        users["value"].map(lambda v: isinstance(v, dict)) & _is_str(fields["name"]) & _absent_or_str(fields["email"])
+    )
     users = users.assign(name=fields["name"], email=fields["email"], account_closed=tombstone)[valid]
-    latest = (users.sort_values(["key", "ts", "offset"]).drop_duplicates("key", keep="last")
-              .rename(columns={"key": "user_id"})[["user_id", "name", "email", "account_closed"]])
+    latest = (
+        users.sort_values(["key", "ts", "offset"])
+        .drop_duplicates("key", keep="last")
+        .rename(columns={"key": "user_id"})[["user_id", "name", "email", "account_closed"]]
+    )
     exports = []
     for path in sorted(glob.glob(str(data_dir / "s3" / "customers" / "*.csv"))):
         frame = pd.read_csv(path, dtype=str)
         frame["user_id"] = frame["user_id"].str.strip()
         exports.append(frame[frame["user_id"].fillna("").ne("")])
-    export = (pd.concat(exports, ignore_index=True).drop_duplicates("user_id", keep="last") if exports
-              else pd.DataFrame(columns=["user_id", "name", "email", "signup_date"]))
-    spend = enriched.groupby("user_id").agg(
-        total_cents=("price_cents", "sum"), purchase_count=("purchase_id", "size"),
-        first_purchase_ms=("ts", "min"), last_purchase_ms=("ts", "max"),
-        products_purchased=("product_id", lambda s: "|".join(sorted(set(s)))),
-    ).reset_index()
+    export = (
+        pd.concat(exports, ignore_index=True).drop_duplicates("user_id", keep="last")
+        if exports
+        else pd.DataFrame(columns=["user_id", "name", "email", "signup_date"])
+    )
+    spend = (
+        enriched.groupby("user_id")
+        .agg(
+            total_cents=("price_cents", "sum"),
+            purchase_count=("purchase_id", "size"),
+            first_purchase_ms=("ts", "min"),
+            last_purchase_ms=("ts", "max"),
+            products_purchased=("product_id", lambda s: "|".join(sorted(set(s)))),
+        )
+        .reset_index()
+    )
     known = pd.DataFrame({"user_id": pd.concat([users["key"], export["user_id"], spend["user_id"]]).unique()})
-    result = (known.merge(latest, on="user_id", how="left")
-              .merge(export[["user_id", "name", "email", "signup_date"]], on="user_id", how="left", suffixes=("", "_export"))
-              .merge(spend, on="user_id", how="left")
-              .merge(totals[["user_id", "reward_level"]], on="user_id", how="left")
-              .merge(offers.groupby("user_id")["promotion_name"].agg(lambda s: "|".join(sorted(s))).rename("promotions").reset_index(),
-                     on="user_id", how="left"))
+    result = (
+        known.merge(latest, on="user_id", how="left")
+        .merge(export[["user_id", "name", "email", "signup_date"]], on="user_id", how="left", suffixes=("", "_export"))
+        .merge(spend, on="user_id", how="left")
+        .merge(totals[["user_id", "reward_level"]], on="user_id", how="left")
+        .merge(
+            offers.groupby("user_id")["promotion_name"]
+            .agg(lambda s: "|".join(sorted(s)))
+            .rename("promotions")
+            .reset_index(),
+            on="user_id",
+            how="left",
+        )
+    )
     result["name"] = result["name"].fillna(result.pop("name_export"))
     result["email"] = result["email"].fillna(result.pop("email_export"))
     result["total_cents"] = result["total_cents"].fillna(0).astype("int64")
@@ -283,15 +346,33 @@ def run(data_dir: Path, out: Path) -> dict:
     people = timed("profile", profile, data_dir, enriched, totals, offers, rules)
 
     out.mkdir(parents=True, exist_ok=True)
-    totals.assign(total=_money(totals["total_cents"]))[["user_id", "total", "reward_level"]].to_csv(out / "sales_totals.csv", index=False)
+    totals.assign(total=_money(totals["total_cents"]))[["user_id", "total", "reward_level"]].to_csv(
+        out / "sales_totals.csv", index=False
+    )
     stamps.to_csv(out / "caffeine_index.csv", index=False)
     offers.to_csv(out / "promotions.csv", index=False)
     people.assign(total_spend=_money(people["total_cents"]))[
-        ["user_id", "name", "email", "total_spend", "purchase_count", "reward_level", "products_purchased", "promotions",
-         "account_closed"]
+        [
+            "user_id",
+            "name",
+            "email",
+            "total_spend",
+            "purchase_count",
+            "reward_level",
+            "products_purchased",
+            "promotions",
+            "account_closed",
+        ]
     ].to_csv(out / "profile.csv", index=False)
-    rows = {"purchases": len(purchases), "products": len(products), "enriched_purchases": len(enriched),
-            "sales_totals": len(totals), "caffeine_index": len(stamps), "promotions": len(offers), "profile": len(people)}
+    rows = {
+        "purchases": len(purchases),
+        "products": len(products),
+        "enriched_purchases": len(enriched),
+        "sales_totals": len(totals),
+        "caffeine_index": len(stamps),
+        "promotions": len(offers),
+        "profile": len(people),
+    }
     return {"seconds": round(time.perf_counter() - started, 3), "steps": timings, "rows": rows}
 
 

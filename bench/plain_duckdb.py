@@ -35,8 +35,13 @@ DEFAULT_RULES = {
     "stamp_card": {"product_id": "coffee", "cycle": 6},
     "promotions": [
         {"name": "french_poodle", "considers": ["dog", "beret"], "require_all": ["dog", "beret"]},
-        {"name": "loose_leaf", "considers": ["coffee", "tea"], "require_all": ["coffee"], "exclude": ["tea"],
-         "min_spend": 20},
+        {
+            "name": "loose_leaf",
+            "considers": ["coffee", "tea"],
+            "require_all": ["coffee"],
+            "exclude": ["tea"],
+            "min_spend": 20,
+        },
     ],
 }
 START_DATE = "2000-01-01"  # the pipeline's first partition: older events are not loaded
@@ -87,15 +92,27 @@ def build(conn: duckdb.DuckDBPyConnection, data_dir: Path, rules: dict) -> dict[
     conn.execute("SET TimeZone = 'UTC'")
     conn.execute("CREATE TABLE tiers (name VARCHAR, above DECIMAL(18,2))")
     conn.executemany("INSERT INTO tiers VALUES (?, ?)", [[t["name"], Decimal(str(t["above"]))] for t in rules["tiers"]])
-    conn.execute("CREATE TABLE promotion_rules (name VARCHAR, considers VARCHAR[], require_all VARCHAR[], "
-                 "exclude VARCHAR[], min_spend DECIMAL(18,2))")
+    conn.execute(
+        "CREATE TABLE promotion_rules (name VARCHAR, considers VARCHAR[], require_all VARCHAR[], "
+        "exclude VARCHAR[], min_spend DECIMAL(18,2))"
+    )
     conn.executemany(
         "INSERT INTO promotion_rules VALUES (?, ?, ?, ?, ?)",
-        [[p["name"], p["considers"], p.get("require_all", []), p.get("exclude", []),
-          None if p.get("min_spend") is None else Decimal(str(p["min_spend"]))] for p in rules["promotions"]],
+        [
+            [
+                p["name"],
+                p["considers"],
+                p.get("require_all", []),
+                p.get("exclude", []),
+                None if p.get("min_spend") is None else Decimal(str(p["min_spend"])),
+            ]
+            for p in rules["promotions"]
+        ],
     )
 
-    step("products", f"""
+    step(
+        "products",
+        f"""
         CREATE TABLE products AS
         WITH messages AS (
             SELECT kafka_partition, kafka_offset, epoch_ms(m.ts) AS event_ts, m.key AS product_id,
@@ -103,7 +120,7 @@ def build(conn: duckdb.DuckDBPyConnection, data_dir: Path, rules: dict) -> dict[
                    CASE WHEN json_valid(m.payload) THEN m.payload::JSON END AS j
             FROM ({_kafka(_files(data_dir, "products"))})
         ), typed AS (
-            SELECT *, {_string('$.category')} AS category,
+            SELECT *, {_string("$.category")} AS category,
                    CASE WHEN json_type(j, '$.price') IN ('UBIGINT', 'BIGINT', 'DOUBLE')
                         THEN TRY_CAST(j ->> '$.price' AS DECIMAL(18,2)) END AS price
             FROM messages
@@ -111,8 +128,11 @@ def build(conn: duckdb.DuckDBPyConnection, data_dir: Path, rules: dict) -> dict[
         SELECT product_id, event_ts, kafka_partition, kafka_offset, tombstone, category, price FROM typed
         WHERE tombstone OR (json_type(j) = 'OBJECT' AND category IS NOT NULL AND price >= 0
                             AND price = TRY_CAST(j ->> '$.price' AS DECIMAL(38,10)))  -- at most 2 decimals
-    """)
-    step("purchases", f"""
+    """,
+    )
+    step(
+        "purchases",
+        f"""
         CREATE TABLE purchases AS
         WITH messages AS (
             SELECT kafka_partition, kafka_offset, epoch_ms(m.ts) AS event_ts, m.key AS user_id,
@@ -120,13 +140,14 @@ def build(conn: duckdb.DuckDBPyConnection, data_dir: Path, rules: dict) -> dict[
             FROM ({_kafka(_files(data_dir, "purchases"))})
             WHERE m.payload IS NOT NULL
         )
-        SELECT kafka_partition, kafka_offset, event_ts, user_id, {_string('$.product_id')} AS product_id,
-               {_string('$.order_id')} AS order_id,
+        SELECT kafka_partition, kafka_offset, event_ts, user_id, {_string("$.product_id")} AS product_id,
+               {_string("$.order_id")} AS order_id,
                coalesce(json_type(j, '$.order_id'), 'NULL') NOT IN ('NULL', 'VARCHAR') AS bad_order_id,
                coalesce(json_type(j, '$.store_id'), 'NULL') NOT IN ('NULL', 'VARCHAR') AS bad_store_id
         FROM messages
         WHERE json_type(j) = 'OBJECT' AND product_id IS NOT NULL AND NOT bad_order_id AND NOT bad_store_id
-    """)
+    """,
+    )
     historical = data_dir / "s3" / "historical_purchases"
     if any(historical.glob("*.csv")):
         pattern = str(historical / "*.csv").replace("'", "''")
@@ -140,10 +161,14 @@ def build(conn: duckdb.DuckDBPyConnection, data_dir: Path, rules: dict) -> dict[
                                      'price': 'VARCHAR', 'purchased_at': 'VARCHAR'}}) WITH ORDINALITY
         """
     else:
-        historical_sql = ("SELECT NULL::VARCHAR AS order_id, NULL::VARCHAR AS user_id, NULL::VARCHAR AS product_id, "
-                          "NULL::BIGINT AS row_no, NULL::DECIMAL(18,2) AS amount, NULL::TIMESTAMP AS purchased, "
-                          "NULL::DATE AS file_day WHERE false")
-    step("enriched_purchases", f"""
+        historical_sql = (
+            "SELECT NULL::VARCHAR AS order_id, NULL::VARCHAR AS user_id, NULL::VARCHAR AS product_id, "
+            "NULL::BIGINT AS row_no, NULL::DECIMAL(18,2) AS amount, NULL::TIMESTAMP AS purchased, "
+            "NULL::DATE AS file_day WHERE false"
+        )
+    step(
+        "enriched_purchases",
+        f"""
         CREATE TABLE enriched_purchases AS
         WITH kafka AS (
             SELECT 'purchases:' || kafka_partition || ':' || kafka_offset AS purchase_id,
@@ -166,8 +191,11 @@ def build(conn: duckdb.DuckDBPyConnection, data_dir: Path, rules: dict) -> dict[
                coalesce(own_price, states.price) AS price, purchased_at, source
         FROM everything ASOF LEFT JOIN states
              ON everything.product_id = states.product_id AND everything.purchased_at >= states.event_ts
-    """)
-    step("sales_totals", """
+    """,
+    )
+    step(
+        "sales_totals",
+        """
         CREATE TABLE sales_totals AS
         WITH totals AS (
             SELECT user_id, coalesce(sum(price), 0)::DECIMAL(18,2) AS total FROM enriched_purchases GROUP BY user_id
@@ -175,13 +203,21 @@ def build(conn: duckdb.DuckDBPyConnection, data_dir: Path, rules: dict) -> dict[
         SELECT user_id, total, coalesce(arg_max(tiers.name, tiers.above), $default_tier) AS reward_level
         FROM totals LEFT JOIN tiers ON totals.total > tiers.above
         GROUP BY user_id, total
-    """, {"default_tier": rules["default_tier"]})
-    step("caffeine_index", """
+    """,
+        {"default_tier": rules["default_tier"]},
+    )
+    step(
+        "caffeine_index",
+        """
         CREATE TABLE caffeine_index AS
         SELECT user_id, count(*) AS total, count(*) % $cycle AS sequence, count(*) % $cycle = $cycle - 1 AS next_one_free
         FROM enriched_purchases WHERE product_id = $product GROUP BY user_id
-    """, {"cycle": int(rules["stamp_card"]["cycle"]), "product": rules["stamp_card"]["product_id"]})
-    step("promotions", """
+    """,
+        {"cycle": int(rules["stamp_card"]["cycle"]), "product": rules["stamp_card"]["product_id"]},
+    )
+    step(
+        "promotions",
+        """
         CREATE TABLE promotions AS
         WITH considered AS (
             SELECT rule.name, purchase.user_id, list_sort(list_distinct(list(purchase.product_id))) AS products,
@@ -194,7 +230,8 @@ def build(conn: duckdb.DuckDBPyConnection, data_dir: Path, rules: dict) -> dict[
         FROM considered JOIN promotion_rules AS rule USING (name)
         WHERE list_has_all(considered.products, rule.require_all) AND NOT list_has_any(considered.products, rule.exclude)
           AND (rule.min_spend IS NULL OR considered.spend > rule.min_spend)
-    """)
+    """,
+    )
     customers = data_dir / "s3" / "customers"
     if any(customers.glob("*.csv")):
         pattern = str(customers / "*.csv").replace("'", "''")
@@ -207,17 +244,21 @@ def build(conn: duckdb.DuckDBPyConnection, data_dir: Path, rules: dict) -> dict[
             WHERE nullif(trim(user_id), '') IS NOT NULL
         """
     else:
-        customers_sql = ("SELECT NULL::VARCHAR AS user_id, NULL::VARCHAR AS name, NULL::VARCHAR AS email, "
-                         "NULL::DATE AS signup_date, NULL AS filename, NULL::BIGINT AS row_no WHERE false")
-    step("profile", f"""
+        customers_sql = (
+            "SELECT NULL::VARCHAR AS user_id, NULL::VARCHAR AS name, NULL::VARCHAR AS email, "
+            "NULL::DATE AS signup_date, NULL AS filename, NULL::BIGINT AS row_no WHERE false"
+        )
+    step(
+        "profile",
+        f"""
         CREATE TABLE profile AS
         WITH users AS (
             SELECT m.key AS user_id, epoch_ms(m.ts) AS event_ts, kafka_offset, m.payload IS NULL AS tombstone,
                    CASE WHEN json_valid(m.payload) THEN m.payload::JSON END AS j
             FROM ({_kafka(_files(data_dir, "users"))})
         ), valid_users AS (
-            SELECT *, {_string('$.name')} AS name, {_string('$.email')} AS email FROM users
-            WHERE tombstone OR (json_type(j) = 'OBJECT' AND {_string('$.name')} IS NOT NULL
+            SELECT *, {_string("$.name")} AS name, {_string("$.email")} AS email FROM users
+            WHERE tombstone OR (json_type(j) = 'OBJECT' AND {_string("$.name")} IS NOT NULL
                                 AND coalesce(json_type(j, '$.email'), 'NULL') IN ('NULL', 'VARCHAR'))
         ), kafka AS (
             SELECT user_id, name, email, tombstone AS account_closed FROM valid_users
@@ -245,7 +286,9 @@ def build(conn: duckdb.DuckDBPyConnection, data_dir: Path, rules: dict) -> dict[
         FROM known
         LEFT JOIN kafka USING (user_id) LEFT JOIN export USING (user_id) LEFT JOIN spend USING (user_id)
         LEFT JOIN sales_totals USING (user_id) LEFT JOIN offers USING (user_id)
-    """, {"default_tier": rules["default_tier"]})
+    """,
+        {"default_tier": rules["default_tier"]},
+    )
     return timings
 
 
@@ -265,8 +308,10 @@ def run(data_dir: Path, out: Path, threads: int | None = None, memory_limit: str
     conn.execute(f"ATTACH '{str(out).replace(chr(39), chr(39) * 2)}' AS results")
     for table in OUTPUTS:
         conn.execute(f"CREATE TABLE results.{table} AS SELECT * FROM {table}")
-    rows = {table: conn.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-            for table in ["purchases", "products", "enriched_purchases", *OUTPUTS]}
+    rows = {
+        table: conn.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+        for table in ["purchases", "products", "enriched_purchases", *OUTPUTS]
+    }
     conn.execute("DETACH results")
     conn.close()
     return {"seconds": round(time.perf_counter() - started, 3), "steps": timings, "rows": rows}

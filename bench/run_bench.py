@@ -33,7 +33,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
-from loyalty_pipeline import generate  # noqa: E402
+from loyalty_pipeline import generate
 
 CLI = Path(sys.executable).parent / "loyalty-pipeline"
 TABLES = ["sales_totals", "caffeine_index", "promotions"]
@@ -74,12 +74,16 @@ def measure(command: list[str], log: Path, env: dict | None = None, timeout: flo
     in MB (ru_maxrss from wait4, taken by a small launcher process), output to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     stats = log.with_suffix(".stats.json")
-    subprocess.run([sys.executable, "-c", LAUNCHER, str(stats), str(log), str(timeout), *command], env=env, cwd=ROOT,
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-c", LAUNCHER, str(stats), str(log), str(timeout), *command], env=env, cwd=ROOT, check=True
+    )
     measured = json.loads(stats.read_text())
-    result = {"wall_s": round(measured["wall_s"], 2), "peak_rss_mb": round(measured["maxrss_kb"] / 1024, 1),
-              "exit_code": measured["exit_code"],
-              "log": str(log.relative_to(ROOT)) if log.is_relative_to(ROOT) else str(log)}
+    result = {
+        "wall_s": round(measured["wall_s"], 2),
+        "peak_rss_mb": round(measured["maxrss_kb"] / 1024, 1),
+        "exit_code": measured["exit_code"],
+        "log": str(log.relative_to(ROOT)) if log.is_relative_to(ROOT) else str(log),
+    }
     if measured["timed_out"]:
         result["timed_out_after_s"] = timeout
     return result
@@ -90,15 +94,23 @@ MEMORY_LIMIT: str | None = None  # --memory-limit: LOYALTY_MEMORY_LIMIT for the 
 
 def pipeline_env() -> dict:
     """The environment without anything that would point the pipeline elsewhere (or at a persistent instance)."""
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith("LOYALTY_") and name != "DAGSTER_HOME"}
+    env = {
+        name: value for name, value in os.environ.items() if not name.startswith("LOYALTY_") and name != "DAGSTER_HOME"
+    }
     if MEMORY_LIMIT:
         env["LOYALTY_MEMORY_LIMIT"] = MEMORY_LIMIT
     return env
 
 
-def materialize(data_dir: Path, warehouse: Path, log: Path, first: str | None = None, last: str | None = None,
-                dagster_home: Path | None = None, timeout: float = 0) -> dict:
+def materialize(
+    data_dir: Path,
+    warehouse: Path,
+    log: Path,
+    first: str | None = None,
+    last: str | None = None,
+    dagster_home: Path | None = None,
+    timeout: float = 0,
+) -> dict:
     """`loyalty-pipeline materialize`, measured. With `dagster_home` (an instance like the project's, as `make run`
     uses) the run is recorded there, and its steps' durations are added to the result."""
     command = [str(CLI), "materialize", "--data-dir", str(data_dir), "--warehouse", str(warehouse)]
@@ -125,8 +137,10 @@ def step_durations(dagster_home: Path) -> dict[str, float]:
             return {}
         stats = instance.get_run_step_stats(runs[0].run_id)
     durations = {
-        stat.step_key + ("" if stat.status is None or stat.status.value == "SUCCESS" else f" ({stat.status.value})"):
-            round((stat.end_time or stat.start_time or 0) - (stat.start_time or 0), 2)
+        stat.step_key
+        + ("" if stat.status is None or stat.status.value == "SUCCESS" else f" ({stat.status.value})"): round(
+            (stat.end_time or stat.start_time or 0) - (stat.start_time or 0), 2
+        )
         for stat in stats
     }
     return dict(sorted(durations.items(), key=lambda item: -item[1]))
@@ -146,6 +160,7 @@ def ensure_data(folder: Path, customers: int, days: int, seed: int, start: date)
 
 
 # ---------------------------------------------------------------------------------------------------- agreement
+
 
 def _normalized(source: str, table: str) -> str:
     """SQL for one implementation's table with comparable types; `source` is pipeline | duckdb | pandas."""
@@ -188,9 +203,11 @@ def compare(plain_db: Path, pandas_dir: Path, pipeline_db: Path | None = None) -
     for table in TABLES + ["profile_spend"]:
         report[table] = {"rows": {}, "differences": {}}
         for source in sources:
-            report[table]["rows"][source] = conn.execute(f"SELECT count(*) FROM ({_normalized(source, table)})").fetchall()[0][0]
+            report[table]["rows"][source] = conn.execute(
+                f"SELECT count(*) FROM ({_normalized(source, table)})"
+            ).fetchall()[0][0]
         for i, left in enumerate(sources):
-            for right in sources[i + 1:]:
+            for right in sources[i + 1 :]:
                 a, b = _normalized(left, table), _normalized(right, table)
                 only_left = conn.execute(f"SELECT * FROM ({a} EXCEPT ALL {b}) ORDER BY ALL LIMIT 5").fetchall()
                 only_right = conn.execute(f"SELECT * FROM ({b} EXCEPT ALL {a}) ORDER BY ALL LIMIT 5").fetchall()
@@ -212,6 +229,7 @@ def agrees(report: dict, tables=TABLES) -> bool:
 
 # ---------------------------------------------------------------------------------------------------- main
 
+
 def incremental(args, work: Path) -> dict:
     days = 366
     start = date.fromisoformat(args.start)
@@ -220,9 +238,11 @@ def incremental(args, work: Path) -> dict:
     warehouse = work / "incremental.duckdb"
     for stale in work.glob("incremental*.duckdb*"):
         stale.unlink(missing_ok=True)
-    day = lambda n: (start + timedelta(days=n - 1)).isoformat()  # noqa: E731  (day 1 is the first)
+    day = lambda n: (start + timedelta(days=n - 1)).isoformat()
     logs = work / "logs"
-    print(f"incremental: {manifest['rows']['purchases']} purchases over {days} days, {args.incremental_customers} customers")
+    print(
+        f"incremental: {manifest['rows']['purchases']} purchases over {days} days, {args.incremental_customers} customers"
+    )
     home = work / "dagster_home_incremental"
     shutil.rmtree(home, ignore_errors=True)
     timeout = args.pipeline_timeout
@@ -254,17 +274,30 @@ def incremental(args, work: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--customers", type=int, default=1_000_000, help="default 1000000 (~1M purchases, 5M clicks at 30 days)")
+    parser.add_argument(
+        "--customers", type=int, default=1_000_000, help="default 1000000 (~1M purchases, 5M clicks at 30 days)"
+    )
     parser.add_argument("--days", type=int, default=30, help="default 30")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--start", default="2024-01-01", help="first day of the generated data")
-    parser.add_argument("--incremental-customers", type=int, default=5_000,
-                        help="customers of the 366-day data set for the incremental cost (default 5000)")
+    parser.add_argument(
+        "--incremental-customers",
+        type=int,
+        default=5_000,
+        help="customers of the 366-day data set for the incremental cost (default 5000)",
+    )
     parser.add_argument("--no-incremental", action="store_true", help="skip the incremental measurement")
-    parser.add_argument("--pipeline-timeout", type=float, default=1200,
-                        help="seconds after which a pipeline run is killed and reported as timed out (default 1200)")
-    parser.add_argument("--memory-limit", help="DuckDB memory limit for the pipeline (LOYALTY_MEMORY_LIMIT) and the "
-                        "plain script, e.g. 4GB (default: each one's own default)")
+    parser.add_argument(
+        "--pipeline-timeout",
+        type=float,
+        default=1200,
+        help="seconds after which a pipeline run is killed and reported as timed out (default 1200)",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        help="DuckDB memory limit for the pipeline (LOYALTY_MEMORY_LIMIT) and the "
+        "plain script, e.g. 4GB (default: each one's own default)",
+    )
     parser.add_argument("--out", default=str(BENCH / "results" / "latest.json"))
     args = parser.parse_args(argv)
     global MEMORY_LIMIT
@@ -278,9 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     manifest, generate_s = ensure_data(folder, args.customers, args.days, args.seed, date.fromisoformat(args.start))
     rows = manifest["rows"]
-    print(f"data: {folder.relative_to(ROOT)} ({'generated in ' + str(generate_s) + 's' if generate_s else 'reused'}): "
-          f"{rows['purchases']} purchases, {rows['user_activity']} clickstream events, {args.customers} customers, "
-          f"{args.days} days")
+    print(
+        f"data: {folder.relative_to(ROOT)} ({'generated in ' + str(generate_s) + 's' if generate_s else 'reused'}): "
+        f"{rows['purchases']} purchases, {rows['user_activity']} clickstream events, {args.customers} customers, "
+        f"{args.days} days"
+    )
 
     warehouse, plain_db, pandas_dir = work / "pipeline.duckdb", work / "plain_duckdb.duckdb", work / "pandas"
     for stale in [*work.glob("pipeline*.duckdb*"), plain_db]:
@@ -290,15 +325,20 @@ def main(argv: list[str] | None = None) -> int:
     runs = {}
     print("running pipeline ...", flush=True)
     shutil.rmtree(work / "dagster_home", ignore_errors=True)
-    runs["pipeline"] = materialize(folder, warehouse, logs / "pipeline.log", dagster_home=work / "dagster_home",
-                                   timeout=args.pipeline_timeout)
+    runs["pipeline"] = materialize(
+        folder, warehouse, logs / "pipeline.log", dagster_home=work / "dagster_home", timeout=args.pipeline_timeout
+    )
     print(f"  {runs['pipeline']['wall_s']}s\nrunning plain duckdb ...", flush=True)
-    runs["duckdb"] = measure([sys.executable, str(BENCH / "plain_duckdb.py"), "--data-dir", str(folder),
-                              "--out", str(plain_db)] + (["--memory-limit", MEMORY_LIMIT] if MEMORY_LIMIT else []),
-                             logs / "plain_duckdb.log")
+    runs["duckdb"] = measure(
+        [sys.executable, str(BENCH / "plain_duckdb.py"), "--data-dir", str(folder), "--out", str(plain_db)]
+        + (["--memory-limit", MEMORY_LIMIT] if MEMORY_LIMIT else []),
+        logs / "plain_duckdb.log",
+    )
     print(f"  {runs['duckdb']['wall_s']}s\nrunning pandas ...", flush=True)
-    runs["pandas"] = measure([sys.executable, str(BENCH / "pandas_impl.py"), "--data-dir", str(folder),
-                              "--out", str(pandas_dir)], logs / "pandas.log")
+    runs["pandas"] = measure(
+        [sys.executable, str(BENCH / "pandas_impl.py"), "--data-dir", str(folder), "--out", str(pandas_dir)],
+        logs / "pandas.log",
+    )
     print(f"  {runs['pandas']['wall_s']}s", flush=True)
     failed = [name for name, run in runs.items() if run["exit_code"] != 0]
     agreement, agreement_error = None, None
@@ -313,9 +353,14 @@ def main(argv: list[str] | None = None) -> int:
         "purchases": rows["purchases"],
         "clickstream_events": rows["user_activity"],
         "generate_s": generate_s,
-        **{name: {key: run[key] for key in ("wall_s", "peak_rss_mb", "exit_code", "timed_out_after_s", "steps")
-                  if key in run}
-           for name, run in runs.items()},
+        **{
+            name: {
+                key: run[key]
+                for key in ("wall_s", "peak_rss_mb", "exit_code", "timed_out_after_s", "steps")
+                if key in run
+            }
+            for name, run in runs.items()
+        },
         "memory_limit": MEMORY_LIMIT or "defaults (pipeline: LOYALTY_MEMORY_LIMIT default; plain DuckDB: 80% of RAM)",
         "ratios": {
             "pipeline_vs_duckdb_wall": _ratio(runs["pipeline"]["wall_s"], runs["duckdb"]["wall_s"]),
@@ -331,10 +376,14 @@ def main(argv: list[str] | None = None) -> int:
         "failed": failed,
         "logs": {name: run["log"] for name, run in runs.items()},
         "note": "the pipeline also ingests clickstream and redemptions, quarantines rejected rows, builds the point "
-                "ledger, journeys, recommendations and a serving copy, and runs every asset check; duckdb and pandas "
-                "compute only the core tables (see bench/plain_duckdb.py)",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "duckdb": duckdb.__version__,
-                    "platform": platform.platform()},
+        "ledger, journeys, recommendations and a serving copy, and runs every asset check; duckdb and pandas "
+        "compute only the core tables (see bench/plain_duckdb.py)",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "duckdb": duckdb.__version__,
+            "platform": platform.platform(),
+        },
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if not args.no_incremental:
@@ -353,14 +402,18 @@ def _ratio(a, b):
 
 
 def print_table(result: dict) -> None:
-    print(f"\n{result['purchases']} purchases, {result['clickstream_events']} clickstream events, "
-          f"{result['params']['customers']} customers, {result['params']['days']} days")
+    print(
+        f"\n{result['purchases']} purchases, {result['clickstream_events']} clickstream events, "
+        f"{result['params']['customers']} customers, {result['params']['days']} days"
+    )
     print(f"{'':<10}{'wall s':>10}{'peak RSS MB':>14}{'x duckdb wall':>15}{'exit':>6}")
     for name in ("pipeline", "duckdb", "pandas"):
         run = result[name]
-        print(f"{name:<10}{run['wall_s']:>10.2f}{run['peak_rss_mb']:>14.1f}"
-              f"{_ratio(run['wall_s'], result['duckdb']['wall_s']) or 0:>15.2f}{run['exit_code']:>6}"
-              + ("  (killed: timed out)" if "timed_out_after_s" in run else ""))
+        print(
+            f"{name:<10}{run['wall_s']:>10.2f}{run['peak_rss_mb']:>14.1f}"
+            f"{_ratio(run['wall_s'], result['duckdb']['wall_s']) or 0:>15.2f}{run['exit_code']:>6}"
+            + ("  (killed: timed out)" if "timed_out_after_s" in run else "")
+        )
     slowest = list(result["pipeline"].get("steps", {}).items())[:5]
     if slowest:
         print("pipeline's slowest steps: " + ", ".join(f"{step} {seconds}s" for step, seconds in slowest))
@@ -373,10 +426,12 @@ def print_table(result: dict) -> None:
     print(f"agree: {result['agree']} (profile spend: {result['agree_profile_spend']})")
     inc = result.get("incremental")
     if inc:
-        print(f"incremental ({inc['customers']} customers, ~{inc['purchases_per_day']} purchases/day): "
-              f"day 31 after 30 days {inc['day_31_after_30_days']['wall_s']}s, "
-              f"day 366 after 365 days {inc['day_366_after_365_days']['wall_s']}s "
-              f"(CLI start-up {inc['cli_startup_s']}s)")
+        print(
+            f"incremental ({inc['customers']} customers, ~{inc['purchases_per_day']} purchases/day): "
+            f"day 31 after 30 days {inc['day_31_after_30_days']['wall_s']}s, "
+            f"day 366 after 365 days {inc['day_366_after_365_days']['wall_s']}s "
+            f"(CLI start-up {inc['cli_startup_s']}s)"
+        )
 
 
 if __name__ == "__main__":
