@@ -11,7 +11,7 @@ import duckdb
 
 from loyalty_pipeline.config import Journey, Rules
 from loyalty_pipeline.profiles import BEHAVIOUR
-from loyalty_pipeline.warehouse import insert_rows, rows_differing, transaction
+from loyalty_pipeline.warehouse import DayOrderError, insert_rows, publish_day
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS journey;
@@ -125,10 +125,6 @@ PUBLISH = [
 ]
 
 
-class JourneyOrderError(RuntimeError):
-    """A day cannot be built: its previous day is missing, or rebuilding it would contradict later days."""
-
-
 def load_definitions(conn: duckdb.DuckDBPyConnection, journeys: list[Journey]) -> None:
     """The journeys' structure as small temp tables: nodes, stages, exits."""
     conn.execute(
@@ -206,7 +202,7 @@ def check_previous_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
         "SELECT min(day), count(*) FILTER (WHERE day = $1) FROM journey.journey_days", [previous]
     ).fetchall()[0]
     if first is not None and day > first and not has_previous:
-        raise JourneyOrderError(
+        raise DayOrderError(
             f"journey state: {day} needs the state at the end of {previous}, which is not materialized; "
             f"materialize the range from the first missing day through {day} (one backfill run)"
         )
@@ -226,16 +222,13 @@ def build_day(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date, later_da
     rounds = 0
     while conn.execute(ADVANCE, {"day": day}).fetchall()[0][0]:
         rounds += 1
-    if later_days_exist:
-        changed = rows_differing(
-            conn, "SELECT * FROM today", "SELECT * FROM journey.journey_state WHERE entered_at = $day", {"day": day}
-        )
-        if changed:
-            raise JourneyOrderError(
-                f"journey state: rebuilding {day} changes {changed} rows, and later days were built on the old ones; "
-                f"materialize {day} through the last journey day as one range"
-            )
-    with transaction(conn):
-        for statement in PUBLISH:
-            conn.execute(statement, {"day": day} if "$day" in statement else {})
+    publish_day(
+        conn,
+        day,
+        "SELECT * FROM today",
+        "SELECT * FROM journey.journey_state WHERE entered_at = $day",
+        PUBLISH,
+        later_days_exist,
+        "journey state",
+    )
     return rounds

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 
 import duckdb
 
-from loyalty_pipeline.warehouse import rows_differing, transaction
+from loyalty_pipeline.warehouse import DayOrderError, publish_day
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS points;
@@ -178,10 +178,6 @@ WRITE_DAY = [
 ]
 
 
-class LedgerOrderError(RuntimeError):
-    """A day cannot be built: its previous day is missing, or rebuilding it would contradict later days."""
-
-
 def check_previous_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
     """Day D starts from the end of D-1: refuse rather than silently start from an empty ledger."""
     previous = day - timedelta(days=1)
@@ -194,7 +190,7 @@ def check_previous_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
         [day],
     ).fetchall()[0][0]
     if earlier_events:
-        raise LedgerOrderError(
+        raise DayOrderError(
             f"point ledger: {day} needs the ledger at the end of {previous}, which is not materialized; "
             f"materialize the range from the first missing day through {day} (one backfill run)"
         )
@@ -219,18 +215,15 @@ def build_day(
             break
     conn.execute(DAY_ALLOCATIONS)
     conn.execute(NEW_ROWS, {"day": day})
-    if later_days_exist:
-        changed = rows_differing(
-            conn, "SELECT * FROM day_rows", "SELECT * FROM points.point_transactions WHERE day = $day", {"day": day}
-        )
-        if changed:
-            raise LedgerOrderError(
-                f"point ledger: rebuilding {day} changes {changed} rows, and later days were built on the old ones; "
-                f"materialize {day} through the last ledger day as one range"
-            )
-    with transaction(conn):
-        for statement in WRITE_DAY:
-            conn.execute(statement, {"day": day} if "$day" in statement else {})
+    publish_day(
+        conn,
+        day,
+        "SELECT * FROM day_rows",
+        "SELECT * FROM points.point_transactions WHERE day = $day",
+        WRITE_DAY,
+        later_days_exist,
+        "point ledger",
+    )
     return {
         "rounds": rounds,
         "refused": conn.execute("SELECT count(*) FROM refused").fetchall()[0][0],

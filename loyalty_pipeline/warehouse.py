@@ -46,6 +46,25 @@ def rows_differing(conn: duckdb.DuckDBPyConnection, left: str, right: str, param
     return count(conn, f"(({left}) EXCEPT ALL ({right})) UNION ALL (({right}) EXCEPT ALL ({left}))", params)
 
 
+class DayOrderError(RuntimeError):
+    """A self-dependent day cannot be built: its previous day is missing, or rebuilding it contradicts later days."""
+
+
+def publish_day(conn, day, new_rows: str, old_rows: str, statements: list[str], later_days_exist: bool, what: str):
+    """Write one day of a self-dependent table in one transaction; refuse when later days were built on different
+    rows for this day (rebuilding it alone would leave them wrong)."""
+    if later_days_exist:
+        changed = rows_differing(conn, new_rows, old_rows, {"day": day})
+        if changed:
+            raise DayOrderError(
+                f"{what}: rebuilding {day} changes {changed} rows, and later days were built on the old ones; "
+                f"materialize {day} through the last day as one range"
+            )
+    with transaction(conn):
+        for statement in statements:
+            conn.execute(statement, {"day": day} if "$day" in statement else {})
+
+
 def count(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> int:
     return conn.execute(f"SELECT count(*) FROM ({sql})", params or []).fetchall()[0][0]
 

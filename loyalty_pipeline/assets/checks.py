@@ -11,6 +11,12 @@ def table_of(key: dg.AssetKey) -> str:
     return ".".join(key.path)
 
 
+def count_rows(warehouse: DuckDBResource, sql: str, params: dict | None = None) -> int:
+    """How many rows a check's query returns (the rows breaking its rule)."""
+    with warehouse.get_connection() as conn:
+        return conn.execute(f"SELECT count(*) FROM ({sql})", params or {}).fetchall()[0][0]
+
+
 def duplicate_check(key: dg.AssetKey, columns: list[str]) -> dg.AssetChecksDefinition:
     """Blocking: no two rows share `columns`."""
     columns_sql = ", ".join(columns)

@@ -5,8 +5,8 @@ import os
 
 import dagster as dg
 
-from loyalty_pipeline.assets.checks import duplicate_check
-from loyalty_pipeline.assets.ingest import customers, kafka_assets
+from loyalty_pipeline.assets.checks import count_rows, duplicate_check
+from loyalty_pipeline.assets.ingest import customers, raw_topics
 from loyalty_pipeline.assets.loyalty import _load_tiers, enriched_purchases, promotions, sales_totals
 from loyalty_pipeline.assets.points import point_balances
 from loyalty_pipeline.profiles import PROFILE_360, RECOMMENDATIONS
@@ -21,7 +21,6 @@ from loyalty_pipeline.warehouse import (
     transaction,
 )
 
-raw = {asset.key.path[-1]: asset for asset in kafka_assets}
 SERVED_TABLES = ["customer.profile_360", "customer.recommendations"]
 
 # The profile is as of the end of the last day materialized (the ledger records every day it was built for,
@@ -35,7 +34,15 @@ LAST_DAY = "SELECT max(day) FROM points.ledger_days"
     owners=OWNERS,
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
-    deps=[raw["users"], raw["user_activity"], customers, enriched_purchases, sales_totals, promotions, point_balances],
+    deps=[
+        raw_topics["users"],
+        raw_topics["user_activity"],
+        customers,
+        enriched_purchases,
+        sales_totals,
+        promotions,
+        point_balances,
+    ],
     description="One row per known customer: identity, spend, tier, points, products bought, activity since the last purchase.",
 )
 def profile_360(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
@@ -105,11 +112,6 @@ def serving_snapshot(warehouse: Warehouse) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"path": str(target), "bytes": target.stat().st_size})
 
 
-def _failures(warehouse: Warehouse, sql: str) -> int:
-    with warehouse.get_connection() as conn:
-        return conn.execute(f"SELECT count(*) FROM ({sql})").fetchall()[0][0]
-
-
 @dg.asset_check(
     pool=WAREHOUSE_POOL,
     asset=profile_360,
@@ -117,7 +119,7 @@ def _failures(warehouse: Warehouse, sql: str) -> int:
     description="Spend, tier and points agree with loyalty.sales_totals and the point ledger; every buyer has a profile.",
 )
 def profiles_agree_with_totals_and_ledger(warehouse: Warehouse) -> dg.AssetCheckResult:
-    wrong = _failures(
+    wrong = count_rows(
         warehouse,
         """SELECT 1 FROM customer.profile_360 AS p
            FULL JOIN loyalty.sales_totals AS s USING (user_id)
@@ -136,7 +138,7 @@ def profiles_agree_with_totals_and_ledger(warehouse: Warehouse) -> dg.AssetCheck
     description="At most 5 per customer, ranked 1..n, never a product of interest.",
 )
 def recommendations_are_well_formed(warehouse: Warehouse) -> dg.AssetCheckResult:
-    wrong = _failures(
+    wrong = count_rows(
         warehouse,
         """SELECT 1 FROM customer.recommendations AS r JOIN customer.profile_360 AS p USING (user_id)
            WHERE r.rank NOT BETWEEN 1 AND 5 OR list_contains(p.activity_since_last_purchase, r.product_id)""",

@@ -161,6 +161,7 @@ def kafka_topic_asset(topic: Topic) -> dg.AssetsDefinition:
 
 
 kafka_assets = [kafka_topic_asset(topic) for topic in TOPICS.values()]
+raw_topics = {asset.key.path[-1]: asset for asset in kafka_assets}  # raw_topics["purchases"]
 
 
 CUSTOMERS_DDL = """

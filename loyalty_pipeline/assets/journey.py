@@ -5,7 +5,7 @@ from datetime import timedelta
 import dagster as dg
 
 from loyalty_pipeline import journeys
-from loyalty_pipeline.assets.ingest import customers, kafka_assets
+from loyalty_pipeline.assets.ingest import customers, raw_topics
 from loyalty_pipeline.assets.loyalty import _load_tiers, enriched_purchases
 from loyalty_pipeline.assets.points import point_transactions
 from loyalty_pipeline.partitions import daily_partitions
@@ -21,7 +21,6 @@ from loyalty_pipeline.warehouse import (
     window_days,
 )
 
-raw = {asset.key.path[-1]: asset for asset in kafka_assets}
 STATE_KEY = dg.AssetKey(["journey", "journey_state"])
 
 
@@ -57,8 +56,8 @@ def funnel_markdown(conn) -> str:
     deps=[
         enriched_purchases,
         point_transactions,
-        raw["users"],
-        raw["user_activity"],
+        raw_topics["users"],
+        raw_topics["user_activity"],
         customers,
         dg.AssetDep(
             STATE_KEY,

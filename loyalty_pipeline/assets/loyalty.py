@@ -4,8 +4,8 @@ promotions. Rule values from loyalty.yaml reach SQL as parameters or rows of tem
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from loyalty_pipeline.assets.checks import duplicate_check
-from loyalty_pipeline.assets.ingest import historical_purchases, kafka_assets
+from loyalty_pipeline.assets.checks import count_rows, duplicate_check
+from loyalty_pipeline.assets.ingest import historical_purchases, raw_topics
 from loyalty_pipeline.partitions import daily_partitions
 from loyalty_pipeline.resources import RulesResource
 from loyalty_pipeline.warehouse import (
@@ -19,8 +19,6 @@ from loyalty_pipeline.warehouse import (
     transaction,
     window_days,
 )
-
-raw = {asset.key.path[-1]: asset for asset in kafka_assets}
 
 ENRICHED_DDL = """
 CREATE SCHEMA IF NOT EXISTS loyalty;
@@ -66,7 +64,7 @@ FROM purchases ASOF LEFT JOIN product_states
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
-    deps=[raw["purchases"], raw["products"], historical_purchases],
+    deps=[raw_topics["purchases"], raw_topics["products"], historical_purchases],
     description="Every purchase (Kafka and S3) with the product's price and category as of the purchase's event time.",
 )
 def enriched_purchases(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
@@ -111,7 +109,7 @@ def _table_result(conn, table: str, order_by: str) -> dg.MaterializeResult:
     owners=OWNERS,
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
-    deps=[raw["products"]],
+    deps=[raw_topics["products"]],
     description="The latest valid state of each product (greatest ts, then offset); a tombstone removes it.",
 )
 def all_products(warehouse: DuckDBResource) -> dg.MaterializeResult:
@@ -236,11 +234,6 @@ def promotions(warehouse: DuckDBResource, rules: RulesResource) -> dg.Materializ
         return _table_result(conn, "loyalty.promotions", "promotion_name, user_id")
 
 
-def _scalar(warehouse: DuckDBResource, sql: str, params: dict | None = None):
-    with warehouse.get_connection() as conn:
-        return conn.execute(sql, params or {}).fetchall()[0][0]
-
-
 @dg.asset_check(
     pool=WAREHOUSE_POOL,
     asset=enriched_purchases,
@@ -248,14 +241,12 @@ def _scalar(warehouse: DuckDBResource, sql: str, params: dict | None = None):
     description="Every valid purchase (Kafka and S3) is enriched exactly once.",
 )
 def enriched_keeps_every_purchase(warehouse: DuckDBResource) -> dg.AssetCheckResult:
-    missing = _scalar(
+    missing = count_rows(
         warehouse,
         """
-        SELECT count(*) FROM (
-            SELECT 'purchases:' || kafka_partition || ':' || kafka_offset FROM raw.purchases WHERE NOT tombstone
-            UNION ALL SELECT 's3:' || order_id || ':' || product_id || ':' || row_no FROM raw.historical_purchases
-            EXCEPT ALL SELECT purchase_id FROM loyalty.enriched_purchases
-        )""",
+        SELECT 'purchases:' || kafka_partition || ':' || kafka_offset FROM raw.purchases WHERE NOT tombstone
+        UNION ALL SELECT 's3:' || order_id || ':' || product_id || ':' || row_no FROM raw.historical_purchases
+        EXCEPT ALL SELECT purchase_id FROM loyalty.enriched_purchases""",
     )
     return dg.AssetCheckResult(passed=missing == 0, metadata={"purchases_not_enriched": missing})
 
@@ -290,7 +281,7 @@ def purchases_by_known_users(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     description="Purchases of a product with no price known at purchase time.",
 )
 def purchases_of_priced_products(warehouse: DuckDBResource) -> dg.AssetCheckResult:
-    unpriced = _scalar(warehouse, "SELECT count(*) FROM loyalty.enriched_purchases WHERE price IS NULL")
+    unpriced = count_rows(warehouse, "SELECT 1 FROM loyalty.enriched_purchases WHERE price IS NULL")
     return dg.AssetCheckResult(
         passed=unpriced == 0, severity=dg.AssetCheckSeverity.WARN, metadata={"unpriced_purchases": unpriced}
     )
@@ -327,10 +318,10 @@ def totals_and_tiers_agree(warehouse: DuckDBResource, rules: RulesResource) -> d
     description="Stamp counts match the stamp product's purchases.",
 )
 def stamps_match_purchases(warehouse: DuckDBResource, rules: RulesResource) -> dg.AssetCheckResult:
-    wrong = _scalar(
+    wrong = count_rows(
         warehouse,
         """
-        SELECT count(*) FROM (SELECT user_id, count(*) AS total FROM loyalty.enriched_purchases
+        SELECT 1 FROM (SELECT user_id, count(*) AS total FROM loyalty.enriched_purchases
                               WHERE product_id = $product GROUP BY user_id) AS expected
         FULL JOIN loyalty.caffeine_index AS actual USING (user_id)
         WHERE expected.total IS DISTINCT FROM actual.total

@@ -6,8 +6,8 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from loyalty_pipeline import ledger
-from loyalty_pipeline.assets.checks import duplicate_check
-from loyalty_pipeline.assets.ingest import kafka_assets
+from loyalty_pipeline.assets.checks import count_rows, duplicate_check
+from loyalty_pipeline.assets.ingest import raw_topics
 from loyalty_pipeline.assets.loyalty import enriched_purchases
 from loyalty_pipeline.ledger_reference import replay
 from loyalty_pipeline.partitions import daily_partitions
@@ -23,7 +23,6 @@ from loyalty_pipeline.warehouse import (
     window_days,
 )
 
-raw = {asset.key.path[-1]: asset for asset in kafka_assets}
 LEDGER_KEY = dg.AssetKey(["points", "point_transactions"])
 
 
@@ -37,8 +36,8 @@ LEDGER_KEY = dg.AssetKey(["points", "point_transactions"])
     pool=WAREHOUSE_POOL,
     deps=[
         enriched_purchases,
-        raw["redemptions"],
-        raw["users"],
+        raw_topics["redemptions"],
+        raw_topics["users"],
         dg.AssetDep(
             LEDGER_KEY,
             partition_mapping=dg.TimeWindowPartitionMapping(
@@ -135,11 +134,6 @@ def point_balances(warehouse: DuckDBResource) -> dg.MaterializeResult:
         )
 
 
-def _failures(warehouse: DuckDBResource, sql: str) -> int:
-    with warehouse.get_connection() as conn:
-        return conn.execute(f"SELECT count(*) FROM ({sql})").fetchall()[0][0]
-
-
 def _result(wrong: int, what: str) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=wrong == 0, metadata={what: wrong})
 
@@ -152,7 +146,7 @@ def _result(wrong: int, what: str) -> dg.AssetCheckResult:
 )
 def balance_never_negative(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     return _result(
-        _failures(
+        count_rows(
             warehouse,
             """SELECT 1 FROM (
                    SELECT sum(points) OVER (PARTITION BY user_id ORDER BY occurred_at,
@@ -168,7 +162,7 @@ def balance_never_negative(warehouse: DuckDBResource) -> dg.AssetCheckResult:
 )
 def lots_not_overdrawn(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     return _result(
-        _failures(
+        count_rows(
             warehouse,
             """SELECT 1 FROM points.point_transactions AS lot
                JOIN (SELECT lot_txn_id, sum(points) AS taken FROM points.lot_allocations GROUP BY ALL) AS a
@@ -187,7 +181,7 @@ def lots_not_overdrawn(warehouse: DuckDBResource) -> dg.AssetCheckResult:
 )
 def expiries_match_lot_remainders(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     return _result(
-        _failures(
+        count_rows(
             warehouse,
             """SELECT 1 FROM points.point_transactions AS expiry
                JOIN points.point_transactions AS lot ON lot.txn_id = expiry.source_ref AND lot.kind = 'earn'
@@ -253,7 +247,7 @@ def sampled_customer_reconciles(warehouse: DuckDBResource, rules: RulesResource)
 )
 def balances_are_ledger_sums(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     return _result(
-        _failures(
+        count_rows(
             warehouse,
             f"""SELECT 1 FROM points.point_balances AS b
                 FULL JOIN (SELECT user_id, sum(points) AS total FROM points.point_transactions GROUP BY ALL) AS l USING (user_id)
