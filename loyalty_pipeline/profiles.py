@@ -73,24 +73,3 @@ LEFT JOIN ({IDENTITY}) AS identity USING (user_id)
 LEFT JOIN (SELECT user_id, list_sort(list(promotion_name)) AS promotions FROM loyalty.promotions GROUP BY user_id) AS offers
        USING (user_id)
 """
-
-# SPEC §5.3: a candidate's score is the number of distinct orders by other customers that contain a product of
-# interest and the candidate; products of interest are never candidates; top 5 by score, then product_id.
-RECOMMENDATIONS = """
-WITH interest AS (
-    SELECT user_id, unnest(activity_since_last_purchase) AS product_id FROM customer.profile_360
-), baskets AS (
-    SELECT DISTINCT order_id, user_id, product_id FROM loyalty.enriched_purchases
-), matching_orders AS (
-    SELECT DISTINCT interest.user_id, baskets.order_id
-    FROM interest JOIN baskets ON baskets.product_id = interest.product_id AND baskets.user_id <> interest.user_id
-), scored AS (
-    SELECT matching_orders.user_id, baskets.product_id, count(DISTINCT matching_orders.order_id) AS score
-    FROM matching_orders JOIN baskets USING (order_id)
-    ANTI JOIN interest ON interest.user_id = matching_orders.user_id AND interest.product_id = baskets.product_id
-    GROUP BY ALL
-)
-SELECT user_id, product_id, score, row_number() OVER (PARTITION BY user_id ORDER BY score DESC, product_id) AS rank
-FROM scored
-QUALIFY rank <= 5
-"""

@@ -5,11 +5,12 @@ import os
 
 import dagster as dg
 
+from loyalty_pipeline import recommend
 from loyalty_pipeline.assets.checks import count_rows, duplicate_check
 from loyalty_pipeline.assets.ingest import customers, raw_topics
 from loyalty_pipeline.assets.loyalty import _load_tiers, enriched_purchases, promotions, sales_totals
 from loyalty_pipeline.assets.points import point_balances
-from loyalty_pipeline.profiles import PROFILE_360, RECOMMENDATIONS
+from loyalty_pipeline.profiles import PROFILE_360
 from loyalty_pipeline.resources import RulesResource, Warehouse
 from loyalty_pipeline.warehouse import (
     OWNERS,
@@ -76,7 +77,7 @@ def profile_360(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeRes
 def recommendations(warehouse: Warehouse) -> dg.MaterializeResult:
     with warehouse.get_connection() as conn:
         with transaction(conn):
-            conn.execute(f"CREATE OR REPLACE TABLE customer.recommendations AS {RECOMMENDATIONS}")
+            recommend.build(conn, "customer.recommendations")
         return dg.MaterializeResult(
             metadata={
                 **table_metadata(conn, "customer.recommendations"),
