@@ -9,6 +9,7 @@ Joining every customer to every order holding one of their interests is billions
   orders(S, c) = sum of (-1)^(|T|+1) N(T + c). Only itemsets some order holds are enumerated (level by level,
   like Apriori), so the work follows the data, not 2^|S|;
 * the few larger orders are counted directly, set by set;
+* sets are scored in batches, so each aggregation fits in memory;
 * a customer's top 5 lies within the set's top 5 + k, k = candidates the customer's own orders lower, so only
   those ranks are joined back to customers.
 
@@ -38,17 +39,21 @@ STATEMENTS = [
        FROM (SELECT user_id, list_sort(list(DISTINCT pid)) AS items FROM rec_interest GROUP BY user_id)""",
     """CREATE TEMP TABLE rec_set_items AS
        SELECT DISTINCT set_no, unnest(items) AS pid FROM rec_customers""",
-    # N(T + c) for every itemset T of a small order and every other product c of it
-    f"""CREATE TEMP TABLE rec_cooccurrence AS
+    # N(T + c) for every itemset T of a small order and every other product c of it, signed for inclusion-exclusion
+    f"""CREATE TEMP TABLE rec_pairs AS
         WITH subsets AS (
             SELECT items, list_filter(items, lambda x, i: (mask >> (i - 1)) & 1 = 1) AS itemset
             FROM (SELECT items, unnest(range(1, (1 << len(items))::INTEGER)) AS mask
                   FROM rec_orders WHERE len(items) BETWEEN 2 AND {SMALL_ORDER})
         )
-        SELECT itemset, pid, count(*) AS orders
+        SELECT itemset, pid, count(*)::INTEGER AS orders
         FROM (SELECT itemset, unnest(list_filter(items, lambda x: NOT list_contains(itemset, x))) AS pid FROM subsets)
         GROUP BY ALL""",
-    """CREATE TEMP TABLE rec_itemsets AS SELECT DISTINCT itemset FROM rec_cooccurrence""",
+    """CREATE TEMP TABLE rec_itemsets AS
+       SELECT itemset, row_number() OVER ()::INTEGER AS itemset_no FROM (SELECT DISTINCT itemset FROM rec_pairs)""",
+    """CREATE TEMP TABLE rec_cooccurrence AS
+       SELECT itemset_no, pid, CASE WHEN len(itemset) % 2 = 1 THEN orders ELSE -orders END AS signed_orders
+       FROM rec_pairs JOIN rec_itemsets USING (itemset)""",
     # the itemsets inside each interest set, grown one product at a time (every subset of an itemset is one)
     f"""CREATE TEMP TABLE rec_set_itemsets AS
         WITH RECURSIVE grown(set_no, itemset, last) AS (
@@ -59,49 +64,52 @@ STATEMENTS = [
             JOIN rec_itemsets ON rec_itemsets.itemset = list_append(grown.itemset, m.pid)
             WHERE len(grown.itemset) < {SMALL_ORDER} - 1
         )
-        SELECT set_no, itemset FROM grown""",
-    # orders(S, c) over every customer's orders: inclusion-exclusion on small orders, direct on large ones
-    f"""CREATE TEMP TABLE rec_set_scores AS
-        WITH small AS (
-            SELECT s.set_no, c.pid, sum(CASE WHEN len(s.itemset) % 2 = 1 THEN c.orders ELSE -c.orders END) AS orders
-            FROM rec_set_itemsets AS s JOIN rec_cooccurrence AS c USING (itemset)
-            GROUP BY ALL
-        ), large_orders AS (
-            SELECT order_no, unnest(items) AS pid FROM rec_orders WHERE len(items) > {SMALL_ORDER}
-        ), large AS (
-            SELECT hits.set_no, large_orders.pid, count(*) AS orders
-            FROM (SELECT DISTINCT s.set_no, o.order_no FROM rec_set_items AS s JOIN large_orders AS o USING (pid)) AS hits
-            JOIN large_orders USING (order_no)
-            GROUP BY ALL
-        )
-        SELECT set_no, pid, sum(orders) AS orders
-        FROM (SELECT * FROM small UNION ALL SELECT * FROM large)
-        ANTI JOIN rec_set_items USING (set_no, pid)
+        SELECT set_no, itemset_no FROM grown JOIN rec_itemsets USING (itemset) ORDER BY set_no""",
+    # the orders of more than SMALL_ORDER products, counted directly
+    f"""CREATE TEMP TABLE rec_large_scores AS
+        WITH large_orders AS (SELECT order_no, unnest(items) AS pid FROM rec_orders WHERE len(items) > {SMALL_ORDER})
+        SELECT hits.set_no, large_orders.pid, count(*)::INTEGER AS orders
+        FROM (SELECT DISTINCT s.set_no, o.order_no FROM rec_set_items AS s JOIN large_orders AS o USING (pid)) AS hits
+        JOIN large_orders USING (order_no)
         GROUP BY ALL""",
-    # the customer's own orders holding an interest: their products are counted above but must not be
+    # the customer's own orders holding an interest: their products are counted in the set's score but must not be
     """CREATE TEMP TABLE rec_own AS
        SELECT mine.user_id, items.pid, count(*) AS orders
        FROM (SELECT DISTINCT o.user_id, o.order_no FROM rec_order_items AS o JOIN rec_interest USING (user_id, pid)) AS mine
        JOIN rec_order_items AS items USING (order_no)
        ANTI JOIN rec_interest ON rec_interest.user_id = mine.user_id AND rec_interest.pid = items.pid
        GROUP BY ALL""",
+    """CREATE TEMP TABLE rec_lowered AS SELECT user_id, count(*) AS k FROM rec_own GROUP BY user_id""",
+    """CREATE TEMP TABLE rec_depth AS
+       SELECT set_no, 5 + max(coalesce(k, 0)) AS depth FROM rec_customers LEFT JOIN rec_lowered USING (user_id)
+       GROUP BY set_no""",
+    """CREATE TEMP TABLE rec_set_top (set_no BIGINT, pid INTEGER, orders BIGINT, set_rank BIGINT)""",
 ]
 
+# orders(S, c) for the sets in [$first, $last], kept down to the depth any of the set's customers can reach
+SET_TOP = """
+INSERT INTO rec_set_top
+SELECT set_no, pid, orders, row_number() OVER (PARTITION BY set_no ORDER BY orders DESC, pid) AS set_rank
+FROM (
+    SELECT set_no, pid, sum(orders) AS orders
+    FROM (SELECT s.set_no, c.pid, c.signed_orders AS orders
+          FROM rec_set_itemsets AS s JOIN rec_cooccurrence AS c USING (itemset_no)
+          WHERE s.set_no BETWEEN $first AND $last
+          UNION ALL
+          SELECT set_no, pid, orders FROM rec_large_scores WHERE set_no BETWEEN $first AND $last)
+    ANTI JOIN rec_set_items USING (set_no, pid)
+    GROUP BY ALL
+) JOIN rec_depth USING (set_no)
+QUALIFY set_rank <= rec_depth.depth
+"""
+
 RESULT = """
-WITH lowered AS (SELECT user_id, count(*) AS k FROM rec_own GROUP BY user_id),
-reach AS (
-    SELECT set_no, 5 + max(coalesce(lowered.k, 0)) AS depth FROM rec_customers LEFT JOIN lowered USING (user_id)
-    GROUP BY set_no
-), ranked AS (
-    SELECT set_no, pid, orders, row_number() OVER (PARTITION BY set_no ORDER BY orders DESC, pid) AS set_rank
-    FROM rec_set_scores JOIN reach USING (set_no)
-    QUALIFY set_rank <= reach.depth
-), scored AS (
-    SELECT cust.user_id, ranked.pid, ranked.orders - coalesce(own.orders, 0) AS score
+WITH scored AS (
+    SELECT cust.user_id, top.pid, top.orders - coalesce(own.orders, 0) AS score
     FROM rec_customers AS cust
-    LEFT JOIN lowered USING (user_id)
-    JOIN ranked ON ranked.set_no = cust.set_no AND ranked.set_rank <= 5 + coalesce(lowered.k, 0)
-    LEFT JOIN rec_own AS own ON own.user_id = cust.user_id AND own.pid = ranked.pid
+    LEFT JOIN rec_lowered USING (user_id)
+    JOIN rec_set_top AS top ON top.set_no = cust.set_no AND top.set_rank <= 5 + coalesce(rec_lowered.k, 0)
+    LEFT JOIN rec_own AS own ON own.user_id = cust.user_id AND own.pid = top.pid
 )
 SELECT user_id, product_id, score, row_number() OVER (PARTITION BY user_id ORDER BY score DESC, pid) AS rank
 FROM scored JOIN rec_products USING (pid)
@@ -109,23 +117,21 @@ WHERE score > 0
 QUALIFY rank <= 5
 """
 
+# sets scored per batch: each batch's aggregation stays in memory
+ITEMSETS_PER_BATCH = 500_000
+
 
 def build(conn, table: str) -> None:
     """Write the recommendations to `table` (replacing it); the working tables live in the connection's temp."""
     for statement in STATEMENTS:
         conn.execute(statement)
+    sets, itemsets = conn.execute("SELECT count(*), (SELECT count(*) FROM rec_set_itemsets) FROM rec_depth").fetchall()[
+        0
+    ]
+    batches = max(1, itemsets // ITEMSETS_PER_BATCH)
+    for batch in range(batches):  # set_no runs 1..sets
+        conn.execute(SET_TOP, {"first": batch * sets // batches + 1, "last": (batch + 1) * sets // batches})
     conn.execute(f"CREATE OR REPLACE TABLE {table} AS {RESULT}")
-    for name in [
-        "products",
-        "order_items",
-        "orders",
-        "interest",
-        "customers",
-        "set_items",
-        "cooccurrence",
-        "itemsets",
-        "set_itemsets",
-        "set_scores",
-        "own",
-    ]:
-        conn.execute(f"DROP TABLE rec_{name}")
+    working = conn.execute("SELECT table_name FROM duckdb_tables() WHERE temporary AND starts_with(table_name, 'rec_')")
+    for (name,) in working.fetchall():
+        conn.execute(f"DROP TABLE {name}")
