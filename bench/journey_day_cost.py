@@ -80,9 +80,12 @@ def main() -> None:
         insert_rows(conn, "tiers", [[tier.name, tier.above] for tier in rules.tiers])
         journeys.load_definitions(conn, rules.journeys)
         seconds = []
+        totals_as_of = None  # the first day sums its profile from the start, later ones add their day
         for n in range(args.days):
             started = time.perf_counter()
-            journeys.build_day(conn, rules, START + timedelta(days=n), later_days_exist=False)
+            day = START + timedelta(days=n)
+            journeys.build_day(conn, rules, day, later_days_exist=False, totals_as_of=totals_as_of)
+            totals_as_of = day
             seconds.append(time.perf_counter() - started)
         results = {
             "customers": args.customers,

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import duckdb
 
 from loyalty_pipeline.config import Journey, Rules
-from loyalty_pipeline.profiles import BEHAVIOUR
+from loyalty_pipeline.profiles import BEHAVIOUR, FROM_START, NEXT_DAY
 from loyalty_pipeline.warehouse import DayOrderError, insert_rows, publish_day
 
 DDL = """
@@ -19,6 +19,11 @@ CREATE TABLE IF NOT EXISTS journey.journey_state (
     journey_id VARCHAR NOT NULL, customer_id VARCHAR NOT NULL, node VARCHAR NOT NULL, entered_at DATE NOT NULL
 );
 CREATE TABLE IF NOT EXISTS journey.journey_days (day DATE PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS journey.profile_totals (
+    user_id VARCHAR, known BOOLEAN, total_spend DECIMAL(18,2), purchase_count BIGINT, priced_count BIGINT,
+    first_purchase_at TIMESTAMP, last_purchase_at TIMESTAMP, products_purchased VARCHAR[], points_balance BIGINT,
+    activity VARCHAR[], as_of DATE
+);
 """
 
 TERMINAL = "('goal', 'exit', 'end')"
@@ -166,8 +171,38 @@ def load_definitions(conn: duckdb.DuckDBPyConnection, journeys: list[Journey]) -
     insert_rows(conn, "journey_exits", exits)
 
 
-def evaluate_criteria(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date) -> None:
-    """Temp table `hits(journey_id, criterion, stage_index, exit_order, customer_id)`: who meets what at the end of day."""
+def restore_profile_totals(conn: duckdb.DuckDBPyConnection, first: date) -> date | None:
+    """Temp `profile_totals` as of the day before `first` from the copy kept by the last run, when it is exactly
+    that day; returns the day it is as of, or None. A copy as of `first` or later is dropped: rebuilding an earlier
+    day may change what it summed."""
+    kept = conn.execute("SELECT max(as_of) FROM journey.profile_totals").fetchall()[0][0]
+    if kept is not None and kept == first - timedelta(days=1):
+        conn.execute(
+            "CREATE OR REPLACE TEMP TABLE profile_totals AS SELECT * EXCLUDE (as_of) FROM journey.profile_totals"
+        )
+        return kept
+    if kept is not None and kept >= first:
+        conn.execute("DELETE FROM journey.profile_totals")
+    return None
+
+
+def keep_profile_totals(conn: duckdb.DuckDBPyConnection, day: date) -> None:
+    """Keep the totals as of the last day built, for the next run to start from."""
+    conn.execute(
+        "CREATE OR REPLACE TABLE journey.profile_totals AS SELECT *, $day::DATE AS as_of FROM profile_totals",
+        {"day": day},
+    )
+
+
+def evaluate_criteria(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date, totals_as_of: date | None) -> None:
+    """Temp table `hits(journey_id, criterion, stage_index, exit_order, customer_id)`: who meets what at the end of day.
+
+    The profile's totals move on by the day's events when they are as of the day before, else are summed from the
+    start (the first day of a run without a kept copy)."""
+    if totals_as_of == day - timedelta(days=1):
+        conn.execute(NEXT_DAY, {"as_of": day})
+    else:
+        conn.execute(FROM_START, {"as_of": day})
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE journey_profile AS {BEHAVIOUR}",
         {"as_of": day, "default_tier": rules.default_tier},
@@ -208,9 +243,11 @@ def check_previous_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
         )
 
 
-def build_day(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date, later_days_exist: bool) -> int:
+def build_day(
+    conn: duckdb.DuckDBPyConnection, rules: Rules, day: date, later_days_exist: bool, totals_as_of: date | None
+) -> int:
     """Moves every customer for one day and publishes the new state; returns the number of advance rounds."""
-    evaluate_criteria(conn, rules, day)
+    evaluate_criteria(conn, rules, day, totals_as_of)
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE base AS SELECT * FROM journey.journey_state WHERE entered_at < $1", [day]
     )

@@ -1,48 +1,84 @@
 """The customer profile as of the end of a day, in SQL: the columns journeys' criteria read, and the 360 view.
 
-`$as_of` is the day: only events up to its end count, so a backfill sees each day as it was.
+A profile is made of per-customer running totals of the events up to the day (`TOTALS`); totals over two
+consecutive ranges combine (`ADD_DAY`), so journeys carry them from day to day instead of re-reading history, and
+`BEHAVIOUR` turns totals into the columns of SPEC §5.4 as of `$as_of`.
 """
 
-# Everyone known by the end of the day, with the behaviour columns of SPEC §5.4.
-BEHAVIOUR = """
-WITH known AS (
-    SELECT user_id FROM raw.users WHERE day <= $as_of
-    UNION SELECT user_id FROM raw.customers
-    UNION SELECT user_id FROM loyalty.enriched_purchases WHERE day <= $as_of
-), spend AS (
+# Running totals of the events in days [$first, $last], one row per user id seen in any of them; `known` says the
+# id is a customer (a user message, the customers export, or a purchase) rather than only clicks or points.
+TOTALS = """
+WITH spend AS (
     SELECT user_id,
-           coalesce(sum(price), 0)::DECIMAL(18,2) AS total_spend,
-           count(*) AS purchase_count,
-           avg(price)::DECIMAL(18,2) AS avg_purchase_price,
-           min(purchased_at) AS first_purchase_at,
-           max(purchased_at) AS last_purchase_at,
+           sum(price) AS total_spend, count(*) AS purchase_count, count(price) AS priced_count,
+           min(purchased_at) AS first_purchase_at, max(purchased_at) AS last_purchase_at,
            list_sort(list_distinct(list(product_id))) AS products_purchased
-    FROM loyalty.enriched_purchases WHERE day <= $as_of GROUP BY user_id
+    FROM loyalty.enriched_purchases WHERE day BETWEEN $first AND $last GROUP BY user_id
 ), points AS (
     SELECT user_id, sum(points)::BIGINT AS points_balance FROM points.point_transactions
-    WHERE day <= $as_of GROUP BY user_id
+    WHERE day BETWEEN $first AND $last GROUP BY user_id
 ), activity AS (
-    SELECT clicks.user_id, list_sort(list_distinct(list(clicks.product_id))) AS products
+    SELECT clicks.user_id, list_sort(list_distinct(list(clicks.product_id))) AS activity
     FROM raw.user_activity AS clicks LEFT JOIN spend USING (user_id)
-    WHERE clicks.day <= $as_of AND clicks.event_type IN ('view', 'add_to_cart') AND NOT clicks.tombstone
+    WHERE clicks.day BETWEEN $first AND $last AND clicks.event_type IN ('view', 'add_to_cart') AND NOT clicks.tombstone
       AND (spend.last_purchase_at IS NULL OR clicks.event_ts > spend.last_purchase_at)
     GROUP BY clicks.user_id
+), known AS (
+    SELECT user_id FROM raw.users WHERE day BETWEEN $first AND $last
+    UNION SELECT user_id FROM raw.customers
+    UNION SELECT user_id FROM spend
 )
-SELECT known.user_id,
-       coalesce(spend.total_spend, 0)::DECIMAL(18,2) AS total_spend,
-       coalesce(spend.purchase_count, 0) AS purchase_count,
-       spend.avg_purchase_price, spend.first_purchase_at, spend.last_purchase_at,
-       $as_of::DATE - spend.last_purchase_at::DATE AS days_since_last_purchase,
-       coalesce((SELECT arg_max(tiers.name, tiers.above) FROM tiers WHERE coalesce(spend.total_spend, 0) > tiers.above),
-                $default_tier) AS reward_level,
-       coalesce(points.points_balance, 0) AS points_balance,
+SELECT user_id, known.user_id IS NOT NULL AS known,
+       coalesce(spend.total_spend, 0)::DECIMAL(18,2) AS total_spend, coalesce(spend.purchase_count, 0) AS purchase_count,
+       coalesce(spend.priced_count, 0) AS priced_count, spend.first_purchase_at, spend.last_purchase_at,
        coalesce(spend.products_purchased, []::VARCHAR[]) AS products_purchased,
-       coalesce(activity.products, []::VARCHAR[]) AS activity_since_last_purchase
-FROM known
+       coalesce(points.points_balance, 0) AS points_balance, coalesce(activity.activity, []::VARCHAR[]) AS activity
+FROM (SELECT user_id FROM known UNION SELECT user_id FROM points UNION SELECT user_id FROM activity) AS everyone
+LEFT JOIN known USING (user_id)
 LEFT JOIN spend USING (user_id)
 LEFT JOIN points USING (user_id)
 LEFT JOIN activity USING (user_id)
 """
+
+# `profile_totals` (up to the day before) plus one more day: sums add, lists unite, and a purchase on the day
+# restarts the activity since the last purchase.
+ADD_DAY = f"""
+SELECT user_id,
+       coalesce(before.known, false) OR coalesce(day.known, false) AS known,
+       (coalesce(before.total_spend, 0) + coalesce(day.total_spend, 0))::DECIMAL(18,2) AS total_spend,
+       coalesce(before.purchase_count, 0) + coalesce(day.purchase_count, 0) AS purchase_count,
+       coalesce(before.priced_count, 0) + coalesce(day.priced_count, 0) AS priced_count,
+       coalesce(before.first_purchase_at, day.first_purchase_at) AS first_purchase_at,
+       coalesce(day.last_purchase_at, before.last_purchase_at) AS last_purchase_at,
+       CASE WHEN day.user_id IS NULL THEN before.products_purchased
+            ELSE list_sort(list_distinct(list_concat(before.products_purchased, day.products_purchased))) END
+           AS products_purchased,
+       coalesce(before.points_balance, 0) + coalesce(day.points_balance, 0) AS points_balance,
+       CASE WHEN day.user_id IS NULL THEN before.activity
+            WHEN day.last_purchase_at IS NOT NULL THEN day.activity
+            ELSE list_sort(list_distinct(list_concat(before.activity, day.activity))) END AS activity
+FROM profile_totals AS before
+FULL JOIN ({TOTALS.replace("$first", "$as_of").replace("$last", "$as_of")}) AS day USING (user_id)
+"""
+
+# The behaviour columns of SPEC §5.4 for every known customer, from `profile_totals` as of the end of `$as_of`.
+BEHAVIOUR = """
+SELECT user_id, total_spend, purchase_count,
+       CASE WHEN priced_count > 0 THEN (total_spend / priced_count)::DECIMAL(18,2) END AS avg_purchase_price,
+       first_purchase_at, last_purchase_at,
+       $as_of::DATE - last_purchase_at::DATE AS days_since_last_purchase,
+       coalesce((SELECT arg_max(tiers.name, tiers.above) FROM tiers WHERE total_spend > tiers.above),
+                $default_tier) AS reward_level,
+       points_balance, products_purchased, activity AS activity_since_last_purchase
+FROM profile_totals
+WHERE known
+"""
+
+FROM_START = "CREATE OR REPLACE TEMP TABLE profile_totals AS " + TOTALS.replace("$first", "DATE '0001-01-01'").replace(
+    "$last", "$as_of"
+)
+NEXT_DAY = f"CREATE OR REPLACE TEMP TABLE profile_totals AS {ADD_DAY}"
+
 
 # Identity: the latest Kafka users message wins over the CSV export, field by field; newest first in each.
 IDENTITY = """

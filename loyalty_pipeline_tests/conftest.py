@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from loyalty_pipeline import generate
 from loyalty_pipeline.cli import materialize_days
 from loyalty_pipeline.definitions import build_defs
 
@@ -40,7 +41,9 @@ class Inputs:
         self.warehouse = root / "warehouse.duckdb"
         self._offsets: dict[tuple[str, int], int] = {}
 
-    def kafka(self, topic: str, messages: list[tuple], file: str = "part-0.jsonl", extra_lines: tuple = ()) -> list[dict]:
+    def kafka(
+        self, topic: str, messages: list[tuple], file: str = "part-0.jsonl", extra_lines: tuple = ()
+    ) -> list[dict]:
         """Write (key, payload, ts[, partition]) messages with increasing offsets per partition."""
         written = []
         for key, payload, ts, *partition in messages:
@@ -94,6 +97,14 @@ def inputs(tmp_path: Path) -> Inputs:
 SEED_DATA = Path(__file__).resolve().parent.parent / "data"
 
 
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory) -> Path:
+    """`loyalty-pipeline generate` at a tiny scale: 300 customers, 14 days from 2024-01-01, one journey."""
+    out = tmp_path_factory.mktemp("generated")
+    generate.main(["--customers", "300", "--days", "14", "--out", str(out), "--seed", "7"])
+    return out
+
+
 class S3Bucket:
     """A bucket on a real S3 endpoint (moto's server over HTTP on 127.0.0.1)."""
 
@@ -116,7 +127,11 @@ class S3Bucket:
 def s3_bucket(monkeypatch) -> S3Bucket:
     from moto.server import ThreadedMotoServer
 
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(name, value)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

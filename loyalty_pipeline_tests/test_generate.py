@@ -22,13 +22,6 @@ def _module(name: str):
     return module
 
 
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("generated")
-    generate.main(["--customers", "300", "--days", "14", "--out", str(out), "--seed", "7"])
-    return out
-
-
 def _lines(path: Path) -> list[str]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt") as handle:

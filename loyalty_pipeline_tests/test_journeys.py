@@ -1,10 +1,16 @@
 """SPEC §5.4 on a hand-made population: every transition rule, point-in-time evaluation, criteria validation."""
 
+from datetime import date
+
 import dagster as dg
+import duckdb
 import pytest
 
+from loyalty_pipeline.cli import materialize_days
 from loyalty_pipeline.config import RulesError, load_rules
 from loyalty_pipeline.definitions import EVERYTHING_JOB, build_defs
+from loyalty_pipeline.profiles import FROM_START
+from loyalty_pipeline.warehouse import rows_differing
 
 RULES = """
 journeys:
@@ -22,7 +28,9 @@ journeys:
         steps: [{activation: double_points}]
 """
 D = {n: f"2024-06-0{n}" for n in range(1, 7)}
-STATE = "SELECT customer_id, node, entered_at::VARCHAR FROM journey.journey_state ORDER BY customer_id, entered_at, node"
+STATE = (
+    "SELECT customer_id, node, entered_at::VARCHAR FROM journey.journey_state ORDER BY customer_id, entered_at, node"
+)
 
 
 @pytest.fixture
@@ -30,43 +38,76 @@ def population(inputs):
     inputs.rules(RULES)
     inputs.kafka(
         "products",
-        [(pid, {"category": "c", "price": price}, f"{D[1]}T00:00:00") for pid, price in
-         [("coffee", 30), ("tea", 2), ("cake", 100), ("scone", 15)]],
+        [
+            (pid, {"category": "c", "price": price}, f"{D[1]}T00:00:00")
+            for pid, price in [("coffee", 30), ("tea", 2), ("cake", 100), ("scone", 15)]
+        ],
     )
     inputs.kafka(
         "purchases",
-        [(user, {"product_id": pid}, f"{D[day]}T10:00:00") for user, pid, day in [
-            ("ann", "coffee", 1), ("ann", "coffee", 3),  # wait ends day 4, reward's entry holds: reward, end
-            ("bob", "coffee", 1), ("bob", "tea", 2),  # goal on day 2
-            ("cid", "coffee", 1),  # waits for reward's entry, then lapses on day 5
-            ("dan", "coffee", 1), ("dan", "cake", 1),  # enters and exits 'big' the same day, before any step
-            ("eve", "coffee", 1), ("eve", "tea", 1),  # audience minus goal: never enters
-            ("fay", "coffee", 1), ("fay", "scone", 5),  # reward's entry first holds on day 5
-            ("gus", "coffee", 4),  # qualifies only on day 4
-        ]],
+        [
+            (user, {"product_id": pid}, f"{D[day]}T10:00:00")
+            for user, pid, day in [
+                ("ann", "coffee", 1),
+                ("ann", "coffee", 3),  # wait ends day 4, reward's entry holds: reward, end
+                ("bob", "coffee", 1),
+                ("bob", "tea", 2),  # goal on day 2
+                ("cid", "coffee", 1),  # waits for reward's entry, then lapses on day 5
+                ("dan", "coffee", 1),
+                ("dan", "cake", 1),  # enters and exits 'big' the same day, before any step
+                ("eve", "coffee", 1),
+                ("eve", "tea", 1),  # audience minus goal: never enters
+                ("fay", "coffee", 1),
+                ("fay", "scone", 5),  # reward's entry first holds on day 5
+                ("gus", "coffee", 4),  # qualifies only on day 4
+            ]
+        ],
     )
     return inputs
 
 
 EXPECTED = [
-    ("ann", "stage:nudge", D[1]), ("ann", "stage:nudge:step:1", D[1]), ("ann", "stage:nudge:step:2", D[1]),
-    ("ann", "end", D[4]), ("ann", "stage:reward", D[4]), ("ann", "stage:reward:step:1", D[4]),
-    ("bob", "stage:nudge", D[1]), ("bob", "stage:nudge:step:1", D[1]), ("bob", "stage:nudge:step:2", D[1]), ("bob", "goal", D[2]),
-    ("cid", "stage:nudge", D[1]), ("cid", "stage:nudge:step:1", D[1]), ("cid", "stage:nudge:step:2", D[1]),
+    ("ann", "stage:nudge", D[1]),
+    ("ann", "stage:nudge:step:1", D[1]),
+    ("ann", "stage:nudge:step:2", D[1]),
+    ("ann", "end", D[4]),
+    ("ann", "stage:reward", D[4]),
+    ("ann", "stage:reward:step:1", D[4]),
+    ("bob", "stage:nudge", D[1]),
+    ("bob", "stage:nudge:step:1", D[1]),
+    ("bob", "stage:nudge:step:2", D[1]),
+    ("bob", "goal", D[2]),
+    ("cid", "stage:nudge", D[1]),
+    ("cid", "stage:nudge:step:1", D[1]),
+    ("cid", "stage:nudge:step:2", D[1]),
     ("cid", "stage:nudge:exit:lapsed", D[5]),
-    ("dan", "stage:nudge", D[1]), ("dan", "stage:nudge:exit:big", D[1]),
-    ("fay", "stage:nudge", D[1]), ("fay", "stage:nudge:step:1", D[1]), ("fay", "stage:nudge:step:2", D[1]),
-    ("fay", "end", D[5]), ("fay", "stage:reward", D[5]), ("fay", "stage:reward:step:1", D[5]),
-    ("gus", "stage:nudge", D[4]), ("gus", "stage:nudge:step:1", D[4]), ("gus", "stage:nudge:step:2", D[4]),
+    ("dan", "stage:nudge", D[1]),
+    ("dan", "stage:nudge:exit:big", D[1]),
+    ("fay", "stage:nudge", D[1]),
+    ("fay", "stage:nudge:step:1", D[1]),
+    ("fay", "stage:nudge:step:2", D[1]),
+    ("fay", "end", D[5]),
+    ("fay", "stage:reward", D[5]),
+    ("fay", "stage:reward:step:1", D[5]),
+    ("gus", "stage:nudge", D[4]),
+    ("gus", "stage:nudge:step:1", D[4]),
+    ("gus", "stage:nudge:step:2", D[4]),
 ]
 
 
 def test_every_transition_rule_on_a_backfill(population):
     population.materialize(D[1], D[6])
     assert population.query(STATE) == EXPECTED
-    assert population.query("SELECT customer_id, activation, activated_on::VARCHAR FROM journey.activations ORDER BY ALL") == [
-        ("ann", "double_points", D[4]), ("ann", "tea_coupon", D[1]), ("bob", "tea_coupon", D[1]), ("cid", "tea_coupon", D[1]),
-        ("fay", "double_points", D[5]), ("fay", "tea_coupon", D[1]), ("gus", "tea_coupon", D[4]),
+    assert population.query(
+        "SELECT customer_id, activation, activated_on::VARCHAR FROM journey.activations ORDER BY ALL"
+    ) == [
+        ("ann", "double_points", D[4]),
+        ("ann", "tea_coupon", D[1]),
+        ("bob", "tea_coupon", D[1]),
+        ("cid", "tea_coupon", D[1]),
+        ("fay", "double_points", D[5]),
+        ("fay", "tea_coupon", D[1]),
+        ("gus", "tea_coupon", D[4]),
     ]
 
 
@@ -95,8 +136,11 @@ def test_a_day_after_a_gap_is_refused(population):
         partition_key=D[4], asset_selection=[dg.AssetKey(["journey", "journey_state"])], raise_on_error=False
     )
     assert not result.success
-    assert any("needs the state at the end of 2024-06-03" in str(event.event_specific_data.error)
-               for event in result.all_events if event.is_step_failure)
+    assert any(
+        "needs the state at the end of 2024-06-03" in str(event.event_specific_data.error)
+        for event in result.all_events
+        if event.is_step_failure
+    )
 
 
 def test_the_funnel_is_in_the_materialization_metadata(population):
@@ -135,3 +179,32 @@ def test_checked_criteria_are_rerendered_not_pasted(tmp_path):
     criteria = load_rules(path).journeys[0].criteria()
     assert criteria["audience"] == "ARRAY_CONTAINS(products_purchased, 'coffee')"
     assert criteria["stages[1].entry"] == "points_balance >= 40"
+
+
+def test_profile_totals_carried_day_to_day_and_run_to_run_equal_totals_from_the_start(generated, tmp_path):
+    """Journeys add each day's events to the previous day's totals (and a run starts from the totals the last one
+    kept): two runs of 7 days give the state of one 14-day run, and the kept totals are the sums from the start."""
+
+    def run(warehouse, first, last):
+        defs = build_defs({"LOYALTY_DATA_DIR": str(generated), "LOYALTY_WAREHOUSE": str(warehouse)})
+        assert materialize_days(defs, first, last).success
+
+    run(tmp_path / "split.duckdb", "2024-01-01", "2024-01-07")
+    run(tmp_path / "split.duckdb", "2024-01-08", "2024-01-14")
+    run(tmp_path / "whole.duckdb", "2024-01-01", "2024-01-14")
+    with duckdb.connect(str(tmp_path / "split.duckdb")) as conn:
+        conn.execute("ATTACH $path AS whole (READ_ONLY)", {"path": str(tmp_path / "whole.duckdb")})
+        state = "SELECT * FROM {}.journey.journey_state"
+        assert conn.execute("SELECT count(DISTINCT node) FROM journey.journey_state").fetchall()[0][0] >= 4
+        assert rows_differing(conn, state.format("split"), state.format("whole")) == 0
+        assert conn.execute("SELECT DISTINCT as_of FROM journey.profile_totals").fetchall() == [(date(2024, 1, 14),)]
+        conn.execute("SET TimeZone = 'UTC'")
+        conn.execute(FROM_START, {"as_of": date(2024, 1, 14)})
+        kept = "SELECT * EXCLUDE (as_of) FROM journey.profile_totals"
+        assert (
+            conn.execute(f"SELECT count(*) FROM ({kept}) WHERE len(activity) > 0 AND purchase_count > 0").fetchall()[0][
+                0
+            ]
+            > 0
+        )
+        assert rows_differing(conn, kept, "SELECT * FROM profile_totals") == 0

@@ -10,7 +10,7 @@ from loyalty_pipeline.assets.checks import count_rows, duplicate_check
 from loyalty_pipeline.assets.ingest import customers, raw_topics
 from loyalty_pipeline.assets.loyalty import _load_tiers, enriched_purchases, promotions, sales_totals
 from loyalty_pipeline.assets.points import point_balances
-from loyalty_pipeline.profiles import PROFILE_360
+from loyalty_pipeline.profiles import FROM_START, PROFILE_360
 from loyalty_pipeline.resources import RulesResource, Warehouse
 from loyalty_pipeline.warehouse import (
     OWNERS,
@@ -50,6 +50,7 @@ def profile_360(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeRes
     with warehouse.get_connection() as conn:
         as_of = conn.execute(LAST_DAY).fetchall()[0][0]
         _load_tiers(conn, rules)
+        conn.execute(FROM_START, {"as_of": as_of})
         with transaction(conn):
             conn.execute("CREATE SCHEMA IF NOT EXISTS customer")
             conn.execute(

@@ -80,10 +80,14 @@ def journey_state(
             conn.execute("SELECT count(*) FROM journey.journey_days WHERE day >= $1", [end]).fetchall()[0][0] > 0
         )
         journeys.check_previous_day(conn, first)
+        totals_as_of = journeys.restore_profile_totals(conn, first)
         day = first
         while day < end:  # in order: each day moves customers from where the previous day left them
-            journeys.build_day(conn, rules.rules, day, later_days_exist)
+            journeys.build_day(conn, rules.rules, day, later_days_exist, totals_as_of)
+            totals_as_of = day
             day += timedelta(days=1)
+        if not later_days_exist:
+            journeys.keep_profile_totals(conn, totals_as_of)
         return dg.MaterializeResult(
             metadata={
                 **table_metadata(conn, "journey.journey_state"),
