@@ -1,8 +1,8 @@
 """One day of journey orchestration (SPEC §5.4), with set operations over customer sets, in SQL.
 
 The state is sparse: one row per (journey, customer, node) with the first day the node was reached. A day reads
-the state before it (`base`), appends what happens on the day (`today`), and the new state is the minimum
-`entered_at` per row, published by building it aside and swapping it in by rename.
+the state before it (`base`), collects what happens on the day (`today`), and appends the nodes reached for the
+first time, in one transaction.
 """
 
 from datetime import date, timedelta
@@ -119,13 +119,12 @@ WHERE (p.step_index = 0 OR step.activation IS NOT NULL OR p.step_entered_at + st
                   AND h.customer_id = p.customer_id AND h.stage_index = next.stage_index))
 """
 
+# The day's rows replace the state's rows of that day; a node reached earlier keeps its first day.
 PUBLISH = [
-    """CREATE OR REPLACE TABLE journey.journey_state_next AS
-       SELECT journey_id, customer_id, node, min(entered_at) AS entered_at
-       FROM (SELECT * FROM journey.journey_state WHERE entered_at <> $day UNION ALL SELECT * FROM today)
-       GROUP BY ALL ORDER BY journey_id, customer_id, entered_at, node""",
-    "DROP TABLE journey.journey_state",
-    "ALTER TABLE journey.journey_state_next RENAME TO journey_state",
+    "DELETE FROM journey.journey_state WHERE entered_at = $day",
+    """INSERT INTO journey.journey_state
+       SELECT DISTINCT journey_id, customer_id, node, entered_at FROM today
+       ANTI JOIN journey.journey_state USING (journey_id, customer_id, node)""",
     "INSERT OR IGNORE INTO journey.journey_days VALUES ($day)",
 ]
 
