@@ -199,7 +199,8 @@ def evaluate_criteria(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date, 
     The profile's totals move on by the day's events when they are as of the day before, else are summed from the
     start (the first day of a run without a kept copy)."""
     if totals_as_of == day - timedelta(days=1):
-        conn.execute(NEXT_DAY, {"as_of": day})
+        for statement in NEXT_DAY:
+            conn.execute(statement, {"as_of": day} if "$as_of" in statement else {})
     else:
         conn.execute(FROM_START, {"as_of": day})
     conn.execute(

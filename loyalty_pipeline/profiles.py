@@ -1,12 +1,13 @@
 """The customer profile as of the end of a day, in SQL: the columns journeys' criteria read, and the 360 view.
 
-A profile is made of per-customer running totals of the events up to the day (`TOTALS`); totals over two
-consecutive ranges combine (`ADD_DAY`), so journeys carry them from day to day instead of re-reading history, and
+A profile is made of per-customer running totals of the events up to the day (`TOTALS`). Journeys carry them
+from day to day (`NEXT_DAY` replaces the rows of the day's customers only) instead of re-reading history, and
 `BEHAVIOUR` turns totals into the columns of SPEC §5.4 as of `$as_of`.
 """
 
 # Running totals of the events in days [$first, $last], one row per user id seen in any of them; `known` says the
-# id is a customer (a user message, the customers export, or a purchase) rather than only clicks or points.
+# id is a customer (a user message or a purchase; the customers export is joined in BEHAVIOUR) rather than only
+# clicks or points.
 TOTALS = """
 WITH spend AS (
     SELECT user_id,
@@ -25,7 +26,6 @@ WITH spend AS (
     GROUP BY clicks.user_id
 ), known AS (
     SELECT user_id FROM raw.users WHERE day BETWEEN $first AND $last
-    UNION SELECT user_id FROM raw.customers
     UNION SELECT user_id FROM spend
 )
 SELECT user_id, known.user_id IS NOT NULL AS known,
@@ -40,44 +40,48 @@ LEFT JOIN points USING (user_id)
 LEFT JOIN activity USING (user_id)
 """
 
-# `profile_totals` (up to the day before) plus one more day: sums add, lists unite, and a purchase on the day
-# restarts the activity since the last purchase.
-ADD_DAY = f"""
-SELECT user_id,
-       coalesce(before.known, false) OR coalesce(day.known, false) AS known,
-       (coalesce(before.total_spend, 0) + coalesce(day.total_spend, 0))::DECIMAL(18,2) AS total_spend,
-       coalesce(before.purchase_count, 0) + coalesce(day.purchase_count, 0) AS purchase_count,
-       coalesce(before.priced_count, 0) + coalesce(day.priced_count, 0) AS priced_count,
-       coalesce(before.first_purchase_at, day.first_purchase_at) AS first_purchase_at,
-       coalesce(day.last_purchase_at, before.last_purchase_at) AS last_purchase_at,
-       CASE WHEN day.user_id IS NULL THEN before.products_purchased
-            ELSE list_sort(list_distinct(list_concat(before.products_purchased, day.products_purchased))) END
-           AS products_purchased,
-       coalesce(before.points_balance, 0) + coalesce(day.points_balance, 0) AS points_balance,
-       CASE WHEN day.user_id IS NULL THEN before.activity
-            WHEN day.last_purchase_at IS NOT NULL THEN day.activity
-            ELSE list_sort(list_distinct(list_concat(before.activity, day.activity))) END AS activity
-FROM profile_totals AS before
-FULL JOIN ({TOTALS.replace("$first", "$as_of").replace("$last", "$as_of")}) AS day USING (user_id)
-"""
-
-# The behaviour columns of SPEC §5.4 for every known customer, from `profile_totals` as of the end of `$as_of`.
-BEHAVIOUR = """
-SELECT user_id, total_spend, purchase_count,
-       CASE WHEN priced_count > 0 THEN (total_spend / priced_count)::DECIMAL(18,2) END AS avg_purchase_price,
-       first_purchase_at, last_purchase_at,
-       $as_of::DATE - last_purchase_at::DATE AS days_since_last_purchase,
-       coalesce((SELECT arg_max(tiers.name, tiers.above) FROM tiers WHERE total_spend > tiers.above),
-                $default_tier) AS reward_level,
-       points_balance, products_purchased, activity AS activity_since_last_purchase
-FROM profile_totals
-WHERE known
-"""
-
 FROM_START = "CREATE OR REPLACE TEMP TABLE profile_totals AS " + TOTALS.replace("$first", "DATE '0001-01-01'").replace(
     "$last", "$as_of"
 )
-NEXT_DAY = f"CREATE OR REPLACE TEMP TABLE profile_totals AS {ADD_DAY}"
+
+# The totals of the customers with events on `$as_of`: their totals up to the day before plus the day's (sums add,
+# lists unite, a purchase on the day restarts the activity since the last purchase) replace their rows.
+NEXT_DAY = [
+    f"""CREATE OR REPLACE TEMP TABLE profile_day AS
+        SELECT user_id,
+               coalesce(before.known, false) OR day.known AS known,
+               (coalesce(before.total_spend, 0) + day.total_spend)::DECIMAL(18,2) AS total_spend,
+               coalesce(before.purchase_count, 0) + day.purchase_count AS purchase_count,
+               coalesce(before.priced_count, 0) + day.priced_count AS priced_count,
+               coalesce(before.first_purchase_at, day.first_purchase_at) AS first_purchase_at,
+               coalesce(day.last_purchase_at, before.last_purchase_at) AS last_purchase_at,
+               list_sort(list_distinct(list_concat(before.products_purchased, day.products_purchased)))
+                   AS products_purchased,
+               coalesce(before.points_balance, 0) + day.points_balance AS points_balance,
+               CASE WHEN day.last_purchase_at IS NOT NULL THEN day.activity
+                    ELSE list_sort(list_distinct(list_concat(before.activity, day.activity))) END AS activity
+        FROM ({TOTALS.replace("$first", "$as_of").replace("$last", "$as_of")}) AS day
+        LEFT JOIN profile_totals AS before USING (user_id)""",
+    "DELETE FROM profile_totals WHERE user_id IN (SELECT user_id FROM profile_day)",
+    "INSERT INTO profile_totals SELECT * FROM profile_day",
+]
+
+# The behaviour columns of SPEC §5.4 for every known customer (in the totals or the customers export), from
+# `profile_totals` as of the end of `$as_of`.
+BEHAVIOUR = """
+SELECT user_id, coalesce(total_spend, 0)::DECIMAL(18,2) AS total_spend, coalesce(purchase_count, 0) AS purchase_count,
+       CASE WHEN priced_count > 0 THEN (total_spend / priced_count)::DECIMAL(18,2) END AS avg_purchase_price,
+       first_purchase_at, last_purchase_at,
+       $as_of::DATE - last_purchase_at::DATE AS days_since_last_purchase,
+       coalesce((SELECT arg_max(tiers.name, tiers.above) FROM tiers WHERE coalesce(total_spend, 0) > tiers.above),
+                $default_tier) AS reward_level,
+       coalesce(points_balance, 0) AS points_balance,
+       coalesce(products_purchased, []::VARCHAR[]) AS products_purchased,
+       coalesce(activity, []::VARCHAR[]) AS activity_since_last_purchase
+FROM profile_totals
+FULL JOIN (SELECT DISTINCT user_id, true AS exported FROM raw.customers) AS export USING (user_id)
+WHERE known OR exported
+"""
 
 
 # Identity: the latest Kafka users message wins over the CSV export, field by field; newest first in each.
