@@ -8,12 +8,19 @@ from pathlib import Path
 
 import duckdb
 
+from loyalty_pipeline.assets.customer import serving_copy_is_complete
+from loyalty_pipeline.resources import Warehouse
+
 DAY = "2024-06-01"
 CLI = str(Path(sys.executable).parent / "loyalty-pipeline")
 
 
 def clicks(inputs, *events, file="clicks.jsonl"):
-    inputs.kafka("user_activity", [(user, {"event_type": kind, "product_id": pid}, ts) for user, kind, pid, ts in events], file=file)
+    inputs.kafka(
+        "user_activity",
+        [(user, {"event_type": kind, "product_id": pid}, ts) for user, kind, pid, ts in events],
+        file=file,
+    )
 
 
 def orders(inputs, day, *rows):
@@ -52,10 +59,14 @@ def test_identity_kafka_newest_wins_over_the_export_field_by_field(inputs):
             ("u2", None, f"{DAY}T09:00:00"),
         ],
     )
-    inputs.csv("customers/a-2024.csv", "user_id,name,email,signup_date\nu1,Csv1,csv1@x,2020-01-01\nu3,Old3,old3@x,2020-01-01\n")
+    inputs.csv(
+        "customers/a-2024.csv", "user_id,name,email,signup_date\nu1,Csv1,csv1@x,2020-01-01\nu3,Old3,old3@x,2020-01-01\n"
+    )
     inputs.csv("customers/b-2025.csv", "user_id,name,email,signup_date\nu3,New3,new3@x,2021-02-02\nu2,Csv2,csv2@x,\n")
     inputs.materialize(DAY)
-    assert inputs.query("SELECT user_id, name, email, signup_date::VARCHAR, account_closed FROM customer.profile_360 ORDER BY user_id") == [
+    assert inputs.query(
+        "SELECT user_id, name, email, signup_date::VARCHAR, account_closed FROM customer.profile_360 ORDER BY user_id"
+    ) == [
         ("u1", "New", "csv1@x", "2020-01-01", False),
         ("u2", "Csv2", "csv2@x", None, True),
         ("u3", "New3", "new3@x", "2021-02-02", False),
@@ -64,7 +75,10 @@ def test_identity_kafka_newest_wins_over_the_export_field_by_field(inputs):
 
 def test_spend_columns_join_kafka_and_s3(inputs):
     inputs.kafka("products", [("tea", {"category": "b", "price": 2.5}, f"{DAY}T00:00:00")])
-    inputs.kafka("purchases", [("ann", {"product_id": "tea"}, f"{DAY}T10:00:00"), ("ann", {"product_id": "ghost"}, f"{DAY}T11:00:00")])
+    inputs.kafka(
+        "purchases",
+        [("ann", {"product_id": "tea"}, f"{DAY}T10:00:00"), ("ann", {"product_id": "ghost"}, f"{DAY}T11:00:00")],
+    )
     orders(inputs, DAY, ("o1", "ann", "cake", "4.00", "08:00:00"))
     inputs.materialize(DAY, "2024-06-03")
     assert inputs.query(
@@ -77,31 +91,51 @@ def test_recommendation_score_counts_other_customers_distinct_orders(inputs):
     orders(
         inputs,
         DAY,
-        ("o1", "bob", "tea", "1", "08:00:00"), ("o1", "bob", "honey", "1", "08:00:00"), ("o1", "bob", "jam", "1", "08:00:00"),
-        ("o2", "cid", "tea", "1", "09:00:00"), ("o2", "cid", "cake", "1", "09:00:00"), ("o2", "cid", "honey", "1", "09:00:00"),
-        ("o3", "dan", "cake", "1", "09:00:00"), ("o3", "dan", "pie", "1", "09:00:00"), ("o3", "dan", "honey", "1", "09:00:00"),
-        ("o4", "ann", "tea", "1", "07:00:00"), ("o4", "ann", "mustard", "1", "07:00:00"),
-        ("o5", "eve", "tea", "1", "09:00:00"), ("o5", "eve", "apple", "1", "09:00:00"), ("o5", "eve", "bread", "1", "09:00:00"),
-        ("o5", "eve", "corn", "1", "09:00:00"), ("o5", "eve", "dill", "1", "09:00:00"),
+        ("o1", "bob", "tea", "1", "08:00:00"),
+        ("o1", "bob", "honey", "1", "08:00:00"),
+        ("o1", "bob", "jam", "1", "08:00:00"),
+        ("o2", "cid", "tea", "1", "09:00:00"),
+        ("o2", "cid", "cake", "1", "09:00:00"),
+        ("o2", "cid", "honey", "1", "09:00:00"),
+        ("o3", "dan", "cake", "1", "09:00:00"),
+        ("o3", "dan", "pie", "1", "09:00:00"),
+        ("o3", "dan", "honey", "1", "09:00:00"),
+        ("o4", "ann", "tea", "1", "07:00:00"),
+        ("o4", "ann", "mustard", "1", "07:00:00"),
+        ("o5", "eve", "tea", "1", "09:00:00"),
+        ("o5", "eve", "apple", "1", "09:00:00"),
+        ("o5", "eve", "bread", "1", "09:00:00"),
+        ("o5", "eve", "corn", "1", "09:00:00"),
+        ("o5", "eve", "dill", "1", "09:00:00"),
     )
     clicks(inputs, ("ann", "view", "tea", f"{DAY}T12:00:00"), ("ann", "add_to_cart", "cake", f"{DAY}T12:00:00"))
     inputs.materialize(DAY)
     # orders with tea or cake by others: o1, o2, o3, o5 (o2 has both: counted once); ann's own o4 never counts,
     # tea and cake (her interests) are never candidates; ties by product_id; top 5 only
-    assert inputs.query("SELECT product_id, score, rank FROM customer.recommendations WHERE user_id = 'ann' ORDER BY rank") == [
-        ("honey", 3, 1), ("apple", 1, 2), ("bread", 1, 3), ("corn", 1, 4), ("dill", 1, 5),
+    assert inputs.query(
+        "SELECT product_id, score, rank FROM customer.recommendations WHERE user_id = 'ann' ORDER BY rank"
+    ) == [
+        ("honey", 3, 1),
+        ("apple", 1, 2),
+        ("bread", 1, 3),
+        ("corn", 1, 4),
+        ("dill", 1, 5),
     ]
 
 
 def test_profile_command_prints_json_and_fails_clearly_for_an_unknown_id(inputs):
     inputs.kafka("purchases", [("ann", {"product_id": "tea"}, f"{DAY}T10:00:00")])
     inputs.materialize(DAY)
-    shown = subprocess.run([CLI, "profile", "ann", "--warehouse", str(inputs.warehouse)], capture_output=True, text=True)
+    shown = subprocess.run(
+        [CLI, "profile", "ann", "--warehouse", str(inputs.warehouse)], capture_output=True, text=True
+    )
     assert shown.returncode == 0, shown.stderr
     document = json.loads(shown.stdout)
     assert document["profile"]["user_id"] == "ann" and document["profile"]["products_purchased"] == ["tea"]
     assert document["recommendations"] == []
-    missing = subprocess.run([CLI, "profile", "nobody", "--warehouse", str(inputs.warehouse)], capture_output=True, text=True)
+    missing = subprocess.run(
+        [CLI, "profile", "nobody", "--warehouse", str(inputs.warehouse)], capture_output=True, text=True
+    )
     assert missing.returncode == 1 and "nobody" in missing.stderr and missing.stdout == ""
 
 
@@ -117,8 +151,24 @@ def test_profile_lookup_works_while_a_writer_holds_the_warehouse_and_sees_whole_
     old_reader.close()
     writer = duckdb.connect(str(inputs.warehouse))  # another process would be blocked on this file, not on the copy
     try:
-        shown = subprocess.run([CLI, "profile", "ann", "--warehouse", str(inputs.warehouse)], capture_output=True, text=True, timeout=60)
+        shown = subprocess.run(
+            [CLI, "profile", "ann", "--warehouse", str(inputs.warehouse)], capture_output=True, text=True, timeout=60
+        )
     finally:
         writer.close()
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["profile"]["purchase_count"] == 2
+
+
+def test_serving_check_fails_when_the_copy_misses_a_row(inputs):
+    inputs.kafka(
+        "purchases",
+        [("ann", {"product_id": "tea"}, f"{DAY}T10:00:00"), ("bob", {"product_id": "tea"}, f"{DAY}T10:00:00")],
+    )
+    inputs.materialize(DAY)
+    warehouse = Warehouse(database=str(inputs.warehouse))
+    assert serving_copy_is_complete(warehouse).passed
+    with duckdb.connect(str(warehouse.serving_path())) as copy:
+        copy.execute("DELETE FROM customer.profile_360 WHERE user_id = 'bob'")
+    result = serving_copy_is_complete(warehouse)
+    assert not result.passed and result.metadata["tables_differing"].value == "customer.profile_360"
