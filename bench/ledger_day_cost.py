@@ -15,8 +15,8 @@ from pathlib import Path
 import duckdb
 
 from loyalty_pipeline import ledger
-from loyalty_pipeline.kafka import TOPICS, table_ddl
 from loyalty_pipeline.assets.loyalty import ENRICHED_DDL
+from loyalty_pipeline.kafka import TOPICS, table_ddl
 from loyalty_pipeline.warehouse import REJECTED_DDL
 
 START = date(2023, 1, 1)
