@@ -28,8 +28,7 @@ STATEMENTS = [
        SELECT DISTINCT dense_rank() OVER (ORDER BY order_id, user_id) AS order_no, user_id, pid
        FROM loyalty.enriched_purchases JOIN rec_products USING (product_id)""",
     """CREATE TEMP TABLE rec_orders AS
-       SELECT order_no, any_value(user_id) AS user_id, list_sort(list(pid)) AS items
-       FROM rec_order_items GROUP BY order_no""",
+       SELECT order_no, list_sort(list(pid)) AS items FROM rec_order_items GROUP BY order_no""",
     """CREATE TEMP TABLE rec_interest AS
        SELECT user_id, pid FROM (SELECT user_id, unnest(activity_since_last_purchase) AS product_id
                                  FROM customer.profile_360)
