@@ -15,7 +15,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from loyalty_pipeline import generate, kafka
 from loyalty_pipeline.config import RulesError
 from loyalty_pipeline.definitions import EVERYTHING_JOB, build_defs
-from loyalty_pipeline.resources import build_resources
+from loyalty_pipeline.resources import build_resources, connect_when_free
 
 SHOWN = {  # what the summary prints in full: the small tables a person checks by eye
     "loyalty.sales_totals": "SELECT * FROM loyalty.sales_totals ORDER BY user_id",
@@ -117,7 +117,8 @@ def materialize(args: argparse.Namespace) -> int:
 
 def print_summary(database: str, result: dg.ExecuteInProcessResult) -> list[str]:
     """Rows per table, the small loyalty tables in full, rejected rows and check results; returns failed blocking checks."""
-    with duckdb.connect(database, read_only=True) as conn:
+    # another run's step may hold the lock: wait for it, as steps do
+    with connect_when_free(database, read_only=True) as conn:
         print("\nrows per table")
         tables = conn.execute("SELECT schema_name || '.' || table_name FROM duckdb_tables() ORDER BY ALL").fetchall()
         for (table,) in tables:

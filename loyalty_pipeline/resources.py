@@ -82,6 +82,13 @@ class S3Store:
         return copies
 
 
+def connect_when_free(database: str, **options) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, waiting (with backoff, ~100 s at most) while another process holds its lock."""
+    return backoff(
+        duckdb.connect, retry_on=(duckdb.IOException,), kwargs={"database": database, **options}, max_retries=10
+    )
+
+
 class Warehouse(DuckDBResource):
     """The DuckDB warehouse file; every connection works in UTC, whatever the machine's time zone."""
 
@@ -97,12 +104,7 @@ class Warehouse(DuckDBResource):
     def get_connection(self):
         # dagster-duckdb's own context manager leaves the connection open when the body raises, which keeps the
         # file locked for the rest of the process; close it on every path.
-        conn = backoff(
-            duckdb.connect,
-            retry_on=(duckdb.IOException,),
-            kwargs={"database": self.database, "config": {"memory_limit": self.memory_limit}},
-            max_retries=10,
-        )
+        conn = connect_when_free(self.database, config={"memory_limit": self.memory_limit})
         try:
             conn.execute("SET TimeZone = 'UTC'")
             yield conn
