@@ -23,33 +23,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-DEFAULT_RULES = {
-    "tiers": [{"name": "GOLD", "above": 400}, {"name": "SILVER", "above": 300}, {"name": "BRONZE", "above": 200}],
-    "default_tier": "CLIMBING",
-    "stamp_card": {"product_id": "coffee", "cycle": 6},
-    "promotions": [
-        {"name": "french_poodle", "considers": ["dog", "beret"], "require_all": ["dog", "beret"]},
-        {
-            "name": "loose_leaf",
-            "considers": ["coffee", "tea"],
-            "require_all": ["coffee"],
-            "exclude": ["tea"],
-            "min_spend": 20,
-        },
-    ],
-}
+from loyalty_pipeline.config import load_rules as read_rules
+
 START_MS = int(pd.Timestamp("2000-01-01", tz="UTC").timestamp() * 1000)
 ENVELOPE = ["partition", "offset", "ts", "key", "payload"]
 
 
 def load_rules(data_dir: Path) -> dict:
+    """The data dir's loyalty.yaml over the defaults, read as the pipeline reads it (the rules are input, not work)."""
     path = data_dir / "loyalty.yaml"
-    document = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-    rules = {key: document.get(key, value) for key, value in DEFAULT_RULES.items()}
-    rules["stamp_card"] = {**DEFAULT_RULES["stamp_card"], **(document.get("stamp_card") or {})}
-    return rules
+    return read_rules(path if path.exists() else None).model_dump()
 
 
 def cents(value) -> int:

@@ -27,33 +27,16 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
-import yaml
 
-DEFAULT_RULES = {
-    "tiers": [{"name": "GOLD", "above": 400}, {"name": "SILVER", "above": 300}, {"name": "BRONZE", "above": 200}],
-    "default_tier": "CLIMBING",
-    "stamp_card": {"product_id": "coffee", "cycle": 6},
-    "promotions": [
-        {"name": "french_poodle", "considers": ["dog", "beret"], "require_all": ["dog", "beret"]},
-        {
-            "name": "loose_leaf",
-            "considers": ["coffee", "tea"],
-            "require_all": ["coffee"],
-            "exclude": ["tea"],
-            "min_spend": 20,
-        },
-    ],
-}
+from loyalty_pipeline.config import load_rules as read_rules
+
 START_DATE = "2000-01-01"  # the pipeline's first partition: older events are not loaded
 
 
 def load_rules(data_dir: Path) -> dict:
-    """loyalty.yaml over the defaults (only the keys these tables use)."""
+    """The data dir's loyalty.yaml over the defaults, read as the pipeline reads it (the rules are input, not work)."""
     path = data_dir / "loyalty.yaml"
-    document = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-    rules = {key: document.get(key, value) for key, value in DEFAULT_RULES.items()}
-    rules["stamp_card"] = {**DEFAULT_RULES["stamp_card"], **(document.get("stamp_card") or {})}
-    return rules
+    return read_rules(path if path.exists() else None).model_dump()
 
 
 def _files(data_dir: Path, topic: str) -> list[str]:
