@@ -175,7 +175,7 @@ def restore_profile_totals(conn: duckdb.DuckDBPyConnection, first: date) -> date
     that day; returns the day it is as of, or None. A copy as of `first` or later is dropped: rebuilding an earlier
     day may change what it summed."""
     kept = conn.execute("SELECT max(as_of) FROM journey.profile_totals").fetchall()[0][0]
-    if kept is not None and kept == first - timedelta(days=1):
+    if kept == first - timedelta(days=1):
         conn.execute(
             "CREATE OR REPLACE TEMP TABLE profile_totals AS SELECT * EXCLUDE (as_of) FROM journey.profile_totals"
         )

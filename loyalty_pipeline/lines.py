@@ -8,7 +8,7 @@ import duckdb
 # comes through as a NULL row, so numbering stays exact.
 _ONE_COLUMN = (
     "columns = {'line': 'VARCHAR'}, header = false, delim = '\x1f', quote = '', escape = '', "
-    "strict_mode = false, null_padding = true, auto_detect = false, filename = true"
+    "strict_mode = false, null_padding = true, auto_detect = false"
 )
 
 

@@ -12,14 +12,7 @@ from loyalty_pipeline.assets.loyalty import _load_tiers, enriched_purchases, pro
 from loyalty_pipeline.assets.points import point_balances
 from loyalty_pipeline.profiles import FROM_START, PROFILE_360
 from loyalty_pipeline.resources import RulesResource, Warehouse
-from loyalty_pipeline.warehouse import (
-    OWNERS,
-    WAREHOUSE_POOL,
-    count,
-    preview,
-    table_metadata,
-    transaction,
-)
+from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, preview, table_metadata, transaction
 
 SERVED_TABLES = ["customer.profile_360", "customer.recommendations"]
 
