@@ -10,9 +10,8 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from loyalty_pipeline import generate, kafka
+from loyalty_pipeline import generate, planning
 from loyalty_pipeline.config import RulesError
 from loyalty_pipeline.definitions import EVERYTHING_JOB, build_defs
 from loyalty_pipeline.resources import build_resources, connect_when_free
@@ -28,17 +27,6 @@ SHOWN = {  # what the summary prints in full: the small tables a person checks b
     "FROM journey.journey_state GROUP BY ALL ORDER BY journey_id, first_entered, node",
     "journey.activations": "SELECT * FROM journey.activations ORDER BY activated_on, journey_id, customer_id",
 }
-
-
-def event_day_range(sources) -> tuple[date, date] | None:
-    """First and last UTC day of any Kafka message or historical CSV file in the inputs."""
-    days = list(kafka.event_day_range([file for topic in kafka.TOPICS for file in sources.kafka_files(topic)]) or [])
-    for obj in sources.object_store().list_objects("historical_purchases/"):
-        try:
-            days.append(date.fromisoformat(Path(obj.key).stem))
-        except ValueError:
-            pass
-    return (min(days), max(days)) if days else None
 
 
 PID_TAG, HOST_TAG = "loyalty/pid", "loyalty/host"
@@ -64,8 +52,8 @@ def materialize_days(defs: dg.Definitions, first: str, last: str, instance: dg.D
     return defs.resolve_job_def(EVERYTHING_JOB).execute_in_process(
         instance=instance or dg.DagsterInstance.ephemeral(),
         tags={
-            ASSET_PARTITION_RANGE_START_TAG: first,
-            ASSET_PARTITION_RANGE_END_TAG: last,
+            planning.RANGE_START_TAG: first,
+            planning.RANGE_END_TAG: last,
             PID_TAG: str(os.getpid()),
             HOST_TAG: socket.gethostname(),
         },
@@ -94,11 +82,11 @@ def materialize(args: argparse.Namespace) -> int:
     ):
         print(f"error: no inputs: neither {data_dir / 'kafka'} nor {sources.s3_url} exists", file=sys.stderr)
         return 2
-    found = event_day_range(sources)
+    found = planning.input_days(sources)
     if found is None and not (args.start and args.end):
         print(f"error: no events found under {data_dir}; nothing to materialize", file=sys.stderr)
         return 2
-    first = args.start or found[0].isoformat()
+    first = args.start or max(found[0], defs.resources["rules"].first_day()).isoformat()
     last = args.end or found[1].isoformat()
     print(f"materializing {first} .. {last} into {defs.resources['warehouse'].database}")
 

@@ -1,5 +1,6 @@
 """The rules file (loyalty.yaml) as typed, validated objects; every key optional, unknown keys refused."""
 
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -98,6 +99,7 @@ DEFAULT_PROMOTIONS = [
 
 
 class Rules(Rule):
+    start_date: date | None = None  # the first day partition; LOYALTY_START_DATE overrides it
     tiers: list[Tier] = DEFAULT_TIERS
     default_tier: str = "CLIMBING"
     stamp_card: StampCard = StampCard()

@@ -9,6 +9,7 @@ from loyalty_pipeline.assets.ingest import ingest_assets, ingest_checks
 from loyalty_pipeline.assets.journey import journey_assets, journey_checks
 from loyalty_pipeline.assets.loyalty import loyalty_assets, loyalty_checks
 from loyalty_pipeline.assets.points import points_assets, points_checks
+from loyalty_pipeline.partitions import with_start
 from loyalty_pipeline.jobs import customers_job, everything_job, historical_job
 from loyalty_pipeline.resources import build_resources
 from loyalty_pipeline.schedules import daily_materialization
@@ -19,16 +20,19 @@ EVERYTHING_JOB = everything_job.name
 
 def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
     """The Definitions, with resources from `env` (default: the process environment)."""
-    return dg.Definitions(
+    resources = build_resources(env)
+    start = resources["rules"].first_day()
+    defs = dg.Definitions(
         assets=[*ingest_assets, *loyalty_assets, *points_assets, *customer_assets, *journey_assets],
         asset_checks=[*ingest_checks, *loyalty_checks, *points_checks, *customer_checks, *journey_checks],
         jobs=[everything_job, historical_job, customers_job],
         schedules=[daily_materialization],
         sensors=[s3_new_files, kafka_new_files],
-        resources=build_resources(env),
+        resources=resources,
         # One process per run: DuckDB has one writer anyway, and a process per step costs ~4 s on 2 cores.
         executor=dg.in_process_executor,
     )
+    return defs.map_asset_specs(func=lambda spec: with_start(spec, start))
 
 
 defs = build_defs()

@@ -11,7 +11,8 @@ import duckdb
 
 from loyalty_pipeline.config import Journey, Rules
 from loyalty_pipeline.profiles import BEHAVIOUR, FROM_START, NEXT_DAY
-from loyalty_pipeline.warehouse import DayOrderError, insert_rows, publish_day
+from loyalty_pipeline.chain import Window, publish
+from loyalty_pipeline.warehouse import insert_rows
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS journey;
@@ -230,22 +231,7 @@ def _criterion_of(field: str) -> tuple[str, int | None, int | None]:
     return "exit", stage_index, int(field.split("exit_criteria[")[1].split("]")[0])
 
 
-def check_previous_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
-    """Day D starts from the state at the end of D-1, unless it is the first day ever built."""
-    previous = day - timedelta(days=1)
-    first, has_previous = conn.execute(
-        "SELECT min(day), count(*) FILTER (WHERE day = $1) FROM journey.journey_days", [previous]
-    ).fetchall()[0]
-    if first is not None and day > first and not has_previous:
-        raise DayOrderError(
-            f"journey state: {day} needs the state at the end of {previous}, which is not materialized; "
-            f"materialize the range from the first missing day through {day} (one backfill run)"
-        )
-
-
-def build_day(
-    conn: duckdb.DuckDBPyConnection, rules: Rules, day: date, later_days_exist: bool, totals_as_of: date | None
-) -> int:
+def build_day(conn: duckdb.DuckDBPyConnection, rules: Rules, window: Window, day: date, totals_as_of: date | None) -> int:
     """Moves every customer for one day and publishes the new state; returns the number of advance rounds."""
     evaluate_criteria(conn, rules, day, totals_as_of)
     conn.execute(
@@ -259,13 +245,6 @@ def build_day(
     rounds = 0
     while conn.execute(ADVANCE, {"day": day}).fetchall()[0][0]:
         rounds += 1
-    publish_day(
-        conn,
-        day,
-        "SELECT * FROM today",
-        "SELECT * FROM journey.journey_state WHERE entered_at = $day",
-        PUBLISH,
-        later_days_exist,
-        "journey state",
-    )
+    window.refuse_change(conn, day, "SELECT * FROM today", "SELECT * FROM journey.journey_state WHERE entered_at = $day")
+    publish(conn, PUBLISH, {"day": day})
     return rounds

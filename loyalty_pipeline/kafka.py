@@ -132,7 +132,7 @@ def _field_sql(field: Field, json: str) -> tuple[str, str]:
     return value, f"CASE {reason} END"
 
 
-def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: str) -> None:
+def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: date) -> None:
     """Parse `kafka_lines(file, line_no, line)` (see lines.load_lines) into temp table `kafka_parsed`: one row per line, either typed or with a reason.
 
     Lines with valid coordinates count once per (partition, offset): snapshots are exported at-least-once. A
@@ -176,14 +176,15 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: str
         ), typed AS (
             SELECT *, {value_columns} FROM (SELECT *, json_extract(payload, [{field_paths}]) AS fields FROM payloads)
         )
-        SELECT file, line_no, line, kafka_partition, kafka_offset, event_ts, event_ts::DATE AS day, tombstone,
+        SELECT file, line_no, line, kafka_partition, kafka_offset, event_ts,
+               CASE WHEN event_ts >= $first_day THEN event_ts::DATE END AS day, tombstone,
                message_key AS {topic.key}, {", ".join(field.name for field in topic.fields)},
                coalesce(
                    CASE WHEN message IS NULL THEN 'not a JSON object'
                         WHEN kafka_partition IS NULL THEN 'envelope: partition missing or not an integer'
                         WHEN kafka_offset IS NULL THEN 'envelope: offset missing or not an integer'
                         WHEN event_ts IS NULL THEN 'envelope: ts missing or not an integer'
-                        WHEN event_ts < DATE '{first_day}' THEN 'event time before the first partition ({first_day})'
+                        WHEN event_ts < $first_day THEN 'event time before the first partition (' || $first_day || ')'
                         WHEN payload_type IS NULL THEN 'envelope: no payload'
                         WHEN message_key IS NULL THEN 'missing key ({topic.key})'
                         WHEN tombstone THEN NULL
@@ -192,7 +193,8 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: str
                    CASE WHEN NOT tombstone THEN coalesce({reasons}) END
                ) AS reason
         FROM typed
-        """
+        """,
+        {"first_day": first_day},
     )
     # Only coordinates seen twice need ranking: a narrow window over the duplicates, not over every line.
     conn.execute(

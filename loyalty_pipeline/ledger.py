@@ -8,11 +8,11 @@ a refused redemption, which changes what every later event of that customer sees
 rounds: each round refuses the first failing redemption of each customer, until no redemption fails.
 """
 
-from datetime import date, timedelta
+from datetime import date
 
 import duckdb
 
-from loyalty_pipeline.warehouse import DayOrderError, publish_day
+from loyalty_pipeline.chain import Window, publish
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS points;
@@ -35,6 +35,13 @@ CREATE TABLE IF NOT EXISTS points.lot_allocations (  -- which lots each use and 
     day DATE NOT NULL
 );
 CREATE TABLE IF NOT EXISTS points.ledger_days (day DATE PRIMARY KEY);  -- days whose end state is in the ledger
+CREATE TABLE IF NOT EXISTS points.ledger_revisions (  -- ledger rows a rebuilt day withdrew or added
+    run_id VARCHAR NOT NULL, revised_at TIMESTAMP NOT NULL, reason VARCHAR NOT NULL,
+    change VARCHAR NOT NULL,       -- withdrawn | added
+    txn_id VARCHAR NOT NULL, user_id VARCHAR NOT NULL, occurred_at TIMESTAMP NOT NULL, kind VARCHAR NOT NULL,
+    points BIGINT NOT NULL, expires_at TIMESTAMP, source_ref VARCHAR NOT NULL, day DATE NOT NULL,
+    balance_change BIGINT NOT NULL -- what the revision of this day did to the customer's balance
+);
 """
 
 # The queue at the start of the day, for the customers something happens to: what is left of their open lots,
@@ -162,6 +169,19 @@ SELECT 'expire:' || lot_txn_id, user_id, happens_at, 'expire', -points, NULL, lo
 FROM day_allocations WHERE kind = 'expire'
 """
 
+# Before a rebuilt day's rows replace the old ones, the difference is kept (insert-only, nothing is lost).
+REVISE_DAY = """
+INSERT INTO points.ledger_revisions
+WITH old AS (SELECT * FROM points.point_transactions WHERE day = $day),
+changes AS (
+    SELECT 'withdrawn' AS change, * FROM (SELECT * FROM old EXCEPT ALL SELECT * FROM day_rows)
+    UNION ALL SELECT 'added', * FROM (SELECT * FROM day_rows EXCEPT ALL SELECT * FROM old)
+)
+SELECT $run_id, $revised_at, $reason, change, txn_id, user_id, occurred_at, kind, points, expires_at, source_ref, day,
+       sum(CASE change WHEN 'added' THEN points ELSE -points END) OVER (PARTITION BY user_id)
+FROM changes
+"""
+
 WRITE_DAY = [
     "DELETE FROM points.point_transactions WHERE day = $day",
     "DELETE FROM points.lot_allocations WHERE day = $day",
@@ -178,26 +198,19 @@ WRITE_DAY = [
 ]
 
 
-def check_previous_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
-    """Day D starts from the end of D-1: refuse rather than silently start from an empty ledger."""
-    previous = day - timedelta(days=1)
-    if conn.execute("SELECT count(*) FROM points.ledger_days WHERE day = $1", [previous]).fetchall()[0][0]:
-        return
-    earlier_events = conn.execute(
-        """SELECT EXISTS (SELECT 1 FROM loyalty.enriched_purchases WHERE day < $1)
-               OR EXISTS (SELECT 1 FROM raw.redemptions WHERE day < $1)
-               OR EXISTS (SELECT 1 FROM raw.users WHERE tombstone AND day < $1)""",
+def first_event_before(conn: duckdb.DuckDBPyConnection, day: date) -> date | None:
+    """The first day with a ledger event before `day`: the ledger cannot start at `day` from nothing after one."""
+    return conn.execute(
+        """SELECT min(day) FROM (
+               SELECT min(day) AS day FROM loyalty.enriched_purchases WHERE day < $1
+               UNION ALL SELECT min(day) FROM raw.redemptions WHERE day < $1
+               UNION ALL SELECT min(day) FROM raw.users WHERE tombstone AND day < $1)""",
         [day],
     ).fetchall()[0][0]
-    if earlier_events:
-        raise DayOrderError(
-            f"point ledger: {day} needs the ledger at the end of {previous}, which is not materialized; "
-            f"materialize the range from the first missing day through {day} (one backfill run)"
-        )
 
 
 def build_day(
-    conn: duckdb.DuckDBPyConnection, day: date, earn_rate, validity_days: int, later_days_exist: bool
+    conn: duckdb.DuckDBPyConnection, window: Window, day: date, earn_rate, validity_days: int, revision: dict
 ) -> dict:
     """Computes and writes one day of the ledger in one transaction; returns counts for metadata."""
     params = {"day": day, "earn_rate": earn_rate, "validity_days": validity_days}
@@ -215,15 +228,8 @@ def build_day(
             break
     conn.execute(DAY_ALLOCATIONS)
     conn.execute(NEW_ROWS, {"day": day})
-    publish_day(
-        conn,
-        day,
-        "SELECT * FROM day_rows",
-        "SELECT * FROM points.point_transactions WHERE day = $day",
-        WRITE_DAY,
-        later_days_exist,
-        "point ledger",
-    )
+    window.refuse_change(conn, day, "SELECT * FROM day_rows", "SELECT * FROM points.point_transactions WHERE day = $day")
+    publish(conn, ([REVISE_DAY] if day in window.rebuilt else []) + WRITE_DAY, {"day": day, **revision})
     return {
         "rounds": rounds,
         "refused": conn.execute("SELECT count(*) FROM refused").fetchall()[0][0],

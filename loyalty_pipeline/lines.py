@@ -12,14 +12,20 @@ _ONE_COLUMN = (
 )
 
 
-def load_lines(conn: duckdb.DuckDBPyConnection, files: list[Path], table: str) -> None:
-    """Every line of `files` into temp table `table(file, line_no, line)`."""
+def load_lines(conn: duckdb.DuckDBPyConnection, files: list[Path], table: str) -> list[list[str]]:
+    """Every line of `files` into temp table `table(file, line_no, line)`; returns [file, reason] of the files that
+    could not be read (a broken gzip, say), whose lines are left out rather than failing the others."""
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {table} (file VARCHAR, line_no BIGINT, line VARCHAR)")
+    unreadable = []
     for file in files:  # one file per read: its ordinality is the line number (3x faster than numbering a window)
-        conn.execute(
-            f"INSERT INTO {table} SELECT $file, ordinality, line FROM read_csv($file, {_ONE_COLUMN}) WITH ORDINALITY",
-            {"file": str(file)},
-        )
+        try:
+            conn.execute(
+                f"INSERT INTO {table} SELECT $file, ordinality, line FROM read_csv($file, {_ONE_COLUMN}) WITH ORDINALITY",
+                {"file": str(file)},
+            )
+        except duckdb.Error as error:
+            unreadable.append([str(file), f"unreadable file: {str(error).splitlines()[0]}"])
+    return unreadable
 
 
 def scan_sql(parameter: str) -> str:
@@ -39,8 +45,11 @@ def load_csv(conn: duckdb.DuckDBPyConnection, copies: dict[str, Path], columns: 
     Every non-blank data line is a row, with its text as written; `problem` says why a line is not a CSV row
     of `len(columns)` fields, or that its file's header is not the contract's. Empty fields are NULL.
     """
-    load_lines(conn, list(copies.values()), "csv_lines")
+    unreadable = load_lines(conn, list(copies.values()), "csv_lines")
     conn.execute("CREATE OR REPLACE TEMP TABLE csv_files (s3_key VARCHAR, file VARCHAR)")
+    conn.execute("CREATE OR REPLACE TEMP TABLE unreadable (file VARCHAR, reason VARCHAR)")
+    if unreadable:
+        conn.executemany("INSERT INTO unreadable VALUES ($1, $2)", unreadable)
     if copies:
         conn.executemany("INSERT INTO csv_files VALUES ($1, $2)", [[key, str(path)] for key, path in copies.items()])
     values = ", ".join(f"nullif(fields[{i + 1}], '') AS {column}" for i, column in enumerate(columns))
@@ -62,6 +71,9 @@ def load_csv(conn: duckdb.DuckDBPyConnection, copies: dict[str, Path], columns: 
                         WHEN NOT well_formed THEN 'not a valid CSV line (unbalanced quotes?)'
                         WHEN len(fields) <> $width THEN len(fields) || ' fields, expected ' || $width END AS problem,
                    {values}
-            FROM parsed""",
+            FROM parsed
+            UNION ALL BY NAME  -- a file that cannot be read at all is one row, at line 0
+            SELECT s3_key, 0 AS line_no, 0 AS row_no, unreadable.reason AS problem
+            FROM unreadable JOIN csv_files USING (file)""",
         {"line_pattern": CSV_LINE, "fields_pattern": CSV_FIELDS, "width": len(columns), "header": ",".join(columns)},
     )

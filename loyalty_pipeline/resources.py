@@ -6,7 +6,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -16,7 +16,8 @@ import duckdb
 from dagster._utils.backoff import backoff
 from dagster_duckdb import DuckDBResource
 
-from loyalty_pipeline.config import Rules, load_rules
+from loyalty_pipeline.config import Rules, RulesError, load_rules
+from loyalty_pipeline.partitions import DEFAULT_START
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,12 @@ class StoredObject:
     key: str  # relative to the store's root, e.g. "historical_purchases/2022-10-01.csv"
     version: str  # changes when the object is rewritten (ETag or mtime+size)
     modified: datetime
+
+
+def file_version(path: Path) -> str:
+    """Changes when a local file is rewritten: its mtime and size (the local counterpart of an ETag)."""
+    stat = path.stat()
+    return f"{stat.st_mtime_ns}-{stat.st_size}"
 
 
 class LocalStore:
@@ -38,12 +45,11 @@ class LocalStore:
             return []
         found = []
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            stat = path.stat()
             found.append(
                 StoredObject(
                     key=path.relative_to(self.root).as_posix(),
-                    version=f"{stat.st_mtime_ns}-{stat.st_size}",
-                    modified=datetime.fromtimestamp(stat.st_mtime, timezone.utc),
+                    version=file_version(path),
+                    modified=datetime.fromtimestamp(path.stat().st_mtime, timezone.utc),
                 )
             )
         return found
@@ -143,10 +149,20 @@ class RulesResource(dg.ConfigurableResource):
     """The rules file (loyalty.yaml); None means the built-in defaults."""
 
     path: str | None = None
+    start_date: str | None = None  # LOYALTY_START_DATE, which wins over the file's start_date
 
     @property
     def rules(self) -> Rules:
         return _cached_rules(self.path)
+
+    def first_day(self) -> date:
+        """The first day partition: LOYALTY_START_DATE, else the rules file's start_date, else 2000-01-01."""
+        if self.start_date:
+            try:
+                return date.fromisoformat(self.start_date)
+            except ValueError:
+                raise RulesError(f"LOYALTY_START_DATE={self.start_date!r} is not a date (YYYY-MM-DD)") from None
+        return self.rules.start_date or DEFAULT_START
 
 
 _cached_rules = functools.lru_cache(maxsize=8)(load_rules)
@@ -169,5 +185,5 @@ def build_resources(env: dict[str, str] | None = None) -> dict[str, dg.Configura
             s3_url=env.get("LOYALTY_S3_URL", str(Path(data_dir) / "s3")),
             s3_endpoint_url=env.get("LOYALTY_S3_ENDPOINT_URL"),
         ),
-        "rules": RulesResource(path=rules_path),
+        "rules": RulesResource(path=rules_path, start_date=env.get("LOYALTY_START_DATE") or None),
     }

@@ -1,103 +1,117 @@
-"""Sensors: new S3 files and new Kafka snapshot files request runs of the assets and partitions they feed."""
+"""Sensors: new, rewritten or removed input files request one run of everything they feed (see planning.py).
 
-import hashlib
+Each sensor's cursor maps every file it has seen to its version (ETag, or mtime and size locally), and for Kafka
+snapshots the days the file held, so a restart neither misses nor repeats a file, and a rewritten file re-runs
+the days it used to hold as well as the new ones. While a run is in progress a tick waits (cursor unchanged):
+the next tick plans on the settled warehouse.
+"""
+
 import json
-from datetime import date
 from pathlib import Path
+from datetime import date, datetime, timezone
 
 import dagster as dg
 import duckdb
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from loyalty_pipeline import kafka
-from loyalty_pipeline.assets.ingest import HISTORICAL_FILE
-from loyalty_pipeline.jobs import customers_job, everything_job, historical_job
-from loyalty_pipeline.resources import EventSources
+from loyalty_pipeline import kafka, planning
+from loyalty_pipeline.assets.ingest import customers, historical_file_day, historical_purchases, raw_topics
+from loyalty_pipeline.jobs import everything_job
+from loyalty_pipeline.resources import EventSources, RulesResource, Warehouse, file_version
+
+TICK_SECONDS = 15
 
 
-def _file_day(key: str) -> str | None:
-    match = HISTORICAL_FILE.fullmatch(key)
-    if not match:
-        return None
+def _days(entry: list) -> tuple[date, date] | None:
+    """The days of a Kafka cursor entry [version, first day, last day]."""
+    return (date.fromisoformat(entry[1]), date.fromisoformat(entry[2])) if entry[1] else None
+
+
+def _plan(
+    context: dg.SensorEvaluationContext, change: planning.Change, cursor: dict, warehouse: Warehouse, rules: RulesResource
+) -> dg.SensorResult:
+    """The run `change` needs on the settled warehouse, and the cursor that remembers it was requested."""
     try:
-        return date.fromisoformat(match.group(1)).isoformat()
-    except ValueError:
-        return None
+        built = planning.built_days(warehouse.database)
+    except duckdb.IOException:
+        return dg.SensorResult(skip_reason="the warehouse is being written by another process; trying next tick")
+    today = datetime.now(timezone.utc).date()  # the last day partition
+    request = planning.run_request(context.repository_def, everything_job.name, change, built, (rules.first_day(), today))
+    cursor = json.dumps(cursor, sort_keys=True)
+    if request is None:
+        return dg.SensorResult(skip_reason=f"nothing to run for {', '.join(change.what)}", cursor=cursor)
+    return dg.SensorResult(run_requests=[request], cursor=cursor)
 
 
 @dg.sensor(
-    jobs=[historical_job, customers_job], minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED
+    job=everything_job,
+    minimum_interval_seconds=TICK_SECONDS,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Kafka snapshot files under <data dir>/kafka/<topic>/ that are new, rewritten or removed: one run "
+    "over the days they hold through the last built day, of their topics and everything downstream.",
 )
-def s3_new_files(context: dg.SensorEvaluationContext, sources: EventSources) -> dg.SensorResult:
-    """Each new or rewritten S3 file, once: historical_purchases/YYYY-MM-DD.csv runs that day; customers/*.csv the profiles.
+def kafka_new_files(
+    context: dg.SensorEvaluationContext, sources: EventSources, warehouse: Warehouse, rules: RulesResource
+) -> dg.SensorResult:
+    waiting = planning.run_in_flight(context.instance)
+    if waiting:
+        return dg.SensorResult(skip_reason=waiting)
+    # path -> [version, first day, last day]; a cursor of older releases held the version alone
+    seen = {path: entry if isinstance(entry, list) else [entry, None, None] for path, entry in json.loads(context.cursor or "{}").items()}
+    now, change = {}, planning.Change()
+    for topic, asset in raw_topics.items():
+        for path in sources.kafka_files(topic):
+            version, before = file_version(path), seen.get(str(path))
+            if before and before[0] == version:
+                now[str(path)] = before
+                continue
+            try:
+                days = kafka.event_day_range([path])
+            except duckdb.Error as error:  # the ingest quarantines it by name; here it only has no days
+                context.log.error(f"unreadable snapshot {path}: {error}")
+                days = None
+            now[str(path)] = [version, *(day.isoformat() if day else None for day in days or (None, None))]
+            change.add(asset.key, f"{path} ({'rewritten' if before else 'new'})", version, days)
+            if before and before[1]:  # the days it held before count too
+                change.add(asset.key, f"{path} (before)", before[0], _days(before))
+    for path, before in seen.items():
+        if path not in now:
+            change.add(raw_topics[Path(path).parent.name].key, f"{path} (removed)", before[0], _days(before))
+    if not change:
+        return dg.SensorResult(skip_reason="no new, rewritten or removed Kafka snapshot files", cursor=json.dumps(now, sort_keys=True))
+    return _plan(context, change, now, warehouse, rules)
 
-    The cursor maps every key seen to its version (ETag, or mtime and size locally), so a restart neither
-    misses nor repeats a file; run_key = key@version lets Dagster drop exact duplicates too.
-    """
+
+@dg.sensor(
+    job=everything_job,
+    minimum_interval_seconds=TICK_SECONDS,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="S3 files: a new, rewritten or removed historical_purchases/YYYY-MM-DD.csv runs that day through the "
+    "last built day; a customers/*.csv export refreshes everything downstream of the customers.",
+)
+def s3_new_files(
+    context: dg.SensorEvaluationContext, sources: EventSources, warehouse: Warehouse, rules: RulesResource
+) -> dg.SensorResult:
+    waiting = planning.run_in_flight(context.instance)
+    if waiting:
+        return dg.SensorResult(skip_reason=waiting)
     seen = json.loads(context.cursor) if context.cursor else {}
     store = sources.object_store()
-    requests, skipped = [], []
-    for obj in store.list_objects("historical_purchases/") + store.list_objects("customers/"):
-        if seen.get(obj.key) == obj.version:
+    now = {obj.key: obj.version for obj in store.list_objects("historical_purchases/") + store.list_objects("customers/")}
+    change, skipped = planning.Change(), []
+    for key in sorted(set(now) | set(seen)):
+        if now.get(key) == seen.get(key):
             continue
-        seen[obj.key] = obj.version
-        run_key = f"{obj.key}@{obj.version}"
-        if obj.key.startswith("customers/"):
-            if obj.key.endswith(".csv"):
-                requests.append(dg.RunRequest(run_key=run_key, job_name=customers_job.name))
-            continue
-        day = _file_day(obj.key)
-        if day is None:
-            skipped.append(obj.key)
-            continue
-        requests.append(dg.RunRequest(run_key=run_key, job_name=historical_job.name, partition_key=day))
+        what = f"{key} ({'removed' if key not in now else 'rewritten' if key in seen else 'new'})"
+        if key.startswith("customers/"):
+            if key.endswith(".csv"):
+                change.add(customers.key, what, now.get(key, "removed"))
+                change.whole_history = True
+        elif (day := historical_file_day(key)) is not None:
+            change.add(historical_purchases.key, what, now.get(key, "removed"), (day, day))
+        else:
+            skipped.append(key)
     if skipped:
         context.log.warning(f"skipped files not named historical_purchases/YYYY-MM-DD.csv: {skipped}")
-    cursor = json.dumps(seen, sort_keys=True)
-    if not requests:
-        return dg.SensorResult(skip_reason="no new files under historical_purchases/ or customers/", cursor=cursor)
-    return dg.SensorResult(run_requests=requests, cursor=cursor)
-
-
-@dg.sensor(job=everything_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
-def kafka_new_files(context: dg.SensorEvaluationContext, sources: EventSources) -> dg.SensorResult:
-    """New or rewritten snapshot files under `<data dir>/kafka/<topic>/` request one run over the days they hold.
-
-    Same cursor as the S3 sensor (path -> mtime and size). A file that is not *.jsonl / *.jsonl.gz, or that cannot
-    be read, is logged and remembered, so it is reported once rather than failing every tick.
-    """
-    seen = json.loads(context.cursor) if context.cursor else {}
-    fresh = []
-    for path in sorted(Path(sources.data_dir, "kafka").glob("*/*")):
-        stat = path.stat()
-        version = f"{stat.st_mtime_ns}-{stat.st_size}"
-        if not path.is_file() or seen.get(str(path)) == version:
-            continue
-        seen[str(path)] = version
-        if path.parent.name not in kafka.TOPICS or not path.name.endswith((".jsonl", ".jsonl.gz")):
-            context.log.warning(f"skipped {path}: not a *.jsonl or *.jsonl.gz snapshot of a known topic")
-            continue
-        fresh.append(path)
-    cursor = json.dumps(seen, sort_keys=True)
-    days = None
-    for path in fresh:
-        try:
-            found = kafka.event_day_range([path])
-        except duckdb.Error as error:
-            context.log.error(f"skipped unreadable snapshot {path}: {error}")
-            continue
-        if found:
-            days = found if days is None else (min(days[0], found[0]), max(days[1], found[1]))
-    if days is None:
-        return dg.SensorResult(skip_reason="no new Kafka snapshot files with events", cursor=cursor)
-    first, last = (day.isoformat() for day in days)
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(
-                run_key=f"kafka:{first}..{last}:"
-                + hashlib.sha1("\n".join(f"{p}@{seen[str(p)]}" for p in fresh).encode()).hexdigest()[:12],
-                tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
-            )
-        ],
-        cursor=cursor,
-    )
+    if not change:
+        return dg.SensorResult(skip_reason="no new files under historical_purchases/ or customers/", cursor=json.dumps(now, sort_keys=True))
+    return _plan(context, change, now, warehouse, rules)

@@ -1,7 +1,7 @@
 """Small helpers every asset uses to write the warehouse the same way."""
 
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 import duckdb
@@ -41,28 +41,22 @@ def window_days(context: dg.AssetExecutionContext) -> tuple[date, date]:
     return window.start.date(), window.end.date()
 
 
+REASON_TAG = "loyalty/reason"  # a run's tag saying why it runs (the sensors set it), kept with the revisions it writes
+
+
+def revision_of(context: dg.AssetExecutionContext) -> dict:
+    """Query parameters recording who rewrote history and why: the run, the time and the reason."""
+    first, end = window_days(context)
+    return {
+        "run_id": context.run.run_id,
+        "revised_at": datetime.now(timezone.utc).replace(tzinfo=None),
+        "reason": context.run.tags.get(REASON_TAG) or f"{first}..{end - timedelta(days=1)} materialized again",
+    }
+
+
 def rows_differing(conn: duckdb.DuckDBPyConnection, left: str, right: str, params=None) -> int:
     """How many rows two queries do not share (their symmetric difference, duplicates counted)."""
     return count(conn, f"(({left}) EXCEPT ALL ({right})) UNION ALL (({right}) EXCEPT ALL ({left}))", params)
-
-
-class DayOrderError(RuntimeError):
-    """A self-dependent day cannot be built: its previous day is missing, or rebuilding it contradicts later days."""
-
-
-def publish_day(conn, day, new_rows: str, old_rows: str, statements: list[str], later_days_exist: bool, what: str):
-    """Write one day of a self-dependent table in one transaction; refuse when later days were built on different
-    rows for this day (rebuilding it alone would leave them wrong)."""
-    if later_days_exist:
-        changed = rows_differing(conn, new_rows, old_rows, {"day": day})
-        if changed:
-            raise DayOrderError(
-                f"{what}: rebuilding {day} changes {changed} rows, and later days were built on the old ones; "
-                f"materialize {day} through the last day as one range"
-            )
-    with transaction(conn):
-        for statement in statements:
-            conn.execute(statement, {"day": day} if "$day" in statement else {})
 
 
 def count(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> int:

@@ -10,8 +10,9 @@ from dagster_duckdb import DuckDBResource
 from loyalty_pipeline.assets.checks import duplicate_check, rejected_rows_check
 from loyalty_pipeline.kafka import TOPICS, Topic, parse_messages, table_ddl
 from loyalty_pipeline.lines import load_csv, load_lines
-from loyalty_pipeline.partitions import START_DATE, daily_partitions
-from loyalty_pipeline.resources import EventSources
+from loyalty_pipeline import partitions
+from loyalty_pipeline.partitions import DECLARED
+from loyalty_pipeline.resources import EventSources, file_version
 from loyalty_pipeline.warehouse import (
     OWNERS,
     REJECTED_DDL,
@@ -59,11 +60,6 @@ CREATE TABLE IF NOT EXISTS raw.kafka_files (  -- every snapshot file read: which
 """
 
 
-def _version(path: Path) -> str:
-    stat = path.stat()
-    return f"{stat.st_mtime_ns}-{stat.st_size}"
-
-
 def _files_to_read(conn, topic: str, files: list[Path], first: date, end: date) -> list[Path]:
     """The snapshot files a window needs: new or rewritten ones, and those holding a day of the window (also
     written to temp table `files_read`). A daily run thus reads the day's files, not a year of exports."""
@@ -76,11 +72,11 @@ def _files_to_read(conn, topic: str, files: list[Path], first: date, end: date) 
 
     def needed(path: Path) -> bool:
         version, first_day, last_day = known.get(str(path), (None, None, None))
-        return version != _version(path) or (first_day is not None and first_day < end and last_day >= first)
+        return version != file_version(path) or (first_day is not None and first_day < end and last_day >= first)
 
     read = [path for path in files if needed(path)]
     conn.execute("CREATE OR REPLACE TEMP TABLE files_read (file VARCHAR, version VARCHAR)")
-    insert_rows(conn, "files_read", [[str(path), _version(path)] for path in read])
+    insert_rows(conn, "files_read", [[str(path), file_version(path)] for path in read])
     return read
 
 
@@ -106,7 +102,7 @@ def kafka_topic_asset(topic: Topic) -> dg.AssetsDefinition:
         group_name="ingest",
         owners=OWNERS,
         kinds={"duckdb", "kafka"},
-        partitions_def=daily_partitions,
+        partitions_def=DECLARED,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
         description=f"Deduplicated messages of Kafka topic `{topic.name}` (snapshots in `kafka/{topic.name}/`), "
@@ -120,8 +116,9 @@ def kafka_topic_asset(topic: Topic) -> dg.AssetsDefinition:
         with warehouse.get_connection() as conn:
             conn.execute(table_ddl(topic) + REJECTED_DDL + KAFKA_FILES_DDL)
             read = _files_to_read(conn, topic.name, files, first, end)
-            load_lines(conn, read, "kafka_lines")
-            parse_messages(conn, topic, START_DATE)
+            conn.execute("CREATE OR REPLACE TEMP TABLE unreadable_files (file VARCHAR, reason VARCHAR)")
+            insert_rows(conn, "unreadable_files", load_lines(conn, read, "kafka_lines"))
+            parse_messages(conn, topic, partitions.first_day(context))
             columns = ", ".join(topic.columns)
             with transaction(conn):
                 conn.execute(f"DELETE FROM raw.{topic.name} WHERE day >= $1 AND day < $2", [first, end])
@@ -136,9 +133,9 @@ def kafka_topic_asset(topic: Topic) -> dg.AssetsDefinition:
                     source,
                     first,
                     end,
-                    "SELECT file || ':' || line_no AS location, reason, line AS raw, "
-                    "CASE WHEN event_ts >= DATE '" + START_DATE + "' THEN day END AS day "
-                    "FROM kafka_parsed WHERE reason IS NOT NULL",
+                    "SELECT file || ':' || line_no AS location, reason, line AS raw, day "
+                    "FROM kafka_parsed WHERE reason IS NOT NULL "
+                    "UNION ALL SELECT file || ':0', reason, NULL, NULL FROM unreadable_files",  # line 0: the whole file
                     undated_of="EXISTS (SELECT 1 FROM files_read WHERE starts_with(location, files_read.file || ':'))",
                 )
                 _record_files(conn, topic.name, files)
@@ -240,7 +237,7 @@ HISTORICAL_FILE = re.compile(r"historical_purchases/(\d{4}-\d{2}-\d{2})\.csv")
     group_name="ingest",
     owners=OWNERS,
     kinds={"duckdb", "s3"},
-    partitions_def=daily_partitions,
+    partitions_def=DECLARED,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
     description="Past orders from `historical_purchases/YYYY-MM-DD.csv`, one file per UTC day partition.",
@@ -249,16 +246,18 @@ def historical_purchases(context: dg.AssetExecutionContext, warehouse: DuckDBRes
     first, end = window_days(context)
     store = sources.object_store()
     source = "s3:historical_purchases"
-    dated, misnamed = {}, []
+    start = partitions.first_day(context)
+    dated, misnamed, too_early = {}, [], []
     for obj in store.list_objects("historical_purchases/"):
-        match = HISTORICAL_FILE.fullmatch(obj.key)
-        file_day = _parse_day(match.group(1)) if match else None
+        file_day = historical_file_day(obj.key)
         if file_day is None:
             misnamed.append(obj.key)
+        elif file_day < start:
+            too_early.append(obj.key)
         elif first <= file_day < end:
             dated[obj.key] = file_day
-    if misnamed:
-        context.log.warning(f"skipped files not named historical_purchases/YYYY-MM-DD.csv: {misnamed}")
+    if misnamed or too_early:
+        context.log.warning(f"skipped files misnamed {misnamed} or dated before the first partition {too_early}")
     with sources.workdir() as workdir, warehouse.get_connection() as conn:
         conn.execute(HISTORICAL_DDL + REJECTED_DDL)
         load_csv(
@@ -293,8 +292,13 @@ def historical_purchases(context: dg.AssetExecutionContext, warehouse: DuckDBRes
                 "INSERT INTO raw.historical_purchases SELECT trim(order_id), trim(user_id), trim(product_id), amount, "
                 "purchased, s3_key, row_no, file_day FROM historical_checked WHERE reason IS NULL"
             )
-            conn.execute("CREATE OR REPLACE TEMP TABLE misnamed_files (s3_key VARCHAR)")
-            insert_rows(conn, "misnamed_files", [[key] for key in misnamed])
+            conn.execute("CREATE OR REPLACE TEMP TABLE skipped_files (s3_key VARCHAR, reason VARCHAR)")
+            insert_rows(
+                conn,
+                "skipped_files",
+                [[key, "file name is not historical_purchases/YYYY-MM-DD.csv"] for key in misnamed]
+                + [[key, f"file day before the first partition ({start})"] for key in too_early],
+            )
             _quarantine(
                 conn,
                 source,
@@ -302,8 +306,7 @@ def historical_purchases(context: dg.AssetExecutionContext, warehouse: DuckDBRes
                 end,
                 "SELECT s3_key || ':' || line_no AS location, reason, raw, file_day AS day "
                 "FROM historical_checked WHERE reason IS NOT NULL "
-                "UNION ALL SELECT s3_key, 'file name is not historical_purchases/YYYY-MM-DD.csv', NULL, NULL "
-                "FROM misnamed_files",
+                "UNION ALL SELECT s3_key, reason, NULL, NULL FROM skipped_files",
             )
         window_rows = "SELECT * EXCLUDE (day) FROM raw.historical_purchases WHERE day >= $1 AND day < $2"
         return dg.MaterializeResult(
@@ -317,9 +320,11 @@ def historical_purchases(context: dg.AssetExecutionContext, warehouse: DuckDBRes
         )
 
 
-def _parse_day(text: str) -> date | None:
+def historical_file_day(key: str) -> date | None:
+    """The day partition of `historical_purchases/YYYY-MM-DD.csv`; None for any other key."""
+    match = HISTORICAL_FILE.fullmatch(key)
     try:
-        return date.fromisoformat(text)
+        return date.fromisoformat(match.group(1)) if match else None
     except ValueError:
         return None
 

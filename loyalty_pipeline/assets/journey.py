@@ -1,14 +1,15 @@
 """Journey orchestration (SPEC §5.4): state per customer and journey, and the activations marketing tools pick up."""
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 
-from loyalty_pipeline import journeys
+from loyalty_pipeline import journeys, ledger
 from loyalty_pipeline.assets.ingest import customers, raw_topics
 from loyalty_pipeline.assets.loyalty import _load_tiers, enriched_purchases
 from loyalty_pipeline.assets.points import point_transactions
-from loyalty_pipeline.partitions import daily_partitions
+from loyalty_pipeline.chain import DayOrderError, open_window
+from loyalty_pipeline.partitions import DECLARED
 from loyalty_pipeline.resources import RulesResource, Warehouse
 from loyalty_pipeline.warehouse import (
     OWNERS,
@@ -16,6 +17,7 @@ from loyalty_pipeline.warehouse import (
     bar_table,
     count,
     preview,
+    revision_of,
     table_metadata,
     transaction,
     window_days,
@@ -50,7 +52,7 @@ def funnel_markdown(conn) -> str:
     group_name="journey",
     owners=OWNERS,
     kinds={"duckdb"},
-    partitions_def=daily_partitions,
+    partitions_def=DECLARED,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
     deps=[
@@ -73,20 +75,25 @@ def journey_state(
 ) -> dg.MaterializeResult:
     first, end = window_days(context)
     with warehouse.get_connection() as conn:
-        conn.execute(journeys.DDL)
+        conn.execute(journeys.DDL + ledger.DDL)
         _load_tiers(conn, rules)
         journeys.load_definitions(conn, rules.rules.journeys)
-        later_days_exist = (
-            conn.execute("SELECT count(*) FROM journey.journey_days WHERE day >= $1", [end]).fetchall()[0][0] > 0
+        ledger_first = _require_ledger(conn, first, end)
+        window = open_window(
+            conn,
+            "journey.journey_days",
+            "journey state",
+            "state",
+            first,
+            end,
+            since=ledger_first if ledger_first < first else None,
+            drop_from_first=("DELETE FROM journey.journey_state WHERE entered_at >= $1",),
         )
-        journeys.check_previous_day(conn, first)
         totals_as_of = journeys.restore_profile_totals(conn, first)
-        day = first
-        while day < end:  # in order: each day moves customers from where the previous day left them
-            journeys.build_day(conn, rules.rules, day, later_days_exist, totals_as_of)
+        for day in window.days:  # in order: each day moves customers from where the previous day left them
+            journeys.build_day(conn, rules.rules, window, day, totals_as_of)
             totals_as_of = day
-            day += timedelta(days=1)
-        if not later_days_exist:
+        if window.later_until is None:
             journeys.keep_profile_totals(conn, totals_as_of)
         return dg.MaterializeResult(
             metadata={
@@ -106,10 +113,42 @@ def journey_state(
         )
 
 
+def _require_ledger(conn, first, end) -> date:
+    """Criteria read points balances: every day of the window needs its ledger day. Returns the ledger's first day."""
+    ledger_first, built = conn.execute(
+        "SELECT min(day), count(*) FILTER (WHERE day >= $1 AND day < $2) FROM points.ledger_days", [first, end]
+    ).fetchall()[0]
+    if built < (end - first).days:
+        raise DayOrderError(
+            f"journey state: days {first}..{end - timedelta(days=1)} need the point ledger of those days, which is "
+            f"not built for all of them; materialize points/point_transactions and journey/journey_state together "
+            f"for {first}..{end - timedelta(days=1)} (one run)"
+        )
+    return ledger_first
+
+
 ACTIVATIONS_DDL = """
 CREATE TABLE IF NOT EXISTS journey.activations (
     journey_id VARCHAR NOT NULL, customer_id VARCHAR NOT NULL, activation VARCHAR NOT NULL, activated_on DATE NOT NULL
-)"""
+);
+CREATE TABLE IF NOT EXISTS journey.activation_days (day DATE PRIMARY KEY);  -- days handed to marketing tools
+CREATE TABLE IF NOT EXISTS journey.activation_revisions (  -- activations of handed days a rebuild withdrew or added
+    run_id VARCHAR NOT NULL, revised_at TIMESTAMP NOT NULL, reason VARCHAR NOT NULL,
+    change VARCHAR NOT NULL,  -- withdrawn | added
+    journey_id VARCHAR NOT NULL, customer_id VARCHAR NOT NULL, activation VARCHAR NOT NULL, activated_on DATE NOT NULL
+);
+"""
+
+# Activations of days already handed out are not silently replaced: what changed is kept as a revision.
+REVISE_ACTIVATIONS = """
+INSERT INTO journey.activation_revisions
+WITH handed AS (SELECT day FROM journey.activation_days WHERE day >= $first AND day < $end),
+old AS (SELECT * FROM journey.activations WHERE activated_on IN (SELECT day FROM handed)),
+new AS (SELECT * FROM new_activations WHERE activated_on IN (SELECT day FROM handed))
+SELECT $run_id, $revised_at, $reason, 'withdrawn', * FROM (SELECT * FROM old EXCEPT ALL SELECT * FROM new)
+UNION ALL
+SELECT $run_id, $revised_at, $reason, 'added', * FROM (SELECT * FROM new EXCEPT ALL SELECT * FROM old)
+"""
 
 
 @dg.asset(
@@ -117,7 +156,7 @@ CREATE TABLE IF NOT EXISTS journey.activations (
     group_name="journey",
     owners=OWNERS,
     kinds={"duckdb"},
-    partitions_def=daily_partitions,
+    partitions_def=DECLARED,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
     deps=[journey_state],
@@ -129,20 +168,30 @@ def activations(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: 
     with warehouse.get_connection() as conn:
         conn.execute(journeys.DDL + ACTIVATIONS_DDL)
         journeys.load_definitions(conn, rules.rules.journeys)
+        conn.execute(
+            """CREATE OR REPLACE TEMP TABLE new_activations AS
+               SELECT s.journey_id, s.customer_id, n.activation, s.entered_at AS activated_on
+               FROM journey.journey_state AS s JOIN journey_nodes AS n USING (journey_id, node)
+               WHERE n.activation IS NOT NULL AND s.entered_at >= $first AND s.entered_at < $end""",
+            window,
+        )
+        revision = revision_of(context)
         with transaction(conn):
+            conn.execute(REVISE_ACTIVATIONS, {**window, **revision})
             conn.execute("DELETE FROM journey.activations WHERE activated_on >= $first AND activated_on < $end", window)
+            conn.execute("INSERT INTO journey.activations SELECT * FROM new_activations")
             conn.execute(
-                """INSERT INTO journey.activations
-                   SELECT s.journey_id, s.customer_id, n.activation, s.entered_at
-                   FROM journey.journey_state AS s JOIN journey_nodes AS n USING (journey_id, node)
-                   WHERE n.activation IS NOT NULL AND s.entered_at >= $first AND s.entered_at < $end""",
+                "INSERT OR IGNORE INTO journey.activation_days SELECT range::DATE FROM range($first, $end, INTERVAL 1 DAY)",
                 window,
             )
         window_rows = "SELECT * FROM journey.activations WHERE activated_on >= $first AND activated_on < $end"
+        revised = "SELECT 1 FROM journey.activation_revisions WHERE run_id = $1 AND change = $2"
         return dg.MaterializeResult(
             metadata={
                 **table_metadata(conn, "journey.activations"),
                 "window_rows": count(conn, window_rows, window),
+                "activations_withdrawn": count(conn, revised, [revision["run_id"], "withdrawn"]),
+                "activations_added_late": count(conn, revised, [revision["run_id"], "added"]),
                 "preview": preview(conn, window_rows + " ORDER BY ALL", window, limit=20),
             }
         )

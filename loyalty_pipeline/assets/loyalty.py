@@ -6,7 +6,7 @@ from dagster_duckdb import DuckDBResource
 
 from loyalty_pipeline.assets.checks import count_rows, duplicate_check
 from loyalty_pipeline.assets.ingest import historical_purchases, raw_topics
-from loyalty_pipeline.partitions import daily_partitions
+from loyalty_pipeline.partitions import DECLARED
 from loyalty_pipeline.resources import RulesResource
 from loyalty_pipeline.warehouse import (
     OWNERS,
@@ -61,7 +61,7 @@ FROM purchases ASOF LEFT JOIN product_states
     group_name="loyalty",
     owners=OWNERS,
     kinds={"duckdb"},
-    partitions_def=daily_partitions,
+    partitions_def=DECLARED,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
     deps=[raw_topics["purchases"], raw_topics["products"], historical_purchases],

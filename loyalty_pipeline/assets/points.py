@@ -3,14 +3,16 @@
 from datetime import datetime, timedelta
 
 import dagster as dg
+import duckdb
 from dagster_duckdb import DuckDBResource
 
 from loyalty_pipeline import ledger
 from loyalty_pipeline.assets.checks import count_rows, duplicate_check
 from loyalty_pipeline.assets.ingest import raw_topics
 from loyalty_pipeline.assets.loyalty import enriched_purchases
+from loyalty_pipeline.chain import open_window
 from loyalty_pipeline.ledger_reference import replay
-from loyalty_pipeline.partitions import daily_partitions
+from loyalty_pipeline.partitions import DECLARED
 from loyalty_pipeline.resources import RulesResource
 from loyalty_pipeline.warehouse import (
     OWNERS,
@@ -19,6 +21,7 @@ from loyalty_pipeline.warehouse import (
     bar_table,
     count,
     preview,
+    revision_of,
     table_metadata,
     window_days,
 )
@@ -31,7 +34,7 @@ LEDGER_KEY = dg.AssetKey(["points", "point_transactions"])
     group_name="points",
     owners=OWNERS,
     kinds={"duckdb"},
-    partitions_def=daily_partitions,
+    partitions_def=DECLARED,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
     deps=[
@@ -52,16 +55,15 @@ def point_transactions(
 ) -> dg.MaterializeResult:
     first, end = window_days(context)
     settings = rules.rules.points
-    days = [first + timedelta(days=n) for n in range((end - first).days)]
     refused = rounds = 0
     with warehouse.get_connection() as conn:
         conn.execute(ledger.DDL + REJECTED_DDL)
-        later_days_exist = (
-            conn.execute("SELECT count(*) FROM points.ledger_days WHERE day >= $1", [end]).fetchall()[0][0] > 0
+        window = open_window(
+            conn, "points.ledger_days", "point ledger", "ledger", first, end, ledger.first_event_before(conn, first)
         )
-        ledger.check_previous_day(conn, first)
-        for day in days:  # in order: each day starts from the state the previous one left
-            counts = ledger.build_day(conn, day, str(settings.earn_rate), settings.validity_days, later_days_exist)
+        revision = revision_of(context)
+        for day in window.days:  # in order: each day starts from the state the previous one left
+            counts = ledger.build_day(conn, window, day, str(settings.earn_rate), settings.validity_days, revision)
             refused += counts["refused"]
             rounds = max(rounds, counts["rounds"])
         window_rows = "SELECT * EXCLUDE (day) FROM points.point_transactions WHERE day >= $1 AND day < $2"
@@ -74,6 +76,7 @@ def point_transactions(
                 **table_metadata(conn, "points.point_transactions"),
                 "window_rows": count(conn, window_rows, [first, end]),
                 "refused_redemptions": refused,
+                **revision_metadata(conn, revision["run_id"]),
                 "max_refusal_rounds": rounds,
                 "flows_per_day": dg.MetadataValue.md(
                     bar_table(("day and kind", "points"), [(f"{day} {kind}", points) for day, kind, points in flows])
@@ -81,6 +84,21 @@ def point_transactions(
                 "preview": preview(conn, window_rows + " ORDER BY occurred_at, txn_id", [first, end], limit=20),
             }
         )
+
+
+def revision_metadata(conn: duckdb.DuckDBPyConnection, run_id: str) -> dict:
+    """What this run revised in days built before: rows changed, and the customers whose balance moved."""
+    moves = conn.execute(
+        """SELECT user_id, sum(balance_change)::BIGINT AS moved FROM (
+               SELECT DISTINCT day, user_id, balance_change FROM points.ledger_revisions WHERE run_id = $1)
+           GROUP BY ALL HAVING moved <> 0 ORDER BY abs(moved) DESC, user_id""",
+        [run_id],
+    ).fetchall()
+    return {
+        "revised_rows": count(conn, "SELECT 1 FROM points.ledger_revisions WHERE run_id = $1", [run_id]),
+        "balances_moved": len(moves),
+        "balance_changes": dg.MetadataValue.md(bar_table(("customer", "points"), moves[:20]) if moves else "_none_"),
+    }
 
 
 # What is left of each lot at the end of the last ledger day (lots expiring at that midnight are still open).

@@ -1,0 +1,148 @@
+"""The one run that brings the warehouse up to date after inputs changed: which days, which assets.
+
+The sensors and the schedule ask here, so whatever order files arrive in, the runs converge on the answer of one
+batch run over the same files:
+
+* a change to day D re-runs D through the last built day of everything downstream of the changed sources, in
+  one run (the ledger and journeys walk those days in order inside their steps);
+* a run that reaches past the last built day, or starts before the first, or fills a gap, runs every asset,
+  because every source then has new days;
+* a change without a day (a customers export) re-runs its downstream over every built day: journeys judge
+  exported customers from the first day.
+
+One run at a time: while one of the instance's runs is queued or in progress, nothing is planned (each plan
+reads a settled warehouse, and DuckDB has one writer).
+"""
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from loyalty_pipeline import kafka
+from loyalty_pipeline.assets.ingest import historical_file_day
+from loyalty_pipeline.warehouse import REASON_TAG
+
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+# Dagster's tags for a run over a partition key range: public as strings, not as names in its public API.
+RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+CHAIN_DAYS = ["points.ledger_days", "journey.journey_days"]
+
+
+def input_days(sources) -> tuple[date, date] | None:
+    """First and last UTC day of any Kafka message or historical CSV file in the inputs."""
+    days = list(kafka.event_day_range([file for topic in kafka.TOPICS for file in sources.kafka_files(topic)]) or [])
+    days += [historical_file_day(obj.key) for obj in sources.object_store().list_objects("historical_purchases/")]
+    days = [day for day in days if day]
+    return (min(days), max(days)) if days else None
+
+
+def run_in_flight(instance: dg.DagsterInstance) -> str | None:
+    """Why not to plan now: a run of this instance is queued or in progress (None when all are settled)."""
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT), limit=1)
+    return f"waiting for run {runs[0].run_id} ({runs[0].status.value}) to settle" if runs else None
+
+
+@dataclass(frozen=True)
+class Built:
+    """The days the self-dependent chain (ledger and journeys) has built."""
+
+    first: date | None = None
+    last: date | None = None
+    gap: date | None = None  # the first day in [first, last] missing from the ledger or the journeys
+
+
+def built_days(database: str) -> Built:
+    """Read from the warehouse; raises duckdb.IOException while a writer holds it."""
+    if not Path(database).exists():
+        return Built()
+    with duckdb.connect(database, read_only=True) as conn:
+        present = {
+            f"{schema}.{table}" for schema, table in conn.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
+        }
+        if not all(table in present for table in CHAIN_DAYS):
+            return Built()
+        first, last, gap = conn.execute(
+            f"""WITH chains AS ({" UNION ALL ".join(f"SELECT day, '{t}' AS chain FROM {t}" for t in CHAIN_DAYS)}),
+                     span AS (SELECT min(day) AS first, max(day) AS last FROM chains)
+                SELECT first, last, (SELECT min(d::DATE) FROM range(first, last + 1, INTERVAL 1 DAY) AS r(d)
+                                     WHERE (SELECT count(DISTINCT chain) FROM chains WHERE day = d::DATE) < $chains)
+                FROM span""",
+            {"chains": len(CHAIN_DAYS)},
+        ).fetchall()[0]
+    return Built(first, last, gap)
+
+
+@dataclass
+class Change:
+    """Inputs that changed since the last plan: the raw assets they feed and the days they touch."""
+
+    sources: set[dg.AssetKey] = field(default_factory=set)
+    first: date | None = None
+    last: date | None = None
+    whole_history: bool = False  # a change without a day that every built day depends on
+    what: list[str] = field(default_factory=list)  # the changed inputs, for the run's reason
+    versions: list[str] = field(default_factory=list)  # with their versions: the same change is one run key
+
+    def add(self, source: dg.AssetKey, what: str, version: str, days: tuple[date, date] | None = None) -> None:
+        self.sources.add(source)
+        self.what.append(what)
+        self.versions.append(f"{what}@{version}")
+        if days:
+            self.first = min(days[0], self.first or days[0])
+            self.last = max(days[1], self.last or days[1])
+
+    def __bool__(self) -> bool:
+        return bool(self.sources)
+
+
+def run_request(
+    defs: dg.Definitions | dg.RepositoryDefinition, job_name: str, change: Change, built: Built, bounds: tuple[date, date]
+) -> dg.RunRequest | None:
+    """One run over the days and assets `change` needs, given what is built; None when there is nothing to run.
+
+    `bounds` are the first and last day partitions: days outside them cannot be materialized."""
+    first, last = change.first, change.last
+    if built.last:
+        if first is None:  # no day: a customers export, or a file without a readable event (the last day reads it)
+            first = last = built.last
+        if change.whole_history:
+            first = min(first, built.first)
+        if built.gap:
+            first = min(first, built.gap)
+        if last > built.last:  # new days: fill from the day after the last built one
+            first = min(first, built.last + timedelta(days=1))
+        last = max(last, built.last)
+    if first is None:  # nothing built and no day: the first run with days reads it (a new file is always read)
+        return None
+    first, last = max(first, bounds[0]), min(last, bounds[1])
+    if first > last:
+        return None
+    graph = defs.get_repository_def().asset_graph if isinstance(defs, dg.Definitions) else defs.asset_graph
+    new_days = not built.last or first < built.first or last > built.last or built.gap
+    selection = None if new_days else dg.AssetSelection.assets(*change.sources).downstream().resolve(graph)
+    checks = None if selection is None else [key for key in graph.asset_check_keys if key.asset_key in selection]
+    tags = {REASON_TAG: "; ".join(change.what)[:1000]}
+    partition_key = None
+    if first == last:
+        partition_key = first.isoformat()
+    else:
+        tags |= {RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()}
+    fingerprint = hashlib.sha1(repr((sorted(change.versions), first, last)).encode()).hexdigest()
+    return dg.RunRequest(
+        run_key=f"{first}..{last}:{fingerprint[:12]}",
+        job_name=job_name,
+        partition_key=partition_key,
+        asset_selection=None if selection is None else sorted(selection),
+        asset_check_keys=checks,
+        tags=tags,
+    )

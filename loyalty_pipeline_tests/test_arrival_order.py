@@ -1,0 +1,157 @@
+"""Arrival order does not matter: files landing in any order, late ones included, driven only by the sensors'
+own evaluation (their run requests executed in process), settle on the warehouse one batch run builds."""
+
+import json
+import random
+from datetime import date, timedelta
+
+import dagster as dg
+import duckdb
+import pytest
+
+from loyalty_pipeline.cli import materialize_days
+from loyalty_pipeline.definitions import build_defs
+from loyalty_pipeline_tests.conftest import envelope
+
+DAYS = [date(2024, 3, 1) + timedelta(days=n) for n in range(6)]
+RULES = """
+points: {validity_days: 2}
+journeys:
+  - id: tea_trial
+    audience: "list_contains(products_purchased, 'coffee')"
+    goal: "list_contains(products_purchased, 'tea')"
+    stages:
+      - id: nudge
+        steps: [{activation: tea_coupon}, {wait_days: 2}]
+        exit_criteria: [{name: lapsed, when: "days_since_last_purchase > 2"}]
+      - id: reward
+        entry: "points_balance >= 5"
+        steps: [{activation: double_points}]
+"""
+TABLES = [
+    "raw.users", "raw.products", "raw.purchases", "raw.user_activity", "raw.redemptions", "raw.customers",
+    "raw.historical_purchases", "raw.rejected_records", "loyalty.all_products", "loyalty.enriched_purchases",
+    "loyalty.sales_totals", "loyalty.caffeine_index", "loyalty.promotions", "points.point_transactions",
+    "points.lot_allocations", "points.point_balances", "customer.profile_360", "customer.recommendations",
+    "journey.journey_state", "journey.activations",
+]  # fmt: skip
+SENSORS = ["kafka_new_files", "s3_new_files"]
+
+
+def files(seed: int) -> dict[str, str]:
+    """Every input file (path under the data dir -> text) of six days: a file per topic and day, a late file for
+    day 2 holding purchases and a price change, a duplicated export, corrupt lines, two historical CSVs."""
+    rng = random.Random(seed)
+    users = [f"u{n}" for n in range(1, 7)]
+    offsets: dict[str, int] = {}
+    out: dict[str, list[str]] = {}
+
+    def message(path: str, topic: str, key, payload, at: str) -> None:
+        offsets[topic] = offsets.get(topic, -1) + 1
+        out.setdefault(path, []).append(json.dumps(envelope(topic, key, payload, at, 0, offsets[topic])))
+
+    for day in DAYS:
+        def at(hour: int) -> str:
+            return f"{day}T{hour:02d}:00:00.000"
+
+        if day == DAYS[0]:
+            for product, price in [("coffee", 3), ("tea", 4), ("cake", 12)]:
+                message(f"kafka/products/products-{day}.jsonl", "products", product, {"category": "c", "price": price}, at(0))
+            for user in users:
+                message(f"kafka/users/users-{day}.jsonl", "users", user, {"name": user.upper()}, at(1))
+        if day == DAYS[2]:
+            message(f"kafka/products/products-{day}.jsonl", "products", "coffee", {"category": "c", "price": 5}, at(12))
+        if day == DAYS[4]:
+            message(f"kafka/users/users-{day}.jsonl", "users", "u6", None, at(12))  # account closed
+        for n in range(rng.randrange(3, 7)):
+            user = rng.choice(users)
+            path = f"kafka/purchases/purchases-{day}.jsonl"
+            message(path, "purchases", user, {"product_id": rng.choice(["coffee", "tea", "cake"]), "order_id": f"{day}-{n % 3}"}, at(rng.randrange(8, 20)))
+            message(f"kafka/user_activity/user_activity-{day}.jsonl", "user_activity", user, {"event_type": "view", "product_id": rng.choice(["tea", "cake"])}, at(21))
+        if day >= DAYS[1]:
+            message(f"kafka/redemptions/redemptions-{day}.jsonl", "redemptions", rng.choice(users), {"redemption_id": f"r{day}", "points": rng.choice([3, 8, 30])}, at(18))
+    # late: a till that was offline on day 2 syncs after later days, with a price change it had seen
+    late = "kafka/purchases/purchases-late.jsonl"
+    message(late, "purchases", "u1", {"product_id": "coffee", "order_id": "late"}, f"{DAYS[1]}T09:00:00.000")
+    message(late, "purchases", "u2", {"product_id": "cake"}, f"{DAYS[1]}T09:30:00.000")
+    message("kafka/products/products-late.jsonl", "products", "tea", {"category": "c", "price": 6}, f"{DAYS[1]}T08:00:00.000")
+    out[late].append("{not json")
+    out["kafka/purchases/purchases-again.jsonl"] = out[f"kafka/purchases/purchases-{DAYS[3]}.jsonl"]  # at least once
+    header = "order_id,user_id,product_id,price,purchased_at"
+    texts = {path: "".join(line + "\n" for line in lines) for path, lines in out.items()}
+    texts[f"s3/historical_purchases/{DAYS[1]}.csv"] = f"{header}\nh1,u3,coffee,2.50,{DAYS[1]}T07:00:00Z\nh1,u3,tea,N/A,{DAYS[1]}T07:00:00Z\n"
+    texts[f"s3/historical_purchases/{DAYS[3]}.csv"] = f"{header}\nh2,u7,cake,40.00,{DAYS[3]}T07:00:00Z\n"
+    texts["s3/customers/customers.csv"] = "user_id,name,email,signup_date\nu1,Una,u1@x,2024-01-01\nu7,Sev,u7@x,2024-01-01\n"
+    return texts
+
+
+def land(inputs, texts: dict[str, str], paths: list[str]) -> None:
+    for path in paths:
+        target = inputs.root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(texts[path])
+
+
+def settle(defs: dg.Definitions, instance: dg.DagsterInstance, cursors: dict) -> int:
+    """Ticks the sensors, runs what they request in process, until a round requests nothing; returns the runs."""
+    runs = 0
+    for _ in range(10):
+        requests = []
+        for name in SENSORS:
+            with dg.build_sensor_context(
+                instance=instance, cursor=cursors.get(name), resources=defs.resources, definitions=defs
+            ) as context:
+                result = defs.resolve_sensor_def(name)(context)
+            cursors[name] = result.cursor
+            requests += result.run_requests
+            for request in result.run_requests:
+                done = defs.resolve_job_def(request.job_name).execute_in_process(
+                    instance=instance,
+                    partition_key=request.partition_key,
+                    asset_selection=request.asset_selection,
+                    tags=request.tags,
+                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                    raise_on_error=False,
+                )
+                assert done.success, [event.message for event in done.all_events if event.is_failure]
+                runs += 1
+        if not requests:
+            return runs
+    raise AssertionError("the sensors kept requesting runs")
+
+
+def table_rows(warehouse, table: str) -> list[str]:
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        return sorted(repr(row) for row in conn.execute(f"SELECT * FROM {table}").fetchall())
+
+
+@pytest.mark.parametrize(
+    "order",
+    ["by_day_then_late", "reversed", "shuffled"],
+)
+def test_any_arrival_order_settles_on_the_batch_answer(inputs, order):
+    texts = files(seed=3)
+    inputs.rules(RULES)
+    late = sorted(path for path in texts if "late" in path or "again" in path or DAYS[1].isoformat() + ".csv" in path)
+    on_time = sorted(set(texts) - set(late), key=lambda path: (path.split("-", 1)[-1], path))
+    arrivals = {
+        "by_day_then_late": [on_time[i : i + 8] for i in range(0, len(on_time), 8)] + [late[:2], late[2:]],
+        "reversed": [list(reversed(on_time))[i : i + 10] for i in range(0, len(on_time), 10)] + [late],
+        "shuffled": None,
+    }[order]
+    if arrivals is None:
+        shuffled = sorted(texts)
+        random.Random(11).shuffle(shuffled)
+        arrivals = [shuffled[i : i + 7] for i in range(0, len(shuffled), 7)]
+    defs, instance, cursors = build_defs(inputs.env()), dg.DagsterInstance.ephemeral(), {}
+    runs = 0
+    for batch in arrivals:
+        land(inputs, texts, batch)
+        runs += settle(defs, instance, cursors)
+    assert runs >= len(arrivals)
+
+    batch_warehouse = inputs.root / "batch.duckdb"
+    batch_defs = build_defs(inputs.env(LOYALTY_WAREHOUSE=str(batch_warehouse)))
+    assert materialize_days(batch_defs, DAYS[0].isoformat(), DAYS[-1].isoformat()).success
+    differing = [table for table in TABLES if table_rows(inputs.warehouse, table) != table_rows(batch_warehouse, table)]
+    assert differing == []
