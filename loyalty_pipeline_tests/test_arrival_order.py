@@ -11,7 +11,7 @@ import pytest
 
 from loyalty_pipeline.cli import materialize_days
 from loyalty_pipeline.definitions import build_defs
-from loyalty_pipeline_tests.conftest import envelope
+from loyalty_pipeline_tests.conftest import envelope, settle
 
 DAYS = [date(2024, 3, 1) + timedelta(days=n) for n in range(6)]
 RULES = """
@@ -35,7 +35,6 @@ TABLES = [
     "points.lot_allocations", "points.point_balances", "customer.profile_360", "customer.recommendations",
     "journey.journey_state", "journey.activations",
 ]  # fmt: skip
-SENSORS = ["kafka_new_files", "s3_new_files"]
 
 
 def files(seed: int) -> dict[str, str]:
@@ -90,34 +89,6 @@ def land(inputs, texts: dict[str, str], paths: list[str]) -> None:
         target = inputs.root / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(texts[path])
-
-
-def settle(defs: dg.Definitions, instance: dg.DagsterInstance, cursors: dict) -> int:
-    """Ticks the sensors, runs what they request in process, until a round requests nothing; returns the runs."""
-    runs = 0
-    for _ in range(10):
-        requests = []
-        for name in SENSORS:
-            with dg.build_sensor_context(
-                instance=instance, cursor=cursors.get(name), resources=defs.resources, definitions=defs
-            ) as context:
-                result = defs.resolve_sensor_def(name)(context)
-            cursors[name] = result.cursor
-            requests += result.run_requests
-            for request in result.run_requests:
-                done = defs.resolve_job_def(request.job_name).execute_in_process(
-                    instance=instance,
-                    partition_key=request.partition_key,
-                    asset_selection=request.asset_selection,
-                    tags=request.tags,
-                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-                    raise_on_error=False,
-                )
-                assert done.success, [event.message for event in done.all_events if event.is_failure]
-                runs += 1
-        if not requests:
-            return runs
-    raise AssertionError("the sensors kept requesting runs")
 
 
 def table_rows(warehouse, table: str) -> list[str]:

@@ -246,3 +246,35 @@ def test_random_histories_agree_with_the_reference_replay(inputs):
             "SELECT count(*) FROM raw.rejected_records WHERE reason = 'insufficient_points' AND raw LIKE $1", [f'%"user_id":"{user}"%']
         )
         assert refused_here == [(len(refused),)]
+
+
+def test_a_late_purchase_that_changes_a_used_lot_writes_revisions(inputs):
+    """A purchase synced late into day 1 is taken first by a day-2 use, so the lot that use drew from before has
+    more left at its expiry on day 3: the rebuilt days' changed rows are kept, with the reason and balance moves."""
+    import dagster as dg
+
+    from loyalty_pipeline.definitions import build_defs
+    from loyalty_pipeline_tests.conftest import settle
+
+    inputs.rules("points: {validity_days: 1}\n")
+    priced(inputs, ten=10)
+    buy(inputs, ("u", "ten", "2022-10-01T08:00:00"))
+    redeem(inputs, ("u", "r1", 6, "2022-10-02T08:00:00"))
+    defs, instance, cursors = build_defs(inputs.env()), dg.DagsterInstance.ephemeral(), {}
+    inputs.materialize("2022-10-01", "2022-10-03")
+    settle(defs, instance, cursors)  # the sensors' first tick: the files are built already, nothing changes
+    assert inputs.query("SELECT count(*) FROM points.ledger_revisions") == [(0,)]
+    buy(inputs, ("u", "ten", "2022-10-01T07:00:00"), file="till-7-offline.jsonl")
+    assert settle(defs, instance, cursors) == 1
+    assert inputs.query(
+        "SELECT change, txn_id, kind, points, day::VARCHAR, balance_change, reason FROM points.ledger_revisions ORDER BY day, txn_id, change"
+    ) == [
+        ("added", "earn:purchases:0:1", "earn", 10, "2022-10-01", 10, f"{inputs.root}/kafka/purchases/till-7-offline.jsonl (new)"),
+        ("added", "expire:earn:purchases:0:0", "expire", -10, "2022-10-03", -10, f"{inputs.root}/kafka/purchases/till-7-offline.jsonl (new)"),
+        ("withdrawn", "expire:earn:purchases:0:0", "expire", -4, "2022-10-03", -10, f"{inputs.root}/kafka/purchases/till-7-offline.jsonl (new)"),
+        ("added", "expire:earn:purchases:0:1", "expire", -4, "2022-10-03", -10, f"{inputs.root}/kafka/purchases/till-7-offline.jsonl (new)"),
+    ]
+    assert inputs.query("SELECT lot_txn_id, points FROM points.lot_allocations WHERE txn_id = 'use:r1'") == [("earn:purchases:0:1", 6)]
+    assert inputs.query("SELECT balance FROM points.point_balances") == [(0,)]
+    rerun = settle(defs, instance, cursors)
+    assert rerun == 0 and inputs.query("SELECT count(*) FROM points.ledger_revisions") == [(4,)]

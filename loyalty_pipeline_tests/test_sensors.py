@@ -1,11 +1,14 @@
 """The S3 sensor, evaluated for real against a local folder and against moto's S3 server over HTTP."""
 
 import json
+from datetime import datetime, timezone
 
 import dagster as dg
 import pytest
 
 from loyalty_pipeline.definitions import build_defs
+from loyalty_pipeline.planning import RANGE_END_TAG, RANGE_START_TAG
+from loyalty_pipeline_tests.conftest import SENSORS
 
 HEADER = "order_id,user_id,product_id,price,purchased_at\n"
 
@@ -16,30 +19,29 @@ def tick(defs: dg.Definitions, cursor: str | None):
         return sensor(context)
 
 
-def requests_of(result) -> list[tuple]:
-    return sorted((request.job_name, request.partition_key, request.run_key.split("@")[0]) for request in result.run_requests)
+def request_of(result) -> tuple:
+    """(partition key or range, assets selected or None for all) of a tick's single run request."""
+    [request] = result.run_requests
+    days = request.partition_key or (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG])
+    return request.job_name, days, request.asset_selection
 
 
 def check_sensor(defs_for, put):
-    """New files request runs once, a rewritten file again, a bad name is skipped, quiet ticks say why."""
+    """New files request one run, a rewritten file again, a bad name is skipped, quiet ticks say why."""
     put("historical_purchases/2024-06-01.csv", HEADER + "o1,ann,tea,1.00,2024-06-01T10:00:00Z\n")
     put("customers/export.csv", "user_id,name,email,signup_date\nann,Ann,a@x,2020-01-01\n")
     put("historical_purchases/notes.csv", "not a day\n")
     first = tick(defs_for(), None)
-    assert requests_of(first) == [
-        ("ingest_customers", None, "customers/export.csv"),
-        ("ingest_historical_purchases", "2024-06-01", "historical_purchases/2024-06-01.csv"),
-    ]
+    # nothing is built yet: the new day runs every asset
+    assert request_of(first) == ("materialize_everything", "2024-06-01", None)
+    assert "historical_purchases/2024-06-01.csv (new)" in first.run_requests[0].tags["loyalty/reason"]
     quiet = tick(defs_for(), first.cursor)  # a restart resumes from the stored cursor
     assert quiet.run_requests == [] and "no new files" in quiet.skip_reason.skip_message
     put("historical_purchases/2024-06-02.csv", HEADER)
     put("historical_purchases/2024-06-01.csv", HEADER + "o1,ann,tea,2.00,2024-06-01T10:00:00Z\n")
     second = tick(defs_for(), quiet.cursor)
-    assert requests_of(second) == [
-        ("ingest_historical_purchases", "2024-06-01", "historical_purchases/2024-06-01.csv"),
-        ("ingest_historical_purchases", "2024-06-02", "historical_purchases/2024-06-02.csv"),
-    ]
-    assert len({request.run_key for request in first.run_requests + second.run_requests}) == 4
+    assert request_of(second) == ("materialize_everything", ("2024-06-01", "2024-06-02"), None)
+    assert first.run_requests[0].run_key != second.run_requests[0].run_key
     assert "historical_purchases/notes.csv" in json.loads(second.cursor)
 
 
@@ -80,30 +82,63 @@ def test_kafka_sensor_requests_the_days_of_new_files_once(inputs):
             return sensor(context)
 
     first = tick(None)
-    [request] = first.run_requests
-    assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) == ("2024-06-01", "2024-06-03")
+    assert request_of(first) == ("materialize_everything", ("2024-06-01", "2024-06-03"), None)
     assert tick(first.cursor).run_requests == []
     inputs.write_lines("purchases", "late.jsonl.gz", ['{"partition":1,"offset":0,"ts":1717545600000,"key":"bob","payload":"{}"}'])
     inputs.write_lines("purchases", "broken.jsonl.gz", ["this is not gzip"])
     (inputs.root / "kafka" / "purchases" / "broken.jsonl.gz").write_bytes(b"\x1f\x8b garbage")
     second = tick(first.cursor)
-    [request] = second.run_requests
-    assert request.tags["dagster/asset_partition_range_start"] == "2024-06-05"
+    assert request_of(second) == ("materialize_everything", "2024-06-05", None)
     assert tick(second.cursor).run_requests == []  # the broken file is reported once, not on every tick
 
 
-def test_daily_schedule_requests_yesterdays_partition():
-    from datetime import datetime, timezone
 
-    defs = build_defs()
+
+def test_a_tick_waits_while_a_run_is_in_flight_and_keeps_its_cursor(inputs):
+    defs = build_defs(inputs.env())
+    inputs.kafka("purchases", [("ann", {"product_id": "tea"}, "2024-06-01T10:00:00")])
+    instance = dg.DagsterInstance.ephemeral()
+    queued = instance.create_run_for_job(defs.resolve_job_def("materialize_everything"))  # not started yet
+    for name in SENSORS:
+        with dg.build_sensor_context(instance=instance, cursor=None, resources=defs.resources, definitions=defs) as context:
+            result = defs.resolve_sensor_def(name)(context)
+        assert result.run_requests == [] and result.cursor is None
+        assert result.skip_reason.skip_message == f"waiting for run {queued.run_id} (NOT_STARTED) to settle"
+
+
+def schedule_tick(defs: dg.Definitions, instance: dg.DagsterInstance, at: datetime):
+    context = dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=at, resources=defs.resources, repository_def=defs.get_repository_def()
+    )
+    return defs.resolve_schedule_def("daily_materialization").evaluate_tick(context)
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as instance:  # schedule contexts need an instance with a reference
+        yield instance
+
+
+def test_the_schedules_first_tick_on_a_gap_catches_up_in_one_run(inputs, instance):
+    inputs.kafka("purchases", [("ann", {"product_id": "tea"}, "2024-06-01T10:00:00"), ("ann", {"product_id": "tea"}, "2024-06-02T10:00:00")])
+    defs = build_defs(inputs.env())
     schedule = defs.resolve_schedule_def("daily_materialization")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("15 0 * * *", "UTC")
-    context = dg.build_schedule_context(
-        scheduled_execution_time=datetime(2024, 6, 6, 0, 15, tzinfo=timezone.utc), repository_def=defs.get_repository_def()
-    )
-    [request] = schedule.evaluate_tick(context).run_requests
-    assert (request.partition_key, request.run_key) == ("2024-06-05", "2024-06-05")
-    context = dg.build_schedule_context(
-        scheduled_execution_time=datetime(2025, 1, 1, 0, 15, tzinfo=timezone.utc), repository_def=defs.get_repository_def()
-    )
-    assert schedule.evaluate_tick(context).run_requests[0].partition_key == "2024-12-31"
+    assert "nothing" not in schedule.description and schedule.description
+    inputs.materialize("2024-06-01")
+    tick = schedule_tick(defs, instance, datetime(2024, 6, 5, 0, 15, tzinfo=timezone.utc))
+    [request] = tick.run_requests
+    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG], request.asset_selection) == ("2024-06-02", "2024-06-04", None)
+    done = defs.resolve_job_def(request.job_name).execute_in_process(instance=instance, tags=request.tags, raise_on_error=False)
+    assert done.success
+    assert inputs.query("SELECT min(day)::VARCHAR, max(day)::VARCHAR, count(*) FROM points.ledger_days") == [("2024-06-01", "2024-06-04", 4)]
+    quiet = schedule_tick(defs, instance, datetime(2024, 6, 5, 0, 15, tzinfo=timezone.utc))
+    assert quiet.run_requests == [] and quiet.skip_message == "every day through 2024-06-04 is built"
+
+
+def test_the_schedule_on_an_empty_warehouse_starts_at_the_first_day_with_events(inputs, instance):
+    defs = build_defs(inputs.env())
+    assert schedule_tick(defs, instance, datetime(2024, 6, 5, 0, 15, tzinfo=timezone.utc)).skip_message == "no events in the inputs yet"
+    inputs.csv("historical_purchases/2024-06-03.csv", HEADER)
+    [request] = schedule_tick(defs, instance, datetime(2024, 6, 5, 0, 15, tzinfo=timezone.utc)).run_requests
+    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == ("2024-06-03", "2024-06-04")
