@@ -146,3 +146,23 @@ def test_demo_journeys_by_hand(seed):
         ("spend_your_points", "end", 1),
         ("tea_trial", "end", 3),
     ]
+
+
+def test_every_column_of_every_table_is_described_in_the_catalog(seed):
+    from loyalty_pipeline.columns import DESCRIPTIONS
+
+    columns = {name for (name,) in seed.query("SELECT DISTINCT column_name FROM duckdb_columns() WHERE NOT internal")}
+    assert columns - set(DESCRIPTIONS) == set()
+
+
+def test_previews_read_like_the_table_nulls_blank_and_lists_with_commas():
+    import duckdb
+
+    from loyalty_pipeline.warehouse import bar_table, preview
+
+    conn = duckdb.connect()
+    table = preview(conn, "SELECT 'kris' AS user_id, ['honey', 'cake'] AS products, NULL::TIMESTAMP AS last_at, 'a|b' AS raw").value
+    assert table.splitlines() == ["| user_id | products | last_at | raw |", "| --- | --- | --- | --- |", "| kris | honey, cake |  | a\\|b |"]
+    assert bar_table(("kind", "points"), [("earn", 40), ("use", -30), ("none", 0)], width=4).splitlines()[2:] == [
+        "| earn | 40 | ████ |", "| use | -30 | −░░░ |", "| none | 0 |  |"
+    ]

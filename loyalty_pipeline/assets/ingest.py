@@ -19,6 +19,7 @@ from loyalty_pipeline.warehouse import (
     WAREHOUSE_POOL,
     count,
     insert_rows,
+    partition_metadata,
     preview,
     table_metadata,
     transaction,
@@ -143,7 +144,7 @@ def kafka_topic_asset(topic: Topic) -> dg.AssetsDefinition:
             return dg.MaterializeResult(
                 metadata={
                     **table_metadata(conn, f"raw.{topic.name}"),
-                    "window_rows": count(conn, window_rows, [first, end]),
+                    **partition_metadata(conn, f"raw.{topic.name}", "day", first, end),
                     "files": len(files),
                     "files_read": len(read),
                     "duplicates_dropped": count(
@@ -312,7 +313,7 @@ def historical_purchases(context: dg.AssetExecutionContext, warehouse: DuckDBRes
         return dg.MaterializeResult(
             metadata={
                 **table_metadata(conn, "raw.historical_purchases"),
-                "window_rows": count(conn, window_rows, [first, end]),
+                **partition_metadata(conn, "raw.historical_purchases", "day", first, end),
                 "files": len(dated),
                 "preview": preview(conn, window_rows, [first, end]),
                 **_rejection_metadata(conn, source),

@@ -16,6 +16,7 @@ from loyalty_pipeline.warehouse import (
     WAREHOUSE_POOL,
     bar_table,
     count,
+    partition_metadata,
     preview,
     revision_of,
     table_metadata,
@@ -98,6 +99,7 @@ def journey_state(
         return dg.MaterializeResult(
             metadata={
                 **table_metadata(conn, "journey.journey_state"),
+                **partition_metadata(conn, "journey.journey_state", "entered_at", first, end),
                 "customers_in_journeys": count(
                     conn, "SELECT DISTINCT journey_id, customer_id FROM journey.journey_state"
                 ),
@@ -189,7 +191,7 @@ def activations(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: 
         return dg.MaterializeResult(
             metadata={
                 **table_metadata(conn, "journey.activations"),
-                "window_rows": count(conn, window_rows, window),
+                **partition_metadata(conn, "journey.activations", "activated_on", first, end),
                 "activations_withdrawn": count(conn, revised, [revision["run_id"], "withdrawn"]),
                 "activations_added_late": count(conn, revised, [revision["run_id"], "added"]),
                 "preview": preview(conn, window_rows + " ORDER BY ALL", window, limit=20),

@@ -14,6 +14,7 @@ from loyalty_pipeline.warehouse import (
     bar_table,
     count,
     insert_rows,
+    partition_metadata,
     preview,
     table_metadata,
     transaction,
@@ -79,7 +80,7 @@ def enriched_purchases(context: dg.AssetExecutionContext, warehouse: DuckDBResou
         return dg.MaterializeResult(
             metadata={
                 **table_metadata(conn, "loyalty.enriched_purchases"),
-                "window_rows": count(conn, window_rows, window),
+                **partition_metadata(conn, "loyalty.enriched_purchases", "day", first, end),
                 "unknown_product_rows": count(conn, window_rows + " AND price IS NULL", window),
                 "preview": preview(conn, window_rows + " ORDER BY purchased_at", window),
             }

@@ -20,6 +20,7 @@ from loyalty_pipeline.warehouse import (
     WAREHOUSE_POOL,
     bar_table,
     count,
+    partition_metadata,
     preview,
     revision_of,
     table_metadata,
@@ -74,7 +75,7 @@ def point_transactions(
         return dg.MaterializeResult(
             metadata={
                 **table_metadata(conn, "points.point_transactions"),
-                "window_rows": count(conn, window_rows, [first, end]),
+                **partition_metadata(conn, "points.point_transactions", "day", first, end),
                 "refused_redemptions": refused,
                 **revision_metadata(conn, revision["run_id"]),
                 "max_refusal_rounds": rounds,
