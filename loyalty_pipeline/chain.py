@@ -27,6 +27,7 @@ class DayOrderError(RuntimeError):
 class Window:
     """What one step may do to days [first, end) of a chain."""
 
+    days_table: str  # the markers of the days built
     what: str  # "point ledger", for messages
     first: date
     end: date
@@ -36,6 +37,14 @@ class Window:
     @property
     def days(self) -> list[date]:
         return [self.first + timedelta(days=n) for n in range((self.end - self.first).days)]
+
+    def begin(self, conn: duckdb.DuckDBPyConnection, drop_from_first: tuple[str, ...] = ()) -> None:
+        """Before a rebuild that reaches the last day: drop the markers from the first day on, and run
+        `drop_from_first` (statements given the first day as $1) in the same transaction."""
+        if self.later_until is None:
+            with transaction(conn):
+                for statement in (f"DELETE FROM {self.days_table} WHERE day >= $1", *drop_from_first):
+                    conn.execute(statement, [self.first])
 
     def refuse_change(self, conn: duckdb.DuckDBPyConnection, day: date, new_rows: str, old_rows: str) -> None:
         """Refuse to rewrite `day` differently when later days were built on it."""
@@ -57,13 +66,11 @@ def open_window(
     first: date,
     end: date,
     since: date | None,
-    drop_from_first: tuple[str, ...] = (),
 ) -> Window:
-    """Checks that days [first, end) can be built on what is built, and prepares a rebuild that reaches the end.
+    """Checks that days [first, end) can be built on what is built (see Window.begin to start).
 
     `what` names the table in messages, `state` what a day is built on ("ledger").
-    `since`: the first day something happened, when before `first` (the chain cannot start from nothing then).
-    `drop_from_first`: statements run with the markers' drop, given `first` as $1 (rows the rebuild replaces)."""
+    `since`: the first day something happened, when before `first` (the chain cannot start from nothing then)."""
     built = [day for (day,) in conn.execute(f"SELECT day FROM {days_table} ORDER BY day").fetchall()]
     before = [day for day in built if day < first]
     later = [day for day in built if day >= end]
@@ -75,12 +82,8 @@ def open_window(
             f"{what}: {first} needs the {state} at the end of {previous}, which is not materialized; "
             f"materialize {start}..{until} as one run"
         )
-    window = Window(what, first, end, frozenset(day for day in built if first <= day < end), later[-1] if later else None)
-    if window.later_until is None:
-        with transaction(conn):
-            for statement in (f"DELETE FROM {days_table} WHERE day >= $1", *drop_from_first):
-                conn.execute(statement, [first])
-    return window
+    rebuilt = frozenset(day for day in built if first <= day < end)
+    return Window(days_table, what, first, end, rebuilt, later[-1] if later else None)
 
 
 def publish(conn: duckdb.DuckDBPyConnection, statements: list[str], params: dict) -> None:

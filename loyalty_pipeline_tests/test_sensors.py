@@ -1,6 +1,7 @@
 """The S3 sensor, evaluated for real against a local folder and against moto's S3 server over HTTP."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -107,15 +108,22 @@ def test_a_tick_waits_while_a_run_is_in_flight_and_keeps_its_cursor(inputs):
 
 
 def schedule_tick(defs: dg.Definitions, instance: dg.DagsterInstance, at: datetime):
-    context = dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=at, resources=defs.resources, repository_def=defs.get_repository_def()
-    )
-    return defs.resolve_schedule_def("daily_materialization").evaluate_tick(context)
+    def evaluate():
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=at, resources=defs.resources, repository_def=defs.get_repository_def()
+        )
+        return defs.resolve_schedule_def("daily_materialization").evaluate_tick(context)
+
+    # in a thread of its own: the context's instance, made from its reference, leaves a context variable set (the
+    # definitions state storage) that would outlive the instance and break later tests' Definitions
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(evaluate).result()
 
 
 @pytest.fixture
-def instance():
-    with dg.instance_for_test() as instance:  # schedule contexts need an instance with a reference
+def instance(tmp_path):
+    # schedule contexts need an instance with a reference; instance_for_test would leave global state behind
+    with dg.DagsterInstance.local_temp(str(tmp_path)) as instance:
         yield instance
 
 

@@ -1,6 +1,6 @@
 """Journey orchestration (SPEC §5.4): state per customer and journey, and the activations marketing tools pick up."""
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import dagster as dg
 
@@ -79,7 +79,7 @@ def journey_state(
         conn.execute(journeys.DDL + ledger.DDL)
         _load_tiers(conn, rules)
         journeys.load_definitions(conn, rules.rules.journeys)
-        ledger_first = _require_ledger(conn, first, end)
+        ledger_first = conn.execute("SELECT min(day) FROM points.ledger_days").fetchall()[0][0]
         window = open_window(
             conn,
             "journey.journey_days",
@@ -87,9 +87,10 @@ def journey_state(
             "state",
             first,
             end,
-            since=ledger_first if ledger_first < first else None,
-            drop_from_first=("DELETE FROM journey.journey_state WHERE entered_at >= $1",),
+            since=ledger_first if ledger_first and ledger_first < first else None,
         )
+        _require_ledger(conn, first, end)
+        window.begin(conn, drop_from_first=("DELETE FROM journey.journey_state WHERE entered_at >= $1",))
         totals_as_of = journeys.restore_profile_totals(conn, first)
         for day in window.days:  # in order: each day moves customers from where the previous day left them
             journeys.build_day(conn, rules.rules, window, day, totals_as_of)
@@ -115,18 +116,15 @@ def journey_state(
         )
 
 
-def _require_ledger(conn, first, end) -> date:
-    """Criteria read points balances: every day of the window needs its ledger day. Returns the ledger's first day."""
-    ledger_first, built = conn.execute(
-        "SELECT min(day), count(*) FILTER (WHERE day >= $1 AND day < $2) FROM points.ledger_days", [first, end]
-    ).fetchall()[0]
+def _require_ledger(conn, first, end) -> None:
+    """Criteria read points balances: every day of the window needs its ledger day."""
+    built = conn.execute("SELECT count(*) FROM points.ledger_days WHERE day >= $1 AND day < $2", [first, end]).fetchall()[0][0]
     if built < (end - first).days:
         raise DayOrderError(
             f"journey state: days {first}..{end - timedelta(days=1)} need the point ledger of those days, which is "
             f"not built for all of them; materialize points/point_transactions and journey/journey_state together "
             f"for {first}..{end - timedelta(days=1)} (one run)"
         )
-    return ledger_first
 
 
 ACTIVATIONS_DDL = """

@@ -6,7 +6,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from loyalty_pipeline import ledger
+from loyalty_pipeline import journeys, ledger
 from loyalty_pipeline.assets.checks import count_rows, duplicate_check
 from loyalty_pipeline.assets.ingest import raw_topics
 from loyalty_pipeline.assets.loyalty import enriched_purchases
@@ -58,10 +58,13 @@ def point_transactions(
     settings = rules.rules.points
     refused = rounds = 0
     with warehouse.get_connection() as conn:
-        conn.execute(ledger.DDL + REJECTED_DDL)
+        conn.execute(ledger.DDL + REJECTED_DDL + journeys.DDL)
         window = open_window(
             conn, "points.ledger_days", "point ledger", "ledger", first, end, ledger.first_event_before(conn, first)
         )
+        # Old rows stay until each day replaces them (the revisions compare them). Journeys judged these days on
+        # the old balances: they are marked unbuilt from here, for the same run or the next plan to rebuild.
+        window.begin(conn, drop_from_first=("DELETE FROM journey.journey_days WHERE day >= $1",))
         revision = revision_of(context)
         for day in window.days:  # in order: each day starts from the state the previous one left
             counts = ledger.build_day(conn, window, day, str(settings.earn_rate), settings.validity_days, revision)
