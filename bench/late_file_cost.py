@@ -1,0 +1,111 @@
+"""Cost of a late Kafka file next to an on-time one (run by `make bench`), driven by the sensor as in production.
+
+Generated inputs (`loyalty-pipeline generate`) are built day 1..D as one run. Then, with the sensor's cursor
+primed on those files, two files land one after the other, each with the purchases of one day copied from the
+last day: an on-time file for day D+1, then a late file for day D+1-back. Each time the Kafka sensor is ticked
+and the run it requests is executed in process and timed: the on-time day runs every asset for one day; the
+late day re-runs purchases and everything downstream of them from that day through D+1.
+"""
+
+import argparse
+import json
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from loyalty_pipeline import generate
+from loyalty_pipeline.cli import materialize_days
+from loyalty_pipeline.definitions import build_defs
+
+START = date(2024, 1, 1)
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def copy_purchases(warehouse: Path, from_day: date, to_day: date, target: Path, first_offset: int) -> int:
+    """Writes `from_day`'s purchases as kcat envelopes of `to_day`, at new offsets of partition 99."""
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        count = conn.execute(
+            """COPY (
+                   SELECT 'purchases' AS topic, 99 AS partition, $offset + row_number() OVER (ORDER BY event_ts, kafka_offset) AS offset,
+                          epoch_ms(event_ts + ($to::DATE - $from::DATE) * INTERVAL 1 DAY) AS ts, user_id AS key,
+                          json_object('product_id', product_id, 'order_id', 'late-' || coalesce(order_id, kafka_offset::VARCHAR))::VARCHAR AS payload
+                   FROM raw.purchases WHERE day = $from AND NOT tombstone
+               ) TO '""" + str(target) + "' (FORMAT json)",
+            {"from": from_day, "to": to_day, "offset": first_offset},
+        ).fetchall()
+    return count[0][0] if count else 0
+
+
+def tick_and_run(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> tuple[dict, str]:
+    sensor = defs.resolve_sensor_def("kafka_new_files")
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources, definitions=defs) as context:
+        result = sensor(context)
+    [request] = result.run_requests
+    started = time.perf_counter()
+    done = defs.resolve_job_def(request.job_name).execute_in_process(
+        instance=instance,
+        partition_key=request.partition_key,
+        asset_selection=request.asset_selection,
+        tags=request.tags,
+        run_config=QUIET,
+        raise_on_error=False,
+    )
+    seconds = time.perf_counter() - started
+    days = request.partition_key or f"{request.tags['dagster/asset_partition_range_start']}..{request.tags['dagster/asset_partition_range_end']}"
+    return {
+        "seconds": round(seconds, 2),
+        "ok": done.success,
+        "days": days,
+        "assets": len(request.asset_selection) if request.asset_selection else "all",
+        "steps": len([event for event in done.all_events if event.event_type_value == "STEP_SUCCESS"]),
+    }, result.cursor
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--customers", type=int, default=5000)
+    parser.add_argument("--days", type=int, default=60, help="days built before the two files land")
+    parser.add_argument("--back", type=int, default=30, help="how many days before the on-time day the late file is")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="late-file-") as work:
+        data = Path(work) / "data"
+        generate.main(["--customers", str(args.customers), "--days", str(args.days), "--out", str(data), "--start", START.isoformat()])
+        env = {"LOYALTY_DATA_DIR": str(data), "LOYALTY_WAREHOUSE": str(Path(work) / "warehouse.duckdb")}
+        defs, instance = build_defs(env), dg.DagsterInstance.ephemeral()
+        last = START + timedelta(days=args.days - 1)
+        started = time.perf_counter()
+        assert materialize_days(defs, START.isoformat(), last.isoformat(), instance).success
+        history_s = time.perf_counter() - started
+        sensor = defs.resolve_sensor_def("kafka_new_files")
+        with dg.build_sensor_context(instance=instance, resources=defs.resources, definitions=defs) as context:
+            cursor = sensor(context).cursor  # every file seen; its request (all of them again) is not run
+        warehouse = Path(env["LOYALTY_WAREHOUSE"])
+        on_time_day, late_day = last + timedelta(days=1), last + timedelta(days=1 - args.back)
+        folder = data / "kafka" / "purchases"
+        rows = copy_purchases(warehouse, last, on_time_day, folder / "on-time.jsonl", 10_000_000)
+        on_time, cursor = tick_and_run(defs, instance, cursor)
+        copy_purchases(warehouse, last, late_day, folder / "late.jsonl", 20_000_000)
+        late, cursor = tick_and_run(defs, instance, cursor)
+    result = {
+        "customers": args.customers,
+        "days_built": args.days,
+        "purchases_per_file": rows,
+        "history_build_s": round(history_s, 2),
+        "on_time_day": on_time,
+        f"late_file_{args.back}_days_back": late,
+        "late_vs_on_time": round(late["seconds"] / on_time["seconds"], 2) if on_time["seconds"] else None,
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
