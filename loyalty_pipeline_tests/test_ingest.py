@@ -622,3 +622,20 @@ def test_a_day_reads_only_the_snapshot_files_that_hold_it(inputs):
     assert inputs.query(
         "SELECT file LIKE '%day1.jsonl', first_day::VARCHAR, last_day::VARCHAR FROM raw.kafka_files ORDER BY file"
     ) == [(True, DAY2, DAY2), (False, DAY2, DAY2)]
+
+
+def test_a_file_that_cannot_be_read_is_quarantined_by_name_and_the_others_load(inputs):
+    inputs.kafka("purchases", [("ann", {"product_id": "tea"}, f"{DAY1}T09:00:00")])
+    broken = inputs.root / "kafka" / "purchases" / "till-3.jsonl.gz"
+    broken.write_bytes(b"\x1f\x8b not really gzip")
+    inputs.csv(f"historical_purchases/{DAY1}.csv", "order_id,user_id,product_id,price,purchased_at\n")
+    (inputs.root / "s3" / "historical_purchases" / f"{DAY1}.csv").write_bytes(b"order_id\n\xff\xfe\x00 not text\n")
+    inputs.materialize(DAY1)
+    assert inputs.query("SELECT user_id FROM raw.purchases") == [("ann",)]
+    rejected_files = inputs.query("SELECT source, location, starts_with(reason, 'unreadable file: ') FROM raw.rejected_records ORDER BY ALL")
+    assert rejected_files == [
+        ("kafka:purchases", f"{broken}:0", True),
+        ("s3:historical_purchases", f"historical_purchases/{DAY1}.csv:0", True),
+    ]
+    inputs.materialize(DAY1)  # read again: still one row each, never doubled
+    assert inputs.query("SELECT count(*) FROM raw.rejected_records") == [(2,)]
