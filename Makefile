@@ -5,7 +5,7 @@ INSTALLED := $(VENV)/.installed
 CUSTOMERS ?= 1000000
 DAYS ?= 30
 
-.PHONY: run test dev bench clean
+.PHONY: run test test-fast lint dev bench clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,15 @@ run: $(INSTALLED)
 	mkdir -p .dagster_home
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/loyalty-pipeline materialize
 
-test: $(INSTALLED)
+test: lint
 	$(BIN)/pytest -q
+
+test-fast: $(INSTALLED)
+	$(BIN)/pytest -q -m "not e2e"
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check loyalty_pipeline loyalty_pipeline_tests bench
+	$(BIN)/ruff format --check loyalty_pipeline loyalty_pipeline_tests bench
 
 dev: $(INSTALLED)
 	mkdir -p .dagster_home

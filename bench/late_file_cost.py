@@ -35,7 +35,9 @@ def copy_purchases(warehouse: Path, from_day: date, to_day: date, target: Path, 
                           epoch_ms(event_ts + ($to::DATE - $from::DATE) * INTERVAL 1 DAY) AS ts, user_id AS key,
                           json_object('product_id', product_id, 'order_id', 'late-' || coalesce(order_id, kafka_offset::VARCHAR))::VARCHAR AS payload
                    FROM raw.purchases WHERE day = $from AND NOT tombstone
-               ) TO '""" + str(target) + "' (FORMAT json)",
+               ) TO '"""
+            + str(target)
+            + "' (FORMAT json)",
             {"from": from_day, "to": to_day, "offset": first_offset},
         ).fetchall()
     return count[0][0] if count else 0
@@ -43,7 +45,9 @@ def copy_purchases(warehouse: Path, from_day: date, to_day: date, target: Path, 
 
 def tick_and_run(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> tuple[dict, str]:
     sensor = defs.resolve_sensor_def("kafka_new_files")
-    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources, definitions=defs) as context:
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=defs.resources, definitions=defs
+    ) as context:
         result = sensor(context)
     [request] = result.run_requests
     started = time.perf_counter()
@@ -56,7 +60,10 @@ def tick_and_run(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str
         raise_on_error=False,
     )
     seconds = time.perf_counter() - started
-    days = request.partition_key or f"{request.tags['dagster/asset_partition_range_start']}..{request.tags['dagster/asset_partition_range_end']}"
+    days = (
+        request.partition_key
+        or f"{request.tags['dagster/asset_partition_range_start']}..{request.tags['dagster/asset_partition_range_end']}"
+    )
     return {
         "seconds": round(seconds, 2),
         "ok": done.success,
@@ -75,7 +82,18 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="late-file-") as work:
         data = Path(work) / "data"
-        generate.main(["--customers", str(args.customers), "--days", str(args.days), "--out", str(data), "--start", START.isoformat()])
+        generate.main(
+            [
+                "--customers",
+                str(args.customers),
+                "--days",
+                str(args.days),
+                "--out",
+                str(data),
+                "--start",
+                START.isoformat(),
+            ]
+        )
         env = {"LOYALTY_DATA_DIR": str(data), "LOYALTY_WAREHOUSE": str(Path(work) / "warehouse.duckdb")}
         defs, instance = build_defs(env), dg.DagsterInstance.ephemeral()
         last = START + timedelta(days=args.days - 1)

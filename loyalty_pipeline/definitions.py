@@ -9,8 +9,8 @@ from loyalty_pipeline.assets.ingest import ingest_assets, ingest_checks
 from loyalty_pipeline.assets.journey import journey_assets, journey_checks
 from loyalty_pipeline.assets.loyalty import loyalty_assets, loyalty_checks
 from loyalty_pipeline.assets.points import points_assets, points_checks
-from loyalty_pipeline.partitions import with_start
 from loyalty_pipeline.jobs import customers_job, everything_job, historical_job
+from loyalty_pipeline.partitions import with_start
 from loyalty_pipeline.resources import build_resources
 from loyalty_pipeline.schedules import daily_materialization
 from loyalty_pipeline.sensors import kafka_new_files, s3_new_files

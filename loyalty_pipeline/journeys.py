@@ -9,9 +9,9 @@ from datetime import date, timedelta
 
 import duckdb
 
+from loyalty_pipeline.chain import Window, publish
 from loyalty_pipeline.config import Journey, Rules
 from loyalty_pipeline.profiles import BEHAVIOUR, FROM_START, NEXT_DAY
-from loyalty_pipeline.chain import Window, publish
 from loyalty_pipeline.warehouse import insert_rows
 
 DDL = """
@@ -146,8 +146,8 @@ def load_definitions(conn: duckdb.DuckDBPyConnection, journeys: list[Journey]) -
     nodes, stages, exits = [], [], []
     for journey in journeys:
 
-        def node(name, kind, stage=None, step=None, wait=None, activation=None):
-            nodes.append([journey.id, name, kind, len(nodes), stage, step, wait, activation])
+        def node(name, kind, stage=None, step=None, wait=None, activation=None, journey_id=journey.id):
+            nodes.append([journey_id, name, kind, len(nodes), stage, step, wait, activation])
 
         for i, stage in enumerate(journey.stages):
             stages.append([journey.id, i, stage.id, len(stage.steps), stage.entry is not None])
@@ -231,7 +231,9 @@ def _criterion_of(field: str) -> tuple[str, int | None, int | None]:
     return "exit", stage_index, int(field.split("exit_criteria[")[1].split("]")[0])
 
 
-def build_day(conn: duckdb.DuckDBPyConnection, rules: Rules, window: Window, day: date, totals_as_of: date | None) -> int:
+def build_day(
+    conn: duckdb.DuckDBPyConnection, rules: Rules, window: Window, day: date, totals_as_of: date | None
+) -> int:
     """Moves every customer for one day and publishes the new state; returns the number of advance rounds."""
     evaluate_criteria(conn, rules, day, totals_as_of)
     conn.execute(
@@ -245,6 +247,8 @@ def build_day(conn: duckdb.DuckDBPyConnection, rules: Rules, window: Window, day
     rounds = 0
     while conn.execute(ADVANCE, {"day": day}).fetchall()[0][0]:
         rounds += 1
-    window.refuse_change(conn, day, "SELECT * FROM today", "SELECT * FROM journey.journey_state WHERE entered_at = $day")
+    window.refuse_change(
+        conn, day, "SELECT * FROM today", "SELECT * FROM journey.journey_state WHERE entered_at = $day"
+    )
     publish(conn, PUBLISH, {"day": day})
     return rounds

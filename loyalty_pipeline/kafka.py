@@ -5,7 +5,7 @@ Everything here is SQL run by DuckDB; Python only assembles statements from the 
 """
 
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
@@ -117,7 +117,7 @@ def event_day_range(files: list[Path]) -> tuple[date, date] | None:
     )
     if first is None:
         return None
-    return tuple(datetime.fromtimestamp(ms / 1000, timezone.utc).date() for ms in (first, last))
+    return tuple(datetime.fromtimestamp(ms / 1000, UTC).date() for ms in (first, last))
 
 
 def _field_sql(field: Field, json: str) -> tuple[str, str]:
@@ -141,7 +141,9 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
     # json_extract with a list of paths parses a document once; a missing key gives NULL, a JSON null 'null'.
     values = [_field_sql(field, f"fields[{n}]") for n, field in enumerate(topic.fields, start=1)]
     field_paths = ", ".join(f"'$.{field.name}'" for field in topic.fields)
-    value_columns = ",\n".join(f"{value} AS {field.name}" for field, (value, _) in zip(topic.fields, values))
+    value_columns = ",\n".join(
+        f"{value} AS {field.name}" for field, (value, _) in zip(topic.fields, values, strict=True)
+    )
     reasons = ",\n".join(reason for _, reason in values)
     conn.execute(
         f"""

@@ -228,7 +228,9 @@ def build_day(
             break
     conn.execute(DAY_ALLOCATIONS)
     conn.execute(NEW_ROWS, {"day": day})
-    window.refuse_change(conn, day, "SELECT * FROM day_rows", "SELECT * FROM points.point_transactions WHERE day = $day")
+    window.refuse_change(
+        conn, day, "SELECT * FROM day_rows", "SELECT * FROM points.point_transactions WHERE day = $day"
+    )
     publish(conn, ([REVISE_DAY] if day in window.rebuilt else []) + WRITE_DAY, {"day": day, **revision})
     return {
         "rounds": rounds,

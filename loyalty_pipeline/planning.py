@@ -67,7 +67,8 @@ def built_days(database: str) -> Built:
         return Built()
     with duckdb.connect(database, read_only=True) as conn:
         present = {
-            f"{schema}.{table}" for schema, table in conn.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
+            f"{schema}.{table}"
+            for schema, table in conn.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
         }
         if not all(table in present for table in CHAIN_DAYS):
             return Built()
@@ -106,7 +107,11 @@ class Change:
 
 
 def run_request(
-    defs: dg.Definitions | dg.RepositoryDefinition, job_name: str, change: Change, built: Built, bounds: tuple[date, date]
+    defs: dg.Definitions | dg.RepositoryDefinition,
+    job_name: str,
+    change: Change,
+    built: Built,
+    bounds: tuple[date, date],
 ) -> dg.RunRequest | None:
     """One run over the days and assets `change` needs, given what is built; None when there is nothing to run.
 

@@ -4,16 +4,16 @@ import fnmatch
 import functools
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
 import boto3
 import dagster as dg
 import duckdb
-from dagster._utils.backoff import backoff
 from dagster_duckdb import DuckDBResource
 
 from loyalty_pipeline.config import Rules, RulesError, load_rules
@@ -49,7 +49,7 @@ class LocalStore:
                 StoredObject(
                     key=path.relative_to(self.root).as_posix(),
                     version=file_version(path),
-                    modified=datetime.fromtimestamp(path.stat().st_mtime, timezone.utc),
+                    modified=datetime.fromtimestamp(path.stat().st_mtime, UTC),
                 )
             )
         return found
@@ -89,10 +89,13 @@ class S3Store:
 
 
 def connect_when_free(database: str, **options) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse, waiting (with backoff, ~100 s at most) while another process holds its lock."""
-    return backoff(
-        duckdb.connect, retry_on=(duckdb.IOException,), kwargs={"database": database, **options}, max_retries=10
-    )
+    """Open the warehouse, waiting (doubling pauses, ~100 s in all) while another process holds its lock."""
+    for pause in (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 50):
+        try:
+            return duckdb.connect(database, **options)
+        except duckdb.IOException:
+            time.sleep(pause)
+    return duckdb.connect(database, **options)
 
 
 class Warehouse(DuckDBResource):
@@ -110,7 +113,9 @@ class Warehouse(DuckDBResource):
     def get_connection(self):
         # dagster-duckdb's own context manager leaves the connection open when the body raises, which keeps the
         # file locked for the rest of the process; close it on every path.
-        conn = connect_when_free(self.database, config={"memory_limit": self.memory_limit})
+        # No replacement scans: a missing table is an error naming it, never a Python variable of the same name.
+        config = {**self.connection_config, "memory_limit": self.memory_limit, "python_enable_replacements": False}
+        conn = connect_when_free(self.database, config=config)
         try:
             conn.execute("SET TimeZone = 'UTC'")
             yield conn

@@ -45,4 +45,6 @@ def daily_materialization(
         what=[f"daily catch-up {first}..{yesterday}"],
         versions=[str(context.scheduled_execution_time)],
     )
-    return planning.run_request(context.repository_def, everything_job.name, change, built, (rules.first_day(), yesterday))
+    return planning.run_request(
+        context.repository_def, everything_job.name, change, built, (rules.first_day(), yesterday)
+    )

@@ -7,8 +7,8 @@ the next tick plans on the settled warehouse.
 """
 
 import json
+from datetime import UTC, date, datetime
 from pathlib import Path
-from datetime import date, datetime, timezone
 
 import dagster as dg
 import duckdb
@@ -27,15 +27,21 @@ def _days(entry: list) -> tuple[date, date] | None:
 
 
 def _plan(
-    context: dg.SensorEvaluationContext, change: planning.Change, cursor: dict, warehouse: Warehouse, rules: RulesResource
+    context: dg.SensorEvaluationContext,
+    change: planning.Change,
+    cursor: dict,
+    warehouse: Warehouse,
+    rules: RulesResource,
 ) -> dg.SensorResult:
     """The run `change` needs on the settled warehouse, and the cursor that remembers it was requested."""
     try:
         built = planning.built_days(warehouse.database)
     except duckdb.IOException:
         return dg.SensorResult(skip_reason="the warehouse is being written by another process; trying next tick")
-    today = datetime.now(timezone.utc).date()  # the last day partition
-    request = planning.run_request(context.repository_def, everything_job.name, change, built, (rules.first_day(), today))
+    today = datetime.now(UTC).date()  # the last day partition
+    request = planning.run_request(
+        context.repository_def, everything_job.name, change, built, (rules.first_day(), today)
+    )
     cursor = json.dumps(cursor, sort_keys=True)
     if request is None:
         return dg.SensorResult(skip_reason=f"nothing to run for {', '.join(change.what)}", cursor=cursor)
@@ -56,7 +62,10 @@ def kafka_new_files(
     if waiting:
         return dg.SensorResult(skip_reason=waiting)
     # path -> [version, first day, last day]; a cursor of older releases held the version alone
-    seen = {path: entry if isinstance(entry, list) else [entry, None, None] for path, entry in json.loads(context.cursor or "{}").items()}
+    seen = {
+        path: entry if isinstance(entry, list) else [entry, None, None]
+        for path, entry in json.loads(context.cursor or "{}").items()
+    }
     now, change = {}, planning.Change()
     for topic, asset in raw_topics.items():
         for path in sources.kafka_files(topic):
@@ -77,7 +86,9 @@ def kafka_new_files(
         if path not in now:
             change.add(raw_topics[Path(path).parent.name].key, f"{path} (removed)", before[0], _days(before))
     if not change:
-        return dg.SensorResult(skip_reason="no new, rewritten or removed Kafka snapshot files", cursor=json.dumps(now, sort_keys=True))
+        return dg.SensorResult(
+            skip_reason="no new, rewritten or removed Kafka snapshot files", cursor=json.dumps(now, sort_keys=True)
+        )
     return _plan(context, change, now, warehouse, rules)
 
 
@@ -96,7 +107,9 @@ def s3_new_files(
         return dg.SensorResult(skip_reason=waiting)
     seen = json.loads(context.cursor) if context.cursor else {}
     store = sources.object_store()
-    now = {obj.key: obj.version for obj in store.list_objects("historical_purchases/") + store.list_objects("customers/")}
+    now = {
+        obj.key: obj.version for obj in store.list_objects("historical_purchases/") + store.list_objects("customers/")
+    }
     change, skipped = planning.Change(), []
     for key in sorted(set(now) | set(seen)):
         if now.get(key) == seen.get(key):
@@ -113,5 +126,7 @@ def s3_new_files(
     if skipped:
         context.log.warning(f"skipped files not named historical_purchases/YYYY-MM-DD.csv: {skipped}")
     if not change:
-        return dg.SensorResult(skip_reason="no new files under historical_purchases/ or customers/", cursor=json.dumps(now, sort_keys=True))
+        return dg.SensorResult(
+            skip_reason="no new files under historical_purchases/ or customers/", cursor=json.dumps(now, sort_keys=True)
+        )
     return _plan(context, change, now, warehouse, rules)

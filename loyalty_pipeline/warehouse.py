@@ -1,7 +1,7 @@
 """Small helpers every asset uses to write the warehouse the same way."""
 
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import duckdb
@@ -51,7 +51,7 @@ def revision_of(context: dg.AssetExecutionContext) -> dict:
     first, end = window_days(context)
     return {
         "run_id": context.run.run_id,
-        "revised_at": datetime.now(timezone.utc).replace(tzinfo=None),
+        "revised_at": datetime.now(UTC).replace(tzinfo=None),
         "reason": context.run.tags.get(REASON_TAG) or f"{first}..{end - timedelta(days=1)} materialized again",
     }
 

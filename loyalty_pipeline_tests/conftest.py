@@ -3,7 +3,7 @@
 import gzip
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -17,7 +17,7 @@ from loyalty_pipeline.definitions import build_defs
 
 def ms(text: str) -> int:
     """Epoch milliseconds of an ISO UTC instant such as '2024-06-01T10:00:00.000'."""
-    return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp() * 1000)
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
 
 
 def envelope(topic: str, key, payload, ts: str, partition: int = 0, offset: int = 0) -> dict:

@@ -50,12 +50,19 @@ def files(seed: int) -> dict[str, str]:
         out.setdefault(path, []).append(json.dumps(envelope(topic, key, payload, at, 0, offsets[topic])))
 
     for day in DAYS:
-        def at(hour: int) -> str:
+
+        def at(hour: int, day: date = day) -> str:
             return f"{day}T{hour:02d}:00:00.000"
 
         if day == DAYS[0]:
             for product, price in [("coffee", 3), ("tea", 4), ("cake", 12)]:
-                message(f"kafka/products/products-{day}.jsonl", "products", product, {"category": "c", "price": price}, at(0))
+                message(
+                    f"kafka/products/products-{day}.jsonl",
+                    "products",
+                    product,
+                    {"category": "c", "price": price},
+                    at(0),
+                )
             for user in users:
                 message(f"kafka/users/users-{day}.jsonl", "users", user, {"name": user.upper()}, at(1))
         if day == DAYS[2]:
@@ -65,22 +72,50 @@ def files(seed: int) -> dict[str, str]:
         for n in range(rng.randrange(3, 7)):
             user = rng.choice(users)
             path = f"kafka/purchases/purchases-{day}.jsonl"
-            message(path, "purchases", user, {"product_id": rng.choice(["coffee", "tea", "cake"]), "order_id": f"{day}-{n % 3}"}, at(rng.randrange(8, 20)))
-            message(f"kafka/user_activity/user_activity-{day}.jsonl", "user_activity", user, {"event_type": "view", "product_id": rng.choice(["tea", "cake"])}, at(21))
+            message(
+                path,
+                "purchases",
+                user,
+                {"product_id": rng.choice(["coffee", "tea", "cake"]), "order_id": f"{day}-{n % 3}"},
+                at(rng.randrange(8, 20)),
+            )
+            message(
+                f"kafka/user_activity/user_activity-{day}.jsonl",
+                "user_activity",
+                user,
+                {"event_type": "view", "product_id": rng.choice(["tea", "cake"])},
+                at(21),
+            )
         if day >= DAYS[1]:
-            message(f"kafka/redemptions/redemptions-{day}.jsonl", "redemptions", rng.choice(users), {"redemption_id": f"r{day}", "points": rng.choice([3, 8, 30])}, at(18))
+            message(
+                f"kafka/redemptions/redemptions-{day}.jsonl",
+                "redemptions",
+                rng.choice(users),
+                {"redemption_id": f"r{day}", "points": rng.choice([3, 8, 30])},
+                at(18),
+            )
     # late: a till that was offline on day 2 syncs after later days, with a price change it had seen
     late = "kafka/purchases/purchases-late.jsonl"
     message(late, "purchases", "u1", {"product_id": "coffee", "order_id": "late"}, f"{DAYS[1]}T09:00:00.000")
     message(late, "purchases", "u2", {"product_id": "cake"}, f"{DAYS[1]}T09:30:00.000")
-    message("kafka/products/products-late.jsonl", "products", "tea", {"category": "c", "price": 6}, f"{DAYS[1]}T08:00:00.000")
+    message(
+        "kafka/products/products-late.jsonl",
+        "products",
+        "tea",
+        {"category": "c", "price": 6},
+        f"{DAYS[1]}T08:00:00.000",
+    )
     out[late].append("{not json")
     out["kafka/purchases/purchases-again.jsonl"] = out[f"kafka/purchases/purchases-{DAYS[3]}.jsonl"]  # at least once
     header = "order_id,user_id,product_id,price,purchased_at"
     texts = {path: "".join(line + "\n" for line in lines) for path, lines in out.items()}
-    texts[f"s3/historical_purchases/{DAYS[1]}.csv"] = f"{header}\nh1,u3,coffee,2.50,{DAYS[1]}T07:00:00Z\nh1,u3,tea,N/A,{DAYS[1]}T07:00:00Z\n"
+    texts[f"s3/historical_purchases/{DAYS[1]}.csv"] = (
+        f"{header}\nh1,u3,coffee,2.50,{DAYS[1]}T07:00:00Z\nh1,u3,tea,N/A,{DAYS[1]}T07:00:00Z\n"
+    )
     texts[f"s3/historical_purchases/{DAYS[3]}.csv"] = f"{header}\nh2,u7,cake,40.00,{DAYS[3]}T07:00:00Z\n"
-    texts["s3/customers/customers.csv"] = "user_id,name,email,signup_date\nu1,Una,u1@x,2024-01-01\nu7,Sev,u7@x,2024-01-01\n"
+    texts["s3/customers/customers.csv"] = (
+        "user_id,name,email,signup_date\nu1,Una,u1@x,2024-01-01\nu7,Sev,u7@x,2024-01-01\n"
+    )
     return texts
 
 

@@ -34,7 +34,10 @@ def test_checks_pass_then_fail_when_their_rule_is_broken(seeded):
     assert totals_and_tiers_agree(warehouse=seeded, rules=rules).passed
     assert stamps_match_purchases(warehouse=seeded, rules=rules).passed
 
-    tamper(seeded, "DELETE FROM loyalty.enriched_purchases WHERE purchase_id = (SELECT min(purchase_id) FROM loyalty.enriched_purchases)")
+    tamper(
+        seeded,
+        "DELETE FROM loyalty.enriched_purchases WHERE purchase_id = (SELECT min(purchase_id) FROM loyalty.enriched_purchases)",
+    )
     assert enriched_keeps_every_purchase(warehouse=seeded).metadata["purchases_not_enriched"].value == 1
 
     tamper(seeded, "UPDATE loyalty.sales_totals SET reward_level = 'GOLD' WHERE user_id = 'yeva'")

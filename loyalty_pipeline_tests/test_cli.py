@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from loyalty_pipeline_tests.conftest import SEED_DATA
 
@@ -15,6 +16,7 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.e2e
 def test_materialize_seed_prints_the_tables_and_exits_zero(tmp_path):
     done = run("materialize", "--data-dir", str(SEED_DATA), "--warehouse", str(tmp_path / "w.duckdb"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -26,21 +28,32 @@ def test_materialize_seed_prints_the_tables_and_exits_zero(tmp_path):
     assert "FAIL" not in out and out.rstrip().endswith("OK")
 
 
+@pytest.mark.e2e
 def test_explicit_range_materializes_only_those_days(tmp_path):
     warehouse = tmp_path / "w.duckdb"
     done = run(
-        "materialize", "--data-dir", str(SEED_DATA), "--warehouse", str(warehouse),
-        "--from", "2024-06-01", "--to", "2024-06-01", cwd=tmp_path,
+        "materialize",
+        "--data-dir",
+        str(SEED_DATA),
+        "--warehouse",
+        str(warehouse),
+        "--from",
+        "2024-06-01",
+        "--to",
+        "2024-06-01",
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
-
 
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         assert conn.execute("SELECT min(day), max(day), count(*) FROM raw.purchases").fetchall()[0][2] == 8
 
 
+@pytest.mark.e2e
 def test_missing_inputs_and_bad_rules_are_clear_errors(tmp_path):
-    done = run("materialize", "--data-dir", str(tmp_path / "nowhere"), "--warehouse", str(tmp_path / "w.duckdb"), cwd=tmp_path)
+    done = run(
+        "materialize", "--data-dir", str(tmp_path / "nowhere"), "--warehouse", str(tmp_path / "w.duckdb"), cwd=tmp_path
+    )
     assert done.returncode == 2 and "no inputs" in done.stderr
     (tmp_path / "kafka").mkdir()
     (tmp_path / "loyalty.yaml").write_text("tiers: [{name: GOLD, abve: 1}]\n")

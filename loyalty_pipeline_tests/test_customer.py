@@ -7,6 +7,7 @@ from decimal import Decimal as D
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from loyalty_pipeline.assets.customer import serving_copy_is_complete
 from loyalty_pipeline.resources import Warehouse
@@ -123,6 +124,7 @@ def test_recommendation_score_counts_other_customers_distinct_orders(inputs):
     ]
 
 
+@pytest.mark.e2e
 def test_profile_command_prints_json_and_fails_clearly_for_an_unknown_id(inputs):
     inputs.kafka("purchases", [("ann", {"product_id": "tea"}, f"{DAY}T10:00:00")])
     inputs.materialize(DAY)
@@ -139,6 +141,7 @@ def test_profile_command_prints_json_and_fails_clearly_for_an_unknown_id(inputs)
     assert missing.returncode == 1 and "nobody" in missing.stderr and missing.stdout == ""
 
 
+@pytest.mark.e2e
 def test_profile_lookup_works_while_a_writer_holds_the_warehouse_and_sees_whole_runs(inputs):
     inputs.kafka("purchases", [("ann", {"product_id": "tea"}, f"{DAY}T10:00:00")])
     inputs.materialize(DAY)

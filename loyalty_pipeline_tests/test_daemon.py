@@ -19,7 +19,7 @@ from loyalty_pipeline_tests.test_arrival_order import DAYS, RULES, TABLES, files
 from loyalty_pipeline_tests.test_webserver import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.e2e
 LOCATION = {"repositoryLocationName": "loyalty_pipeline", "repositoryName": "__repository__"}
 STATE = """
 query($r: RepositorySelector!) { sensorsOrError(repositorySelector: $r) { ... on Sensors { results {
@@ -69,9 +69,22 @@ def test_sensors_in_dagster_dev_converge_on_the_batch_answer(inputs, tmp_path):
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), **inputs.env()}
     server = subprocess.Popen(
-        ["env", "--default-signal=INT,TERM", str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml",
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "dagster-dev.log").open("w"),
+        [
+            "env",
+            "--default-signal=INT,TERM",
+            str(Path(sys.executable).parent / "dagster"),
+            "dev",
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "dagster-dev.log").open("w"),
     )  # fmt: skip  (a pipe nobody reads would block the run workers once full)
     try:
         deadline = time.time() + 180

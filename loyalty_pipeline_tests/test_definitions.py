@@ -6,12 +6,14 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from loyalty_pipeline.definitions import EVERYTHING_JOB, build_defs
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.e2e
 def test_workspace_loads_with_dagster_cli(tmp_path):
     env = {**os.environ, "LOYALTY_DATA_DIR": str(ROOT / "data"), "LOYALTY_WAREHOUSE": str(tmp_path / "w.duckdb")}
     done = subprocess.run(
@@ -29,11 +31,24 @@ def test_every_table_of_the_spec_is_an_asset_and_every_asset_has_a_check(tmp_pat
     defs = build_defs({"LOYALTY_DATA_DIR": str(tmp_path)})
     keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
     assert {
-        "raw/users", "raw/products", "raw/purchases", "raw/user_activity", "raw/redemptions",
-        "raw/customers", "raw/historical_purchases",
-        "loyalty/all_products", "loyalty/enriched_purchases", "loyalty/sales_totals",
-        "loyalty/caffeine_index", "loyalty/promotions", "points/point_transactions", "points/point_balances",
-        "customer/profile_360", "customer/recommendations", "journey/journey_state", "journey/activations",
+        "raw/users",
+        "raw/products",
+        "raw/purchases",
+        "raw/user_activity",
+        "raw/redemptions",
+        "raw/customers",
+        "raw/historical_purchases",
+        "loyalty/all_products",
+        "loyalty/enriched_purchases",
+        "loyalty/sales_totals",
+        "loyalty/caffeine_index",
+        "loyalty/promotions",
+        "points/point_transactions",
+        "points/point_balances",
+        "customer/profile_360",
+        "customer/recommendations",
+        "journey/journey_state",
+        "journey/activations",
     } <= keys
     checked = {key.asset_key.to_user_string() for key in defs.resolve_asset_graph().asset_check_keys}
     assert keys <= checked
@@ -54,9 +69,16 @@ def test_time_dependent_assets_share_daily_partitions(tmp_path):
     graph = build_defs({"LOYALTY_DATA_DIR": str(tmp_path)}).resolve_asset_graph()
     partitioned = {node.key.to_user_string() for node in graph.asset_nodes if node.partitions_def}
     assert partitioned == {
-        "raw/users", "raw/products", "raw/purchases", "raw/user_activity", "raw/redemptions",
-        "raw/historical_purchases", "loyalty/enriched_purchases", "points/point_transactions",
-        "journey/journey_state", "journey/activations",
+        "raw/users",
+        "raw/products",
+        "raw/purchases",
+        "raw/user_activity",
+        "raw/redemptions",
+        "raw/historical_purchases",
+        "loyalty/enriched_purchases",
+        "points/point_transactions",
+        "journey/journey_state",
+        "journey/activations",
     }
     for node in graph.asset_nodes:
         if node.partitions_def:

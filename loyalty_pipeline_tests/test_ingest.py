@@ -506,7 +506,6 @@ def test_s3_csvs_from_a_local_folder(inputs):
     assert_s3_tables(inputs)
 
 
-@pytest.mark.integration
 def test_s3_csvs_through_boto3_over_http(inputs, s3_bucket):
     """The same files in a bucket under a prefix (moto's S3 server, read with boto3) give the same tables."""
     put_s3_files(lambda key, text: s3_bucket.put(f"exports/{key}", text))
@@ -632,7 +631,9 @@ def test_a_file_that_cannot_be_read_is_quarantined_by_name_and_the_others_load(i
     (inputs.root / "s3" / "historical_purchases" / f"{DAY1}.csv").write_bytes(b"order_id\n\xff\xfe\x00 not text\n")
     inputs.materialize(DAY1)
     assert inputs.query("SELECT user_id FROM raw.purchases") == [("ann",)]
-    rejected_files = inputs.query("SELECT source, location, starts_with(reason, 'unreadable file: ') FROM raw.rejected_records ORDER BY ALL")
+    rejected_files = inputs.query(
+        "SELECT source, location, starts_with(reason, 'unreadable file: ') FROM raw.rejected_records ORDER BY ALL"
+    )
     assert rejected_files == [
         ("kafka:purchases", f"{broken}:0", True),
         ("s3:historical_purchases", f"historical_purchases/{DAY1}.csv:0", True),

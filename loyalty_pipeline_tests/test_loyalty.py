@@ -43,7 +43,9 @@ def test_price_as_of_event_time_and_same_millisecond_takes_the_new_price(inputs)
 
 
 def test_price_set_on_an_earlier_day_applies_and_later_messages_do_not(inputs):
-    products(inputs, ("tea", "beverages", 2.55, "2024-05-30T10:00:00"), ("tea", "beverages", 9.99, "2024-06-02T10:00:00"))
+    products(
+        inputs, ("tea", "beverages", 2.55, "2024-05-30T10:00:00"), ("tea", "beverages", 9.99, "2024-06-02T10:00:00")
+    )
     purchases(inputs, ("ann", "tea", f"{DAY}T10:00:00"))
     inputs.materialize("2024-05-30", "2024-06-02")
     assert inputs.query("SELECT price FROM loyalty.enriched_purchases") == [(D("2.55"),)]
@@ -60,7 +62,9 @@ def test_equal_timestamps_greatest_offset_wins(inputs):
 def test_unknown_product_keeps_null_price_and_total_is_zero(inputs):
     purchases(inputs, ("ann", "unicorn", f"{DAY}T10:00:00"))
     inputs.materialize(DAY)
-    assert inputs.query("SELECT product_id, category, price FROM loyalty.enriched_purchases") == [("unicorn", None, None)]
+    assert inputs.query("SELECT product_id, category, price FROM loyalty.enriched_purchases") == [
+        ("unicorn", None, None)
+    ]
     assert inputs.query("SELECT * FROM loyalty.sales_totals") == [("ann", D("0.00"), "CLIMBING")]
 
 
@@ -71,13 +75,23 @@ def test_product_tombstone_removes_it_from_the_catalogue_and_unprices_later_purc
     )
     purchases(inputs, ("ann", "dog", f"{DAY}T08:30:00"), ("ann", "dog", f"{DAY}T09:30:00"))
     inputs.materialize(DAY)
-    assert inputs.query("SELECT price FROM loyalty.enriched_purchases ORDER BY purchased_at") == [(D("10.00"),), (None,)]
+    assert inputs.query("SELECT price FROM loyalty.enriched_purchases ORDER BY purchased_at") == [
+        (D("10.00"),),
+        (None,),
+    ]
     assert inputs.query("SELECT * FROM loyalty.all_products") == []
 
 
 @pytest.mark.parametrize(
     "price, tier",
-    [("200.00", "CLIMBING"), ("200.01", "BRONZE"), ("300.00", "BRONZE"), ("300.01", "SILVER"), ("400.00", "SILVER"), ("400.01", "GOLD")],
+    [
+        ("200.00", "CLIMBING"),
+        ("200.01", "BRONZE"),
+        ("300.00", "BRONZE"),
+        ("300.01", "SILVER"),
+        ("400.00", "SILVER"),
+        ("400.01", "GOLD"),
+    ],
 )
 def test_tier_thresholds_are_strict(inputs, price, tier):
     products(inputs, ("thing", "stuff", float(price), f"{DAY}T08:00:00"))
@@ -154,10 +168,14 @@ promotions:
         ("ann", D("12.00"), "PLATINUM"),
         ("bob", D("4.00"), "NEW"),
     ]
-    assert inputs.query("SELECT * FROM loyalty.caffeine_index ORDER BY user_id") == [("ann", 3, 0, False), ("bob", 1, 1, False)]
-    assert inputs.query("SELECT promotion_name FROM loyalty.promotions ORDER BY user_id") == [
-        ("tea'; DROP TABLE loyalty.sales_totals; --",)
-    ] * 2
+    assert inputs.query("SELECT * FROM loyalty.caffeine_index ORDER BY user_id") == [
+        ("ann", 3, 0, False),
+        ("bob", 1, 1, False),
+    ]
+    assert (
+        inputs.query("SELECT promotion_name FROM loyalty.promotions ORDER BY user_id")
+        == [("tea'; DROP TABLE loyalty.sales_totals; --",)] * 2
+    )
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from loyalty_pipeline_tests.conftest import SEED_DATA
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "loyalty-pipeline")
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture

@@ -11,7 +11,11 @@ LEDGER = "SELECT txn_id, user_id, occurred_at::VARCHAR, kind, points, expires_at
 
 
 def priced(inputs, **prices):
-    inputs.kafka("products", [(pid, {"category": "c", "price": price}, "2022-10-01T00:00:00") for pid, price in prices.items()], file="products.jsonl")
+    inputs.kafka(
+        "products",
+        [(pid, {"category": "c", "price": price}, "2022-10-01T00:00:00") for pid, price in prices.items()],
+        file="products.jsonl",
+    )
 
 
 def buy(inputs, *purchases, file="purchases.jsonl"):
@@ -19,7 +23,11 @@ def buy(inputs, *purchases, file="purchases.jsonl"):
 
 
 def redeem(inputs, *redemptions, file="redemptions.jsonl"):
-    inputs.kafka("redemptions", [(user, {"redemption_id": rid, "points": points}, ts) for user, rid, points, ts in redemptions], file=file)
+    inputs.kafka(
+        "redemptions",
+        [(user, {"redemption_id": rid, "points": points}, ts) for user, rid, points, ts in redemptions],
+        file=file,
+    )
 
 
 def seven_days(inputs):
@@ -45,13 +53,18 @@ def test_worked_example_of_the_seed(inputs):
 def test_balances_as_of_the_last_day_with_next_expiry(inputs):
     seven_days(inputs)
     priced(inputs, five=5, ten=10)
-    buy(inputs, ("u", "five", "2022-10-01T14:00:00"), ("u", "ten", "2022-10-01T15:00:00"), ("u", "ten", "2022-10-02T16:00:00"))
+    buy(
+        inputs,
+        ("u", "five", "2022-10-01T14:00:00"),
+        ("u", "ten", "2022-10-01T15:00:00"),
+        ("u", "ten", "2022-10-02T16:00:00"),
+    )
     redeem(inputs, ("u", "r1", 7, "2022-10-03T09:00:00"))
     inputs.materialize("2022-10-01", "2022-10-08")
     # lots 5 and 10 expire at 10-09 00:00 (still open at the end of 10-08): 8 of them remain after the use of 7
-    assert inputs.query("SELECT user_id, balance, next_expiry_at::VARCHAR, next_expiry_points FROM points.point_balances") == [
-        ("u", 18, "2022-10-09 00:00:00", 8)
-    ]
+    assert inputs.query(
+        "SELECT user_id, balance, next_expiry_at::VARCHAR, next_expiry_points FROM points.point_balances"
+    ) == [("u", 18, "2022-10-09 00:00:00", 8)]
 
 
 @pytest.mark.parametrize("asked, accepted", [(16, False), (15, True)])
@@ -70,10 +83,17 @@ def test_redemption_one_point_above_the_balance_is_refused_and_exactly_at_it_acc
 def test_a_refused_redemption_does_not_block_a_later_smaller_one(inputs):
     priced(inputs, ten=10)
     buy(inputs, ("u", "ten", "2022-10-01T10:00:00"))
-    redeem(inputs, ("u", "big", 11, "2022-10-01T11:00:00"), ("u", "small", 4, "2022-10-01T12:00:00"), ("u", "again", 7, "2022-10-01T13:00:00"))
+    redeem(
+        inputs,
+        ("u", "big", 11, "2022-10-01T11:00:00"),
+        ("u", "small", 4, "2022-10-01T12:00:00"),
+        ("u", "again", 7, "2022-10-01T13:00:00"),
+    )
     inputs.materialize("2022-10-01")
     assert inputs.query("SELECT txn_id FROM points.point_transactions WHERE kind = 'use'") == [("use:small",)]
-    assert inputs.query("SELECT location LIKE '%redemptions.jsonl:1', location LIKE '%redemptions.jsonl:3' FROM raw.rejected_records ORDER BY location") == [(True, False), (False, True)]
+    assert inputs.query(
+        "SELECT location LIKE '%redemptions.jsonl:1', location LIKE '%redemptions.jsonl:3' FROM raw.rejected_records ORDER BY location"
+    ) == [(True, False), (False, True)]
 
 
 def test_lot_expiring_at_midnight_goes_before_a_use_at_that_instant(inputs):
@@ -82,7 +102,9 @@ def test_lot_expiring_at_midnight_goes_before_a_use_at_that_instant(inputs):
     buy(inputs, ("u", "ten", "2022-10-01T23:59:59.999"))
     redeem(inputs, ("u", "r1", 10, "2022-10-09T00:00:00"), ("u", "r0", 10, "2022-10-08T23:59:59.999"))
     inputs.materialize("2022-10-01", "2022-10-09")
-    assert inputs.query("SELECT txn_id, occurred_at::VARCHAR, points FROM points.point_transactions ORDER BY occurred_at") == [
+    assert inputs.query(
+        "SELECT txn_id, occurred_at::VARCHAR, points FROM points.point_transactions ORDER BY occurred_at"
+    ) == [
         ("earn:purchases:0:0", "2022-10-01 23:59:59.999", 10),
         ("use:r0", "2022-10-08 23:59:59.999", -10),
     ]
@@ -96,7 +118,9 @@ def test_midnight_expiry_then_use_of_a_newer_lot(inputs):
     buy(inputs, ("u", "ten", "2022-10-01T08:00:00"), ("u", "three", "2022-10-02T08:00:00"))
     redeem(inputs, ("u", "r1", 3, "2022-10-09T00:00:00"))
     inputs.materialize("2022-10-01", "2022-10-09")
-    assert inputs.query("SELECT kind, occurred_at::VARCHAR, points FROM points.point_transactions WHERE day = '2022-10-09' ORDER BY kind") == [
+    assert inputs.query(
+        "SELECT kind, occurred_at::VARCHAR, points FROM points.point_transactions WHERE day = '2022-10-09' ORDER BY kind"
+    ) == [
         ("expire", "2022-10-09 00:00:00", -10),
         ("use", "2022-10-09 00:00:00", -3),
     ]
@@ -107,7 +131,10 @@ def test_earn_and_use_in_the_same_millisecond_earn_first(inputs):
     buy(inputs, ("u", "ten", "2022-10-01T10:00:00.123"))
     redeem(inputs, ("u", "r1", 10, "2022-10-01T10:00:00.123"))
     inputs.materialize("2022-10-01")
-    assert inputs.query("SELECT kind, points FROM points.point_transactions ORDER BY points DESC") == [("earn", 10), ("use", -10)]
+    assert inputs.query("SELECT kind, points FROM points.point_transactions ORDER BY points DESC") == [
+        ("earn", 10),
+        ("use", -10),
+    ]
 
 
 def test_uses_take_the_earliest_expiry_first(inputs):
@@ -126,11 +153,19 @@ def test_uses_take_the_earliest_expiry_first(inputs):
 
 def test_tombstone_expires_every_open_lot_at_its_time(inputs):
     priced(inputs, ten=10, four=4, one=1)
-    buy(inputs, ("u", "ten", "2022-10-01T08:00:00"), ("u", "four", "2022-10-02T08:00:00"), ("u", "one", "2022-10-02T12:00:00"), ("v", "ten", "2022-10-02T08:00:00"))
+    buy(
+        inputs,
+        ("u", "ten", "2022-10-01T08:00:00"),
+        ("u", "four", "2022-10-02T08:00:00"),
+        ("u", "one", "2022-10-02T12:00:00"),
+        ("v", "ten", "2022-10-02T08:00:00"),
+    )
     redeem(inputs, ("u", "r1", 12, "2022-10-02T09:00:00"))
     inputs.kafka("users", [("u", {"name": "Ann"}, "2022-09-30T00:00:00"), ("u", None, "2022-10-02T12:00:00")])
     inputs.materialize("2022-10-01", "2022-10-03")
-    assert inputs.query("SELECT txn_id, occurred_at::VARCHAR, points FROM points.point_transactions WHERE kind = 'expire' ORDER BY txn_id") == [
+    assert inputs.query(
+        "SELECT txn_id, occurred_at::VARCHAR, points FROM points.point_transactions WHERE kind = 'expire' ORDER BY txn_id"
+    ) == [
         ("expire:earn:purchases:0:1", "2022-10-02 12:00:00", -2),
     ]
     # the lot earned at the tombstone's instant comes after the expiry and stays
@@ -139,11 +174,20 @@ def test_tombstone_expires_every_open_lot_at_its_time(inputs):
 
 def test_tombstone_with_several_open_lots_writes_one_expire_row_per_lot(inputs):
     priced(inputs, ten=10, four=4)
-    buy(inputs, ("u", "ten", "2022-10-01T08:00:00"), ("u", "four", "2022-10-02T08:00:00"), ("u", "ten", "2022-10-03T08:00:00"))
+    buy(
+        inputs,
+        ("u", "ten", "2022-10-01T08:00:00"),
+        ("u", "four", "2022-10-02T08:00:00"),
+        ("u", "ten", "2022-10-03T08:00:00"),
+    )
     inputs.kafka("users", [("u", None, "2022-10-03T09:00:00")])
     inputs.materialize("2022-10-01", "2022-10-03")
-    assert inputs.query("SELECT txn_id, points FROM points.point_transactions WHERE kind = 'expire' ORDER BY txn_id") == [
-        ("expire:earn:purchases:0:0", -10), ("expire:earn:purchases:0:1", -4), ("expire:earn:purchases:0:2", -10),
+    assert inputs.query(
+        "SELECT txn_id, points FROM points.point_transactions WHERE kind = 'expire' ORDER BY txn_id"
+    ) == [
+        ("expire:earn:purchases:0:0", -10),
+        ("expire:earn:purchases:0:1", -4),
+        ("expire:earn:purchases:0:2", -10),
     ]
     assert inputs.query("SELECT balance, next_expiry_at FROM points.point_balances") == [(0, None)]
 
@@ -151,7 +195,12 @@ def test_tombstone_with_several_open_lots_writes_one_expire_row_per_lot(inputs):
 def test_zero_point_and_unpriced_purchases_write_no_row_and_earn_rate_floors(inputs):
     inputs.rules("points: {earn_rate: 1.5}\n")
     priced(inputs, cheap=0.5, odd=3.99)
-    buy(inputs, ("u", "cheap", "2022-10-01T08:00:00"), ("u", "unknown", "2022-10-01T08:00:00"), ("u", "odd", "2022-10-01T09:00:00"))
+    buy(
+        inputs,
+        ("u", "cheap", "2022-10-01T08:00:00"),
+        ("u", "unknown", "2022-10-01T08:00:00"),
+        ("u", "odd", "2022-10-01T09:00:00"),
+    )
     inputs.materialize("2022-10-01")
     assert inputs.query("SELECT source_ref, points FROM points.point_transactions") == [("purchases:0:2", 5)]
 
@@ -162,20 +211,43 @@ def test_duplicate_redemption_id_counts_once(inputs):
     redeem(inputs, ("u", "r1", 3, "2022-10-01T09:00:00"), ("u", "r1", 3, "2022-10-02T09:00:00"))
     inputs.materialize("2022-10-01", "2022-10-02")
     assert inputs.query("SELECT txn_id, points FROM points.point_transactions WHERE kind = 'use'") == [("use:r1", -3)]
-    assert inputs.query("SELECT reason, day::VARCHAR FROM raw.rejected_records") == [("duplicate redemption_id", "2022-10-02")]
+    assert inputs.query("SELECT reason, day::VARCHAR FROM raw.rejected_records") == [
+        ("duplicate redemption_id", "2022-10-02")
+    ]
 
 
 def test_rematerializing_a_day_and_a_range_gives_identical_rows(inputs):
     seven_days(inputs)
     priced(inputs, ten=10, four=4)
-    buy(inputs, ("u", "ten", "2022-10-01T08:00:00"), ("u", "four", "2022-10-03T08:00:00"), ("v", "ten", "2022-10-05T08:00:00"))
+    buy(
+        inputs,
+        ("u", "ten", "2022-10-01T08:00:00"),
+        ("u", "four", "2022-10-03T08:00:00"),
+        ("v", "ten", "2022-10-05T08:00:00"),
+    )
     redeem(inputs, ("u", "r1", 5, "2022-10-04T09:00:00"), ("v", "r2", 50, "2022-10-05T09:00:00"))
     inputs.materialize("2022-10-01", "2022-10-12")
-    snapshot = [inputs.query(f"SELECT * FROM {table} ORDER BY ALL") for table in ("points.point_transactions", "points.lot_allocations", "raw.rejected_records", "points.point_balances")]
+    snapshot = [
+        inputs.query(f"SELECT * FROM {table} ORDER BY ALL")
+        for table in (
+            "points.point_transactions",
+            "points.lot_allocations",
+            "raw.rejected_records",
+            "points.point_balances",
+        )
+    ]
     inputs.materialize("2022-10-04")
     inputs.materialize("2022-10-03", "2022-10-09")
     inputs.materialize("2022-10-12")
-    again = [inputs.query(f"SELECT * FROM {table} ORDER BY ALL") for table in ("points.point_transactions", "points.lot_allocations", "raw.rejected_records", "points.point_balances")]
+    again = [
+        inputs.query(f"SELECT * FROM {table} ORDER BY ALL")
+        for table in (
+            "points.point_transactions",
+            "points.lot_allocations",
+            "raw.rejected_records",
+            "points.point_balances",
+        )
+    ]
     assert again == snapshot
 
 
@@ -234,16 +306,25 @@ def test_random_histories_agree_with_the_reference_replay(inputs):
     until = datetime(2022, 10, 21)
     for user in sorted({p[0] for p in purchases + redemptions}):
         earns = [
-            (f"earn:purchases:0:{i}", datetime.fromisoformat(at), prices[pid], datetime.fromisoformat(at[:10]) + timedelta(days=4))
-            for i, (who, pid, at) in enumerate(purchases) if who == user
+            (
+                f"earn:purchases:0:{i}",
+                datetime.fromisoformat(at),
+                prices[pid],
+                datetime.fromisoformat(at[:10]) + timedelta(days=4),
+            )
+            for i, (who, pid, at) in enumerate(purchases)
+            if who == user
         ]
         uses = [(rid, datetime.fromisoformat(at), points) for who, rid, points, at in redemptions if who == user]
         shut = [datetime.fromisoformat(at) for who, _, at in closures if who == user]
         expected, refused = replay(earns, uses, shut, until)
-        actual = inputs.query("SELECT txn_id, occurred_at, kind, points FROM points.point_transactions WHERE user_id = $1", [user])
+        actual = inputs.query(
+            "SELECT txn_id, occurred_at, kind, points FROM points.point_transactions WHERE user_id = $1", [user]
+        )
         assert sorted(actual) == sorted(expected), user
         refused_here = inputs.query(
-            "SELECT count(*) FROM raw.rejected_records WHERE reason = 'insufficient_points' AND raw LIKE $1", [f'%"user_id":"{user}"%']
+            "SELECT count(*) FROM raw.rejected_records WHERE reason = 'insufficient_points' AND raw LIKE $1",
+            [f'%"user_id":"{user}"%'],
         )
         assert refused_here == [(len(refused),)]
 
@@ -269,12 +350,46 @@ def test_a_late_purchase_that_changes_a_used_lot_writes_revisions(inputs):
     assert inputs.query(
         "SELECT change, txn_id, kind, points, day::VARCHAR, balance_change, reason FROM points.ledger_revisions ORDER BY day, txn_id, change"
     ) == [
-        ("added", "earn:purchases:0:1", "earn", 10, "2022-10-01", 10, f"{inputs.root}/kafka/purchases/till-7-offline.jsonl (new)"),
-        ("added", "expire:earn:purchases:0:0", "expire", -10, "2022-10-03", -10, f"{inputs.root}/kafka/purchases/till-7-offline.jsonl (new)"),
-        ("withdrawn", "expire:earn:purchases:0:0", "expire", -4, "2022-10-03", -10, f"{inputs.root}/kafka/purchases/till-7-offline.jsonl (new)"),
-        ("added", "expire:earn:purchases:0:1", "expire", -4, "2022-10-03", -10, f"{inputs.root}/kafka/purchases/till-7-offline.jsonl (new)"),
+        (
+            "added",
+            "earn:purchases:0:1",
+            "earn",
+            10,
+            "2022-10-01",
+            10,
+            f"{inputs.root}/kafka/purchases/till-7-offline.jsonl (new)",
+        ),
+        (
+            "added",
+            "expire:earn:purchases:0:0",
+            "expire",
+            -10,
+            "2022-10-03",
+            -10,
+            f"{inputs.root}/kafka/purchases/till-7-offline.jsonl (new)",
+        ),
+        (
+            "withdrawn",
+            "expire:earn:purchases:0:0",
+            "expire",
+            -4,
+            "2022-10-03",
+            -10,
+            f"{inputs.root}/kafka/purchases/till-7-offline.jsonl (new)",
+        ),
+        (
+            "added",
+            "expire:earn:purchases:0:1",
+            "expire",
+            -4,
+            "2022-10-03",
+            -10,
+            f"{inputs.root}/kafka/purchases/till-7-offline.jsonl (new)",
+        ),
     ]
-    assert inputs.query("SELECT lot_txn_id, points FROM points.lot_allocations WHERE txn_id = 'use:r1'") == [("earn:purchases:0:1", 6)]
+    assert inputs.query("SELECT lot_txn_id, points FROM points.lot_allocations WHERE txn_id = 'use:r1'") == [
+        ("earn:purchases:0:1", 6)
+    ]
     assert inputs.query("SELECT balance FROM points.point_balances") == [(0,)]
     rerun = settle(defs, instance, cursors)
     assert rerun == 0 and inputs.query("SELECT count(*) FROM points.ledger_revisions") == [(4,)]

@@ -71,7 +71,9 @@ def test_redelivered_messages_count_once_and_corrupt_line_is_quarantined(seed):
 def test_point_balances_by_hand(seed):
     # one point per whole unit of price: coffee 2 before the rise, 3 after; kris redeemed 30 of 67; rick's 500 and
     # yeva's 371 (above her 367) are refused; mona's account was closed, her 126 expired at the tombstone
-    assert seed.query("SELECT user_id, balance, next_expiry_at::VARCHAR, next_expiry_points FROM points.point_balances ORDER BY user_id") == [
+    assert seed.query(
+        "SELECT user_id, balance, next_expiry_at::VARCHAR, next_expiry_points FROM points.point_balances ORDER BY user_id"
+    ) == [
         ("ana", 17, "2025-06-02 00:00:00", 11),
         ("ben", 8, "2025-06-02 00:00:00", 8),
         ("cleo", 8, "2025-06-03 00:00:00", 8),
@@ -81,11 +83,15 @@ def test_point_balances_by_hand(seed):
         ("rick", 452, "2025-06-02 00:00:00", 2),
         ("yeva", 367, "2025-06-02 00:00:00", 231),
     ]
-    assert seed.query("SELECT location, reason FROM raw.rejected_records WHERE source = 'points:redemptions' ORDER BY location") == [
+    assert seed.query(
+        "SELECT location, reason FROM raw.rejected_records WHERE source = 'points:redemptions' ORDER BY location"
+    ) == [
         (f"{SEED_DATA}/kafka/redemptions/redemptions-2024-06-04.jsonl:2", "insufficient_points"),
         (f"{SEED_DATA}/kafka/redemptions/redemptions-2024-06-04.jsonl:3", "insufficient_points"),
     ]
-    assert seed.query("SELECT txn_id, occurred_at::VARCHAR, points FROM points.point_transactions WHERE kind <> 'earn' ORDER BY occurred_at") == [
+    assert seed.query(
+        "SELECT txn_id, occurred_at::VARCHAR, points FROM points.point_transactions WHERE kind <> 'earn' ORDER BY occurred_at"
+    ) == [
         ("use:rd-1001", "2024-06-04 12:00:00", -30),
         ("expire:earn:purchases:1:0", "2024-06-05 12:00:00", -126),
     ]
@@ -101,11 +107,48 @@ def test_profiles_by_hand(seed):
     columns = "user_id, name, email, total_spend, purchase_count, days_since_last_purchase, reward_level, points_balance, products_purchased, activity_since_last_purchase, promotions"
     rows = {row[0]: row for row in seed.query(f"SELECT {columns} FROM customer.profile_360")}
     # purchases are keyed by name, users by u2001: two customers each, as the data says
-    assert sorted(rows) == ["ana", "ben", "cleo", "dave", "kris", "mona", "rick", "u2001", "u2002", "u2003", "u2004", "yeva"]
-    assert rows["kris"] == ("kris", None, None, D("74.28"), 14, 1, "CLIMBING", 37, ["beret", "coffee"], ["scone", "tea"], ["loose_leaf"])
+    assert sorted(rows) == [
+        "ana",
+        "ben",
+        "cleo",
+        "dave",
+        "kris",
+        "mona",
+        "rick",
+        "u2001",
+        "u2002",
+        "u2003",
+        "u2004",
+        "yeva",
+    ]
+    assert rows["kris"] == (
+        "kris",
+        None,
+        None,
+        D("74.28"),
+        14,
+        1,
+        "CLIMBING",
+        37,
+        ["beret", "coffee"],
+        ["scone", "tea"],
+        ["loose_leaf"],
+    )
     # Kafka's name wins over the export's; the export fills the email Kafka does not have
     assert rows["u2001"][:3] == ("u2001", "kris", "kris@example.com")
-    assert rows["ana"] == ("ana", "Ana", "ana@example.com", D("19.99"), 5, 3, "CLIMBING", 17, ["cake", "coffee", "honey", "scone", "tea"], ["honey"], [])
+    assert rows["ana"] == (
+        "ana",
+        "Ana",
+        "ana@example.com",
+        D("19.99"),
+        5,
+        3,
+        "CLIMBING",
+        17,
+        ["cake", "coffee", "honey", "scone", "tea"],
+        ["honey"],
+        [],
+    )
     assert rows["cleo"][1:3] == ("Cleo", None)
     assert rows["u2002"][3:] == (D("0.00"), 0, None, "CLIMBING", 0, [], [], [])
     assert seed.query("SELECT account_closed FROM customer.profile_360 WHERE user_id = 'mona'") == [(True,)]
@@ -115,7 +158,9 @@ def test_profiles_by_hand(seed):
 def test_recommendations_by_hand(seed):
     # kris looked at scone and tea: others' orders with either are h-1 (tea, honey, scone), h-2 (tea, honey),
     # h-3 (coffee, tea, cake) and rick's tea; honey is in two of them, cake and coffee in one
-    assert seed.query("SELECT user_id, product_id, score, rank FROM customer.recommendations ORDER BY user_id, rank") == [
+    assert seed.query(
+        "SELECT user_id, product_id, score, rank FROM customer.recommendations ORDER BY user_id, rank"
+    ) == [
         ("ana", "tea", 1, 1),
         ("dave", "coffee", 2, 1),
         ("dave", "tea", 1, 2),
@@ -131,7 +176,9 @@ def test_demo_journeys_by_hand(seed):
     # tea_trial: coffee buyers without tea (kris, yeva from day 1, dave from day 2) get the coupon, wait 3 days,
     # and move on to the reward the day their spend is above 50; spend_your_points: rick turns GOLD on day 4,
     # yeva SILVER on day 5, and a day after the thank-you mail comes the reminder
-    assert seed.query("SELECT journey_id, customer_id, activation, activated_on::VARCHAR FROM journey.activations ORDER BY ALL") == [
+    assert seed.query(
+        "SELECT journey_id, customer_id, activation, activated_on::VARCHAR FROM journey.activations ORDER BY ALL"
+    ) == [
         ("spend_your_points", "rick", "points_reminder", "2024-06-05"),
         ("spend_your_points", "rick", "thank_you_mail", "2024-06-04"),
         ("spend_your_points", "yeva", "thank_you_mail", "2024-06-05"),
@@ -142,7 +189,9 @@ def test_demo_journeys_by_hand(seed):
         ("tea_trial", "yeva", "double_points", "2024-06-04"),
         ("tea_trial", "yeva", "tea_coupon", "2024-06-01"),
     ]
-    assert seed.query("SELECT journey_id, node, count(*) FROM journey.journey_state WHERE node IN ('end', 'goal') GROUP BY ALL ORDER BY ALL") == [
+    assert seed.query(
+        "SELECT journey_id, node, count(*) FROM journey.journey_state WHERE node IN ('end', 'goal') GROUP BY ALL ORDER BY ALL"
+    ) == [
         ("spend_your_points", "end", 1),
         ("tea_trial", "end", 3),
     ]
@@ -161,8 +210,16 @@ def test_previews_read_like_the_table_nulls_blank_and_lists_with_commas():
     from loyalty_pipeline.warehouse import bar_table, preview
 
     conn = duckdb.connect()
-    table = preview(conn, "SELECT 'kris' AS user_id, ['honey', 'cake'] AS products, NULL::TIMESTAMP AS last_at, 'a|b' AS raw").value
-    assert table.splitlines() == ["| user_id | products | last_at | raw |", "| --- | --- | --- | --- |", "| kris | honey, cake |  | a\\|b |"]
+    table = preview(
+        conn, "SELECT 'kris' AS user_id, ['honey', 'cake'] AS products, NULL::TIMESTAMP AS last_at, 'a|b' AS raw"
+    ).value
+    assert table.splitlines() == [
+        "| user_id | products | last_at | raw |",
+        "| --- | --- | --- | --- |",
+        "| kris | honey, cake |  | a\\|b |",
+    ]
     assert bar_table(("kind", "points"), [("earn", 40), ("use", -30), ("none", 0)], width=4).splitlines()[2:] == [
-        "| earn | 40 | ████ |", "| use | -30 | −░░░ |", "| none | 0 |  |"
+        "| earn | 40 | ████ |",
+        "| use | -30 | −░░░ |",
+        "| none | 0 |  |",
     ]

@@ -2,7 +2,7 @@
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
@@ -16,7 +16,9 @@ HEADER = "order_id,user_id,product_id,price,purchased_at\n"
 
 def tick(defs: dg.Definitions, cursor: str | None):
     sensor = defs.resolve_sensor_def("s3_new_files")
-    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), cursor=cursor, resources=defs.resources, definitions=defs) as context:
+    with dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(), cursor=cursor, resources=defs.resources, definitions=defs
+    ) as context:
         return sensor(context)
 
 
@@ -56,12 +58,12 @@ def test_sensor_on_a_local_folder(inputs):
     check_sensor(lambda: build_defs(inputs.env()), put)
 
 
-@pytest.mark.integration
 def test_sensor_on_s3_over_http(inputs, s3_bucket):
-    check_sensor(lambda: build_defs(inputs.env(**s3_bucket.env())), lambda key, text: s3_bucket.put(f"exports/{key}", text))
+    check_sensor(
+        lambda: build_defs(inputs.env(**s3_bucket.env())), lambda key, text: s3_bucket.put(f"exports/{key}", text)
+    )
 
 
-@pytest.mark.integration
 def test_materialize_reads_csvs_from_s3_over_http(inputs, s3_bucket):
     s3_bucket.put("exports/historical_purchases/2024-06-01.csv", HEADER + "o1,ann,tea,1.50,2024-06-01T10:00:00Z\n")
     s3_bucket.put("exports/customers/export.csv", "user_id,name,email,signup_date\nann,Ann,a@x,2020-01-01\n")
@@ -74,25 +76,30 @@ def test_materialize_reads_csvs_from_s3_over_http(inputs, s3_bucket):
 
 def test_kafka_sensor_requests_the_days_of_new_files_once(inputs):
     defs = build_defs(inputs.env())
-    inputs.kafka("purchases", [("ann", {"product_id": "tea"}, "2024-06-01T10:00:00"), ("ann", {"product_id": "tea"}, "2024-06-03T10:00:00")])
+    inputs.kafka(
+        "purchases",
+        [("ann", {"product_id": "tea"}, "2024-06-01T10:00:00"), ("ann", {"product_id": "tea"}, "2024-06-03T10:00:00")],
+    )
     (inputs.root / "kafka" / "purchases" / "README.txt").write_text("not a snapshot")
     sensor = defs.resolve_sensor_def("kafka_new_files")
 
     def tick(cursor):
-        with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), cursor=cursor, resources=defs.resources, definitions=defs) as context:
+        with dg.build_sensor_context(
+            instance=dg.DagsterInstance.ephemeral(), cursor=cursor, resources=defs.resources, definitions=defs
+        ) as context:
             return sensor(context)
 
     first = tick(None)
     assert request_of(first) == ("materialize_everything", ("2024-06-01", "2024-06-03"), None)
     assert tick(first.cursor).run_requests == []
-    inputs.write_lines("purchases", "late.jsonl.gz", ['{"partition":1,"offset":0,"ts":1717545600000,"key":"bob","payload":"{}"}'])
+    inputs.write_lines(
+        "purchases", "late.jsonl.gz", ['{"partition":1,"offset":0,"ts":1717545600000,"key":"bob","payload":"{}"}']
+    )
     inputs.write_lines("purchases", "broken.jsonl.gz", ["this is not gzip"])
     (inputs.root / "kafka" / "purchases" / "broken.jsonl.gz").write_bytes(b"\x1f\x8b garbage")
     second = tick(first.cursor)
     assert request_of(second) == ("materialize_everything", "2024-06-05", None)
     assert tick(second.cursor).run_requests == []  # the broken file is reported once, not on every tick
-
-
 
 
 def test_a_tick_waits_while_a_run_is_in_flight_and_keeps_its_cursor(inputs):
@@ -101,7 +108,9 @@ def test_a_tick_waits_while_a_run_is_in_flight_and_keeps_its_cursor(inputs):
     instance = dg.DagsterInstance.ephemeral()
     queued = instance.create_run_for_job(defs.resolve_job_def("materialize_everything"))  # not started yet
     for name in SENSORS:
-        with dg.build_sensor_context(instance=instance, cursor=None, resources=defs.resources, definitions=defs) as context:
+        with dg.build_sensor_context(
+            instance=instance, cursor=None, resources=defs.resources, definitions=defs
+        ) as context:
             result = defs.resolve_sensor_def(name)(context)
         assert result.run_requests == [] and result.cursor is None
         assert result.skip_reason.skip_message == f"waiting for run {queued.run_id} (NOT_STARTED) to settle"
@@ -110,7 +119,10 @@ def test_a_tick_waits_while_a_run_is_in_flight_and_keeps_its_cursor(inputs):
 def schedule_tick(defs: dg.Definitions, instance: dg.DagsterInstance, at: datetime):
     def evaluate():
         context = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=at, resources=defs.resources, repository_def=defs.get_repository_def()
+            instance=instance,
+            scheduled_execution_time=at,
+            resources=defs.resources,
+            repository_def=defs.get_repository_def(),
         )
         return defs.resolve_schedule_def("daily_materialization").evaluate_tick(context)
 
@@ -128,25 +140,39 @@ def instance(tmp_path):
 
 
 def test_the_schedules_first_tick_on_a_gap_catches_up_in_one_run(inputs, instance):
-    inputs.kafka("purchases", [("ann", {"product_id": "tea"}, "2024-06-01T10:00:00"), ("ann", {"product_id": "tea"}, "2024-06-02T10:00:00")])
+    inputs.kafka(
+        "purchases",
+        [("ann", {"product_id": "tea"}, "2024-06-01T10:00:00"), ("ann", {"product_id": "tea"}, "2024-06-02T10:00:00")],
+    )
     defs = build_defs(inputs.env())
     schedule = defs.resolve_schedule_def("daily_materialization")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("15 0 * * *", "UTC")
     assert "nothing" not in schedule.description and schedule.description
     inputs.materialize("2024-06-01")
-    tick = schedule_tick(defs, instance, datetime(2024, 6, 5, 0, 15, tzinfo=timezone.utc))
+    tick = schedule_tick(defs, instance, datetime(2024, 6, 5, 0, 15, tzinfo=UTC))
     [request] = tick.run_requests
-    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG], request.asset_selection) == ("2024-06-02", "2024-06-04", None)
-    done = defs.resolve_job_def(request.job_name).execute_in_process(instance=instance, tags=request.tags, raise_on_error=False)
+    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG], request.asset_selection) == (
+        "2024-06-02",
+        "2024-06-04",
+        None,
+    )
+    done = defs.resolve_job_def(request.job_name).execute_in_process(
+        instance=instance, tags=request.tags, raise_on_error=False
+    )
     assert done.success
-    assert inputs.query("SELECT min(day)::VARCHAR, max(day)::VARCHAR, count(*) FROM points.ledger_days") == [("2024-06-01", "2024-06-04", 4)]
-    quiet = schedule_tick(defs, instance, datetime(2024, 6, 5, 0, 15, tzinfo=timezone.utc))
+    assert inputs.query("SELECT min(day)::VARCHAR, max(day)::VARCHAR, count(*) FROM points.ledger_days") == [
+        ("2024-06-01", "2024-06-04", 4)
+    ]
+    quiet = schedule_tick(defs, instance, datetime(2024, 6, 5, 0, 15, tzinfo=UTC))
     assert quiet.run_requests == [] and quiet.skip_message == "every day through 2024-06-04 is built"
 
 
 def test_the_schedule_on_an_empty_warehouse_starts_at_the_first_day_with_events(inputs, instance):
     defs = build_defs(inputs.env())
-    assert schedule_tick(defs, instance, datetime(2024, 6, 5, 0, 15, tzinfo=timezone.utc)).skip_message == "no events in the inputs yet"
+    assert (
+        schedule_tick(defs, instance, datetime(2024, 6, 5, 0, 15, tzinfo=UTC)).skip_message
+        == "no events in the inputs yet"
+    )
     inputs.csv("historical_purchases/2024-06-03.csv", HEADER)
-    [request] = schedule_tick(defs, instance, datetime(2024, 6, 5, 0, 15, tzinfo=timezone.utc)).run_requests
+    [request] = schedule_tick(defs, instance, datetime(2024, 6, 5, 0, 15, tzinfo=UTC)).run_requests
     assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == ("2024-06-03", "2024-06-04")

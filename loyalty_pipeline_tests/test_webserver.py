@@ -15,7 +15,7 @@ import pytest
 from loyalty_pipeline.definitions import build_defs
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.e2e
 
 QUERY = """
 { workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError {

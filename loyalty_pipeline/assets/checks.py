@@ -1,8 +1,8 @@
 """Check factories for the rules every table shares (uniqueness, quarantine); domain checks live by their assets."""
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
+from loyalty_pipeline.resources import Warehouse
 from loyalty_pipeline.warehouse import WAREHOUSE_POOL
 
 
@@ -11,7 +11,7 @@ def table_of(key: dg.AssetKey) -> str:
     return ".".join(key.path)
 
 
-def count_rows(warehouse: DuckDBResource, sql: str, params: dict | None = None) -> int:
+def count_rows(warehouse: Warehouse, sql: str, params: dict | None = None) -> int:
     """How many rows a check's query returns (the rows breaking its rule)."""
     with warehouse.get_connection() as conn:
         return conn.execute(f"SELECT count(*) FROM ({sql})", params or {}).fetchall()[0][0]
@@ -28,7 +28,7 @@ def duplicate_check(key: dg.AssetKey, columns: list[str]) -> dg.AssetChecksDefin
         blocking=True,
         description=f"No two rows share ({columns_sql}).",
     )
-    def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+    def _check(warehouse: Warehouse) -> dg.AssetCheckResult:
         with warehouse.get_connection() as conn:
             duplicated = conn.execute(
                 f"SELECT count(*) FROM (SELECT {columns_sql} FROM {table_of(key)} GROUP BY ALL HAVING count(*) > 1)"
@@ -47,7 +47,7 @@ def rejected_rows_check(key: dg.AssetKey, source: str) -> dg.AssetChecksDefiniti
         name="no_rejected_rows",
         description=f"Rows of {source} quarantined in raw.rejected_records (warning only: the good rows still load).",
     )
-    def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+    def _check(warehouse: Warehouse) -> dg.AssetCheckResult:
         with warehouse.get_connection() as conn:
             reasons = conn.execute(
                 "SELECT reason, count(*) FROM raw.rejected_records WHERE source = $1 GROUP BY ALL ORDER BY 2 DESC, 1",

@@ -5,14 +5,13 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
+from loyalty_pipeline import partitions
 from loyalty_pipeline.assets.checks import duplicate_check, rejected_rows_check
 from loyalty_pipeline.kafka import TOPICS, Topic, parse_messages, table_ddl
 from loyalty_pipeline.lines import load_csv, load_lines
-from loyalty_pipeline import partitions
 from loyalty_pipeline.partitions import DECLARED
-from loyalty_pipeline.resources import EventSources, file_version
+from loyalty_pipeline.resources import EventSources, Warehouse, file_version
 from loyalty_pipeline.warehouse import (
     OWNERS,
     REJECTED_DDL,
@@ -109,7 +108,7 @@ def kafka_topic_asset(topic: Topic) -> dg.AssetsDefinition:
         description=f"Deduplicated messages of Kafka topic `{topic.name}` (snapshots in `kafka/{topic.name}/`), "
         "by UTC day of the record timestamp; tombstones kept.",
     )
-    def _asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource, sources: EventSources):
+    def _asset(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: EventSources):
         first, end = window_days(context)
         files = sources.kafka_files(topic.name)
         if not files:
@@ -179,7 +178,7 @@ CREATE TABLE IF NOT EXISTS raw.customers (
     pool=WAREHOUSE_POOL,
     description="Customer records exported from the transactional database: every row of `customers/*.csv`.",
 )
-def customers(context: dg.AssetExecutionContext, warehouse: DuckDBResource, sources: EventSources):
+def customers(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: EventSources):
     store = sources.object_store()
     keys = [obj.key for obj in store.list_objects("customers/") if obj.key.endswith(".csv")]
     source = "s3:customers"
@@ -243,7 +242,7 @@ HISTORICAL_FILE = re.compile(r"historical_purchases/(\d{4}-\d{2}-\d{2})\.csv")
     pool=WAREHOUSE_POOL,
     description="Past orders from `historical_purchases/YYYY-MM-DD.csv`, one file per UTC day partition.",
 )
-def historical_purchases(context: dg.AssetExecutionContext, warehouse: DuckDBResource, sources: EventSources):
+def historical_purchases(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: EventSources):
     first, end = window_days(context)
     store = sources.object_store()
     source = "s3:historical_purchases"

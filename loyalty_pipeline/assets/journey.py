@@ -118,7 +118,9 @@ def journey_state(
 
 def _require_ledger(conn, first, end) -> None:
     """Criteria read points balances: every day of the window needs its ledger day."""
-    built = conn.execute("SELECT count(*) FROM points.ledger_days WHERE day >= $1 AND day < $2", [first, end]).fetchall()[0][0]
+    built = conn.execute(
+        "SELECT count(*) FROM points.ledger_days WHERE day >= $1 AND day < $2", [first, end]
+    ).fetchall()[0][0]
     if built < (end - first).days:
         raise DayOrderError(
             f"journey state: days {first}..{end - timedelta(days=1)} need the point ledger of those days, which is "

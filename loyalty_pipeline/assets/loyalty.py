@@ -2,12 +2,11 @@
 promotions. Rule values from loyalty.yaml reach SQL as parameters or rows of temp tables, never as SQL text."""
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from loyalty_pipeline.assets.checks import count_rows, duplicate_check
 from loyalty_pipeline.assets.ingest import historical_purchases, raw_topics
 from loyalty_pipeline.partitions import DECLARED
-from loyalty_pipeline.resources import RulesResource
+from loyalty_pipeline.resources import RulesResource, Warehouse
 from loyalty_pipeline.warehouse import (
     OWNERS,
     WAREHOUSE_POOL,
@@ -68,7 +67,7 @@ FROM purchases ASOF LEFT JOIN product_states
     deps=[raw_topics["purchases"], raw_topics["products"], historical_purchases],
     description="Every purchase (Kafka and S3) with the product's price and category as of the purchase's event time.",
 )
-def enriched_purchases(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+def enriched_purchases(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     first, end = window_days(context)
     window = {"first": first, "end": end}
     with warehouse.get_connection() as conn:
@@ -113,7 +112,7 @@ def _table_result(conn, table: str, order_by: str) -> dg.MaterializeResult:
     deps=[raw_topics["products"]],
     description="The latest valid state of each product (greatest ts, then offset); a tombstone removes it.",
 )
-def all_products(warehouse: DuckDBResource) -> dg.MaterializeResult:
+def all_products(warehouse: Warehouse) -> dg.MaterializeResult:
     with warehouse.get_connection() as conn:
         _replace_table(
             conn,
@@ -136,7 +135,7 @@ def all_products(warehouse: DuckDBResource) -> dg.MaterializeResult:
     deps=[enriched_purchases],
     description="Lifetime spend per customer with a purchase, and the reward tier it earns (strict '>' thresholds).",
 )
-def sales_totals(warehouse: DuckDBResource, rules: RulesResource) -> dg.MaterializeResult:
+def sales_totals(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
     with warehouse.get_connection() as conn:
         _load_tiers(conn, rules)
         _replace_table(
@@ -175,7 +174,7 @@ def _load_tiers(conn, rules: RulesResource) -> None:
     deps=[enriched_purchases],
     description="Stamp card: purchases of the stamp product per customer; the next one is free at cycle - 1.",
 )
-def caffeine_index(warehouse: DuckDBResource, rules: RulesResource) -> dg.MaterializeResult:
+def caffeine_index(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
     card = rules.rules.stamp_card
     with warehouse.get_connection() as conn:
         _replace_table(
@@ -199,7 +198,7 @@ def caffeine_index(warehouse: DuckDBResource, rules: RulesResource) -> dg.Materi
     deps=[enriched_purchases],
     description="Customers eligible for each declarative promotion of loyalty.yaml, with the considered products bought.",
 )
-def promotions(warehouse: DuckDBResource, rules: RulesResource) -> dg.MaterializeResult:
+def promotions(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
     with warehouse.get_connection() as conn:
         conn.execute(
             "CREATE OR REPLACE TEMP TABLE promotion_rules "
@@ -241,7 +240,7 @@ def promotions(warehouse: DuckDBResource, rules: RulesResource) -> dg.Materializ
     blocking=True,
     description="Every valid purchase (Kafka and S3) is enriched exactly once.",
 )
-def enriched_keeps_every_purchase(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+def enriched_keeps_every_purchase(warehouse: Warehouse) -> dg.AssetCheckResult:
     missing = count_rows(
         warehouse,
         """
@@ -257,7 +256,7 @@ def enriched_keeps_every_purchase(warehouse: DuckDBResource) -> dg.AssetCheckRes
     asset=enriched_purchases,
     description="Purchases whose user_id is neither a Kafka user nor an S3 customer (warning: e.g. keyed by name).",
 )
-def purchases_by_known_users(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+def purchases_by_known_users(warehouse: Warehouse) -> dg.AssetCheckResult:
     with warehouse.get_connection() as conn:
         unknown = conn.execute(
             """
@@ -281,7 +280,7 @@ def purchases_by_known_users(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     asset=enriched_purchases,
     description="Purchases of a product with no price known at purchase time.",
 )
-def purchases_of_priced_products(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+def purchases_of_priced_products(warehouse: Warehouse) -> dg.AssetCheckResult:
     unpriced = count_rows(warehouse, "SELECT 1 FROM loyalty.enriched_purchases WHERE price IS NULL")
     return dg.AssetCheckResult(
         passed=unpriced == 0, severity=dg.AssetCheckSeverity.WARN, metadata={"unpriced_purchases": unpriced}
@@ -294,7 +293,7 @@ def purchases_of_priced_products(warehouse: DuckDBResource) -> dg.AssetCheckResu
     blocking=True,
     description="Each total is the sum of the customer's known prices and its tier follows the thresholds.",
 )
-def totals_and_tiers_agree(warehouse: DuckDBResource, rules: RulesResource) -> dg.AssetCheckResult:
+def totals_and_tiers_agree(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
     with warehouse.get_connection() as conn:
         _load_tiers(conn, rules)
         wrong = conn.execute(
@@ -318,7 +317,7 @@ def totals_and_tiers_agree(warehouse: DuckDBResource, rules: RulesResource) -> d
     blocking=True,
     description="Stamp counts match the stamp product's purchases.",
 )
-def stamps_match_purchases(warehouse: DuckDBResource, rules: RulesResource) -> dg.AssetCheckResult:
+def stamps_match_purchases(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
     wrong = count_rows(
         warehouse,
         """

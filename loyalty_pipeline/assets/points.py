@@ -4,7 +4,6 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 import duckdb
-from dagster_duckdb import DuckDBResource
 
 from loyalty_pipeline import journeys, ledger
 from loyalty_pipeline.assets.checks import count_rows, duplicate_check
@@ -13,7 +12,7 @@ from loyalty_pipeline.assets.loyalty import enriched_purchases
 from loyalty_pipeline.chain import open_window
 from loyalty_pipeline.ledger_reference import replay
 from loyalty_pipeline.partitions import DECLARED
-from loyalty_pipeline.resources import RulesResource
+from loyalty_pipeline.resources import RulesResource, Warehouse
 from loyalty_pipeline.warehouse import (
     OWNERS,
     REJECTED_DDL,
@@ -52,7 +51,7 @@ LEDGER_KEY = dg.AssetKey(["points", "point_transactions"])
     description="Append-only point ledger: earn lots, uses (FIFO by expiry) and expiries; day D builds on the end of D-1.",
 )
 def point_transactions(
-    context: dg.AssetExecutionContext, warehouse: DuckDBResource, rules: RulesResource
+    context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource
 ) -> dg.MaterializeResult:
     first, end = window_days(context)
     settings = rules.rules.points
@@ -139,7 +138,7 @@ GROUP BY user_id
     deps=[point_transactions],
     description="Point balance per customer at the end of the last ledger day, with the next expiry and its points.",
 )
-def point_balances(warehouse: DuckDBResource) -> dg.MaterializeResult:
+def point_balances(warehouse: Warehouse) -> dg.MaterializeResult:
     with warehouse.get_connection() as conn:
         conn.execute(ledger.DDL)
         conn.execute("CREATE OR REPLACE TABLE points.point_balances AS " + BALANCES)
@@ -166,7 +165,7 @@ def _result(wrong: int, what: str) -> dg.AssetCheckResult:
     blocking=True,
     description="No customer's balance is negative at any instant.",
 )
-def balance_never_negative(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+def balance_never_negative(warehouse: Warehouse) -> dg.AssetCheckResult:
     return _result(
         count_rows(
             warehouse,
@@ -182,7 +181,7 @@ def balance_never_negative(warehouse: DuckDBResource) -> dg.AssetCheckResult:
 @dg.asset_check(
     pool=WAREHOUSE_POOL, asset=point_transactions, blocking=True, description="No lot gives more points than it earned."
 )
-def lots_not_overdrawn(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+def lots_not_overdrawn(warehouse: Warehouse) -> dg.AssetCheckResult:
     return _result(
         count_rows(
             warehouse,
@@ -201,7 +200,7 @@ def lots_not_overdrawn(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     blocking=True,
     description="Each expire row is exactly what its lot had left after uses.",
 )
-def expiries_match_lot_remainders(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+def expiries_match_lot_remainders(warehouse: Warehouse) -> dg.AssetCheckResult:
     return _result(
         count_rows(
             warehouse,
@@ -221,7 +220,7 @@ def expiries_match_lot_remainders(warehouse: DuckDBResource) -> dg.AssetCheckRes
     blocking=True,
     description="Replays one sampled customer's whole history with the plain reference rules and compares row by row.",
 )
-def sampled_customer_reconciles(warehouse: DuckDBResource, rules: RulesResource) -> dg.AssetCheckResult:
+def sampled_customer_reconciles(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
     settings = rules.rules.points
     with warehouse.get_connection() as conn:
         sampled = conn.execute("SELECT user_id FROM points.point_transactions USING SAMPLE 1 ROWS").fetchall()
@@ -267,7 +266,7 @@ def sampled_customer_reconciles(warehouse: DuckDBResource, rules: RulesResource)
     blocking=True,
     description="Each balance is the sum of the customer's ledger rows and of their open lots.",
 )
-def balances_are_ledger_sums(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+def balances_are_ledger_sums(warehouse: Warehouse) -> dg.AssetCheckResult:
     return _result(
         count_rows(
             warehouse,
