@@ -1,14 +1,14 @@
-"""The code location: assembles assets, checks, jobs, schedules, sensors and resources. No logic here."""
+"""The code location: assembles assets (with their checks), jobs, schedules, sensors and resources. No logic here."""
 
 from collections.abc import Mapping
 
 import dagster as dg
 
-from loyalty_pipeline.assets.customer import customer_assets, customer_checks
-from loyalty_pipeline.assets.ingest import ingest_assets, ingest_checks
-from loyalty_pipeline.assets.journey import journey_assets, journey_checks
-from loyalty_pipeline.assets.loyalty import loyalty_assets, loyalty_checks
-from loyalty_pipeline.assets.points import points_assets, points_checks
+from loyalty_pipeline.assets.customer import customer_assets
+from loyalty_pipeline.assets.ingest import ingest_assets
+from loyalty_pipeline.assets.journey import journey_assets
+from loyalty_pipeline.assets.loyalty import loyalty_assets
+from loyalty_pipeline.assets.points import points_assets
 from loyalty_pipeline.jobs import customers_job, everything_job, historical_job
 from loyalty_pipeline.partitions import with_start
 from loyalty_pipeline.resources import build_resources
@@ -24,7 +24,6 @@ def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
     start = resources["rules"].first_day()
     defs = dg.Definitions(
         assets=[*ingest_assets, *loyalty_assets, *points_assets, *customer_assets, *journey_assets],
-        asset_checks=[*ingest_checks, *loyalty_checks, *points_checks, *customer_checks, *journey_checks],
         jobs=[everything_job, historical_job, customers_job],
         schedules=[daily_materialization],
         sensors=[s3_new_files, kafka_new_files],

@@ -88,6 +88,12 @@ class S3Store:
         return copies
 
 
+def serving_path(database: str) -> Path:
+    """The read-only copy of the 360 tables beside the warehouse (warehouse.duckdb -> warehouse.serving.duckdb)."""
+    path = Path(database)
+    return path.with_name(path.stem + ".serving" + path.suffix)
+
+
 def connect_when_free(database: str, **options) -> duckdb.DuckDBPyConnection:
     """Open the warehouse, waiting (doubling pauses, ~100 s in all) while another process holds its lock."""
     for pause in (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 50):
@@ -105,9 +111,7 @@ class Warehouse(DuckDBResource):
     memory_limit: str = "1GB"
 
     def serving_path(self) -> Path:
-        """The read-only copy of the 360 tables beside the warehouse (warehouse.duckdb -> warehouse.serving.duckdb)."""
-        path = Path(self.database)
-        return path.with_name(path.stem + ".serving" + path.suffix)
+        return serving_path(self.database)
 
     @contextmanager
     def get_connection(self):

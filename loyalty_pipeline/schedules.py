@@ -39,7 +39,7 @@ def daily_materialization(
     if first > yesterday:
         return dg.SkipReason(f"every day through {yesterday} is built")
     change = planning.Change(
-        sources={asset.key for asset in ingest_assets},
+        sources={key for asset in ingest_assets for key in asset.keys},
         first=first,
         last=yesterday,
         what=[f"daily catch-up {first}..{yesterday}"],

@@ -1,9 +1,13 @@
-"""Check factories for the rules every table shares (uniqueness, quarantine); domain checks live by their assets."""
+"""Asset checks run inside their asset's step, on its connection: a rule, its spec, and factories for the rules
+every table shares (uniqueness, quarantine). Domain rules live beside their assets."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import dagster as dg
+import duckdb
 
-from loyalty_pipeline.resources import Warehouse
-from loyalty_pipeline.warehouse import WAREHOUSE_POOL
+from loyalty_pipeline.resources import RulesResource, Warehouse
 
 
 def table_of(key: dg.AssetKey) -> str:
@@ -11,53 +15,78 @@ def table_of(key: dg.AssetKey) -> str:
     return ".".join(key.path)
 
 
-def count_rows(warehouse: Warehouse, sql: str, params: dict | None = None) -> int:
+def count_rows(conn: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> int:
     """How many rows a check's query returns (the rows breaking its rule)."""
-    with warehouse.get_connection() as conn:
-        return conn.execute(f"SELECT count(*) FROM ({sql})", params or {}).fetchall()[0][0]
+    return conn.execute(f"SELECT count(*) FROM ({sql})", params or {}).fetchall()[0][0]
 
 
-def duplicate_check(key: dg.AssetKey, columns: list[str]) -> dg.AssetChecksDefinition:
+@dataclass(frozen=True)
+class Check:
+    """A rule a table holds. `evaluate(conn, rules)` returns (passed, metadata); the asset that writes the table
+    declares `spec(key)` and reports `result(key, conn, rules)` from its own step. Calling the check with a
+    warehouse evaluates it on its own connection (to look at a table from a test or a notebook)."""
+
+    name: str
+    description: str
+    evaluate: Callable[[duckdb.DuckDBPyConnection, RulesResource], tuple[bool, dict]]
+    blocking: bool = True  # False: a warning, which never stops downstream assets
+
+    def spec(self, key: dg.AssetKey) -> dg.AssetCheckSpec:
+        return dg.AssetCheckSpec(self.name, asset=key, blocking=self.blocking, description=self.description)
+
+    def result(self, key: dg.AssetKey | None, conn: duckdb.DuckDBPyConnection, rules: RulesResource | None = None):
+        passed, metadata = self.evaluate(conn, rules or RulesResource())
+        return dg.AssetCheckResult(
+            asset_key=key,
+            check_name=self.name,
+            passed=passed,
+            metadata=metadata,
+            severity=dg.AssetCheckSeverity.ERROR if self.blocking else dg.AssetCheckSeverity.WARN,
+        )
+
+    def __call__(self, warehouse: Warehouse, rules: RulesResource | None = None) -> dg.AssetCheckResult:
+        with warehouse.get_connection() as conn:
+            return self.result(None, conn, rules)
+
+
+def check(description: str, blocking: bool = True):
+    """Decorator: a function (conn, rules) -> (passed, metadata) becomes a Check named after it."""
+    return lambda evaluate: Check(evaluate.__name__, description, evaluate, blocking)
+
+
+def check_specs(key: dg.AssetKey, checks: list[Check]) -> list[dg.AssetCheckSpec]:
+    return [check.spec(key) for check in checks]
+
+
+def check_results(key: dg.AssetKey, checks: list[Check], conn, rules: RulesResource | None = None) -> list:
+    return [check.result(key, conn, rules) for check in checks]
+
+
+def duplicate_check(key: dg.AssetKey, columns: list[str]) -> Check:
     """Blocking: no two rows share `columns`."""
     columns_sql = ", ".join(columns)
 
-    @dg.asset_check(
-        pool=WAREHOUSE_POOL,
-        asset=key,
-        name=f"unique_{'_'.join(columns)}",
-        blocking=True,
-        description=f"No two rows share ({columns_sql}).",
-    )
-    def _check(warehouse: Warehouse) -> dg.AssetCheckResult:
-        with warehouse.get_connection() as conn:
-            duplicated = conn.execute(
-                f"SELECT count(*) FROM (SELECT {columns_sql} FROM {table_of(key)} GROUP BY ALL HAVING count(*) > 1)"
-            ).fetchall()[0][0]
-        return dg.AssetCheckResult(passed=duplicated == 0, metadata={"duplicated_keys": duplicated})
+    def evaluate(conn, rules) -> tuple[bool, dict]:
+        duplicated = count_rows(conn, f"SELECT {columns_sql} FROM {table_of(key)} GROUP BY ALL HAVING count(*) > 1")
+        return duplicated == 0, {"duplicated_keys": duplicated}
 
-    return _check
+    return Check(f"unique_{'_'.join(columns)}", f"No two rows share ({columns_sql}).", evaluate)
 
 
-def rejected_rows_check(key: dg.AssetKey, source: str) -> dg.AssetChecksDefinition:
+def rejected_rows_check(key: dg.AssetKey, source: str) -> Check:
     """Warns (never blocks) when input rows of `source` were quarantined, with counts per reason."""
 
-    @dg.asset_check(
-        pool=WAREHOUSE_POOL,
-        asset=key,
-        name="no_rejected_rows",
-        description=f"Rows of {source} quarantined in raw.rejected_records (warning only: the good rows still load).",
-    )
-    def _check(warehouse: Warehouse) -> dg.AssetCheckResult:
-        with warehouse.get_connection() as conn:
-            reasons = conn.execute(
-                "SELECT reason, count(*) FROM raw.rejected_records WHERE source = $1 GROUP BY ALL ORDER BY 2 DESC, 1",
-                [source],
-            ).fetchall()
+    def evaluate(conn, rules) -> tuple[bool, dict]:
+        reasons = conn.execute(
+            "SELECT reason, count(*) FROM raw.rejected_records WHERE source = $1 GROUP BY ALL ORDER BY 2 DESC, 1",
+            [source],
+        ).fetchall()
         total = sum(rows for _, rows in reasons)
-        return dg.AssetCheckResult(
-            passed=total == 0,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"rejected_rows": total, **{reason: rows for reason, rows in reasons[:10]}},
-        )
+        return total == 0, {"rejected_rows": total, **{reason: rows for reason, rows in reasons[:10]}}
 
-    return _check
+    return Check(
+        "no_rejected_rows",
+        f"Rows of {source} quarantined in raw.rejected_records (warning only: the good rows still load).",
+        evaluate,
+        blocking=False,
+    )

@@ -6,12 +6,12 @@ import os
 import dagster as dg
 
 from loyalty_pipeline import recommend
-from loyalty_pipeline.assets.checks import count_rows, duplicate_check
+from loyalty_pipeline.assets.checks import check, check_results, check_specs, count_rows, duplicate_check
 from loyalty_pipeline.assets.ingest import customers, raw_topics
 from loyalty_pipeline.assets.loyalty import _load_tiers, enriched_purchases, promotions, sales_totals
 from loyalty_pipeline.assets.points import point_balances
 from loyalty_pipeline.profiles import FROM_START, PROFILE_360
-from loyalty_pipeline.resources import RulesResource, Warehouse
+from loyalty_pipeline.resources import RulesResource, Warehouse, serving_path
 from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, preview, table_metadata, transaction
 
 SERVED_TABLES = ["customer.profile_360", "customer.recommendations"]
@@ -21,8 +21,62 @@ SERVED_TABLES = ["customer.profile_360", "customer.recommendations"]
 LAST_DAY = "SELECT max(day) FROM points.ledger_days"
 
 
+@check("Spend, tier and points agree with loyalty.sales_totals and the point ledger; every buyer has a profile.")
+def profiles_agree_with_totals_and_ledger(conn, rules) -> tuple[bool, dict]:
+    wrong = count_rows(
+        conn,
+        """SELECT 1 FROM customer.profile_360 AS p
+           FULL JOIN loyalty.sales_totals AS s USING (user_id)
+           LEFT JOIN points.point_balances AS b USING (user_id)
+           WHERE p.user_id IS NULL
+              OR (s.user_id IS NOT NULL AND (p.total_spend <> s.total OR p.reward_level <> s.reward_level))
+              OR p.points_balance <> coalesce(b.balance, 0)""",
+    )
+    return wrong == 0, {"customers_wrong": wrong}
+
+
+@check("At most 5 per customer, ranked 1..n, never a product of interest.")
+def recommendations_are_well_formed(conn, rules) -> tuple[bool, dict]:
+    wrong = count_rows(
+        conn,
+        """SELECT 1 FROM customer.recommendations AS r JOIN customer.profile_360 AS p USING (user_id)
+           WHERE r.rank NOT BETWEEN 1 AND 5 OR list_contains(p.activity_since_last_purchase, r.product_id)""",
+    )
+    return wrong == 0, {"bad_rows": wrong}
+
+
+@check("The serving copy holds the warehouse's 360 tables: same row count and row-hash sum per table.")
+def serving_copy_is_complete(conn, rules) -> tuple[bool, dict]:
+    fingerprint = "SELECT count(*), sum(hash(t)) FROM {} AS t"
+    database = conn.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+    conn.execute("ATTACH $path AS serving (READ_ONLY)", {"path": str(serving_path(database[0][0]))})
+    try:
+        differing = [
+            table
+            for table in SERVED_TABLES
+            if conn.execute(fingerprint.format(table)).fetchall()
+            != conn.execute(fingerprint.format(f"serving.{table}")).fetchall()
+        ]
+    finally:
+        conn.execute("DETACH serving")
+    return not differing, {"tables_differing": ", ".join(differing) or "none"}
+
+
+PROFILE_KEY = dg.AssetKey(["customer", "profile_360"])
+RECOMMENDATIONS_KEY = dg.AssetKey(["customer", "recommendations"])
+SERVING_KEY = dg.AssetKey(["customer", "serving_snapshot"])
+PROFILE_CHECKS = [profiles_agree_with_totals_and_ledger, duplicate_check(PROFILE_KEY, ["user_id"])]
+RECOMMENDATIONS_CHECKS = [
+    recommendations_are_well_formed,
+    duplicate_check(RECOMMENDATIONS_KEY, ["user_id", "rank"]),
+    duplicate_check(RECOMMENDATIONS_KEY, ["user_id", "product_id"]),
+]
+SERVING_CHECKS = [serving_copy_is_complete]
+
+
 @dg.asset(
-    key=["customer", "profile_360"],
+    key=PROFILE_KEY,
+    check_specs=check_specs(PROFILE_KEY, PROFILE_CHECKS),
     group_name="customer",
     owners=OWNERS,
     kinds={"duckdb"},
@@ -54,12 +108,14 @@ def profile_360(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeRes
                 **table_metadata(conn, "customer.profile_360"),
                 "as_of": str(as_of),
                 "preview": preview(conn, "SELECT * FROM customer.profile_360 ORDER BY total_spend DESC, user_id"),
-            }
+            },
+            check_results=check_results(PROFILE_KEY, PROFILE_CHECKS, conn, rules),
         )
 
 
 @dg.asset(
-    key=["customer", "recommendations"],
+    key=RECOMMENDATIONS_KEY,
+    check_specs=check_specs(RECOMMENDATIONS_KEY, RECOMMENDATIONS_CHECKS),
     group_name="customer",
     owners=OWNERS,
     kinds={"duckdb"},
@@ -76,12 +132,14 @@ def recommendations(warehouse: Warehouse) -> dg.MaterializeResult:
                 **table_metadata(conn, "customer.recommendations"),
                 "customers_with_recommendations": count(conn, "SELECT DISTINCT user_id FROM customer.recommendations"),
                 "preview": preview(conn, "SELECT * FROM customer.recommendations ORDER BY user_id, rank", limit=20),
-            }
+            },
+            check_results=check_results(RECOMMENDATIONS_KEY, RECOMMENDATIONS_CHECKS, conn),
         )
 
 
 @dg.asset(
-    key=["customer", "serving_snapshot"],
+    key=SERVING_KEY,
+    check_specs=check_specs(SERVING_KEY, SERVING_CHECKS),
     group_name="customer",
     owners=OWNERS,
     kinds={"duckdb"},
@@ -103,71 +161,11 @@ def serving_snapshot(warehouse: Warehouse) -> dg.MaterializeResult:
         finally:
             conn.execute("DETACH serving")
     os.replace(staging, target)  # atomic: a reader holds the old file or opens the new one
-    return dg.MaterializeResult(metadata={"path": str(target), "bytes": target.stat().st_size})
-
-
-@dg.asset_check(
-    pool=WAREHOUSE_POOL,
-    asset=profile_360,
-    blocking=True,
-    description="Spend, tier and points agree with loyalty.sales_totals and the point ledger; every buyer has a profile.",
-)
-def profiles_agree_with_totals_and_ledger(warehouse: Warehouse) -> dg.AssetCheckResult:
-    wrong = count_rows(
-        warehouse,
-        """SELECT 1 FROM customer.profile_360 AS p
-           FULL JOIN loyalty.sales_totals AS s USING (user_id)
-           LEFT JOIN points.point_balances AS b USING (user_id)
-           WHERE p.user_id IS NULL
-              OR (s.user_id IS NOT NULL AND (p.total_spend <> s.total OR p.reward_level <> s.reward_level))
-              OR p.points_balance <> coalesce(b.balance, 0)""",
-    )
-    return dg.AssetCheckResult(passed=wrong == 0, metadata={"customers_wrong": wrong})
-
-
-@dg.asset_check(
-    pool=WAREHOUSE_POOL,
-    asset=recommendations,
-    blocking=True,
-    description="At most 5 per customer, ranked 1..n, never a product of interest.",
-)
-def recommendations_are_well_formed(warehouse: Warehouse) -> dg.AssetCheckResult:
-    wrong = count_rows(
-        warehouse,
-        """SELECT 1 FROM customer.recommendations AS r JOIN customer.profile_360 AS p USING (user_id)
-           WHERE r.rank NOT BETWEEN 1 AND 5 OR list_contains(p.activity_since_last_purchase, r.product_id)""",
-    )
-    return dg.AssetCheckResult(passed=wrong == 0, metadata={"bad_rows": wrong})
-
-
-@dg.asset_check(
-    pool=WAREHOUSE_POOL,
-    asset=serving_snapshot,
-    blocking=True,
-    description="The serving copy holds the warehouse's 360 tables: same row count and row-hash sum per table.",
-)
-def serving_copy_is_complete(warehouse: Warehouse) -> dg.AssetCheckResult:
-    fingerprint = "SELECT count(*), sum(hash(t)) FROM {} AS t"
     with warehouse.get_connection() as conn:
-        conn.execute("ATTACH $path AS serving (READ_ONLY)", {"path": str(warehouse.serving_path())})
-        try:
-            differing = [
-                table
-                for table in SERVED_TABLES
-                if conn.execute(fingerprint.format(table)).fetchall()
-                != conn.execute(fingerprint.format(f"serving.{table}")).fetchall()
-            ]
-        finally:
-            conn.execute("DETACH serving")
-    return dg.AssetCheckResult(passed=not differing, metadata={"tables_differing": ", ".join(differing) or "none"})
+        return dg.MaterializeResult(
+            metadata={"path": str(target), "bytes": target.stat().st_size},
+            check_results=check_results(SERVING_KEY, SERVING_CHECKS, conn),
+        )
 
 
 customer_assets = [profile_360, recommendations, serving_snapshot]
-customer_checks = [
-    profiles_agree_with_totals_and_ledger,
-    recommendations_are_well_formed,
-    serving_copy_is_complete,
-    duplicate_check(profile_360.key, ["user_id"]),
-    duplicate_check(recommendations.key, ["user_id", "rank"]),
-    duplicate_check(recommendations.key, ["user_id", "product_id"]),
-]

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from loyalty_pipeline import partitions
-from loyalty_pipeline.assets.checks import duplicate_check, rejected_rows_check
+from loyalty_pipeline.assets.checks import check_results, check_specs, duplicate_check, rejected_rows_check
 from loyalty_pipeline.kafka import TOPICS, Topic, parse_messages, table_ddl
 from loyalty_pipeline.lines import load_csv, load_lines
 from loyalty_pipeline.partitions import DECLARED
@@ -94,71 +94,91 @@ def _record_files(conn, topic: str, files: list[Path]) -> None:
     )
 
 
-def kafka_topic_asset(topic: Topic) -> dg.AssetsDefinition:
-    source = f"kafka:{topic.name}"
+def _topic_checks(key: dg.AssetKey) -> list:
+    return [
+        duplicate_check(key, ["kafka_partition", "kafka_offset"]),
+        rejected_rows_check(key, f"kafka:{key.path[-1]}"),
+    ]
 
-    @dg.asset(
+
+raw_topics = {  # raw_topics["purchases"]: the spec of raw/purchases, for deps
+    topic.name: dg.AssetSpec(
         key=["raw", topic.name],
         group_name="ingest",
         owners=OWNERS,
         kinds={"duckdb", "kafka"},
         partitions_def=DECLARED,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        pool=WAREHOUSE_POOL,
         description=f"Deduplicated messages of Kafka topic `{topic.name}` (snapshots in `kafka/{topic.name}/`), "
         "by UTC day of the record timestamp; tombstones kept.",
     )
-    def _asset(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: EventSources):
-        first, end = window_days(context)
-        files = sources.kafka_files(topic.name)
-        if not files:
-            context.log.warning(f"no snapshot files for topic {topic.name} in {sources.data_dir}/kafka/{topic.name}")
-        with warehouse.get_connection() as conn:
-            conn.execute(table_ddl(topic) + REJECTED_DDL + KAFKA_FILES_DDL)
-            read = _files_to_read(conn, topic.name, files, first, end)
-            conn.execute("CREATE OR REPLACE TEMP TABLE unreadable_files (file VARCHAR, reason VARCHAR)")
-            insert_rows(conn, "unreadable_files", load_lines(conn, read, "kafka_lines"))
-            parse_messages(conn, topic, partitions.first_day(context))
-            columns = ", ".join(topic.columns)
-            with transaction(conn):
-                conn.execute(f"DELETE FROM raw.{topic.name} WHERE day >= $1 AND day < $2", [first, end])
-                conn.execute(
-                    f"""INSERT INTO raw.{topic.name} ({columns}, tombstone, kafka_partition, kafka_offset, event_ts, day, location)
-                    SELECT {columns}, tombstone, kafka_partition, kafka_offset, event_ts, day, file || ':' || line_no
-                    FROM kafka_parsed WHERE reason IS NULL AND day >= $1 AND day < $2""",
-                    [first, end],
-                )
-                _quarantine(
-                    conn,
-                    source,
-                    first,
-                    end,
-                    "SELECT file || ':' || line_no AS location, reason, line AS raw, day "
-                    "FROM kafka_parsed WHERE reason IS NOT NULL "
-                    "UNION ALL SELECT file || ':0', reason, NULL, NULL FROM unreadable_files",  # line 0: the whole file
-                    undated_of="EXISTS (SELECT 1 FROM files_read WHERE starts_with(location, files_read.file || ':'))",
-                )
-                _record_files(conn, topic.name, files)
-            window_rows = f"SELECT * EXCLUDE (day) FROM raw.{topic.name} WHERE day >= $1 AND day < $2"
-            return dg.MaterializeResult(
-                metadata={
-                    **table_metadata(conn, f"raw.{topic.name}"),
-                    **partition_metadata(conn, f"raw.{topic.name}", "day", first, end),
-                    "files": len(files),
-                    "files_read": len(read),
-                    "duplicates_dropped": count(
-                        conn, "SELECT 1 FROM kafka_lines WHERE trim(line) <> '' EXCEPT ALL SELECT 1 FROM kafka_parsed"
-                    ),
-                    "preview": preview(conn, window_rows, [first, end]),
-                    **_rejection_metadata(conn, source),
-                }
-            )
-
-    return _asset
+    for topic in TOPICS.values()
+}
 
 
-kafka_assets = [kafka_topic_asset(topic) for topic in TOPICS.values()]
-raw_topics = {asset.key.path[-1]: asset for asset in kafka_assets}  # raw_topics["purchases"]
+@dg.multi_asset(
+    name="kafka_topics",
+    specs=list(raw_topics.values()),
+    check_specs=[spec for asset in raw_topics.values() for spec in check_specs(asset.key, _topic_checks(asset.key))],
+    can_subset=True,  # the UI and the sensors may ask for some topics only
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=WAREHOUSE_POOL,
+)
+def kafka_topics(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: EventSources):
+    """The selected topics, one after the other in one step: each its own transaction and results."""
+    first, end = window_days(context)
+    with warehouse.get_connection() as conn:
+        conn.execute(REJECTED_DDL + KAFKA_FILES_DDL)
+        for name, spec in raw_topics.items():
+            if spec.key in context.selected_asset_keys:
+                yield _ingest_topic(context, conn, sources, TOPICS[name], first, end)
+
+
+def _ingest_topic(context, conn, sources: EventSources, topic: Topic, first, end) -> dg.MaterializeResult:
+    source, key = f"kafka:{topic.name}", raw_topics[topic.name].key
+    files = sources.kafka_files(topic.name)
+    if not files:
+        context.log.warning(f"no snapshot files for topic {topic.name} in {sources.data_dir}/kafka/{topic.name}")
+    conn.execute(table_ddl(topic))
+    read = _files_to_read(conn, topic.name, files, first, end)
+    conn.execute("CREATE OR REPLACE TEMP TABLE unreadable_files (file VARCHAR, reason VARCHAR)")
+    insert_rows(conn, "unreadable_files", load_lines(conn, read, "kafka_lines"))
+    parse_messages(conn, topic, partitions.first_day(context))
+    columns = ", ".join(topic.columns)
+    with transaction(conn):
+        conn.execute(f"DELETE FROM raw.{topic.name} WHERE day >= $1 AND day < $2", [first, end])
+        conn.execute(
+            f"""INSERT INTO raw.{topic.name} ({columns}, tombstone, kafka_partition, kafka_offset, event_ts, day, location)
+            SELECT {columns}, tombstone, kafka_partition, kafka_offset, event_ts, day, file || ':' || line_no
+            FROM kafka_parsed WHERE reason IS NULL AND day >= $1 AND day < $2""",
+            [first, end],
+        )
+        _quarantine(
+            conn,
+            source,
+            first,
+            end,
+            "SELECT file || ':' || line_no AS location, reason, line AS raw, day "
+            "FROM kafka_parsed WHERE reason IS NOT NULL "
+            "UNION ALL SELECT file || ':0', reason, NULL, NULL FROM unreadable_files",  # line 0: the whole file
+            undated_of="EXISTS (SELECT 1 FROM files_read WHERE starts_with(location, files_read.file || ':'))",
+        )
+        _record_files(conn, topic.name, files)
+    window_rows = f"SELECT * EXCLUDE (day) FROM raw.{topic.name} WHERE day >= $1 AND day < $2"
+    return dg.MaterializeResult(
+        asset_key=key,
+        metadata={
+            **table_metadata(conn, f"raw.{topic.name}"),
+            **partition_metadata(conn, f"raw.{topic.name}", "day", first, end),
+            "files": len(files),
+            "files_read": len(read),
+            "duplicates_dropped": count(
+                conn, "SELECT 1 FROM kafka_lines WHERE trim(line) <> '' EXCEPT ALL SELECT 1 FROM kafka_parsed"
+            ),
+            "preview": preview(conn, window_rows, [first, end]),
+            **_rejection_metadata(conn, source),
+        },
+        check_results=check_results(key, _topic_checks(key), conn),
+    )
 
 
 CUSTOMERS_DDL = """
@@ -170,8 +190,16 @@ CREATE TABLE IF NOT EXISTS raw.customers (
 """
 
 
+CUSTOMERS_KEY = dg.AssetKey(["raw", "customers"])
+CUSTOMERS_CHECKS = [
+    duplicate_check(CUSTOMERS_KEY, ["s3_key", "row_no"]),
+    rejected_rows_check(CUSTOMERS_KEY, "s3:customers"),
+]
+
+
 @dg.asset(
-    key=["raw", "customers"],
+    key=CUSTOMERS_KEY,
+    check_specs=check_specs(CUSTOMERS_KEY, CUSTOMERS_CHECKS),
     group_name="ingest",
     owners=OWNERS,
     kinds={"duckdb", "s3"},
@@ -217,7 +245,8 @@ def customers(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: 
                 "files": len(keys),
                 "preview": preview(conn, "SELECT * FROM raw.customers"),
                 **_rejection_metadata(conn, source),
-            }
+            },
+            check_results=check_results(CUSTOMERS_KEY, CUSTOMERS_CHECKS, conn),
         )
 
 
@@ -232,8 +261,16 @@ CREATE TABLE IF NOT EXISTS raw.historical_purchases (
 HISTORICAL_FILE = re.compile(r"historical_purchases/(\d{4}-\d{2}-\d{2})\.csv")
 
 
+HISTORICAL_KEY = dg.AssetKey(["raw", "historical_purchases"])
+HISTORICAL_CHECKS = [
+    duplicate_check(HISTORICAL_KEY, ["s3_key", "row_no"]),
+    rejected_rows_check(HISTORICAL_KEY, "s3:historical_purchases"),
+]
+
+
 @dg.asset(
-    key=["raw", "historical_purchases"],
+    key=HISTORICAL_KEY,
+    check_specs=check_specs(HISTORICAL_KEY, HISTORICAL_CHECKS),
     group_name="ingest",
     owners=OWNERS,
     kinds={"duckdb", "s3"},
@@ -316,7 +353,8 @@ def historical_purchases(context: dg.AssetExecutionContext, warehouse: Warehouse
                 "files": len(dated),
                 "preview": preview(conn, window_rows, [first, end]),
                 **_rejection_metadata(conn, source),
-            }
+            },
+            check_results=check_results(HISTORICAL_KEY, HISTORICAL_CHECKS, conn),
         )
 
 
@@ -329,12 +367,4 @@ def historical_file_day(key: str) -> date | None:
         return None
 
 
-ingest_assets = [*kafka_assets, customers, historical_purchases]
-ingest_checks = [
-    *(duplicate_check(asset.key, ["kafka_partition", "kafka_offset"]) for asset in kafka_assets),
-    duplicate_check(customers.key, ["s3_key", "row_no"]),
-    duplicate_check(historical_purchases.key, ["s3_key", "row_no"]),
-    *(rejected_rows_check(asset.key, f"kafka:{asset.key.path[-1]}") for asset in kafka_assets),
-    rejected_rows_check(customers.key, "s3:customers"),
-    rejected_rows_check(historical_purchases.key, "s3:historical_purchases"),
-]
+ingest_assets = [kafka_topics, customers, historical_purchases]

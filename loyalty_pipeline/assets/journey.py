@@ -5,6 +5,7 @@ from datetime import timedelta
 import dagster as dg
 
 from loyalty_pipeline import journeys, ledger
+from loyalty_pipeline.assets.checks import check, check_results, check_specs
 from loyalty_pipeline.assets.ingest import customers, raw_topics
 from loyalty_pipeline.assets.loyalty import _load_tiers, enriched_purchases
 from loyalty_pipeline.assets.points import point_transactions
@@ -25,6 +26,100 @@ from loyalty_pipeline.warehouse import (
 )
 
 STATE_KEY = dg.AssetKey(["journey", "journey_state"])
+
+
+def _invalid(conn, rules: RulesResource, sql: str, sample: bool = False) -> int:
+    journeys.load_definitions(conn, rules.rules.journeys)
+    source = (
+        "(SELECT * FROM journey.journey_state USING SAMPLE 10 PERCENT (bernoulli))"
+        if sample
+        else "journey.journey_state"
+    )
+    return conn.execute(f"SELECT count(*) FROM ({sql.format(state=source)})").fetchall()[0][0]
+
+
+LOCATED = """SELECT s.*, n.kind, n.stage_index, n.step_index, n.position FROM {state} AS s
+             JOIN journey_nodes AS n USING (journey_id, node)"""
+
+
+@check("At most one terminal node (goal, exit or end) per customer and journey.")
+def one_terminal_node(conn, rules) -> tuple[bool, dict]:
+    wrong = _invalid(
+        conn,
+        rules,
+        f"SELECT journey_id, customer_id FROM ({LOCATED}) WHERE kind IN {journeys.TERMINAL} GROUP BY ALL HAVING count(*) > 1",
+    )
+    return wrong == 0, {"customers_wrong": wrong}
+
+
+@check("No node is entered after the customer's terminal node.")
+def nothing_after_terminal(conn, rules) -> tuple[bool, dict]:
+    wrong = _invalid(
+        conn,
+        rules,
+        f"""WITH located AS ({LOCATED}),
+                 terminal AS (SELECT journey_id, customer_id, min(entered_at) AS at FROM located WHERE kind IN {journeys.TERMINAL} GROUP BY ALL)
+            SELECT 1 FROM located JOIN terminal USING (journey_id, customer_id) WHERE located.entered_at > terminal.at""",
+    )
+    return wrong == 0, {"rows_after_terminal": wrong}
+
+
+ORDER_VIOLATIONS = f"""
+WITH located AS ({LOCATED}),
+stages AS (SELECT * FROM located WHERE kind = 'stage'),
+steps AS (SELECT * FROM located WHERE kind = 'step')
+SELECT 1 FROM stages AS later JOIN journey_stages AS st ON st.journey_id = later.journey_id AND st.stage_index = later.stage_index - 1
+LEFT JOIN stages AS earlier ON earlier.journey_id = later.journey_id AND earlier.customer_id = later.customer_id
+                           AND earlier.stage_index = later.stage_index - 1
+WHERE earlier.entered_at IS NULL OR earlier.entered_at > later.entered_at
+   OR (SELECT count(*) FROM steps WHERE steps.journey_id = later.journey_id AND steps.customer_id = later.customer_id
+       AND steps.stage_index = later.stage_index - 1 AND steps.entered_at <= later.entered_at) <> st.step_count
+"""
+
+
+@check("Stages entered in order with non-decreasing dates, and every step of a stage before the next stage.")
+def stages_in_order(conn, rules) -> tuple[bool, dict]:
+    wrong = _invalid(conn, rules, ORDER_VIOLATIONS)
+    return wrong == 0, {"stage_entries_out_of_order": wrong}
+
+
+@check(
+    "A 10% Bernoulli sample of the state re-checked for invalid rows (the cheap check for very large tables).",
+    blocking=False,
+)
+def sampled_state_is_valid(conn, rules) -> tuple[bool, dict]:
+    wrong = _invalid(
+        conn,
+        rules,
+        f"""SELECT 1 FROM ({LOCATED}) AS sampled
+            WHERE sampled.node IS NULL OR sampled.entered_at IS NULL
+               OR NOT EXISTS (SELECT 1 FROM journey.journey_state AS s JOIN journey_nodes AS n USING (journey_id, node)
+                              WHERE s.journey_id = sampled.journey_id AND s.customer_id = sampled.customer_id
+                                AND n.kind = 'stage' AND n.stage_index = 0 AND s.entered_at <= sampled.entered_at)""",
+        sample=True,
+    )
+    return wrong == 0, {"invalid_sampled_rows": wrong}
+
+
+@check("Exactly one activation row per activation step reached in the state.")
+def activations_match_state(conn, rules) -> tuple[bool, dict]:
+    wrong = _invalid(
+        conn,
+        rules,
+        """(SELECT s.journey_id, s.customer_id, n.activation, s.entered_at FROM {state} AS s
+            JOIN journey_nodes AS n USING (journey_id, node) WHERE n.activation IS NOT NULL
+            EXCEPT ALL SELECT * FROM journey.activations)
+           UNION ALL
+           (SELECT * FROM journey.activations
+            EXCEPT ALL SELECT s.journey_id, s.customer_id, n.activation, s.entered_at FROM {state} AS s
+            JOIN journey_nodes AS n USING (journey_id, node) WHERE n.activation IS NOT NULL)""",
+    )
+    return wrong == 0, {"rows_differing": wrong}
+
+
+ACTIVATIONS_KEY = dg.AssetKey(["journey", "activations"])
+STATE_CHECKS = [one_terminal_node, nothing_after_terminal, stages_in_order, sampled_state_is_valid]
+ACTIVATIONS_CHECKS = [activations_match_state]
 
 
 def funnel_markdown(conn) -> str:
@@ -50,6 +145,7 @@ def funnel_markdown(conn) -> str:
 
 @dg.asset(
     key=STATE_KEY,
+    check_specs=check_specs(STATE_KEY, STATE_CHECKS),
     group_name="journey",
     owners=OWNERS,
     kinds={"duckdb"},
@@ -112,7 +208,8 @@ def journey_state(
                     [first, end],
                     limit=20,
                 ),
-            }
+            },
+            check_results=check_results(STATE_KEY, STATE_CHECKS, conn, rules),
         )
 
 
@@ -154,7 +251,8 @@ SELECT $run_id, $revised_at, $reason, 'added', * FROM (SELECT * FROM new EXCEPT 
 
 
 @dg.asset(
-    key=["journey", "activations"],
+    key=ACTIVATIONS_KEY,
+    check_specs=check_specs(ACTIVATIONS_KEY, ACTIVATIONS_CHECKS),
     group_name="journey",
     owners=OWNERS,
     kinds={"duckdb"},
@@ -195,126 +293,9 @@ def activations(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: 
                 "activations_withdrawn": count(conn, revised, [revision["run_id"], "withdrawn"]),
                 "activations_added_late": count(conn, revised, [revision["run_id"], "added"]),
                 "preview": preview(conn, window_rows + " ORDER BY ALL", window, limit=20),
-            }
+            },
+            check_results=check_results(ACTIVATIONS_KEY, ACTIVATIONS_CHECKS, conn, rules),
         )
-
-
-def _invalid(warehouse: Warehouse, rules: RulesResource, sql: str, sample: bool = False) -> int:
-    with warehouse.get_connection() as conn:
-        journeys.load_definitions(conn, rules.rules.journeys)
-        source = (
-            "(SELECT * FROM journey.journey_state USING SAMPLE 10 PERCENT (bernoulli))"
-            if sample
-            else "journey.journey_state"
-        )
-        return conn.execute(f"SELECT count(*) FROM ({sql.format(state=source)})").fetchall()[0][0]
-
-
-LOCATED = """SELECT s.*, n.kind, n.stage_index, n.step_index, n.position FROM {state} AS s
-             JOIN journey_nodes AS n USING (journey_id, node)"""
-
-
-@dg.asset_check(
-    pool=WAREHOUSE_POOL,
-    asset=journey_state,
-    blocking=True,
-    description="At most one terminal node (goal, exit or end) per customer and journey.",
-)
-def one_terminal_node(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
-    wrong = _invalid(
-        warehouse,
-        rules,
-        f"SELECT journey_id, customer_id FROM ({LOCATED}) WHERE kind IN {journeys.TERMINAL} GROUP BY ALL HAVING count(*) > 1",
-    )
-    return dg.AssetCheckResult(passed=wrong == 0, metadata={"customers_wrong": wrong})
-
-
-@dg.asset_check(
-    pool=WAREHOUSE_POOL,
-    asset=journey_state,
-    blocking=True,
-    description="No node is entered after the customer's terminal node.",
-)
-def nothing_after_terminal(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
-    wrong = _invalid(
-        warehouse,
-        rules,
-        f"""WITH located AS ({LOCATED}),
-                 terminal AS (SELECT journey_id, customer_id, min(entered_at) AS at FROM located WHERE kind IN {journeys.TERMINAL} GROUP BY ALL)
-            SELECT 1 FROM located JOIN terminal USING (journey_id, customer_id) WHERE located.entered_at > terminal.at""",
-    )
-    return dg.AssetCheckResult(passed=wrong == 0, metadata={"rows_after_terminal": wrong})
-
-
-ORDER_VIOLATIONS = f"""
-WITH located AS ({LOCATED}),
-stages AS (SELECT * FROM located WHERE kind = 'stage'),
-steps AS (SELECT * FROM located WHERE kind = 'step')
-SELECT 1 FROM stages AS later JOIN journey_stages AS st ON st.journey_id = later.journey_id AND st.stage_index = later.stage_index - 1
-LEFT JOIN stages AS earlier ON earlier.journey_id = later.journey_id AND earlier.customer_id = later.customer_id
-                           AND earlier.stage_index = later.stage_index - 1
-WHERE earlier.entered_at IS NULL OR earlier.entered_at > later.entered_at
-   OR (SELECT count(*) FROM steps WHERE steps.journey_id = later.journey_id AND steps.customer_id = later.customer_id
-       AND steps.stage_index = later.stage_index - 1 AND steps.entered_at <= later.entered_at) <> st.step_count
-"""
-
-
-@dg.asset_check(
-    pool=WAREHOUSE_POOL,
-    asset=journey_state,
-    blocking=True,
-    description="Stages entered in order with non-decreasing dates, and every step of a stage before the next stage.",
-)
-def stages_in_order(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
-    wrong = _invalid(warehouse, rules, ORDER_VIOLATIONS)
-    return dg.AssetCheckResult(passed=wrong == 0, metadata={"stage_entries_out_of_order": wrong})
-
-
-@dg.asset_check(
-    pool=WAREHOUSE_POOL,
-    asset=journey_state,
-    description="A 10% Bernoulli sample of the state re-checked for invalid rows (the cheap check for very large tables).",
-)
-def sampled_state_is_valid(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
-    wrong = _invalid(
-        warehouse,
-        rules,
-        f"""SELECT 1 FROM ({LOCATED}) AS sampled
-            WHERE sampled.node IS NULL OR sampled.entered_at IS NULL
-               OR NOT EXISTS (SELECT 1 FROM journey.journey_state AS s JOIN journey_nodes AS n USING (journey_id, node)
-                              WHERE s.journey_id = sampled.journey_id AND s.customer_id = sampled.customer_id
-                                AND n.kind = 'stage' AND n.stage_index = 0 AND s.entered_at <= sampled.entered_at)""",
-        sample=True,
-    )
-    return dg.AssetCheckResult(passed=wrong == 0, metadata={"invalid_sampled_rows": wrong})
-
-
-@dg.asset_check(
-    pool=WAREHOUSE_POOL,
-    asset=activations,
-    blocking=True,
-    description="Exactly one activation row per activation step reached in the state.",
-)
-def activations_match_state(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
-    wrong = _invalid(
-        warehouse,
-        rules,
-        """(SELECT s.journey_id, s.customer_id, n.activation, s.entered_at FROM {state} AS s
-            JOIN journey_nodes AS n USING (journey_id, node) WHERE n.activation IS NOT NULL
-            EXCEPT ALL SELECT * FROM journey.activations)
-           UNION ALL
-           (SELECT * FROM journey.activations
-            EXCEPT ALL SELECT s.journey_id, s.customer_id, n.activation, s.entered_at FROM {state} AS s
-            JOIN journey_nodes AS n USING (journey_id, node) WHERE n.activation IS NOT NULL)""",
-    )
-    return dg.AssetCheckResult(passed=wrong == 0, metadata={"rows_differing": wrong})
 
 
 journey_assets = [journey_state, activations]
-journey_checks = [
-    one_terminal_node,
-    nothing_after_terminal,
-    stages_in_order,
-    sampled_state_is_valid,
-    activations_match_state,
-]

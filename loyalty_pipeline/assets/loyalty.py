@@ -3,7 +3,7 @@ promotions. Rule values from loyalty.yaml reach SQL as parameters or rows of tem
 
 import dagster as dg
 
-from loyalty_pipeline.assets.checks import count_rows, duplicate_check
+from loyalty_pipeline.assets.checks import check, check_results, check_specs, count_rows, duplicate_check, table_of
 from loyalty_pipeline.assets.ingest import historical_purchases, raw_topics
 from loyalty_pipeline.partitions import DECLARED
 from loyalty_pipeline.resources import RulesResource, Warehouse
@@ -19,6 +19,95 @@ from loyalty_pipeline.warehouse import (
     transaction,
     window_days,
 )
+
+ENRICHED_KEY = dg.AssetKey(["loyalty", "enriched_purchases"])
+ALL_PRODUCTS_KEY = dg.AssetKey(["loyalty", "all_products"])
+SALES_TOTALS_KEY = dg.AssetKey(["loyalty", "sales_totals"])
+CAFFEINE_KEY = dg.AssetKey(["loyalty", "caffeine_index"])
+PROMOTIONS_KEY = dg.AssetKey(["loyalty", "promotions"])
+
+
+@check("Every valid purchase (Kafka and S3) is enriched exactly once.")
+def enriched_keeps_every_purchase(conn, rules) -> tuple[bool, dict]:
+    missing = count_rows(
+        conn,
+        """
+        SELECT 'purchases:' || kafka_partition || ':' || kafka_offset FROM raw.purchases WHERE NOT tombstone
+        UNION ALL SELECT 's3:' || order_id || ':' || product_id || ':' || row_no FROM raw.historical_purchases
+        EXCEPT ALL SELECT purchase_id FROM loyalty.enriched_purchases""",
+    )
+    return missing == 0, {"purchases_not_enriched": missing}
+
+
+@check(
+    "Purchases whose user_id is neither a Kafka user nor an S3 customer (warning: e.g. keyed by name).",
+    blocking=False,
+)
+def purchases_by_known_users(conn, rules) -> tuple[bool, dict]:
+    unknown = conn.execute(
+        """
+        SELECT user_id, count(*) FROM loyalty.enriched_purchases
+        WHERE user_id NOT IN (SELECT user_id FROM raw.users UNION SELECT user_id FROM raw.customers)
+        GROUP BY ALL ORDER BY 2 DESC, 1
+        """
+    ).fetchall()
+    return not unknown, {
+        "purchases_by_unknown_users": sum(n for _, n in unknown),
+        "unknown_user_ids": ", ".join(user for user, _ in unknown[:20]),
+    }
+
+
+@check("Purchases of a product with no price known at purchase time.", blocking=False)
+def purchases_of_priced_products(conn, rules) -> tuple[bool, dict]:
+    unpriced = count_rows(conn, "SELECT 1 FROM loyalty.enriched_purchases WHERE price IS NULL")
+    return unpriced == 0, {"unpriced_purchases": unpriced}
+
+
+@check("Each total is the sum of the customer's known prices and its tier follows the thresholds.")
+def totals_and_tiers_agree(conn, rules) -> tuple[bool, dict]:
+    _load_tiers(conn, rules)
+    wrong = count_rows(
+        conn,
+        """
+        WITH expected AS (
+            SELECT user_id, coalesce(sum(price), 0) AS total FROM loyalty.enriched_purchases GROUP BY user_id
+        )
+        SELECT 1 FROM expected FULL JOIN loyalty.sales_totals AS actual USING (user_id)
+        WHERE expected.total IS DISTINCT FROM actual.total
+           OR actual.reward_level IS DISTINCT FROM coalesce(
+                (SELECT name FROM tiers WHERE actual.total > tiers.above ORDER BY above DESC LIMIT 1), $default)
+        """,
+        {"default": rules.rules.default_tier},
+    )
+    return wrong == 0, {"customers_wrong": wrong}
+
+
+@check("Stamp counts match the stamp product's purchases.")
+def stamps_match_purchases(conn, rules) -> tuple[bool, dict]:
+    wrong = count_rows(
+        conn,
+        """
+        SELECT 1 FROM (SELECT user_id, count(*) AS total FROM loyalty.enriched_purchases
+                              WHERE product_id = $product GROUP BY user_id) AS expected
+        FULL JOIN loyalty.caffeine_index AS actual USING (user_id)
+        WHERE expected.total IS DISTINCT FROM actual.total
+        """,
+        {"product": rules.rules.stamp_card.product_id},
+    )
+    return wrong == 0, {"customers_wrong": wrong}
+
+
+ENRICHED_CHECKS = [
+    enriched_keeps_every_purchase,
+    purchases_by_known_users,
+    purchases_of_priced_products,
+    duplicate_check(ENRICHED_KEY, ["purchase_id"]),
+]
+ALL_PRODUCTS_CHECKS = [duplicate_check(ALL_PRODUCTS_KEY, ["product_id"])]
+SALES_TOTALS_CHECKS = [totals_and_tiers_agree, duplicate_check(SALES_TOTALS_KEY, ["user_id"])]
+CAFFEINE_CHECKS = [stamps_match_purchases, duplicate_check(CAFFEINE_KEY, ["user_id"])]
+PROMOTIONS_CHECKS = [duplicate_check(PROMOTIONS_KEY, ["user_id", "promotion_name"])]
+
 
 ENRICHED_DDL = """
 CREATE SCHEMA IF NOT EXISTS loyalty;
@@ -57,7 +146,8 @@ FROM purchases ASOF LEFT JOIN product_states
 
 
 @dg.asset(
-    key=["loyalty", "enriched_purchases"],
+    key=ENRICHED_KEY,
+    check_specs=check_specs(ENRICHED_KEY, ENRICHED_CHECKS),
     group_name="loyalty",
     owners=OWNERS,
     kinds={"duckdb"},
@@ -67,7 +157,9 @@ FROM purchases ASOF LEFT JOIN product_states
     deps=[raw_topics["purchases"], raw_topics["products"], historical_purchases],
     description="Every purchase (Kafka and S3) with the product's price and category as of the purchase's event time.",
 )
-def enriched_purchases(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+def enriched_purchases(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource
+) -> dg.MaterializeResult:
     first, end = window_days(context)
     window = {"first": first, "end": end}
     with warehouse.get_connection() as conn:
@@ -82,7 +174,8 @@ def enriched_purchases(context: dg.AssetExecutionContext, warehouse: Warehouse) 
                 **partition_metadata(conn, "loyalty.enriched_purchases", "day", first, end),
                 "unknown_product_rows": count(conn, window_rows + " AND price IS NULL", window),
                 "preview": preview(conn, window_rows + " ORDER BY purchased_at", window),
-            }
+            },
+            check_results=check_results(ENRICHED_KEY, ENRICHED_CHECKS, conn, rules),
         )
 
 
@@ -94,17 +187,20 @@ def _replace_table(conn, table: str, select_sql: str, params: dict | None = None
         conn.execute(f"CREATE OR REPLACE TABLE {table} AS {select_sql}", params or {})
 
 
-def _table_result(conn, table: str, order_by: str) -> dg.MaterializeResult:
+def _table_result(conn, key: dg.AssetKey, order_by: str, checks: list, rules=None) -> dg.MaterializeResult:
+    table = table_of(key)
     return dg.MaterializeResult(
         metadata={
             **table_metadata(conn, table),
             "preview": preview(conn, f"SELECT * FROM {table} ORDER BY {order_by}", limit=20),
-        }
+        },
+        check_results=check_results(key, checks, conn, rules),
     )
 
 
 @dg.asset(
-    key=["loyalty", "all_products"],
+    key=ALL_PRODUCTS_KEY,
+    check_specs=check_specs(ALL_PRODUCTS_KEY, ALL_PRODUCTS_CHECKS),
     group_name="loyalty",
     owners=OWNERS,
     kinds={"duckdb"},
@@ -123,11 +219,12 @@ def all_products(warehouse: Warehouse) -> dg.MaterializeResult:
                 AND NOT tombstone
             """,
         )
-        return _table_result(conn, "loyalty.all_products", "product_id")
+        return _table_result(conn, ALL_PRODUCTS_KEY, "product_id", ALL_PRODUCTS_CHECKS)
 
 
 @dg.asset(
-    key=["loyalty", "sales_totals"],
+    key=SALES_TOTALS_KEY,
+    check_specs=check_specs(SALES_TOTALS_KEY, SALES_TOTALS_CHECKS),
     group_name="loyalty",
     owners=OWNERS,
     kinds={"duckdb"},
@@ -152,7 +249,7 @@ def sales_totals(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeRe
             """,
             {"default_tier": rules.rules.default_tier},
         )
-        result = _table_result(conn, "loyalty.sales_totals", "total DESC, user_id")
+        result = _table_result(conn, SALES_TOTALS_KEY, "total DESC, user_id", SALES_TOTALS_CHECKS, rules)
         tiers = conn.execute(
             "SELECT reward_level, count(*) FROM loyalty.sales_totals GROUP BY ALL ORDER BY 2 DESC"
         ).fetchall()
@@ -166,7 +263,8 @@ def _load_tiers(conn, rules: RulesResource) -> None:
 
 
 @dg.asset(
-    key=["loyalty", "caffeine_index"],
+    key=CAFFEINE_KEY,
+    check_specs=check_specs(CAFFEINE_KEY, CAFFEINE_CHECKS),
     group_name="loyalty",
     owners=OWNERS,
     kinds={"duckdb"},
@@ -186,11 +284,12 @@ def caffeine_index(warehouse: Warehouse, rules: RulesResource) -> dg.Materialize
             """,
             {"cycle": card.cycle, "product": card.product_id},
         )
-        return _table_result(conn, "loyalty.caffeine_index", "user_id")
+        return _table_result(conn, CAFFEINE_KEY, "user_id", CAFFEINE_CHECKS, rules)
 
 
 @dg.asset(
-    key=["loyalty", "promotions"],
+    key=PROMOTIONS_KEY,
+    check_specs=check_specs(PROMOTIONS_KEY, PROMOTIONS_CHECKS),
     group_name="loyalty",
     owners=OWNERS,
     kinds={"duckdb"},
@@ -231,116 +330,7 @@ def promotions(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResu
               AND (rule.min_spend IS NULL OR considered.spend > rule.min_spend)
             """,
         )
-        return _table_result(conn, "loyalty.promotions", "promotion_name, user_id")
-
-
-@dg.asset_check(
-    pool=WAREHOUSE_POOL,
-    asset=enriched_purchases,
-    blocking=True,
-    description="Every valid purchase (Kafka and S3) is enriched exactly once.",
-)
-def enriched_keeps_every_purchase(warehouse: Warehouse) -> dg.AssetCheckResult:
-    missing = count_rows(
-        warehouse,
-        """
-        SELECT 'purchases:' || kafka_partition || ':' || kafka_offset FROM raw.purchases WHERE NOT tombstone
-        UNION ALL SELECT 's3:' || order_id || ':' || product_id || ':' || row_no FROM raw.historical_purchases
-        EXCEPT ALL SELECT purchase_id FROM loyalty.enriched_purchases""",
-    )
-    return dg.AssetCheckResult(passed=missing == 0, metadata={"purchases_not_enriched": missing})
-
-
-@dg.asset_check(
-    pool=WAREHOUSE_POOL,
-    asset=enriched_purchases,
-    description="Purchases whose user_id is neither a Kafka user nor an S3 customer (warning: e.g. keyed by name).",
-)
-def purchases_by_known_users(warehouse: Warehouse) -> dg.AssetCheckResult:
-    with warehouse.get_connection() as conn:
-        unknown = conn.execute(
-            """
-            SELECT user_id, count(*) FROM loyalty.enriched_purchases
-            WHERE user_id NOT IN (SELECT user_id FROM raw.users UNION SELECT user_id FROM raw.customers)
-            GROUP BY ALL ORDER BY 2 DESC, 1
-            """
-        ).fetchall()
-    return dg.AssetCheckResult(
-        passed=not unknown,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "purchases_by_unknown_users": sum(n for _, n in unknown),
-            "unknown_user_ids": ", ".join(user for user, _ in unknown[:20]),
-        },
-    )
-
-
-@dg.asset_check(
-    pool=WAREHOUSE_POOL,
-    asset=enriched_purchases,
-    description="Purchases of a product with no price known at purchase time.",
-)
-def purchases_of_priced_products(warehouse: Warehouse) -> dg.AssetCheckResult:
-    unpriced = count_rows(warehouse, "SELECT 1 FROM loyalty.enriched_purchases WHERE price IS NULL")
-    return dg.AssetCheckResult(
-        passed=unpriced == 0, severity=dg.AssetCheckSeverity.WARN, metadata={"unpriced_purchases": unpriced}
-    )
-
-
-@dg.asset_check(
-    pool=WAREHOUSE_POOL,
-    asset=sales_totals,
-    blocking=True,
-    description="Each total is the sum of the customer's known prices and its tier follows the thresholds.",
-)
-def totals_and_tiers_agree(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
-    with warehouse.get_connection() as conn:
-        _load_tiers(conn, rules)
-        wrong = conn.execute(
-            """
-            WITH expected AS (
-                SELECT user_id, coalesce(sum(price), 0) AS total FROM loyalty.enriched_purchases GROUP BY user_id
-            )
-            SELECT count(*) FROM expected FULL JOIN loyalty.sales_totals AS actual USING (user_id)
-            WHERE expected.total IS DISTINCT FROM actual.total
-               OR actual.reward_level IS DISTINCT FROM coalesce(
-                    (SELECT name FROM tiers WHERE actual.total > tiers.above ORDER BY above DESC LIMIT 1), $default)
-            """,
-            {"default": rules.rules.default_tier},
-        ).fetchall()[0][0]
-    return dg.AssetCheckResult(passed=wrong == 0, metadata={"customers_wrong": wrong})
-
-
-@dg.asset_check(
-    pool=WAREHOUSE_POOL,
-    asset=caffeine_index,
-    blocking=True,
-    description="Stamp counts match the stamp product's purchases.",
-)
-def stamps_match_purchases(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
-    wrong = count_rows(
-        warehouse,
-        """
-        SELECT 1 FROM (SELECT user_id, count(*) AS total FROM loyalty.enriched_purchases
-                              WHERE product_id = $product GROUP BY user_id) AS expected
-        FULL JOIN loyalty.caffeine_index AS actual USING (user_id)
-        WHERE expected.total IS DISTINCT FROM actual.total
-        """,
-        {"product": rules.rules.stamp_card.product_id},
-    )
-    return dg.AssetCheckResult(passed=wrong == 0, metadata={"customers_wrong": wrong})
+        return _table_result(conn, PROMOTIONS_KEY, "promotion_name, user_id", PROMOTIONS_CHECKS)
 
 
 loyalty_assets = [all_products, enriched_purchases, sales_totals, caffeine_index, promotions]
-loyalty_checks = [
-    enriched_keeps_every_purchase,
-    purchases_by_known_users,
-    purchases_of_priced_products,
-    totals_and_tiers_agree,
-    stamps_match_purchases,
-    duplicate_check(enriched_purchases.key, ["purchase_id"]),
-    duplicate_check(all_products.key, ["product_id"]),
-    duplicate_check(sales_totals.key, ["user_id"]),
-    duplicate_check(caffeine_index.key, ["user_id"]),
-    duplicate_check(promotions.key, ["user_id", "promotion_name"]),
-]

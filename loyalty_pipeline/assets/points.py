@@ -6,7 +6,7 @@ import dagster as dg
 import duckdb
 
 from loyalty_pipeline import journeys, ledger
-from loyalty_pipeline.assets.checks import count_rows, duplicate_check
+from loyalty_pipeline.assets.checks import check, check_results, check_specs, count_rows, duplicate_check
 from loyalty_pipeline.assets.ingest import raw_topics
 from loyalty_pipeline.assets.loyalty import enriched_purchases
 from loyalty_pipeline.chain import open_window
@@ -29,8 +29,120 @@ from loyalty_pipeline.warehouse import (
 LEDGER_KEY = dg.AssetKey(["points", "point_transactions"])
 
 
+def _result(wrong: int, what: str) -> tuple[bool, dict]:
+    return wrong == 0, {what: wrong}
+
+
+@check("No customer's balance is negative at any instant.")
+def balance_never_negative(conn, rules) -> tuple[bool, dict]:
+    return _result(
+        count_rows(
+            conn,
+            """SELECT 1 FROM (
+                   SELECT sum(points) OVER (PARTITION BY user_id ORDER BY occurred_at,
+                          CASE kind WHEN 'expire' THEN 0 WHEN 'earn' THEN 1 ELSE 2 END, txn_id) AS running
+                   FROM points.point_transactions) WHERE running < 0""",
+        ),
+        "negative_instants",
+    )
+
+
+@check("No lot gives more points than it earned.")
+def lots_not_overdrawn(conn, rules) -> tuple[bool, dict]:
+    return _result(
+        count_rows(
+            conn,
+            """SELECT 1 FROM points.point_transactions AS lot
+               JOIN (SELECT lot_txn_id, sum(points) AS taken FROM points.lot_allocations GROUP BY ALL) AS a
+                 ON a.lot_txn_id = lot.txn_id
+               WHERE a.taken > lot.points""",
+        ),
+        "overdrawn_lots",
+    )
+
+
+@check("Each expire row is exactly what its lot had left after uses.")
+def expiries_match_lot_remainders(conn, rules) -> tuple[bool, dict]:
+    return _result(
+        count_rows(
+            conn,
+            """SELECT 1 FROM points.point_transactions AS expiry
+               JOIN points.point_transactions AS lot ON lot.txn_id = expiry.source_ref AND lot.kind = 'earn'
+               LEFT JOIN (SELECT lot_txn_id, sum(points) AS used FROM points.lot_allocations
+                          WHERE txn_id LIKE 'use:%' GROUP BY ALL) AS uses ON uses.lot_txn_id = lot.txn_id
+               WHERE expiry.kind = 'expire' AND -expiry.points <> lot.points - coalesce(uses.used, 0)""",
+        ),
+        "mismatched_expiries",
+    )
+
+
+@check("Replays one sampled customer's whole history with the plain reference rules and compares row by row.")
+def sampled_customer_reconciles(conn, rules) -> tuple[bool, dict]:
+    settings = rules.rules.points
+    sampled = conn.execute("SELECT user_id FROM points.point_transactions USING SAMPLE 1 ROWS").fetchall()
+    if not sampled:
+        return True, {"user_id": "(empty ledger)"}
+    user = sampled[0][0]
+    until = conn.execute("SELECT (max(day) + 1)::TIMESTAMP FROM points.ledger_days").fetchall()[0][0]
+    purchases = conn.execute(
+        "SELECT purchase_id, purchased_at, price FROM loyalty.enriched_purchases WHERE user_id = $1 AND price IS NOT NULL",
+        [user],
+    ).fetchall()
+    uses = conn.execute(
+        """SELECT redemption_id, event_ts, points FROM raw.redemptions WHERE user_id = $1 AND NOT tombstone
+           QUALIFY row_number() OVER (PARTITION BY redemption_id ORDER BY event_ts, kafka_partition, kafka_offset) = 1""",
+        [user],
+    ).fetchall()
+    closures = [
+        row[0]
+        for row in conn.execute("SELECT event_ts FROM raw.users WHERE user_id = $1 AND tombstone", [user]).fetchall()
+    ]
+    actual = conn.execute(
+        "SELECT txn_id, occurred_at, kind, points FROM points.point_transactions WHERE user_id = $1", [user]
+    ).fetchall()
+    earns = []
+    for purchase_id, at, price in purchases:
+        points = int(price * settings.earn_rate)  # floor: prices and rates are non-negative
+        expires = datetime.combine(at.date() + timedelta(days=settings.validity_days + 1), datetime.min.time())
+        if points > 0:
+            earns.append((f"earn:{purchase_id}", at, points, expires))
+    expected, _ = replay(earns, uses, closures, until)
+    differences = set(expected) ^ set(actual)
+    return not differences and len(expected) == len(actual), {
+        "user_id": user,
+        "rows": len(actual),
+        "differences": len(differences),
+    }
+
+
+@check("Each balance is the sum of the customer's ledger rows and of their open lots.")
+def balances_are_ledger_sums(conn, rules) -> tuple[bool, dict]:
+    return _result(
+        count_rows(
+            conn,
+            f"""SELECT 1 FROM points.point_balances AS b
+                FULL JOIN (SELECT user_id, sum(points) AS total FROM points.point_transactions GROUP BY ALL) AS l USING (user_id)
+                LEFT JOIN (SELECT user_id, sum(remaining) AS open FROM ({OPEN_LOTS}) GROUP BY ALL) AS o USING (user_id)
+                WHERE b.balance IS DISTINCT FROM l.total OR b.balance <> coalesce(o.open, 0)""",
+        ),
+        "customers_wrong",
+    )
+
+
+BALANCES_KEY = dg.AssetKey(["points", "point_balances"])
+LEDGER_CHECKS = [
+    balance_never_negative,
+    lots_not_overdrawn,
+    expiries_match_lot_remainders,
+    sampled_customer_reconciles,
+    duplicate_check(LEDGER_KEY, ["txn_id"]),
+]
+BALANCES_CHECKS = [balances_are_ledger_sums, duplicate_check(BALANCES_KEY, ["user_id"])]
+
+
 @dg.asset(
     key=LEDGER_KEY,
+    check_specs=check_specs(LEDGER_KEY, LEDGER_CHECKS),
     group_name="points",
     owners=OWNERS,
     kinds={"duckdb"},
@@ -85,7 +197,8 @@ def point_transactions(
                     bar_table(("day and kind", "points"), [(f"{day} {kind}", points) for day, kind, points in flows])
                 ),
                 "preview": preview(conn, window_rows + " ORDER BY occurred_at, txn_id", [first, end], limit=20),
-            }
+            },
+            check_results=check_results(LEDGER_KEY, LEDGER_CHECKS, conn, rules),
         )
 
 
@@ -130,7 +243,8 @@ GROUP BY user_id
 
 
 @dg.asset(
-    key=["points", "point_balances"],
+    key=BALANCES_KEY,
+    check_specs=check_specs(BALANCES_KEY, BALANCES_CHECKS),
     group_name="points",
     owners=OWNERS,
     kinds={"duckdb"},
@@ -138,7 +252,7 @@ GROUP BY user_id
     deps=[point_transactions],
     description="Point balance per customer at the end of the last ledger day, with the next expiry and its points.",
 )
-def point_balances(warehouse: Warehouse) -> dg.MaterializeResult:
+def point_balances(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
     with warehouse.get_connection() as conn:
         conn.execute(ledger.DDL)
         conn.execute("CREATE OR REPLACE TABLE points.point_balances AS " + BALANCES)
@@ -151,141 +265,9 @@ def point_balances(warehouse: Warehouse) -> dg.MaterializeResult:
                 "preview": preview(
                     conn, "SELECT * FROM points.point_balances ORDER BY balance DESC, user_id", limit=20
                 ),
-            }
+            },
+            check_results=check_results(BALANCES_KEY, BALANCES_CHECKS, conn, rules),
         )
 
 
-def _result(wrong: int, what: str) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(passed=wrong == 0, metadata={what: wrong})
-
-
-@dg.asset_check(
-    pool=WAREHOUSE_POOL,
-    asset=point_transactions,
-    blocking=True,
-    description="No customer's balance is negative at any instant.",
-)
-def balance_never_negative(warehouse: Warehouse) -> dg.AssetCheckResult:
-    return _result(
-        count_rows(
-            warehouse,
-            """SELECT 1 FROM (
-                   SELECT sum(points) OVER (PARTITION BY user_id ORDER BY occurred_at,
-                          CASE kind WHEN 'expire' THEN 0 WHEN 'earn' THEN 1 ELSE 2 END, txn_id) AS running
-                   FROM points.point_transactions) WHERE running < 0""",
-        ),
-        "negative_instants",
-    )
-
-
-@dg.asset_check(
-    pool=WAREHOUSE_POOL, asset=point_transactions, blocking=True, description="No lot gives more points than it earned."
-)
-def lots_not_overdrawn(warehouse: Warehouse) -> dg.AssetCheckResult:
-    return _result(
-        count_rows(
-            warehouse,
-            """SELECT 1 FROM points.point_transactions AS lot
-               JOIN (SELECT lot_txn_id, sum(points) AS taken FROM points.lot_allocations GROUP BY ALL) AS a
-                 ON a.lot_txn_id = lot.txn_id
-               WHERE a.taken > lot.points""",
-        ),
-        "overdrawn_lots",
-    )
-
-
-@dg.asset_check(
-    pool=WAREHOUSE_POOL,
-    asset=point_transactions,
-    blocking=True,
-    description="Each expire row is exactly what its lot had left after uses.",
-)
-def expiries_match_lot_remainders(warehouse: Warehouse) -> dg.AssetCheckResult:
-    return _result(
-        count_rows(
-            warehouse,
-            """SELECT 1 FROM points.point_transactions AS expiry
-               JOIN points.point_transactions AS lot ON lot.txn_id = expiry.source_ref AND lot.kind = 'earn'
-               LEFT JOIN (SELECT lot_txn_id, sum(points) AS used FROM points.lot_allocations
-                          WHERE txn_id LIKE 'use:%' GROUP BY ALL) AS uses ON uses.lot_txn_id = lot.txn_id
-               WHERE expiry.kind = 'expire' AND -expiry.points <> lot.points - coalesce(uses.used, 0)""",
-        ),
-        "mismatched_expiries",
-    )
-
-
-@dg.asset_check(
-    pool=WAREHOUSE_POOL,
-    asset=point_transactions,
-    blocking=True,
-    description="Replays one sampled customer's whole history with the plain reference rules and compares row by row.",
-)
-def sampled_customer_reconciles(warehouse: Warehouse, rules: RulesResource) -> dg.AssetCheckResult:
-    settings = rules.rules.points
-    with warehouse.get_connection() as conn:
-        sampled = conn.execute("SELECT user_id FROM points.point_transactions USING SAMPLE 1 ROWS").fetchall()
-        if not sampled:
-            return dg.AssetCheckResult(passed=True, metadata={"user_id": "(empty ledger)"})
-        user = sampled[0][0]
-        until = conn.execute("SELECT (max(day) + 1)::TIMESTAMP FROM points.ledger_days").fetchall()[0][0]
-        purchases = conn.execute(
-            "SELECT purchase_id, purchased_at, price FROM loyalty.enriched_purchases WHERE user_id = $1 AND price IS NOT NULL",
-            [user],
-        ).fetchall()
-        uses = conn.execute(
-            """SELECT redemption_id, event_ts, points FROM raw.redemptions WHERE user_id = $1 AND NOT tombstone
-               QUALIFY row_number() OVER (PARTITION BY redemption_id ORDER BY event_ts, kafka_partition, kafka_offset) = 1""",
-            [user],
-        ).fetchall()
-        closures = [
-            row[0]
-            for row in conn.execute(
-                "SELECT event_ts FROM raw.users WHERE user_id = $1 AND tombstone", [user]
-            ).fetchall()
-        ]
-        actual = conn.execute(
-            "SELECT txn_id, occurred_at, kind, points FROM points.point_transactions WHERE user_id = $1", [user]
-        ).fetchall()
-    earns = []
-    for purchase_id, at, price in purchases:
-        points = int(price * settings.earn_rate)  # floor: prices and rates are non-negative
-        expires = datetime.combine(at.date() + timedelta(days=settings.validity_days + 1), datetime.min.time())
-        if points > 0:
-            earns.append((f"earn:{purchase_id}", at, points, expires))
-    expected, _ = replay(earns, uses, closures, until)
-    differences = set(expected) ^ set(actual)
-    return dg.AssetCheckResult(
-        passed=not differences and len(expected) == len(actual),
-        metadata={"user_id": user, "rows": len(actual), "differences": len(differences)},
-    )
-
-
-@dg.asset_check(
-    pool=WAREHOUSE_POOL,
-    asset=point_balances,
-    blocking=True,
-    description="Each balance is the sum of the customer's ledger rows and of their open lots.",
-)
-def balances_are_ledger_sums(warehouse: Warehouse) -> dg.AssetCheckResult:
-    return _result(
-        count_rows(
-            warehouse,
-            f"""SELECT 1 FROM points.point_balances AS b
-                FULL JOIN (SELECT user_id, sum(points) AS total FROM points.point_transactions GROUP BY ALL) AS l USING (user_id)
-                LEFT JOIN (SELECT user_id, sum(remaining) AS open FROM ({OPEN_LOTS}) GROUP BY ALL) AS o USING (user_id)
-                WHERE b.balance IS DISTINCT FROM l.total OR b.balance <> coalesce(o.open, 0)""",
-        ),
-        "customers_wrong",
-    )
-
-
 points_assets = [point_transactions, point_balances]
-points_checks = [
-    balance_never_negative,
-    lots_not_overdrawn,
-    expiries_match_lot_remainders,
-    sampled_customer_reconciles,
-    balances_are_ledger_sums,
-    duplicate_check(point_transactions.key, ["txn_id"]),
-    duplicate_check(point_balances.key, ["user_id"]),
-]
