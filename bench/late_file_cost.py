@@ -20,6 +20,7 @@ import duckdb
 from loyalty_pipeline import generate
 from loyalty_pipeline.cli import materialize_days
 from loyalty_pipeline.definitions import build_defs
+from loyalty_pipeline.planning import run_in_process
 
 START = date(2024, 1, 1)
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -51,14 +52,7 @@ def tick_and_run(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str
         result = sensor(context)
     [request] = result.run_requests
     started = time.perf_counter()
-    done = defs.resolve_job_def(request.job_name).execute_in_process(
-        instance=instance,
-        partition_key=request.partition_key,
-        asset_selection=request.asset_selection,
-        tags=request.tags,
-        run_config=QUIET,
-        raise_on_error=False,
-    )
+    done = run_in_process(defs, request, instance, QUIET)
     seconds = time.perf_counter() - started
     days = (
         request.partition_key

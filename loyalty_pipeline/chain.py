@@ -91,7 +91,3 @@ def publish(conn: duckdb.DuckDBPyConnection, statements: list[str], params: dict
     with transaction(conn):
         for statement in statements:
             conn.execute(statement, {name: value for name, value in params.items() if f"${name}" in statement})
-
-
-def built_range(conn: duckdb.DuckDBPyConnection, days_table: str) -> tuple[date | None, date | None]:
-    return tuple(conn.execute(f"SELECT min(day), max(day) FROM {days_table}").fetchall()[0])

@@ -151,3 +151,16 @@ def run_request(
         asset_check_keys=checks,
         tags=tags,
     )
+
+
+def run_in_process(defs: dg.Definitions, request: dg.RunRequest, instance: dg.DagsterInstance, run_config=None):
+    """Executes a run request in this process, as the daemon would launch it (tests and the bench drive the
+    sensors this way)."""
+    return defs.resolve_job_def(request.job_name).execute_in_process(
+        instance=instance,
+        partition_key=request.partition_key,
+        asset_selection=request.asset_selection,
+        tags=request.tags,
+        run_config=run_config,
+        raise_on_error=False,
+    )

@@ -13,6 +13,7 @@ import pytest
 from loyalty_pipeline import generate
 from loyalty_pipeline.cli import materialize_days
 from loyalty_pipeline.definitions import build_defs
+from loyalty_pipeline.planning import run_in_process
 
 
 def ms(text: str) -> int:
@@ -112,14 +113,7 @@ def settle(defs: dg.Definitions, instance: dg.DagsterInstance, cursors: dict) ->
             cursors[name] = result.cursor or cursors.get(name)  # a skipped tick keeps its cursor
             requests += result.run_requests
             for request in result.run_requests:
-                done = defs.resolve_job_def(request.job_name).execute_in_process(
-                    instance=instance,
-                    partition_key=request.partition_key,
-                    asset_selection=request.asset_selection,
-                    tags=request.tags,
-                    run_config=QUIET,
-                    raise_on_error=False,
-                )
+                done = run_in_process(defs, request, instance, QUIET)
                 assert done.success, [event.message for event in done.all_events if event.is_failure]
                 runs += 1
         if not requests:
