@@ -113,8 +113,9 @@ def test_every_transition_rule_on_a_backfill(population):
 
 def test_wait_of_three_days_is_not_over_on_day_three(population):
     population.materialize(D[1], D[3])
-    assert ("ann", "stage:reward", D[4]) not in population.query(STATE)
     assert [row for row in population.query(STATE) if row[0] == "ann"] == EXPECTED[:3]
+    population.materialize(D[4])  # the wait entered on day 1 is over on day 4: the next stage, that day
+    assert ("ann", "stage:reward", D[4]) in population.query(STATE)
 
 
 def test_a_backfill_equals_single_day_runs_and_reruns_are_idempotent(population, tmp_path):

@@ -92,8 +92,7 @@ def sampled_state_is_valid(conn, rules) -> tuple[bool, dict]:
         conn,
         rules,
         f"""SELECT 1 FROM ({LOCATED}) AS sampled
-            WHERE sampled.node IS NULL OR sampled.entered_at IS NULL
-               OR NOT EXISTS (SELECT 1 FROM journey.journey_state AS s JOIN journey_nodes AS n USING (journey_id, node)
+            WHERE NOT EXISTS (SELECT 1 FROM journey.journey_state AS s JOIN journey_nodes AS n USING (journey_id, node)
                               WHERE s.journey_id = sampled.journey_id AND s.customer_id = sampled.customer_id
                                 AND n.kind = 'stage' AND n.stage_index = 0 AND s.entered_at <= sampled.entered_at)""",
         sample=True,
