@@ -30,11 +30,7 @@ PROMOTIONS_KEY = dg.AssetKey(["loyalty", "promotions"])
 @check("Every valid purchase (Kafka and S3) is enriched exactly once.")
 def enriched_keeps_every_purchase(conn, rules) -> tuple[bool, dict]:
     missing = count_rows(
-        conn,
-        """
-        SELECT 'purchases:' || kafka_partition || ':' || kafka_offset FROM raw.purchases WHERE NOT tombstone
-        UNION ALL SELECT 's3:' || order_id || ':' || product_id || ':' || row_no FROM raw.historical_purchases
-        EXCEPT ALL SELECT purchase_id FROM loyalty.enriched_purchases""",
+        conn, f"SELECT purchase_id FROM ({PURCHASES}) EXCEPT ALL SELECT purchase_id FROM loyalty.enriched_purchases"
     )
     return missing == 0, {"purchases_not_enriched": missing}
 
@@ -118,20 +114,25 @@ CREATE TABLE IF NOT EXISTS loyalty.enriched_purchases (
 );
 """
 
+# Every valid purchase, Kafka and S3, with its purchase_id (SPEC §4) and the day it belongs to.
+PURCHASES = """
+SELECT 'purchases:' || kafka_partition || ':' || kafka_offset AS purchase_id,
+       coalesce(order_id, 'purchases:' || kafka_partition || ':' || kafka_offset) AS order_id,
+       user_id, product_id, NULL::DECIMAL(18,2) AS own_price, event_ts AS purchased_at, 'kafka' AS source,
+       store_id, day
+FROM raw.purchases WHERE NOT tombstone
+UNION ALL
+SELECT 's3:' || order_id || ':' || product_id || ':' || row_no, order_id,
+       user_id, product_id, price, purchased_at, 's3', NULL, day
+FROM raw.historical_purchases
+"""
+
 # Kafka purchases take the product's price and category as of their event time: the latest products message with
 # ts <= the purchase's ts (ASOF JOIN), the greatest offset winning at one instant. S3 rows keep their own price.
-ENRICH_WINDOW = """
+ENRICH_WINDOW = f"""
 INSERT INTO loyalty.enriched_purchases
 WITH purchases AS (
-    SELECT 'purchases:' || kafka_partition || ':' || kafka_offset AS purchase_id,
-           coalesce(order_id, 'purchases:' || kafka_partition || ':' || kafka_offset) AS order_id,
-           user_id, product_id, NULL::DECIMAL(18,2) AS own_price, event_ts AS purchased_at, 'kafka' AS source,
-           store_id, day
-    FROM raw.purchases WHERE NOT tombstone AND day >= $first AND day < $end
-    UNION ALL
-    SELECT 's3:' || order_id || ':' || product_id || ':' || row_no, order_id,
-           user_id, product_id, price, purchased_at, 's3', NULL, day
-    FROM raw.historical_purchases WHERE day >= $first AND day < $end
+    SELECT * FROM ({PURCHASES}) WHERE day >= $first AND day < $end
 ), product_states AS (
     SELECT product_id, event_ts, category, price
     FROM raw.products
