@@ -107,7 +107,7 @@ class Change:
 
 
 def run_request(
-    defs: dg.Definitions | dg.RepositoryDefinition,
+    repository: dg.RepositoryDefinition,
     job_name: str,
     change: Change,
     built: Built,
@@ -132,7 +132,7 @@ def run_request(
     first, last = max(first, bounds[0]), min(last, bounds[1])
     if first > last:
         return None
-    graph = defs.get_repository_def().asset_graph if isinstance(defs, dg.Definitions) else defs.asset_graph
+    graph = repository.asset_graph
     new_days = not built.last or first < built.first or last > built.last or built.gap
     selection = None if new_days else dg.AssetSelection.assets(*change.sources).downstream().resolve(graph)
     checks = None if selection is None else [key for key in graph.asset_check_keys if key.asset_key in selection]
