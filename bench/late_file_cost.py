@@ -11,6 +11,7 @@ import argparse
 import json
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from loyalty_pipeline import generate
 from loyalty_pipeline.cli import materialize_days
 from loyalty_pipeline.definitions import build_defs
 from loyalty_pipeline.planning import run_in_process
+from loyalty_pipeline.resources import Warehouse
 
 START = date(2024, 1, 1)
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -44,6 +46,48 @@ def copy_purchases(warehouse: Path, from_day: date, to_day: date, target: Path, 
     return count[0][0] if count else 0
 
 
+class TimedConnection:
+    """A warehouse connection that adds the time DuckDB spends running and returning each statement to `SQL_S`:
+    the day's SQL alone, without Dagster or the Python between statements."""
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    def _timed(self, method, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            SQL_S[0] += time.perf_counter() - started
+
+    def execute(self, *args, **kwargs):
+        self._timed(self._conn.execute, *args, **kwargs)
+        return self
+
+    def executemany(self, *args, **kwargs):
+        self._timed(self._conn.executemany, *args, **kwargs)
+        return self
+
+    def fetchall(self):
+        return self._timed(self._conn.fetchall)
+
+    def fetchone(self):
+        return self._timed(self._conn.fetchone)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+SQL_S = [0.0]
+_untimed_connection = Warehouse.get_connection
+
+
+@contextmanager
+def _timed_connection(self):
+    with _untimed_connection(self) as conn:
+        yield TimedConnection(conn)
+
+
 def tick_and_run(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> tuple[dict, str]:
     sensor = defs.resolve_sensor_def("kafka_new_files")
     with dg.build_sensor_context(
@@ -51,15 +95,22 @@ def tick_and_run(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str
     ) as context:
         result = sensor(context)
     [request] = result.run_requests
-    started = time.perf_counter()
-    done = run_in_process(defs, request, instance, QUIET)
-    seconds = time.perf_counter() - started
+    SQL_S[0] = 0.0
+    Warehouse.get_connection = _timed_connection
+    try:
+        started = time.perf_counter()
+        done = run_in_process(defs, request, instance, QUIET)
+        seconds = time.perf_counter() - started
+    finally:
+        Warehouse.get_connection = _untimed_connection
     days = (
         request.partition_key
         or f"{request.tags['dagster/asset_partition_range_start']}..{request.tags['dagster/asset_partition_range_end']}"
     )
     return {
         "seconds": round(seconds, 2),
+        "sql_alone_s": round(SQL_S[0], 2),
+        "vs_sql_alone": round(seconds / SQL_S[0], 2) if SQL_S[0] else None,
         "ok": done.success,
         "days": days,
         "assets": len(request.asset_selection) if request.asset_selection else "all",

@@ -47,9 +47,21 @@ def release_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     return released
 
 
-def materialize_days(defs: dg.Definitions, first: str, last: str, instance: dg.DagsterInstance | None = None):
-    """Every asset and check for days first..last (inclusive) as one in-process run over a partition key range."""
+def materialize_days(
+    defs: dg.Definitions,
+    first: str,
+    last: str,
+    instance: dg.DagsterInstance | None = None,
+    assets: tuple[str, ...] = (),
+):
+    """Every asset and check for days first..last (inclusive) as one in-process run over a partition key range;
+    with `assets` ("loyalty/sales_totals", ...), only those and what they read."""
+    selection = None
+    if assets:
+        keys = [dg.AssetKey.from_user_string(name) for name in assets]
+        selection = list(dg.AssetSelection.assets(*keys).upstream().resolve(defs.resolve_asset_graph()))
     return defs.resolve_job_def(EVERYTHING_JOB).execute_in_process(
+        asset_selection=selection,
         instance=instance or dg.DagsterInstance.ephemeral(),
         tags={
             planning.RANGE_START_TAG: first,

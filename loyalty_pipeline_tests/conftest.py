@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import shutil
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,8 +81,10 @@ class Inputs:
     def env(self, **extra: str) -> dict[str, str]:
         return {"LOYALTY_DATA_DIR": str(self.root), "LOYALTY_WAREHOUSE": str(self.warehouse), **extra}
 
-    def materialize(self, first: str, last: str | None = None, **env: str):
-        result = materialize_days(build_defs(self.env(**env)), first, last or first)
+    def materialize(self, first: str, last: str | None = None, *, assets: tuple[str, ...] = (), **env: str):
+        """Days first..last in one run: every asset, or only `assets` (e.g. "loyalty/sales_totals") and what they
+        read, which is what a test of one domain needs."""
+        result = materialize_days(build_defs(self.env(**env)), first, last or first, assets=assets)
         assert result.success, [event.message for event in result.all_events if event.is_failure]
         return result
 
@@ -122,6 +125,23 @@ def settle(defs: dg.Definitions, instance: dg.DagsterInstance, cursors: dict) ->
 
 
 SEED_DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> Inputs:
+    """The demo data (data/) materialized once per session; read it, never write it (see `demo_copy`)."""
+    run = Inputs(SEED_DATA)
+    run.warehouse = tmp_path_factory.mktemp("demo") / "warehouse.duckdb"
+    run.materialize("2024-06-01", "2024-06-05")
+    return run
+
+
+@pytest.fixture
+def demo_copy(demo: Inputs, tmp_path: Path) -> Inputs:
+    """A test's own copy of the demo warehouse, to tamper with."""
+    run = Inputs(SEED_DATA)
+    run.warehouse = Path(shutil.copy(demo.warehouse, tmp_path / "warehouse.duckdb"))
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ from loyalty_pipeline.cli import materialize_days
 from loyalty_pipeline.definitions import build_defs
 from loyalty_pipeline_tests.conftest import envelope, settle
 
+pytestmark = pytest.mark.e2e  # many sensor-planned runs per order: a system test, not a domain one
+
 DAYS = [date(2024, 3, 1) + timedelta(days=n) for n in range(6)]
 RULES = """
 points: {validity_days: 2}

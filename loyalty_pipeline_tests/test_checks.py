@@ -5,22 +5,19 @@ import duckdb
 import pytest
 
 from loyalty_pipeline.assets.checks import duplicate_check, rejected_rows_check
+from loyalty_pipeline.assets.customer import purchases_by_known_users
 from loyalty_pipeline.assets.loyalty import (
     enriched_keeps_every_purchase,
-    purchases_by_known_users,
     stamps_match_purchases,
     totals_and_tiers_agree,
 )
 from loyalty_pipeline.resources import RulesResource, Warehouse
-from loyalty_pipeline_tests.conftest import SEED_DATA, Inputs
+from loyalty_pipeline_tests.conftest import Inputs
 
 
 @pytest.fixture
-def seeded(tmp_path) -> Warehouse:
-    run = Inputs(SEED_DATA)
-    run.warehouse = tmp_path / "warehouse.duckdb"
-    run.materialize("2024-06-01", "2024-06-05")
-    return Warehouse(database=str(run.warehouse))
+def seeded(demo_copy: Inputs) -> Warehouse:
+    return Warehouse(database=str(demo_copy.warehouse))
 
 
 def tamper(warehouse: Warehouse, sql: str) -> None:

@@ -1,4 +1,4 @@
-"""`loyalty-pipeline materialize` as a user runs it: a subprocess, a summary, an exit status."""
+"""`loyalty-pipeline materialize` as a user runs it (a subprocess, or `main` in process): a summary, an exit status."""
 
 import subprocess
 import sys
@@ -7,6 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from loyalty_pipeline.cli import main
 from loyalty_pipeline_tests.conftest import SEED_DATA
 
 CLI = str(Path(sys.executable).parent / "loyalty-pipeline")
@@ -24,7 +25,7 @@ def test_materialize_seed_prints_the_tables_and_exits_zero(tmp_path):
     assert "materializing 2024-06-01 .. 2024-06-05" in out
     assert "loyalty.enriched_purchases" in out and "30" in out
     assert "│ kris    │ loose_leaf     │ [coffee]  │" in out
-    assert "warn  loyalty/enriched_purchases:purchases_by_known_users" in out
+    assert "warn  customer/profile_360:purchases_by_known_users" in out
     assert "FAIL" not in out and out.rstrip().endswith("OK")
 
 
@@ -64,11 +65,12 @@ def test_missing_inputs_and_bad_rules_are_clear_errors(tmp_path):
     assert done.returncode == 2 and "tiers.0" in done.stderr and "abve" in done.stderr
 
 
-def test_a_failed_step_is_reported_and_exits_one(inputs):
+def test_a_failed_step_is_reported_and_exits_one(inputs, capsys):
     inputs.kafka("purchases", [("ann", {"product_id": "tea"}, f"2024-06-0{day}T10:00:00") for day in (1, 2, 3)])
     common = ["materialize", "--data-dir", str(inputs.root), "--warehouse", str(inputs.warehouse)]
-    assert run(*common, "--from", "2024-06-01", "--to", "2024-06-01", cwd=inputs.root).returncode == 0
-    done = run(*common, "--from", "2024-06-03", "--to", "2024-06-03", cwd=inputs.root)  # day 2 missing
-    assert done.returncode == 1
-    assert done.stdout.rstrip().endswith("FAILED: a step or a blocking check failed (see above)")
-    assert "needs the ledger at the end of 2024-06-02" in done.stderr
+    assert main([*common, "--from", "2024-06-01", "--to", "2024-06-01"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--from", "2024-06-03", "--to", "2024-06-03"]) == 1  # day 2 missing
+    out, err = capsys.readouterr()
+    assert out.rstrip().endswith("FAILED: a step or a blocking check failed (see above)")
+    assert "needs the ledger at the end of 2024-06-02" in out + err

@@ -12,6 +12,8 @@ import pytest
 from loyalty_pipeline.assets.customer import serving_copy_is_complete
 from loyalty_pipeline.resources import Warehouse
 
+CUSTOMER = ("customer/serving_snapshot",)  # the 360 tables and what they read
+
 DAY = "2024-06-01"
 CLI = str(Path(sys.executable).parent / "loyalty-pipeline")
 
@@ -43,7 +45,7 @@ def test_activity_counts_views_and_carts_strictly_after_the_last_purchase(inputs
         ("bob", "remove_from_cart", "pie", f"{DAY}T09:00:00"),
     )
     inputs.kafka("users", [("bob", {"name": "Bob"}, f"{DAY}T08:00:00")])
-    inputs.materialize(DAY)
+    inputs.materialize(DAY, assets=CUSTOMER)
     assert inputs.query("SELECT user_id, activity_since_last_purchase FROM customer.profile_360 ORDER BY user_id") == [
         ("ann", ["honey", "jam"]),
         ("bob", ["cake"]),  # never purchased: all views and carts count
@@ -64,7 +66,7 @@ def test_identity_kafka_newest_wins_over_the_export_field_by_field(inputs):
         "customers/a-2024.csv", "user_id,name,email,signup_date\nu1,Csv1,csv1@x,2020-01-01\nu3,Old3,old3@x,2020-01-01\n"
     )
     inputs.csv("customers/b-2025.csv", "user_id,name,email,signup_date\nu3,New3,new3@x,2021-02-02\nu2,Csv2,csv2@x,\n")
-    inputs.materialize(DAY)
+    inputs.materialize(DAY, assets=CUSTOMER)
     assert inputs.query(
         "SELECT user_id, name, email, signup_date::VARCHAR, account_closed FROM customer.profile_360 ORDER BY user_id"
     ) == [
@@ -81,7 +83,7 @@ def test_spend_columns_join_kafka_and_s3(inputs):
         [("ann", {"product_id": "tea"}, f"{DAY}T10:00:00"), ("ann", {"product_id": "ghost"}, f"{DAY}T11:00:00")],
     )
     orders(inputs, DAY, ("o1", "ann", "cake", "4.00", "08:00:00"))
-    inputs.materialize(DAY, "2024-06-03")
+    inputs.materialize(DAY, "2024-06-03", assets=CUSTOMER)
     assert inputs.query(
         "SELECT total_spend, purchase_count, avg_purchase_price, first_purchase_at::VARCHAR, last_purchase_at::VARCHAR, "
         "days_since_last_purchase, points_balance, products_purchased FROM customer.profile_360"
@@ -110,7 +112,7 @@ def test_recommendation_score_counts_other_customers_distinct_orders(inputs):
         ("o5", "eve", "dill", "1", "09:00:00"),
     )
     clicks(inputs, ("ann", "view", "tea", f"{DAY}T12:00:00"), ("ann", "add_to_cart", "cake", f"{DAY}T12:00:00"))
-    inputs.materialize(DAY)
+    inputs.materialize(DAY, assets=CUSTOMER)
     # orders with tea or cake by others: o1, o2, o3, o5 (o2 has both: counted once); ann's own o4 never counts,
     # tea and cake (her interests) are never candidates; ties by product_id; top 5 only
     assert inputs.query(
@@ -127,7 +129,7 @@ def test_recommendation_score_counts_other_customers_distinct_orders(inputs):
 @pytest.mark.e2e
 def test_profile_command_prints_json_and_fails_clearly_for_an_unknown_id(inputs):
     inputs.kafka("purchases", [("ann", {"product_id": "tea"}, f"{DAY}T10:00:00")])
-    inputs.materialize(DAY)
+    inputs.materialize(DAY, assets=CUSTOMER)
     shown = subprocess.run(
         [CLI, "profile", "ann", "--warehouse", str(inputs.warehouse)], capture_output=True, text=True
     )
@@ -144,11 +146,11 @@ def test_profile_command_prints_json_and_fails_clearly_for_an_unknown_id(inputs)
 @pytest.mark.e2e
 def test_profile_lookup_works_while_a_writer_holds_the_warehouse_and_sees_whole_runs(inputs):
     inputs.kafka("purchases", [("ann", {"product_id": "tea"}, f"{DAY}T10:00:00")])
-    inputs.materialize(DAY)
+    inputs.materialize(DAY, assets=CUSTOMER)
     serving = inputs.warehouse.with_name("warehouse.serving.duckdb")
     old_reader = duckdb.connect(str(serving), read_only=True)
     inputs.kafka("purchases", [("ann", {"product_id": "cake"}, f"{DAY}T11:00:00")], file="more.jsonl")
-    inputs.materialize(DAY)
+    inputs.materialize(DAY, assets=CUSTOMER)
     # a reader that opened before the run keeps the snapshot it opened; a new one sees the whole new run
     assert old_reader.execute("SELECT purchase_count FROM customer.profile_360").fetchall() == [(1,)]
     old_reader.close()
@@ -168,7 +170,7 @@ def test_serving_check_fails_when_the_copy_misses_a_row(inputs):
         "purchases",
         [("ann", {"product_id": "tea"}, f"{DAY}T10:00:00"), ("bob", {"product_id": "tea"}, f"{DAY}T10:00:00")],
     )
-    inputs.materialize(DAY)
+    inputs.materialize(DAY, assets=CUSTOMER)
     warehouse = Warehouse(database=str(inputs.warehouse))
     assert serving_copy_is_complete(warehouse).passed
     with duckdb.connect(str(warehouse.serving_path())) as copy:

@@ -9,6 +9,16 @@ import pytest
 
 from loyalty_pipeline_tests.conftest import Inputs, envelope
 
+RAW = (
+    "raw/users",
+    "raw/products",
+    "raw/purchases",
+    "raw/user_activity",
+    "raw/redemptions",
+    "raw/customers",
+    "raw/historical_purchases",
+)  # the raw tables only
+
 DAY1, DAY2, DAY3 = "2024-06-01", "2024-06-02", "2024-06-03"
 NOON = f"{DAY1}T12:00:00.000"
 RAW_TABLES = [
@@ -92,7 +102,7 @@ def kafka(tmp_path_factory) -> Inputs:
             ("u1", None, f"{DAY1}T20:00:00"),
         ],
     )
-    run.materialize(DAY1)
+    run.materialize(DAY1, assets=RAW)
     return run
 
 
@@ -219,7 +229,7 @@ def quarantine(tmp_path_factory) -> tuple[Inputs, dict[str, str]]:
             BAD["points_fraction"][1],
         ),
     }
-    run.materialize(DAY1)
+    run.materialize(DAY1, assets=RAW)
     return run, paths
 
 
@@ -302,7 +312,7 @@ def test_last_and_first_millisecond_of_a_day_go_to_different_days(inputs):
         ],
     )
     assert [m["ts"] for m in written] == [1717286399999, 1717286400000]
-    inputs.materialize(DAY1, DAY2)
+    inputs.materialize(DAY1, DAY2, assets=RAW)
     assert inputs.query("SELECT product_id, event_ts, day FROM raw.purchases ORDER BY event_ts") == [
         ("tea", datetime(2024, 6, 1, 23, 59, 59, 999000), date(2024, 6, 1)),
         ("cake", datetime(2024, 6, 2), date(2024, 6, 2)),
@@ -347,7 +357,7 @@ def days_input(inputs: Inputs) -> dict[str, str]:
 def test_materializing_one_day_writes_only_that_days_rows(inputs):
     """Day 2 alone loads day 2's messages, rejections and S3 file; undated rejections too; nothing of days 1 and 3."""
     paths = days_input(inputs)
-    inputs.materialize(DAY2)
+    inputs.materialize(DAY2, assets=RAW)
     assert inputs.query("SELECT user_id, product_id, day FROM raw.purchases") == [("yeva", "cake", date(2024, 6, 2))]
     assert inputs.query("SELECT user_id, name, tombstone FROM raw.users") == []
     assert inputs.query("SELECT order_id, s3_key FROM raw.historical_purchases") == [
@@ -369,7 +379,7 @@ def test_materializing_one_day_writes_only_that_days_rows(inputs):
 def test_rematerializing_a_day_and_a_range_gives_identical_tables(inputs):
     """Re-running day 2, then days 1..3, leaves every raw table and the quarantine exactly as they were."""
     days_input(inputs)
-    inputs.materialize(DAY1, DAY3)
+    inputs.materialize(DAY1, DAY3, assets=RAW)
     before = contents(inputs)
     assert {table: len(rows) for table, rows in before.items()} == {
         "raw.users": 2,  # kris and kris's tombstone; yeva's row is rejected
@@ -381,22 +391,22 @@ def test_rematerializing_a_day_and_a_range_gives_identical_tables(inputs):
         "raw.historical_purchases": 2,
         "raw.rejected_records": 6,
     }
-    inputs.materialize(DAY2)
+    inputs.materialize(DAY2, assets=RAW)
     assert contents(inputs) == before
-    inputs.materialize(DAY1, DAY3)
+    inputs.materialize(DAY1, DAY3, assets=RAW)
     assert contents(inputs) == before
 
 
 def test_rematerializing_a_day_leaves_other_days_untouched(inputs):
     """A late message for day 1 is not picked up by a re-run of day 2 (day 1 stays as written), only by day 1's."""
     days_input(inputs)
-    inputs.materialize(DAY1, DAY3)
+    inputs.materialize(DAY1, DAY3, assets=RAW)
     before = contents(inputs)
     late = message("purchases", "kris", {"product_id": "scone"}, 0, f"{DAY1}T15:00:00", partition=7)
     write(inputs, "purchases", "part-9.jsonl", late)
-    inputs.materialize(DAY2)
+    inputs.materialize(DAY2, assets=RAW)
     assert contents(inputs) == before
-    inputs.materialize(DAY1)
+    inputs.materialize(DAY1, assets=RAW)
     after = contents(inputs)
     assert inputs.query("SELECT user_id, product_id, day FROM raw.purchases WHERE kafka_partition = 7") == [
         ("kris", "scone", date(2024, 6, 1))
@@ -502,14 +512,14 @@ def assert_s3_tables(run: Inputs) -> None:
 def test_s3_csvs_from_a_local_folder(inputs):
     """Good rows load with s3_key and DECIMAL prices in UTC; bad prices, off-date rows and misnamed files are rejected."""
     put_s3_files(inputs.csv)
-    inputs.materialize(DAY1)
+    inputs.materialize(DAY1, assets=RAW)
     assert_s3_tables(inputs)
 
 
 def test_s3_csvs_through_boto3_over_http(inputs, s3_bucket):
     """The same files in a bucket under a prefix (moto's S3 server, read with boto3) give the same tables."""
     put_s3_files(lambda key, text: s3_bucket.put(f"exports/{key}", text))
-    inputs.materialize(DAY1, **s3_bucket.env("exports"))
+    inputs.materialize(DAY1, **s3_bucket.env("exports"), assets=RAW)
     assert_s3_tables(inputs)
 
 
@@ -527,7 +537,7 @@ def odd_csvs(tmp_path_factory) -> Inputs:
     )
     run.csv(f"historical_purchases/{DAY2}.csv", header + "h3,ben,tea,1.00,2024-06-02T09:00:00Z,oops\n")
     run.csv("customers/a.csv", "user_id,name,email,signup_date\nben,Ben,,someday\n")
-    run.materialize(DAY1, DAY2)
+    run.materialize(DAY1, DAY2, assets=RAW)
     return run
 
 
@@ -558,7 +568,7 @@ def test_a_valid_copy_of_a_message_wins_over_a_corrupt_one(inputs):
     good = {"topic": "purchases", "partition": 0, "offset": 7, "ts": 1717236000000, "key": "ann"}
     inputs.write_lines("purchases", "a.jsonl", [json.dumps({**good, "payload": '{"product":"tea"}'})])
     inputs.write_lines("purchases", "b.jsonl", [json.dumps({**good, "payload": '{"product_id":"tea"}'})])
-    inputs.materialize(DAY1)
+    inputs.materialize(DAY1, assets=RAW)
     assert inputs.query("SELECT user_id, product_id, location LIKE '%b.jsonl:1' FROM raw.purchases") == [
         ("ann", "tea", True)
     ]
@@ -573,7 +583,7 @@ def test_a_price_with_more_than_two_decimals_is_rejected_not_rounded(inputs):
             ("cake", {"category": "b", "price": 3.5}, f"{DAY1}T08:00:00"),
         ],
     )
-    inputs.materialize(DAY1)
+    inputs.materialize(DAY1, assets=RAW)
     assert inputs.query("SELECT product_id, price::VARCHAR FROM raw.products") == [("cake", "3.50")]
     assert inputs.query("SELECT reason FROM raw.rejected_records") == [
         ("field price must be a non-negative number with at most 2 decimals",)
@@ -585,7 +595,7 @@ def test_a_csv_whose_header_is_not_the_contract_is_rejected_row_by_row(inputs):
         f"historical_purchases/{DAY1}.csv",
         "user_id,order_id,product_id,price,purchased_at\nann,o1,tea,1.00,2024-06-01T09:00:00Z\n",
     )
-    inputs.materialize(DAY1)
+    inputs.materialize(DAY1, assets=RAW)
     assert inputs.query("SELECT count(*) FROM raw.historical_purchases") == [(0,)]
     assert inputs.query("SELECT location, reason FROM raw.rejected_records") == [
         (
@@ -601,11 +611,11 @@ def test_a_day_reads_only_the_snapshot_files_that_hold_it(inputs):
     inputs.kafka(
         "purchases", [("bob", {"product_id": "tea"}, f"{DAY2}T10:00:00")], file="day2.jsonl", extra_lines=("junk",)
     )
-    first = inputs.materialize(DAY1, DAY2)
-    again = inputs.materialize(DAY2)
+    first = inputs.materialize(DAY1, DAY2, assets=RAW)
+    again = inputs.materialize(DAY2, assets=RAW)
     # day1.jsonl rewritten (a new export): it now holds a day-2 message only
     inputs.kafka("purchases", [("cid", {"product_id": "tea"}, f"{DAY2}T11:00:00")], file="day1.jsonl")
-    third = inputs.materialize(DAY2)
+    third = inputs.materialize(DAY2, assets=RAW)
 
     def files_read(result):
         [materialization] = [
@@ -631,7 +641,7 @@ def test_a_file_that_cannot_be_read_is_quarantined_by_name_and_the_others_load(i
     broken.write_bytes(b"\x1f\x8b not really gzip")
     inputs.csv(f"historical_purchases/{DAY1}.csv", "order_id,user_id,product_id,price,purchased_at\n")
     (inputs.root / "s3" / "historical_purchases" / f"{DAY1}.csv").write_bytes(b"order_id\n\xff\xfe\x00 not text\n")
-    inputs.materialize(DAY1)
+    inputs.materialize(DAY1, assets=RAW)
     assert inputs.query("SELECT user_id FROM raw.purchases") == [("ann",)]
     rejected_files = inputs.query(
         "SELECT source, location, starts_with(reason, 'unreadable file: ') FROM raw.rejected_records ORDER BY ALL"
@@ -640,5 +650,5 @@ def test_a_file_that_cannot_be_read_is_quarantined_by_name_and_the_others_load(i
         ("kafka:purchases", f"{broken}:0", True),
         ("s3:historical_purchases", f"historical_purchases/{DAY1}.csv:0", True),
     ]
-    inputs.materialize(DAY1)  # read again: still one row each, never doubled
+    inputs.materialize(DAY1, assets=RAW)  # read again: still one row each, never doubled
     assert inputs.query("SELECT count(*) FROM raw.rejected_records") == [(2,)]

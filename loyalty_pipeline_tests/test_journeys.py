@@ -27,6 +27,7 @@ journeys:
         entry: "points_balance >= 40"
         steps: [{activation: double_points}]
 """
+JOURNEYS = ("journey/activations",)  # the journeys and what they read
 D = {n: f"2024-06-0{n}" for n in range(1, 7)}
 STATE = (
     "SELECT customer_id, node, entered_at::VARCHAR FROM journey.journey_state ORDER BY customer_id, entered_at, node"
@@ -96,7 +97,7 @@ EXPECTED = [
 
 
 def test_every_transition_rule_on_a_backfill(population):
-    population.materialize(D[1], D[6])
+    population.materialize(D[1], D[6], assets=JOURNEYS)
     assert population.query(STATE) == EXPECTED
     assert population.query(
         "SELECT customer_id, activation, activated_on::VARCHAR FROM journey.activations ORDER BY ALL"
@@ -112,26 +113,29 @@ def test_every_transition_rule_on_a_backfill(population):
 
 
 def test_wait_of_three_days_is_not_over_on_day_three(population):
-    population.materialize(D[1], D[3])
+    population.materialize(D[1], D[3], assets=JOURNEYS)
     assert [row for row in population.query(STATE) if row[0] == "ann"] == EXPECTED[:3]
-    population.materialize(D[4])  # the wait entered on day 1 is over on day 4: the next stage, that day
+    population.materialize(
+        D[4], assets=JOURNEYS
+    )  # the wait entered on day 1 is over on day 4: the next stage, that day
     assert ("ann", "stage:reward", D[4]) in population.query(STATE)
 
 
+@pytest.mark.e2e  # a dozen runs of the whole chain
 def test_a_backfill_equals_single_day_runs_and_reruns_are_idempotent(population, tmp_path):
-    population.materialize(D[1], D[6])
+    population.materialize(D[1], D[6], assets=JOURNEYS)
     backfilled = population.query(STATE), population.query("SELECT * FROM journey.activations ORDER BY ALL")
     population.warehouse = tmp_path / "day_by_day.duckdb"
     for day in range(1, 7):
-        population.materialize(D[day])
+        population.materialize(D[day], assets=JOURNEYS)
     assert (population.query(STATE), population.query("SELECT * FROM journey.activations ORDER BY ALL")) == backfilled
-    population.materialize(D[4])
-    population.materialize(D[2], D[6])
+    population.materialize(D[4], assets=JOURNEYS)
+    population.materialize(D[2], D[6], assets=JOURNEYS)
     assert population.query(STATE) == backfilled[0]
 
 
 def test_a_day_after_a_gap_is_refused(population):
-    population.materialize(D[1], D[2])
+    population.materialize(D[1], D[2], assets=JOURNEYS)
     job = build_defs(population.env()).resolve_job_def(EVERYTHING_JOB)
     result = job.execute_in_process(
         partition_key=D[4], asset_selection=[dg.AssetKey(["journey", "journey_state"])], raise_on_error=False
@@ -145,7 +149,7 @@ def test_a_day_after_a_gap_is_refused(population):
 
 
 def test_the_funnel_is_in_the_materialization_metadata(population):
-    result = population.materialize(D[1], D[6])
+    result = population.materialize(D[1], D[6], assets=JOURNEYS)
     [materialization] = [m for m in result.asset_materializations_for_node("journey__journey_state")][-1:]
     funnel = materialization.metadata["funnel"].value
     assert "**tea_trial**: 6 entered, 1 reached the goal (17% conversion)" in funnel
@@ -188,7 +192,7 @@ def test_profile_totals_carried_day_to_day_and_run_to_run_equal_totals_from_the_
 
     def run(warehouse, first, last):
         defs = build_defs({"LOYALTY_DATA_DIR": str(generated), "LOYALTY_WAREHOUSE": str(warehouse)})
-        assert materialize_days(defs, first, last).success
+        assert materialize_days(defs, first, last, assets=JOURNEYS).success
 
     run(tmp_path / "split.duckdb", "2024-01-01", "2024-01-07")
     run(tmp_path / "split.duckdb", "2024-01-08", "2024-01-14")

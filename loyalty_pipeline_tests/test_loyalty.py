@@ -6,6 +6,13 @@ import pytest
 
 from loyalty_pipeline.config import RulesError, load_rules
 
+LOYALTY = (
+    "loyalty/sales_totals",
+    "loyalty/caffeine_index",
+    "loyalty/promotions",
+    "loyalty/all_products",
+)  # the loyalty tables and what they read
+
 DAY = "2024-06-01"
 
 
@@ -32,7 +39,7 @@ def test_price_as_of_event_time_and_same_millisecond_takes_the_new_price(inputs)
         ("ann", "coffee", f"{DAY}T12:00:00.000"),
         ("ann", "coffee", f"{DAY}T07:59:59.999"),
     )
-    inputs.materialize(DAY)
+    inputs.materialize(DAY, assets=LOYALTY)
     assert inputs.query(
         "SELECT purchase_id, category, price, source FROM loyalty.enriched_purchases ORDER BY purchased_at"
     ) == [
@@ -47,21 +54,21 @@ def test_price_set_on_an_earlier_day_applies_and_later_messages_do_not(inputs):
         inputs, ("tea", "beverages", 2.55, "2024-05-30T10:00:00"), ("tea", "beverages", 9.99, "2024-06-02T10:00:00")
     )
     purchases(inputs, ("ann", "tea", f"{DAY}T10:00:00"))
-    inputs.materialize("2024-05-30", "2024-06-02")
+    inputs.materialize("2024-05-30", "2024-06-02", assets=LOYALTY)
     assert inputs.query("SELECT price FROM loyalty.enriched_purchases") == [(D("2.55"),)]
 
 
 def test_equal_timestamps_greatest_offset_wins(inputs):
     products(inputs, ("tea", "beverages", 1.00, f"{DAY}T10:00:00"), ("tea", "beverages", 2.00, f"{DAY}T10:00:00"))
     purchases(inputs, ("ann", "tea", f"{DAY}T10:00:00"))
-    inputs.materialize(DAY)
+    inputs.materialize(DAY, assets=LOYALTY)
     assert inputs.query("SELECT price FROM loyalty.enriched_purchases") == [(D("2.00"),)]
     assert inputs.query("SELECT * FROM loyalty.all_products") == [("tea", "beverages", D("2.00"))]
 
 
 def test_unknown_product_keeps_null_price_and_total_is_zero(inputs):
     purchases(inputs, ("ann", "unicorn", f"{DAY}T10:00:00"))
-    inputs.materialize(DAY)
+    inputs.materialize(DAY, assets=LOYALTY)
     assert inputs.query("SELECT product_id, category, price FROM loyalty.enriched_purchases") == [
         ("unicorn", None, None)
     ]
@@ -74,7 +81,7 @@ def test_product_tombstone_removes_it_from_the_catalogue_and_unprices_later_purc
         [("dog", {"category": "pets", "price": 10}, f"{DAY}T08:00:00"), ("dog", None, f"{DAY}T09:00:00")],
     )
     purchases(inputs, ("ann", "dog", f"{DAY}T08:30:00"), ("ann", "dog", f"{DAY}T09:30:00"))
-    inputs.materialize(DAY)
+    inputs.materialize(DAY, assets=LOYALTY)
     assert inputs.query("SELECT price FROM loyalty.enriched_purchases ORDER BY purchased_at") == [
         (D("10.00"),),
         (None,),
@@ -96,7 +103,7 @@ def test_product_tombstone_removes_it_from_the_catalogue_and_unprices_later_purc
 def test_tier_thresholds_are_strict(inputs, price, tier):
     products(inputs, ("thing", "stuff", float(price), f"{DAY}T08:00:00"))
     purchases(inputs, ("ann", "thing", f"{DAY}T10:00:00"))
-    inputs.materialize(DAY)
+    inputs.materialize(DAY, assets=LOYALTY)
     assert inputs.query("SELECT total, reward_level FROM loyalty.sales_totals") == [(D(price), tier)]
 
 
@@ -108,7 +115,7 @@ def test_s3_purchases_keep_their_own_price_and_count_for_tiers_and_stamps(inputs
         "order_id,user_id,product_id,price,purchased_at\n"
         f"o1,ann,coffee,2.50,{DAY}T08:30:00Z\no1,ann,gold_bar,250.00,{DAY}T08:30:00Z\n",
     )
-    inputs.materialize(DAY)
+    inputs.materialize(DAY, assets=LOYALTY)
     assert inputs.query(
         "SELECT purchase_id, order_id, category, price, source FROM loyalty.enriched_purchases ORDER BY purchased_at, purchase_id"
     ) == [
@@ -123,7 +130,7 @@ def test_s3_purchases_keep_their_own_price_and_count_for_tiers_and_stamps(inputs
 @pytest.mark.parametrize("coffees, sequence, free", [(4, 4, False), (5, 5, True), (6, 0, False), (11, 5, True)])
 def test_stamp_card_cycle(inputs, coffees, sequence, free):
     purchases(inputs, *[("ann", "coffee", f"{DAY}T10:00:{second:02d}") for second in range(coffees)])
-    inputs.materialize(DAY)
+    inputs.materialize(DAY, assets=LOYALTY)
     assert inputs.query("SELECT * FROM loyalty.caffeine_index") == [("ann", coffees, sequence, free)]
 
 
@@ -131,7 +138,7 @@ def test_stamp_card_cycle(inputs, coffees, sequence, free):
 def test_loose_leaf_min_spend_is_strict(inputs, coffee_price, eligible):
     products(inputs, ("coffee", "beverages", coffee_price, f"{DAY}T08:00:00"), ("cake", "food", 100, f"{DAY}T08:00:00"))
     purchases(inputs, ("ann", "coffee", f"{DAY}T10:00:00"), ("ann", "cake", f"{DAY}T10:00:00"))
-    inputs.materialize(DAY)
+    inputs.materialize(DAY, assets=LOYALTY)
     expected = [("ann", "loose_leaf", ["coffee"])] if eligible else []
     assert inputs.query("SELECT * FROM loyalty.promotions") == expected
 
@@ -147,7 +154,7 @@ def test_promotion_excluded_product_and_require_all(inputs):
         ("bob", "dog", f"{DAY}T10:00:00"),
         ("bob", "beret", f"{DAY}T11:00:00"),
     )
-    inputs.materialize(DAY)
+    inputs.materialize(DAY, assets=LOYALTY)
     assert inputs.query("SELECT * FROM loyalty.promotions") == [("bob", "french_poodle", ["beret", "dog"])]
 
 
@@ -163,7 +170,7 @@ promotions:
     )
     products(inputs, ("tea", "b", 4, f"{DAY}T08:00:00"))
     purchases(inputs, *[(user, "tea", f"{DAY}T10:00:0{i}") for i, user in enumerate(["ann", "ann", "bob", "ann"])])
-    inputs.materialize(DAY)
+    inputs.materialize(DAY, assets=LOYALTY)
     assert inputs.query("SELECT * FROM loyalty.sales_totals ORDER BY user_id") == [
         ("ann", D("12.00"), "PLATINUM"),
         ("bob", D("4.00"), "NEW"),

@@ -7,6 +7,7 @@ import pytest
 
 from loyalty_pipeline.ledger_reference import replay
 
+POINTS = ("points/point_balances",)  # the ledger, the balances and what they read
 LEDGER = "SELECT txn_id, user_id, occurred_at::VARCHAR, kind, points, expires_at::VARCHAR, source_ref FROM points.point_transactions ORDER BY occurred_at, CASE kind WHEN 'expire' THEN 0 WHEN 'earn' THEN 1 ELSE 2 END, txn_id"
 
 
@@ -40,7 +41,7 @@ def test_worked_example_of_the_seed(inputs):
     priced(inputs, five=5.99, ten=10)
     buy(inputs, ("u", "five", "2022-10-01T14:00:00"), ("u", "ten", "2022-10-02T16:00:00"))
     redeem(inputs, ("u", "r1", 10, "2022-10-09T18:00:00"))
-    inputs.materialize("2022-10-01", "2022-10-10")
+    inputs.materialize("2022-10-01", "2022-10-10", assets=POINTS)
     assert inputs.query(LEDGER) == [
         ("earn:purchases:0:0", "u", "2022-10-01 14:00:00", "earn", 5, "2022-10-09 00:00:00", "purchases:0:0"),
         ("earn:purchases:0:1", "u", "2022-10-02 16:00:00", "earn", 10, "2022-10-10 00:00:00", "purchases:0:1"),
@@ -60,7 +61,7 @@ def test_balances_as_of_the_last_day_with_next_expiry(inputs):
         ("u", "ten", "2022-10-02T16:00:00"),
     )
     redeem(inputs, ("u", "r1", 7, "2022-10-03T09:00:00"))
-    inputs.materialize("2022-10-01", "2022-10-08")
+    inputs.materialize("2022-10-01", "2022-10-08", assets=POINTS)
     # lots 5 and 10 expire at 10-09 00:00 (still open at the end of 10-08): 8 of them remain after the use of 7
     assert inputs.query(
         "SELECT user_id, balance, next_expiry_at::VARCHAR, next_expiry_points FROM points.point_balances"
@@ -72,7 +73,7 @@ def test_redemption_one_point_above_the_balance_is_refused_and_exactly_at_it_acc
     priced(inputs, five=5, ten=10)
     buy(inputs, ("u", "five", "2022-10-01T14:00:00"), ("u", "ten", "2022-10-01T15:00:00"))
     redeem(inputs, ("u", "r1", asked, "2022-10-01T16:00:00"))
-    inputs.materialize("2022-10-01")
+    inputs.materialize("2022-10-01", assets=POINTS)
     uses = inputs.query("SELECT txn_id, points FROM points.point_transactions WHERE kind = 'use'")
     refused = inputs.query("SELECT source, reason FROM raw.rejected_records")
     assert uses == ([("use:r1", -asked)] if accepted else [])
@@ -89,7 +90,7 @@ def test_a_refused_redemption_does_not_block_a_later_smaller_one(inputs):
         ("u", "small", 4, "2022-10-01T12:00:00"),
         ("u", "again", 7, "2022-10-01T13:00:00"),
     )
-    inputs.materialize("2022-10-01")
+    inputs.materialize("2022-10-01", assets=POINTS)
     assert inputs.query("SELECT txn_id FROM points.point_transactions WHERE kind = 'use'") == [("use:small",)]
     assert inputs.query(
         "SELECT location LIKE '%redemptions.jsonl:1', location LIKE '%redemptions.jsonl:3' FROM raw.rejected_records ORDER BY location"
@@ -101,7 +102,7 @@ def test_lot_expiring_at_midnight_goes_before_a_use_at_that_instant(inputs):
     priced(inputs, ten=10)
     buy(inputs, ("u", "ten", "2022-10-01T23:59:59.999"))
     redeem(inputs, ("u", "r1", 10, "2022-10-09T00:00:00"), ("u", "r0", 10, "2022-10-08T23:59:59.999"))
-    inputs.materialize("2022-10-01", "2022-10-09")
+    inputs.materialize("2022-10-01", "2022-10-09", assets=POINTS)
     assert inputs.query(
         "SELECT txn_id, occurred_at::VARCHAR, points FROM points.point_transactions ORDER BY occurred_at"
     ) == [
@@ -117,7 +118,7 @@ def test_midnight_expiry_then_use_of_a_newer_lot(inputs):
     priced(inputs, ten=10, three=3)
     buy(inputs, ("u", "ten", "2022-10-01T08:00:00"), ("u", "three", "2022-10-02T08:00:00"))
     redeem(inputs, ("u", "r1", 3, "2022-10-09T00:00:00"))
-    inputs.materialize("2022-10-01", "2022-10-09")
+    inputs.materialize("2022-10-01", "2022-10-09", assets=POINTS)
     assert inputs.query(
         "SELECT kind, occurred_at::VARCHAR, points FROM points.point_transactions WHERE day = '2022-10-09' ORDER BY kind"
     ) == [
@@ -130,7 +131,7 @@ def test_earn_and_use_in_the_same_millisecond_earn_first(inputs):
     priced(inputs, ten=10)
     buy(inputs, ("u", "ten", "2022-10-01T10:00:00.123"))
     redeem(inputs, ("u", "r1", 10, "2022-10-01T10:00:00.123"))
-    inputs.materialize("2022-10-01")
+    inputs.materialize("2022-10-01", assets=POINTS)
     assert inputs.query("SELECT kind, points FROM points.point_transactions ORDER BY points DESC") == [
         ("earn", 10),
         ("use", -10),
@@ -142,7 +143,7 @@ def test_uses_take_the_earliest_expiry_first(inputs):
     priced(inputs, ten=10, four=4)
     buy(inputs, ("u", "ten", "2022-10-01T08:00:00"), ("u", "four", "2022-10-02T08:00:00"))
     redeem(inputs, ("u", "r1", 12, "2022-10-03T08:00:00"))
-    inputs.materialize("2022-10-01", "2022-10-10")
+    inputs.materialize("2022-10-01", "2022-10-10", assets=POINTS)
     # 10 from the first lot, 2 from the second; the second's 2 left expire on 10-10
     assert inputs.query("SELECT txn_id, lot_txn_id, points FROM points.lot_allocations ORDER BY day, lot_txn_id") == [
         ("use:r1", "earn:purchases:0:0", 10),
@@ -162,7 +163,7 @@ def test_tombstone_expires_every_open_lot_at_its_time(inputs):
     )
     redeem(inputs, ("u", "r1", 12, "2022-10-02T09:00:00"))
     inputs.kafka("users", [("u", {"name": "Ann"}, "2022-09-30T00:00:00"), ("u", None, "2022-10-02T12:00:00")])
-    inputs.materialize("2022-10-01", "2022-10-03")
+    inputs.materialize("2022-10-01", "2022-10-03", assets=POINTS)
     assert inputs.query(
         "SELECT txn_id, occurred_at::VARCHAR, points FROM points.point_transactions WHERE kind = 'expire' ORDER BY txn_id"
     ) == [
@@ -181,7 +182,7 @@ def test_tombstone_with_several_open_lots_writes_one_expire_row_per_lot(inputs):
         ("u", "ten", "2022-10-03T08:00:00"),
     )
     inputs.kafka("users", [("u", None, "2022-10-03T09:00:00")])
-    inputs.materialize("2022-10-01", "2022-10-03")
+    inputs.materialize("2022-10-01", "2022-10-03", assets=POINTS)
     assert inputs.query(
         "SELECT txn_id, points FROM points.point_transactions WHERE kind = 'expire' ORDER BY txn_id"
     ) == [
@@ -201,7 +202,7 @@ def test_zero_point_and_unpriced_purchases_write_no_row_and_earn_rate_floors(inp
         ("u", "unknown", "2022-10-01T08:00:00"),
         ("u", "odd", "2022-10-01T09:00:00"),
     )
-    inputs.materialize("2022-10-01")
+    inputs.materialize("2022-10-01", assets=POINTS)
     assert inputs.query("SELECT source_ref, points FROM points.point_transactions") == [("purchases:0:2", 5)]
 
 
@@ -209,7 +210,7 @@ def test_duplicate_redemption_id_counts_once(inputs):
     priced(inputs, ten=10)
     buy(inputs, ("u", "ten", "2022-10-01T08:00:00"))
     redeem(inputs, ("u", "r1", 3, "2022-10-01T09:00:00"), ("u", "r1", 3, "2022-10-02T09:00:00"))
-    inputs.materialize("2022-10-01", "2022-10-02")
+    inputs.materialize("2022-10-01", "2022-10-02", assets=POINTS)
     assert inputs.query("SELECT txn_id, points FROM points.point_transactions WHERE kind = 'use'") == [("use:r1", -3)]
     assert inputs.query("SELECT reason, day::VARCHAR FROM raw.rejected_records") == [
         ("duplicate redemption_id", "2022-10-02")
@@ -226,7 +227,7 @@ def test_rematerializing_a_day_and_a_range_gives_identical_rows(inputs):
         ("v", "ten", "2022-10-05T08:00:00"),
     )
     redeem(inputs, ("u", "r1", 5, "2022-10-04T09:00:00"), ("v", "r2", 50, "2022-10-05T09:00:00"))
-    inputs.materialize("2022-10-01", "2022-10-12")
+    inputs.materialize("2022-10-01", "2022-10-12", assets=POINTS)
     snapshot = [
         inputs.query(f"SELECT * FROM {table} ORDER BY ALL")
         for table in (
@@ -236,9 +237,9 @@ def test_rematerializing_a_day_and_a_range_gives_identical_rows(inputs):
             "points.point_balances",
         )
     ]
-    inputs.materialize("2022-10-04")
-    inputs.materialize("2022-10-03", "2022-10-09")
-    inputs.materialize("2022-10-12")
+    inputs.materialize("2022-10-04", assets=POINTS)
+    inputs.materialize("2022-10-03", "2022-10-09", assets=POINTS)
+    inputs.materialize("2022-10-12", assets=POINTS)
     again = [
         inputs.query(f"SELECT * FROM {table} ORDER BY ALL")
         for table in (
@@ -257,7 +258,7 @@ def test_a_day_whose_previous_day_is_missing_is_refused(inputs):
     from loyalty_pipeline.cli import materialize_days
     from loyalty_pipeline.definitions import build_defs
 
-    inputs.materialize("2022-10-01")
+    inputs.materialize("2022-10-01", assets=POINTS)
     result = materialize_days(build_defs(inputs.env()), "2022-10-03", "2022-10-03")
     assert not result.success
     failure = next(event for event in result.all_events if event.is_step_failure)
@@ -269,7 +270,7 @@ def test_rebuilding_an_earlier_day_with_changed_inputs_under_later_days_is_refus
     priced(inputs, ten=10)
     buy(inputs, ("u", "ten", "2022-10-01T08:00:00"))
     redeem(inputs, ("u", "r1", 10, "2022-10-02T08:00:00"))
-    inputs.materialize("2022-10-01", "2022-10-02")
+    inputs.materialize("2022-10-01", "2022-10-02", assets=POINTS)
     buy(inputs, ("u", "ten", "2022-10-01T09:00:00"), file="late.jsonl")
     from loyalty_pipeline.cli import materialize_days
     from loyalty_pipeline.definitions import build_defs
@@ -277,7 +278,7 @@ def test_rebuilding_an_earlier_day_with_changed_inputs_under_later_days_is_refus
     result = materialize_days(build_defs(inputs.env()), "2022-10-01", "2022-10-01")
     assert not result.success
     # the whole range in one run is the way: both days rebuilt in order
-    inputs.materialize("2022-10-01", "2022-10-02")
+    inputs.materialize("2022-10-01", "2022-10-02", assets=POINTS)
     assert inputs.query("SELECT balance FROM points.point_balances") == [(10,)]
 
 
@@ -302,7 +303,7 @@ def test_random_histories_agree_with_the_reference_replay(inputs):
     buy(inputs, *purchases)
     redeem(inputs, *redemptions)
     inputs.kafka("users", closures)
-    inputs.materialize("2022-10-01", "2022-10-20")
+    inputs.materialize("2022-10-01", "2022-10-20", assets=POINTS)
     until = datetime(2022, 10, 21)
     for user in sorted({p[0] for p in purchases + redemptions}):
         earns = [
@@ -342,7 +343,7 @@ def test_a_late_purchase_that_changes_a_used_lot_writes_revisions(inputs):
     buy(inputs, ("u", "ten", "2022-10-01T08:00:00"))
     redeem(inputs, ("u", "r1", 6, "2022-10-02T08:00:00"))
     defs, instance, cursors = build_defs(inputs.env()), dg.DagsterInstance.ephemeral(), {}
-    inputs.materialize("2022-10-01", "2022-10-03")
+    inputs.materialize("2022-10-01", "2022-10-03", assets=POINTS)
     settle(defs, instance, cursors)  # the sensors' first tick: the files are built already, nothing changes
     assert inputs.query("SELECT count(*) FROM points.ledger_revisions") == [(0,)]
     buy(inputs, ("u", "ten", "2022-10-01T07:00:00"), file="till-7-offline.jsonl")

@@ -2,33 +2,23 @@
 
 from decimal import Decimal as D
 
-import pytest
-
-from loyalty_pipeline_tests.conftest import SEED_DATA, Inputs
+from loyalty_pipeline_tests.conftest import SEED_DATA
 
 
-@pytest.fixture(scope="module")
-def seed(tmp_path_factory) -> Inputs:
-    run = Inputs(SEED_DATA)
-    run.warehouse = tmp_path_factory.mktemp("seed") / "warehouse.duckdb"
-    run.materialize("2024-06-01", "2024-06-05")
-    return run
-
-
-def test_loose_leaf_is_kris_with_coffee(seed):
-    assert seed.query("SELECT user_id, products FROM loyalty.promotions WHERE promotion_name = 'loose_leaf'") == [
+def test_loose_leaf_is_kris_with_coffee(demo):
+    assert demo.query("SELECT user_id, products FROM loyalty.promotions WHERE promotion_name = 'loose_leaf'") == [
         ("kris", ["coffee"])
     ]
 
 
-def test_nobody_bought_both_dog_and_beret(seed):
-    assert seed.query("SELECT * FROM loyalty.promotions WHERE promotion_name = 'french_poodle'") == []
+def test_nobody_bought_both_dog_and_beret(demo):
+    assert demo.query("SELECT * FROM loyalty.promotions WHERE promotion_name = 'french_poodle'") == []
 
 
-def test_sales_totals_by_hand(seed):
+def test_sales_totals_by_hand(demo):
     # kris: 6 coffees at 2.99 + 7 at 3.05 (the first in the same millisecond as the rise) + beret 34.99
     # yeva: beret 34.99 + cat 195 + 3 x 2.99 + 2 x 3.05 + handbag 126; rick: tea 2.55 + 2 x 3.05 + dog + cat
-    assert seed.query("SELECT * FROM loyalty.sales_totals ORDER BY user_id") == [
+    assert demo.query("SELECT * FROM loyalty.sales_totals ORDER BY user_id") == [
         ("ana", D("19.99"), "CLIMBING"),  # S3 orders h-1 (tea, honey, scone) and h-4 (coffee, cake) at their own prices
         ("ben", D("9.05"), "CLIMBING"),  # h-2; h-5 is rejected (its purchased_at is not on its file's date)
         ("cleo", D("10.29"), "CLIMBING"),
@@ -40,8 +30,8 @@ def test_sales_totals_by_hand(seed):
     ]
 
 
-def test_caffeine_index_by_hand(seed):
-    assert seed.query("SELECT * FROM loyalty.caffeine_index ORDER BY user_id") == [
+def test_caffeine_index_by_hand(demo):
+    assert demo.query("SELECT * FROM loyalty.caffeine_index ORDER BY user_id") == [
         ("ana", 1, 1, False),
         ("cleo", 1, 1, False),
         ("dave", 1, 1, False),
@@ -51,27 +41,27 @@ def test_caffeine_index_by_hand(seed):
     ]
 
 
-def test_coffee_price_rise_applies_from_its_instant(seed):
-    prices = seed.query(
+def test_coffee_price_rise_applies_from_its_instant(demo):
+    prices = demo.query(
         "SELECT price, count(*) FROM loyalty.enriched_purchases WHERE product_id = 'coffee' AND source = 'kafka' GROUP BY ALL ORDER BY ALL"
     )
     assert prices == [(D("2.99"), 10), (D("3.05"), 11)]
-    assert seed.query("SELECT * FROM loyalty.all_products WHERE product_id = 'coffee'") == [
+    assert demo.query("SELECT * FROM loyalty.all_products WHERE product_id = 'coffee'") == [
         ("coffee", "beverages", D("3.05"))
     ]
 
 
-def test_redelivered_messages_count_once_and_corrupt_line_is_quarantined(seed):
-    assert seed.query("SELECT count(*) FROM raw.purchases") == [(30,)]
-    assert seed.query("SELECT source, location, reason FROM raw.rejected_records WHERE source LIKE 'kafka:%'") == [
+def test_redelivered_messages_count_once_and_corrupt_line_is_quarantined(demo):
+    assert demo.query("SELECT count(*) FROM raw.purchases") == [(30,)]
+    assert demo.query("SELECT source, location, reason FROM raw.rejected_records WHERE source LIKE 'kafka:%'") == [
         ("kafka:purchases", f"{SEED_DATA}/kafka/purchases/purchases-export-2.jsonl.gz:18", "not a JSON object")
     ]
 
 
-def test_point_balances_by_hand(seed):
+def test_point_balances_by_hand(demo):
     # one point per whole unit of price: coffee 2 before the rise, 3 after; kris redeemed 30 of 67; rick's 500 and
     # yeva's 371 (above her 367) are refused; mona's account was closed, her 126 expired at the tombstone
-    assert seed.query(
+    assert demo.query(
         "SELECT user_id, balance, next_expiry_at::VARCHAR, next_expiry_points FROM points.point_balances ORDER BY user_id"
     ) == [
         ("ana", 17, "2025-06-02 00:00:00", 11),
@@ -83,13 +73,13 @@ def test_point_balances_by_hand(seed):
         ("rick", 452, "2025-06-02 00:00:00", 2),
         ("yeva", 367, "2025-06-02 00:00:00", 231),
     ]
-    assert seed.query(
+    assert demo.query(
         "SELECT location, reason FROM raw.rejected_records WHERE source = 'points:redemptions' ORDER BY location"
     ) == [
         (f"{SEED_DATA}/kafka/redemptions/redemptions-2024-06-04.jsonl:2", "insufficient_points"),
         (f"{SEED_DATA}/kafka/redemptions/redemptions-2024-06-04.jsonl:3", "insufficient_points"),
     ]
-    assert seed.query(
+    assert demo.query(
         "SELECT txn_id, occurred_at::VARCHAR, points FROM points.point_transactions WHERE kind <> 'earn' ORDER BY occurred_at"
     ) == [
         ("use:rd-1001", "2024-06-04 12:00:00", -30),
@@ -97,15 +87,15 @@ def test_point_balances_by_hand(seed):
     ]
 
 
-def test_s3_row_off_its_files_date_is_quarantined(seed):
-    assert seed.query("SELECT location, reason FROM raw.rejected_records WHERE source LIKE 's3:%'") == [
+def test_s3_row_off_its_files_date_is_quarantined(demo):
+    assert demo.query("SELECT location, reason FROM raw.rejected_records WHERE source LIKE 's3:%'") == [
         ("historical_purchases/2024-06-02.csv:7", "purchased_at is not on the file's date 2024-06-02")
     ]
 
 
-def test_profiles_by_hand(seed):
+def test_profiles_by_hand(demo):
     columns = "user_id, name, email, total_spend, purchase_count, days_since_last_purchase, reward_level, points_balance, products_purchased, activity_since_last_purchase, promotions"
-    rows = {row[0]: row for row in seed.query(f"SELECT {columns} FROM customer.profile_360")}
+    rows = {row[0]: row for row in demo.query(f"SELECT {columns} FROM customer.profile_360")}
     # purchases are keyed by name, users by u2001: two customers each, as the data says
     assert sorted(rows) == [
         "ana",
@@ -151,14 +141,14 @@ def test_profiles_by_hand(seed):
     )
     assert rows["cleo"][1:3] == ("Cleo", None)
     assert rows["u2002"][3:] == (D("0.00"), 0, None, "CLIMBING", 0, [], [], [])
-    assert seed.query("SELECT account_closed FROM customer.profile_360 WHERE user_id = 'mona'") == [(True,)]
+    assert demo.query("SELECT account_closed FROM customer.profile_360 WHERE user_id = 'mona'") == [(True,)]
     assert "eli" not in rows  # clicks alone do not make a known customer
 
 
-def test_recommendations_by_hand(seed):
+def test_recommendations_by_hand(demo):
     # kris looked at scone and tea: others' orders with either are h-1 (tea, honey, scone), h-2 (tea, honey),
     # h-3 (coffee, tea, cake) and rick's tea; honey is in two of them, cake and coffee in one
-    assert seed.query(
+    assert demo.query(
         "SELECT user_id, product_id, score, rank FROM customer.recommendations ORDER BY user_id, rank"
     ) == [
         ("ana", "tea", 1, 1),
@@ -172,11 +162,11 @@ def test_recommendations_by_hand(seed):
     ]
 
 
-def test_demo_journeys_by_hand(seed):
+def test_demo_journeys_by_hand(demo):
     # tea_trial: coffee buyers without tea (kris, yeva from day 1, dave from day 2) get the coupon, wait 3 days,
     # and move on to the reward the day their spend is above 50; spend_your_points: rick turns GOLD on day 4,
     # yeva SILVER on day 5, and a day after the thank-you mail comes the reminder
-    assert seed.query(
+    assert demo.query(
         "SELECT journey_id, customer_id, activation, activated_on::VARCHAR FROM journey.activations ORDER BY ALL"
     ) == [
         ("spend_your_points", "rick", "points_reminder", "2024-06-05"),
@@ -189,7 +179,7 @@ def test_demo_journeys_by_hand(seed):
         ("tea_trial", "yeva", "double_points", "2024-06-04"),
         ("tea_trial", "yeva", "tea_coupon", "2024-06-01"),
     ]
-    assert seed.query(
+    assert demo.query(
         "SELECT journey_id, node, count(*) FROM journey.journey_state WHERE node IN ('end', 'goal') GROUP BY ALL ORDER BY ALL"
     ) == [
         ("spend_your_points", "end", 1),
@@ -197,10 +187,10 @@ def test_demo_journeys_by_hand(seed):
     ]
 
 
-def test_every_column_of_every_table_is_described_in_the_catalog(seed):
+def test_every_column_of_every_table_is_described_in_the_catalog(demo):
     from loyalty_pipeline.columns import DESCRIPTIONS
 
-    columns = {name for (name,) in seed.query("SELECT DISTINCT column_name FROM duckdb_columns() WHERE NOT internal")}
+    columns = {name for (name,) in demo.query("SELECT DISTINCT column_name FROM duckdb_columns() WHERE NOT internal")}
     assert columns - set(DESCRIPTIONS) == set()
 
 

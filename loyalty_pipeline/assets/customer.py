@@ -35,6 +35,24 @@ def profiles_agree_with_totals_and_ledger(conn, rules) -> tuple[bool, dict]:
     return wrong == 0, {"customers_wrong": wrong}
 
 
+@check(
+    "Purchases whose user_id is neither a Kafka user nor an S3 customer (warning: e.g. keyed by name).",
+    blocking=False,
+)
+def purchases_by_known_users(conn, rules) -> tuple[bool, dict]:
+    unknown = conn.execute(
+        """
+        SELECT user_id, count(*) FROM loyalty.enriched_purchases
+        WHERE user_id NOT IN (SELECT user_id FROM raw.users UNION SELECT user_id FROM raw.customers)
+        GROUP BY ALL ORDER BY 2 DESC, 1
+        """
+    ).fetchall()
+    return not unknown, {
+        "purchases_by_unknown_users": sum(n for _, n in unknown),
+        "unknown_user_ids": ", ".join(user for user, _ in unknown[:20]),
+    }
+
+
 @check("At most 5 per customer, ranked 1..n, never a product of interest.")
 def recommendations_are_well_formed(conn, rules) -> tuple[bool, dict]:
     wrong = count_rows(
@@ -65,7 +83,11 @@ def serving_copy_is_complete(conn, rules) -> tuple[bool, dict]:
 PROFILE_KEY = dg.AssetKey(["customer", "profile_360"])
 RECOMMENDATIONS_KEY = dg.AssetKey(["customer", "recommendations"])
 SERVING_KEY = dg.AssetKey(["customer", "serving_snapshot"])
-PROFILE_CHECKS = [profiles_agree_with_totals_and_ledger, duplicate_check(PROFILE_KEY, ["user_id"])]
+PROFILE_CHECKS = [
+    profiles_agree_with_totals_and_ledger,
+    purchases_by_known_users,
+    duplicate_check(PROFILE_KEY, ["user_id"]),
+]
 RECOMMENDATIONS_CHECKS = [
     recommendations_are_well_formed,
     duplicate_check(RECOMMENDATIONS_KEY, ["user_id", "rank"]),

@@ -35,24 +35,6 @@ def enriched_keeps_every_purchase(conn, rules) -> tuple[bool, dict]:
     return missing == 0, {"purchases_not_enriched": missing}
 
 
-@check(
-    "Purchases whose user_id is neither a Kafka user nor an S3 customer (warning: e.g. keyed by name).",
-    blocking=False,
-)
-def purchases_by_known_users(conn, rules) -> tuple[bool, dict]:
-    unknown = conn.execute(
-        """
-        SELECT user_id, count(*) FROM loyalty.enriched_purchases
-        WHERE user_id NOT IN (SELECT user_id FROM raw.users UNION SELECT user_id FROM raw.customers)
-        GROUP BY ALL ORDER BY 2 DESC, 1
-        """
-    ).fetchall()
-    return not unknown, {
-        "purchases_by_unknown_users": sum(n for _, n in unknown),
-        "unknown_user_ids": ", ".join(user for user, _ in unknown[:20]),
-    }
-
-
 @check("Purchases of a product with no price known at purchase time.", blocking=False)
 def purchases_of_priced_products(conn, rules) -> tuple[bool, dict]:
     unpriced = count_rows(conn, "SELECT 1 FROM loyalty.enriched_purchases WHERE price IS NULL")
@@ -95,7 +77,6 @@ def stamps_match_purchases(conn, rules) -> tuple[bool, dict]:
 
 ENRICHED_CHECKS = [
     enriched_keeps_every_purchase,
-    purchases_by_known_users,
     purchases_of_priced_products,
     duplicate_check(ENRICHED_KEY, ["purchase_id"]),
 ]
