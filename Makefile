@@ -34,7 +34,6 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/run_bench.py --customers $(CUSTOMERS) --days $(DAYS)
 	$(BIN)/python bench/ledger_day_cost.py --out bench/results/ledger_day_cost.json
 	$(BIN)/python bench/journey_day_cost.py --out bench/results/journey_day_cost.json
-	$(BIN)/python bench/late_file_cost.py --out bench/results/late_file_cost.json
 
 clean:
 	rm -rf $(VENV) data/warehouse.duckdb*

@@ -12,7 +12,8 @@
 3. Checks that the three agree on sales_totals, caffeine_index and promotions (and, reported apart, the profile's
    total_spend and purchase_count).
 4. Incremental cost (unless --no-incremental): 366 days for M customers; materializes days 1..30, times day 31
-   alone, materializes 32..365, times day 366 alone (`--from/--to`).
+   alone, materializes 32..365, times day 366 alone (`--from/--to`). Then `late_file_cost.py` at M customers:
+   an on-time day and a late file, each next to the time DuckDB spent on that run's SQL alone.
 5. Writes `bench/results/latest.json` and prints a table.
 """
 
@@ -32,6 +33,8 @@ import duckdb
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
+
+import late_file_cost
 
 from loyalty_pipeline import generate
 
@@ -394,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.no_incremental:
         result["incremental"] = incremental(args, work)
+        # one on-time day and one late file, driven by the sensor, each next to the day's SQL alone
+        result["one_day"] = late_file_cost.main(["--customers", str(args.incremental_customers), "--days", "30"])
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
