@@ -86,8 +86,8 @@ def open_window(
     return Window(days_table, what, first, end, rebuilt, later[-1] if later else None)
 
 
-def publish(conn: duckdb.DuckDBPyConnection, statements: list[str], params: dict) -> None:
-    """Runs a day's writes in one transaction, each statement bound to the parameters it names."""
+def publish(conn: duckdb.DuckDBPyConnection, writes: list[tuple[str, dict]]) -> None:
+    """Runs a day's writes, (statement, its parameters) pairs, in one transaction."""
     with transaction(conn):
-        for statement in statements:
-            conn.execute(statement, {name: value for name, value in params.items() if f"${name}" in statement})
+        for statement, params in writes:
+            conn.execute(statement, params)

@@ -11,7 +11,7 @@ import duckdb
 
 from loyalty_pipeline.chain import Window, publish
 from loyalty_pipeline.config import Journey, Rules
-from loyalty_pipeline.profiles import BEHAVIOUR, FROM_START, NEXT_DAY
+from loyalty_pipeline.profiles import BEHAVIOUR, add_day_to_totals, totals_from_start
 from loyalty_pipeline.warehouse import insert_rows
 
 DDL = """
@@ -120,14 +120,22 @@ WHERE (p.step_index = 0 OR step.activation IS NOT NULL OR p.step_entered_at + st
                   AND h.customer_id = p.customer_id AND h.stage_index = next.stage_index))
 """
 
-# The day's rows replace the state's rows of that day; a node reached earlier keeps its first day.
-PUBLISH = [
-    "DELETE FROM journey.journey_state WHERE entered_at = $day",
-    """INSERT INTO journey.journey_state
-       SELECT DISTINCT journey_id, customer_id, node, entered_at FROM today
-       ANTI JOIN journey.journey_state USING (journey_id, customer_id, node)""",
-    "INSERT OR IGNORE INTO journey.journey_days VALUES ($day)",
-]
+
+def publish_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
+    """The day's rows replace the state's rows of that day; a node reached earlier keeps its first day."""
+    publish(
+        conn,
+        [
+            ("DELETE FROM journey.journey_state WHERE entered_at = $day", {"day": day}),
+            (
+                """INSERT INTO journey.journey_state
+                   SELECT DISTINCT journey_id, customer_id, node, entered_at FROM today
+                   ANTI JOIN journey.journey_state USING (journey_id, customer_id, node)""",
+                {},
+            ),
+            ("INSERT OR IGNORE INTO journey.journey_days VALUES ($day)", {"day": day}),
+        ],
+    )
 
 
 def load_definitions(conn: duckdb.DuckDBPyConnection, journeys: list[Journey]) -> None:
@@ -200,14 +208,10 @@ def evaluate_criteria(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date, 
     The profile's totals move on by the day's events when they are as of the day before, else are summed from the
     start (the first day of a run without a kept copy)."""
     if totals_as_of == day - timedelta(days=1):
-        for statement in NEXT_DAY:
-            conn.execute(statement, {"as_of": day} if "$as_of" in statement else {})
+        add_day_to_totals(conn, day)
     else:
-        conn.execute(FROM_START, {"as_of": day})
-    conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE journey_profile AS {BEHAVIOUR}",
-        {"as_of": day, "default_tier": rules.default_tier},
-    )
+        totals_from_start(conn, day)
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE journey_profile AS {BEHAVIOUR}", {"as_of": day})
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE hits (journey_id VARCHAR, criterion VARCHAR, stage_index INTEGER, "
         "exit_order INTEGER, customer_id VARCHAR)"
@@ -250,5 +254,5 @@ def build_day(
     window.refuse_change(
         conn, day, "SELECT * FROM today", "SELECT * FROM journey.journey_state WHERE entered_at = $day"
     )
-    publish(conn, PUBLISH, {"day": day})
+    publish_day(conn, day)
     return rounds

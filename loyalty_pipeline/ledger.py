@@ -182,20 +182,31 @@ SELECT $run_id, $revised_at, $reason, change, txn_id, user_id, occurred_at, kind
 FROM changes
 """
 
-WRITE_DAY = [
-    "DELETE FROM points.point_transactions WHERE day = $day",
-    "DELETE FROM points.lot_allocations WHERE day = $day",
-    "DELETE FROM raw.rejected_records WHERE source = 'points:redemptions' AND day = $day",
-    "INSERT INTO points.point_transactions SELECT * FROM day_rows",
-    """INSERT INTO points.lot_allocations
-       SELECT CASE kind WHEN 'use' THEN 'use:' || ref ELSE 'expire:' || lot_txn_id END,
-              lot_txn_id, lot_expires_at, user_id, points, $day
-       FROM day_allocations""",
-    """INSERT INTO raw.rejected_records
-       SELECT 'points:redemptions', location, coalesce(refusal, 'insufficient_points'), raw, $day
-       FROM day_redemptions WHERE refusal IS NOT NULL OR redemption_id IN (SELECT redemption_id FROM refused)""",
-    "INSERT OR IGNORE INTO points.ledger_days VALUES ($day)",
-]
+
+def write_day(day: date) -> list[tuple[str, dict]]:
+    """The day's rows replace the ledger's rows of that day: (statement, parameters) pairs for `publish`."""
+    on_day = {"day": day}
+    return [
+        ("DELETE FROM points.point_transactions WHERE day = $day", on_day),
+        ("DELETE FROM points.lot_allocations WHERE day = $day", on_day),
+        ("DELETE FROM raw.rejected_records WHERE source = 'points:redemptions' AND day = $day", on_day),
+        ("INSERT INTO points.point_transactions SELECT * FROM day_rows", {}),
+        (
+            """INSERT INTO points.lot_allocations
+               SELECT CASE kind WHEN 'use' THEN 'use:' || ref ELSE 'expire:' || lot_txn_id END,
+                      lot_txn_id, lot_expires_at, user_id, points, $day
+               FROM day_allocations""",
+            on_day,
+        ),
+        (
+            """INSERT INTO raw.rejected_records
+               SELECT 'points:redemptions', location, coalesce(refusal, 'insufficient_points'), raw, $day
+               FROM day_redemptions
+               WHERE refusal IS NOT NULL OR redemption_id IN (SELECT redemption_id FROM refused)""",
+            on_day,
+        ),
+        ("INSERT OR IGNORE INTO points.ledger_days VALUES ($day)", on_day),
+    ]
 
 
 def first_event_before(conn: duckdb.DuckDBPyConnection, day: date) -> date | None:
@@ -231,7 +242,8 @@ def build_day(
     window.refuse_change(
         conn, day, "SELECT * FROM day_rows", "SELECT * FROM points.point_transactions WHERE day = $day"
     )
-    publish(conn, ([REVISE_DAY] if day in window.rebuilt else []) + WRITE_DAY, {"day": day, **revision})
+    revise = [(REVISE_DAY, {"day": day, **revision})] if day in window.rebuilt else []
+    publish(conn, revise + write_day(day))
     return {
         "rounds": rounds,
         "refused": conn.execute("SELECT count(*) FROM refused").fetchall()[0][0],

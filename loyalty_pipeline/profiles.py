@@ -1,9 +1,13 @@
 """The customer profile as of the end of a day, in SQL: the columns journeys' criteria read, and the 360 view.
 
 A profile is made of per-customer running totals of the events up to the day (`TOTALS`). Journeys carry them
-from day to day (`NEXT_DAY` replaces the rows of the day's customers only) instead of re-reading history, and
+from day to day (`add_day_to_totals` replaces the rows of the day's customers only) instead of re-reading history, and
 `BEHAVIOUR` turns totals into the columns of SPEC §5.4 as of `$as_of`.
 """
+
+from datetime import date
+
+import duckdb
 
 # Running totals of the events in days [$first, $last], one row per user id seen in any of them; `known` says the
 # id is a customer (a user message or a purchase; the customers export is joined in BEHAVIOUR) rather than only
@@ -40,41 +44,46 @@ LEFT JOIN points USING (user_id)
 LEFT JOIN activity USING (user_id)
 """
 
-FROM_START = "CREATE OR REPLACE TEMP TABLE profile_totals AS " + TOTALS.replace("$first", "DATE '0001-01-01'").replace(
-    "$last", "$as_of"
-)
 
-# The totals of the customers with events on `$as_of`: their totals up to the day before plus the day's (sums add,
-# lists unite, a purchase on the day restarts the activity since the last purchase) replace their rows.
-NEXT_DAY = [
-    f"""CREATE OR REPLACE TEMP TABLE profile_day AS
-        SELECT user_id,
-               coalesce(before.known, false) OR day.known AS known,
-               (coalesce(before.total_spend, 0) + day.total_spend)::DECIMAL(18,2) AS total_spend,
-               coalesce(before.purchase_count, 0) + day.purchase_count AS purchase_count,
-               coalesce(before.priced_count, 0) + day.priced_count AS priced_count,
-               coalesce(before.first_purchase_at, day.first_purchase_at) AS first_purchase_at,
-               coalesce(day.last_purchase_at, before.last_purchase_at) AS last_purchase_at,
-               list_sort(list_distinct(list_concat(before.products_purchased, day.products_purchased)))
-                   AS products_purchased,
-               coalesce(before.points_balance, 0) + day.points_balance AS points_balance,
-               CASE WHEN day.last_purchase_at IS NOT NULL THEN day.activity
-                    ELSE list_sort(list_distinct(list_concat(before.activity, day.activity))) END AS activity
-        FROM ({TOTALS.replace("$first", "$as_of").replace("$last", "$as_of")}) AS day
-        LEFT JOIN profile_totals AS before USING (user_id)""",
-    "DELETE FROM profile_totals WHERE user_id IN (SELECT user_id FROM profile_day)",
-    "INSERT INTO profile_totals SELECT * FROM profile_day",
-]
+def totals_from_start(conn: duckdb.DuckDBPyConnection, as_of: date) -> None:
+    """Temp table `profile_totals`: the totals of every event up to the end of `as_of`."""
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE profile_totals AS {TOTALS}", {"first": date.min, "last": as_of})
+
+
+def add_day_to_totals(conn: duckdb.DuckDBPyConnection, day: date) -> None:
+    """Moves `profile_totals` from the end of the day before `day` to the end of `day`: the day's customers' totals
+    up to the day before plus the day's (sums add, lists unite, a purchase on the day restarts the activity since
+    the last purchase) replace their rows."""
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP TABLE profile_day AS
+            SELECT user_id,
+                   coalesce(before.known, false) OR day.known AS known,
+                   (coalesce(before.total_spend, 0) + day.total_spend)::DECIMAL(18,2) AS total_spend,
+                   coalesce(before.purchase_count, 0) + day.purchase_count AS purchase_count,
+                   coalesce(before.priced_count, 0) + day.priced_count AS priced_count,
+                   coalesce(before.first_purchase_at, day.first_purchase_at) AS first_purchase_at,
+                   coalesce(day.last_purchase_at, before.last_purchase_at) AS last_purchase_at,
+                   list_sort(list_distinct(list_concat(before.products_purchased, day.products_purchased)))
+                       AS products_purchased,
+                   coalesce(before.points_balance, 0) + day.points_balance AS points_balance,
+                   CASE WHEN day.last_purchase_at IS NOT NULL THEN day.activity
+                        ELSE list_sort(list_distinct(list_concat(before.activity, day.activity))) END AS activity
+            FROM ({TOTALS}) AS day
+            LEFT JOIN profile_totals AS before USING (user_id)""",
+        {"first": day, "last": day},
+    )
+    conn.execute("DELETE FROM profile_totals WHERE user_id IN (SELECT user_id FROM profile_day)")
+    conn.execute("INSERT INTO profile_totals SELECT * FROM profile_day")
+
 
 # The behaviour columns of SPEC §5.4 for every known customer (in the totals or the customers export), from
-# `profile_totals` as of the end of `$as_of`.
+# `profile_totals` as of the end of `$as_of`; the tier by `reward_level()` (rules_sql.install_tiers).
 BEHAVIOUR = """
 SELECT user_id, coalesce(total_spend, 0)::DECIMAL(18,2) AS total_spend, coalesce(purchase_count, 0) AS purchase_count,
        CASE WHEN priced_count > 0 THEN (total_spend / priced_count)::DECIMAL(18,2) END AS avg_purchase_price,
        first_purchase_at, last_purchase_at,
        $as_of::DATE - last_purchase_at::DATE AS days_since_last_purchase,
-       coalesce((SELECT arg_max(tiers.name, tiers.above) FROM tiers WHERE coalesce(total_spend, 0) > tiers.above),
-                $default_tier) AS reward_level,
+       reward_level(coalesce(total_spend, 0)) AS reward_level,
        coalesce(points_balance, 0) AS points_balance,
        coalesce(products_purchased, []::VARCHAR[]) AS products_purchased,
        coalesce(activity, []::VARCHAR[]) AS activity_since_last_purchase

@@ -9,7 +9,7 @@ import pytest
 from loyalty_pipeline.cli import materialize_days
 from loyalty_pipeline.config import RulesError, load_rules
 from loyalty_pipeline.definitions import EVERYTHING_JOB, build_defs
-from loyalty_pipeline.profiles import FROM_START
+from loyalty_pipeline.profiles import totals_from_start
 from loyalty_pipeline.warehouse import rows_differing
 
 RULES = """
@@ -204,7 +204,7 @@ def test_profile_totals_carried_day_to_day_and_run_to_run_equal_totals_from_the_
         assert rows_differing(conn, state.format("split"), state.format("whole")) == 0
         assert conn.execute("SELECT DISTINCT as_of FROM journey.profile_totals").fetchall() == [(date(2024, 1, 14),)]
         conn.execute("SET TimeZone = 'UTC'")
-        conn.execute(FROM_START, {"as_of": date(2024, 1, 14)})
+        totals_from_start(conn, date(2024, 1, 14))
         kept = "SELECT * EXCLUDE (as_of) FROM journey.profile_totals"
         assert (
             conn.execute(f"SELECT count(*) FROM ({kept}) WHERE len(activity) > 0 AND purchase_count > 0").fetchall()[0][

@@ -8,10 +8,11 @@ import dagster as dg
 from loyalty_pipeline import recommend
 from loyalty_pipeline.assets.checks import check, check_results, check_specs, count_rows, duplicate_check
 from loyalty_pipeline.assets.ingest import customers, raw_topics
-from loyalty_pipeline.assets.loyalty import _load_tiers, enriched_purchases, promotions, sales_totals
+from loyalty_pipeline.assets.loyalty import enriched_purchases, promotions, sales_totals
 from loyalty_pipeline.assets.points import point_balances
-from loyalty_pipeline.profiles import FROM_START, PROFILE_360
+from loyalty_pipeline.profiles import PROFILE_360, totals_from_start
 from loyalty_pipeline.resources import RulesResource, Warehouse, serving_path
+from loyalty_pipeline.rules_sql import install_tiers
 from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, preview, table_metadata, transaction
 
 SERVED_TABLES = ["customer.profile_360", "customer.recommendations"]
@@ -65,16 +66,14 @@ def recommendations_are_well_formed(conn, rules) -> tuple[bool, dict]:
 
 @check("The serving copy holds the warehouse's 360 tables: same row count and row-hash sum per table.")
 def serving_copy_is_complete(conn, rules) -> tuple[bool, dict]:
-    fingerprint = "SELECT count(*), sum(hash(t)) FROM {} AS t"
+
+    def fingerprint(table: str) -> list[tuple]:
+        return conn.execute(f"SELECT count(*), sum(hash(t)) FROM {table} AS t").fetchall()
+
     database = conn.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
     conn.execute("ATTACH $path AS serving (READ_ONLY)", {"path": str(serving_path(database[0][0]))})
     try:
-        differing = [
-            table
-            for table in SERVED_TABLES
-            if conn.execute(fingerprint.format(table)).fetchall()
-            != conn.execute(fingerprint.format(f"serving.{table}")).fetchall()
-        ]
+        differing = [table for table in SERVED_TABLES if fingerprint(table) != fingerprint(f"serving.{table}")]
     finally:
         conn.execute("DETACH serving")
     return not differing, {"tables_differing": ", ".join(differing) or "none"}
@@ -117,14 +116,11 @@ SERVING_CHECKS = [serving_copy_is_complete]
 def profile_360(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
     with warehouse.get_connection() as conn:
         as_of = conn.execute(LAST_DAY).fetchall()[0][0]
-        _load_tiers(conn, rules)
-        conn.execute(FROM_START, {"as_of": as_of})
+        install_tiers(conn, rules.rules)
+        totals_from_start(conn, as_of)
         with transaction(conn):
             conn.execute("CREATE SCHEMA IF NOT EXISTS customer")
-            conn.execute(
-                f"CREATE OR REPLACE TABLE customer.profile_360 AS {PROFILE_360}",
-                {"as_of": as_of, "default_tier": rules.rules.default_tier},
-            )
+            conn.execute(f"CREATE OR REPLACE TABLE customer.profile_360 AS {PROFILE_360}", {"as_of": as_of})
         return dg.MaterializeResult(
             metadata={
                 **table_metadata(conn, "customer.profile_360"),

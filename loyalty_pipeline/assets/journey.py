@@ -7,11 +7,12 @@ import dagster as dg
 from loyalty_pipeline import journeys, ledger
 from loyalty_pipeline.assets.checks import check, check_results, check_specs
 from loyalty_pipeline.assets.ingest import customers, raw_topics
-from loyalty_pipeline.assets.loyalty import _load_tiers, enriched_purchases
+from loyalty_pipeline.assets.loyalty import enriched_purchases
 from loyalty_pipeline.assets.points import point_transactions
 from loyalty_pipeline.chain import DayOrderError, open_window
 from loyalty_pipeline.partitions import DECLARED
 from loyalty_pipeline.resources import RulesResource, Warehouse
+from loyalty_pipeline.rules_sql import install_tiers
 from loyalty_pipeline.warehouse import (
     OWNERS,
     WAREHOUSE_POOL,
@@ -29,16 +30,16 @@ STATE_KEY = dg.AssetKey(["journey", "journey_state"])
 
 
 def _invalid(conn, rules: RulesResource, sql: str, sample: bool = False) -> int:
+    """Rows of `sql`, which reads the state as `checked_state`: the whole table, or a 10% sample of it."""
     journeys.load_definitions(conn, rules.rules.journeys)
-    source = (
-        "(SELECT * FROM journey.journey_state USING SAMPLE 10 PERCENT (bernoulli))"
-        if sample
-        else "journey.journey_state"
+    conn.execute(
+        "CREATE OR REPLACE TEMP VIEW checked_state AS SELECT * FROM journey.journey_state"
+        + (" USING SAMPLE 10 PERCENT (bernoulli)" if sample else "")
     )
-    return conn.execute(f"SELECT count(*) FROM ({sql.format(state=source)})").fetchall()[0][0]
+    return count(conn, sql)
 
 
-LOCATED = """SELECT s.*, n.kind, n.stage_index, n.step_index, n.position FROM {state} AS s
+LOCATED = """SELECT s.*, n.kind, n.stage_index, n.step_index, n.position FROM checked_state AS s
              JOIN journey_nodes AS n USING (journey_id, node)"""
 
 
@@ -105,12 +106,12 @@ def activations_match_state(conn, rules) -> tuple[bool, dict]:
     wrong = _invalid(
         conn,
         rules,
-        """(SELECT s.journey_id, s.customer_id, n.activation, s.entered_at FROM {state} AS s
+        """(SELECT s.journey_id, s.customer_id, n.activation, s.entered_at FROM checked_state AS s
             JOIN journey_nodes AS n USING (journey_id, node) WHERE n.activation IS NOT NULL
             EXCEPT ALL SELECT * FROM journey.activations)
            UNION ALL
            (SELECT * FROM journey.activations
-            EXCEPT ALL SELECT s.journey_id, s.customer_id, n.activation, s.entered_at FROM {state} AS s
+            EXCEPT ALL SELECT s.journey_id, s.customer_id, n.activation, s.entered_at FROM checked_state AS s
             JOIN journey_nodes AS n USING (journey_id, node) WHERE n.activation IS NOT NULL)""",
     )
     return wrong == 0, {"rows_differing": wrong}
@@ -172,7 +173,7 @@ def journey_state(
     first, end = window_days(context)
     with warehouse.get_connection() as conn:
         conn.execute(journeys.DDL + ledger.DDL)
-        _load_tiers(conn, rules)
+        install_tiers(conn, rules.rules)
         journeys.load_definitions(conn, rules.rules.journeys)
         ledger_first = conn.execute("SELECT min(day) FROM points.ledger_days").fetchall()[0][0]
         window = open_window(

@@ -7,6 +7,7 @@ from loyalty_pipeline.assets.checks import check, check_results, check_specs, co
 from loyalty_pipeline.assets.ingest import historical_purchases, raw_topics
 from loyalty_pipeline.partitions import DECLARED
 from loyalty_pipeline.resources import RulesResource, Warehouse
+from loyalty_pipeline.rules_sql import install_tiers
 from loyalty_pipeline.warehouse import (
     OWNERS,
     WAREHOUSE_POOL,
@@ -43,7 +44,8 @@ def purchases_of_priced_products(conn, rules) -> tuple[bool, dict]:
 
 @check("Each total is the sum of the customer's known prices and its tier follows the thresholds.")
 def totals_and_tiers_agree(conn, rules) -> tuple[bool, dict]:
-    _load_tiers(conn, rules)
+    # the tier is recomputed from the rule rows, not with reward_level(), so a broken macro fails this check
+    install_tiers(conn, rules.rules)
     wrong = count_rows(
         conn,
         """
@@ -53,9 +55,9 @@ def totals_and_tiers_agree(conn, rules) -> tuple[bool, dict]:
         SELECT 1 FROM expected FULL JOIN loyalty.sales_totals AS actual USING (user_id)
         WHERE expected.total IS DISTINCT FROM actual.total
            OR actual.reward_level IS DISTINCT FROM coalesce(
-                (SELECT name FROM tiers WHERE actual.total > tiers.above ORDER BY above DESC LIMIT 1), $default)
+                (SELECT name FROM rule_tiers WHERE actual.total > above ORDER BY above DESC LIMIT 1),
+                (SELECT name FROM rule_tiers WHERE above IS NULL))
         """,
-        {"default": rules.rules.default_tier},
     )
     return wrong == 0, {"customers_wrong": wrong}
 
@@ -216,20 +218,15 @@ def all_products(warehouse: Warehouse) -> dg.MaterializeResult:
 )
 def sales_totals(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
     with warehouse.get_connection() as conn:
-        _load_tiers(conn, rules)
+        install_tiers(conn, rules.rules)
         _replace_table(
             conn,
             "loyalty.sales_totals",
             """
-            WITH totals AS (
-                SELECT user_id, coalesce(sum(price), 0)::DECIMAL(18,2) AS total
-                FROM loyalty.enriched_purchases GROUP BY user_id
-            )
-            SELECT user_id, total, coalesce(arg_max(tiers.name, tiers.above), $default_tier) AS reward_level
-            FROM totals LEFT JOIN tiers ON totals.total > tiers.above
-            GROUP BY user_id, total
+            SELECT user_id, total, reward_level(total) AS reward_level
+            FROM (SELECT user_id, coalesce(sum(price), 0)::DECIMAL(18,2) AS total
+                  FROM loyalty.enriched_purchases GROUP BY user_id)
             """,
-            {"default_tier": rules.rules.default_tier},
         )
         result = _table_result(conn, SALES_TOTALS_KEY, "total DESC, user_id", SALES_TOTALS_CHECKS, rules)
         tiers = conn.execute(
@@ -237,11 +234,6 @@ def sales_totals(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeRe
         ).fetchall()
         result.metadata["tier_distribution"] = dg.MetadataValue.md(bar_table(("tier", "customers"), tiers))
         return result
-
-
-def _load_tiers(conn, rules: RulesResource) -> None:
-    conn.execute("CREATE OR REPLACE TEMP TABLE tiers (name VARCHAR, above DECIMAL(18,2))")
-    insert_rows(conn, "tiers", [[tier.name, tier.above] for tier in rules.rules.tiers])
 
 
 @dg.asset(
