@@ -132,8 +132,9 @@ def _field_sql(field: Field, json: str) -> tuple[str, str]:
     return value, f"CASE {reason} END"
 
 
-def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: date) -> None:
-    """Parse `kafka_lines(file, line_no, line)` (see lines.load_lines) into temp table `kafka_parsed`: one row per line, either typed or with a reason.
+def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: date, lines: str) -> str:
+    """Parses table `lines(file, line_no, line)` (lines.load_lines) into a temp table, whose name it returns: one row
+    per non-blank line, either typed or with a reason.
 
     Lines with valid coordinates count once per (partition, offset): snapshots are exported at-least-once. A
     valid copy wins over an invalid one, then the first by file and line.
@@ -151,7 +152,7 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
         WITH envelopes AS (
             SELECT file, line_no, line,
                    CASE WHEN try(json_type(line)) = 'OBJECT' THEN line END AS message
-            FROM kafka_lines WHERE trim(line) <> ''  -- blank lines are not messages
+            FROM {lines} WHERE trim(line) <> ''  -- blank lines are not messages
         ), parts AS (
             SELECT *, json_extract(message, ['$.partition', '$.offset', '$.ts', '$.key', '$.payload']) AS envelope
             FROM envelopes
@@ -208,3 +209,4 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
                QUALIFY row_number() OVER (PARTITION BY kafka_partition, kafka_offset
                                           ORDER BY reason IS NULL DESC, file, line_no) > 1)"""
     )
+    return "kafka_parsed"

@@ -39,8 +39,9 @@ CSV_LINE = f"^{_FIELD}(?:,{_FIELD})*$"
 CSV_FIELDS = f"({_FIELD}),"
 
 
-def load_csv(conn: duckdb.DuckDBPyConnection, copies: dict[str, Path], columns: list[str]) -> None:
-    """CSV files (header first) into temp table `csv_rows(s3_key, line_no, row_no, raw, problem, <columns>)`.
+def load_csv(conn: duckdb.DuckDBPyConnection, copies: dict[str, Path], columns: list[str]) -> str:
+    """CSV files (header first) into a temp table `(s3_key, line_no, row_no, raw, problem, <columns>)`, whose name
+    it returns.
 
     Every non-blank data line is a row, with its text as written; `problem` says why a line is not a CSV row
     of `len(columns)` fields, or that its file's header is not the contract's. Empty fields are NULL.
@@ -77,3 +78,4 @@ def load_csv(conn: duckdb.DuckDBPyConnection, copies: dict[str, Path], columns: 
             FROM unreadable JOIN csv_files USING (file)""",
         {"line_pattern": CSV_LINE, "fields_pattern": CSV_FIELDS, "width": len(columns), "header": ",".join(columns)},
     )
+    return "csv_rows"

@@ -80,16 +80,17 @@ def _files_to_read(conn, topic: str, files: list[Path], first: date, end: date) 
     return read
 
 
-def _record_files(conn, topic: str, files: list[Path]) -> None:
-    """Remember the day range of the files just read (`files_read`), and forget files no longer there."""
+def _record_files(conn, topic: str, files: list[Path], parsed: str) -> None:
+    """Remember the day range of the files just read (`files_read`, days from `parsed`), and forget files no
+    longer there."""
     conn.execute(
         "DELETE FROM raw.kafka_files WHERE topic = $1 AND (file IN (SELECT file FROM files_read) OR NOT list_contains($2, file))",
         [topic, [str(path) for path in files]],
     )
     conn.execute(
-        """INSERT INTO raw.kafka_files
+        f"""INSERT INTO raw.kafka_files
            SELECT $1, files_read.file, version, min(day), max(day)
-           FROM files_read LEFT JOIN kafka_parsed USING (file) GROUP BY ALL""",
+           FROM files_read LEFT JOIN {parsed} USING (file) GROUP BY ALL""",
         [topic],
     )
 
@@ -142,14 +143,14 @@ def _ingest_topic(context, conn, sources: EventSources, topic: Topic, first, end
     read = _files_to_read(conn, topic.name, files, first, end)
     conn.execute("CREATE OR REPLACE TEMP TABLE unreadable_files (file VARCHAR, reason VARCHAR)")
     insert_rows(conn, "unreadable_files", load_lines(conn, read, "kafka_lines"))
-    parse_messages(conn, topic, partitions.first_day(context))
+    parsed = parse_messages(conn, topic, partitions.first_day(context), "kafka_lines")
     columns = ", ".join(topic.columns)
     with transaction(conn):
         conn.execute(f"DELETE FROM raw.{topic.name} WHERE day >= $1 AND day < $2", [first, end])
         conn.execute(
             f"""INSERT INTO raw.{topic.name} ({columns}, tombstone, kafka_partition, kafka_offset, event_ts, day, location)
             SELECT {columns}, tombstone, kafka_partition, kafka_offset, event_ts, day, file || ':' || line_no
-            FROM kafka_parsed WHERE reason IS NULL AND day >= $1 AND day < $2""",
+            FROM {parsed} WHERE reason IS NULL AND day >= $1 AND day < $2""",
             [first, end],
         )
         _quarantine(
@@ -158,11 +159,11 @@ def _ingest_topic(context, conn, sources: EventSources, topic: Topic, first, end
             first,
             end,
             "SELECT file || ':' || line_no AS location, reason, line AS raw, day "
-            "FROM kafka_parsed WHERE reason IS NOT NULL "
+            f"FROM {parsed} WHERE reason IS NOT NULL "
             "UNION ALL SELECT file || ':0', reason, NULL, NULL FROM unreadable_files",  # line 0: the whole file
             undated_of="EXISTS (SELECT 1 FROM files_read WHERE starts_with(location, files_read.file || ':'))",
         )
-        _record_files(conn, topic.name, files)
+        _record_files(conn, topic.name, files, parsed)
     window_rows = f"SELECT * EXCLUDE (day) FROM raw.{topic.name} WHERE day >= $1 AND day < $2"
     return dg.MaterializeResult(
         asset_key=key,
@@ -172,7 +173,7 @@ def _ingest_topic(context, conn, sources: EventSources, topic: Topic, first, end
             "files": len(files),
             "files_read": len(read),
             "duplicates_dropped": count(
-                conn, "SELECT 1 FROM kafka_lines WHERE trim(line) <> '' EXCEPT ALL SELECT 1 FROM kafka_parsed"
+                conn, f"SELECT 1 FROM kafka_lines WHERE trim(line) <> '' EXCEPT ALL SELECT 1 FROM {parsed}"
             ),
             "preview": preview(conn, window_rows, [first, end]),
             **_rejection_metadata(conn, source),
@@ -212,9 +213,9 @@ def customers(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: 
     source = "s3:customers"
     with sources.workdir() as workdir, warehouse.get_connection() as conn:
         conn.execute(CUSTOMERS_DDL + REJECTED_DDL)
-        load_csv(conn, store.local_copies(keys, Path(workdir)), ["user_id", "name", "email", "signup_date"])
+        rows = load_csv(conn, store.local_copies(keys, Path(workdir)), ["user_id", "name", "email", "signup_date"])
         conn.execute(
-            """
+            f"""
             CREATE OR REPLACE TEMP TABLE customers_checked AS
             SELECT *, TRY_CAST(signup_date AS DATE) AS signup,
                    CASE WHEN problem IS NOT NULL THEN problem
@@ -222,7 +223,7 @@ def customers(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: 
                         WHEN signup_date IS NOT NULL AND TRY_CAST(signup_date AS DATE) IS NULL
                         THEN 'signup_date is not a date (YYYY-MM-DD)'
                    END AS reason
-            FROM csv_rows
+            FROM {rows}
             """
         )
         with transaction(conn):
@@ -297,19 +298,20 @@ def historical_purchases(context: dg.AssetExecutionContext, warehouse: Warehouse
         context.log.warning(f"skipped files misnamed {misnamed} or dated before the first partition {too_early}")
     with sources.workdir() as workdir, warehouse.get_connection() as conn:
         conn.execute(HISTORICAL_DDL + REJECTED_DDL)
-        load_csv(
+        rows = load_csv(
             conn,
             store.local_copies(sorted(dated), Path(workdir)),
             ["order_id", "user_id", "product_id", "price", "purchased_at"],
         )
+        conn.execute("CREATE OR REPLACE TEMP TABLE file_days (s3_key VARCHAR, file_day DATE)")
+        insert_rows(conn, "file_days", [[key, day] for key, day in dated.items()])
         conn.execute(
-            """
+            f"""
             CREATE OR REPLACE TEMP TABLE historical_checked AS
             WITH typed AS (
                 SELECT *, TRY_CAST(price AS DECIMAL(18,2)) AS amount,
-                       timezone('UTC', TRY_CAST(purchased_at AS TIMESTAMPTZ)) AS purchased,
-                       TRY_CAST(regexp_extract(s3_key, '(\\d{4}-\\d{2}-\\d{2})\\.csv$', 1) AS DATE) AS file_day
-                FROM csv_rows
+                       timezone('UTC', TRY_CAST(purchased_at AS TIMESTAMPTZ)) AS purchased
+                FROM {rows} JOIN file_days USING (s3_key)
             )
             SELECT *, CASE
                 WHEN problem IS NOT NULL THEN problem
