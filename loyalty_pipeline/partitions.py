@@ -24,3 +24,9 @@ def with_start(spec: dg.AssetSpec, start: date) -> dg.AssetSpec:
 def first_day(context: dg.AssetExecutionContext) -> date:
     """The first partition of the running asset: older events belong to no partition and are quarantined."""
     return context.assets_def.partitions_def.start.date()
+
+
+def window_days(context: dg.AssetExecutionContext) -> tuple[date, date]:
+    """[first day, day after the last) of the partitions this step materializes."""
+    window = context.partition_time_window
+    return window.start.date(), window.end.date()

@@ -197,7 +197,7 @@ def test_every_column_of_every_table_is_described_in_the_catalog(demo):
 def test_previews_read_like_the_table_nulls_blank_and_lists_with_commas():
     import duckdb
 
-    from loyalty_pipeline.warehouse import bar_table, preview
+    from loyalty_pipeline.metadata import bar_table, preview
 
     conn = duckdb.connect()
     table = preview(

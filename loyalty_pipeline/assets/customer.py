@@ -10,10 +10,11 @@ from loyalty_pipeline.assets.checks import check, check_results, check_specs, co
 from loyalty_pipeline.assets.ingest import customers, raw_topics
 from loyalty_pipeline.assets.loyalty import enriched_purchases, promotions, sales_totals
 from loyalty_pipeline.assets.points import point_balances
+from loyalty_pipeline.metadata import preview, table_metadata
 from loyalty_pipeline.profiles import PROFILE_360, totals_from_start
 from loyalty_pipeline.resources import RulesResource, Warehouse, serving_path
 from loyalty_pipeline.rules_sql import install_tiers
-from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, preview, table_metadata, transaction
+from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, transaction
 
 SERVED_TABLES = ["customer.profile_360", "customer.recommendations"]
 

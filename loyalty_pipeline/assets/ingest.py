@@ -10,20 +10,10 @@ from loyalty_pipeline import partitions
 from loyalty_pipeline.assets.checks import check_results, check_specs, duplicate_check, rejected_rows_check
 from loyalty_pipeline.kafka import TOPICS, Topic, parse_messages, table_ddl
 from loyalty_pipeline.lines import load_csv, load_lines
-from loyalty_pipeline.partitions import DECLARED
+from loyalty_pipeline.metadata import partition_metadata, preview, table_metadata
+from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import EventSources, Warehouse, file_version
-from loyalty_pipeline.warehouse import (
-    OWNERS,
-    REJECTED_DDL,
-    WAREHOUSE_POOL,
-    count,
-    insert_rows,
-    partition_metadata,
-    preview,
-    table_metadata,
-    transaction,
-    window_days,
-)
+from loyalty_pipeline.warehouse import OWNERS, REJECTED_DDL, WAREHOUSE_POOL, count, insert_rows, transaction
 
 
 def _quarantine(conn, source: str, first: date, end: date, rejects_sql: str, undated_of: str = "true") -> int:

@@ -10,21 +10,11 @@ from loyalty_pipeline.assets.ingest import customers, raw_topics
 from loyalty_pipeline.assets.loyalty import enriched_purchases
 from loyalty_pipeline.assets.points import point_transactions
 from loyalty_pipeline.chain import DayOrderError, open_window
-from loyalty_pipeline.partitions import DECLARED
+from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, table_metadata
+from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import RulesResource, Warehouse
 from loyalty_pipeline.rules_sql import install_tiers
-from loyalty_pipeline.warehouse import (
-    OWNERS,
-    WAREHOUSE_POOL,
-    bar_table,
-    count,
-    partition_metadata,
-    preview,
-    revision_of,
-    table_metadata,
-    transaction,
-    window_days,
-)
+from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, revision_of, transaction
 
 STATE_KEY = dg.AssetKey(["journey", "journey_state"])
 

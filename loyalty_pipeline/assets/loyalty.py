@@ -5,21 +5,11 @@ import dagster as dg
 
 from loyalty_pipeline.assets.checks import check, check_results, check_specs, count_rows, duplicate_check, table_of
 from loyalty_pipeline.assets.ingest import historical_purchases, raw_topics
-from loyalty_pipeline.partitions import DECLARED
+from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, table_metadata
+from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import RulesResource, Warehouse
 from loyalty_pipeline.rules_sql import install_tiers
-from loyalty_pipeline.warehouse import (
-    OWNERS,
-    WAREHOUSE_POOL,
-    bar_table,
-    count,
-    insert_rows,
-    partition_metadata,
-    preview,
-    table_metadata,
-    transaction,
-    window_days,
-)
+from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, insert_rows, transaction
 
 ENRICHED_KEY = dg.AssetKey(["loyalty", "enriched_purchases"])
 ALL_PRODUCTS_KEY = dg.AssetKey(["loyalty", "all_products"])

@@ -11,20 +11,10 @@ from loyalty_pipeline.assets.ingest import raw_topics
 from loyalty_pipeline.assets.loyalty import enriched_purchases
 from loyalty_pipeline.chain import open_window
 from loyalty_pipeline.ledger_reference import replay
-from loyalty_pipeline.partitions import DECLARED
+from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, table_metadata
+from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import RulesResource, Warehouse
-from loyalty_pipeline.warehouse import (
-    OWNERS,
-    REJECTED_DDL,
-    WAREHOUSE_POOL,
-    bar_table,
-    count,
-    partition_metadata,
-    preview,
-    revision_of,
-    table_metadata,
-    window_days,
-)
+from loyalty_pipeline.warehouse import OWNERS, REJECTED_DDL, WAREHOUSE_POOL, count, revision_of
 
 LEDGER_KEY = dg.AssetKey(["points", "point_transactions"])
 
