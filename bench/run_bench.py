@@ -413,10 +413,7 @@ CORE_STEPS = [  # kafka_topics also ingests the clickstream and redemptions, whi
     "raw__customers",
     "raw__historical_purchases",
     "loyalty__enriched_purchases",
-    "loyalty__all_products",
-    "loyalty__sales_totals",
-    "loyalty__caffeine_index",
-    "loyalty__promotions",
+    "loyalty_tables",
 ]
 
 

@@ -8,7 +8,7 @@ import dagster as dg
 from loyalty_pipeline import recommend
 from loyalty_pipeline.assets.checks import check, check_results, check_specs, count_rows, duplicate_check
 from loyalty_pipeline.assets.ingest import customers, raw_topics
-from loyalty_pipeline.assets.loyalty import enriched_purchases, promotions, sales_totals
+from loyalty_pipeline.assets.loyalty import PROMOTIONS_KEY, SALES_TOTALS_KEY, enriched_purchases
 from loyalty_pipeline.assets.points import point_balances
 from loyalty_pipeline.metadata import preview, table_metadata
 from loyalty_pipeline.profiles import PROFILE_360, totals_from_start
@@ -108,8 +108,8 @@ SERVING_CHECKS = [serving_copy_is_complete]
         raw_topics["user_activity"],
         customers,
         enriched_purchases,
-        sales_totals,
-        promotions,
+        SALES_TOTALS_KEY,
+        PROMOTIONS_KEY,
         point_balances,
     ],
     description="One row per known customer: identity, spend, tier, points, products bought, activity since the last purchase.",

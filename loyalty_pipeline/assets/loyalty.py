@@ -164,6 +164,7 @@ def _replace_table(conn, table: str, select_sql: str, params: dict | None = None
 def _table_result(conn, key: dg.AssetKey, order_by: str, checks: list, rules=None) -> dg.MaterializeResult:
     table = table_of(key)
     return dg.MaterializeResult(
+        asset_key=key,
         metadata={
             **table_metadata(conn, table),
             "preview": preview(conn, f"SELECT * FROM {table} ORDER BY {order_by}", limit=20),
@@ -172,129 +173,145 @@ def _table_result(conn, key: dg.AssetKey, order_by: str, checks: list, rules=Non
     )
 
 
-@dg.asset(
-    key=ALL_PRODUCTS_KEY,
-    check_specs=check_specs(ALL_PRODUCTS_KEY, ALL_PRODUCTS_CHECKS),
-    group_name="loyalty",
-    owners=OWNERS,
-    kinds={"duckdb"},
-    pool=WAREHOUSE_POOL,
-    deps=[raw_topics["products"]],
-    description="The latest valid state of each product (greatest ts, then offset); a tombstone removes it.",
-)
-def all_products(warehouse: Warehouse) -> dg.MaterializeResult:
-    with warehouse.get_connection() as conn:
-        _replace_table(
-            conn,
-            "loyalty.all_products",
-            """
-            SELECT product_id, category, price FROM raw.products
-            QUALIFY row_number() OVER (PARTITION BY product_id ORDER BY event_ts DESC, kafka_offset DESC, kafka_partition DESC) = 1
-                AND NOT tombstone
-            """,
-        )
-        return _table_result(conn, ALL_PRODUCTS_KEY, "product_id", ALL_PRODUCTS_CHECKS)
+def _all_products(conn, rules: RulesResource) -> dg.MaterializeResult:
+    _replace_table(
+        conn,
+        "loyalty.all_products",
+        """
+        SELECT product_id, category, price FROM raw.products
+        QUALIFY row_number() OVER (PARTITION BY product_id ORDER BY event_ts DESC, kafka_offset DESC, kafka_partition DESC) = 1
+            AND NOT tombstone
+        """,
+    )
+    return _table_result(conn, ALL_PRODUCTS_KEY, "product_id", ALL_PRODUCTS_CHECKS)
 
 
-@dg.asset(
-    key=SALES_TOTALS_KEY,
-    check_specs=check_specs(SALES_TOTALS_KEY, SALES_TOTALS_CHECKS),
-    group_name="loyalty",
-    owners=OWNERS,
-    kinds={"duckdb"},
-    pool=WAREHOUSE_POOL,
-    deps=[enriched_purchases],
-    description="Lifetime spend per customer with a purchase, and the reward tier it earns (strict '>' thresholds).",
-)
-def sales_totals(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
-    with warehouse.get_connection() as conn:
-        install_tiers(conn, rules.rules)
-        _replace_table(
-            conn,
-            "loyalty.sales_totals",
-            """
-            SELECT user_id, total, reward_level(total) AS reward_level
-            FROM (SELECT user_id, coalesce(sum(price), 0)::DECIMAL(18,2) AS total
-                  FROM loyalty.enriched_purchases GROUP BY user_id)
-            """,
-        )
-        result = _table_result(conn, SALES_TOTALS_KEY, "total DESC, user_id", SALES_TOTALS_CHECKS, rules)
-        tiers = conn.execute(
-            "SELECT reward_level, count(*) FROM loyalty.sales_totals GROUP BY ALL ORDER BY 2 DESC"
-        ).fetchall()
-        result.metadata["tier_distribution"] = dg.MetadataValue.md(bar_table(("tier", "customers"), tiers))
-        return result
+def _sales_totals(conn, rules: RulesResource) -> dg.MaterializeResult:
+    install_tiers(conn, rules.rules)
+    _replace_table(
+        conn,
+        "loyalty.sales_totals",
+        """
+        SELECT user_id, total, reward_level(total) AS reward_level
+        FROM (SELECT user_id, coalesce(sum(price), 0)::DECIMAL(18,2) AS total
+              FROM loyalty.enriched_purchases GROUP BY user_id)
+        """,
+    )
+    result = _table_result(conn, SALES_TOTALS_KEY, "total DESC, user_id", SALES_TOTALS_CHECKS, rules)
+    tiers = conn.execute(
+        "SELECT reward_level, count(*) FROM loyalty.sales_totals GROUP BY ALL ORDER BY 2 DESC"
+    ).fetchall()
+    result.metadata["tier_distribution"] = dg.MetadataValue.md(bar_table(("tier", "customers"), tiers))
+    return result
 
 
-@dg.asset(
-    key=CAFFEINE_KEY,
-    check_specs=check_specs(CAFFEINE_KEY, CAFFEINE_CHECKS),
-    group_name="loyalty",
-    owners=OWNERS,
-    kinds={"duckdb"},
-    pool=WAREHOUSE_POOL,
-    deps=[enriched_purchases],
-    description="Stamp card: purchases of the stamp product per customer; the next one is free at cycle - 1.",
-)
-def caffeine_index(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
+def _caffeine_index(conn, rules: RulesResource) -> dg.MaterializeResult:
     card = rules.rules.stamp_card
-    with warehouse.get_connection() as conn:
-        _replace_table(
-            conn,
-            "loyalty.caffeine_index",
-            """
-            SELECT user_id, count(*) AS total, count(*) % $cycle AS sequence, count(*) % $cycle = $cycle - 1 AS next_one_free
-            FROM loyalty.enriched_purchases WHERE product_id = $product GROUP BY user_id
-            """,
-            {"cycle": card.cycle, "product": card.product_id},
+    _replace_table(
+        conn,
+        "loyalty.caffeine_index",
+        """
+        SELECT user_id, count(*) AS total, count(*) % $cycle AS sequence, count(*) % $cycle = $cycle - 1 AS next_one_free
+        FROM loyalty.enriched_purchases WHERE product_id = $product GROUP BY user_id
+        """,
+        {"cycle": card.cycle, "product": card.product_id},
+    )
+    return _table_result(conn, CAFFEINE_KEY, "user_id", CAFFEINE_CHECKS, rules)
+
+
+def _promotions(conn, rules: RulesResource) -> dg.MaterializeResult:
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE promotion_rules "
+        "(name VARCHAR, considers VARCHAR[], require_all VARCHAR[], exclude VARCHAR[], min_spend DECIMAL(18,2))"
+    )
+    insert_rows(
+        conn,
+        "promotion_rules",
+        [
+            [rule.name, rule.considers, rule.require_all, rule.exclude, rule.min_spend]
+            for rule in rules.rules.promotions
+        ],
+    )
+    _replace_table(
+        conn,
+        "loyalty.promotions",
+        """
+        WITH considered AS (
+            SELECT rule.name, purchase.user_id,
+                   list_sort(list_distinct(list(purchase.product_id))) AS products,
+                   coalesce(sum(purchase.price), 0) AS spend
+            FROM loyalty.enriched_purchases AS purchase
+            JOIN promotion_rules AS rule ON list_contains(rule.considers, purchase.product_id)
+            GROUP BY ALL
         )
-        return _table_result(conn, CAFFEINE_KEY, "user_id", CAFFEINE_CHECKS, rules)
+        SELECT considered.user_id, considered.name AS promotion_name, considered.products
+        FROM considered JOIN promotion_rules AS rule USING (name)
+        WHERE list_has_all(considered.products, rule.require_all)
+          AND NOT list_has_any(considered.products, rule.exclude)
+          AND (rule.min_spend IS NULL OR considered.spend > rule.min_spend)
+        """,
+    )
+    return _table_result(conn, PROMOTIONS_KEY, "promotion_name, user_id", PROMOTIONS_CHECKS)
 
 
-@dg.asset(
-    key=PROMOTIONS_KEY,
-    check_specs=check_specs(PROMOTIONS_KEY, PROMOTIONS_CHECKS),
-    group_name="loyalty",
-    owners=OWNERS,
-    kinds={"duckdb"},
+def _spec(key: dg.AssetKey, deps: list, description: str) -> dg.AssetSpec:
+    return dg.AssetSpec(key, deps=deps, description=description, group_name="loyalty", owners=OWNERS, kinds={"duckdb"})
+
+
+# The lifetime tables the loyalty program derives: small, independent of each other, one step on one connection.
+LIFETIME_TABLES = {
+    ALL_PRODUCTS_KEY: (
+        _spec(
+            ALL_PRODUCTS_KEY,
+            [raw_topics["products"]],
+            "The latest valid state of each product (greatest ts, then offset); a tombstone removes it.",
+        ),
+        _all_products,
+        ALL_PRODUCTS_CHECKS,
+    ),
+    SALES_TOTALS_KEY: (
+        _spec(
+            SALES_TOTALS_KEY,
+            [enriched_purchases],
+            "Lifetime spend per customer with a purchase, and the reward tier it earns (strict '>' thresholds).",
+        ),
+        _sales_totals,
+        SALES_TOTALS_CHECKS,
+    ),
+    CAFFEINE_KEY: (
+        _spec(
+            CAFFEINE_KEY,
+            [enriched_purchases],
+            "Stamp card: purchases of the stamp product per customer; the next one is free at cycle - 1.",
+        ),
+        _caffeine_index,
+        CAFFEINE_CHECKS,
+    ),
+    PROMOTIONS_KEY: (
+        _spec(
+            PROMOTIONS_KEY,
+            [enriched_purchases],
+            "Customers eligible for each declarative promotion of loyalty.yaml, with the considered products bought.",
+        ),
+        _promotions,
+        PROMOTIONS_CHECKS,
+    ),
+}
+
+
+@dg.multi_asset(
+    name="loyalty_tables",
+    specs=[spec for spec, _, _ in LIFETIME_TABLES.values()],
+    check_specs=[spec for key, (_, _, checks) in LIFETIME_TABLES.items() for spec in check_specs(key, checks)],
+    can_subset=True,  # the UI may ask for one table
     pool=WAREHOUSE_POOL,
-    deps=[enriched_purchases],
-    description="Customers eligible for each declarative promotion of loyalty.yaml, with the considered products bought.",
 )
-def promotions(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
+def loyalty_tables(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource):
+    """The selected lifetime tables, one after the other: each its own transaction, metadata and checks."""
     with warehouse.get_connection() as conn:
-        conn.execute(
-            "CREATE OR REPLACE TEMP TABLE promotion_rules "
-            "(name VARCHAR, considers VARCHAR[], require_all VARCHAR[], exclude VARCHAR[], min_spend DECIMAL(18,2))"
-        )
-        insert_rows(
-            conn,
-            "promotion_rules",
-            [
-                [rule.name, rule.considers, rule.require_all, rule.exclude, rule.min_spend]
-                for rule in rules.rules.promotions
-            ],
-        )
-        _replace_table(
-            conn,
-            "loyalty.promotions",
-            """
-            WITH considered AS (
-                SELECT rule.name, purchase.user_id,
-                       list_sort(list_distinct(list(purchase.product_id))) AS products,
-                       coalesce(sum(purchase.price), 0) AS spend
-                FROM loyalty.enriched_purchases AS purchase
-                JOIN promotion_rules AS rule ON list_contains(rule.considers, purchase.product_id)
-                GROUP BY ALL
-            )
-            SELECT considered.user_id, considered.name AS promotion_name, considered.products
-            FROM considered JOIN promotion_rules AS rule USING (name)
-            WHERE list_has_all(considered.products, rule.require_all)
-              AND NOT list_has_any(considered.products, rule.exclude)
-              AND (rule.min_spend IS NULL OR considered.spend > rule.min_spend)
-            """,
-        )
-        return _table_result(conn, PROMOTIONS_KEY, "promotion_name, user_id", PROMOTIONS_CHECKS)
+        for key, (_, build, _) in LIFETIME_TABLES.items():
+            if key in context.selected_asset_keys:
+                yield build(conn, rules)
 
 
-loyalty_assets = [all_products, enriched_purchases, sales_totals, caffeine_index, promotions]
+loyalty_assets = [enriched_purchases, loyalty_tables]
