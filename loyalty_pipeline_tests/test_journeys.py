@@ -150,7 +150,8 @@ def test_a_day_after_a_gap_is_refused(population):
 
 def test_the_funnel_is_in_the_materialization_metadata(population):
     result = population.materialize(D[1], D[6], assets=JOURNEYS)
-    [materialization] = [m for m in result.asset_materializations_for_node("journey__journey_state")][-1:]
+    state = dg.AssetKey(["journey", "journey_state"])
+    [materialization] = [m for m in result.asset_materializations_for_node("journeys") if m.asset_key == state][-1:]
     funnel = materialization.metadata["funnel"].value
     assert "**tea_trial**: 6 entered, 1 reached the goal (17% conversion)" in funnel
     assert "| `stage:nudge:exit:lapsed` | 1 |" in funnel

@@ -133,15 +133,11 @@ def funnel_markdown(conn) -> str:
     return "\n\n".join(sections) or "_no journeys configured_"
 
 
-@dg.asset(
-    key=STATE_KEY,
-    check_specs=check_specs(STATE_KEY, STATE_CHECKS),
+STATE_SPEC = dg.AssetSpec(
+    STATE_KEY,
     group_name="journey",
     owners=OWNERS,
     kinds={"duckdb"},
-    partitions_def=DECLARED,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=WAREHOUSE_POOL,
     deps=[
         enriched_purchases,
         point_transactions,
@@ -157,50 +153,48 @@ def funnel_markdown(conn) -> str:
     ],
     description="Sparse journey state: the first day each customer reached each node (stage, step, exit, goal, end).",
 )
-def journey_state(
-    context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource
-) -> dg.MaterializeResult:
+
+
+def _journey_state(context: dg.AssetExecutionContext, conn, rules: RulesResource) -> dg.MaterializeResult:
     first, end = window_days(context)
-    with warehouse.get_connection() as conn:
-        conn.execute(journeys.DDL + ledger.DDL)
-        install_tiers(conn, rules.rules)
-        journeys.load_definitions(conn, rules.rules.journeys)
-        ledger_first = conn.execute("SELECT min(day) FROM points.ledger_days").fetchall()[0][0]
-        window = open_window(
-            conn,
-            "journey.journey_days",
-            "journey state",
-            "state",
-            first,
-            end,
-            since=ledger_first if ledger_first and ledger_first < first else None,
-        )
-        _require_ledger(conn, first, end)
-        window.begin(conn, drop_from_first=("DELETE FROM journey.journey_state WHERE entered_at >= $1",))
-        totals_as_of = journeys.restore_profile_totals(conn, first)
-        for day in window.days:  # in order: each day moves customers from where the previous day left them
-            journeys.build_day(conn, rules.rules, window, day, totals_as_of)
-            totals_as_of = day
-        if window.later_until is None:
-            journeys.keep_profile_totals(conn, totals_as_of)
-        return dg.MaterializeResult(
-            metadata={
-                **table_metadata(conn, "journey.journey_state"),
-                **partition_metadata(conn, "journey.journey_state", "entered_at", first, end),
-                "customers_in_journeys": count(
-                    conn, "SELECT DISTINCT journey_id, customer_id FROM journey.journey_state"
-                ),
-                "funnel": dg.MetadataValue.md(funnel_markdown(conn)),
-                "preview": preview(
-                    conn,
-                    "SELECT * FROM journey.journey_state WHERE entered_at >= $1 AND entered_at < $2 "
-                    "ORDER BY entered_at, journey_id, customer_id",
-                    [first, end],
-                    limit=20,
-                ),
-            },
-            check_results=check_results(STATE_KEY, STATE_CHECKS, conn, rules),
-        )
+    conn.execute(journeys.DDL + ledger.DDL)
+    install_tiers(conn, rules.rules)
+    journeys.load_definitions(conn, rules.rules.journeys)
+    ledger_first = conn.execute("SELECT min(day) FROM points.ledger_days").fetchall()[0][0]
+    window = open_window(
+        conn,
+        "journey.journey_days",
+        "journey state",
+        "state",
+        first,
+        end,
+        since=ledger_first if ledger_first and ledger_first < first else None,
+    )
+    _require_ledger(conn, first, end)
+    window.begin(conn, drop_from_first=("DELETE FROM journey.journey_state WHERE entered_at >= $1",))
+    totals_as_of = journeys.restore_profile_totals(conn, first)
+    for day in window.days:  # in order: each day moves customers from where the previous day left them
+        journeys.build_day(conn, rules.rules, window, day, totals_as_of)
+        totals_as_of = day
+    if window.later_until is None:
+        journeys.keep_profile_totals(conn, totals_as_of)
+    return dg.MaterializeResult(
+        asset_key=STATE_KEY,
+        metadata={
+            **table_metadata(conn, "journey.journey_state"),
+            **partition_metadata(conn, "journey.journey_state", "entered_at", first, end),
+            "customers_in_journeys": count(conn, "SELECT DISTINCT journey_id, customer_id FROM journey.journey_state"),
+            "funnel": dg.MetadataValue.md(funnel_markdown(conn)),
+            "preview": preview(
+                conn,
+                "SELECT * FROM journey.journey_state WHERE entered_at >= $1 AND entered_at < $2 "
+                "ORDER BY entered_at, journey_id, customer_id",
+                [first, end],
+                limit=20,
+            ),
+        },
+        check_results=check_results(STATE_KEY, STATE_CHECKS, conn, rules),
+    )
 
 
 def _require_ledger(conn, first, end) -> None:
@@ -240,52 +234,75 @@ SELECT $run_id, $revised_at, $reason, 'added', * FROM (SELECT * FROM new EXCEPT 
 """
 
 
-@dg.asset(
-    key=ACTIVATIONS_KEY,
-    check_specs=check_specs(ACTIVATIONS_KEY, ACTIVATIONS_CHECKS),
+ACTIVATIONS_SPEC = dg.AssetSpec(
+    ACTIVATIONS_KEY,
     group_name="journey",
     owners=OWNERS,
     kinds={"duckdb"},
-    partitions_def=DECLARED,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=WAREHOUSE_POOL,
-    deps=[journey_state],
+    deps=[STATE_KEY],
+    skippable=True,  # not built when the state fails a blocking check
     description="One row per activation step a customer reached, on the day reached: what marketing tools send.",
 )
-def activations(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
+
+
+def _activations(context: dg.AssetExecutionContext, conn, rules: RulesResource) -> dg.MaterializeResult:
     first, end = window_days(context)
     window = {"first": first, "end": end}
-    with warehouse.get_connection() as conn:
-        conn.execute(journeys.DDL + ACTIVATIONS_DDL)
-        journeys.load_definitions(conn, rules.rules.journeys)
+    conn.execute(journeys.DDL + ACTIVATIONS_DDL)
+    journeys.load_definitions(conn, rules.rules.journeys)
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE new_activations AS
+           SELECT s.journey_id, s.customer_id, n.activation, s.entered_at AS activated_on
+           FROM journey.journey_state AS s JOIN journey_nodes AS n USING (journey_id, node)
+           WHERE n.activation IS NOT NULL AND s.entered_at >= $first AND s.entered_at < $end""",
+        window,
+    )
+    revision = revision_of(context)
+    with transaction(conn):
+        conn.execute(REVISE_ACTIVATIONS, {**window, **revision})
+        conn.execute("DELETE FROM journey.activations WHERE activated_on >= $first AND activated_on < $end", window)
+        conn.execute("INSERT INTO journey.activations SELECT * FROM new_activations")
         conn.execute(
-            """CREATE OR REPLACE TEMP TABLE new_activations AS
-               SELECT s.journey_id, s.customer_id, n.activation, s.entered_at AS activated_on
-               FROM journey.journey_state AS s JOIN journey_nodes AS n USING (journey_id, node)
-               WHERE n.activation IS NOT NULL AND s.entered_at >= $first AND s.entered_at < $end""",
+            "INSERT OR IGNORE INTO journey.activation_days SELECT range::DATE FROM range($first, $end, INTERVAL 1 DAY)",
             window,
         )
-        revision = revision_of(context)
-        with transaction(conn):
-            conn.execute(REVISE_ACTIVATIONS, {**window, **revision})
-            conn.execute("DELETE FROM journey.activations WHERE activated_on >= $first AND activated_on < $end", window)
-            conn.execute("INSERT INTO journey.activations SELECT * FROM new_activations")
-            conn.execute(
-                "INSERT OR IGNORE INTO journey.activation_days SELECT range::DATE FROM range($first, $end, INTERVAL 1 DAY)",
-                window,
-            )
-        window_rows = "SELECT * FROM journey.activations WHERE activated_on >= $first AND activated_on < $end"
-        revised = "SELECT 1 FROM journey.activation_revisions WHERE run_id = $1 AND change = $2"
-        return dg.MaterializeResult(
-            metadata={
-                **table_metadata(conn, "journey.activations"),
-                **partition_metadata(conn, "journey.activations", "activated_on", first, end),
-                "activations_withdrawn": count(conn, revised, [revision["run_id"], "withdrawn"]),
-                "activations_added_late": count(conn, revised, [revision["run_id"], "added"]),
-                "preview": preview(conn, window_rows + " ORDER BY ALL", window, limit=20),
-            },
-            check_results=check_results(ACTIVATIONS_KEY, ACTIVATIONS_CHECKS, conn, rules),
-        )
+    window_rows = "SELECT * FROM journey.activations WHERE activated_on >= $first AND activated_on < $end"
+    revised = "SELECT 1 FROM journey.activation_revisions WHERE run_id = $1 AND change = $2"
+    return dg.MaterializeResult(
+        asset_key=ACTIVATIONS_KEY,
+        metadata={
+            **table_metadata(conn, "journey.activations"),
+            **partition_metadata(conn, "journey.activations", "activated_on", first, end),
+            "activations_withdrawn": count(conn, revised, [revision["run_id"], "withdrawn"]),
+            "activations_added_late": count(conn, revised, [revision["run_id"], "added"]),
+            "preview": preview(conn, window_rows + " ORDER BY ALL", window, limit=20),
+        },
+        check_results=check_results(ACTIVATIONS_KEY, ACTIVATIONS_CHECKS, conn, rules),
+    )
 
 
-journey_assets = [journey_state, activations]
+@dg.multi_asset(
+    name="journeys",
+    specs=[STATE_SPEC, ACTIVATIONS_SPEC],
+    check_specs=check_specs(STATE_KEY, STATE_CHECKS) + check_specs(ACTIVATIONS_KEY, ACTIVATIONS_CHECKS),
+    partitions_def=DECLARED,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    can_subset=True,
+    pool=WAREHOUSE_POOL,
+)
+def journeys_step(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource):
+    """The state, then the activations it reaches, on one connection; a state failing a blocking check stops there
+    (the step fails after reporting it, as a blocking check does)."""
+    with warehouse.get_connection() as conn:
+        if STATE_KEY in context.selected_asset_keys:
+            state = _journey_state(context, conn, rules)
+            yield state
+            if any(
+                not result.passed and result.severity == dg.AssetCheckSeverity.ERROR for result in state.check_results
+            ):
+                return
+        if ACTIVATIONS_KEY in context.selected_asset_keys:
+            yield _activations(context, conn, rules)
+
+
+journey_assets = [journeys_step]
