@@ -62,6 +62,11 @@ def check_results(key: dg.AssetKey, checks: list[Check], conn, rules: RulesResou
     return [check.result(key, conn, rules) for check in checks]
 
 
+def failed_blocking(result: dg.MaterializeResult) -> bool:
+    """Whether a blocking check of `result` failed: what comes after it in the same step must not be built."""
+    return any(not check.passed and check.severity == dg.AssetCheckSeverity.ERROR for check in result.check_results)
+
+
 def duplicate_check(key: dg.AssetKey, columns: list[str]) -> Check:
     """Blocking: no two rows share `columns`."""
     columns_sql = ", ".join(columns)

@@ -2,11 +2,19 @@
 that `loyalty-pipeline profile` reads while the warehouse is being written."""
 
 import os
+from pathlib import Path
 
 import dagster as dg
 
 from loyalty_pipeline import recommend
-from loyalty_pipeline.assets.checks import check, check_results, check_specs, count_rows, duplicate_check
+from loyalty_pipeline.assets.checks import (
+    check,
+    check_results,
+    check_specs,
+    count_rows,
+    duplicate_check,
+    failed_blocking,
+)
 from loyalty_pipeline.assets.ingest import customers, raw_topics
 from loyalty_pipeline.assets.loyalty import PROMOTIONS_KEY, SALES_TOTALS_KEY, enriched_purchases
 from loyalty_pipeline.assets.points import point_balances
@@ -96,13 +104,11 @@ RECOMMENDATIONS_CHECKS = [
 SERVING_CHECKS = [serving_copy_is_complete]
 
 
-@dg.asset(
-    key=PROFILE_KEY,
-    check_specs=check_specs(PROFILE_KEY, PROFILE_CHECKS),
+PROFILE_SPEC = dg.AssetSpec(
+    PROFILE_KEY,
     group_name="customer",
     owners=OWNERS,
     kinds={"duckdb"},
-    pool=WAREHOUSE_POOL,
     deps=[
         raw_topics["users"],
         raw_topics["user_activity"],
@@ -114,77 +120,105 @@ SERVING_CHECKS = [serving_copy_is_complete]
     ],
     description="One row per known customer: identity, spend, tier, points, products bought, activity since the last purchase.",
 )
-def profile_360(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
-    with warehouse.get_connection() as conn:
-        as_of = conn.execute(LAST_DAY).fetchall()[0][0]
-        install_tiers(conn, rules.rules)
-        totals_from_start(conn, as_of)
-        with transaction(conn):
-            conn.execute("CREATE SCHEMA IF NOT EXISTS customer")
-            conn.execute(f"CREATE OR REPLACE TABLE customer.profile_360 AS {PROFILE_360}", {"as_of": as_of})
-        return dg.MaterializeResult(
-            metadata={
-                **table_metadata(conn, "customer.profile_360"),
-                "as_of": str(as_of),
-                "preview": preview(conn, "SELECT * FROM customer.profile_360 ORDER BY total_spend DESC, user_id"),
-            },
-            check_results=check_results(PROFILE_KEY, PROFILE_CHECKS, conn, rules),
-        )
 
 
-@dg.asset(
-    key=RECOMMENDATIONS_KEY,
-    check_specs=check_specs(RECOMMENDATIONS_KEY, RECOMMENDATIONS_CHECKS),
+def _profile_360(conn, rules: RulesResource) -> dg.MaterializeResult:
+    as_of = conn.execute(LAST_DAY).fetchall()[0][0]
+    install_tiers(conn, rules.rules)
+    totals_from_start(conn, as_of)
+    with transaction(conn):
+        conn.execute("CREATE SCHEMA IF NOT EXISTS customer")
+        conn.execute(f"CREATE OR REPLACE TABLE customer.profile_360 AS {PROFILE_360}", {"as_of": as_of})
+    return dg.MaterializeResult(
+        asset_key=PROFILE_KEY,
+        metadata={
+            **table_metadata(conn, "customer.profile_360"),
+            "as_of": str(as_of),
+            "preview": preview(conn, "SELECT * FROM customer.profile_360 ORDER BY total_spend DESC, user_id"),
+        },
+        check_results=check_results(PROFILE_KEY, PROFILE_CHECKS, conn, rules),
+    )
+
+
+RECOMMENDATIONS_SPEC = dg.AssetSpec(
+    RECOMMENDATIONS_KEY,
     group_name="customer",
     owners=OWNERS,
     kinds={"duckdb"},
-    pool=WAREHOUSE_POOL,
-    deps=[profile_360, enriched_purchases],
+    deps=[PROFILE_KEY, enriched_purchases],
     description="Top 5 products per customer, bought in other customers' orders together with what they looked at since their last purchase.",
+    skippable=True,  # not built when the profile fails a blocking check
 )
-def recommendations(warehouse: Warehouse) -> dg.MaterializeResult:
-    with warehouse.get_connection() as conn:
-        with transaction(conn):
-            recommend.build(conn, "customer.recommendations")
-        return dg.MaterializeResult(
-            metadata={
-                **table_metadata(conn, "customer.recommendations"),
-                "customers_with_recommendations": count(conn, "SELECT DISTINCT user_id FROM customer.recommendations"),
-                "preview": preview(conn, "SELECT * FROM customer.recommendations ORDER BY user_id, rank", limit=20),
-            },
-            check_results=check_results(RECOMMENDATIONS_KEY, RECOMMENDATIONS_CHECKS, conn),
-        )
 
 
-@dg.asset(
-    key=SERVING_KEY,
-    check_specs=check_specs(SERVING_KEY, SERVING_CHECKS),
+def _recommendations(conn) -> dg.MaterializeResult:
+    with transaction(conn):
+        recommend.build(conn, "customer.recommendations")
+    return dg.MaterializeResult(
+        asset_key=RECOMMENDATIONS_KEY,
+        metadata={
+            **table_metadata(conn, "customer.recommendations"),
+            "customers_with_recommendations": count(conn, "SELECT DISTINCT user_id FROM customer.recommendations"),
+            "preview": preview(conn, "SELECT * FROM customer.recommendations ORDER BY user_id, rank", limit=20),
+        },
+        check_results=check_results(RECOMMENDATIONS_KEY, RECOMMENDATIONS_CHECKS, conn),
+    )
+
+
+SERVING_SPEC = dg.AssetSpec(
+    SERVING_KEY,
     group_name="customer",
     owners=OWNERS,
     kinds={"duckdb"},
-    pool=WAREHOUSE_POOL,
-    deps=[profile_360, recommendations],
+    deps=[PROFILE_KEY, RECOMMENDATIONS_KEY],
     description="A read-only copy of the 360 tables, swapped in by an atomic rename: lookups never block on a run "
     "and never see half of one.",
+    skippable=True,  # not published when a table it copies fails a blocking check
 )
-def serving_snapshot(warehouse: Warehouse) -> dg.MaterializeResult:
-    target = warehouse.serving_path()
+
+
+def _serving_snapshot(conn, target: Path) -> dg.MaterializeResult:
     staging = target.with_name(target.name + ".next")
     staging.unlink(missing_ok=True)
-    with warehouse.get_connection() as conn:
-        conn.execute("ATTACH $path AS serving", {"path": str(staging)})
-        try:
-            conn.execute("CREATE SCHEMA serving.customer")
-            for table in SERVED_TABLES:
-                conn.execute(f"CREATE TABLE serving.{table} AS SELECT * FROM {table}")
-        finally:
-            conn.execute("DETACH serving")
+    conn.execute("ATTACH $path AS serving", {"path": str(staging)})
+    try:
+        conn.execute("CREATE SCHEMA serving.customer")
+        for table in SERVED_TABLES:
+            conn.execute(f"CREATE TABLE serving.{table} AS SELECT * FROM {table}")
+    finally:
+        conn.execute("DETACH serving")
     os.replace(staging, target)  # atomic: a reader holds the old file or opens the new one
+    return dg.MaterializeResult(
+        asset_key=SERVING_KEY,
+        metadata={"path": str(target), "bytes": target.stat().st_size},
+        check_results=check_results(SERVING_KEY, SERVING_CHECKS, conn),
+    )
+
+
+@dg.multi_asset(
+    name="customer_360",
+    specs=[PROFILE_SPEC, RECOMMENDATIONS_SPEC, SERVING_SPEC],
+    check_specs=check_specs(PROFILE_KEY, PROFILE_CHECKS)
+    + check_specs(RECOMMENDATIONS_KEY, RECOMMENDATIONS_CHECKS)
+    + check_specs(SERVING_KEY, SERVING_CHECKS),
+    can_subset=True,
+    pool=WAREHOUSE_POOL,
+)
+def customer_360(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource):
+    """Profiles, then recommendations, then the serving copy, on one connection; a table failing a blocking check
+    stops the step there (it fails after reporting it, as a blocking check does), so nothing wrong is served."""
+    builders = {
+        PROFILE_KEY: lambda conn: _profile_360(conn, rules),
+        RECOMMENDATIONS_KEY: _recommendations,
+        SERVING_KEY: lambda conn: _serving_snapshot(conn, warehouse.serving_path()),
+    }
     with warehouse.get_connection() as conn:
-        return dg.MaterializeResult(
-            metadata={"path": str(target), "bytes": target.stat().st_size},
-            check_results=check_results(SERVING_KEY, SERVING_CHECKS, conn),
-        )
+        for key, build in builders.items():
+            if key in context.selected_asset_keys:
+                result = build(conn)
+                yield result
+                if failed_blocking(result):
+                    return
 
 
-customer_assets = [profile_360, recommendations, serving_snapshot]
+customer_assets = [customer_360]

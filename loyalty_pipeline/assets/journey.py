@@ -5,7 +5,7 @@ from datetime import timedelta
 import dagster as dg
 
 from loyalty_pipeline import journeys, ledger
-from loyalty_pipeline.assets.checks import check, check_results, check_specs
+from loyalty_pipeline.assets.checks import check, check_results, check_specs, failed_blocking
 from loyalty_pipeline.assets.ingest import customers, raw_topics
 from loyalty_pipeline.assets.loyalty import enriched_purchases
 from loyalty_pipeline.assets.points import point_transactions
@@ -297,9 +297,7 @@ def journeys_step(context: dg.AssetExecutionContext, warehouse: Warehouse, rules
         if STATE_KEY in context.selected_asset_keys:
             state = _journey_state(context, conn, rules)
             yield state
-            if any(
-                not result.passed and result.severity == dg.AssetCheckSeverity.ERROR for result in state.check_results
-            ):
+            if failed_blocking(state):
                 return
         if ACTIVATIONS_KEY in context.selected_asset_keys:
             yield _activations(context, conn, rules)
