@@ -1,6 +1,6 @@
 """Cost of a late Kafka file next to an on-time one (run by `make bench`), driven by the sensor as in production.
 
-Generated inputs (`loyalty-pipeline generate`) are built day 1..D as one run. Then, with the sensor's cursor
+Generated inputs (`bench/generate.py`) are built day 1..D as one run. Then, with the sensor's cursor
 primed on those files, two files land one after the other, each with the purchases of one day copied from the
 last day: an on-time file for day D+1, then a late file for day D+1-back. Each time the Kafka sensor is ticked
 and the run it requests is executed in process and timed: the on-time day runs every asset for one day; the
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import generate  # beside this script
 
-from loyalty_pipeline import generate
 from loyalty_pipeline.cli import materialize_days
 from loyalty_pipeline.definitions import build_defs
 from loyalty_pipeline.planning import run_in_process

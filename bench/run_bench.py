@@ -2,7 +2,7 @@
 
     python bench/run_bench.py [--customers N] [--days D] [--seed S] [--incremental-customers M] [--no-incremental]
 
-1. Generates inputs (`loyalty-pipeline generate`, in-process) into `bench/data/c<N>_d<D>_s<S>/`, or reuses them when
+1. Generates inputs (`bench/generate.py`, in-process) into `bench/data/c<N>_d<D>_s<S>/`, or reuses them when
    that folder's manifest has the same parameters. Purchases ~= N * D / 30, clickstream ~= 5 x purchases.
 2. Runs, each in its own fresh subprocess, timed (wall) with its peak RSS (ru_maxrss from os.wait4, taken by a
    small launcher process so that the child does not inherit this process's RSS):
@@ -33,8 +33,6 @@ import duckdb
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
-
-from loyalty_pipeline import generate
 
 CLI = Path(sys.executable).parent / "loyalty-pipeline"
 TABLES = ["sales_totals", "caffeine_index", "promotions"]
@@ -155,6 +153,8 @@ def ensure_data(folder: Path, customers: int, days: int, seed: int, start: date)
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("params") == params:
             return manifest, None
+    import generate  # beside this script; imported here, not on top, as the tests load this file by path
+
     started = time.perf_counter()
     manifest = generate.generate(folder, customers, days, seed=seed, start=start)
     return manifest, round(time.perf_counter() - started, 2)

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from loyalty_pipeline import generate, planning
+from loyalty_pipeline import planning
 from loyalty_pipeline.config import RulesError
 from loyalty_pipeline.definitions import EVERYTHING_JOB, build_defs
 from loyalty_pipeline.resources import build_resources, connect_when_free
@@ -181,10 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     lookup = commands.add_parser("profile", help="print a customer's 360 profile and recommendations as JSON")
     lookup.add_argument("user_id")
     lookup.add_argument("--warehouse", help="DuckDB file whose serving copy to read (default: $LOYALTY_WAREHOUSE)")
-    generator = commands.add_parser("generate", help="write synthetic inputs (Kafka snapshots, S3 CSVs) at any scale")
-    generate.add_arguments(generator)
     args = parser.parse_args(argv)
-    return {"materialize": materialize, "profile": profile, "generate": generate.run}[args.command](args)
+    return {"materialize": materialize, "profile": profile}[args.command](args)
 
 
 def _day(text: str) -> str:

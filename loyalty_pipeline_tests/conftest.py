@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import runpy
 import shutil
 import uuid
 from datetime import UTC, datetime
@@ -11,7 +12,6 @@ import dagster as dg
 import duckdb
 import pytest
 
-from loyalty_pipeline import generate
 from loyalty_pipeline.cli import materialize_days
 from loyalty_pipeline.definitions import build_defs
 from loyalty_pipeline.planning import run_in_process
@@ -146,9 +146,10 @@ def demo_copy(demo: Inputs, tmp_path: Path) -> Inputs:
 
 @pytest.fixture(scope="session")
 def generated(tmp_path_factory) -> Path:
-    """`loyalty-pipeline generate` at a tiny scale: 300 customers, 14 days from 2024-01-01, one journey."""
+    """`python bench/generate.py` at a tiny scale: 300 customers, 14 days from 2024-01-01, one journey."""
     out = tmp_path_factory.mktemp("generated")
-    generate.main(["--customers", "300", "--days", "14", "--out", str(out), "--seed", "7"])
+    generate = runpy.run_path(str(Path(__file__).resolve().parent.parent / "bench" / "generate.py"))
+    generate["main"](["--customers", "300", "--days", "14", "--out", str(out), "--seed", "7"])
     return out
 
 

@@ -1,4 +1,4 @@
-"""`loyalty-pipeline generate` at a tiny scale: the files of SPEC §3 exist and parse, bad input is there on purpose,
+"""`bench/generate.py` at a tiny scale: the files of SPEC §3 exist and parse, bad input is there on purpose,
 and the two reference implementations of the benchmark agree with each other on them."""
 
 import gzip
@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 import duckdb
-
-from loyalty_pipeline import generate
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 TOPICS = ["users", "products", "purchases", "user_activity", "redemptions"]
@@ -19,6 +17,9 @@ def _module(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+generate = _module("generate")  # bench/ is a folder of scripts, not a package: load them by path
 
 
 def _lines(path: Path) -> list[str]:
