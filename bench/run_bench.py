@@ -107,42 +107,28 @@ def materialize(
     log: Path,
     first: str | None = None,
     last: str | None = None,
-    dagster_home: Path | None = None,
     timeout: float = 0,
 ) -> dict:
-    """`loyalty-pipeline materialize`, measured. With `dagster_home` (an instance like the project's, as `make run`
-    uses) the run is recorded there, and its steps' durations are added to the result."""
+    """`loyalty-pipeline materialize` as the spec runs it (no DAGSTER_HOME: an in-memory instance), measured, with the
+    seconds per step its summary prints."""
     command = [str(CLI), "materialize", "--data-dir", str(data_dir), "--warehouse", str(warehouse)]
     if first:
         command += ["--from", first, "--to", last or first]
-    env = pipeline_env()
-    if dagster_home is not None:
-        dagster_home.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / ".dagster_home" / "dagster.yaml", dagster_home / "dagster.yaml")
-        env["DAGSTER_HOME"] = str(dagster_home)
-    result = measure(command, log, env, timeout)
-    if dagster_home is not None:
-        result["steps"] = step_durations(dagster_home)
+    result = measure(command, log, pipeline_env(), timeout)
+    result["steps"] = step_seconds(log.read_text())
     return result
 
 
-def step_durations(dagster_home: Path) -> dict[str, float]:
-    """Seconds per step of the latest run recorded in `dagster_home`, longest first (failed steps marked)."""
-    import dagster as dg
-
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        runs = instance.get_runs(limit=1)
-        if not runs:
-            return {}
-        stats = instance.get_run_step_stats(runs[0].run_id)
-    durations = {
-        stat.step_key
-        + ("" if stat.status is None or stat.status.value == "SUCCESS" else f" ({stat.status.value})"): round(
-            (stat.end_time or stat.start_time or 0) - (stat.start_time or 0), 2
-        )
-        for stat in stats
-    }
-    return dict(sorted(durations.items(), key=lambda item: -item[1]))
+def step_seconds(summary: str) -> dict[str, float]:
+    """The `step seconds` block of the CLI's summary: step key -> seconds, slowest first."""
+    block = summary.split("\nstep seconds\n", 1)[1:] or [""]
+    steps = {}
+    for line in block[0].splitlines():
+        if not line.startswith("  "):
+            break
+        step, seconds = line.split()
+        steps[step] = float(seconds)
+    return steps
 
 
 def ensure_data(folder: Path, customers: int, days: int, seed: int, start: date) -> tuple[dict, float | None]:
@@ -244,14 +230,12 @@ def incremental(args, work: Path) -> dict:
     print(
         f"incremental: {manifest['rows']['purchases']} purchases over {days} days, {args.incremental_customers} customers"
     )
-    home = work / "dagster_home_incremental"
-    shutil.rmtree(home, ignore_errors=True)
     timeout = args.pipeline_timeout
-    history_30 = materialize(folder, warehouse, logs / "inc_days_1_30.log", day(1), day(30), home, timeout)
-    day_31 = materialize(folder, warehouse, logs / "inc_day_31.log", day(31), dagster_home=home, timeout=timeout)
+    history_30 = materialize(folder, warehouse, logs / "inc_days_1_30.log", day(1), day(30), timeout)
+    day_31 = materialize(folder, warehouse, logs / "inc_day_31.log", day(31), timeout=timeout)
     print(f"  days 1..30 {history_30['wall_s']}s, day 31 alone {day_31['wall_s']}s")
-    history_365 = materialize(folder, warehouse, logs / "inc_days_32_365.log", day(32), day(365), home, timeout)
-    day_366 = materialize(folder, warehouse, logs / "inc_day_366.log", day(366), dagster_home=home, timeout=timeout)
+    history_365 = materialize(folder, warehouse, logs / "inc_days_32_365.log", day(32), day(365), timeout)
+    day_366 = materialize(folder, warehouse, logs / "inc_day_366.log", day(366), timeout=timeout)
     for run in (history_30, day_31, history_365, day_366):
         run["steps"] = dict(list(run.get("steps", {}).items())[:10])  # the ten slowest
     print(f"  days 32..365 {history_365['wall_s']}s, day 366 alone {day_366['wall_s']}s")
@@ -325,10 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = work / "logs"
     runs = {}
     print("running pipeline ...", flush=True)
-    shutil.rmtree(work / "dagster_home", ignore_errors=True)
-    runs["pipeline"] = materialize(
-        folder, warehouse, logs / "pipeline.log", dagster_home=work / "dagster_home", timeout=args.pipeline_timeout
-    )
+    runs["pipeline"] = materialize(folder, warehouse, logs / "pipeline.log", timeout=args.pipeline_timeout)
     print(f"  {runs['pipeline']['wall_s']}s\nrunning plain duckdb ...", flush=True)
     runs["duckdb"] = measure(
         [sys.executable, str(BENCH / "plain_duckdb.py"), "--data-dir", str(folder), "--out", str(plain_db)]

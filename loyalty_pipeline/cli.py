@@ -104,12 +104,15 @@ def materialize(args: argparse.Namespace) -> int:
 
     # With DAGSTER_HOME set (as `make run` and `make dev` do) the run shows in the UI's history and waits for
     # the warehouse pool like any other run.
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
-    if instance:
+    if os.environ.get("DAGSTER_HOME"):
+        instance = dg.DagsterInstance.get()
         for run_id in release_dead_runs(instance):
             print(f"released run {run_id}: its process was gone")
+    else:
+        instance = dg.DagsterInstance.ephemeral()
     result = materialize_days(defs, first, last, instance)
     failed_blocking = print_summary(defs.resources["warehouse"].database, result)
+    print_step_seconds(instance, result.run_id)
     ok = result.success and not failed_blocking
     print("OK" if ok else "FAILED: a step or a blocking check failed (see above)")
     return 0 if ok else 1
@@ -140,6 +143,14 @@ def print_summary(database: str, result: dg.ExecuteInProcessResult) -> list[str]
             failed_blocking.append(name)
         print(f"  {status:<5} {name}")
     return failed_blocking
+
+
+def print_step_seconds(instance: dg.DagsterInstance, run_id: str) -> None:
+    """Seconds per step, slowest first: where a run's time went."""
+    stats = instance.get_run_step_stats(run_id)
+    print("step seconds")
+    for stat in sorted(stats, key=lambda stat: (stat.start_time or 0) - (stat.end_time or 0)):
+        print(f"  {stat.step_key:<34} {(stat.end_time or 0) - (stat.start_time or 0):>8.2f}")
 
 
 PROFILE_JSON = """
