@@ -9,16 +9,6 @@ import pytest
 
 from loyalty_pipeline_tests.conftest import Inputs, envelope
 
-RAW = (
-    "raw/users",
-    "raw/products",
-    "raw/purchases",
-    "raw/user_activity",
-    "raw/redemptions",
-    "raw/customers",
-    "raw/historical_purchases",
-)  # the raw tables only
-
 DAY1, DAY2, DAY3 = "2024-06-01", "2024-06-02", "2024-06-03"
 NOON = f"{DAY1}T12:00:00.000"
 RAW_TABLES = [
@@ -31,6 +21,7 @@ RAW_TABLES = [
     "raw.historical_purchases",
     "raw.rejected_records",
 ]
+RAW = tuple(table.replace(".", "/") for table in RAW_TABLES[:-1])  # the raw assets only
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
