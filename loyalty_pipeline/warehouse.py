@@ -54,7 +54,7 @@ def rows_differing(conn: duckdb.DuckDBPyConnection, left: str, right: str, param
     return count(conn, f"(({left}) EXCEPT ALL ({right})) UNION ALL (({right}) EXCEPT ALL ({left}))", params)
 
 
-def count(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> int:
+def count(conn: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None = None) -> int:
     return conn.execute(f"SELECT count(*) FROM ({sql})", params or []).fetchall()[0][0]
 
 

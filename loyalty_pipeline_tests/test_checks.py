@@ -1,5 +1,7 @@
 """Asset checks pass on good tables and fail when the rule they guard is broken."""
 
+from datetime import date
+
 import dagster as dg
 import duckdb
 import pytest
@@ -60,3 +62,20 @@ def test_duplicate_and_rejected_row_checks(seeded):
     rejected = rejected_rows_check(dg.AssetKey(["raw", "purchases"]), "kafka:purchases")(warehouse=seeded)
     assert not rejected.passed and rejected.metadata["not a JSON object"].value == 1
     assert rejected_rows_check(dg.AssetKey(["raw", "users"]), "kafka:users")(warehouse=seeded).passed
+
+
+def test_a_partitioned_tables_checks_look_at_the_days_written(seeded):
+    """A step checks the days it wrote: a duplicate or an unenriched purchase on 06-02 fails the check of 06-02 and
+    of the whole table, not the check of 06-03 (whose step did not write 06-02)."""
+    unique_offsets = duplicate_check(dg.AssetKey(["raw", "users"]), ["kafka_partition", "kafka_offset"], "day")
+    tamper(seeded, "INSERT INTO raw.users SELECT * FROM raw.users WHERE day = '2024-06-02'")
+    tamper(seeded, "DELETE FROM loyalty.enriched_purchases WHERE purchase_id IN (SELECT min(purchase_id) FROM loyalty.enriched_purchases WHERE day = '2024-06-02')")  # fmt: skip
+    with duckdb.connect(seeded.database) as conn:
+
+        def wrong(check, days) -> int:
+            return next(iter(check.result(None, conn, RulesResource(), days).metadata.values())).value
+
+        for check in (unique_offsets, enriched_keeps_every_purchase):
+            assert wrong(check, (date(2024, 6, 2), date(2024, 6, 3))) == 1
+            assert wrong(check, None) == 1
+            assert wrong(check, (date(2024, 6, 3), date(2024, 6, 4))) == 0

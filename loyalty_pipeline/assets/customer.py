@@ -32,7 +32,7 @@ LAST_DAY = "SELECT max(day) FROM points.ledger_days"
 
 
 @check("Spend, tier and points agree with loyalty.sales_totals and the point ledger; every buyer has a profile.")
-def profiles_agree_with_totals_and_ledger(conn, rules) -> tuple[bool, dict]:
+def profiles_agree_with_totals_and_ledger(conn, rules, days) -> tuple[bool, dict]:
     wrong = count_rows(
         conn,
         """SELECT 1 FROM customer.profile_360 AS p
@@ -49,7 +49,7 @@ def profiles_agree_with_totals_and_ledger(conn, rules) -> tuple[bool, dict]:
     "Purchases whose user_id is neither a Kafka user nor an S3 customer (warning: e.g. keyed by name).",
     blocking=False,
 )
-def purchases_by_known_users(conn, rules) -> tuple[bool, dict]:
+def purchases_by_known_users(conn, rules, days) -> tuple[bool, dict]:
     unknown = conn.execute(
         """
         SELECT user_id, count(*) FROM loyalty.enriched_purchases
@@ -64,7 +64,7 @@ def purchases_by_known_users(conn, rules) -> tuple[bool, dict]:
 
 
 @check("At most 5 per customer, ranked 1..n, never a product of interest.")
-def recommendations_are_well_formed(conn, rules) -> tuple[bool, dict]:
+def recommendations_are_well_formed(conn, rules, days) -> tuple[bool, dict]:
     wrong = count_rows(
         conn,
         """SELECT 1 FROM customer.recommendations AS r JOIN customer.profile_360 AS p USING (user_id)
@@ -74,7 +74,7 @@ def recommendations_are_well_formed(conn, rules) -> tuple[bool, dict]:
 
 
 @check("The serving copy holds the warehouse's 360 tables: same row count and row-hash sum per table.")
-def serving_copy_is_complete(conn, rules) -> tuple[bool, dict]:
+def serving_copy_is_complete(conn, rules, days) -> tuple[bool, dict]:
 
     def fingerprint(table: str) -> list[tuple]:
         return conn.execute(f"SELECT count(*), sum(hash(t)) FROM {table} AS t").fetchall()

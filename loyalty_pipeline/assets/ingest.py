@@ -87,7 +87,7 @@ def _record_files(conn, topic: str, files: list[Path], parsed: str) -> None:
 
 def _topic_checks(key: dg.AssetKey) -> list:
     return [
-        duplicate_check(key, ["kafka_partition", "kafka_offset"]),
+        duplicate_check(key, ["kafka_partition", "kafka_offset"], day_column="day"),
         rejected_rows_check(key, f"kafka:{key.path[-1]}"),
     ]
 
@@ -168,7 +168,7 @@ def _ingest_topic(context, conn, sources: EventSources, topic: Topic, first, end
             "preview": preview(conn, window_rows, [first, end]),
             **_rejection_metadata(conn, source),
         },
-        check_results=check_results(key, _topic_checks(key), conn),
+        check_results=check_results(key, _topic_checks(key), conn, days=(first, end)),
     )
 
 
@@ -254,7 +254,7 @@ HISTORICAL_FILE = re.compile(r"historical_purchases/(\d{4}-\d{2}-\d{2})\.csv")
 
 HISTORICAL_KEY = dg.AssetKey(["raw", "historical_purchases"])
 HISTORICAL_CHECKS = [
-    duplicate_check(HISTORICAL_KEY, ["s3_key", "row_no"]),
+    duplicate_check(HISTORICAL_KEY, ["s3_key", "row_no"], day_column="day"),
     rejected_rows_check(HISTORICAL_KEY, "s3:historical_purchases"),
 ]
 
@@ -346,7 +346,7 @@ def historical_purchases(context: dg.AssetExecutionContext, warehouse: Warehouse
                 "preview": preview(conn, window_rows, [first, end]),
                 **_rejection_metadata(conn, source),
             },
-            check_results=check_results(HISTORICAL_KEY, HISTORICAL_CHECKS, conn),
+            check_results=check_results(HISTORICAL_KEY, HISTORICAL_CHECKS, conn, days=(first, end)),
         )
 
 

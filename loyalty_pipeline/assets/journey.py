@@ -5,7 +5,7 @@ from datetime import timedelta
 import dagster as dg
 
 from loyalty_pipeline import journeys, ledger
-from loyalty_pipeline.assets.checks import check, check_results, check_specs, failed_blocking
+from loyalty_pipeline.assets.checks import Days, check, check_results, check_specs, failed_blocking, in_days
 from loyalty_pipeline.assets.ingest import customers, raw_topics
 from loyalty_pipeline.assets.loyalty import enriched_purchases
 from loyalty_pipeline.assets.points import point_transactions
@@ -19,12 +19,16 @@ from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, revision_o
 STATE_KEY = dg.AssetKey(["journey", "journey_state"])
 
 
-def _invalid(conn, rules: RulesResource, sql: str, sample: bool = False) -> int:
-    """Rows of `sql`, which reads the state as `checked_state`: the whole table, or a 10% sample of it."""
+def _invalid(conn, rules: RulesResource, sql: str, days: Days, sample: bool = False) -> int:
+    """Rows of `sql`, which reads the state as `checked_state`: every row of the customers with a row entered in
+    `days` (the others did not change), the whole table for None, or a 10% sample of it."""
     journeys.load_definitions(conn, rules.rules.journeys)
+    where, params = in_days("entered_at", days)
+    touched = f"(journey_id, customer_id) IN (SELECT journey_id, customer_id FROM journey.journey_state WHERE {where})"
     conn.execute(
-        "CREATE OR REPLACE TEMP VIEW checked_state AS SELECT * FROM journey.journey_state"
-        + (" USING SAMPLE 10 PERCENT (bernoulli)" if sample else "")
+        "CREATE OR REPLACE TEMP TABLE checked_state AS SELECT * FROM journey.journey_state "
+        + ("USING SAMPLE 10 PERCENT (bernoulli)" if sample else f"WHERE {touched}"),
+        {} if sample else params,
     )
     return count(conn, sql)
 
@@ -34,23 +38,25 @@ LOCATED = """SELECT s.*, n.kind, n.stage_index, n.step_index, n.position FROM ch
 
 
 @check("At most one terminal node (goal, exit or end) per customer and journey.")
-def one_terminal_node(conn, rules) -> tuple[bool, dict]:
+def one_terminal_node(conn, rules, days) -> tuple[bool, dict]:
     wrong = _invalid(
         conn,
         rules,
         f"SELECT journey_id, customer_id FROM ({LOCATED}) WHERE kind IN {journeys.TERMINAL} GROUP BY ALL HAVING count(*) > 1",
+        days,
     )
     return wrong == 0, {"customers_wrong": wrong}
 
 
 @check("No node is entered after the customer's terminal node.")
-def nothing_after_terminal(conn, rules) -> tuple[bool, dict]:
+def nothing_after_terminal(conn, rules, days) -> tuple[bool, dict]:
     wrong = _invalid(
         conn,
         rules,
         f"""WITH located AS ({LOCATED}),
                  terminal AS (SELECT journey_id, customer_id, min(entered_at) AS at FROM located WHERE kind IN {journeys.TERMINAL} GROUP BY ALL)
             SELECT 1 FROM located JOIN terminal USING (journey_id, customer_id) WHERE located.entered_at > terminal.at""",
+        days,
     )
     return wrong == 0, {"rows_after_terminal": wrong}
 
@@ -69,8 +75,8 @@ WHERE earlier.entered_at IS NULL OR earlier.entered_at > later.entered_at
 
 
 @check("Stages entered in order with non-decreasing dates, and every step of a stage before the next stage.")
-def stages_in_order(conn, rules) -> tuple[bool, dict]:
-    wrong = _invalid(conn, rules, ORDER_VIOLATIONS)
+def stages_in_order(conn, rules, days) -> tuple[bool, dict]:
+    wrong = _invalid(conn, rules, ORDER_VIOLATIONS, days)
     return wrong == 0, {"stage_entries_out_of_order": wrong}
 
 
@@ -78,7 +84,7 @@ def stages_in_order(conn, rules) -> tuple[bool, dict]:
     "A 10% Bernoulli sample of the state re-checked for invalid rows (the cheap check for very large tables).",
     blocking=False,
 )
-def sampled_state_is_valid(conn, rules) -> tuple[bool, dict]:
+def sampled_state_is_valid(conn, rules, days) -> tuple[bool, dict]:
     wrong = _invalid(
         conn,
         rules,
@@ -86,24 +92,21 @@ def sampled_state_is_valid(conn, rules) -> tuple[bool, dict]:
             WHERE NOT EXISTS (SELECT 1 FROM journey.journey_state AS s JOIN journey_nodes AS n USING (journey_id, node)
                               WHERE s.journey_id = sampled.journey_id AND s.customer_id = sampled.customer_id
                                 AND n.kind = 'stage' AND n.stage_index = 0 AND s.entered_at <= sampled.entered_at)""",
+        None,
         sample=True,
     )
     return wrong == 0, {"invalid_sampled_rows": wrong}
 
 
-@check("Exactly one activation row per activation step reached in the state.")
-def activations_match_state(conn, rules) -> tuple[bool, dict]:
-    wrong = _invalid(
-        conn,
-        rules,
-        """(SELECT s.journey_id, s.customer_id, n.activation, s.entered_at FROM checked_state AS s
-            JOIN journey_nodes AS n USING (journey_id, node) WHERE n.activation IS NOT NULL
-            EXCEPT ALL SELECT * FROM journey.activations)
-           UNION ALL
-           (SELECT * FROM journey.activations
-            EXCEPT ALL SELECT s.journey_id, s.customer_id, n.activation, s.entered_at FROM checked_state AS s
-            JOIN journey_nodes AS n USING (journey_id, node) WHERE n.activation IS NOT NULL)""",
-    )
+@check("Exactly one activation row per activation step reached in the state (in the days written).")
+def activations_match_state(conn, rules, days) -> tuple[bool, dict]:
+    journeys.load_definitions(conn, rules.rules.journeys)
+    on_entered, params = in_days("s.entered_at", days)
+    on_activated, _ = in_days("activated_on", days)
+    reached = f"""SELECT s.journey_id, s.customer_id, n.activation, s.entered_at FROM journey.journey_state AS s
+                  JOIN journey_nodes AS n USING (journey_id, node) WHERE n.activation IS NOT NULL AND {on_entered}"""
+    written = f"SELECT * FROM journey.activations WHERE {on_activated}"
+    wrong = count(conn, f"(({reached}) EXCEPT ALL ({written})) UNION ALL (({written}) EXCEPT ALL ({reached}))", params)
     return wrong == 0, {"rows_differing": wrong}
 
 
@@ -193,7 +196,7 @@ def _journey_state(context: dg.AssetExecutionContext, conn, rules: RulesResource
                 limit=20,
             ),
         },
-        check_results=check_results(STATE_KEY, STATE_CHECKS, conn, rules),
+        check_results=check_results(STATE_KEY, STATE_CHECKS, conn, rules, (first, end)),
     )
 
 
@@ -277,7 +280,7 @@ def _activations(context: dg.AssetExecutionContext, conn, rules: RulesResource) 
             "activations_added_late": count(conn, revised, [revision["run_id"], "added"]),
             "preview": preview(conn, window_rows + " ORDER BY ALL", window, limit=20),
         },
-        check_results=check_results(ACTIVATIONS_KEY, ACTIVATIONS_CHECKS, conn, rules),
+        check_results=check_results(ACTIVATIONS_KEY, ACTIVATIONS_CHECKS, conn, rules, (first, end)),
     )
 
 

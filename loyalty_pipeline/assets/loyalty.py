@@ -3,7 +3,15 @@ promotions. Rule values from loyalty.yaml reach SQL as parameters or rows of tem
 
 import dagster as dg
 
-from loyalty_pipeline.assets.checks import check, check_results, check_specs, count_rows, duplicate_check, table_of
+from loyalty_pipeline.assets.checks import (
+    check,
+    check_results,
+    check_specs,
+    count_rows,
+    duplicate_check,
+    in_days,
+    table_of,
+)
 from loyalty_pipeline.assets.ingest import historical_purchases, raw_topics
 from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, table_metadata
 from loyalty_pipeline.partitions import DECLARED, window_days
@@ -19,21 +27,26 @@ PROMOTIONS_KEY = dg.AssetKey(["loyalty", "promotions"])
 
 
 @check("Every valid purchase (Kafka and S3) is enriched exactly once.")
-def enriched_keeps_every_purchase(conn, rules) -> tuple[bool, dict]:
+def enriched_keeps_every_purchase(conn, rules, days) -> tuple[bool, dict]:
+    where, params = in_days("day", days)
     missing = count_rows(
-        conn, f"SELECT purchase_id FROM ({PURCHASES}) EXCEPT ALL SELECT purchase_id FROM loyalty.enriched_purchases"
+        conn,
+        f"SELECT purchase_id FROM ({PURCHASES}) WHERE {where} "
+        f"EXCEPT ALL SELECT purchase_id FROM loyalty.enriched_purchases WHERE {where}",
+        params,
     )
     return missing == 0, {"purchases_not_enriched": missing}
 
 
 @check("Purchases of a product with no price known at purchase time.", blocking=False)
-def purchases_of_priced_products(conn, rules) -> tuple[bool, dict]:
-    unpriced = count_rows(conn, "SELECT 1 FROM loyalty.enriched_purchases WHERE price IS NULL")
+def purchases_of_priced_products(conn, rules, days) -> tuple[bool, dict]:
+    where, params = in_days("day", days)
+    unpriced = count_rows(conn, f"SELECT 1 FROM loyalty.enriched_purchases WHERE price IS NULL AND {where}", params)
     return unpriced == 0, {"unpriced_purchases": unpriced}
 
 
 @check("Each total is the sum of the customer's known prices and its tier follows the thresholds.")
-def totals_and_tiers_agree(conn, rules) -> tuple[bool, dict]:
+def totals_and_tiers_agree(conn, rules, days) -> tuple[bool, dict]:
     # the tier is recomputed from the rule rows, not with reward_level(), so a broken macro fails this check
     install_tiers(conn, rules.rules)
     wrong = count_rows(
@@ -53,7 +66,7 @@ def totals_and_tiers_agree(conn, rules) -> tuple[bool, dict]:
 
 
 @check("Stamp counts match the stamp product's purchases.")
-def stamps_match_purchases(conn, rules) -> tuple[bool, dict]:
+def stamps_match_purchases(conn, rules, days) -> tuple[bool, dict]:
     wrong = count_rows(
         conn,
         """
@@ -70,7 +83,7 @@ def stamps_match_purchases(conn, rules) -> tuple[bool, dict]:
 ENRICHED_CHECKS = [
     enriched_keeps_every_purchase,
     purchases_of_priced_products,
-    duplicate_check(ENRICHED_KEY, ["purchase_id"]),
+    duplicate_check(ENRICHED_KEY, ["purchase_id"], day_column="day"),
 ]
 ALL_PRODUCTS_CHECKS = [duplicate_check(ALL_PRODUCTS_KEY, ["product_id"])]
 SALES_TOTALS_CHECKS = [totals_and_tiers_agree, duplicate_check(SALES_TOTALS_KEY, ["user_id"])]
@@ -149,7 +162,7 @@ def enriched_purchases(
                 "unknown_product_rows": count(conn, window_rows + " AND price IS NULL", window),
                 "preview": preview(conn, window_rows + " ORDER BY purchased_at", window),
             },
-            check_results=check_results(ENRICHED_KEY, ENRICHED_CHECKS, conn, rules),
+            check_results=check_results(ENRICHED_KEY, ENRICHED_CHECKS, conn, rules, (first, end)),
         )
 
 

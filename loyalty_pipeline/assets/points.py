@@ -6,7 +6,7 @@ import dagster as dg
 import duckdb
 
 from loyalty_pipeline import journeys, ledger
-from loyalty_pipeline.assets.checks import check, check_results, check_specs, count_rows, duplicate_check
+from loyalty_pipeline.assets.checks import check, check_results, check_specs, count_rows, duplicate_check, in_days
 from loyalty_pipeline.assets.ingest import raw_topics
 from loyalty_pipeline.assets.loyalty import enriched_purchases
 from loyalty_pipeline.chain import open_window
@@ -24,50 +24,60 @@ def _result(wrong: int, what: str) -> tuple[bool, dict]:
 
 
 @check("No customer's balance is negative at any instant.")
-def balance_never_negative(conn, rules) -> tuple[bool, dict]:
+def balance_never_negative(conn, rules, days) -> tuple[bool, dict]:
+    where, params = in_days("day", days)  # the customers with rows in the days written, over their whole history
     return _result(
         count_rows(
             conn,
-            """SELECT 1 FROM (
+            f"""SELECT 1 FROM (
                    SELECT sum(points) OVER (PARTITION BY user_id ORDER BY occurred_at,
                           CASE kind WHEN 'expire' THEN 0 WHEN 'earn' THEN 1 ELSE 2 END, txn_id) AS running
-                   FROM points.point_transactions) WHERE running < 0""",
+                   FROM points.point_transactions
+                   WHERE user_id IN (SELECT user_id FROM points.point_transactions WHERE {where}))
+                WHERE running < 0""",
+            params,
         ),
         "negative_instants",
     )
 
 
 @check("No lot gives more points than it earned.")
-def lots_not_overdrawn(conn, rules) -> tuple[bool, dict]:
+def lots_not_overdrawn(conn, rules, days) -> tuple[bool, dict]:
+    where, params = in_days("day", days)  # the lots drawn on in the days written
     return _result(
         count_rows(
             conn,
-            """SELECT 1 FROM points.point_transactions AS lot
-               JOIN (SELECT lot_txn_id, sum(points) AS taken FROM points.lot_allocations GROUP BY ALL) AS a
+            f"""SELECT 1 FROM points.point_transactions AS lot
+               JOIN (SELECT lot_txn_id, sum(points) AS taken FROM points.lot_allocations
+                     WHERE lot_txn_id IN (SELECT lot_txn_id FROM points.lot_allocations WHERE {where})
+                     GROUP BY ALL) AS a
                  ON a.lot_txn_id = lot.txn_id
                WHERE a.taken > lot.points""",
+            params,
         ),
         "overdrawn_lots",
     )
 
 
 @check("Each expire row is exactly what its lot had left after uses.")
-def expiries_match_lot_remainders(conn, rules) -> tuple[bool, dict]:
+def expiries_match_lot_remainders(conn, rules, days) -> tuple[bool, dict]:
+    where, params = in_days("expiry.day", days)  # the expiries of the days written
     return _result(
         count_rows(
             conn,
-            """SELECT 1 FROM points.point_transactions AS expiry
+            f"""SELECT 1 FROM points.point_transactions AS expiry
                JOIN points.point_transactions AS lot ON lot.txn_id = expiry.source_ref AND lot.kind = 'earn'
                LEFT JOIN (SELECT lot_txn_id, sum(points) AS used FROM points.lot_allocations
                           WHERE txn_id LIKE 'use:%' GROUP BY ALL) AS uses ON uses.lot_txn_id = lot.txn_id
-               WHERE expiry.kind = 'expire' AND -expiry.points <> lot.points - coalesce(uses.used, 0)""",
+               WHERE expiry.kind = 'expire' AND -expiry.points <> lot.points - coalesce(uses.used, 0) AND {where}""",
+            params,
         ),
         "mismatched_expiries",
     )
 
 
 @check("Replays one customer's whole history (a different one each day) with the plain reference rules, row by row.")
-def sampled_customer_reconciles(conn, rules) -> tuple[bool, dict]:
+def sampled_customer_reconciles(conn, rules, days) -> tuple[bool, dict]:
     settings = rules.rules.points
     # one customer a day, chosen by a hash of the id and the last day: another each day, the same on a re-run
     sampled = conn.execute(
@@ -110,7 +120,7 @@ def sampled_customer_reconciles(conn, rules) -> tuple[bool, dict]:
 
 
 @check("Each balance is the sum of the customer's ledger rows and of their open lots.")
-def balances_are_ledger_sums(conn, rules) -> tuple[bool, dict]:
+def balances_are_ledger_sums(conn, rules, days) -> tuple[bool, dict]:
     return _result(
         count_rows(
             conn,
@@ -129,7 +139,7 @@ LEDGER_CHECKS = [
     lots_not_overdrawn,
     expiries_match_lot_remainders,
     sampled_customer_reconciles,
-    duplicate_check(LEDGER_KEY, ["txn_id"]),
+    duplicate_check(LEDGER_KEY, ["txn_id"], day_column="day"),
 ]
 BALANCES_CHECKS = [balances_are_ledger_sums, duplicate_check(BALANCES_KEY, ["user_id"])]
 
@@ -192,7 +202,7 @@ def point_transactions(
                 ),
                 "preview": preview(conn, window_rows + " ORDER BY occurred_at, txn_id", [first, end], limit=20),
             },
-            check_results=check_results(LEDGER_KEY, LEDGER_CHECKS, conn, rules),
+            check_results=check_results(LEDGER_KEY, LEDGER_CHECKS, conn, rules, (first, end)),
         )
 
 
