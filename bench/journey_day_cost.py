@@ -18,9 +18,10 @@ import yaml
 from loyalty_pipeline import journeys, ledger
 from loyalty_pipeline.assets.ingest import CUSTOMERS_DDL
 from loyalty_pipeline.assets.loyalty import ENRICHED_DDL
+from loyalty_pipeline.chain import open_window
 from loyalty_pipeline.config import Rules
 from loyalty_pipeline.kafka import TOPICS, table_ddl
-from loyalty_pipeline.warehouse import insert_rows
+from loyalty_pipeline.rules_sql import install_tiers
 
 START = date(2024, 1, 1)
 JOURNEYS = yaml.safe_load("""
@@ -64,6 +65,9 @@ def synthesize(conn, customers: int, purchases: int, days: int) -> None:
     )
 
 
+ONE_DAY = timedelta(days=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=1_000_000)
@@ -76,15 +80,15 @@ def main() -> None:
         conn = duckdb.connect(str(Path(tmp) / "journeys.duckdb"))
         synthesize(conn, args.customers, args.purchases, args.days)
         conn.execute(journeys.DDL)
-        conn.execute("CREATE OR REPLACE TEMP TABLE tiers (name VARCHAR, above DECIMAL(18,2))")
-        insert_rows(conn, "tiers", [[tier.name, tier.above] for tier in rules.tiers])
+        install_tiers(conn, rules)
         journeys.load_definitions(conn, rules.journeys)
         seconds = []
         totals_as_of = None  # the first day sums its profile from the start, later ones add their day
         for n in range(args.days):
             started = time.perf_counter()
             day = START + timedelta(days=n)
-            journeys.build_day(conn, rules, day, later_days_exist=False, totals_as_of=totals_as_of)
+            window = open_window(conn, "journey.journey_days", "journey state", "state", day, day + ONE_DAY, None)
+            journeys.build_day(conn, rules, window, day, totals_as_of)
             totals_as_of = day
             seconds.append(time.perf_counter() - started)
         results = {

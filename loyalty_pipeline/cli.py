@@ -94,7 +94,7 @@ def materialize(args: argparse.Namespace) -> int:
     ):
         print(f"error: no inputs: neither {data_dir / 'kafka'} nor {sources.s3_url} exists", file=sys.stderr)
         return 2
-    found = planning.input_days(sources)
+    found = planning.input_days(sources, defs.resources["rules"])
     if found is None and not (args.start and args.end):
         print(f"error: no events found under {data_dir}; nothing to materialize", file=sys.stderr)
         return 2

@@ -101,23 +101,26 @@ CREATE TABLE IF NOT EXISTS raw.{topic.name} (
 );"""
 
 
-def event_day_range(files: list[Path]) -> tuple[date, date] | None:
-    """First and last UTC day of the messages in snapshot files (lines that do not parse are skipped)."""
-    if not files:
+def event_day_range(files: list[Path], first: date, latest: datetime) -> tuple[date, date] | None:
+    """First and last UTC day of the messages in snapshot files whose time is in [first, latest] (lines that do not
+    parse, and files that cannot be read, are skipped here: the run quarantines them)."""
+    bounds = []
+    with duckdb.connect() as conn:
+        for file in files:
+            try:
+                bounds += conn.execute(
+                    f"""SELECT min(ts), max(ts) FROM (
+                        SELECT TRY_CAST(json_extract_string(line, '$.ts') AS BIGINT) AS ts
+                        FROM {lines.scan_sql("file")} WHERE json_valid(line))
+                        WHERE ts BETWEEN epoch_ms($first::TIMESTAMP) AND epoch_ms($latest::TIMESTAMP)""",
+                    {"file": str(file), "first": first, "latest": latest},
+                ).fetchall()
+            except duckdb.Error:
+                continue
+    found = [ms for pair in bounds for ms in pair if ms is not None]
+    if not found:
         return None
-    first, last = (
-        duckdb.connect()
-        .execute(
-            f"""SELECT min(ts), max(ts) FROM (
-                SELECT TRY_CAST(json_extract_string(line, '$.ts') AS BIGINT) AS ts
-                FROM {lines.scan_sql("files")} WHERE json_valid(line))""",
-            {"files": [str(file) for file in files]},
-        )
-        .fetchall()[0]
-    )
-    if first is None:
-        return None
-    return tuple(datetime.fromtimestamp(ms / 1000, UTC).date() for ms in (first, last))
+    return tuple(datetime.fromtimestamp(ms / 1000, UTC).date() for ms in (min(found), max(found)))
 
 
 def _field_sql(field: Field, json: str) -> tuple[str, str]:
@@ -132,7 +135,7 @@ def _field_sql(field: Field, json: str) -> tuple[str, str]:
     return value, f"CASE {reason} END"
 
 
-def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: date, lines: str) -> str:
+def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: date, latest: datetime, lines: str) -> str:
     """Parses table `lines(file, line_no, line)` (lines.load_lines) into a temp table, whose name it returns: one row
     per non-blank line, either typed or with a reason.
 
@@ -158,12 +161,16 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
             FROM envelopes
         ), coordinates AS (
             SELECT *,
-                   CASE WHEN json_type(envelope[1]) IN ('UBIGINT', 'BIGINT')
-                        THEN (envelope[1] ->> '$')::INTEGER END AS kafka_partition,
-                   CASE WHEN json_type(envelope[2]) IN ('UBIGINT', 'BIGINT')
-                        THEN (envelope[2] ->> '$')::BIGINT END AS kafka_offset,
+                   json_type(envelope[1]) IN ('UBIGINT', 'BIGINT') AS partition_is_integer,
+                   json_type(envelope[2]) IN ('UBIGINT', 'BIGINT') AS offset_is_integer,
+                   CASE WHEN partition_is_integer THEN TRY_CAST(envelope[1] ->> '$' AS INTEGER) END AS partition_value,
+                   CASE WHEN offset_is_integer THEN TRY_CAST(envelope[2] ->> '$' AS BIGINT) END AS offset_value,
+                   CASE WHEN partition_value >= 0 THEN partition_value END AS kafka_partition,
+                   CASE WHEN offset_value >= 0 THEN offset_value END AS kafka_offset,
                    CASE WHEN json_type(envelope[3]) IN ('UBIGINT', 'BIGINT')
-                        THEN epoch_ms((envelope[3] ->> '$')::BIGINT) END AS event_ts,
+                        THEN TRY_CAST(envelope[3] ->> '$' AS BIGINT) END AS ts_ms,
+                   CASE WHEN ts_ms BETWEEN epoch_ms($first_day::TIMESTAMP) AND epoch_ms($latest::TIMESTAMP)
+                        THEN epoch_ms(ts_ms) END AS event_ts,
                    envelope[4] ->> '$' AS message_key,
                    json_type(envelope[5]) AS payload_type,
                    CASE json_type(envelope[5]) WHEN 'VARCHAR' THEN envelope[5] ->> '$' END AS payload_text
@@ -180,14 +187,18 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
             SELECT *, {value_columns} FROM (SELECT *, json_extract(payload, [{field_paths}]) AS fields FROM payloads)
         )
         SELECT file, line_no, line, kafka_partition, kafka_offset, event_ts,
-               CASE WHEN event_ts >= $first_day THEN event_ts::DATE END AS day, tombstone,
+               event_ts::DATE AS day, tombstone,
                message_key AS {topic.key}, {", ".join(field.name for field in topic.fields)},
                coalesce(
                    CASE WHEN message IS NULL THEN 'not a JSON object'
-                        WHEN kafka_partition IS NULL THEN 'envelope: partition missing or not an integer'
-                        WHEN kafka_offset IS NULL THEN 'envelope: offset missing or not an integer'
-                        WHEN event_ts IS NULL THEN 'envelope: ts missing or not an integer'
-                        WHEN event_ts < $first_day THEN 'event time before the first partition (' || $first_day || ')'
+                        WHEN NOT partition_is_integer THEN 'envelope: partition missing or not an integer'
+                        WHEN kafka_partition IS NULL THEN 'envelope: partition out of range (0 to 2147483647)'
+                        WHEN NOT offset_is_integer THEN 'envelope: offset missing or not an integer'
+                        WHEN kafka_offset IS NULL THEN 'envelope: offset out of range (0 to 9223372036854775807)'
+                        WHEN ts_ms IS NULL THEN 'envelope: ts missing or not an integer'
+                        WHEN ts_ms < epoch_ms($first_day::TIMESTAMP)
+                        THEN 'event time before the first partition (' || $first_day || ')'
+                        WHEN event_ts IS NULL THEN 'event time after ' || $latest || ' (now + LOYALTY_FUTURE_TOLERANCE)'
                         WHEN payload_type IS NULL THEN 'envelope: no payload'
                         WHEN message_key IS NULL THEN 'missing key ({topic.key})'
                         WHEN tombstone THEN NULL
@@ -197,7 +208,7 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
                ) AS reason
         FROM typed
         """,
-        {"first_day": first_day},
+        {"first_day": first_day, "latest": latest},
     )
     # Only coordinates seen twice need ranking: a narrow window over the duplicates, not over every line.
     conn.execute(

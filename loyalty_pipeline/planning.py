@@ -38,11 +38,14 @@ RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster
 CHAIN_DAYS = ["points.ledger_days", "journey.journey_days"]
 
 
-def input_days(sources) -> tuple[date, date] | None:
-    """First and last UTC day of any Kafka message or historical CSV file in the inputs."""
-    days = list(kafka.event_day_range([file for topic in kafka.TOPICS for file in sources.kafka_files(topic)]) or [])
+def input_days(sources, rules) -> tuple[date, date] | None:
+    """First and last UTC day of the valid events in the inputs: Kafka messages and historical CSV files from the
+    first partition through now plus the tolerance (an event in 2099 or in seconds must not set the range)."""
+    first, latest = rules.first_day(), rules.latest_event_time()
+    files = [file for topic in kafka.TOPICS for file in sources.kafka_files(topic)]
+    days = list(kafka.event_day_range(files, first, latest) or [])
     days += [historical_file_day(obj.key) for obj in sources.object_store().list_objects("historical_purchases/")]
-    days = [day for day in days if day]
+    days = [day for day in days if day and first <= day <= latest.date()]
     return (min(days), max(days)) if days else None
 
 

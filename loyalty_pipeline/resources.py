@@ -1,13 +1,13 @@
 """The one place that builds resources from the environment (all variables optional, see README)."""
 
-import fnmatch
 import functools
 import os
+import re
 import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -141,7 +141,7 @@ class EventSources(dg.ConfigurableResource):
         return sorted(
             path
             for path in folder.iterdir()
-            if fnmatch.fnmatch(path.name, "*.jsonl") or fnmatch.fnmatch(path.name, "*.jsonl.gz")
+            if path.name.lower().endswith((".jsonl", ".jsonl.gz")) and path.is_file()  # x.JSONL too; no folders
         )
 
     def object_store(self) -> LocalStore | S3Store:
@@ -159,6 +159,7 @@ class RulesResource(dg.ConfigurableResource):
 
     path: str | None = None
     start_date: str | None = None  # LOYALTY_START_DATE, which wins over the file's start_date
+    future_tolerance: str | None = None  # LOYALTY_FUTURE_TOLERANCE: how far past now an event may be, e.g. "6 hours"
 
     @property
     def rules(self) -> Rules:
@@ -173,6 +174,19 @@ class RulesResource(dg.ConfigurableResource):
                 raise RulesError(f"LOYALTY_START_DATE={self.start_date!r} is not a date (YYYY-MM-DD)") from None
         return self.rules.start_date or DEFAULT_START
 
+    def latest_event_time(self) -> datetime:
+        """The latest event time accepted (naive UTC, as the warehouse stores it): now plus the tolerance. Later
+        events are quarantined: a clock error must not push "as of" into the future."""
+        return datetime.now(UTC).replace(tzinfo=None) + tolerance(self.future_tolerance)
+
+
+def tolerance(text: str | None) -> timedelta:
+    """'1 day' (the default), '6 hours', '30 minutes'."""
+    match = re.fullmatch(r"\s*(\d{1,4})\s*(day|hour|minute)s?\s*", text or "1 day")
+    if not match:
+        raise RulesError(f"LOYALTY_FUTURE_TOLERANCE={text!r} is not a duration such as '1 day' or '6 hours'")
+    return timedelta(**{match.group(2) + "s": int(match.group(1))})
+
 
 _cached_rules = functools.lru_cache(maxsize=8)(load_rules)
 
@@ -184,6 +198,7 @@ def build_resources(env: dict[str, str] | None = None) -> dict[str, dg.Configura
     default_rules = Path(data_dir) / "loyalty.yaml"
     rules_path = env.get("LOYALTY_CONFIG") or (str(default_rules) if default_rules.exists() else None)
     _cached_rules(rules_path)  # fail at load, naming the bad key, rather than in the middle of a run
+    tolerance(env.get("LOYALTY_FUTURE_TOLERANCE"))
     return {
         "warehouse": Warehouse(
             database=env.get("LOYALTY_WAREHOUSE", str(Path(data_dir) / "warehouse.duckdb")),
@@ -194,5 +209,9 @@ def build_resources(env: dict[str, str] | None = None) -> dict[str, dg.Configura
             s3_url=env.get("LOYALTY_S3_URL", str(Path(data_dir) / "s3")),
             s3_endpoint_url=env.get("LOYALTY_S3_ENDPOINT_URL"),
         ),
-        "rules": RulesResource(path=rules_path, start_date=env.get("LOYALTY_START_DATE") or None),
+        "rules": RulesResource(
+            path=rules_path,
+            start_date=env.get("LOYALTY_START_DATE") or None,
+            future_tolerance=env.get("LOYALTY_FUTURE_TOLERANCE") or None,
+        ),
     }

@@ -32,7 +32,7 @@ def daily_materialization(
     if built.last:
         first = built.gap or built.last + timedelta(days=1)
     else:
-        found = planning.input_days(sources)
+        found = planning.input_days(sources, rules)
         if found is None:
             return dg.SkipReason("no events in the inputs yet")
         first = found[0]

@@ -73,11 +73,7 @@ def kafka_new_files(
             if before and before[0] == version:
                 now[str(path)] = before
                 continue
-            try:
-                days = kafka.event_day_range([path])
-            except duckdb.Error as error:  # the ingest quarantines it by name; here it only has no days
-                context.log.error(f"unreadable snapshot {path}: {error}")
-                days = None
+            days = kafka.event_day_range([path], rules.first_day(), rules.latest_event_time())
             now[str(path)] = [version, *(day.isoformat() if day else None for day in days or (None, None))]
             change.add(asset.key, f"{path} ({'rewritten' if before else 'new'})", version, days)
             if before and before[1]:  # the days it held before count too

@@ -12,7 +12,7 @@ from loyalty_pipeline.kafka import TOPICS, Topic, parse_messages, table_ddl
 from loyalty_pipeline.lines import load_csv, load_lines
 from loyalty_pipeline.metadata import partition_metadata, preview, table_metadata
 from loyalty_pipeline.partitions import DECLARED, window_days
-from loyalty_pipeline.resources import EventSources, Warehouse, file_version
+from loyalty_pipeline.resources import EventSources, RulesResource, Warehouse, file_version
 from loyalty_pipeline.warehouse import OWNERS, REJECTED_DDL, WAREHOUSE_POOL, count, insert_rows, transaction
 
 
@@ -114,17 +114,19 @@ raw_topics = {  # raw_topics["purchases"]: the spec of raw/purchases, for deps
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
 )
-def kafka_topics(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: EventSources):
+def kafka_topics(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: EventSources, rules: RulesResource):
     """The selected topics, one after the other in one step: each its own transaction and results."""
     first, end = window_days(context)
     with warehouse.get_connection() as conn:
         conn.execute(REJECTED_DDL + KAFKA_FILES_DDL)
         for name, spec in raw_topics.items():
             if spec.key in context.selected_asset_keys:
-                yield _ingest_topic(context, conn, sources, TOPICS[name], first, end)
+                yield _ingest_topic(context, conn, sources, rules, TOPICS[name], first, end)
 
 
-def _ingest_topic(context, conn, sources: EventSources, topic: Topic, first, end) -> dg.MaterializeResult:
+def _ingest_topic(
+    context, conn, sources: EventSources, rules: RulesResource, topic: Topic, first, end
+) -> dg.MaterializeResult:
     source, key = f"kafka:{topic.name}", raw_topics[topic.name].key
     files = sources.kafka_files(topic.name)
     if not files:
@@ -133,7 +135,7 @@ def _ingest_topic(context, conn, sources: EventSources, topic: Topic, first, end
     read = _files_to_read(conn, topic.name, files, first, end)
     conn.execute("CREATE OR REPLACE TEMP TABLE unreadable_files (file VARCHAR, reason VARCHAR)")
     insert_rows(conn, "unreadable_files", load_lines(conn, read, "kafka_lines"))
-    parsed = parse_messages(conn, topic, partitions.first_day(context), "kafka_lines")
+    parsed = parse_messages(conn, topic, partitions.first_day(context), rules.latest_event_time(), "kafka_lines")
     columns = ", ".join(topic.columns)
     with transaction(conn):
         conn.execute(f"DELETE FROM raw.{topic.name} WHERE day >= $1 AND day < $2", [first, end])
@@ -270,22 +272,29 @@ HISTORICAL_CHECKS = [
     pool=WAREHOUSE_POOL,
     description="Past orders from `historical_purchases/YYYY-MM-DD.csv`, one file per UTC day partition.",
 )
-def historical_purchases(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: EventSources):
+def historical_purchases(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, sources: EventSources, rules: RulesResource
+):
     first, end = window_days(context)
     store = sources.object_store()
     source = "s3:historical_purchases"
-    start = partitions.first_day(context)
-    dated, misnamed, too_early = {}, [], []
+    start, latest = partitions.first_day(context), rules.latest_event_time().date()
+    dated, misnamed, too_early, too_late = {}, [], [], []
     for obj in store.list_objects("historical_purchases/"):
         file_day = historical_file_day(obj.key)
         if file_day is None:
             misnamed.append(obj.key)
         elif file_day < start:
             too_early.append(obj.key)
+        elif file_day > latest:
+            too_late.append(obj.key)
         elif first <= file_day < end:
             dated[obj.key] = file_day
-    if misnamed or too_early:
-        context.log.warning(f"skipped files misnamed {misnamed} or dated before the first partition {too_early}")
+    if misnamed or too_early or too_late:
+        context.log.warning(
+            f"skipped files misnamed {misnamed}, dated before the first partition {too_early} or after {latest} "
+            f"(today + LOYALTY_FUTURE_TOLERANCE) {too_late}"
+        )
     with sources.workdir() as workdir, warehouse.get_connection() as conn:
         conn.execute(HISTORICAL_DDL + REJECTED_DDL)
         rows = load_csv(
@@ -326,7 +335,8 @@ def historical_purchases(context: dg.AssetExecutionContext, warehouse: Warehouse
                 conn,
                 "skipped_files",
                 [[key, "file name is not historical_purchases/YYYY-MM-DD.csv"] for key in misnamed]
-                + [[key, f"file day before the first partition ({start})"] for key in too_early],
+                + [[key, f"file day before the first partition ({start})"] for key in too_early]
+                + [[key, f"file day after {latest} (today + LOYALTY_FUTURE_TOLERANCE)"] for key in too_late],
             )
             _quarantine(
                 conn,
