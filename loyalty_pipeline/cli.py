@@ -14,7 +14,7 @@ import duckdb
 from loyalty_pipeline import planning
 from loyalty_pipeline.config import RulesError
 from loyalty_pipeline.definitions import EVERYTHING_JOB, build_defs
-from loyalty_pipeline.resources import build_resources, connect_when_free
+from loyalty_pipeline.resources import OneLineError, build_resources, connect_when_free
 
 SHOWN = {  # what the summary prints in full: the small tables a person checks by eye
     "loyalty.sales_totals": "SELECT * FROM loyalty.sales_totals ORDER BY user_id",
@@ -94,12 +94,20 @@ def materialize(args: argparse.Namespace) -> int:
     ):
         print(f"error: no inputs: neither {data_dir / 'kafka'} nor {sources.s3_url} exists", file=sys.stderr)
         return 2
-    found = planning.input_days(sources, defs.resources["rules"])
+    try:
+        connect_when_free(defs.resources["warehouse"].database).close()  # a path that cannot work fails here
+        found = planning.input_days(sources, defs.resources["rules"])
+    except OneLineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if found is None and not (args.start and args.end):
         print(f"error: no events found under {data_dir}; nothing to materialize", file=sys.stderr)
         return 2
     first = args.start or max(found[0], defs.resources["rules"].first_day()).isoformat()
     last = args.end or found[1].isoformat()
+    if first > last:
+        print(f"error: the range {first} .. {last} is empty (--from after --to?)", file=sys.stderr)
+        return 2
     print(f"materializing {first} .. {last} into {defs.resources['warehouse'].database}")
 
     # With DAGSTER_HOME set (as `make run` and `make dev` do) the run shows in the UI's history and waits for

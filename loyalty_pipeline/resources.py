@@ -8,12 +8,14 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 import boto3
 import dagster as dg
 import duckdb
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
 from dagster_duckdb import DuckDBResource
 
 from loyalty_pipeline.config import Rules, RulesError, load_rules
@@ -25,6 +27,30 @@ class StoredObject:
     key: str  # relative to the store's root, e.g. "historical_purchases/2022-10-01.csv"
     version: str  # changes when the object is rewritten (ETag or mtime+size)
     modified: datetime
+
+
+class OneLineError(dg.Failure):
+    """An error a user fixes, as one line naming what is wrong (a Failure, so a step shows the line, not a
+    traceback)."""
+
+    def __init__(self, message: str):
+        super().__init__(description=message)
+
+    def __str__(self) -> str:
+        return self.description
+
+
+class SourceError(OneLineError):
+    """An input location that cannot be listed or read, or that lost the data it held."""
+
+
+class WarehouseError(OneLineError):
+    """The warehouse file cannot be opened."""
+
+
+def safe_key(key: str) -> bool:
+    """An object key with no empty, '.' or '..' part (so not absolute either)."""
+    return all(part not in ("", ".", "..") for part in key.split("/"))
 
 
 def file_version(path: Path) -> str:
@@ -64,27 +90,36 @@ class S3Store:
     def __init__(self, url: str, endpoint_url: str | None):
         parsed = urlparse(url)
         self.bucket, self.prefix = parsed.netloc, parsed.path.strip("/")
-        self.client = boto3.client("s3", endpoint_url=endpoint_url or None)
+        # few retries and short connect timeouts: an endpoint that is down is an error in seconds, not minutes
+        config = BotoConfig(connect_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
+        self.client = boto3.client("s3", endpoint_url=endpoint_url or None, config=config)
 
     def _full(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def list_objects(self, prefix: str) -> list[StoredObject]:
         found = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self._full(prefix)
-        ):
-            for item in page.get("Contents", []):
-                key = item["Key"][len(self.prefix) + 1 :] if self.prefix else item["Key"]
-                found.append(StoredObject(key=key, version=item["ETag"].strip('"'), modified=item["LastModified"]))
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._full(prefix)
+            ):
+                for item in page.get("Contents", []):
+                    key = item["Key"][len(self.prefix) + 1 :] if self.prefix else item["Key"]
+                    found.append(StoredObject(key=key, version=item["ETag"].strip('"'), modified=item["LastModified"]))
+        except (BotoCoreError, ClientError) as error:
+            raise SourceError(f"s3://{self.bucket}/{self._full(prefix)}: {error}") from None
         return sorted(found, key=lambda obj: obj.key)
 
     def local_copies(self, keys: list[str], workdir: Path) -> dict[str, Path]:
+        # A local name is a number and the key's last part, never the key's path: a key such as
+        # "customers/../../x.csv" must not write outside the work folder.
         copies = {}
-        for key in keys:
-            copies[key] = workdir / key
-            copies[key].parent.mkdir(parents=True, exist_ok=True)
-            self.client.download_file(self.bucket, self._full(key), str(copies[key]))
+        for number, key in enumerate(keys):
+            copies[key] = workdir / f"{number:06d}-{PurePosixPath(key).name}"
+            try:
+                self.client.download_file(self.bucket, self._full(key), str(copies[key]))
+            except (BotoCoreError, ClientError) as error:
+                raise SourceError(f"s3://{self.bucket}/{self._full(key)}: {error}") from None
         return copies
 
 
@@ -95,13 +130,15 @@ def serving_path(database: str) -> Path:
 
 
 def connect_when_free(database: str, **options) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse, waiting (doubling pauses, ~100 s in all) while another process holds its lock."""
-    for pause in (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 50):
+    """Open the warehouse, waiting (doubling pauses, ~100 s in all) while another process holds its lock. Any other
+    failure (a missing folder, a folder, a file that is not a DuckDB database) is an error at once, naming the path."""
+    for pause in (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 50, None):
         try:
             return duckdb.connect(database, **options)
-        except duckdb.IOException:
+        except duckdb.Error as error:
+            if pause is None or "lock" not in str(error).lower():
+                raise WarehouseError(f"warehouse {database}: {str(error).splitlines()[0]}") from None
             time.sleep(pause)
-    return duckdb.connect(database, **options)
 
 
 class Warehouse(DuckDBResource):

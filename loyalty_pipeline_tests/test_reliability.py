@@ -5,10 +5,12 @@ See docs/reliability.md for the classes."""
 import gzip
 import json
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 
 from loyalty_pipeline import planning
+from loyalty_pipeline.cli import main, materialize_days
 from loyalty_pipeline.config import RulesError
 from loyalty_pipeline.definitions import build_defs
 from loyalty_pipeline_tests.conftest import Inputs, envelope, ms
@@ -110,3 +112,79 @@ def test_broken_snapshot_files_never_stop_the_range_or_the_run(inputs):
         ("not-gzip.jsonl.gz:0", "unreadable file"),
         ("truncated.jsonl.gz:0", "unreadable file"),
     ]
+
+
+# --- S3: keys never become paths, an empty or unreachable location never erases ---------------------------------
+
+CUSTOMERS_CSV = "user_id,name,email,signup_date\nu1,Una,u1@x,2024-01-01\n"
+
+
+def test_an_object_key_climbing_out_of_the_work_folder_is_quarantined_not_written(s3_bucket, inputs):
+    escape = "customers/../../../../../../tmp/escaped-by-key.csv"
+    s3_bucket.put("exports/customers/part-1.csv", CUSTOMERS_CSV)
+    s3_bucket.put(f"exports/{escape}", CUSTOMERS_CSV.replace("u1,Una", "u9,Eve"))
+    inputs.materialize(DAY, assets=("raw/customers",), **s3_bucket.env())
+    assert inputs.query("SELECT user_id FROM raw.customers") == [("u1",)]
+    assert reasons(inputs) == [(escape, "unsafe object key (an empty, '.' or '..' part): not downloaded")]
+    assert not Path("/tmp/escaped-by-key.csv").exists()
+
+
+def test_an_empty_or_mistyped_s3_location_stops_and_keeps_what_was_loaded(inputs):
+    inputs.csv("customers/part-1.csv", CUSTOMERS_CSV)
+    inputs.kafka("purchases", [GOOD])
+    inputs.materialize(DAY, assets=("raw/customers",))
+    typo = inputs.root / "s3-typo"
+    result = materialize_days(build_defs(inputs.env(LOYALTY_S3_URL=str(typo))), DAY, DAY, assets=("raw/customers",))
+    assert not result.success
+    [failure] = [event.step_failure_data.error.message for event in result.all_events if event.is_step_failure]
+    assert f"{typo}/customers/ lists no CSV file, but raw.customers holds 1 rows" in failure
+    assert inputs.query("SELECT user_id FROM raw.customers") == [("u1",)]
+
+
+def test_an_emptied_kafka_folder_stops_instead_of_erasing_its_days(inputs):
+    inputs.kafka("purchases", [GOOD])
+    inputs.materialize(DAY, assets=RAW)
+    (inputs.root / "kafka" / "purchases" / "part-0.jsonl").unlink()
+    result = materialize_days(build_defs(inputs.env()), DAY, DAY, assets=("raw/purchases",))
+    [failure] = [event.step_failure_data.error.message for event in result.all_events if event.is_step_failure]
+    assert "has no snapshot file, but raw.purchases holds 1 rows of 2024-06-01..2024-06-01" in failure
+    assert inputs.query("SELECT user_id FROM raw.purchases") == [("ann",)]
+
+
+def test_an_unreachable_s3_endpoint_is_one_line_naming_the_location(inputs, capsys, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    inputs.kafka("purchases", [GOOD])
+    env = {"LOYALTY_S3_URL": "s3://no-such-bucket/exports", "LOYALTY_S3_ENDPOINT_URL": "http://127.0.0.1:9"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code = main(["materialize", "--data-dir", str(inputs.root), "--warehouse", str(inputs.warehouse)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert err.startswith("error: s3://no-such-bucket/exports/historical_purchases/: ")
+
+
+def test_from_after_to_is_a_clear_error(inputs, capsys):
+    inputs.kafka("purchases", [GOOD])
+    common = ["materialize", "--data-dir", str(inputs.root), "--warehouse", str(inputs.warehouse)]
+    assert main([*common, "--from", "2024-06-03", "--to", "2024-06-01"]) == 2
+    assert "error: the range 2024-06-03 .. 2024-06-01 is empty (--from after --to?)" in capsys.readouterr().err
+
+
+# --- an unusable warehouse path fails at once; only a real lock is waited for --------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["missing folder", "a folder", "not a database"])
+def test_an_unusable_warehouse_path_is_a_one_line_error_at_once(inputs, capsys, monkeypatch, kind):
+    waits = []
+    monkeypatch.setattr("loyalty_pipeline.resources.time.sleep", waits.append)
+    inputs.kafka("purchases", [GOOD])
+    path = {
+        "missing folder": inputs.root / "no" / "such" / "warehouse.duckdb",
+        "a folder": inputs.root / "kafka",
+        "not a database": inputs.csv("notes.txt", "this is not a DuckDB file\n" * 100),
+    }[kind]
+    code = main(["materialize", "--data-dir", str(inputs.root), "--warehouse", str(path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"error: warehouse {path}: ") and "\n" not in err
+    assert waits == []  # no waiting as if it were locked

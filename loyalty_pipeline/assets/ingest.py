@@ -1,7 +1,7 @@
 """Raw tables: Kafka topic snapshots and S3 CSV exports, validated, deduplicated, bad rows quarantined."""
 
 import re
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -12,7 +12,7 @@ from loyalty_pipeline.kafka import TOPICS, Topic, parse_messages, table_ddl
 from loyalty_pipeline.lines import load_csv, load_lines
 from loyalty_pipeline.metadata import partition_metadata, preview, table_metadata
 from loyalty_pipeline.partitions import DECLARED, window_days
-from loyalty_pipeline.resources import EventSources, RulesResource, Warehouse, file_version
+from loyalty_pipeline.resources import EventSources, RulesResource, SourceError, Warehouse, file_version, safe_key
 from loyalty_pipeline.warehouse import OWNERS, REJECTED_DDL, WAREHOUSE_POOL, count, insert_rows, transaction
 
 
@@ -129,9 +129,16 @@ def _ingest_topic(
 ) -> dg.MaterializeResult:
     source, key = f"kafka:{topic.name}", raw_topics[topic.name].key
     files = sources.kafka_files(topic.name)
-    if not files:
-        context.log.warning(f"no snapshot files for topic {topic.name} in {sources.data_dir}/kafka/{topic.name}")
     conn.execute(table_ddl(topic))
+    if not files:
+        folder = f"{sources.data_dir}/kafka/{topic.name}"
+        held = count(conn, f"SELECT 1 FROM raw.{topic.name} WHERE day >= $1 AND day < $2", [first, end])
+        if held:
+            raise SourceError(
+                f"{folder} has no snapshot file, but raw.{topic.name} holds {held} rows of "
+                f"{first}..{end - timedelta(days=1)}: not erasing them (check LOYALTY_DATA_DIR)"
+            )
+        context.log.warning(f"no snapshot files for topic {topic.name} in {folder}")
     read = _files_to_read(conn, topic.name, files, first, end)
     conn.execute("CREATE OR REPLACE TEMP TABLE unreadable_files (file VARCHAR, reason VARCHAR)")
     insert_rows(conn, "unreadable_files", load_lines(conn, read, "kafka_lines"))
@@ -201,10 +208,19 @@ CUSTOMERS_CHECKS = [
 )
 def customers(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: EventSources):
     store = sources.object_store()
-    keys = [obj.key for obj in store.list_objects("customers/") if obj.key.endswith(".csv")]
+    listed = [obj.key for obj in store.list_objects("customers/") if obj.key.lower().endswith(".csv")]
+    keys = [key for key in listed if safe_key(key)]
     source = "s3:customers"
     with sources.workdir() as workdir, warehouse.get_connection() as conn:
         conn.execute(CUSTOMERS_DDL + REJECTED_DDL)
+        held = count(conn, "SELECT 1 FROM raw.customers")
+        if not listed and held:
+            raise SourceError(
+                f"{sources.s3_url}/customers/ lists no CSV file, but raw.customers holds {held} rows from an earlier "
+                "export: not erasing them (check LOYALTY_S3_URL; to empty the customers, export a header-only CSV)"
+            )
+        conn.execute("CREATE OR REPLACE TEMP TABLE skipped_files (s3_key VARCHAR, reason VARCHAR)")
+        insert_rows(conn, "skipped_files", [[key, UNSAFE_KEY] for key in listed if not safe_key(key)])
         rows = load_csv(conn, store.local_copies(keys, Path(workdir)), ["user_id", "name", "email", "signup_date"])
         conn.execute(
             f"""
@@ -230,7 +246,8 @@ def customers(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: 
                 date.min,
                 date.max,
                 "SELECT s3_key || ':' || line_no AS location, reason, raw, NULL::DATE AS day "
-                "FROM customers_checked WHERE reason IS NOT NULL",
+                "FROM customers_checked WHERE reason IS NOT NULL "
+                "UNION ALL SELECT s3_key, reason, NULL, NULL FROM skipped_files",
             )
         return dg.MaterializeResult(
             metadata={
@@ -251,6 +268,7 @@ CREATE TABLE IF NOT EXISTS raw.historical_purchases (
     s3_key VARCHAR NOT NULL, row_no BIGINT NOT NULL, day DATE NOT NULL
 );
 """
+UNSAFE_KEY = "unsafe object key (an empty, '.' or '..' part): not downloaded"
 HISTORICAL_FILE = re.compile(r"historical_purchases/(\d{4}-\d{2}-\d{2})\.csv")
 
 
@@ -280,7 +298,8 @@ def historical_purchases(
     source = "s3:historical_purchases"
     start, latest = partitions.first_day(context), rules.latest_event_time().date()
     dated, misnamed, too_early, too_late = {}, [], [], []
-    for obj in store.list_objects("historical_purchases/"):
+    listed = store.list_objects("historical_purchases/")
+    for obj in listed:
         file_day = historical_file_day(obj.key)
         if file_day is None:
             misnamed.append(obj.key)
@@ -297,6 +316,12 @@ def historical_purchases(
         )
     with sources.workdir() as workdir, warehouse.get_connection() as conn:
         conn.execute(HISTORICAL_DDL + REJECTED_DDL)
+        held = count(conn, "SELECT 1 FROM raw.historical_purchases WHERE day >= $1 AND day < $2", [first, end])
+        if not listed and held:
+            raise SourceError(
+                f"{sources.s3_url}/historical_purchases/ lists no file, but raw.historical_purchases holds {held} "
+                f"rows of {first}..{end - timedelta(days=1)}: not erasing them (check LOYALTY_S3_URL)"
+            )
         rows = load_csv(
             conn,
             store.local_copies(sorted(dated), Path(workdir)),
