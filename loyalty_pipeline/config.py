@@ -8,20 +8,27 @@ import pydantic
 import yaml
 
 from loyalty_pipeline.criteria import CriterionError, checked_sql
+from loyalty_pipeline.kafka import MAX_PRICE
 
 
 class Rule(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
 
+# Amounts in rules are money (DECIMAL(18,2) in the warehouse) and counts of days or stamps: bounded at load, so
+# a rule can never overflow a type in the middle of a run.
+Money = pydantic.condecimal(ge=0, le=MAX_PRICE * 1000, decimal_places=2)
+Days = pydantic.conint(ge=0, le=36_500)
+
+
 class Tier(Rule):
     name: str
-    above: Decimal
+    above: Money
 
 
 class StampCard(Rule):
     product_id: str = "coffee"
-    cycle: pydantic.PositiveInt = 6
+    cycle: pydantic.conint(ge=1, le=10_000) = 6
 
 
 class Promotion(Rule):
@@ -29,12 +36,20 @@ class Promotion(Rule):
     considers: list[str]
     require_all: list[str] = []
     exclude: list[str] = []
-    min_spend: Decimal | None = None
+    min_spend: Money | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _can_match(self):
+        if missing := sorted(set(self.require_all) - set(self.considers)):
+            raise ValueError(f"promotion {self.name}: require_all {missing} not in considers, so it can never match")
+        if both := sorted(set(self.require_all) & set(self.exclude)):
+            raise ValueError(f"promotion {self.name}: {both} both required and excluded, so it can never match")
+        return self
 
 
 class Points(Rule):
-    earn_rate: Decimal = pydantic.Field(default=Decimal(1), ge=0)
-    validity_days: pydantic.NonNegativeInt = 365
+    earn_rate: pydantic.condecimal(ge=0, le=1000, decimal_places=6) = Decimal(1)
+    validity_days: Days = 365
 
 
 Name = pydantic.constr(pattern=r"^[A-Za-z0-9_-]+$")  # ids become parts of node names such as stage:<id>:step:1
@@ -45,7 +60,7 @@ class ActivationStep(Rule):
 
 
 class WaitStep(Rule):
-    wait_days: pydantic.NonNegativeInt
+    wait_days: Days
 
 
 class ExitCriterion(Rule):
@@ -111,7 +126,19 @@ class Rules(Rule):
     @classmethod
     def _highest_first(cls, tiers: list[Tier]) -> list[Tier]:
         # Tiers are matched top-down with strict ">", so keep them highest threshold first.
+        for attribute in ("name", "above"):
+            values = [getattr(tier, attribute) for tier in tiers]
+            if len(set(values)) != len(values):
+                raise ValueError(f"tiers need distinct {attribute}s (one could never be reached), got {values}")
         return sorted(tiers, key=lambda tier: tier.above, reverse=True)
+
+    @pydantic.field_validator("promotions")
+    @classmethod
+    def _unique_promotions(cls, promotions: list[Promotion]) -> list[Promotion]:
+        names = [promotion.name for promotion in promotions]
+        if len(set(names)) != len(names):
+            raise ValueError(f"promotion names must be unique, got {names}")
+        return promotions
 
     @pydantic.field_validator("journeys")
     @classmethod
@@ -133,7 +160,7 @@ def load_rules(path: str | Path | None) -> Rules:
     path = Path(path)
     try:
         document = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise RulesError(f"cannot read rules file {path}: {error}") from error
     if not isinstance(document, dict):
         raise RulesError(f"rules file {path}: expected a mapping at the top level")

@@ -22,6 +22,12 @@ class Field:
     required: bool = True
     valid: str | None = None  # SQL predicate over the typed value, by its name
     rule: str = "a string"  # the type and predicate in words, for the rejection reason
+    maximum: int | None = None  # the largest value accepted (sums over many rows must stay within their types)
+
+
+# The largest price accepted, on Kafka and in CSV files alike: lifetime sums over millions of purchases stay within
+# DECIMAL(18,2), and points (price x earn rate, at most 1000) within BIGINT.
+MAX_PRICE = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,7 @@ TOPICS = {
                     "DECIMAL(18,2)",
                     valid="price >= 0 AND price = TRY_CAST(payload ->> '$.price' AS DECIMAL(38,10))",
                     rule="a non-negative number with at most 2 decimals",
+                    maximum=MAX_PRICE,
                 ),
             ),
         ),
@@ -130,6 +137,8 @@ def _field_sql(field: Field, json: str) -> tuple[str, str]:
     present = f"coalesce(json_type({json}), 'NULL') <> 'NULL'"
     valid = f"{field.name} IS NOT NULL AND ({field.valid or 'true'})"
     reason = f"WHEN {present} AND NOT ({valid}) THEN 'field {field.name} must be {field.rule}'"
+    if field.maximum is not None:
+        reason += f" WHEN {field.name} > {int(field.maximum)} THEN 'field {field.name} must be at most {field.maximum}'"
     if field.required:
         reason = f"WHEN NOT {present} THEN 'missing field {field.name}' {reason}"
     return value, f"CASE {reason} END"

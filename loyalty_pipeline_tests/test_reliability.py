@@ -4,6 +4,7 @@ See docs/reliability.md for the classes."""
 
 import gzip
 import json
+import re
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -188,3 +189,63 @@ def test_an_unusable_warehouse_path_is_a_one_line_error_at_once(inputs, capsys, 
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith(f"error: warehouse {path}: ") and "\n" not in err
     assert waits == []  # no waiting as if it were locked
+
+
+# --- values beyond their types, and config that makes no sense, are refused at load or quarantined ---------------
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("points: {validity_days: 99999999999}", "points.validity_days"),
+        ("points: {earn_rate: 1e300}", "points.earn_rate"),
+        ("points: {earn_rate: 0.1234567}", "points.earn_rate"),  # would be rounded silently
+        ("tiers: [{name: A, above: 1e40}]", "tiers.0.above"),
+        ("tiers: [{name: A, above: 100}, {name: B, above: 100}]", "distinct aboves"),
+        ("tiers: [{name: A, above: 100}, {name: A, above: 200}]", "distinct names"),
+        ("promotions: [{name: p, considers: [a]}, {name: p, considers: [b]}]", "promotion names must be unique"),
+        ("promotions: [{name: p, considers: [a], require_all: [b]}]", "require_all ['b'] not in considers"),
+        ("promotions: [{name: p, considers: [a], min_spend: 1e30}]", "promotions.0.min_spend"),
+        ("stamp_card: {cycle: 99999999999}", "stamp_card.cycle"),
+        (
+            "journeys: [{id: j, audience: 'true', stages: [{id: s, steps: [{wait_days: 99999999999}]}]}]",
+            "wait_days",
+        ),
+    ],
+)
+def test_config_out_of_range_or_meaningless_is_refused_naming_the_key(tmp_path, text, named):
+    path = tmp_path / "loyalty.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(RulesError, match=re.escape(named)):
+        build_defs({"LOYALTY_CONFIG": str(path), "LOYALTY_DATA_DIR": str(tmp_path)})
+
+
+def test_a_rules_file_that_is_not_utf8_is_a_clear_error(tmp_path):
+    path = tmp_path / "loyalty.yaml"
+    path.write_bytes("default_tier: N\xe9\n".encode("latin-1"))
+    with pytest.raises(RulesError, match=f"cannot read rules file {re.escape(str(path))}"):
+        build_defs({"LOYALTY_CONFIG": str(path), "LOYALTY_DATA_DIR": str(tmp_path)})
+
+
+def test_a_price_too_large_or_too_precise_is_quarantined_alike_on_kafka_and_in_csv(inputs):
+    inputs.kafka(
+        "products",
+        [
+            ("tea", {"category": "c", "price": 2.5}, f"{DAY}T00:00:00"),
+            ("gold", {"category": "c", "price": 9_000_000_000_000_000}, f"{DAY}T00:00:00"),
+            ("fine", {"category": "c", "price": 1.005}, f"{DAY}T00:00:00"),
+        ],
+    )
+    header = "order_id,user_id,product_id,price,purchased_at\n"
+    at = f"{DAY}T07:00:00Z"
+    rows = f"h1,ann,tea,2.50,{at}\nh2,ann,gold,9000000000000000.00,{at}\nh3,ann,fine,1.005,{at}\n"
+    inputs.csv(f"historical_purchases/{DAY}.csv", header + rows)
+    inputs.materialize(DAY, assets=("raw/products", "raw/historical_purchases"))
+    assert inputs.query("SELECT product_id FROM raw.products") == [("tea",)]
+    assert inputs.query("SELECT order_id FROM raw.historical_purchases") == [("h1",)]
+    assert sorted(why for _, why in reasons(inputs)) == [
+        "field price must be a non-negative number with at most 2 decimals",
+        "field price must be at most 1000000000",
+        "price must be at most 1000000000",
+        "price must have at most 2 decimals",
+    ]

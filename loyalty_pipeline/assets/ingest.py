@@ -8,7 +8,7 @@ import dagster as dg
 
 from loyalty_pipeline import partitions
 from loyalty_pipeline.assets.checks import check_results, check_specs, duplicate_check, rejected_rows_check
-from loyalty_pipeline.kafka import TOPICS, Topic, parse_messages, table_ddl
+from loyalty_pipeline.kafka import MAX_PRICE, TOPICS, Topic, parse_messages, table_ddl
 from loyalty_pipeline.lines import load_csv, load_lines
 from loyalty_pipeline.metadata import partition_metadata, preview, table_metadata
 from loyalty_pipeline.partitions import DECLARED, window_days
@@ -343,11 +343,14 @@ def historical_purchases(
                 WHEN nullif(trim(user_id), '') IS NULL THEN 'missing user_id'
                 WHEN nullif(trim(product_id), '') IS NULL THEN 'missing product_id'
                 WHEN amount IS NULL OR amount < 0 THEN 'price must be a non-negative number'
+                WHEN amount <> TRY_CAST(price AS DECIMAL(38,10)) THEN 'price must have at most 2 decimals'
+                WHEN amount > $max_price THEN 'price must be at most ' || $max_price
                 WHEN purchased IS NULL THEN 'purchased_at is not an ISO-8601 timestamp'
                 WHEN purchased::DATE <> file_day THEN 'purchased_at is not on the file''s date ' || file_day
             END AS reason
             FROM typed
-            """
+            """,
+            {"max_price": MAX_PRICE},
         )
         with transaction(conn):
             conn.execute("DELETE FROM raw.historical_purchases WHERE day >= $1 AND day < $2", [first, end])
