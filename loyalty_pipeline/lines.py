@@ -1,5 +1,7 @@
 """Text files read line by line in DuckDB, with exact line numbers (blank lines counted), .gz included."""
 
+import gzip
+import zlib
 from pathlib import Path
 
 import duckdb
@@ -12,20 +14,40 @@ _ONE_COLUMN = (
 )
 
 
-def load_lines(conn: duckdb.DuckDBPyConnection, files: list[Path], table: str) -> list[list[str]]:
-    """Every line of `files` into temp table `table(file, line_no, line)`; returns [file, reason] of the files that
-    could not be read (a broken gzip, say), whose lines are left out rather than failing the others."""
+def load_lines(conn: duckdb.DuckDBPyConnection, files: list[Path], table: str) -> list[list]:
+    """Every line of `files` into temp table `table(file, line_no, line)`; returns the problems [file, line_no,
+    reason] of what could not be read: a line that is not UTF-8, or (line 0) a file that is not what its name says
+    or ends early, whose readable lines still load. One bad byte never costs the file's other lines."""
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {table} (file VARCHAR, line_no BIGINT, line VARCHAR)")
-    unreadable = []
+    problems = []
     for file in files:  # one file per read: its ordinality is the line number (3x faster than numbering a window)
         try:
             conn.execute(
                 f"INSERT INTO {table} SELECT $file, ordinality, line FROM read_csv($file, {_ONE_COLUMN}) WITH ORDINALITY",
                 {"file": str(file)},
             )
-        except duckdb.Error as error:
-            unreadable.append([str(file), f"unreadable file: {str(error).splitlines()[0]}"])
-    return unreadable
+        except duckdb.Error:  # a bad byte, a line over DuckDB's limit, a broken gzip: read it line by line
+            rows, file_problems = _read_in_python(file)
+            if rows:
+                conn.executemany(f"INSERT INTO {table} VALUES ($1, $2, $3)", rows)
+            problems += file_problems
+    return problems
+
+
+def _read_in_python(file: Path) -> tuple[list[list], list[list]]:
+    """The lines of a file DuckDB could not read: ([file, line_no, text] of the readable ones, problems)."""
+    rows, problems = [], []
+    opener = gzip.open if file.name.lower().endswith(".gz") else open
+    try:
+        with opener(file, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    rows.append([str(file), number, raw.rstrip(b"\r\n").decode("utf-8")])
+                except UnicodeDecodeError as error:
+                    problems.append([str(file), number, f"not UTF-8 text ({error.reason} at byte {error.start})"])
+    except (OSError, EOFError, zlib.error) as error:
+        problems.append([str(file), 0, f"unreadable file: {error}"])  # the lines before the break still load
+    return rows, problems
 
 
 def scan_sql(parameter: str) -> str:
@@ -48,9 +70,9 @@ def load_csv(conn: duckdb.DuckDBPyConnection, copies: dict[str, Path], columns: 
     """
     unreadable = load_lines(conn, list(copies.values()), "csv_lines")
     conn.execute("CREATE OR REPLACE TEMP TABLE csv_files (s3_key VARCHAR, file VARCHAR)")
-    conn.execute("CREATE OR REPLACE TEMP TABLE unreadable (file VARCHAR, reason VARCHAR)")
+    conn.execute("CREATE OR REPLACE TEMP TABLE unreadable (file VARCHAR, line_no BIGINT, reason VARCHAR)")
     if unreadable:
-        conn.executemany("INSERT INTO unreadable VALUES ($1, $2)", unreadable)
+        conn.executemany("INSERT INTO unreadable VALUES ($1, $2, $3)", unreadable)
     if copies:
         conn.executemany("INSERT INTO csv_files VALUES ($1, $2)", [[key, str(path)] for key, path in copies.items()])
     values = ", ".join(f"nullif(fields[{i + 1}], '') AS {column}" for i, column in enumerate(columns))
@@ -63,18 +85,18 @@ def load_csv(conn: duckdb.DuckDBPyConnection, copies: dict[str, Path], columns: 
                        regexp_full_match(line, $line_pattern) AS well_formed,
                        list_transform(regexp_extract_all(line || ',', $fields_pattern, 1),
                                       lambda f: CASE WHEN f LIKE '"%"' THEN replace(f[2:-2], '""', '"') ELSE f END) AS fields
-                FROM csv_lines JOIN csv_files USING (file) JOIN headers USING (file)
+                FROM csv_lines JOIN csv_files USING (file) LEFT JOIN headers USING (file)
                 WHERE line_no > 1 AND trim(coalesce(line, '')) <> ''
             )
             SELECT s3_key, line_no, line_no - 1 AS row_no, line AS raw,
-                   CASE WHEN lower(replace(trim(header), ' ', '')) <> $header
-                        THEN 'file header is ' || trim(header) || ', expected ' || $header
+                   CASE WHEN header IS NULL OR lower(replace(trim(header), ' ', '')) <> $header
+                        THEN 'file header is ' || coalesce(trim(header), 'unreadable') || ', expected ' || $header
                         WHEN NOT well_formed THEN 'not a valid CSV line (unbalanced quotes?)'
                         WHEN len(fields) <> $width THEN len(fields) || ' fields, expected ' || $width END AS problem,
                    {values}
             FROM parsed
-            UNION ALL BY NAME  -- a file that cannot be read at all is one row, at line 0
-            SELECT s3_key, 0 AS line_no, 0 AS row_no, unreadable.reason AS problem
+            UNION ALL BY NAME  -- what cannot be read: a line, or (line 0) the file
+            SELECT s3_key, line_no, greatest(line_no - 1, 0) AS row_no, unreadable.reason AS problem
             FROM unreadable JOIN csv_files USING (file)""",
         {"line_pattern": CSV_LINE, "fields_pattern": CSV_FIELDS, "width": len(columns), "header": ",".join(columns)},
     )

@@ -95,20 +95,28 @@ def test_a_partition_or_offset_out_of_range_is_quarantined(inputs, partition, of
     assert [why for _, why in reasons(inputs)] == [reason]
 
 
-# --- files that cannot be read do not stop the others, at start-up or in the run -------------------------------
+# --- files that cannot be read do not stop the others, at start-up or in the run; their readable lines load ------
 
 
 def test_broken_snapshot_files_never_stop_the_range_or_the_run(inputs):
     inputs.kafka("purchases", [GOOD])
     folder = inputs.root / "kafka" / "purchases"
-    (folder / "truncated.jsonl.gz").write_bytes(gzip.compress(b'{"topic": "purchases"}\n' * 50)[:40])
+    # an export still being written: its lines are all there, the gzip trailer is not yet
+    written = "".join(line(ms(f"{DAY}T12:00:00"), offset=20 + n) + "\n" for n in range(3))
+    (folder / "truncated.jsonl.gz").write_bytes(gzip.compress(written.encode())[:-8])
     (folder / "not-gzip.jsonl.gz").write_bytes(b"plain text\n")
     (folder / "a-folder.jsonl").mkdir()  # a folder named like a file is not a file
     (folder / "shouting.JSONL").write_text(line(ms(f"{DAY}T11:00:00"), offset=9) + "\n")  # read, whatever the case
     defs = build_defs(inputs.env())
     assert planning.input_days(defs.resources["sources"], defs.resources["rules"]) == (date(2024, 6, 1),) * 2
     inputs.materialize(DAY, assets=RAW)
-    assert inputs.query("SELECT user_id FROM raw.purchases ORDER BY ALL") == [("ann",), ("bob",)]
+    assert inputs.query("SELECT user_id, kafka_offset FROM raw.purchases ORDER BY ALL") == [
+        ("ann", 0),
+        ("bob", 9),
+        ("bob", 20),
+        ("bob", 21),
+        ("bob", 22),
+    ]
     assert [(location.rsplit("/", 1)[1], why.split(":")[0]) for location, why in reasons(inputs)] == [
         ("not-gzip.jsonl.gz:0", "unreadable file"),
         ("truncated.jsonl.gz:0", "unreadable file"),
@@ -248,4 +256,31 @@ def test_a_price_too_large_or_too_precise_is_quarantined_alike_on_kafka_and_in_c
         "field price must be at most 1000000000",
         "price must be at most 1000000000",
         "price must have at most 2 decimals",
+    ]
+
+
+def test_a_line_that_is_not_utf8_is_quarantined_and_its_neighbours_load(inputs):
+    inputs.kafka("purchases", [GOOD])
+    path = inputs.root / "kafka" / "purchases" / "till-2.jsonl"
+    path.write_bytes(
+        (line(ms(f"{DAY}T11:00:00"), offset=5) + "\n").encode()
+        + b'{"topic": "purchases", "key": "caf\xe9"}\n'  # Latin-1
+        + ("x" * 3_000_000 + "\n").encode()  # over DuckDB's 2 MB line limit
+        + (line(ms(f"{DAY}T11:30:00"), offset=6) + "\n").encode()
+    )
+    header = "order_id,user_id,product_id,price,purchased_at\n"
+    inputs.csv(f"historical_purchases/{DAY}.csv", "")
+    (inputs.root / "s3" / "historical_purchases" / f"{DAY}.csv").write_bytes(
+        (header + f"h1,ann,tea,2.50,{DAY}T07:00:00Z\n").encode("utf-16")
+    )
+    inputs.materialize(DAY, assets=RAW)
+    assert inputs.query("SELECT kafka_offset FROM raw.purchases ORDER BY ALL") == [(0,), (5,), (6,)]
+    assert inputs.query("SELECT count(*) FROM raw.historical_purchases") == [(0,)]
+    found = [(location.rsplit("/", 1)[1], why[:28]) for location, why in reasons(inputs)]
+    assert found == [
+        ("till-2.jsonl:2", "not UTF-8 text (invalid cont"),
+        ("till-2.jsonl:3", "not a JSON object"),
+        (f"{DAY}.csv:1", "not UTF-8 text (invalid star"),  # UTF-16: the header is not UTF-8 ...
+        (f"{DAY}.csv:2", "file header is unreadable, e"),  # ... so no row of the file is read as data
+        (f"{DAY}.csv:3", "file header is unreadable, e"),
     ]

@@ -140,8 +140,8 @@ def _ingest_topic(
             )
         context.log.warning(f"no snapshot files for topic {topic.name} in {folder}")
     read = _files_to_read(conn, topic.name, files, first, end)
-    conn.execute("CREATE OR REPLACE TEMP TABLE unreadable_files (file VARCHAR, reason VARCHAR)")
-    insert_rows(conn, "unreadable_files", load_lines(conn, read, "kafka_lines"))
+    conn.execute("CREATE OR REPLACE TEMP TABLE unreadable (file VARCHAR, line_no BIGINT, reason VARCHAR)")
+    insert_rows(conn, "unreadable", load_lines(conn, read, "kafka_lines"))
     parsed = parse_messages(conn, topic, partitions.first_day(context), rules.latest_event_time(), "kafka_lines")
     columns = ", ".join(topic.columns)
     with transaction(conn):
@@ -159,7 +159,7 @@ def _ingest_topic(
             end,
             "SELECT file || ':' || line_no AS location, reason, line AS raw, day "
             f"FROM {parsed} WHERE reason IS NOT NULL "
-            "UNION ALL SELECT file || ':0', reason, NULL, NULL FROM unreadable_files",  # line 0: the whole file
+            "UNION ALL SELECT file || ':' || line_no, reason, NULL, NULL FROM unreadable",  # line 0: the whole file
             undated_of="EXISTS (SELECT 1 FROM files_read WHERE starts_with(location, files_read.file || ':'))",
         )
         _record_files(conn, topic.name, files, parsed)
