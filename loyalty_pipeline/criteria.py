@@ -1,20 +1,26 @@
 """User-written journey criteria: parsed with sqlglot, checked against an allow-list, and re-rendered from the
 checked tree. Only the re-rendered text reaches SQL; the raw string never does."""
 
+import duckdb
 import sqlglot
 from sqlglot import exp
 
-# SPEC §5.4: the profile columns a criterion may read, as of the end of the day evaluated.
-PROFILE_COLUMNS = frozenset(
-    {
-        "products_purchased",
-        "total_spend",
-        "purchase_count",
-        "days_since_last_purchase",
-        "reward_level",
-        "points_balance",
-    }
-)
+# SPEC §5.4: the profile columns a criterion may read, as of the end of the day evaluated, with their types.
+PROFILE_COLUMNS = {
+    "products_purchased": "VARCHAR[]",
+    "total_spend": "DECIMAL(18,2)",
+    "purchase_count": "BIGINT",
+    "days_since_last_purchase": "BIGINT",
+    "reward_level": "VARCHAR",
+    "points_balance": "BIGINT",
+}
+# Profiles a criterion is tried on at load, so that a type error (`reward_level > 5`, `lower(total_spend)`) is found
+# then, naming the journey, not in the middle of a run: a typical one, an empty one (NULLs), and extremes.
+_SAMPLE_PROFILES = [
+    [["coffee", "tea"], 123.45, 3, 2, "GOLD", 40],
+    [None, None, None, None, None, None],
+    [[], 0, 0, 0, "", 0],
+]
 
 _PREDICATES = (exp.And, exp.Or, exp.Not, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.In, exp.Between, exp.Is)
 _LIST_FUNCTIONS = (
@@ -52,10 +58,14 @@ def checked_sql(text: str) -> str:
     """The criterion as DuckDB SQL rebuilt from its checked syntax tree; CriterionError says what is refused."""
     if not isinstance(text, str) or not text.strip():
         raise CriterionError("a criterion must be a non-empty SQL expression")
+    if len(text) > 10_000:
+        raise CriterionError(f"a criterion is at most 10,000 characters, got {len(text)}")
     try:
         statements = [statement for statement in sqlglot.parse(text, read="duckdb") if statement is not None]
     except sqlglot.errors.ParseError as error:
         raise CriterionError(f"not a valid SQL expression: {text!r} ({error.errors[0]['description']})") from None
+    except RecursionError:
+        raise CriterionError(f"nested too deeply to read: {text[:60]!r}...") from None
     if len(statements) != 1:
         raise CriterionError(f"one expression only, no ';': {text!r}")
     tree = statements[0]
@@ -75,4 +85,18 @@ def checked_sql(text: str) -> str:
     inner = tree.unnest() if isinstance(tree, exp.Paren) else tree
     if not isinstance(inner, (*_PREDICATES, *_LIST_FUNCTIONS, exp.Anonymous, exp.Boolean)):
         raise CriterionError(f"a criterion must be true or false, not a value: {text!r}")
-    return tree.sql(dialect="duckdb")
+    sql = tree.sql(dialect="duckdb")
+    _try_on_sample_profiles(sql, text)
+    return sql
+
+
+def _try_on_sample_profiles(sql: str, text: str) -> None:
+    """Evaluates the checked criterion on sample profiles of the real column types; any error is the user's."""
+    columns = ", ".join(f"{name} {kind}" for name, kind in PROFILE_COLUMNS.items())
+    with duckdb.connect() as conn:
+        conn.execute(f"CREATE TABLE profile ({columns})")
+        conn.executemany(f"INSERT INTO profile VALUES ({', '.join('?' * len(PROFILE_COLUMNS))})", _SAMPLE_PROFILES)
+        try:
+            conn.execute(f"SELECT count(*) FROM profile WHERE ({sql})::BOOLEAN").fetchall()
+        except duckdb.Error as error:
+            raise CriterionError(f"{text!r} does not work on a profile: {str(error).splitlines()[0]}") from None

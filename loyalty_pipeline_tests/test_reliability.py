@@ -284,3 +284,20 @@ def test_a_line_that_is_not_utf8_is_quarantined_and_its_neighbours_load(inputs):
         (f"{DAY}.csv:2", "file header is unreadable, e"),  # ... so no row of the file is read as data
         (f"{DAY}.csv:3", "file header is unreadable, e"),
     ]
+
+
+@pytest.mark.parametrize(
+    "criterion, complaint",
+    [
+        ("reward_level > 5", "Cannot compare values of type VARCHAR"),
+        ("lower(total_spend) = 'x'", "lower(DECIMAL(18,2))"),
+        ("(" * 3000 + "true" + ")" * 3000, "nested too deeply"),
+    ],
+)
+def test_a_criterion_that_would_fail_at_run_time_is_refused_at_load_naming_the_journey(tmp_path, criterion, complaint):
+    path = tmp_path / "loyalty.yaml"
+    journey = {"id": "j", "audience": criterion, "stages": [{"id": "s", "steps": [{"activation": "a"}]}]}
+    path.write_text(json.dumps({"journeys": [journey]}))
+    with pytest.raises(RulesError, match=r"journeys\.0.*audience") as raised:
+        build_defs({"LOYALTY_CONFIG": str(path), "LOYALTY_DATA_DIR": str(tmp_path)})
+    assert complaint in str(raised.value)
