@@ -189,23 +189,23 @@ def test_checked_criteria_are_rerendered_not_pasted(tmp_path):
 
 def test_profile_totals_carried_day_to_day_and_run_to_run_equal_totals_from_the_start(generated, tmp_path):
     """Journeys add each day's events to the previous day's totals (and a run starts from the totals the last one
-    kept): two runs of 7 days give the state of one 14-day run, and the kept totals are the sums from the start."""
+    kept): runs of 4 and 3 days give the state of one 7-day run, and the kept totals are the sums from the start."""
 
     def run(warehouse, first, last):
         defs = build_defs({"LOYALTY_DATA_DIR": str(generated), "LOYALTY_WAREHOUSE": str(warehouse)})
         assert materialize_days(defs, first, last, assets=JOURNEYS).success
 
-    run(tmp_path / "split.duckdb", "2024-01-01", "2024-01-07")
-    run(tmp_path / "split.duckdb", "2024-01-08", "2024-01-14")
-    run(tmp_path / "whole.duckdb", "2024-01-01", "2024-01-14")
+    run(tmp_path / "split.duckdb", "2024-01-01", "2024-01-04")
+    run(tmp_path / "split.duckdb", "2024-01-05", "2024-01-07")
+    run(tmp_path / "whole.duckdb", "2024-01-01", "2024-01-07")
     with duckdb.connect(str(tmp_path / "split.duckdb")) as conn:
         conn.execute("ATTACH $path AS whole (READ_ONLY)", {"path": str(tmp_path / "whole.duckdb")})
         state = "SELECT * FROM {}.journey.journey_state"
         assert conn.execute("SELECT count(DISTINCT node) FROM journey.journey_state").fetchall()[0][0] >= 4
         assert rows_differing(conn, state.format("split"), state.format("whole")) == 0
-        assert conn.execute("SELECT DISTINCT as_of FROM journey.profile_totals").fetchall() == [(date(2024, 1, 14),)]
+        assert conn.execute("SELECT DISTINCT as_of FROM journey.profile_totals").fetchall() == [(date(2024, 1, 7),)]
         conn.execute("SET TimeZone = 'UTC'")
-        totals_from_start(conn, date(2024, 1, 14))
+        totals_from_start(conn, date(2024, 1, 7))
         kept = "SELECT * EXCLUDE (as_of) FROM journey.profile_totals"
         assert (
             conn.execute(f"SELECT count(*) FROM ({kept}) WHERE len(activity) > 0 AND purchase_count > 0").fetchall()[0][
