@@ -130,6 +130,12 @@ def event_day_range(files: list[Path], first: date, latest: datetime) -> tuple[d
     return tuple(datetime.fromtimestamp(ms / 1000, UTC).date() for ms in (min(found), max(found)))
 
 
+# The reason of a copy of a Kafka coordinate that holds another message than the copy kept.
+CONFLICTING = (
+    "'conflicting copy of partition ' || kafka_partition || ' offset ' || kafka_offset || ' (another message kept)'"
+)
+
+
 def _field_sql(field: Field, json: str) -> tuple[str, str]:
     """(typed value, rejection reason over the typed columns) of one payload field whose JSON value is `json`."""
     typed = f"TRY_CAST({json} ->> '$' AS {field.sql_type})"
@@ -196,7 +202,7 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
             SELECT *, {value_columns} FROM (SELECT *, json_extract(payload, [{field_paths}]) AS fields FROM payloads)
         )
         SELECT file, line_no, line, kafka_partition, kafka_offset, event_ts,
-               event_ts::DATE AS day, tombstone,
+               event_ts::DATE AS day, tombstone, hash(ts_ms, message_key, payload_type, payload) AS content,
                message_key AS {topic.key}, {", ".join(field.name for field in topic.fields)},
                coalesce(
                    CASE WHEN message IS NULL THEN 'not a JSON object'
@@ -219,14 +225,26 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
         """,
         {"first_day": first_day, "latest": latest},
     )
-    # Only coordinates seen twice need ranking: a narrow window over the duplicates, not over every line.
+    # Only coordinates seen twice need ranking: a narrow window over the duplicates, not over every line. A valid
+    # copy wins, then the first by file and line. Another copy goes when it is the at-least-once export (the same
+    # content) or a corrupt copy of a valid message; a valid copy with other content is quarantined, never dropped.
     conn.execute(
-        """DELETE FROM kafka_parsed WHERE (file, line_no) IN (
-               SELECT file, line_no FROM kafka_parsed
-               SEMI JOIN (SELECT kafka_partition, kafka_offset FROM kafka_parsed
-                          WHERE kafka_partition IS NOT NULL AND kafka_offset IS NOT NULL
-                          GROUP BY ALL HAVING count(*) > 1) USING (kafka_partition, kafka_offset)
-               QUALIFY row_number() OVER (PARTITION BY kafka_partition, kafka_offset
-                                          ORDER BY reason IS NULL DESC, file, line_no) > 1)"""
+        """CREATE OR REPLACE TEMP TABLE kafka_copies AS
+           SELECT file, line_no, content = first_value(content) OVER coordinate AS same,
+                  row_number() OVER coordinate AS copy
+           FROM kafka_parsed
+           SEMI JOIN (SELECT kafka_partition, kafka_offset FROM kafka_parsed
+                      WHERE kafka_partition IS NOT NULL AND kafka_offset IS NOT NULL
+                      GROUP BY ALL HAVING count(*) > 1) USING (kafka_partition, kafka_offset)
+           WINDOW coordinate AS (PARTITION BY kafka_partition, kafka_offset ORDER BY reason IS NULL DESC, file, line_no)"""
+    )
+    conn.execute(
+        """DELETE FROM kafka_parsed WHERE (file, line_no) IN (SELECT file, line_no FROM kafka_copies WHERE copy > 1)
+           AND (reason IS NOT NULL OR (file, line_no) IN (SELECT file, line_no FROM kafka_copies WHERE same))"""
+    )
+    conn.execute(
+        f"""UPDATE kafka_parsed SET reason = {CONFLICTING}
+            WHERE (file, line_no) IN (SELECT file, line_no FROM kafka_copies WHERE copy > 1 AND NOT same)
+              AND reason IS NULL"""
     )
     return "kafka_parsed"

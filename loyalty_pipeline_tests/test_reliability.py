@@ -301,3 +301,23 @@ def test_a_criterion_that_would_fail_at_run_time_is_refused_at_load_naming_the_j
     with pytest.raises(RulesError, match=r"journeys\.0.*audience") as raised:
         build_defs({"LOYALTY_CONFIG": str(path), "LOYALTY_DATA_DIR": str(tmp_path)})
     assert complaint in str(raised.value)
+
+
+# --- nothing dropped without a trace ----------------------------------------------------------------------------
+
+
+def test_a_copy_of_a_coordinate_with_another_message_is_quarantined_in_one_run_or_across_days(inputs):
+    same = line(ms(f"{DAY}T10:00:00"), offset=3)
+    other = json.dumps({**json.loads(same), "payload": json.dumps({"product_id": "cake"})})
+    next_day = json.dumps({**json.loads(same), "ts": ms("2024-06-02T10:00:00")})
+    inputs.write_lines("purchases", "a.jsonl", [same, same])  # at least once: one row
+    inputs.write_lines("purchases", "b.jsonl", [other])  # the same coordinate, another product
+    inputs.write_lines("purchases", "c.jsonl", [next_day])  # the same coordinate, another day
+    inputs.materialize(DAY, assets=("raw/purchases",))
+    inputs.materialize("2024-06-02", assets=("raw/purchases",))  # the next day on its own
+    assert inputs.query("SELECT product_id, day::VARCHAR FROM raw.purchases") == [("tea", DAY)]
+    conflict = "conflicting copy of partition 0 offset 3 (another message kept)"
+    assert [(location.rsplit("/", 1)[1], why) for location, why in reasons(inputs)] == [
+        ("b.jsonl:1", conflict),
+        ("c.jsonl:1", conflict),
+    ]

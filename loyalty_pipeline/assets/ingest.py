@@ -8,7 +8,7 @@ import dagster as dg
 
 from loyalty_pipeline import partitions
 from loyalty_pipeline.assets.checks import check_results, check_specs, duplicate_check, rejected_rows_check
-from loyalty_pipeline.kafka import MAX_PRICE, TOPICS, Topic, parse_messages, table_ddl
+from loyalty_pipeline.kafka import CONFLICTING, MAX_PRICE, TOPICS, Topic, parse_messages, table_ddl
 from loyalty_pipeline.lines import load_csv, load_lines
 from loyalty_pipeline.metadata import partition_metadata, preview, table_metadata
 from loyalty_pipeline.partitions import DECLARED, window_days
@@ -143,6 +143,14 @@ def _ingest_topic(
     conn.execute("CREATE OR REPLACE TEMP TABLE unreadable (file VARCHAR, line_no BIGINT, reason VARCHAR)")
     insert_rows(conn, "unreadable", load_lines(conn, read, "kafka_lines"))
     parsed = parse_messages(conn, topic, partitions.first_day(context), rules.latest_event_time(), "kafka_lines")
+    # A coordinate already loaded on another day holds another message (the same message has the same day): the
+    # copy loaded first stays, this one is quarantined rather than loaded twice.
+    conn.execute(
+        f"""UPDATE {parsed} SET reason = {CONFLICTING}
+            WHERE reason IS NULL AND day >= $1 AND day < $2 AND (kafka_partition, kafka_offset) IN (
+                SELECT kafka_partition, kafka_offset FROM raw.{topic.name} WHERE day < $1 OR day >= $2)""",
+        [first, end],
+    )
     columns = ", ".join(topic.columns)
     with transaction(conn):
         conn.execute(f"DELETE FROM raw.{topic.name} WHERE day >= $1 AND day < $2", [first, end])
