@@ -180,8 +180,13 @@ def profile(args: argparse.Namespace) -> int:
     if not serving.exists():
         print(f"error: no serving copy at {serving}; run `loyalty-pipeline materialize` first", file=sys.stderr)
         return 2
-    with duckdb.connect(str(serving), read_only=True) as conn:
-        found = conn.execute(PROFILE_JSON, {"user_id": args.user_id}).fetchall()
+    try:
+        with duckdb.connect(str(serving), read_only=True) as conn:
+            found = conn.execute(PROFILE_JSON, {"user_id": args.user_id}).fetchall()
+    except duckdb.Error as error:
+        print(f"error: the serving copy {serving} cannot be read ({str(error).splitlines()[0]}); "
+              "run `loyalty-pipeline materialize` to publish it again", file=sys.stderr)  # fmt: skip
+        return 2
     if not found:
         print(f"error: no customer with id {args.user_id!r} in {serving}", file=sys.stderr)
         return 1

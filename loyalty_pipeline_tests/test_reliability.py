@@ -321,3 +321,12 @@ def test_a_copy_of_a_coordinate_with_another_message_is_quarantined_in_one_run_o
         ("b.jsonl:1", conflict),
         ("c.jsonl:1", conflict),
     ]
+
+
+def test_a_corrupt_serving_copy_is_one_line_saying_what_to_run(tmp_path, capsys):
+    warehouse = tmp_path / "warehouse.duckdb"
+    (tmp_path / "warehouse.serving.duckdb").write_bytes(b"not a database" * 1000)
+    assert main(["profile", "kris", "--warehouse", str(warehouse)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"error: the serving copy {tmp_path / 'warehouse.serving.duckdb'}")
+    assert err.endswith("run `loyalty-pipeline materialize` to publish it again")
