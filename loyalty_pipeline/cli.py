@@ -108,6 +108,15 @@ def materialize(args: argparse.Namespace) -> int:
     if first > last:
         print(f"error: the range {first} .. {last} is empty (--from after --to?)", file=sys.stderr)
         return 2
+    database = defs.resources["warehouse"].database
+    if found and first > found[0].isoformat() and planning.built_days(database).first is None:
+        # nothing in an empty warehouse says earlier events exist: the ledger and journeys would start from zero
+        print(
+            f"error: {database} has no day built yet and the inputs start at {found[0]}: materialize from "
+            f"{found[0]} first (each day builds on the days before it)",
+            file=sys.stderr,
+        )
+        return 2
     print(f"materializing {first} .. {last} into {defs.resources['warehouse'].database}")
 
     # With DAGSTER_HOME set (as `make run` and `make dev` do) the run shows in the UI's history and waits for

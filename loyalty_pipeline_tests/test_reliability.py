@@ -330,3 +330,12 @@ def test_a_corrupt_serving_copy_is_one_line_saying_what_to_run(tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith(f"error: the serving copy {tmp_path / 'warehouse.serving.duckdb'}")
     assert err.endswith("run `loyalty-pipeline materialize` to publish it again")
+
+
+def test_a_later_range_first_on_an_empty_warehouse_is_refused_naming_the_first_day(inputs, capsys):
+    inputs.kafka("purchases", [GOOD, ("ann", {"product_id": "tea"}, "2024-06-03T09:00:00")])
+    common = ["materialize", "--data-dir", str(inputs.root), "--warehouse", str(inputs.warehouse)]
+    assert main([*common, "--from", "2024-06-03", "--to", "2024-06-03"]) == 2
+    assert f"has no day built yet and the inputs start at {DAY}: materialize from {DAY} first" in (
+        capsys.readouterr().err
+    )
