@@ -181,6 +181,25 @@ class EventSources(dg.ConfigurableResource):
             if path.name.lower().endswith((".jsonl", ".jsonl.gz")) and path.is_file()  # x.JSONL too; no folders
         )
 
+    def ignored_kafka_entries(self, topics: list[str]) -> list[list[str]]:
+        """[path, reason] of what lies under <data dir>/kafka/ and is not read: files not named like a snapshot,
+        folders that are not a known topic (a typo, another letter case)."""
+        root = Path(self.data_dir) / "kafka"
+        if not root.is_dir():
+            return []
+        ignored = []
+        for entry in sorted(root.iterdir()):
+            if entry.name not in topics:
+                ignored.append([str(entry), f"not read: not a known topic folder ({', '.join(topics)})"])
+            elif entry.is_dir():
+                read = set(self.kafka_files(entry.name))
+                ignored += [
+                    [str(path), "not read: a snapshot file is named *.jsonl or *.jsonl.gz"]
+                    for path in sorted(entry.iterdir())
+                    if path not in read
+                ]
+        return ignored
+
     def object_store(self) -> LocalStore | S3Store:
         if self.s3_url.startswith("s3://"):
             return S3Store(self.s3_url, self.s3_endpoint_url)

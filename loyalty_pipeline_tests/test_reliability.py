@@ -118,6 +118,7 @@ def test_broken_snapshot_files_never_stop_the_range_or_the_run(inputs):
         ("bob", 22),
     ]
     assert [(location.rsplit("/", 1)[1], why.split(":")[0]) for location, why in reasons(inputs)] == [
+        ("a-folder.jsonl", "not read"),
         ("not-gzip.jsonl.gz:0", "unreadable file"),
         ("truncated.jsonl.gz:0", "unreadable file"),
     ]
@@ -339,3 +340,15 @@ def test_a_later_range_first_on_an_empty_warehouse_is_refused_naming_the_first_d
     assert f"has no day built yet and the inputs start at {DAY}: materialize from {DAY} first" in (
         capsys.readouterr().err
     )
+
+
+def test_files_and_folders_that_are_not_read_are_reported_by_name(inputs):
+    inputs.kafka("purchases", [GOOD])
+    (inputs.root / "kafka" / "purchases" / "export.json").write_text(line(ms(f"{DAY}T10:00:00")) + "\n")
+    inputs.write_lines("Purchases", "part-0.jsonl", [line(ms(f"{DAY}T10:00:00"))])  # another letter case
+    inputs.materialize(DAY, assets=("raw/purchases",))
+    assert inputs.query("SELECT user_id FROM raw.purchases") == [("ann",)]
+    assert [(location.split("/kafka/")[1], why[:40]) for location, why in reasons(inputs)] == [
+        ("Purchases", "not read: not a known topic folder (user"),
+        ("purchases/export.json", "not read: a snapshot file is named *.jso"),
+    ]

@@ -119,6 +119,12 @@ def kafka_topics(context: dg.AssetExecutionContext, warehouse: Warehouse, source
     first, end = window_days(context)
     with warehouse.get_connection() as conn:
         conn.execute(REJECTED_DDL + KAFKA_FILES_DDL)
+        ignored = sources.ignored_kafka_entries(list(TOPICS))
+        if ignored:
+            context.log.warning(f"not read under {sources.data_dir}/kafka: {[path for path, _ in ignored]}")
+        conn.execute("CREATE OR REPLACE TEMP TABLE ignored_entries (location VARCHAR, reason VARCHAR)")
+        insert_rows(conn, "ignored_entries", ignored)
+        _quarantine(conn, "kafka:files", first, end, "SELECT *, NULL AS raw, NULL::DATE AS day FROM ignored_entries")
         for name, spec in raw_topics.items():
             if spec.key in context.selected_asset_keys:
                 yield _ingest_topic(context, conn, sources, rules, TOPICS[name], first, end)
