@@ -6,10 +6,10 @@ from pathlib import Path
 
 import duckdb
 
-# read_csv with a delimiter that valid JSON and our CSVs never contain gives one column per line; a blank line
-# comes through as a NULL row, so numbering stays exact.
+# read_csv with a delimiter that no text contains gives one column per line (four control characters in a row: a
+# line holding one of them is not cut there); a blank line comes through as a NULL row, so numbering stays exact.
 _ONE_COLUMN = (
-    "columns = {'line': 'VARCHAR'}, header = false, delim = '\x1f', quote = '', escape = '', "
+    "columns = {'line': 'VARCHAR'}, header = false, delim = '\x1f\x1e\x1d\x1c', quote = '', escape = '', "
     "strict_mode = false, null_padding = true, auto_detect = false"
 )
 

@@ -352,3 +352,12 @@ def test_files_and_folders_that_are_not_read_are_reported_by_name(inputs):
         ("Purchases", "not read: not a known topic folder (user"),
         ("purchases/export.json", "not read: a snapshot file is named *.jso"),
     ]
+
+
+def test_a_line_with_a_control_character_is_never_cut(inputs):
+    """A raw control character inside a JSON string is not JSON: the whole line is quarantined, as written."""
+    written = line(ms(f"{DAY}T10:00:00"), offset=4).replace('"bob"', '"bo\x1fb"')
+    inputs.kafka("purchases", [GOOD], extra_lines=(written,))
+    inputs.materialize(DAY, assets=("raw/purchases",))
+    assert inputs.query("SELECT user_id FROM raw.purchases") == [("ann",)]
+    assert inputs.query("SELECT reason, raw FROM raw.rejected_records") == [("not a JSON object", written)]
