@@ -126,6 +126,9 @@ def materialize(args: argparse.Namespace) -> int:
         for run_id in release_dead_runs(instance):
             print(f"released run {run_id}: its process was gone")
     else:
+        # An in-memory instance is gone after the run, and nobody looks at its partitions' status: one "planned"
+        # event per asset rather than one per asset and day (Dagster's documented switch) saves ~3 ms an event.
+        os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
         instance = dg.DagsterInstance.ephemeral()
     result = materialize_days(defs, first, last, instance)
     failed_blocking = print_summary(defs.resources["warehouse"].database, result)

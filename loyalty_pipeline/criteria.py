@@ -1,6 +1,8 @@
 """User-written journey criteria: parsed with sqlglot, checked against an allow-list, and re-rendered from the
 checked tree. Only the re-rendered text reaches SQL; the raw string never does."""
 
+import functools
+
 import duckdb
 import sqlglot
 from sqlglot import exp
@@ -54,6 +56,7 @@ class CriterionError(ValueError):
     pass
 
 
+@functools.lru_cache(maxsize=256)  # a pure function of the text, called for every criterion on every day
 def checked_sql(text: str) -> str:
     """The criterion as DuckDB SQL rebuilt from its checked syntax tree; CriterionError says what is refused."""
     if not isinstance(text, str) or not text.strip():

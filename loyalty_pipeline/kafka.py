@@ -110,24 +110,33 @@ CREATE TABLE IF NOT EXISTS raw.{topic.name} (
 
 def event_day_range(files: list[Path], first: date, latest: datetime) -> tuple[date, date] | None:
     """First and last UTC day of the messages in snapshot files whose time is in [first, latest] (lines that do not
-    parse, and files that cannot be read, are skipped here: the run quarantines them)."""
-    bounds = []
+    parse are skipped; so are files that cannot be read, which the run quarantines)."""
     with duckdb.connect() as conn:
-        for file in files:
-            try:
-                bounds += conn.execute(
-                    f"""SELECT min(ts), max(ts) FROM (
-                        SELECT TRY_CAST(json_extract_string(line, '$.ts') AS BIGINT) AS ts
-                        FROM {lines.scan_sql("file")} WHERE json_valid(line))
-                        WHERE ts BETWEEN epoch_ms($first::TIMESTAMP) AND epoch_ms($latest::TIMESTAMP)""",
-                    {"file": str(file), "first": first, "latest": latest},
-                ).fetchall()
-            except duckdb.Error:
-                continue
+        try:
+            bounds = _event_time_bounds(conn, files, first, latest)
+        except duckdb.Error:  # one file cannot be read: scan them one by one, skipping it
+            bounds = []
+            for file in files:
+                try:
+                    bounds += _event_time_bounds(conn, [file], first, latest)
+                except duckdb.Error:
+                    continue
     found = [ms for pair in bounds for ms in pair if ms is not None]
     if not found:
         return None
     return tuple(datetime.fromtimestamp(ms / 1000, UTC).date() for ms in (min(found), max(found)))
+
+
+def _event_time_bounds(conn, files: list[Path], first: date, latest: datetime) -> list[tuple]:
+    if not files:
+        return []
+    return conn.execute(
+        f"""SELECT min(ts), max(ts) FROM (
+            SELECT TRY_CAST(json_extract_string(line, '$.ts') AS BIGINT) AS ts
+            FROM {lines.scan_sql("files")} WHERE json_valid(line))
+            WHERE ts BETWEEN epoch_ms($first::TIMESTAMP) AND epoch_ms($latest::TIMESTAMP)""",
+        {"files": [str(file) for file in files], "first": first, "latest": latest},
+    ).fetchall()
 
 
 # The reason of a copy of a Kafka coordinate that holds another message than the copy kept.
