@@ -14,7 +14,7 @@ from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, ta
 from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import RulesResource, Warehouse
 from loyalty_pipeline.rules_sql import install_tiers
-from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, revision_of, transaction
+from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, revision_of, rows_differing, transaction
 
 STATE_KEY = dg.AssetKey(["journey", "journey_state"])
 
@@ -106,7 +106,7 @@ def activations_match_state(conn, rules, days) -> tuple[bool, dict]:
     reached = f"""SELECT s.journey_id, s.customer_id, n.activation, s.entered_at FROM journey.journey_state AS s
                   JOIN journey_nodes AS n USING (journey_id, node) WHERE n.activation IS NOT NULL AND {on_entered}"""
     written = f"SELECT * FROM journey.activations WHERE {on_activated}"
-    wrong = count(conn, f"(({reached}) EXCEPT ALL ({written})) UNION ALL (({written}) EXCEPT ALL ({reached}))", params)
+    wrong = rows_differing(conn, reached, written, params)
     return wrong == 0, {"rows_differing": wrong}
 
 
