@@ -94,9 +94,17 @@ def materialize(args: argparse.Namespace) -> int:
     ):
         print(f"error: no inputs: neither {data_dir / 'kafka'} nor {sources.s3_url} exists", file=sys.stderr)
         return 2
+    database = defs.resources["warehouse"].database
     try:
-        connect_when_free(defs.resources["warehouse"].database).close()  # a path that cannot work fails here
-        found = planning.input_days(sources, defs.resources["rules"])
+        connect_when_free(database).close()  # a path that cannot work fails here
+        try:
+            built = planning.built_days(database)
+        except duckdb.IOException:  # another run writes it now: plan as if nothing were known
+            built = planning.Built()
+        # an explicit range on a warehouse with days needs no scan of every input file (a cost that grows)
+        found = (
+            None if args.start and args.end and built.first else planning.input_days(sources, defs.resources["rules"])
+        )
     except OneLineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -108,8 +116,7 @@ def materialize(args: argparse.Namespace) -> int:
     if first > last:
         print(f"error: the range {first} .. {last} is empty (--from after --to?)", file=sys.stderr)
         return 2
-    database = defs.resources["warehouse"].database
-    if found and first > found[0].isoformat() and planning.built_days(database).first is None:
+    if found and first > found[0].isoformat() and built.first is None:
         # nothing in an empty warehouse says earlier events exist: the ledger and journeys would start from zero
         print(
             f"error: {database} has no day built yet and the inputs start at {found[0]}: materialize from "
