@@ -125,28 +125,27 @@ class Rules(Rule):
     @pydantic.field_validator("tiers")
     @classmethod
     def _highest_first(cls, tiers: list[Tier]) -> list[Tier]:
+        _unique([tier.name for tier in tiers], "tier names")
+        _unique([tier.above for tier in tiers], "tier thresholds (of two equal ones, one could never be reached)")
         # Tiers are matched top-down with strict ">", so keep them highest threshold first.
-        for attribute in ("name", "above"):
-            values = [getattr(tier, attribute) for tier in tiers]
-            if len(set(values)) != len(values):
-                raise ValueError(f"tiers need distinct {attribute}s (one could never be reached), got {values}")
         return sorted(tiers, key=lambda tier: tier.above, reverse=True)
 
     @pydantic.field_validator("promotions")
     @classmethod
     def _unique_promotions(cls, promotions: list[Promotion]) -> list[Promotion]:
-        names = [promotion.name for promotion in promotions]
-        if len(set(names)) != len(names):
-            raise ValueError(f"promotion names must be unique, got {names}")
+        _unique([promotion.name for promotion in promotions], "promotion names")
         return promotions
 
     @pydantic.field_validator("journeys")
     @classmethod
     def _unique_journeys(cls, journeys: list[Journey]) -> list[Journey]:
-        ids = [journey.id for journey in journeys]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"journey ids must be unique, got {ids}")
+        _unique([journey.id for journey in journeys], "journey ids")
         return journeys
+
+
+def _unique(values: list, what: str) -> None:
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} must be unique, got {values}")
 
 
 class RulesError(ValueError):
