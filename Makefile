@@ -17,10 +17,10 @@ run: $(INSTALLED)
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/loyalty-pipeline materialize
 
 test: lint
-	$(BIN)/pytest -q -n auto
+	$(BIN)/pytest -q -n auto --dist worksteal
 
 test-fast: $(INSTALLED)
-	$(BIN)/pytest -q -n auto -m "not e2e"
+	$(BIN)/pytest -q -n auto --dist worksteal -m "not e2e"
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check loyalty_pipeline loyalty_pipeline_tests bench

@@ -187,6 +187,7 @@ def test_checked_criteria_are_rerendered_not_pasted(tmp_path):
     assert criteria["stages[1].entry"] == "points_balance >= 40"
 
 
+@pytest.mark.e2e  # three runs over generated data
 def test_profile_totals_carried_day_to_day_and_run_to_run_equal_totals_from_the_start(generated, tmp_path):
     """Journeys add each day's events to the previous day's totals (and a run starts from the totals the last one
     kept): runs of 4 and 3 days give the state of one 7-day run, and the kept totals are the sums from the start."""
