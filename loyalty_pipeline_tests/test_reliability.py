@@ -361,3 +361,13 @@ def test_a_line_with_a_control_character_is_never_cut(inputs):
     inputs.materialize(DAY, assets=("raw/purchases",))
     assert inputs.query("SELECT user_id FROM raw.purchases") == [("ann",)]
     assert inputs.query("SELECT reason, raw FROM raw.rejected_records") == [("not a JSON object", written)]
+
+
+def test_a_later_day_first_from_the_ui_is_refused_when_its_file_holds_earlier_days(inputs):
+    """A run of one partition (as the UI launches it) on an empty warehouse: the snapshot it reads also holds an
+    earlier day, so the ledger refuses to start from zero and names the range to run."""
+    inputs.kafka("purchases", [GOOD, ("ann", {"product_id": "tea"}, "2024-06-03T09:00:00")])
+    inputs.kafka("products", [("tea", {"category": "c", "price": 2}, f"{DAY}T00:00:00")])
+    result = materialize_days(build_defs(inputs.env()), "2024-06-03", "2024-06-03", assets=("points/point_balances",))
+    [failure] = [event.step_failure_data.error for event in result.all_events if event.is_step_failure]
+    assert "materialize 2024-06-01..2024-06-03 as one run" in (failure.cause or failure).message
