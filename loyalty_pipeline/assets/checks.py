@@ -9,16 +9,12 @@ import dagster as dg
 import duckdb
 
 from loyalty_pipeline.resources import RulesResource, Warehouse
+from loyalty_pipeline.warehouse import count
 
 
 def table_of(key: dg.AssetKey) -> str:
     """The warehouse table an asset writes: asset key ["raw", "users"] is table raw.users."""
     return ".".join(key.path)
-
-
-def count_rows(conn: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> int:
-    """How many rows a check's query returns (the rows breaking its rule)."""
-    return conn.execute(f"SELECT count(*) FROM ({sql})", params or {}).fetchall()[0][0]
 
 
 Days = tuple[date, date] | None  # the window a step wrote, [first, end); None: the whole table
@@ -91,7 +87,7 @@ def duplicate_check(key: dg.AssetKey, columns: list[str], day_column: str | None
 
     def evaluate(conn, rules, days) -> tuple[bool, dict]:
         where, params = in_days(day_column, days) if day_column else ("true", {})
-        duplicated = count_rows(
+        duplicated = count(
             conn, f"SELECT {columns_sql} FROM {table_of(key)} WHERE {where} GROUP BY ALL HAVING count(*) > 1", params
         )
         return duplicated == 0, {"duplicated_keys": duplicated}

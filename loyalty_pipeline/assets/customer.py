@@ -11,7 +11,6 @@ from loyalty_pipeline.assets.checks import (
     check,
     check_results,
     check_specs,
-    count_rows,
     duplicate_check,
     failed_blocking,
 )
@@ -33,7 +32,7 @@ LAST_DAY = "SELECT max(day) FROM points.ledger_days"
 
 @check("Spend, tier and points agree with loyalty.sales_totals and the point ledger; every buyer has a profile.")
 def profiles_agree_with_totals_and_ledger(conn, rules, days) -> tuple[bool, dict]:
-    wrong = count_rows(
+    wrong = count(
         conn,
         """SELECT 1 FROM customer.profile_360 AS p
            FULL JOIN loyalty.sales_totals AS s USING (user_id)
@@ -65,7 +64,7 @@ def purchases_by_known_users(conn, rules, days) -> tuple[bool, dict]:
 
 @check("At most 5 per customer, ranked 1..n, never a product of interest.")
 def recommendations_are_well_formed(conn, rules, days) -> tuple[bool, dict]:
-    wrong = count_rows(
+    wrong = count(
         conn,
         """SELECT 1 FROM customer.recommendations AS r JOIN customer.profile_360 AS p USING (user_id)
            WHERE r.rank NOT BETWEEN 1 AND 5 OR list_contains(p.activity_since_last_purchase, r.product_id)""",

@@ -7,7 +7,6 @@ from loyalty_pipeline.assets.checks import (
     check,
     check_results,
     check_specs,
-    count_rows,
     duplicate_check,
     in_days,
     table_of,
@@ -29,7 +28,7 @@ PROMOTIONS_KEY = dg.AssetKey(["loyalty", "promotions"])
 @check("Every valid purchase (Kafka and S3) is enriched exactly once.")
 def enriched_keeps_every_purchase(conn, rules, days) -> tuple[bool, dict]:
     where, params = in_days("day", days)
-    missing = count_rows(
+    missing = count(
         conn,
         f"SELECT purchase_id FROM ({PURCHASES}) WHERE {where} "
         f"EXCEPT ALL SELECT purchase_id FROM loyalty.enriched_purchases WHERE {where}",
@@ -41,7 +40,7 @@ def enriched_keeps_every_purchase(conn, rules, days) -> tuple[bool, dict]:
 @check("Purchases of a product with no price known at purchase time.", blocking=False)
 def purchases_of_priced_products(conn, rules, days) -> tuple[bool, dict]:
     where, params = in_days("day", days)
-    unpriced = count_rows(conn, f"SELECT 1 FROM loyalty.enriched_purchases WHERE price IS NULL AND {where}", params)
+    unpriced = count(conn, f"SELECT 1 FROM loyalty.enriched_purchases WHERE price IS NULL AND {where}", params)
     return unpriced == 0, {"unpriced_purchases": unpriced}
 
 
@@ -49,7 +48,7 @@ def purchases_of_priced_products(conn, rules, days) -> tuple[bool, dict]:
 def totals_and_tiers_agree(conn, rules, days) -> tuple[bool, dict]:
     # the tier is recomputed from the rule rows, not with reward_level(), so a broken macro fails this check
     install_tiers(conn, rules.rules)
-    wrong = count_rows(
+    wrong = count(
         conn,
         """
         WITH expected AS (
@@ -67,7 +66,7 @@ def totals_and_tiers_agree(conn, rules, days) -> tuple[bool, dict]:
 
 @check("Stamp counts match the stamp product's purchases.")
 def stamps_match_purchases(conn, rules, days) -> tuple[bool, dict]:
-    wrong = count_rows(
+    wrong = count(
         conn,
         """
         SELECT 1 FROM (SELECT user_id, count(*) AS total FROM loyalty.enriched_purchases

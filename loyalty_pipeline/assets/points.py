@@ -6,7 +6,7 @@ import dagster as dg
 import duckdb
 
 from loyalty_pipeline import journeys, ledger
-from loyalty_pipeline.assets.checks import check, check_results, check_specs, count_rows, duplicate_check, in_days
+from loyalty_pipeline.assets.checks import check, check_results, check_specs, duplicate_check, in_days
 from loyalty_pipeline.assets.ingest import raw_topics
 from loyalty_pipeline.assets.loyalty import enriched_purchases
 from loyalty_pipeline.chain import open_window
@@ -27,7 +27,7 @@ def _result(wrong: int, what: str) -> tuple[bool, dict]:
 def balance_never_negative(conn, rules, days) -> tuple[bool, dict]:
     where, params = in_days("day", days)  # the customers with rows in the days written, over their whole history
     return _result(
-        count_rows(
+        count(
             conn,
             f"""SELECT 1 FROM (
                    SELECT sum(points) OVER (PARTITION BY user_id ORDER BY occurred_at,
@@ -45,7 +45,7 @@ def balance_never_negative(conn, rules, days) -> tuple[bool, dict]:
 def lots_not_overdrawn(conn, rules, days) -> tuple[bool, dict]:
     where, params = in_days("day", days)  # the lots drawn on in the days written
     return _result(
-        count_rows(
+        count(
             conn,
             f"""SELECT 1 FROM points.point_transactions AS lot
                JOIN (SELECT lot_txn_id, sum(points) AS taken FROM points.lot_allocations
@@ -63,7 +63,7 @@ def lots_not_overdrawn(conn, rules, days) -> tuple[bool, dict]:
 def expiries_match_lot_remainders(conn, rules, days) -> tuple[bool, dict]:
     where, params = in_days("expiry.day", days)  # the expiries of the days written
     return _result(
-        count_rows(
+        count(
             conn,
             f"""SELECT 1 FROM points.point_transactions AS expiry
                JOIN points.point_transactions AS lot ON lot.txn_id = expiry.source_ref AND lot.kind = 'earn'
@@ -122,7 +122,7 @@ def sampled_customer_reconciles(conn, rules, days) -> tuple[bool, dict]:
 @check("Each balance is the sum of the customer's ledger rows and of their open lots.")
 def balances_are_ledger_sums(conn, rules, days) -> tuple[bool, dict]:
     return _result(
-        count_rows(
+        count(
             conn,
             f"""SELECT 1 FROM points.point_balances AS b
                 FULL JOIN (SELECT user_id, sum(points) AS total FROM points.point_transactions GROUP BY ALL) AS l USING (user_id)
