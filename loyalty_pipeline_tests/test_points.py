@@ -31,6 +31,12 @@ def redeem(inputs, *redemptions, file="redemptions.jsonl"):
     )
 
 
+def ledger_tables(inputs) -> list[list[tuple]]:
+    """Every row of the tables the ledger writes, for before/after comparisons."""
+    tables = ("points.point_transactions", "points.lot_allocations", "raw.rejected_records", "points.point_balances")
+    return [inputs.query(f"SELECT * FROM {table} ORDER BY ALL") for table in tables]
+
+
 def seven_days(inputs):
     inputs.rules("points: {validity_days: 7}\n")
 
@@ -228,27 +234,11 @@ def test_rematerializing_a_day_and_a_range_gives_identical_rows(inputs):
     )
     redeem(inputs, ("u", "r1", 5, "2022-10-04T09:00:00"), ("v", "r2", 50, "2022-10-05T09:00:00"))
     inputs.materialize("2022-10-01", "2022-10-12", assets=POINTS)
-    snapshot = [
-        inputs.query(f"SELECT * FROM {table} ORDER BY ALL")
-        for table in (
-            "points.point_transactions",
-            "points.lot_allocations",
-            "raw.rejected_records",
-            "points.point_balances",
-        )
-    ]
+    snapshot = ledger_tables(inputs)
     inputs.materialize("2022-10-04", assets=POINTS)
     inputs.materialize("2022-10-03", "2022-10-09", assets=POINTS)
     inputs.materialize("2022-10-12", assets=POINTS)
-    again = [
-        inputs.query(f"SELECT * FROM {table} ORDER BY ALL")
-        for table in (
-            "points.point_transactions",
-            "points.lot_allocations",
-            "raw.rejected_records",
-            "points.point_balances",
-        )
-    ]
+    again = ledger_tables(inputs)
     assert again == snapshot
 
 
