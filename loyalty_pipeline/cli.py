@@ -16,17 +16,22 @@ from loyalty_pipeline.config import RulesError
 from loyalty_pipeline.definitions import EVERYTHING_JOB, build_defs
 from loyalty_pipeline.resources import OneLineError, build_resources, connect_when_free
 
-SHOWN = {  # what the summary prints in full: the small tables a person checks by eye
-    "loyalty.sales_totals": "SELECT * FROM loyalty.sales_totals ORDER BY user_id",
-    "loyalty.caffeine_index": "SELECT * FROM loyalty.caffeine_index ORDER BY user_id",
-    "loyalty.promotions": "SELECT * FROM loyalty.promotions ORDER BY ALL",
+# What the summary prints in full: the small tables a person checks by eye, people by id and name.
+SHOWN = {
+    "loyalty.sales_totals": "SELECT user_id, name, total, reward_level FROM loyalty.sales_totals {names} ORDER BY user_id",
+    "loyalty.caffeine_index": "SELECT user_id, name, total, sequence, next_one_free FROM loyalty.caffeine_index {names} "
+    "ORDER BY user_id",
+    "loyalty.promotions": "SELECT user_id, name, promotion_name, products FROM loyalty.promotions {names} ORDER BY ALL",
     "points.point_transactions": "SELECT day, kind, count(*) AS rows, sum(points)::BIGINT AS points "
     "FROM points.point_transactions GROUP BY ALL ORDER BY ALL",
-    "points.point_balances": "SELECT * FROM points.point_balances ORDER BY user_id",
+    "points.point_balances": "SELECT user_id, name, balance, next_expiry_at, next_expiry_points "
+    "FROM points.point_balances {names} ORDER BY user_id",
     "journey.journey_state": "SELECT journey_id, node, count(*) AS customers, min(entered_at) AS first_entered "
     "FROM journey.journey_state GROUP BY ALL ORDER BY journey_id, first_entered, node",
     "journey.activations": "SELECT * FROM journey.activations ORDER BY activated_on, journey_id, customer_id",
 }
+NAMES = "LEFT JOIN (SELECT user_id, name FROM customer.profile_360) AS people USING (user_id)"
+NO_NAMES = "CROSS JOIN (SELECT NULL::VARCHAR AS name)"
 
 
 PID_TAG, HOST_TAG = "loyalty/pid", "loyalty/host"
@@ -153,10 +158,11 @@ def print_summary(database: str, result: dg.ExecuteInProcessResult) -> list[str]
         tables = conn.execute("SELECT schema_name || '.' || table_name FROM duckdb_tables() ORDER BY ALL").fetchall()
         for (table,) in tables:
             print(f"  {table:<34} {conn.execute(f'SELECT count(*) FROM {table}').fetchall()[0][0]:>10}")
+        names = NAMES if ("customer.profile_360",) in tables else NO_NAMES
         for table, sql in SHOWN.items():
             if (table,) in tables:
                 print(f"\n{table}")
-                print(conn.sql(sql))
+                print(conn.sql(sql.format(names=names)))
         print("rejected rows")
         print(conn.sql("SELECT source, reason, count(*) AS rows FROM raw.rejected_records GROUP BY ALL ORDER BY ALL"))
     failed_blocking = []

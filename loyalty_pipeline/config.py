@@ -3,12 +3,18 @@
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 import pydantic
 import yaml
 
 from loyalty_pipeline.criteria import CriterionError, checked_sql
 from loyalty_pipeline.kafka import MAX_PRICE
+
+
+def _unique(values: list, what: str) -> None:
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} must be unique, got {values}")
 
 
 class Rule(pydantic.BaseModel):
@@ -106,6 +112,25 @@ class Journey(Rule):
         return self
 
 
+# Fields that can identify a person: the account id (users key, customers export user_id) and fields of the users
+# payload, the customers export and purchase payloads. The key of a purchase, redemption or click is matched against
+# all of them (a till may key by card, a web shop by email).
+IDENTIFIER_FIELDS = ("user_id", "email", "card_id", "phone", "name")
+IdentifierField = Literal[IDENTIFIER_FIELDS]
+
+
+class Identity(Rule):
+    link_on: list[IdentifierField] = ["user_id", "email", "card_id", "phone"]  # any shared value links
+    link_if_unique: list[IdentifierField] = ["name"]  # links only when exactly one account carries the value
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> "Identity":
+        _unique(self.link_on + self.link_if_unique, "identity fields (in link_on and link_if_unique together)")
+        if "user_id" not in self.link_on:
+            raise ValueError("identity.link_on must hold user_id: the account id is what a profile is keyed by")
+        return self
+
+
 DEFAULT_TIERS = [Tier(name="GOLD", above=400), Tier(name="SILVER", above=300), Tier(name="BRONZE", above=200)]
 DEFAULT_PROMOTIONS = [
     Promotion(name="french_poodle", considers=["dog", "beret"], require_all=["dog", "beret"]),
@@ -121,6 +146,7 @@ class Rules(Rule):
     promotions: list[Promotion] = DEFAULT_PROMOTIONS
     points: Points = Points()
     journeys: list[Journey] = []
+    identity: Identity = Identity()
 
     @pydantic.field_validator("tiers")
     @classmethod
@@ -141,11 +167,6 @@ class Rules(Rule):
     def _unique_journeys(cls, journeys: list[Journey]) -> list[Journey]:
         _unique([journey.id for journey in journeys], "journey ids")
         return journeys
-
-
-def _unique(values: list, what: str) -> None:
-    if len(set(values)) != len(values):
-        raise ValueError(f"{what} must be unique, got {values}")
 
 
 class RulesError(ValueError):

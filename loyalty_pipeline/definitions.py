@@ -5,6 +5,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from loyalty_pipeline.assets.customer import customer_assets
+from loyalty_pipeline.assets.identity import identity_assets
 from loyalty_pipeline.assets.ingest import ingest_assets
 from loyalty_pipeline.assets.journey import journey_assets
 from loyalty_pipeline.assets.loyalty import loyalty_assets
@@ -23,7 +24,7 @@ def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
     resources = build_resources(env)
     start = resources["rules"].first_day()
     defs = dg.Definitions(
-        assets=[*ingest_assets, *loyalty_assets, *points_assets, *customer_assets, *journey_assets],
+        assets=[*ingest_assets, *identity_assets, *loyalty_assets, *points_assets, *customer_assets, *journey_assets],
         jobs=[everything_job, historical_job, customers_job],
         schedules=[daily_materialization],
         sensors=[s3_new_files, kafka_new_files],

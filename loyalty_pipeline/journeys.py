@@ -19,6 +19,8 @@ CREATE SCHEMA IF NOT EXISTS journey;
 CREATE TABLE IF NOT EXISTS journey.journey_state (
     journey_id VARCHAR NOT NULL, customer_id VARCHAR NOT NULL, node VARCHAR NOT NULL, entered_at DATE NOT NULL
 );
+-- the day a row came from merging two profiles (identity.merges): it carries the earlier profile's date
+ALTER TABLE journey.journey_state ADD COLUMN IF NOT EXISTS merged_on DATE;
 CREATE TABLE IF NOT EXISTS journey.journey_days (day DATE PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS journey.profile_totals (
     user_id VARCHAR, known BOOLEAN, total_spend DECIMAL(18,2), purchase_count BIGINT, priced_count BIGINT,
@@ -121,19 +123,57 @@ WHERE (p.step_index = 0 OR step.activation IS NOT NULL OR p.step_entered_at + st
 """
 
 
+# The state before the day, by person: a profile merged into another on the day (identity.merges) shows as that
+# person, whose first day per node is the earlier of the two; profiles merged on earlier days are gone.
+BASE = """
+CREATE OR REPLACE TEMP TABLE base AS
+SELECT s.journey_id, coalesce(m.into_id, s.customer_id) AS customer_id, s.node, min(s.entered_at) AS entered_at
+FROM journey.journey_state AS s
+LEFT JOIN (SELECT merged_id, into_id FROM identity.merges WHERE day = $day) AS m ON m.merged_id = s.customer_id
+WHERE s.entered_at < $day AND (s.merged_on IS NULL OR s.merged_on < $day)
+  AND s.customer_id NOT IN (SELECT merged_id FROM identity.merges WHERE day < $day)
+GROUP BY ALL
+"""
+
+# The rows a day's merges give the person they merged into: the nodes the merged profile reached first.
+MERGED_ROWS = """
+CREATE OR REPLACE TEMP TABLE merged_rows AS
+SELECT b.* FROM base AS b
+WHERE b.customer_id IN (SELECT into_id FROM identity.merges WHERE day = $day)
+  AND NOT EXISTS (SELECT 1 FROM journey.journey_state AS own
+                  WHERE own.journey_id = b.journey_id AND own.customer_id = b.customer_id AND own.node = b.node
+                    AND own.entered_at = b.entered_at AND own.entered_at < $day)
+"""
+
+
 def publish_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
-    """The day's rows replace the state's rows of that day; a node reached earlier keeps its first day."""
+    """The day's rows replace the state's rows of that day; a node reached earlier keeps its first day. Rows from
+    the day's merges replace the merged-into person's later rows of the same nodes."""
+    on_day = {"day": day}
     publish(
         conn,
         [
-            ("DELETE FROM journey.journey_state WHERE entered_at = $day", {"day": day}),
+            (
+                "DELETE FROM journey.journey_state WHERE (entered_at = $day AND merged_on IS NULL) OR merged_on = $day",
+                on_day,
+            ),
+            (
+                """DELETE FROM journey.journey_state AS s WHERE EXISTS (
+                       SELECT 1 FROM merged_rows AS m
+                       WHERE m.journey_id = s.journey_id AND m.customer_id = s.customer_id AND m.node = s.node)""",
+                {},
+            ),
+            (
+                "INSERT INTO journey.journey_state SELECT journey_id, customer_id, node, entered_at, $day FROM merged_rows",
+                on_day,
+            ),
             (
                 """INSERT INTO journey.journey_state
-                   SELECT DISTINCT journey_id, customer_id, node, entered_at FROM today
+                   SELECT DISTINCT journey_id, customer_id, node, entered_at, NULL FROM today
                    ANTI JOIN journey.journey_state USING (journey_id, customer_id, node)""",
                 {},
             ),
-            ("INSERT OR IGNORE INTO journey.journey_days VALUES ($day)", {"day": day}),
+            ("INSERT OR IGNORE INTO journey.journey_days VALUES ($day)", on_day),
         ],
     )
 
@@ -240,9 +280,8 @@ def build_day(
 ) -> int:
     """Moves every customer for one day and publishes the new state; returns the number of advance rounds."""
     evaluate_criteria(conn, rules, day, totals_as_of)
-    conn.execute(
-        "CREATE OR REPLACE TEMP TABLE base AS SELECT * FROM journey.journey_state WHERE entered_at < $1", [day]
-    )
+    conn.execute(BASE, {"day": day})
+    conn.execute(MERGED_ROWS, {"day": day})
     conn.execute("CREATE OR REPLACE TEMP TABLE today AS SELECT * FROM base LIMIT 0")
     conn.execute(BASE_POSITIONS)
     conn.execute(POSITIONS)
@@ -252,7 +291,11 @@ def build_day(
     while conn.execute(ADVANCE, {"day": day}).fetchall()[0][0]:
         rounds += 1
     window.refuse_change(
-        conn, day, "SELECT * FROM today", "SELECT * FROM journey.journey_state WHERE entered_at = $day"
+        conn,
+        day,
+        "SELECT * FROM today",
+        "SELECT journey_id, customer_id, node, entered_at FROM journey.journey_state "
+        "WHERE entered_at = $day AND merged_on IS NULL",
     )
     publish_day(conn, day)
     return rounds

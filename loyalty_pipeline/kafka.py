@@ -44,7 +44,11 @@ class Topic:
 TOPICS = {
     topic.name: topic
     for topic in [
-        Topic("users", "user_id", (Field("name"), Field("email", required=False))),
+        Topic(
+            "users",
+            "user_id",
+            (Field("name"), *(Field(name, required=False) for name in ("email", "card_id", "phone"))),
+        ),
         Topic(
             "products",
             "product_id",
@@ -62,7 +66,10 @@ TOPICS = {
         Topic(
             "purchases",
             "user_id",
-            (Field("product_id"), Field("order_id", required=False), Field("store_id", required=False)),
+            (
+                Field("product_id"),
+                *(Field(name, required=False) for name in ("order_id", "store_id", "email", "card_id", "phone")),
+            ),
         ),
         Topic(
             "user_activity",
@@ -105,7 +112,12 @@ CREATE TABLE IF NOT EXISTS raw.{topic.name} (
     event_ts TIMESTAMP NOT NULL,
     day DATE NOT NULL,
     location VARCHAR NOT NULL
-);"""
+);
+""" + "".join(  # optional fields added since a warehouse was created
+        f"ALTER TABLE raw.{topic.name} ADD COLUMN IF NOT EXISTS {field.name} {field.sql_type};\n"
+        for field in topic.fields
+        if not field.required
+    )
 
 
 def event_day_range(files: list[Path], first: date, latest: datetime) -> tuple[date, date] | None:

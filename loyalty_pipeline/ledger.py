@@ -17,13 +17,13 @@ from loyalty_pipeline.chain import Window, publish
 DDL = """
 CREATE SCHEMA IF NOT EXISTS points;
 CREATE TABLE IF NOT EXISTS points.point_transactions (
-    txn_id VARCHAR NOT NULL,       -- earn:<purchase_id> | use:<redemption_id> | expire:<lot txn_id>
+    txn_id VARCHAR NOT NULL,       -- earn:<purchase_id> | use:<redemption_id> | expire:<lot> | merge[-out]:<lot>
     user_id VARCHAR NOT NULL,
     occurred_at TIMESTAMP NOT NULL,
-    kind VARCHAR NOT NULL,         -- earn | use | expire
-    points BIGINT NOT NULL,        -- signed: earn > 0, use and expire < 0
-    expires_at TIMESTAMP,          -- earn rows: when what is left of the lot expires
-    source_ref VARCHAR NOT NULL,   -- earn: purchase_id, use: redemption_id, expire: the lot's txn_id
+    kind VARCHAR NOT NULL,         -- earn | use | expire | merge (a lot moved to the person a profile merged into)
+    points BIGINT NOT NULL,        -- signed: earn and merge-in > 0, use, expire and merge-out < 0
+    expires_at TIMESTAMP,          -- lots (earn, merge-in): when what is left of the lot expires
+    source_ref VARCHAR NOT NULL,   -- earn: purchase_id, use: redemption_id, expire and merge: the lot's txn_id
     day DATE NOT NULL
 );
 CREATE TABLE IF NOT EXISTS points.lot_allocations (  -- which lots each use and expire row took its points from
@@ -44,17 +44,58 @@ CREATE TABLE IF NOT EXISTS points.ledger_revisions (  -- ledger rows a rebuilt d
 );
 """
 
+# The person each of the day's redemption and closure keys resolves to on the day (identity.id_graph).
+DAY_PEOPLE = """
+CREATE OR REPLACE TEMP TABLE day_people AS
+SELECT id_value, arg_max(customer_id, linked_on) AS customer_id FROM identity.id_graph
+WHERE strength = 'strong' AND linked_on <= $day
+  AND id_value IN (SELECT user_id FROM raw.redemptions WHERE day = $day
+                   UNION SELECT user_id FROM raw.users WHERE tombstone AND day = $day)
+GROUP BY id_value
+"""
+
+
+# Raw rows of a day with `user_id` the person their key resolves to.
+def _by_person(table: str) -> str:
+    return (
+        f"SELECT r.* REPLACE (coalesce(p.customer_id, r.user_id) AS user_id) FROM {table} AS r "
+        "LEFT JOIN day_people AS p ON p.id_value = r.user_id WHERE r.day = $day"
+    )
+
+
+REDEMPTIONS_OF_DAY = _by_person("raw.redemptions")
+USERS_OF_DAY = _by_person("raw.users")
+
+# A merge (identity.merges) at 00:00 of its day moves what is left of the merged profile's lots to the person it
+# became part of, with their expiry: a `merge` row takes each lot's rest out, another puts it in as a new lot. Lots
+# expiring at that very instant expire first, where they are.
+DAY_MOVES = """
+CREATE OR REPLACE TEMP TABLE day_moves AS
+WITH merged AS (SELECT merged_id, into_id FROM identity.merges WHERE day = $day),
+taken AS (
+    SELECT lot_txn_id, sum(points) AS points FROM points.lot_allocations
+    WHERE lot_expires_at > $day AND day < $day AND user_id IN (SELECT merged_id FROM merged) GROUP BY lot_txn_id
+)
+SELECT lot.txn_id AS lot_txn_id, lot.user_id, merged.into_id, lot.expires_at, lot.points - coalesce(taken.points, 0) AS size
+FROM points.point_transactions AS lot
+JOIN merged ON merged.merged_id = lot.user_id
+LEFT JOIN taken ON taken.lot_txn_id = lot.txn_id
+WHERE lot.kind IN ('earn', 'merge') AND lot.points > 0 AND lot.expires_at > $day AND lot.day < $day
+  AND lot.points > coalesce(taken.points, 0)
+"""
+
 # The queue at the start of the day, for the customers something happens to: what is left of their open lots,
 # then the day's new lots. Customers with no event and no expiry today are not touched, so a day's cost follows
 # its events, not the length of history.
-DAY_LOTS = """
+DAY_LOTS = f"""
 CREATE OR REPLACE TEMP TABLE day_lots AS
 WITH active AS (
     SELECT user_id FROM loyalty.enriched_purchases WHERE day = $day
-    UNION SELECT user_id FROM raw.redemptions WHERE day = $day
-    UNION SELECT user_id FROM raw.users WHERE tombstone AND day = $day
+    UNION SELECT user_id FROM ({REDEMPTIONS_OF_DAY})
+    UNION SELECT user_id FROM ({USERS_OF_DAY}) WHERE tombstone
     UNION SELECT user_id FROM points.point_transactions
-          WHERE kind = 'earn' AND expires_at >= $day AND expires_at < $day + 1 AND day < $day
+          WHERE kind IN ('earn', 'merge') AND points > 0 AND expires_at >= $day AND expires_at < $day + 1 AND day < $day
+    UNION SELECT into_id FROM day_moves
 ), taken AS (
     SELECT lot_txn_id, sum(points) AS points FROM points.lot_allocations
     WHERE lot_expires_at >= $day AND day < $day AND user_id IN (SELECT user_id FROM active) GROUP BY lot_txn_id
@@ -62,7 +103,12 @@ WITH active AS (
     SELECT lot.txn_id AS lot_txn_id, lot.user_id, lot.occurred_at AS earned_at, lot.expires_at,
            lot.points - coalesce(taken.points, 0) AS size, NULL AS purchase_id
     FROM points.point_transactions AS lot LEFT JOIN taken ON taken.lot_txn_id = lot.txn_id
-    WHERE lot.kind = 'earn' AND lot.expires_at >= $day AND lot.day < $day AND lot.user_id IN (SELECT user_id FROM active)
+    WHERE lot.kind IN ('earn', 'merge') AND lot.points > 0 AND lot.expires_at >= $day AND lot.day < $day
+      AND lot.user_id IN (SELECT user_id FROM active) AND lot.txn_id NOT IN (SELECT lot_txn_id FROM day_moves)
+), moved_in AS (
+    SELECT 'merge:' || lot_txn_id AS lot_txn_id, into_id AS user_id, $day::TIMESTAMP AS earned_at, expires_at, size,
+           NULL AS purchase_id
+    FROM day_moves
 ), new_lots AS (
     SELECT 'earn:' || purchase_id AS lot_txn_id, user_id, purchased_at AS earned_at,
            ($day + $validity_days + 1)::TIMESTAMP AS expires_at,
@@ -71,6 +117,7 @@ WITH active AS (
     WHERE day = $day AND floor(price * $earn_rate::DECIMAL(18,6)) > 0
 ), queue AS (
     SELECT * FROM open_lots WHERE size > 0
+    UNION ALL BY NAME SELECT * FROM moved_in
     UNION ALL BY NAME SELECT * FROM new_lots
 )
 SELECT *, sum(size) OVER (PARTITION BY user_id ORDER BY expires_at, earned_at, lot_txn_id
@@ -79,7 +126,7 @@ FROM queue
 """
 
 # Everything that happens to a customer's points during the day, in order: at one instant expire, earn, use.
-DAY_EVENTS = """
+DAY_EVENTS = f"""
 CREATE OR REPLACE TEMP TABLE day_events AS
 WITH opening AS (
     SELECT user_id, sum(size) AS points FROM day_lots WHERE purchase_id IS NULL GROUP BY user_id
@@ -90,9 +137,9 @@ WITH opening AS (
 ), closures AS (
     SELECT closed.user_id, closed.event_ts, 0, 'expire',
            coalesce(max(lots.queue_end), 0), NULL, 'closure:' || closed.kafka_partition || ':' || closed.kafka_offset
-    FROM raw.users AS closed LEFT JOIN day_lots AS lots
+    FROM ({USERS_OF_DAY}) AS closed LEFT JOIN day_lots AS lots
          ON lots.user_id = closed.user_id AND lots.earned_at < closed.event_ts  -- an earn at that instant comes after
-    WHERE closed.tombstone AND closed.day = $day
+    WHERE closed.tombstone
     GROUP BY ALL
 ), earns AS (
     SELECT user_id, earned_at, 1, 'earn', NULL, size, lot_txn_id FROM day_lots WHERE purchase_id IS NOT NULL
@@ -107,14 +154,14 @@ FROM events LEFT JOIN opening USING (user_id)
 """
 
 # The day's redemptions, each counted once by redemption_id (the earliest message wins, across days too).
-DAY_REDEMPTIONS = """
+DAY_REDEMPTIONS = f"""
 CREATE OR REPLACE TEMP TABLE day_redemptions AS
 SELECT redemption_id, user_id, event_ts, points, location, to_json(r)::VARCHAR AS raw,
        CASE WHEN row_number() OVER (PARTITION BY redemption_id ORDER BY event_ts, kafka_partition, kafka_offset) > 1
                  OR redemption_id IN (SELECT redemption_id FROM raw.redemptions WHERE day < $day AND NOT tombstone)
             THEN 'duplicate redemption_id' END AS refusal
-FROM raw.redemptions AS r
-WHERE day = $day AND NOT tombstone
+FROM ({REDEMPTIONS_OF_DAY}) AS r
+WHERE NOT tombstone
 """
 
 # Position of every event in the queue, given the redemptions refused so far.
@@ -167,6 +214,10 @@ SELECT 'use:' || ref, user_id, happens_at, 'use', -taken, NULL, ref, $day FROM d
 UNION ALL
 SELECT 'expire:' || lot_txn_id, user_id, happens_at, 'expire', -points, NULL, lot_txn_id, $day
 FROM day_allocations WHERE kind = 'expire'
+UNION ALL
+SELECT 'merge-out:' || lot_txn_id, user_id, $day::TIMESTAMP, 'merge', -size, NULL, lot_txn_id, $day FROM day_moves
+UNION ALL
+SELECT 'merge:' || lot_txn_id, into_id, $day::TIMESTAMP, 'merge', size, expires_at, lot_txn_id, $day FROM day_moves
 """
 
 # Before a rebuilt day's rows replace the old ones, the difference is kept (insert-only, nothing is lost).
@@ -195,7 +246,9 @@ def write_day(day: date) -> list[tuple[str, dict]]:
             """INSERT INTO points.lot_allocations
                SELECT CASE kind WHEN 'use' THEN 'use:' || ref ELSE 'expire:' || lot_txn_id END,
                       lot_txn_id, lot_expires_at, user_id, points, $day
-               FROM day_allocations""",
+               FROM day_allocations
+               UNION ALL
+               SELECT 'merge-out:' || lot_txn_id, lot_txn_id, expires_at, user_id, size, $day FROM day_moves""",
             on_day,
         ),
         (
@@ -237,6 +290,8 @@ def build_day(
 ) -> dict:
     """Computes and writes one day of the ledger in one transaction; returns counts for metadata."""
     params = {"day": day, "earn_rate": earn_rate, "validity_days": validity_days}
+    conn.execute(DAY_PEOPLE, {"day": day})
+    conn.execute(DAY_MOVES, {"day": day})
     conn.execute(DAY_LOTS, params)
     conn.execute(DAY_REDEMPTIONS, {"day": day})
     conn.execute(DAY_EVENTS, {"day": day})

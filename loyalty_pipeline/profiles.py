@@ -9,27 +9,45 @@ from datetime import date
 
 import duckdb
 
-# Running totals of the events in days [$first, $last], one row per user id seen in any of them; `known` says the
+# The person each strong identifier resolves to at the end of $as_of (identity.id_graph): every id below is mapped
+# through it, so a profile holds all of a person's events, whichever key or earlier profile they came under.
+PEOPLE = """
+SELECT id_value, arg_max(customer_id, linked_on) AS customer_id
+FROM identity.id_graph WHERE strength = 'strong' AND linked_on <= $as_of GROUP BY id_value
+"""
+
+
+def _of_people(table: str, day_column: str = "day") -> str:
+    """Rows of `table` (a constant name) in days [$first, $last] with `user_id` the person; with $everyone false,
+    only the rows of the people merged on $last."""
+    return f"""SELECT t.* REPLACE (coalesce(people.customer_id, t.user_id) AS user_id) FROM {table} AS t
+               LEFT JOIN people ON people.id_value = t.user_id
+               WHERE t.{day_column} BETWEEN $first AND $last
+                 AND ($everyone OR people.customer_id IN (SELECT into_id FROM identity.merges WHERE day = $last))"""
+
+
+# Running totals of the events in days [$first, $last], one row per person seen in any of them; `known` says the
 # id is a customer (a user message or a purchase; the customers export is joined in BEHAVIOUR) rather than only
 # clicks or points.
-TOTALS = """
-WITH spend AS (
+TOTALS = f"""
+WITH people AS ({PEOPLE}),
+spend AS (
     SELECT user_id,
            sum(price) AS total_spend, count(*) AS purchase_count, count(price) AS priced_count,
            min(purchased_at) AS first_purchase_at, max(purchased_at) AS last_purchase_at,
            list_sort(list_distinct(list(product_id))) AS products_purchased
-    FROM loyalty.enriched_purchases WHERE day BETWEEN $first AND $last GROUP BY user_id
+    FROM ({_of_people("loyalty.enriched_purchases")}) GROUP BY user_id
 ), points AS (
-    SELECT user_id, sum(points)::BIGINT AS points_balance FROM points.point_transactions
-    WHERE day BETWEEN $first AND $last GROUP BY user_id
+    SELECT user_id, sum(points)::BIGINT AS points_balance FROM ({_of_people("points.point_transactions")})
+    GROUP BY user_id
 ), activity AS (
     SELECT clicks.user_id, list_sort(list_distinct(list(clicks.product_id))) AS activity
-    FROM raw.user_activity AS clicks LEFT JOIN spend USING (user_id)
-    WHERE clicks.day BETWEEN $first AND $last AND clicks.event_type IN ('view', 'add_to_cart') AND NOT clicks.tombstone
+    FROM ({_of_people("raw.user_activity")}) AS clicks LEFT JOIN spend USING (user_id)
+    WHERE clicks.event_type IN ('view', 'add_to_cart') AND NOT clicks.tombstone
       AND (spend.last_purchase_at IS NULL OR clicks.event_ts > spend.last_purchase_at)
     GROUP BY clicks.user_id
 ), known AS (
-    SELECT user_id FROM raw.users WHERE day BETWEEN $first AND $last
+    SELECT user_id FROM ({_of_people("raw.users")})
     UNION SELECT user_id FROM spend
 )
 SELECT user_id, known.user_id IS NOT NULL AS known,
@@ -47,13 +65,25 @@ LEFT JOIN activity USING (user_id)
 
 def totals_from_start(conn: duckdb.DuckDBPyConnection, as_of: date) -> None:
     """Temp table `profile_totals`: the totals of every event up to the end of `as_of`."""
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE profile_totals AS {TOTALS}", {"first": date.min, "last": as_of})
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE profile_totals AS {TOTALS}",
+        {"first": date.min, "last": as_of, "as_of": as_of, "everyone": True},
+    )
 
 
 def add_day_to_totals(conn: duckdb.DuckDBPyConnection, day: date) -> None:
     """Moves `profile_totals` from the end of the day before `day` to the end of `day`: the day's customers' totals
     up to the day before plus the day's (sums add, lists unite, a purchase on the day restarts the activity since
-    the last purchase) replace their rows."""
+    the last purchase) replace their rows. People merged on the day are summed again from the start, as one."""
+    merged = {"day": day}
+    conn.execute(
+        """DELETE FROM profile_totals WHERE user_id IN (SELECT merged_id FROM identity.merges WHERE day = $day
+                                                         UNION SELECT into_id FROM identity.merges WHERE day = $day)""",
+        merged,
+    )
+    conn.execute(
+        f"INSERT INTO profile_totals {TOTALS}", {"first": date.min, "last": day, "as_of": day, "everyone": False}
+    )
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE profile_day AS
             SELECT user_id,
@@ -69,8 +99,9 @@ def add_day_to_totals(conn: duckdb.DuckDBPyConnection, day: date) -> None:
                    CASE WHEN day.last_purchase_at IS NOT NULL THEN day.activity
                         ELSE list_sort(list_distinct(list_concat(before.activity, day.activity))) END AS activity
             FROM ({TOTALS}) AS day
-            LEFT JOIN profile_totals AS before USING (user_id)""",
-        {"first": day, "last": day},
+            LEFT JOIN profile_totals AS before USING (user_id)
+            WHERE user_id NOT IN (SELECT into_id FROM identity.merges WHERE day = $last)""",
+        {"first": day, "last": day, "as_of": day, "everyone": True},
     )
     conn.execute("DELETE FROM profile_totals WHERE user_id IN (SELECT user_id FROM profile_day)")
     conn.execute("INSERT INTO profile_totals SELECT * FROM profile_day")
@@ -78,7 +109,7 @@ def add_day_to_totals(conn: duckdb.DuckDBPyConnection, day: date) -> None:
 
 # The behaviour columns of SPEC §5.4 for every known customer (in the totals or the customers export), from
 # `profile_totals` as of the end of `$as_of`; the tier by `reward_level()` (rules_sql.install_tiers).
-BEHAVIOUR = """
+BEHAVIOUR = f"""
 SELECT user_id, coalesce(total_spend, 0)::DECIMAL(18,2) AS total_spend, coalesce(purchase_count, 0) AS purchase_count,
        CASE WHEN priced_count > 0 THEN (total_spend / priced_count)::DECIMAL(18,2) END AS avg_purchase_price,
        first_purchase_at, last_purchase_at,
@@ -88,19 +119,25 @@ SELECT user_id, coalesce(total_spend, 0)::DECIMAL(18,2) AS total_spend, coalesce
        coalesce(products_purchased, []::VARCHAR[]) AS products_purchased,
        coalesce(activity, []::VARCHAR[]) AS activity_since_last_purchase
 FROM profile_totals
-FULL JOIN (SELECT DISTINCT user_id, true AS exported FROM raw.customers) AS export USING (user_id)
+FULL JOIN (SELECT DISTINCT coalesce(ids.customer_id, c.user_id) AS user_id, true AS exported
+           FROM raw.customers AS c LEFT JOIN ({PEOPLE}) AS ids ON ids.id_value = c.user_id) AS export
+     USING (user_id)
 WHERE known OR exported
 """
 
 
-# Identity: the latest Kafka users message wins over the CSV export, field by field; newest first in each.
-IDENTITY = """
+# Identity: the latest Kafka users message wins over the CSV export, field by field; newest first in each. The
+# accounts of one person (merged) show the newest of them.
+IDENTITY = f"""
 WITH kafka AS (
-    SELECT user_id, name, email, tombstone AS account_closed FROM raw.users WHERE day <= $as_of
-    QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY event_ts DESC, kafka_offset DESC) = 1
+    SELECT coalesce(ids.customer_id, u.user_id) AS user_id, name, email, tombstone AS account_closed
+    FROM raw.users AS u LEFT JOIN ({PEOPLE}) AS ids ON ids.id_value = u.user_id WHERE day <= $as_of
+    QUALIFY row_number() OVER (PARTITION BY coalesce(ids.customer_id, u.user_id)
+                               ORDER BY event_ts DESC, kafka_offset DESC) = 1
 ), export AS (
-    SELECT user_id, name, email, signup_date FROM raw.customers
-    QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY s3_key DESC, row_no DESC) = 1
+    SELECT coalesce(ids.customer_id, c.user_id) AS user_id, name, email, signup_date
+    FROM raw.customers AS c LEFT JOIN ({PEOPLE}) AS ids ON ids.id_value = c.user_id
+    QUALIFY row_number() OVER (PARTITION BY coalesce(ids.customer_id, c.user_id) ORDER BY s3_key DESC, row_no DESC) = 1
 )
 SELECT user_id,
        coalesce(kafka.name, export.name) AS name,

@@ -17,6 +17,8 @@ An order is one customer's basket: (order_id, user_id). Products are numbered in
 number breaks ties by product_id.
 """
 
+from loyalty_pipeline.identity import PURCHASES_NOW
+
 SMALL_ORDER = 6
 
 STATEMENTS = [
@@ -24,9 +26,9 @@ STATEMENTS = [
     """CREATE TEMP TABLE rec_products AS
        SELECT product_id, row_number() OVER (ORDER BY product_id)::INTEGER AS pid
        FROM (SELECT DISTINCT product_id FROM loyalty.enriched_purchases WHERE product_id IS NOT NULL)""",
-    """CREATE TEMP TABLE rec_order_items AS
+    f"""CREATE TEMP TABLE rec_order_items AS
        SELECT DISTINCT dense_rank() OVER (ORDER BY order_id, user_id) AS order_no, user_id, pid
-       FROM loyalty.enriched_purchases JOIN rec_products USING (product_id)""",
+       FROM ({PURCHASES_NOW}) JOIN rec_products USING (product_id)""",
     """CREATE TEMP TABLE rec_orders AS
        SELECT order_no, list_sort(list(pid)) AS items FROM rec_order_items GROUP BY order_no""",
     """CREATE TEMP TABLE rec_interest AS

@@ -24,7 +24,7 @@ def test_materialize_seed_prints_the_tables_and_exits_zero(tmp_path):
     out = done.stdout
     assert "materializing 2024-06-01 .. 2024-06-05" in out
     assert "loyalty.enriched_purchases" in out and "30" in out
-    assert "│ kris    │ loose_leaf     │ [coffee]  │" in out
+    assert "│ u2001   │ kris    │ loose_leaf     │ [coffee]  │" in out  # names beside ids
     assert "warn  customer/profile_360:purchases_by_known_users" in out
     assert "FAIL" not in out and out.rstrip().endswith("OK")
 
@@ -73,4 +73,4 @@ def test_a_failed_step_is_reported_and_exits_one(inputs, capsys):
     assert main([*common, "--from", "2024-06-03", "--to", "2024-06-03"]) == 1  # day 2 missing
     out, err = capsys.readouterr()
     assert out.rstrip().endswith("FAILED: a step or a blocking check failed (see above)")
-    assert "needs the ledger at the end of 2024-06-02" in out + err
+    assert "id graph: 2024-06-03 needs the graph at the end of 2024-06-02" in out + err  # the first chain step

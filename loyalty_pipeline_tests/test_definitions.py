@@ -75,6 +75,7 @@ def test_time_dependent_assets_share_daily_partitions(tmp_path):
         "raw/user_activity",
         "raw/redemptions",
         "raw/historical_purchases",
+        "identity/id_graph",
         "loyalty/enriched_purchases",
         "points/point_transactions",
         "journey/journey_state",

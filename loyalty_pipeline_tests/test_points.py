@@ -249,6 +249,7 @@ def test_a_day_whose_previous_day_is_missing_is_refused(inputs):
     from loyalty_pipeline.definitions import build_defs
 
     inputs.materialize("2022-10-01", assets=POINTS)
+    inputs.materialize("2022-10-02", assets=("identity/id_graph",))  # the ledger alone lacks day 2
     result = materialize_days(build_defs(inputs.env()), "2022-10-03", "2022-10-03")
     assert not result.success
     failure = next(event for event in result.all_events if event.is_step_failure)

@@ -6,7 +6,7 @@ from collections import Counter
 import duckdb
 import pytest
 
-from loyalty_pipeline import recommend
+from loyalty_pipeline import identity, recommend
 
 
 def by_the_rule(orders: dict[str, tuple[str, list[str]]], interests: dict[str, list[str]]) -> set[tuple]:
@@ -25,6 +25,7 @@ def by_the_rule(orders: dict[str, tuple[str, list[str]]], interests: dict[str, l
 def recommended(orders, interests) -> set[tuple]:
     conn = duckdb.connect()
     conn.execute("CREATE SCHEMA loyalty; CREATE SCHEMA customer")
+    conn.execute(identity.DDL)  # an empty id graph: every user_id is its own person
     conn.execute("CREATE TABLE loyalty.enriched_purchases (order_id VARCHAR, user_id VARCHAR, product_id VARCHAR)")
     conn.execute("CREATE TABLE customer.profile_360 (user_id VARCHAR, activity_since_last_purchase VARCHAR[])")
     conn.executemany(

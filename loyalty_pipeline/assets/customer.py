@@ -17,6 +17,7 @@ from loyalty_pipeline.assets.checks import (
 from loyalty_pipeline.assets.ingest import customers, raw_topics
 from loyalty_pipeline.assets.loyalty import PROMOTIONS_KEY, SALES_TOTALS_KEY, enriched_purchases
 from loyalty_pipeline.assets.points import point_balances
+from loyalty_pipeline.identity import PURCHASES_NOW
 from loyalty_pipeline.metadata import preview, table_metadata
 from loyalty_pipeline.profiles import PROFILE_360, totals_from_start
 from loyalty_pipeline.resources import RulesResource, Warehouse, serving_path
@@ -45,14 +46,14 @@ def profiles_agree_with_totals_and_ledger(conn, rules, days) -> tuple[bool, dict
 
 
 @check(
-    "Purchases whose user_id is neither a Kafka user nor an S3 customer (warning: e.g. keyed by name).",
+    "Purchases whose key resolves to no account (warning: a guest, or a key no identity rule links).",
     blocking=False,
 )
 def purchases_by_known_users(conn, rules, days) -> tuple[bool, dict]:
     unknown = conn.execute(
-        """
-        SELECT user_id, count(*) FROM loyalty.enriched_purchases
-        WHERE user_id NOT IN (SELECT user_id FROM raw.users UNION SELECT user_id FROM raw.customers)
+        f"""
+        SELECT customer_key, count(*) FROM ({PURCHASES_NOW})
+        WHERE user_id NOT IN (SELECT id_value FROM identity.id_graph WHERE id_type = 'user_id')
         GROUP BY ALL ORDER BY 2 DESC, 1
         """
     ).fetchall()

@@ -3,6 +3,7 @@ promotions. Rule values from loyalty.yaml reach SQL as parameters or rows of tem
 
 import dagster as dg
 
+from loyalty_pipeline import identity
 from loyalty_pipeline.assets.checks import (
     check,
     check_results,
@@ -11,7 +12,9 @@ from loyalty_pipeline.assets.checks import (
     in_days,
     table_of,
 )
+from loyalty_pipeline.assets.identity import id_graph
 from loyalty_pipeline.assets.ingest import historical_purchases, raw_topics
+from loyalty_pipeline.identity import PURCHASES_NOW
 from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, table_metadata
 from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import RulesResource, Warehouse
@@ -50,9 +53,9 @@ def totals_and_tiers_agree(conn, rules, days) -> tuple[bool, dict]:
     install_tiers(conn, rules.rules)
     wrong = count(
         conn,
-        """
+        f"""
         WITH expected AS (
-            SELECT user_id, coalesce(sum(price), 0) AS total FROM loyalty.enriched_purchases GROUP BY user_id
+            SELECT user_id, coalesce(sum(price), 0) AS total FROM ({PURCHASES_NOW}) GROUP BY user_id
         )
         SELECT 1 FROM expected FULL JOIN loyalty.sales_totals AS actual USING (user_id)
         WHERE expected.total IS DISTINCT FROM actual.total
@@ -68,8 +71,8 @@ def totals_and_tiers_agree(conn, rules, days) -> tuple[bool, dict]:
 def stamps_match_purchases(conn, rules, days) -> tuple[bool, dict]:
     wrong = count(
         conn,
-        """
-        SELECT 1 FROM (SELECT user_id, count(*) AS total FROM loyalty.enriched_purchases
+        f"""
+        SELECT 1 FROM (SELECT user_id, count(*) AS total FROM ({PURCHASES_NOW})
                               WHERE product_id = $product GROUP BY user_id) AS expected
         FULL JOIN loyalty.caffeine_index AS actual USING (user_id)
         WHERE expected.total IS DISTINCT FROM actual.total
@@ -97,6 +100,7 @@ CREATE TABLE IF NOT EXISTS loyalty.enriched_purchases (
     category VARCHAR, price DECIMAL(18,2), purchased_at TIMESTAMP NOT NULL, source VARCHAR NOT NULL,
     store_id VARCHAR, day DATE NOT NULL
 );
+ALTER TABLE loyalty.enriched_purchases ADD COLUMN IF NOT EXISTS customer_key VARCHAR;
 """
 
 # Every valid purchase, Kafka and S3, with its purchase_id (SPEC §4) and the day it belongs to.
@@ -114,20 +118,28 @@ FROM raw.historical_purchases
 
 # Kafka purchases take the product's price and category as of their event time: the latest products message with
 # ts <= the purchase's ts (ASOF JOIN), the greatest offset winning at one instant. S3 rows keep their own price.
+# `user_id` is the person the purchase's key resolves to on its day (identity.id_graph); `customer_key` the key.
 ENRICH_WINDOW = f"""
-INSERT INTO loyalty.enriched_purchases
+INSERT INTO loyalty.enriched_purchases BY NAME
 WITH purchases AS (
     SELECT * FROM ({PURCHASES}) WHERE day >= $first AND day < $end
+), resolved AS (
+    SELECT purchases.*, coalesce(ids.customer_id, purchases.user_id) AS person
+    FROM purchases ASOF LEFT JOIN (
+        SELECT id_value, customer_id, linked_on FROM identity.id_graph
+        WHERE strength = 'strong' AND linked_on < $end AND id_value IN (SELECT user_id FROM purchases)
+    ) AS ids ON ids.id_value = purchases.user_id AND purchases.day >= ids.linked_on
 ), product_states AS (
     SELECT product_id, event_ts, category, price
     FROM raw.products
     WHERE day < $end AND product_id IN (SELECT product_id FROM purchases)
     QUALIFY row_number() OVER (PARTITION BY product_id, event_ts ORDER BY kafka_offset DESC, kafka_partition DESC) = 1
 )
-SELECT purchase_id, order_id, user_id, purchases.product_id, product_states.category,
-       coalesce(own_price, product_states.price), purchased_at, source, store_id, day
-FROM purchases ASOF LEFT JOIN product_states
-     ON purchases.product_id = product_states.product_id AND purchases.purchased_at >= product_states.event_ts
+SELECT purchase_id, order_id, person AS user_id, resolved.product_id, product_states.category,
+       coalesce(own_price, product_states.price) AS price, purchased_at, source, store_id, day,
+       resolved.user_id AS customer_key
+FROM resolved ASOF LEFT JOIN product_states
+     ON resolved.product_id = product_states.product_id AND resolved.purchased_at >= product_states.event_ts
 """
 
 
@@ -140,7 +152,7 @@ FROM purchases ASOF LEFT JOIN product_states
     partitions_def=DECLARED,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
-    deps=[raw_topics["purchases"], raw_topics["products"], historical_purchases],
+    deps=[raw_topics["purchases"], raw_topics["products"], historical_purchases, id_graph],
     description="Every purchase (Kafka and S3) with the product's price and category as of the purchase's event time.",
 )
 def enriched_purchases(
@@ -149,7 +161,7 @@ def enriched_purchases(
     first, end = window_days(context)
     window = {"first": first, "end": end}
     with warehouse.get_connection() as conn:
-        conn.execute(ENRICHED_DDL)
+        conn.execute(ENRICHED_DDL + identity.DDL)
         with transaction(conn):
             conn.execute("DELETE FROM loyalty.enriched_purchases WHERE day >= $first AND day < $end", window)
             conn.execute(ENRICH_WINDOW, window)
@@ -203,10 +215,9 @@ def _sales_totals(conn, rules: RulesResource) -> dg.MaterializeResult:
     _replace_table(
         conn,
         "loyalty.sales_totals",
-        """
+        f"""
         SELECT user_id, total, reward_level(total) AS reward_level
-        FROM (SELECT user_id, coalesce(sum(price), 0)::DECIMAL(18,2) AS total
-              FROM loyalty.enriched_purchases GROUP BY user_id)
+        FROM (SELECT user_id, coalesce(sum(price), 0)::DECIMAL(18,2) AS total FROM ({PURCHASES_NOW}) GROUP BY user_id)
         """,
     )
     result = _table_result(conn, SALES_TOTALS_KEY, "total DESC, user_id", SALES_TOTALS_CHECKS, rules)
@@ -222,9 +233,9 @@ def _caffeine_index(conn, rules: RulesResource) -> dg.MaterializeResult:
     _replace_table(
         conn,
         "loyalty.caffeine_index",
-        """
+        f"""
         SELECT user_id, count(*) AS total, count(*) % $cycle AS sequence, count(*) % $cycle = $cycle - 1 AS next_one_free
-        FROM loyalty.enriched_purchases WHERE product_id = $product GROUP BY user_id
+        FROM ({PURCHASES_NOW}) WHERE product_id = $product GROUP BY user_id
         """,
         {"cycle": card.cycle, "product": card.product_id},
     )
@@ -247,12 +258,12 @@ def _promotions(conn, rules: RulesResource) -> dg.MaterializeResult:
     _replace_table(
         conn,
         "loyalty.promotions",
-        """
+        f"""
         WITH considered AS (
             SELECT rule.name, purchase.user_id,
                    list_sort(list_distinct(list(purchase.product_id))) AS products,
                    coalesce(sum(purchase.price), 0) AS spend
-            FROM loyalty.enriched_purchases AS purchase
+            FROM ({PURCHASES_NOW}) AS purchase
             JOIN promotion_rules AS rule ON list_contains(rule.considers, purchase.product_id)
             GROUP BY ALL
         )
@@ -284,7 +295,7 @@ LIFETIME_TABLES = {
     SALES_TOTALS_KEY: (
         _spec(
             SALES_TOTALS_KEY,
-            [enriched_purchases],
+            [enriched_purchases, id_graph],
             "Lifetime spend per customer with a purchase, and the reward tier it earns (strict '>' thresholds).",
         ),
         _sales_totals,
@@ -293,7 +304,7 @@ LIFETIME_TABLES = {
     CAFFEINE_KEY: (
         _spec(
             CAFFEINE_KEY,
-            [enriched_purchases],
+            [enriched_purchases, id_graph],
             "Stamp card: purchases of the stamp product per customer; the next one is free at cycle - 1.",
         ),
         _caffeine_index,
@@ -302,7 +313,7 @@ LIFETIME_TABLES = {
     PROMOTIONS_KEY: (
         _spec(
             PROMOTIONS_KEY,
-            [enriched_purchases],
+            [enriched_purchases, id_graph],
             "Customers eligible for each declarative promotion of loyalty.yaml, with the considered products bought.",
         ),
         _promotions,

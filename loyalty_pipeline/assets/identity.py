@@ -1,0 +1,89 @@
+"""Identity resolution as an asset: the id graph that makes one person one profile across keys, ids and emails."""
+
+import dagster as dg
+
+from loyalty_pipeline import identity
+from loyalty_pipeline.assets.checks import check, check_results, check_specs, duplicate_check
+from loyalty_pipeline.assets.ingest import customers, historical_purchases, raw_topics
+from loyalty_pipeline.chain import open_window
+from loyalty_pipeline.metadata import partition_metadata, preview, table_metadata
+from loyalty_pipeline.partitions import DECLARED, window_days
+from loyalty_pipeline.resources import RulesResource, Warehouse
+from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count
+
+ID_GRAPH_KEY = dg.AssetKey(["identity", "id_graph"])
+
+# Weak values whose accounts are now several people: they link nothing new (links made before stay).
+AMBIGUOUS = """
+SELECT w.id_type, w.id_value, list_sort(list(DISTINCT coalesce(now.customer_id, w.account))) AS accounts
+FROM identity.weak_values AS w
+LEFT JOIN (SELECT id_value, arg_max(customer_id, linked_on) AS customer_id FROM identity.id_graph
+           WHERE strength = 'strong' AND id_type = 'user_id' GROUP BY id_value) AS now ON now.id_value = w.account
+GROUP BY ALL HAVING len(accounts) > 1
+"""
+
+
+@check("Weak identifiers (names) carried by several accounts link nothing; lists them.", blocking=False)
+def ambiguous_weak_values(conn, rules, days) -> tuple[bool, dict]:
+    found = conn.execute(f"SELECT id_type, id_value, accounts FROM ({AMBIGUOUS}) ORDER BY ALL LIMIT 50").fetchall()
+    return not found, {
+        "ambiguous_values": count(conn, AMBIGUOUS),
+        "values": dg.MetadataValue.json([{"type": t, "value": v, "accounts": a} for t, v, a in found]),
+    }
+
+
+CHECKS = [ambiguous_weak_values, duplicate_check(ID_GRAPH_KEY, ["id_type", "id_value", "linked_on"], "linked_on")]
+
+
+@dg.asset(
+    key=ID_GRAPH_KEY,
+    check_specs=check_specs(ID_GRAPH_KEY, CHECKS),
+    group_name="identity",
+    owners=OWNERS,
+    kinds={"duckdb"},
+    partitions_def=DECLARED,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=WAREHOUSE_POOL,
+    deps=[
+        *(raw_topics[topic] for topic in ("users", "purchases", "redemptions", "user_activity")),
+        historical_purchases,
+        customers,
+        dg.AssetDep(
+            ID_GRAPH_KEY,
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+            ),
+        ),
+    ],
+    description="Every identifier (account id, email, card, phone, name, event key) and the person it resolves to, "
+    "from the day it was linked; merges in identity.merges. Day D builds on the end of D-1.",
+)
+def id_graph(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
+    first, end = window_days(context)
+    merges = 0
+    with warehouse.get_connection() as conn:
+        conn.execute(identity.DDL)
+        window = open_window(
+            conn, "identity.graph_days", "id graph", "graph", first, end, identity.first_event_before(conn, first)
+        )
+        window.begin(conn)
+        for day in window.days:  # in order: each day links to the people the previous days resolved
+            merges += identity.build_day(conn, rules.rules.identity, window, day)["merges"]
+        window_rows = "SELECT * FROM identity.id_graph WHERE linked_on >= $1 AND linked_on < $2"
+        return dg.MaterializeResult(
+            metadata={
+                **table_metadata(conn, "identity.id_graph"),
+                **partition_metadata(conn, "identity.id_graph", "linked_on", first, end),
+                "people": count(
+                    conn,
+                    "SELECT DISTINCT customer_id FROM identity.id_graph WHERE customer_id NOT IN "
+                    "(SELECT merged_id FROM identity.merges)",
+                ),
+                "merges": merges,
+                "preview": preview(conn, window_rows + " ORDER BY customer_id, id_type, id_value", [first, end], 20),
+            },
+            check_results=check_results(ID_GRAPH_KEY, CHECKS, conn, rules, (first, end)),
+        )
+
+
+identity_assets = [id_graph]

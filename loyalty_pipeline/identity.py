@@ -1,0 +1,297 @@
+"""One day of identity resolution, in SQL: which identifiers belong to one person (connected components).
+
+Every record that names a person (a users message, a customers export row, a purchase, a redemption, a click) is a
+set of identifiers. Strong identifiers (`identity.link_on`, and every event key) are matched by value across types,
+so a purchase keyed by an email or an account id joins that account; all of a record's strong identifiers are linked.
+A weak identifier (`identity.link_if_unique`, a name) links an event key of equal value to the one account carrying
+it, and only to an account-less profile; a value carried by several accounts links nothing.
+
+A day reads only the identifiers seen that day and the components they touch, so its cost follows its new
+identifiers. The graph is insert-only and point-in-time: an identifier's row holds from its `linked_on` day until a
+later row of the same identifier replaces it (a merge). A component's id is its earliest account id when it has one,
+otherwise its earliest identifier.
+"""
+
+from datetime import date, timedelta
+
+import duckdb
+
+from loyalty_pipeline.chain import Window, publish
+from loyalty_pipeline.config import Identity
+
+DDL = """
+CREATE SCHEMA IF NOT EXISTS identity;
+CREATE TABLE IF NOT EXISTS identity.id_graph (
+    id_type VARCHAR NOT NULL,       -- user_id | email | card_id | phone | name | customer_key (an event's key)
+    id_value VARCHAR NOT NULL,      -- trimmed; emails and names lower-case
+    customer_id VARCHAR NOT NULL,   -- the person the identifier resolves to, from linked_on on
+    strength VARCHAR NOT NULL,      -- strong (matched by value) | weak (links only when unique)
+    rule VARCHAR NOT NULL,          -- account | key | link_on:<field> | link_if_unique:<field> | merge
+    source VARCHAR NOT NULL,        -- the record that linked it: users:<p>:<o>, purchases:<p>:<o>, s3:<key>:<row>, ...
+    first_seen_at TIMESTAMP NOT NULL,
+    linked_on DATE NOT NULL         -- the row holds from this day until a later row of the identifier
+);
+CREATE TABLE IF NOT EXISTS identity.weak_values (  -- which accounts carry each weak value, and since when
+    id_type VARCHAR NOT NULL, id_value VARCHAR NOT NULL, account VARCHAR NOT NULL, source VARCHAR NOT NULL,
+    day DATE NOT NULL
+);
+CREATE TABLE IF NOT EXISTS identity.merges (  -- profiles that became one: merged_id is into_id from day on
+    day DATE NOT NULL, merged_id VARCHAR NOT NULL, into_id VARCHAR NOT NULL, cause VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS identity.export_records (record VARCHAR NOT NULL, day DATE NOT NULL);
+CREATE TABLE IF NOT EXISTS identity.graph_days (day DATE PRIMARY KEY);
+CREATE VIEW IF NOT EXISTS identity.current_ids AS  -- the person each strong value resolves to now
+SELECT id_value, arg_max(customer_id, linked_on) AS customer_id
+FROM identity.id_graph WHERE strength = 'strong' GROUP BY id_value;
+"""
+
+# Purchases with `user_id` the person now (a purchase keeps the person of its day in enriched_purchases; a later
+# merge moves it): what the lifetime tables count.
+PURCHASES_NOW = """
+SELECT purchase.* REPLACE (coalesce(ids.customer_id, purchase.user_id) AS user_id)
+FROM loyalty.enriched_purchases AS purchase LEFT JOIN identity.current_ids AS ids ON ids.id_value = purchase.user_id
+"""
+
+# The person each strong identifier value resolves to at the end of day $as_of.
+IDS_AS_OF = """
+SELECT id_value, arg_max(customer_id, linked_on) AS customer_id
+FROM identity.id_graph WHERE strength = 'strong' AND linked_on <= $as_of GROUP BY id_value
+"""
+
+# The identifiers of the day's records (the customers export: its rows not applied before).
+OBSERVED = """
+CREATE OR REPLACE TEMP TABLE observed AS
+WITH records AS (
+    SELECT 'users:' || kafka_partition || ':' || kafka_offset AS record, event_ts AS seen_at,
+           [{'t': 'user_id', 'v': user_id}, {'t': 'email', 'v': email}, {'t': 'card_id', 'v': card_id},
+            {'t': 'phone', 'v': phone}, {'t': 'name', 'v': name}] AS ids
+    FROM raw.users WHERE day = $day AND NOT tombstone
+    UNION ALL
+    SELECT 'customers:' || s3_key || ':' || row_no, $day::TIMESTAMP,
+           [{'t': 'user_id', 'v': user_id}, {'t': 'email', 'v': email}, {'t': 'name', 'v': name}]
+    FROM raw.customers
+    WHERE 'customers:' || s3_key || ':' || row_no NOT IN (SELECT record FROM identity.export_records WHERE day < $day)
+    UNION ALL
+    SELECT 'purchases:' || kafka_partition || ':' || kafka_offset, event_ts,
+           [{'t': 'customer_key', 'v': user_id}, {'t': 'email', 'v': email}, {'t': 'card_id', 'v': card_id},
+            {'t': 'phone', 'v': phone}]
+    FROM raw.purchases WHERE day = $day AND NOT tombstone
+    UNION ALL
+    SELECT 's3:' || s3_key || ':' || row_no, purchased_at, [{'t': 'customer_key', 'v': user_id}]
+    FROM raw.historical_purchases WHERE day = $day
+    UNION ALL
+    SELECT 'redemptions:' || kafka_partition || ':' || kafka_offset, event_ts, [{'t': 'customer_key', 'v': user_id}]
+    FROM raw.redemptions WHERE day = $day AND NOT tombstone
+    UNION ALL
+    SELECT 'user_activity:' || kafka_partition || ':' || kafka_offset, event_ts, [{'t': 'customer_key', 'v': user_id}]
+    FROM raw.user_activity WHERE day = $day AND NOT tombstone
+), identifiers AS (
+    SELECT record, seen_at, unnest(ids) AS id FROM records
+)
+SELECT record, seen_at, id.t AS id_type,
+       CASE WHEN id.t IN ('email', 'name') THEN lower(trim(id.v)) ELSE trim(id.v) END AS id_value,
+       CASE WHEN list_contains($weak, id.t) THEN 'weak' ELSE 'strong' END AS strength
+FROM identifiers
+WHERE (id.t = 'customer_key' OR list_contains($link_on, id.t) OR list_contains($weak, id.t))
+  AND nullif(trim(id.v), '') IS NOT NULL
+"""
+
+# The people the day's strong values belonged to before the day.
+KNOWN = f"""
+CREATE OR REPLACE TEMP TABLE known AS
+SELECT * FROM ({IDS_AS_OF})
+WHERE id_value IN (SELECT id_value FROM observed WHERE strength = 'strong')
+"""
+
+# Vertices are 'v:<value>' (a strong value seen today) and 'c:<customer_id>' (a person known before the day).
+# Strong links: a record's strong values with each other (a star from its first), a known value with its person.
+STRONG_EDGES = """
+CREATE OR REPLACE TEMP TABLE edges AS
+SELECT DISTINCT 'v:' || first_value AS a, 'v:' || id_value AS b, false AS weak
+FROM (SELECT record, id_value, min(id_value) OVER (PARTITION BY record) AS first_value
+      FROM observed WHERE strength = 'strong')
+UNION
+SELECT 'v:' || id_value, 'c:' || customer_id, false FROM known
+"""
+
+# An account: a value seen as a user_id today, or a person whose id is an account id.
+IS_ACCOUNT = """
+CREATE OR REPLACE TEMP MACRO is_account(vertex) AS
+    vertex IN (SELECT 'v:' || id_value FROM observed WHERE id_type = 'user_id')
+    OR (vertex LIKE 'c:%' AND substr(vertex, 3) IN (SELECT id_value FROM identity.id_graph
+                                                   WHERE id_type = 'user_id' AND linked_on < $day))
+"""
+
+# Connected components of `edges`: every vertex labelled with the least vertex it reaches.
+COMPONENTS = """
+CREATE OR REPLACE TEMP TABLE {into} AS
+WITH RECURSIVE links AS (SELECT a, b FROM edges UNION SELECT b, a FROM edges),
+walk(vertex, root) AS (
+    SELECT a, a FROM links
+    UNION
+    SELECT links.b, walk.root FROM walk JOIN links ON links.a = walk.vertex
+)
+SELECT vertex, min(root) AS component FROM walk GROUP BY vertex
+"""
+
+# Weak links. A weak value of the day (seen on an account, or equal to an event key) whose accounts are exactly one
+# person links the account-less profiles keyed by that value to that person.
+WEAK_EDGES = f"""
+INSERT INTO edges
+WITH carried AS (  -- accounts carrying the day's weak values: before the day, and today
+    SELECT id_type, id_value, account FROM identity.weak_values WHERE day < $day
+    UNION
+    SELECT w.id_type, w.id_value, a.id_value FROM observed AS w
+    JOIN observed AS a ON a.record = w.record AND a.id_type = 'user_id'
+    WHERE w.strength = 'weak'
+), values_today AS (
+    SELECT DISTINCT id_value FROM observed WHERE strength = 'weak'
+    UNION SELECT DISTINCT lower(id_value) FROM observed WHERE id_type = 'customer_key'
+), carriers AS (  -- each relevant value's carriers, as the component they are in now
+    SELECT c.id_type, c.id_value,
+           coalesce(today.component, 'c:' || before.customer_id) AS carrier
+    FROM carried AS c
+    LEFT JOIN first_pass AS today ON today.vertex = 'v:' || c.account
+    LEFT JOIN ({IDS_AS_OF}) AS before ON before.id_value = c.account
+    WHERE c.id_value IN (SELECT id_value FROM values_today)
+), unique_values AS (
+    SELECT id_value, any_value(carrier) AS carrier FROM carriers GROUP BY id_value HAVING count(DISTINCT carrier) = 1
+), keys AS (  -- event keys equal to such a value: seen today, or known before
+    SELECT DISTINCT id_value AS key FROM observed WHERE id_type = 'customer_key'
+    UNION SELECT id_value FROM identity.id_graph
+          WHERE id_type = 'customer_key' AND linked_on < $day AND lower(id_value) IN (SELECT id_value FROM unique_values)
+), key_components AS (
+    SELECT keys.key, coalesce(today.component, 'c:' || before.customer_id) AS component
+    FROM keys
+    LEFT JOIN first_pass AS today ON today.vertex = 'v:' || keys.key
+    LEFT JOIN ({IDS_AS_OF}) AS before ON before.id_value = keys.key
+)
+SELECT DISTINCT k.component, u.carrier, true
+FROM key_components AS k JOIN unique_values AS u ON u.id_value = lower(k.key)
+WHERE k.component <> u.carrier
+  AND NOT is_account(k.component)  -- only an account-less profile takes a weak link
+  AND NOT EXISTS (SELECT 1 FROM first_pass AS p WHERE p.component = k.component AND is_account(p.vertex))
+"""
+
+# Each final component's id: its earliest account, else its earliest identifier.
+CANONICAL = """
+CREATE OR REPLACE TEMP TABLE canonical AS
+WITH members AS (
+    SELECT f.component, f.vertex, substr(f.vertex, 3) AS id, is_account(f.vertex) AS is_account,
+           coalesce(
+               (SELECT min(first_seen_at) FROM identity.id_graph AS g
+                WHERE g.id_value = substr(f.vertex, 3) AND g.strength = 'strong' AND g.linked_on < $day),
+               (SELECT min(seen_at) FROM observed AS o WHERE o.id_value = substr(f.vertex, 3))) AS first_seen_at
+    FROM final_pass AS f
+)
+SELECT vertex, component, id,
+       first_value(id) OVER (PARTITION BY component ORDER BY is_account DESC, first_seen_at, id) AS customer_id
+FROM members
+"""
+
+# The day's new rows: identifiers seen for the first time, the identifiers of merged people, and weak values.
+DAY_ROWS = """
+CREATE OR REPLACE TEMP TABLE day_graph AS
+WITH new_ids AS (
+    SELECT id_type, id_value, strength, min(record) AS source, min(seen_at) AS first_seen_at
+    FROM observed
+    ANTI JOIN (SELECT id_type, id_value FROM identity.id_graph
+               WHERE linked_on < $day AND id_value IN (SELECT id_value FROM observed)) USING (id_type, id_value)
+    GROUP BY ALL
+), weak_linked AS (
+    SELECT DISTINCT substr(e.a, 3) AS key FROM edges AS e WHERE e.weak
+)
+SELECT n.id_type, n.id_value, c.customer_id, 'strong',
+       CASE WHEN n.id_type = 'user_id' THEN 'account'
+            WHEN n.id_type = 'customer_key' AND n.id_value IN (SELECT key FROM weak_linked) THEN 'link_if_unique'
+            WHEN n.id_type = 'customer_key' THEN 'key'
+            ELSE 'link_on:' || n.id_type END,
+       n.source, n.first_seen_at, $day
+FROM new_ids AS n JOIN canonical AS c ON c.vertex = 'v:' || n.id_value
+WHERE n.strength = 'strong'
+UNION ALL  -- a weak value is an identifier of the one person carrying it
+SELECT n.id_type, n.id_value, c.customer_id, 'weak', 'link_if_unique:' || n.id_type, n.source, n.first_seen_at, $day
+FROM new_ids AS n
+JOIN (SELECT DISTINCT w.id_value, a.id_value AS account FROM observed AS w
+      JOIN observed AS a ON a.record = w.record AND a.id_type = 'user_id' WHERE w.strength = 'weak') AS carried
+  ON carried.id_value = n.id_value
+JOIN canonical AS c ON c.vertex = 'v:' || carried.account
+WHERE n.strength = 'weak'
+QUALIFY count(DISTINCT c.customer_id) OVER (PARTITION BY n.id_type, n.id_value) = 1
+UNION ALL  -- every identifier of a person merged into another moves with it
+SELECT g.id_type, g.id_value, c.customer_id, g.strength, 'merge', m.cause, g.first_seen_at, $day
+FROM identity.id_graph AS g
+JOIN canonical AS c ON c.vertex = 'c:' || g.customer_id
+JOIN day_merges AS m ON m.merged_id = g.customer_id
+WHERE g.linked_on < $day AND c.customer_id <> g.customer_id
+"""
+
+DAY_MERGES = """
+CREATE OR REPLACE TEMP TABLE day_merges AS
+SELECT $day AS day, c.id AS merged_id, c.customer_id AS into_id,
+       coalesce((SELECT 'linked by ' || min(o.record) FROM observed AS o JOIN canonical AS oc
+                 ON oc.vertex = 'v:' || o.id_value WHERE oc.component = c.component), 'linked') AS cause
+FROM canonical AS c WHERE c.vertex LIKE 'c:%' AND c.id <> c.customer_id
+"""
+
+
+def build_day(conn: duckdb.DuckDBPyConnection, identity: Identity, window: Window, day: date) -> dict:
+    """Resolves the day's identifiers and writes its rows in one transaction; returns counts for metadata."""
+    on_day = {"day": day}
+    params = {"day": day, "as_of": day - timedelta(days=1)}
+    conn.execute(OBSERVED, {**on_day, "link_on": identity.link_on, "weak": identity.link_if_unique})
+    conn.execute(KNOWN, {"as_of": params["as_of"]})
+    conn.execute(STRONG_EDGES)
+    conn.execute(IS_ACCOUNT, on_day)
+    conn.execute(COMPONENTS.format(into="first_pass"))
+    conn.execute(WEAK_EDGES, params)
+    conn.execute(COMPONENTS.format(into="final_pass"))
+    conn.execute(CANONICAL, on_day)
+    conn.execute(DAY_MERGES, on_day)
+    conn.execute(DAY_ROWS, on_day)
+    window.refuse_change(conn, day, "SELECT * FROM day_graph", "SELECT * FROM identity.id_graph WHERE linked_on = $day")
+    publish(
+        conn,
+        [
+            ("DELETE FROM identity.id_graph WHERE linked_on = $day", on_day),
+            ("DELETE FROM identity.weak_values WHERE day = $day", on_day),
+            ("DELETE FROM identity.merges WHERE day = $day", on_day),
+            ("DELETE FROM identity.export_records WHERE day = $day", on_day),
+            ("INSERT INTO identity.id_graph SELECT * FROM day_graph", {}),
+            (
+                """INSERT INTO identity.weak_values
+                   SELECT DISTINCT w.id_type, w.id_value, a.id_value, w.record, $day FROM observed AS w
+                   JOIN observed AS a ON a.record = w.record AND a.id_type = 'user_id' WHERE w.strength = 'weak'""",
+                on_day,
+            ),
+            ("INSERT INTO identity.merges SELECT * FROM day_merges", {}),
+            (
+                "INSERT INTO identity.export_records SELECT DISTINCT record, $day FROM observed "
+                "WHERE record LIKE 'customers:%'",
+                on_day,
+            ),
+            ("INSERT OR IGNORE INTO identity.graph_days VALUES ($day)", on_day),
+        ],
+    )
+    return {"merges": conn.execute("SELECT count(*) FROM day_merges").fetchall()[0][0]}
+
+
+def first_event_before(conn: duckdb.DuckDBPyConnection, day: date) -> date | None:
+    """The first day before `day` with a record naming a person: the graph cannot start at `day` from nothing then."""
+    return conn.execute(
+        """SELECT min(day) FROM (
+               SELECT min(day) AS day FROM raw.users WHERE day < $1
+               UNION ALL SELECT min(day) FROM raw.purchases WHERE day < $1
+               UNION ALL SELECT min(day) FROM raw.historical_purchases WHERE day < $1
+               UNION ALL SELECT min(day) FROM raw.redemptions WHERE day < $1
+               UNION ALL SELECT min(day) FROM raw.user_activity WHERE day < $1)""",
+        [day],
+    ).fetchall()[0][0]
+
+
+def with_person(table: str) -> str:
+    """The rows of a raw table (a constant name) with `person`: whom their key resolved to on their day."""
+    return f"""SELECT r.*, coalesce(g.customer_id, r.user_id) AS person FROM {table} AS r
+               ASOF LEFT JOIN (SELECT id_value, customer_id, linked_on FROM identity.id_graph
+                               WHERE strength = 'strong') AS g
+               ON g.id_value = r.user_id AND r.day >= g.linked_on"""

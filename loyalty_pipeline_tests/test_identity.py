@@ -1,0 +1,172 @@
+"""Identity resolution: one person, one profile, across event keys, account ids, emails, cards and names."""
+
+import duckdb
+
+from loyalty_pipeline_tests.conftest import Inputs
+from loyalty_pipeline_tests.test_points import priced
+
+JOURNEY = """
+journeys:
+  - id: welcome
+    audience: "purchase_count > 0"
+    goal: "total_spend > 1000"
+    stages:
+      - id: hello
+        steps: [{activation: hi}, {wait_days: 10}]
+"""
+
+
+def users(inputs: Inputs, *accounts, file="users.jsonl"):
+    inputs.kafka("users", [(key, payload, ts) for key, payload, ts in accounts], file=file)
+
+
+def buy(inputs: Inputs, *purchases, file="purchases.jsonl"):
+    """(key, payload, ts) purchases: the payload's product_id and any identifiers it carries."""
+    inputs.kafka("purchases", list(purchases), file=file)
+
+
+def test_each_rule_links_to_the_account(inputs):
+    priced(inputs, ten=10)
+    users(inputs, ("u1", {"name": "Ann", "email": "Ann@X.com ", "card_id": "C1"}, "2022-10-01T07:00:00"))
+    buy(
+        inputs,
+        ("ann@x.com", {"product_id": "ten"}, "2022-10-01T08:00:00"),  # keyed by the email (normalised)
+        ("C1", {"product_id": "ten"}, "2022-10-01T09:00:00"),  # keyed by the card
+        ("ann", {"product_id": "ten"}, "2022-10-01T10:00:00"),  # keyed by the name only the account carries
+        ("guest-7", {"product_id": "ten", "email": "ann@x.com"}, "2022-10-01T11:00:00"),  # the order names her
+        ("u1", {"product_id": "ten"}, "2022-10-01T12:00:00"),  # keyed by the account id
+    )
+    inputs.materialize("2022-10-01")
+    assert inputs.query("SELECT user_id, total FROM loyalty.sales_totals") == [("u1", 50)]
+    assert inputs.query("SELECT user_id, name, email, purchase_count FROM customer.profile_360") == [
+        ("u1", "Ann", "Ann@X.com ", 5)
+    ]
+    assert inputs.query("SELECT id_type, id_value, customer_id, rule FROM identity.id_graph ORDER BY ALL") == [
+        ("card_id", "C1", "u1", "link_on:card_id"),
+        ("customer_key", "C1", "u1", "key"),
+        ("customer_key", "ann", "u1", "link_if_unique"),
+        ("customer_key", "ann@x.com", "u1", "key"),
+        ("customer_key", "guest-7", "u1", "key"),
+        ("customer_key", "u1", "u1", "key"),
+        ("email", "ann@x.com", "u1", "link_on:email"),
+        ("name", "ann", "u1", "link_if_unique:name"),
+        ("user_id", "u1", "u1", "account"),
+    ]
+    # the raw key stays beside the person
+    assert inputs.query("SELECT DISTINCT customer_key FROM loyalty.enriched_purchases ORDER BY 1") == [
+        ("C1",),
+        ("ann",),
+        ("ann@x.com",),
+        ("guest-7",),
+        ("u1",),
+    ]
+
+
+def test_a_name_two_accounts_carry_links_nothing_and_is_listed(inputs):
+    priced(inputs, ten=10)
+    users(
+        inputs,
+        ("u1", {"name": "Sam"}, "2022-10-01T07:00:00"),
+        ("u2", {"name": "sam"}, "2022-10-01T07:30:00"),
+        ("u3", {"name": "Kim"}, "2022-10-01T07:40:00"),
+    )
+    buy(
+        inputs,
+        ("sam", {"product_id": "ten"}, "2022-10-01T08:00:00"),
+        ("kim", {"product_id": "ten"}, "2022-10-01T09:00:00"),
+    )
+    result = inputs.materialize("2022-10-01")
+    assert inputs.query("SELECT user_id, total FROM loyalty.sales_totals ORDER BY 1") == [("sam", 10), ("u3", 10)]
+    check = next(c for c in result.get_asset_check_evaluations() if c.check_name == "ambiguous_weak_values")
+    assert not check.passed and check.metadata["values"].value == [
+        {"type": "name", "value": "sam", "accounts": ["u1", "u2"]}
+    ]
+    # the account-less purchaser keeps its own profile
+    assert ("sam",) in inputs.query("SELECT user_id FROM customer.profile_360")
+
+
+def test_weak_links_need_the_option_and_strong_ones_can_be_turned_off(inputs):
+    priced(inputs, ten=10)
+    users(inputs, ("u1", {"name": "Ann", "email": "a@x"}, "2022-10-01T07:00:00"))
+    buy(
+        inputs,
+        ("ann", {"product_id": "ten"}, "2022-10-01T08:00:00"),
+        ("a@x", {"product_id": "ten"}, "2022-10-01T09:00:00"),
+    )
+    inputs.rules("identity: {link_on: [user_id], link_if_unique: []}\n")
+    inputs.materialize("2022-10-01")
+    assert inputs.query("SELECT user_id FROM loyalty.sales_totals ORDER BY 1") == [("a@x",), ("ann",)]
+
+
+def _merge_story(inputs: Inputs) -> None:
+    """K1 (a till's card key, no account) buys on day 1; account u9 buys on day 2; on day 3 an order keyed K1
+    carries u9's email: one person from day 3 on."""
+    priced(inputs, ten=10, twenty=20)
+    inputs.rules(JOURNEY)
+    users(inputs, ("u9", {"name": "Zoe", "email": "z@x.com"}, "2022-10-01T07:00:00"))
+    buy(
+        inputs,
+        ("K1", {"product_id": "ten"}, "2022-10-01T08:00:00"),
+        ("u9", {"product_id": "twenty"}, "2022-10-02T08:00:00"),
+        ("K1", {"product_id": "ten", "email": "z@x.com"}, "2022-10-03T08:00:00"),
+    )
+
+
+def test_a_late_link_merges_two_profiles_keeping_points_expiry_and_journey_dates(inputs):
+    _merge_story(inputs)
+    inputs.materialize("2022-10-01", "2022-10-02")
+    before = inputs.query("SELECT customer_id, node, entered_at FROM journey.journey_state ORDER BY ALL")
+    assert {row[0] for row in before} == {"K1", "u9"}
+    inputs.materialize("2022-10-03")
+
+    assert inputs.query("SELECT day::VARCHAR, merged_id, into_id, cause FROM identity.merges") == [
+        ("2022-10-03", "K1", "u9", "linked by purchases:0:2")
+    ]
+    # the ledger moves K1's lot to u9 with its expiry: a merge pair, insert-only
+    assert inputs.query(
+        "SELECT txn_id, user_id, kind, points, expires_at::VARCHAR FROM points.point_transactions ORDER BY day, txn_id"
+    ) == [
+        ("earn:purchases:0:0", "K1", "earn", 10, "2023-10-02 00:00:00"),
+        ("earn:purchases:0:1", "u9", "earn", 20, "2023-10-03 00:00:00"),
+        ("earn:purchases:0:2", "u9", "earn", 10, "2023-10-04 00:00:00"),
+        ("merge-out:earn:purchases:0:0", "K1", "merge", -10, None),
+        ("merge:earn:purchases:0:0", "u9", "merge", 10, "2023-10-02 00:00:00"),
+    ]
+    assert inputs.query(
+        "SELECT user_id, balance, next_expiry_at::VARCHAR, next_expiry_points FROM points.point_balances"
+    ) == [("u9", 40, "2023-10-02 00:00:00", 10)]
+    # one profile, all of both histories
+    assert inputs.query(
+        "SELECT user_id, name, total_spend, purchase_count, points_balance FROM customer.profile_360"
+    ) == [("u9", "Zoe", 40, 3, 40)]
+    assert inputs.query("SELECT user_id, total FROM loyalty.sales_totals") == [("u9", 40)]
+    # journeys: u9 holds every node either reached, at the earlier date; entered once
+    earliest = {}
+    for _, node, entered in before:
+        earliest[node] = min(entered, earliest.get(node, entered))
+    after = inputs.query(
+        "SELECT node, entered_at FROM journey.journey_state WHERE customer_id = 'u9' AND entered_at < '2022-10-03'"
+    )
+    assert dict(after) == earliest and len(after) == len(earliest)
+    assert inputs.query(
+        "SELECT count(*) FROM journey.journey_state WHERE customer_id = 'u9' AND node = 'stage:hello'"
+    ) == [(1,)]
+    # any identifier still finds the person
+    assert inputs.query(
+        "SELECT id_value, customer_id FROM identity.current_ids WHERE id_value IN ('K1', 'z@x.com', 'u9') ORDER BY 1"
+    ) == [("K1", "u9"), ("u9", "u9"), ("z@x.com", "u9")]
+
+
+def test_the_graph_rebuilt_from_scratch_equals_the_one_built_day_by_day(inputs, tmp_path):
+    _merge_story(inputs)
+    for day in ("2022-10-01", "2022-10-02", "2022-10-03"):
+        inputs.materialize(day)
+    at_once = tmp_path / "at_once.duckdb"
+    inputs.materialize("2022-10-01", "2022-10-03", LOYALTY_WAREHOUSE=str(at_once))
+    tables = ["identity.id_graph", "identity.merges", "points.point_transactions", "journey.journey_state"]
+    with duckdb.connect() as conn:
+        conn.execute(f"ATTACH '{inputs.warehouse}' AS daily (READ_ONLY); ATTACH '{at_once}' AS once (READ_ONLY)")
+        for table in tables:
+            daily = conn.execute(f"SELECT * FROM daily.{table} ORDER BY ALL").fetchall()
+            assert daily == conn.execute(f"SELECT * FROM once.{table} ORDER BY ALL").fetchall(), table
+            assert daily
