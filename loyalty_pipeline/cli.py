@@ -186,13 +186,25 @@ def print_step_seconds(instance: dg.DagsterInstance, run_id: str) -> None:
         print(f"  {stat.step_key:<34} {(stat.end_time or 0) - (stat.start_time or 0):>8.2f}")
 
 
-PROFILE_JSON = """
+# The person an identifier finds: a profile's own id first, then the id graph's identifiers (account ids, event
+# keys, emails, cards, phones, names; emails and names are matched lower-case).
+PERSON = """
+SELECT user_id FROM (
+    SELECT user_id, 0 AS priority FROM customer.profile_360 WHERE user_id = $id
+    UNION ALL
+    SELECT user_id, list_position(['user_id', 'customer_key', 'email', 'card_id', 'phone', 'name'], id_type)
+    FROM customer.identifiers
+    WHERE id_value = CASE WHEN id_type IN ('email', 'name') THEN lower(trim($id)) ELSE trim($id) END
+) ORDER BY priority, user_id LIMIT 1
+"""
+
+PROFILE_JSON = f"""
 SELECT json_object(
     'profile', to_json(profile),
     'recommendations', coalesce((SELECT to_json(list(json_object('product_id', r.product_id, 'score', r.score, 'rank', r.rank)
                                                     ORDER BY r.rank))
                                  FROM customer.recommendations AS r WHERE r.user_id = profile.user_id), '[]'::JSON))
-FROM customer.profile_360 AS profile WHERE profile.user_id = $user_id
+FROM customer.profile_360 AS profile WHERE profile.user_id = ({PERSON})
 """
 
 
@@ -207,7 +219,7 @@ def profile(args: argparse.Namespace) -> int:
         return 2
     try:
         with duckdb.connect(str(serving), read_only=True) as conn:
-            found = conn.execute(PROFILE_JSON, {"user_id": args.user_id}).fetchall()
+            found = conn.execute(PROFILE_JSON, {"id": args.user_id}).fetchall()
     except duckdb.Error as error:
         print(f"error: the serving copy {serving} cannot be read ({str(error).splitlines()[0]}); "
               "run `loyalty-pipeline materialize` to publish it again", file=sys.stderr)  # fmt: skip
@@ -228,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--from", dest="start", type=_day, help="first day, YYYY-MM-DD (default: first event day)")
     run.add_argument("--to", dest="end", type=_day, help="last day, YYYY-MM-DD (default: last event day)")
     lookup = commands.add_parser("profile", help="print a customer's 360 profile and recommendations as JSON")
-    lookup.add_argument("user_id")
+    lookup.add_argument("user_id", help="any identifier the id graph knows: account id, key, email, card, phone, name")
     lookup.add_argument("--warehouse", help="DuckDB file whose serving copy to read (default: $LOYALTY_WAREHOUSE)")
     args = parser.parse_args(argv)
     return {"materialize": materialize, "profile": profile}[args.command](args)

@@ -170,3 +170,18 @@ def test_the_graph_rebuilt_from_scratch_equals_the_one_built_day_by_day(inputs, 
             daily = conn.execute(f"SELECT * FROM daily.{table} ORDER BY ALL").fetchall()
             assert daily == conn.execute(f"SELECT * FROM once.{table} ORDER BY ALL").fetchall(), table
             assert daily
+
+
+def test_the_lookup_finds_the_person_by_any_identifier(demo, capsys):
+    import json
+
+    from loyalty_pipeline.cli import main
+
+    found = {}
+    for identifier in ("kris", "u2001", " KRIS@example.com", "Kris K."):
+        assert main(["profile", identifier, "--warehouse", str(demo.warehouse)]) == 0
+        found[identifier] = json.loads(capsys.readouterr().out)["profile"]
+    assert {(p["user_id"], p["name"], p["email"], p["total_spend"]) for p in found.values()} == {
+        ("u2001", "kris", "kris@example.com", 74.28)
+    }
+    assert main(["profile", "nobody", "--warehouse", str(demo.warehouse)]) == 1

@@ -14,6 +14,7 @@ from loyalty_pipeline.assets.checks import (
     duplicate_check,
     failed_blocking,
 )
+from loyalty_pipeline.assets.identity import id_graph
 from loyalty_pipeline.assets.ingest import customers, raw_topics
 from loyalty_pipeline.assets.loyalty import PROMOTIONS_KEY, SALES_TOTALS_KEY, enriched_purchases
 from loyalty_pipeline.assets.points import point_balances
@@ -24,7 +25,12 @@ from loyalty_pipeline.resources import RulesResource, Warehouse, serving_path
 from loyalty_pipeline.rules_sql import install_tiers
 from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, transaction
 
-SERVED_TABLES = ["customer.profile_360", "customer.recommendations"]
+SERVED_TABLES = ["customer.profile_360", "customer.recommendations", "customer.identifiers"]
+
+# Every identifier the id graph knows and the person it finds now: what a lookup by any id, email or name reads.
+IDENTIFIERS = """
+SELECT id_type, id_value, arg_max(customer_id, linked_on) AS user_id FROM identity.id_graph GROUP BY ALL
+"""
 
 # The profile is as of the end of the last day materialized (the ledger records every day it was built for,
 # events or not), the same instant as the point balances.
@@ -117,8 +123,10 @@ PROFILE_SPEC = dg.AssetSpec(
         SALES_TOTALS_KEY,
         PROMOTIONS_KEY,
         point_balances,
+        id_graph,
     ],
-    description="One row per known customer: identity, spend, tier, points, products bought, activity since the last purchase.",
+    description="One row per known person: identity, spend, tier, points, products bought, activity since the last "
+    "purchase; and customer.identifiers, the person each known identifier finds.",
 )
 
 
@@ -129,6 +137,7 @@ def _profile_360(conn, rules: RulesResource) -> dg.MaterializeResult:
     with transaction(conn):
         conn.execute("CREATE SCHEMA IF NOT EXISTS customer")
         conn.execute(f"CREATE OR REPLACE TABLE customer.profile_360 AS {PROFILE_360}", {"as_of": as_of})
+        conn.execute(f"CREATE OR REPLACE TABLE customer.identifiers AS {IDENTIFIERS}")
     return dg.MaterializeResult(
         asset_key=PROFILE_KEY,
         metadata={
