@@ -1,6 +1,7 @@
 """Identity resolution: one person, one profile, across event keys, account ids, emails, cards and names."""
 
 import duckdb
+import pytest
 
 from loyalty_pipeline_tests.conftest import Inputs
 from loyalty_pipeline_tests.test_points import priced
@@ -157,6 +158,7 @@ def test_a_late_link_merges_two_profiles_keeping_points_expiry_and_journey_dates
     ) == [("K1", "u9"), ("u9", "u9"), ("z@x.com", "u9")]
 
 
+@pytest.mark.e2e  # four runs
 def test_the_graph_rebuilt_from_scratch_equals_the_one_built_day_by_day(inputs, tmp_path):
     _merge_story(inputs)
     for day in ("2022-10-01", "2022-10-02", "2022-10-03"):
