@@ -115,12 +115,12 @@ SELECT 'v:' || id_value, 'c:' || customer_id, false FROM known
 """
 
 # An account: a value seen as a user_id today, or a person whose id is an account id.
-IS_ACCOUNT = """
-CREATE OR REPLACE TEMP MACRO is_account(vertex) AS
-    vertex IN (SELECT 'v:' || id_value FROM observed WHERE id_type = 'user_id')
-    OR (vertex LIKE 'c:%' AND substr(vertex, 3) IN (SELECT id_value FROM identity.id_graph
-                                                   WHERE id_type = 'user_id' AND linked_on < $day))
+ACCOUNT_VERTICES = """
+CREATE OR REPLACE TEMP TABLE account_vertices AS
+SELECT DISTINCT 'v:' || id_value AS vertex FROM observed WHERE id_type = 'user_id'
+UNION SELECT 'c:' || id_value FROM identity.id_graph WHERE id_type = 'user_id' AND linked_on < $day
 """
+IS_ACCOUNT = "CREATE OR REPLACE TEMP MACRO is_account(v) AS v IN (SELECT vertex FROM account_vertices)"
 
 # Connected components of `edges`: every vertex labelled with the least vertex it reaches.
 COMPONENTS = """
@@ -138,22 +138,22 @@ SELECT vertex, min(root) AS component FROM walk GROUP BY vertex
 # person links the account-less profiles keyed by that value to that person.
 WEAK_EDGES = f"""
 INSERT INTO edges
-WITH carried AS (  -- accounts carrying the day's weak values: before the day, and today
-    SELECT id_type, id_value, account FROM identity.weak_values WHERE day < $day
+WITH values_today AS (
+    SELECT DISTINCT id_value FROM observed WHERE strength = 'weak'
+    UNION SELECT DISTINCT lower(id_value) FROM observed WHERE id_type = 'customer_key'
+), carried AS (  -- accounts carrying the day's weak values: before the day, and today
+    SELECT id_type, id_value, account FROM identity.weak_values
+    WHERE day < $day AND id_value IN (SELECT id_value FROM values_today)
     UNION
     SELECT w.id_type, w.id_value, a.id_value FROM observed AS w
     JOIN observed AS a ON a.record = w.record AND a.id_type = 'user_id'
     WHERE w.strength = 'weak'
-), values_today AS (
-    SELECT DISTINCT id_value FROM observed WHERE strength = 'weak'
-    UNION SELECT DISTINCT lower(id_value) FROM observed WHERE id_type = 'customer_key'
 ), carriers AS (  -- each relevant value's carriers, as the component they are in now
     SELECT c.id_type, c.id_value,
            coalesce(today.component, 'c:' || before.customer_id) AS carrier
     FROM carried AS c
     LEFT JOIN first_pass AS today ON today.vertex = 'v:' || c.account
-    LEFT JOIN ({IDS_AS_OF}) AS before ON before.id_value = c.account
-    WHERE c.id_value IN (SELECT id_value FROM values_today)
+    LEFT JOIN ({IDS_AS_OF} HAVING id_value IN (SELECT account FROM carried)) AS before ON before.id_value = c.account
 ), unique_values AS (
     SELECT id_value, any_value(carrier) AS carrier FROM carriers GROUP BY id_value HAVING count(DISTINCT carrier) = 1
 ), keys AS (  -- event keys equal to such a value: seen today, or known before
@@ -164,7 +164,7 @@ WITH carried AS (  -- accounts carrying the day's weak values: before the day, a
     SELECT keys.key, coalesce(today.component, 'c:' || before.customer_id) AS component
     FROM keys
     LEFT JOIN first_pass AS today ON today.vertex = 'v:' || keys.key
-    LEFT JOIN ({IDS_AS_OF}) AS before ON before.id_value = keys.key
+    LEFT JOIN ({IDS_AS_OF} HAVING id_value IN (SELECT key FROM keys)) AS before ON before.id_value = keys.key
 )
 SELECT DISTINCT k.component, u.carrier, true
 FROM key_components AS k JOIN unique_values AS u ON u.id_value = lower(k.key)
@@ -176,13 +176,18 @@ WHERE k.component <> u.carrier
 # Each final component's id: its earliest account, else its earliest identifier.
 CANONICAL = """
 CREATE OR REPLACE TEMP TABLE canonical AS
-WITH members AS (
+WITH seen_before AS (
+    SELECT id_value, min(first_seen_at) AS at FROM identity.id_graph
+    WHERE strength = 'strong' AND linked_on < $day AND id_value IN (SELECT substr(vertex, 3) FROM final_pass)
+    GROUP BY id_value
+), seen_today AS (
+    SELECT id_value, min(seen_at) AS at FROM observed GROUP BY id_value
+), members AS (
     SELECT f.component, f.vertex, substr(f.vertex, 3) AS id, is_account(f.vertex) AS is_account,
-           coalesce(
-               (SELECT min(first_seen_at) FROM identity.id_graph AS g
-                WHERE g.id_value = substr(f.vertex, 3) AND g.strength = 'strong' AND g.linked_on < $day),
-               (SELECT min(seen_at) FROM observed AS o WHERE o.id_value = substr(f.vertex, 3))) AS first_seen_at
+           coalesce(before.at, today.at) AS first_seen_at
     FROM final_pass AS f
+    LEFT JOIN seen_before AS before ON before.id_value = substr(f.vertex, 3)
+    LEFT JOIN seen_today AS today ON today.id_value = substr(f.vertex, 3)
 )
 SELECT vertex, component, id,
        first_value(id) OVER (PARTITION BY component ORDER BY is_account DESC, first_seen_at, id) AS customer_id
@@ -242,7 +247,8 @@ def build_day(conn: duckdb.DuckDBPyConnection, identity: Identity, window: Windo
     conn.execute(OBSERVED, {**on_day, "link_on": identity.link_on, "weak": identity.link_if_unique})
     conn.execute(KNOWN, {"as_of": params["as_of"]})
     conn.execute(STRONG_EDGES)
-    conn.execute(IS_ACCOUNT, on_day)
+    conn.execute(ACCOUNT_VERTICES, on_day)
+    conn.execute(IS_ACCOUNT)
     conn.execute(COMPONENTS.format(into="first_pass"))
     conn.execute(WEAK_EDGES, params)
     conn.execute(COMPONENTS.format(into="final_pass"))
