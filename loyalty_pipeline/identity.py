@@ -134,32 +134,36 @@ walk(vertex, root) AS (
 SELECT vertex, min(root) AS component FROM walk GROUP BY vertex
 """
 
-# Weak links. A weak value of the day (seen on an account, or equal to an event key) whose accounts are exactly one
-# person links the account-less profiles keyed by that value to that person.
-WEAK_EDGES = f"""
-INSERT INTO edges
+# Weak values of the day (seen on an account, or equal to an event key) whose accounts are exactly one person:
+# that person's component after the strong links (`carrier`).
+WEAK_UNIQUE = f"""
+CREATE OR REPLACE TEMP TABLE weak_unique AS
 WITH values_today AS (
     SELECT DISTINCT id_value FROM observed WHERE strength = 'weak'
     UNION SELECT DISTINCT lower(id_value) FROM observed WHERE id_type = 'customer_key'
-), carried AS (  -- accounts carrying the day's weak values: before the day, and today
+), carried AS (  -- accounts carrying them: before the day, and today
     SELECT id_type, id_value, account FROM identity.weak_values
     WHERE day < $day AND id_value IN (SELECT id_value FROM values_today)
     UNION
     SELECT w.id_type, w.id_value, a.id_value FROM observed AS w
     JOIN observed AS a ON a.record = w.record AND a.id_type = 'user_id'
     WHERE w.strength = 'weak'
-), carriers AS (  -- each relevant value's carriers, as the component they are in now
-    SELECT c.id_type, c.id_value,
-           coalesce(today.component, 'c:' || before.customer_id) AS carrier
+), carriers AS (
+    SELECT c.id_value, coalesce(today.component, 'c:' || before.customer_id) AS carrier
     FROM carried AS c
     LEFT JOIN first_pass AS today ON today.vertex = 'v:' || c.account
     LEFT JOIN ({IDS_AS_OF} HAVING id_value IN (SELECT account FROM carried)) AS before ON before.id_value = c.account
-), unique_values AS (
-    SELECT id_value, any_value(carrier) AS carrier FROM carriers GROUP BY id_value HAVING count(DISTINCT carrier) = 1
-), keys AS (  -- event keys equal to such a value: seen today, or known before
+)
+SELECT id_value, any_value(carrier) AS carrier FROM carriers GROUP BY id_value HAVING count(DISTINCT carrier) = 1
+"""
+
+# Weak links: the account-less profiles keyed by such a value join its person.
+WEAK_EDGES = f"""
+INSERT INTO edges
+WITH keys AS (  -- event keys equal to such a value: seen today, or known before
     SELECT DISTINCT id_value AS key FROM observed WHERE id_type = 'customer_key'
     UNION SELECT id_value FROM identity.id_graph
-          WHERE id_type = 'customer_key' AND linked_on < $day AND lower(id_value) IN (SELECT id_value FROM unique_values)
+          WHERE id_type = 'customer_key' AND linked_on < $day AND lower(id_value) IN (SELECT id_value FROM weak_unique)
 ), key_components AS (
     SELECT keys.key, coalesce(today.component, 'c:' || before.customer_id) AS component
     FROM keys
@@ -167,7 +171,7 @@ WITH values_today AS (
     LEFT JOIN ({IDS_AS_OF} HAVING id_value IN (SELECT key FROM keys)) AS before ON before.id_value = keys.key
 )
 SELECT DISTINCT k.component, u.carrier, true
-FROM key_components AS k JOIN unique_values AS u ON u.id_value = lower(k.key)
+FROM key_components AS k JOIN weak_unique AS u ON u.id_value = lower(k.key)
 WHERE k.component <> u.carrier
   AND NOT is_account(k.component)  -- only an account-less profile takes a weak link
   AND NOT EXISTS (SELECT 1 FROM first_pass AS p WHERE p.component = k.component AND is_account(p.vertex))
@@ -215,14 +219,12 @@ SELECT n.id_type, n.id_value, c.customer_id, 'strong',
 FROM new_ids AS n JOIN canonical AS c ON c.vertex = 'v:' || n.id_value
 WHERE n.strength = 'strong'
 UNION ALL  -- a weak value is an identifier of the one person carrying it
-SELECT n.id_type, n.id_value, c.customer_id, 'weak', 'link_if_unique:' || n.id_type, n.source, n.first_seen_at, $day
+SELECT n.id_type, n.id_value, coalesce(c.customer_id, substr(u.carrier, 3)), 'weak', 'link_if_unique:' || n.id_type,
+       n.source, n.first_seen_at, $day
 FROM new_ids AS n
-JOIN (SELECT DISTINCT w.id_value, a.id_value AS account FROM observed AS w
-      JOIN observed AS a ON a.record = w.record AND a.id_type = 'user_id' WHERE w.strength = 'weak') AS carried
-  ON carried.id_value = n.id_value
-JOIN canonical AS c ON c.vertex = 'v:' || carried.account
+JOIN weak_unique AS u ON u.id_value = n.id_value
+LEFT JOIN canonical AS c ON c.vertex = u.carrier
 WHERE n.strength = 'weak'
-QUALIFY count(DISTINCT c.customer_id) OVER (PARTITION BY n.id_type, n.id_value) = 1
 UNION ALL  -- every identifier of a person merged into another moves with it
 SELECT g.id_type, g.id_value, c.customer_id, g.strength, 'merge', m.cause, g.first_seen_at, $day
 FROM identity.id_graph AS g
@@ -250,6 +252,7 @@ def build_day(conn: duckdb.DuckDBPyConnection, identity: Identity, window: Windo
     conn.execute(ACCOUNT_VERTICES, on_day)
     conn.execute(IS_ACCOUNT)
     conn.execute(COMPONENTS.format(into="first_pass"))
+    conn.execute(WEAK_UNIQUE, params)
     conn.execute(WEAK_EDGES, params)
     conn.execute(COMPONENTS.format(into="final_pass"))
     conn.execute(CANONICAL, on_day)

@@ -70,17 +70,22 @@ def test_a_name_two_accounts_carry_links_nothing_and_is_listed(inputs):
         ("u1", {"name": "Sam"}, "2022-10-01T07:00:00"),
         ("u2", {"name": "sam"}, "2022-10-01T07:30:00"),
         ("u3", {"name": "Kim"}, "2022-10-01T07:40:00"),
+        ("u4", {"name": "SAM "}, "2022-10-02T07:00:00"),  # a third one, another day
     )
     buy(
         inputs,
         ("sam", {"product_id": "ten"}, "2022-10-01T08:00:00"),
         ("kim", {"product_id": "ten"}, "2022-10-01T09:00:00"),
+        ("sam", {"product_id": "ten"}, "2022-10-02T08:00:00"),
     )
-    result = inputs.materialize("2022-10-01")
-    assert inputs.query("SELECT user_id, total FROM loyalty.sales_totals ORDER BY 1") == [("sam", 10), ("u3", 10)]
+    result = inputs.materialize("2022-10-01", "2022-10-02")
+    assert inputs.query("SELECT user_id, total FROM loyalty.sales_totals ORDER BY 1") == [("sam", 20), ("u3", 10)]
     check = next(c for c in result.get_asset_check_evaluations() if c.check_name == "ambiguous_weak_values")
     assert not check.passed and check.metadata["values"].value == [
-        {"type": "name", "value": "sam", "accounts": ["u1", "u2"]}
+        {"type": "name", "value": "sam", "accounts": ["u1", "u2", "u4"]}
+    ]
+    assert inputs.query("SELECT id_value, customer_id FROM identity.id_graph WHERE id_type = 'name' ORDER BY 1") == [
+        ("kim", "u3")
     ]
     # the account-less purchaser keeps its own profile
     assert ("sam",) in inputs.query("SELECT user_id FROM customer.profile_360")
