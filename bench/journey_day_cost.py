@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from loyalty_pipeline import journeys, ledger
+from loyalty_pipeline import identity, journeys, ledger
 from loyalty_pipeline.assets.ingest import CUSTOMERS_DDL
 from loyalty_pipeline.assets.loyalty import ENRICHED_DDL
 from loyalty_pipeline.chain import open_window
@@ -47,12 +47,16 @@ JOURNEYS = yaml.safe_load("""
 
 def synthesize(conn, customers: int, purchases: int, days: int) -> None:
     conn.execute(
-        ENRICHED_DDL + CUSTOMERS_DDL + ledger.DDL + "".join(table_ddl(TOPICS[t]) for t in ("users", "user_activity"))
+        ENRICHED_DDL
+        + CUSTOMERS_DDL
+        + ledger.DDL
+        + identity.DDL  # an empty id graph: every key is its own person
+        + "".join(table_ddl(TOPICS[t]) for t in ("users", "user_activity"))
     )
     conn.execute(
         """INSERT INTO loyalty.enriched_purchases
            SELECT 'p' || i, 'p' || i, 'u' || (hash(i) % $customers), 'p' || (hash(i * 3) % 50), 'c',
-                  (hash(i * 7) % 20000) / 100, ts, 'kafka', NULL, ts::DATE
+                  (hash(i * 7) % 20000) / 100, ts, 'kafka', NULL, ts::DATE, 'u' || (hash(i) % $customers)
            FROM (SELECT i, $start::TIMESTAMP + to_milliseconds(i * (86400000 * $days // $purchases)) AS ts
                  FROM range($purchases) t(i))""",
         {"customers": customers, "purchases": purchases, "days": days, "start": START},

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import duckdb
 
-from loyalty_pipeline import ledger
+from loyalty_pipeline import identity, ledger
 from loyalty_pipeline.assets.loyalty import ENRICHED_DDL
 from loyalty_pipeline.chain import open_window
 from loyalty_pipeline.kafka import TOPICS, table_ddl
@@ -25,14 +25,19 @@ START = date(2023, 1, 1)
 
 def synthesize(conn, customers: int, per_day: int, days: int) -> None:
     conn.execute(
-        ENRICHED_DDL + table_ddl(TOPICS["redemptions"]) + table_ddl(TOPICS["users"]) + ledger.DDL + REJECTED_DDL
+        ENRICHED_DDL
+        + table_ddl(TOPICS["redemptions"])
+        + table_ddl(TOPICS["users"])
+        + ledger.DDL
+        + REJECTED_DDL
+        + identity.DDL  # an empty id graph: every key is its own person
     )
     conn.execute(
         """
         INSERT INTO loyalty.enriched_purchases
         SELECT 'p' || i, 'p' || i, 'u' || (hash(i) % $customers), 'x', 'c', (hash(i * 7) % 5000) / 100,
                $start::TIMESTAMP + to_milliseconds(i * (86400000 // $per_day)), 'kafka', NULL,
-               ($start::TIMESTAMP + to_milliseconds(i * (86400000 // $per_day)))::DATE
+               ($start::TIMESTAMP + to_milliseconds(i * (86400000 // $per_day)))::DATE, 'u' || (hash(i) % $customers)
         FROM range($total) t(i)
         """,
         {"customers": customers, "per_day": per_day, "start": START, "total": per_day * days},
