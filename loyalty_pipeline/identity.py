@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS identity.weak_values (  -- which accounts carry each 
     id_type VARCHAR NOT NULL, id_value VARCHAR NOT NULL, account VARCHAR NOT NULL, source VARCHAR NOT NULL,
     day DATE NOT NULL
 );
+CREATE TABLE IF NOT EXISTS identity.ambiguous_values (  -- weak values several people carry: they link nothing
+    id_value VARCHAR NOT NULL, day DATE NOT NULL
+);
 CREATE TABLE IF NOT EXISTS identity.merges (  -- profiles that became one: merged_id is into_id from day on
     day DATE NOT NULL, merged_id VARCHAR NOT NULL, into_id VARCHAR NOT NULL, cause VARCHAR NOT NULL
 );
@@ -52,11 +55,12 @@ SELECT purchase.* REPLACE (coalesce(ids.customer_id, purchase.user_id) AS user_i
 FROM loyalty.enriched_purchases AS purchase LEFT JOIN identity.current_ids AS ids ON ids.id_value = purchase.user_id
 """
 
-# The person each strong identifier value resolves to at the end of day $as_of.
-IDS_AS_OF = """
-SELECT id_value, arg_max(customer_id, linked_on) AS customer_id
-FROM identity.id_graph WHERE strength = 'strong' AND linked_on <= $as_of GROUP BY id_value
-"""
+
+def ids_as_of(values: str) -> str:
+    """The person each strong identifier of `values` (a query of one column) resolves to at the end of $as_of."""
+    return f"""SELECT id_value, arg_max(customer_id, linked_on) AS customer_id FROM identity.id_graph
+               WHERE strength = 'strong' AND linked_on <= $as_of AND id_value IN ({values}) GROUP BY id_value"""
+
 
 # The identifiers of the day's records (the customers export: its rows not applied before).
 OBSERVED = """
@@ -96,11 +100,21 @@ WHERE (id.t = 'customer_key' OR list_contains($link_on, id.t) OR list_contains($
   AND nullif(trim(id.v), '') IS NOT NULL
 """
 
+# A record changes nothing when each of its identifiers is known and they all find one person (a returning
+# customer's purchase, click or message): dropped, so a day costs what is new in it, not its number of events.
+SETTLED = """
+DELETE FROM observed WHERE record IN (
+    SELECT o.record FROM observed AS o
+    LEFT JOIN (SELECT id_type, id_value, arg_max(customer_id, linked_on) AS customer_id FROM identity.id_graph
+               WHERE linked_on < $day AND id_value IN (SELECT id_value FROM observed) GROUP BY ALL) AS k
+           ON k.id_type = o.id_type AND k.id_value = o.id_value
+    GROUP BY o.record HAVING bool_and(k.customer_id IS NOT NULL) AND count(DISTINCT k.customer_id) = 1
+)
+"""
+
 # The people the day's strong values belonged to before the day.
 KNOWN = f"""
-CREATE OR REPLACE TEMP TABLE known AS
-SELECT * FROM ({IDS_AS_OF})
-WHERE id_value IN (SELECT id_value FROM observed WHERE strength = 'strong')
+CREATE OR REPLACE TEMP TABLE known AS {ids_as_of("SELECT id_value FROM observed WHERE strength = 'strong'")}
 """
 
 # Vertices are 'v:<value>' (a strong value seen today) and 'c:<customer_id>' (a person known before the day).
@@ -134,28 +148,33 @@ walk(vertex, root) AS (
 SELECT vertex, min(root) AS component FROM walk GROUP BY vertex
 """
 
-# Weak values of the day (seen on an account, or equal to an event key) whose accounts are exactly one person:
-# that person's component after the strong links (`carrier`).
-WEAK_UNIQUE = f"""
-CREATE OR REPLACE TEMP TABLE weak_unique AS
-WITH values_today AS (
-    SELECT DISTINCT id_value FROM observed WHERE strength = 'weak'
-    UNION SELECT DISTINCT lower(id_value) FROM observed WHERE id_type = 'customer_key'
+# Weak values of the day (seen on an account, or equal to an event key) and the people carrying them, as components
+# after the strong links (`carrier`): one person makes the value usable, several make it ambiguous for good (so a
+# common name is not looked at again).
+WEAK_CARRIERS = f"""
+CREATE OR REPLACE TEMP TABLE weak_carriers AS
+WITH values_today AS (  -- weak values on today's accounts, and today's keys without an account so far
+    (SELECT DISTINCT id_value FROM observed WHERE strength = 'weak'
+     UNION
+     SELECT DISTINCT lower(o.id_value) FROM observed AS o JOIN first_pass AS p ON p.vertex = 'v:' || o.id_value
+     WHERE o.id_type = 'customer_key' AND p.component NOT IN (SELECT component FROM account_components))
+    EXCEPT SELECT id_value FROM identity.ambiguous_values WHERE day < $day
 ), carried AS (  -- accounts carrying them: before the day, and today
     SELECT id_type, id_value, account FROM identity.weak_values
     WHERE day < $day AND id_value IN (SELECT id_value FROM values_today)
     UNION
     SELECT w.id_type, w.id_value, a.id_value FROM observed AS w
     JOIN observed AS a ON a.record = w.record AND a.id_type = 'user_id'
-    WHERE w.strength = 'weak'
+    WHERE w.strength = 'weak' AND w.id_value IN (SELECT id_value FROM values_today)
 ), carriers AS (
     SELECT c.id_value, coalesce(today.component, 'c:' || before.customer_id) AS carrier
     FROM carried AS c
     LEFT JOIN first_pass AS today ON today.vertex = 'v:' || c.account
-    LEFT JOIN ({IDS_AS_OF} HAVING id_value IN (SELECT account FROM carried)) AS before ON before.id_value = c.account
+    LEFT JOIN ({ids_as_of("SELECT account FROM carried")}) AS before ON before.id_value = c.account
 )
-SELECT id_value, any_value(carrier) AS carrier FROM carriers GROUP BY id_value HAVING count(DISTINCT carrier) = 1
+SELECT id_value, count(DISTINCT carrier) AS people, any_value(carrier) AS carrier FROM carriers GROUP BY id_value
 """
+WEAK_UNIQUE = "CREATE OR REPLACE TEMP TABLE weak_unique AS SELECT id_value, carrier FROM weak_carriers WHERE people = 1"
 
 # Weak links: the account-less profiles keyed by such a value join its person.
 WEAK_EDGES = f"""
@@ -168,13 +187,13 @@ WITH keys AS (  -- event keys equal to such a value: seen today, or known before
     SELECT keys.key, coalesce(today.component, 'c:' || before.customer_id) AS component
     FROM keys
     LEFT JOIN first_pass AS today ON today.vertex = 'v:' || keys.key
-    LEFT JOIN ({IDS_AS_OF} HAVING id_value IN (SELECT key FROM keys)) AS before ON before.id_value = keys.key
+    LEFT JOIN ({ids_as_of("SELECT key FROM keys")}) AS before ON before.id_value = keys.key
 )
 SELECT DISTINCT k.component, u.carrier, true
 FROM key_components AS k JOIN weak_unique AS u ON u.id_value = lower(k.key)
 WHERE k.component <> u.carrier
   AND NOT is_account(k.component)  -- only an account-less profile takes a weak link
-  AND NOT EXISTS (SELECT 1 FROM first_pass AS p WHERE p.component = k.component AND is_account(p.vertex))
+  AND k.component NOT IN (SELECT component FROM account_components)
 """
 
 # Each final component's id: its earliest account, else its earliest identifier.
@@ -247,14 +266,27 @@ def build_day(conn: duckdb.DuckDBPyConnection, identity: Identity, window: Windo
     on_day = {"day": day}
     params = {"day": day, "as_of": day - timedelta(days=1)}
     conn.execute(OBSERVED, {**on_day, "link_on": identity.link_on, "weak": identity.link_if_unique})
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE export_today AS SELECT DISTINCT record FROM observed WHERE record LIKE 'customers:%'"
+    )
+    conn.execute(SETTLED, on_day)
     conn.execute(KNOWN, {"as_of": params["as_of"]})
     conn.execute(STRONG_EDGES)
     conn.execute(ACCOUNT_VERTICES, on_day)
     conn.execute(IS_ACCOUNT)
     conn.execute(COMPONENTS.format(into="first_pass"))
-    conn.execute(WEAK_UNIQUE, params)
-    conn.execute(WEAK_EDGES, params)
-    conn.execute(COMPONENTS.format(into="final_pass"))
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE account_components AS "
+        "SELECT DISTINCT component FROM first_pass WHERE is_account(vertex)"
+    )
+    conn.execute(WEAK_CARRIERS, params)
+    conn.execute(WEAK_UNIQUE)
+    weak_links = conn.execute(WEAK_EDGES, params).fetchall()[0][0]
+    conn.execute(
+        COMPONENTS.format(into="final_pass")
+        if weak_links
+        else "CREATE OR REPLACE TEMP TABLE final_pass AS FROM first_pass"
+    )
     conn.execute(CANONICAL, on_day)
     conn.execute(DAY_MERGES, on_day)
     conn.execute(DAY_ROWS, on_day)
@@ -265,6 +297,8 @@ def build_day(conn: duckdb.DuckDBPyConnection, identity: Identity, window: Windo
             ("DELETE FROM identity.id_graph WHERE linked_on = $day", on_day),
             ("DELETE FROM identity.weak_values WHERE day = $day", on_day),
             ("DELETE FROM identity.merges WHERE day = $day", on_day),
+            ("DELETE FROM identity.ambiguous_values WHERE day = $day", on_day),
+            ("INSERT INTO identity.ambiguous_values SELECT id_value, $day FROM weak_carriers WHERE people > 1", on_day),
             ("DELETE FROM identity.export_records WHERE day = $day", on_day),
             ("INSERT INTO identity.id_graph SELECT * FROM day_graph", {}),
             (
@@ -274,11 +308,7 @@ def build_day(conn: duckdb.DuckDBPyConnection, identity: Identity, window: Windo
                 on_day,
             ),
             ("INSERT INTO identity.merges SELECT * FROM day_merges", {}),
-            (
-                "INSERT INTO identity.export_records SELECT DISTINCT record, $day FROM observed "
-                "WHERE record LIKE 'customers:%'",
-                on_day,
-            ),
+            ("INSERT INTO identity.export_records SELECT record, $day FROM export_today", on_day),
             ("INSERT OR IGNORE INTO identity.graph_days VALUES ($day)", on_day),
         ],
     )
