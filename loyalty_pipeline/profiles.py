@@ -9,11 +9,15 @@ from datetime import date
 
 import duckdb
 
-# The person each strong identifier resolves to at the end of $as_of (identity.id_graph): every id below is mapped
-# through it, so a profile holds all of a person's events, whichever key or earlier profile they came under.
-PEOPLE = """
-SELECT id_value, arg_max(customer_id, linked_on) AS customer_id
-FROM identity.id_graph WHERE strength = 'strong' AND linked_on <= $as_of GROUP BY id_value
+from loyalty_pipeline.identity import ids_as_of
+
+# Every id below is mapped to the person it resolves to at the end of $as_of (identity.ids_as_of), so a profile
+# holds all of a person's events, whichever key or earlier profile they came under.
+IDS_IN_RANGE = """
+SELECT user_id FROM loyalty.enriched_purchases WHERE day BETWEEN $first AND $last
+UNION SELECT user_id FROM points.point_transactions WHERE day BETWEEN $first AND $last
+UNION SELECT user_id FROM raw.user_activity WHERE day BETWEEN $first AND $last
+UNION SELECT user_id FROM raw.users WHERE day BETWEEN $first AND $last
 """
 
 
@@ -30,8 +34,7 @@ def _of_people(table: str, day_column: str = "day") -> str:
 # id is a customer (a user message or a purchase; the customers export is joined in BEHAVIOUR) rather than only
 # clicks or points.
 TOTALS = f"""
-WITH people AS ({PEOPLE}),
-spend AS (
+WITH people AS ({ids_as_of(IDS_IN_RANGE)}), spend AS (
     SELECT user_id,
            sum(price) AS total_spend, count(*) AS purchase_count, count(price) AS priced_count,
            min(purchased_at) AS first_purchase_at, max(purchased_at) AS last_purchase_at,
@@ -75,15 +78,15 @@ def add_day_to_totals(conn: duckdb.DuckDBPyConnection, day: date) -> None:
     """Moves `profile_totals` from the end of the day before `day` to the end of `day`: the day's customers' totals
     up to the day before plus the day's (sums add, lists unite, a purchase on the day restarts the activity since
     the last purchase) replace their rows. People merged on the day are summed again from the start, as one."""
-    merged = {"day": day}
-    conn.execute(
-        """DELETE FROM profile_totals WHERE user_id IN (SELECT merged_id FROM identity.merges WHERE day = $day
-                                                         UNION SELECT into_id FROM identity.merges WHERE day = $day)""",
-        merged,
-    )
-    conn.execute(
-        f"INSERT INTO profile_totals {TOTALS}", {"first": date.min, "last": day, "as_of": day, "everyone": False}
-    )
+    if conn.execute("SELECT count(*) FROM identity.merges WHERE day = $1", [day]).fetchall()[0][0]:
+        conn.execute(
+            """DELETE FROM profile_totals WHERE user_id IN (SELECT merged_id FROM identity.merges WHERE day = $day
+                                                             UNION SELECT into_id FROM identity.merges WHERE day = $day)""",
+            {"day": day},
+        )
+        conn.execute(
+            f"INSERT INTO profile_totals {TOTALS}", {"first": date.min, "last": day, "as_of": day, "everyone": False}
+        )
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE profile_day AS
             SELECT user_id,
@@ -120,7 +123,8 @@ SELECT user_id, coalesce(total_spend, 0)::DECIMAL(18,2) AS total_spend, coalesce
        coalesce(activity, []::VARCHAR[]) AS activity_since_last_purchase
 FROM profile_totals
 FULL JOIN (SELECT DISTINCT coalesce(ids.customer_id, c.user_id) AS user_id, true AS exported
-           FROM raw.customers AS c LEFT JOIN ({PEOPLE}) AS ids ON ids.id_value = c.user_id) AS export
+           FROM raw.customers AS c LEFT JOIN ({ids_as_of("SELECT user_id FROM raw.customers")}) AS ids
+                ON ids.id_value = c.user_id) AS export
      USING (user_id)
 WHERE known OR exported
 """
@@ -131,12 +135,14 @@ WHERE known OR exported
 IDENTITY = f"""
 WITH kafka AS (
     SELECT coalesce(ids.customer_id, u.user_id) AS user_id, name, email, tombstone AS account_closed
-    FROM raw.users AS u LEFT JOIN ({PEOPLE}) AS ids ON ids.id_value = u.user_id WHERE day <= $as_of
+    FROM raw.users AS u LEFT JOIN ({ids_as_of("SELECT user_id FROM raw.users")}) AS ids ON ids.id_value = u.user_id
+    WHERE day <= $as_of
     QUALIFY row_number() OVER (PARTITION BY coalesce(ids.customer_id, u.user_id)
                                ORDER BY event_ts DESC, kafka_offset DESC) = 1
 ), export AS (
     SELECT coalesce(ids.customer_id, c.user_id) AS user_id, name, email, signup_date
-    FROM raw.customers AS c LEFT JOIN ({PEOPLE}) AS ids ON ids.id_value = c.user_id
+    FROM raw.customers AS c LEFT JOIN ({ids_as_of("SELECT user_id FROM raw.customers")}) AS ids
+         ON ids.id_value = c.user_id
     QUALIFY row_number() OVER (PARTITION BY coalesce(ids.customer_id, c.user_id) ORDER BY s3_key DESC, row_no DESC) = 1
 )
 SELECT user_id,
