@@ -37,7 +37,7 @@ def test_each_rule_links_to_the_account(inputs):
         ("guest-7", {"product_id": "ten", "email": "ann@x.com"}, "2022-10-01T11:00:00"),  # the order names her
         ("u1", {"product_id": "ten"}, "2022-10-01T12:00:00"),  # keyed by the account id
     )
-    inputs.materialize("2022-10-01")
+    inputs.materialize("2022-10-01", assets=("loyalty/sales_totals", "customer/profile_360"))
     assert inputs.query("SELECT user_id, total FROM loyalty.sales_totals") == [("u1", 50)]
     assert inputs.query("SELECT user_id, name, email, purchase_count FROM customer.profile_360") == [
         ("u1", "Ann", "Ann@X.com ", 5)
@@ -78,7 +78,7 @@ def test_a_name_two_accounts_carry_links_nothing_and_is_listed(inputs):
         ("kim", {"product_id": "ten"}, "2022-10-01T09:00:00"),
         ("sam", {"product_id": "ten"}, "2022-10-02T08:00:00"),
     )
-    result = inputs.materialize("2022-10-01", "2022-10-02")
+    result = inputs.materialize("2022-10-01", "2022-10-02", assets=("loyalty/sales_totals", "customer/profile_360"))
     assert inputs.query("SELECT user_id, total FROM loyalty.sales_totals ORDER BY 1") == [("sam", 20), ("u3", 10)]
     check = next(c for c in result.get_asset_check_evaluations() if c.check_name == "ambiguous_weak_values")
     assert not check.passed and check.metadata["values"].value == [
@@ -100,7 +100,7 @@ def test_weak_links_need_the_option_and_strong_ones_can_be_turned_off(inputs):
         ("a@x", {"product_id": "ten"}, "2022-10-01T09:00:00"),
     )
     inputs.rules("identity: {link_on: [user_id], link_if_unique: []}\n")
-    inputs.materialize("2022-10-01")
+    inputs.materialize("2022-10-01", assets=("loyalty/sales_totals",))
     assert inputs.query("SELECT user_id FROM loyalty.sales_totals ORDER BY 1") == [("a@x",), ("ann",)]
 
 
