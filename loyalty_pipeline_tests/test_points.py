@@ -223,6 +223,7 @@ def test_duplicate_redemption_id_counts_once(inputs):
     ]
 
 
+@pytest.mark.e2e  # three runs
 def test_rematerializing_a_day_and_a_range_gives_identical_rows(inputs):
     seven_days(inputs)
     priced(inputs, ten=10, four=4)

@@ -139,6 +139,7 @@ def instance(tmp_path):
         yield instance
 
 
+@pytest.mark.e2e  # a schedule tick, then the run it asks for
 def test_the_schedules_first_tick_on_a_gap_catches_up_in_one_run(inputs, instance):
     inputs.kafka(
         "purchases",
