@@ -18,6 +18,7 @@ import duckdb
 
 from loyalty_pipeline.chain import Window, publish
 from loyalty_pipeline.config import Identity
+from loyalty_pipeline.warehouse import first_source_day_before
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS identity;
@@ -316,15 +317,20 @@ def build_day(conn: duckdb.DuckDBPyConnection, identity: Identity, window: Windo
 
 
 def first_event_before(conn: duckdb.DuckDBPyConnection, day: date) -> date | None:
-    """The first day before `day` with a record naming a person: the graph cannot start at `day` from nothing then."""
+    """The first day before `day` with a record naming a person, loaded or in the sources: the graph cannot start at
+    `day` from nothing then."""
     return conn.execute(
         """SELECT min(day) FROM (
                SELECT min(day) AS day FROM raw.users WHERE day < $1
                UNION ALL SELECT min(day) FROM raw.purchases WHERE day < $1
                UNION ALL SELECT min(day) FROM raw.historical_purchases WHERE day < $1
                UNION ALL SELECT min(day) FROM raw.redemptions WHERE day < $1
-               UNION ALL SELECT min(day) FROM raw.user_activity WHERE day < $1)""",
-        [day],
+               UNION ALL SELECT min(day) FROM raw.user_activity WHERE day < $1
+               UNION ALL SELECT $2)""",
+        [
+            day,
+            first_source_day_before(conn, day, ["users", "purchases", "redemptions", "user_activity"], historical=True),
+        ],
     ).fetchall()[0][0]
 
 

@@ -13,6 +13,7 @@ from datetime import date
 import duckdb
 
 from loyalty_pipeline.chain import Window, publish
+from loyalty_pipeline.warehouse import first_source_day_before
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS points;
@@ -264,24 +265,15 @@ def write_day(day: date) -> list[tuple[str, dict]]:
 
 def first_event_before(conn: duckdb.DuckDBPyConnection, day: date) -> date | None:
     """The first day with a ledger event before `day`: the ledger cannot start at `day` from nothing after one.
-    Loaded events say so, and so do snapshot files already read that hold earlier days of the ledger's topics
-    (on an empty warehouse, a run of a later day must not start the ledger from zero)."""
-    read_files = conn.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'raw' AND table_name = 'kafka_files'"
-    ).fetchall()[0][0]
-    files = (
-        "UNION ALL SELECT min(first_day) FROM raw.kafka_files "
-        "WHERE topic IN ('purchases', 'redemptions') AND first_day < $1"
-        if read_files
-        else ""
-    )
+    Loaded events say so, and so do the sources (on an empty warehouse, a run of a later day must not start the
+    ledger from zero)."""
     return conn.execute(
-        f"""SELECT min(day) FROM (
+        """SELECT min(day) FROM (
                SELECT min(day) AS day FROM loyalty.enriched_purchases WHERE day < $1
                UNION ALL SELECT min(day) FROM raw.redemptions WHERE day < $1
                UNION ALL SELECT min(day) FROM raw.users WHERE tombstone AND day < $1
-               {files})""",
-        [day],
+               UNION ALL SELECT $2)""",
+        [day, first_source_day_before(conn, day, ["purchases", "redemptions", "users"], historical=True)],
     ).fetchall()[0][0]
 
 

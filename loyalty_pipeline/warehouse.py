@@ -1,7 +1,7 @@
 """SQL helpers every asset uses to write the warehouse the same way: one transaction, rows as parameters, counts."""
 
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import duckdb
@@ -21,6 +21,28 @@ CREATE TABLE IF NOT EXISTS raw.rejected_records (
     day DATE                   -- the partition it belongs to; NULL when no event time could be read
 );
 """
+
+# What the sources hold beyond the days loaded: a run of a later day on an empty warehouse must not start a
+# day-by-day chain (ledger, id graph) from nothing while the inputs hold earlier days.
+SOURCE_FILES_DDL = """
+CREATE SCHEMA IF NOT EXISTS raw;
+CREATE TABLE IF NOT EXISTS raw.kafka_files (  -- every snapshot file read: which days it holds, at which version
+    topic VARCHAR NOT NULL, file VARCHAR NOT NULL, version VARCHAR NOT NULL, first_day DATE, last_day DATE
+);
+CREATE TABLE IF NOT EXISTS raw.historical_files (  -- the historical files last listed, whichever days were run
+    s3_key VARCHAR NOT NULL, day DATE NOT NULL
+);
+"""
+
+
+def first_source_day_before(conn: duckdb.DuckDBPyConnection, day: date, topics: list[str], historical: bool) -> date:
+    """The first day before `day` held by the snapshot files read of `topics`, or by the historical files listed."""
+    return conn.execute(
+        """SELECT min(day) FROM (
+               SELECT min(first_day) AS day FROM raw.kafka_files WHERE list_contains($topics, topic) AND first_day < $day
+               UNION ALL SELECT min(day) FROM raw.historical_files WHERE $historical AND day < $day)""",
+        {"day": day, "topics": topics, "historical": historical},
+    ).fetchall()[0][0]
 
 
 @contextmanager

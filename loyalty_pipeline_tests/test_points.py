@@ -169,7 +169,7 @@ def test_tombstone_expires_every_open_lot_at_its_time(inputs):
     )
     redeem(inputs, ("u", "r1", 12, "2022-10-02T09:00:00"))
     inputs.kafka("users", [("u", {"name": "Ann"}, "2022-09-30T00:00:00"), ("u", None, "2022-10-02T12:00:00")])
-    inputs.materialize("2022-10-01", "2022-10-03", assets=POINTS)
+    inputs.materialize("2022-09-30", "2022-10-03", assets=POINTS)
     assert inputs.query(
         "SELECT txn_id, occurred_at::VARCHAR, points FROM points.point_transactions WHERE kind = 'expire' ORDER BY txn_id"
     ) == [

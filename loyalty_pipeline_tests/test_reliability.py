@@ -369,5 +369,30 @@ def test_a_later_day_first_from_the_ui_is_refused_when_its_file_holds_earlier_da
     inputs.kafka("purchases", [GOOD, ("ann", {"product_id": "tea"}, "2024-06-03T09:00:00")])
     inputs.kafka("products", [("tea", {"category": "c", "price": 2}, f"{DAY}T00:00:00")])
     result = materialize_days(build_defs(inputs.env()), "2024-06-03", "2024-06-03", assets=("points/point_balances",))
+    assert "materialize 2024-06-01..2024-06-03 as one run" in _first_failure(result)
+
+
+def _first_failure(result) -> str:
     [failure] = [event.step_failure_data.error for event in result.all_events if event.is_step_failure]
-    assert "materialize 2024-06-01..2024-06-03 as one run" in (failure.cause or failure).message
+    return (failure.cause or failure).message
+
+
+def test_a_later_day_first_from_the_ui_is_refused_when_its_files_hold_only_that_day(inputs):
+    """One historical file per day: a run of the later day reads only its own file, but the listing shows an earlier
+    day, so the ledger does not start from zero."""
+    header = "order_id,user_id,product_id,price,purchased_at\n"
+    inputs.rules(f"start_date: {DAY}\n")
+    inputs.csv(f"historical_purchases/{DAY}.csv", header + f"h1,ann,tea,2.50,{DAY}T07:00:00Z\n")
+    inputs.csv("historical_purchases/2024-06-02.csv", header + "h2,ann,tea,2.50,2024-06-02T07:00:00Z\n")
+    result = materialize_days(build_defs(inputs.env()), "2024-06-02", "2024-06-02", assets=("points/point_balances",))
+    assert "materialize 2024-06-01..2024-06-02 as one run" in _first_failure(result)
+    inputs.materialize(DAY, "2024-06-02", assets=("points/point_balances",))  # the one run it names works
+
+
+def test_a_later_day_first_from_the_ui_is_refused_by_the_id_graph_when_a_file_holds_earlier_days(inputs):
+    """The id graph reads only loaded days: the snapshot file read for the later day says an earlier one exists."""
+    inputs.kafka(
+        "users", [("ann", {"name": "Ann"}, f"{DAY}T08:00:00"), ("bob", {"name": "Bob"}, "2024-06-02T08:00:00")]
+    )
+    result = materialize_days(build_defs(inputs.env()), "2024-06-02", "2024-06-02", assets=("identity/id_graph",))
+    assert "id graph: 2024-06-02 needs the graph at the end of 2024-06-01" in _first_failure(result)

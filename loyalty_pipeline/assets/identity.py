@@ -9,7 +9,7 @@ from loyalty_pipeline.chain import open_window
 from loyalty_pipeline.metadata import partition_metadata, preview, table_metadata
 from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import RulesResource, Warehouse
-from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count
+from loyalty_pipeline.warehouse import OWNERS, SOURCE_FILES_DDL, WAREHOUSE_POOL, count
 
 ID_GRAPH_KEY = dg.AssetKey(["identity", "id_graph"])
 
@@ -62,7 +62,7 @@ def id_graph(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: Rul
     first, end = window_days(context)
     merges = 0
     with warehouse.get_connection() as conn:
-        conn.execute(identity.DDL)
+        conn.execute(identity.DDL + SOURCE_FILES_DDL)
         window = open_window(
             conn, "identity.graph_days", "id graph", "graph", first, end, identity.first_event_before(conn, first)
         )

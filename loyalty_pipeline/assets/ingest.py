@@ -13,7 +13,15 @@ from loyalty_pipeline.lines import load_csv, load_lines
 from loyalty_pipeline.metadata import partition_metadata, preview, table_metadata
 from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import EventSources, RulesResource, SourceError, Warehouse, file_version, safe_key
-from loyalty_pipeline.warehouse import OWNERS, REJECTED_DDL, WAREHOUSE_POOL, count, insert_rows, transaction
+from loyalty_pipeline.warehouse import (
+    OWNERS,
+    REJECTED_DDL,
+    SOURCE_FILES_DDL,
+    WAREHOUSE_POOL,
+    count,
+    insert_rows,
+    transaction,
+)
 
 
 def _quarantine(conn, source: str, first: date, end: date, rejects_sql: str, undated_of: str = "true") -> int:
@@ -41,13 +49,6 @@ def _rejection_metadata(conn, source: str) -> dict:
         "rejected_rows": sum(rows for _, rows in reasons),
         "rejected_reasons": dg.MetadataValue.md("| reason | rows |\n| --- | --- |\n" + table if reasons else "_none_"),
     }
-
-
-KAFKA_FILES_DDL = """
-CREATE TABLE IF NOT EXISTS raw.kafka_files (  -- every snapshot file read: which days it holds, at which version
-    topic VARCHAR NOT NULL, file VARCHAR NOT NULL, version VARCHAR NOT NULL, first_day DATE, last_day DATE
-);
-"""
 
 
 def _files_to_read(conn, topic: str, files: list[Path], first: date, end: date) -> list[Path]:
@@ -118,7 +119,7 @@ def kafka_topics(context: dg.AssetExecutionContext, warehouse: Warehouse, source
     """The selected topics, one after the other in one step: each its own transaction and results."""
     first, end = window_days(context)
     with warehouse.get_connection() as conn:
-        conn.execute(REJECTED_DDL + KAFKA_FILES_DDL)
+        conn.execute(REJECTED_DDL + SOURCE_FILES_DDL)
         ignored = sources.ignored_kafka_entries(list(TOPICS))
         if ignored:
             context.log.warning(f"not read under {sources.data_dir}/kafka: {[path for path, _ in ignored]}")
@@ -311,7 +312,7 @@ def historical_purchases(
     store = sources.object_store()
     source = "s3:historical_purchases"
     start, latest = partitions.first_day(context), rules.latest_event_time().date()
-    dated, misnamed, too_early, too_late = {}, [], [], []
+    valid, misnamed, too_early, too_late = {}, [], [], []
     listed = store.list_objects("historical_purchases/")
     for obj in listed:
         file_day = historical_file_day(obj.key)
@@ -321,15 +322,16 @@ def historical_purchases(
             too_early.append(obj.key)
         elif file_day > latest:
             too_late.append(obj.key)
-        elif first <= file_day < end:
-            dated[obj.key] = file_day
+        else:
+            valid[obj.key] = file_day
+    dated = {key: day for key, day in valid.items() if first <= day < end}
     if misnamed or too_early or too_late:
         context.log.warning(
             f"skipped files misnamed {misnamed}, dated before the first partition {too_early} or after {latest} "
             f"(today + LOYALTY_FUTURE_TOLERANCE) {too_late}"
         )
     with sources.workdir() as workdir, warehouse.get_connection() as conn:
-        conn.execute(HISTORICAL_DDL + REJECTED_DDL)
+        conn.execute(HISTORICAL_DDL + REJECTED_DDL + SOURCE_FILES_DDL)
         held = count(conn, "SELECT 1 FROM raw.historical_purchases WHERE day >= $1 AND day < $2", [first, end])
         if not listed and held:
             raise SourceError(
@@ -372,6 +374,8 @@ def historical_purchases(
                 "INSERT INTO raw.historical_purchases SELECT trim(order_id), trim(user_id), trim(product_id), amount, "
                 "purchased, s3_key, row_no, file_day FROM historical_checked WHERE reason IS NULL"
             )
+            conn.execute("DELETE FROM raw.historical_files")
+            insert_rows(conn, "raw.historical_files", [[key, day] for key, day in valid.items()])
             conn.execute("CREATE OR REPLACE TEMP TABLE skipped_files (s3_key VARCHAR, reason VARCHAR)")
             insert_rows(
                 conn,

@@ -14,7 +14,7 @@ from loyalty_pipeline.ledger_reference import replay
 from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, table_metadata
 from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import RulesResource, Warehouse
-from loyalty_pipeline.warehouse import OWNERS, REJECTED_DDL, WAREHOUSE_POOL, count, revision_of
+from loyalty_pipeline.warehouse import OWNERS, REJECTED_DDL, SOURCE_FILES_DDL, WAREHOUSE_POOL, count, revision_of
 
 LEDGER_KEY = dg.AssetKey(["points", "point_transactions"])
 
@@ -181,7 +181,7 @@ def point_transactions(
     settings = rules.rules.points
     refused = rounds = 0
     with warehouse.get_connection() as conn:
-        conn.execute(ledger.DDL + REJECTED_DDL + journeys.DDL + identity.DDL)
+        conn.execute(ledger.DDL + REJECTED_DDL + SOURCE_FILES_DDL + journeys.DDL + identity.DDL)
         window = open_window(
             conn, "points.ledger_days", "point ledger", "ledger", first, end, ledger.first_event_before(conn, first)
         )
