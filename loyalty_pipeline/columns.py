@@ -69,6 +69,8 @@ DESCRIPTIONS = {
     "reason": "why the row was rejected, or why history was revised",
     "record": "a customers export row applied to the id graph (customers:<s3 key>:<row>)",
     "redemption_id": "idempotency key of a redemption",
+    "return_id": "returns:<partition>:<offset>, the return message that took the purchase back",
+    "returned_at": "when the purchase was returned (ms in the returns topic); NULL: not returned",
     "revised_at": "when the revision was written (UTC)",
     "reward_level": "tier earned by lifetime spend (strict > thresholds)",
     "row_no": "data row of the CSV file (line - 1)",

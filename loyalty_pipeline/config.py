@@ -56,6 +56,11 @@ class Promotion(Rule):
 class Points(Rule):
     earn_rate: pydantic.condecimal(ge=0, le=1000, decimal_places=6) = Decimal(1)
     validity_days: Days = 365
+    pending_days: Days = 0  # an earn lot is usable from occurred_at + pending_days (0: at once)
+
+
+class Returns(Rule):
+    window_days: Days = 30  # a return later than this after its purchase is quarantined
 
 
 Name = pydantic.constr(pattern=r"^[A-Za-z0-9_-]+$")  # ids become parts of node names such as stage:<id>:step:1
@@ -145,6 +150,7 @@ class Rules(Rule):
     stamp_card: StampCard = StampCard()
     promotions: list[Promotion] = DEFAULT_PROMOTIONS
     points: Points = Points()
+    returns: Returns = Returns()
     journeys: list[Journey] = []
     identity: Identity = Identity()
 

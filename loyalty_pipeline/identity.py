@@ -54,6 +54,7 @@ FROM identity.id_graph WHERE strength = 'strong' GROUP BY id_value;
 PURCHASES_NOW = """
 SELECT purchase.* REPLACE (coalesce(ids.customer_id, purchase.user_id) AS user_id)
 FROM loyalty.enriched_purchases AS purchase LEFT JOIN identity.current_ids AS ids ON ids.id_value = purchase.user_id
+WHERE purchase.returned_at IS NULL  -- lifetime tables count net purchases
 """
 
 

@@ -35,6 +35,8 @@ class Topic:
     name: str
     key: str  # the column the Kafka message key becomes
     fields: tuple[Field, ...]
+    event_time: str | None = None  # a payload field (ms) that, when present, is the event time instead of `ts`
+    valid: tuple[str, str] | None = None  # a rule over several fields: (SQL predicate, rejection reason)
 
     @property
     def columns(self) -> list[str]:
@@ -88,6 +90,19 @@ TOPICS = {
             "user_id",
             (Field("redemption_id"), Field("points", "INTEGER", valid="points > 0", rule="a positive integer")),
         ),
+        Topic(
+            "returns",
+            "user_id",
+            (
+                *(Field(name, required=False) for name in ("purchase_id", "order_id", "product_id")),
+                Field("returned_at", "BIGINT", required=False, valid="returned_at >= 0", rule="a time in ms"),
+            ),
+            event_time="returned_at",
+            valid=(
+                "NOT tombstone AND (purchase_id IS NOT NULL OR (order_id IS NOT NULL AND product_id IS NOT NULL))",
+                "a return names purchase_id, or order_id and product_id",
+            ),
+        ),
     ]
 }
 
@@ -96,6 +111,7 @@ _JSON_TYPES = {
     "VARCHAR": "('VARCHAR')",
     "DECIMAL(18,2)": "('UBIGINT', 'BIGINT', 'DOUBLE')",
     "INTEGER": "('UBIGINT', 'BIGINT')",
+    "BIGINT": "('UBIGINT', 'BIGINT')",
 }
 
 
@@ -205,8 +221,6 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
                    CASE WHEN offset_value >= 0 THEN offset_value END AS kafka_offset,
                    CASE WHEN json_type(envelope[3]) IN ('UBIGINT', 'BIGINT')
                         THEN TRY_CAST(envelope[3] ->> '$' AS BIGINT) END AS ts_ms,
-                   CASE WHEN ts_ms BETWEEN epoch_ms($first_day::TIMESTAMP) AND epoch_ms($latest::TIMESTAMP)
-                        THEN epoch_ms(ts_ms) END AS event_ts,
                    envelope[4] ->> '$' AS message_key,
                    json_type(envelope[5]) AS payload_type,
                    CASE json_type(envelope[5]) WHEN 'VARCHAR' THEN envelope[5] ->> '$' END AS payload_text
@@ -221,6 +235,11 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
             FROM coordinates
         ), typed AS (
             SELECT *, {value_columns} FROM (SELECT *, json_extract(payload, [{field_paths}]) AS fields FROM payloads)
+        ), timed AS (
+            SELECT *, CASE WHEN time_ms BETWEEN epoch_ms($first_day::TIMESTAMP) AND epoch_ms($latest::TIMESTAMP)
+                           THEN epoch_ms(time_ms) END AS event_ts
+            FROM (SELECT *, {f"coalesce({topic.event_time}, ts_ms)" if topic.event_time else "ts_ms"} AS time_ms
+                  FROM typed)
         )
         SELECT file, line_no, line, kafka_partition, kafka_offset, event_ts,
                event_ts::DATE AS day, tombstone, hash(ts_ms, message_key, payload_type, payload) AS content,
@@ -232,7 +251,7 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
                         WHEN NOT offset_is_integer THEN 'envelope: offset missing or not an integer'
                         WHEN kafka_offset IS NULL THEN 'envelope: offset out of range (0 to 9223372036854775807)'
                         WHEN ts_ms IS NULL THEN 'envelope: ts missing or not an integer'
-                        WHEN ts_ms < epoch_ms($first_day::TIMESTAMP)
+                        WHEN time_ms < epoch_ms($first_day::TIMESTAMP)
                         THEN 'event time before the first partition (' || $first_day || ')'
                         WHEN event_ts IS NULL THEN 'event time after ' || $latest || ' (now + LOYALTY_FUTURE_TOLERANCE)'
                         WHEN payload_type IS NULL THEN 'envelope: no payload'
@@ -240,9 +259,10 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
                         WHEN tombstone THEN NULL
                         WHEN payload IS NULL THEN 'payload is not a JSON object'
                    END,
-                   CASE WHEN NOT tombstone THEN coalesce({reasons}) END
+                   CASE WHEN NOT tombstone THEN coalesce({reasons}) END,
+                   {f"CASE WHEN NOT ({topic.valid[0]}) THEN '{topic.valid[1]}' END" if topic.valid else "NULL"}
                ) AS reason
-        FROM typed
+        FROM timed
         """,
         {"first_day": first_day, "latest": latest},
     )

@@ -26,10 +26,13 @@ def recommended(orders, interests) -> set[tuple]:
     conn = duckdb.connect()
     conn.execute("CREATE SCHEMA loyalty; CREATE SCHEMA customer")
     conn.execute(identity.DDL)  # an empty id graph: every user_id is its own person
-    conn.execute("CREATE TABLE loyalty.enriched_purchases (order_id VARCHAR, user_id VARCHAR, product_id VARCHAR)")
+    conn.execute(
+        "CREATE TABLE loyalty.enriched_purchases "
+        "(order_id VARCHAR, user_id VARCHAR, product_id VARCHAR, returned_at TIMESTAMP)"
+    )
     conn.execute("CREATE TABLE customer.profile_360 (user_id VARCHAR, activity_since_last_purchase VARCHAR[])")
     conn.executemany(
-        "INSERT INTO loyalty.enriched_purchases VALUES (?, ?, ?)",
+        "INSERT INTO loyalty.enriched_purchases VALUES (?, ?, ?, NULL)",
         [(order_id, user, product) for order_id, (user, items) in orders.items() for product in items],
     )
     conn.executemany("INSERT INTO customer.profile_360 VALUES (?, ?)", list(interests.items()))

@@ -3,7 +3,7 @@ promotions. Rule values from loyalty.yaml reach SQL as parameters or rows of tem
 
 import dagster as dg
 
-from loyalty_pipeline import identity
+from loyalty_pipeline import identity, returns
 from loyalty_pipeline.assets.checks import (
     check,
     check_results,
@@ -15,11 +15,12 @@ from loyalty_pipeline.assets.checks import (
 from loyalty_pipeline.assets.identity import id_graph
 from loyalty_pipeline.assets.ingest import historical_purchases, raw_topics
 from loyalty_pipeline.identity import PURCHASES_NOW
+from loyalty_pipeline.kafka import TOPICS, table_ddl
 from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, table_metadata
 from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import RulesResource, Warehouse
 from loyalty_pipeline.rules_sql import install_tiers
-from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, insert_rows, transaction
+from loyalty_pipeline.warehouse import OWNERS, REJECTED_DDL, WAREHOUSE_POOL, count, insert_rows, transaction
 
 ENRICHED_KEY = dg.AssetKey(["loyalty", "enriched_purchases"])
 ALL_PRODUCTS_KEY = dg.AssetKey(["loyalty", "all_products"])
@@ -101,6 +102,7 @@ CREATE TABLE IF NOT EXISTS loyalty.enriched_purchases (
     store_id VARCHAR, day DATE NOT NULL
 );
 ALTER TABLE loyalty.enriched_purchases ADD COLUMN IF NOT EXISTS customer_key VARCHAR;
+ALTER TABLE loyalty.enriched_purchases ADD COLUMN IF NOT EXISTS returned_at TIMESTAMP;  -- NULL: not returned
 """
 
 # Every valid purchase, Kafka and S3, with its purchase_id (SPEC §4) and the day it belongs to.
@@ -135,11 +137,13 @@ WITH purchases AS (
     WHERE day < $end AND product_id IN (SELECT product_id FROM purchases)
     QUALIFY row_number() OVER (PARTITION BY product_id, event_ts ORDER BY kafka_offset DESC, kafka_partition DESC) = 1
 )
-SELECT purchase_id, order_id, person AS user_id, resolved.product_id, product_states.category,
-       coalesce(own_price, product_states.price) AS price, purchased_at, source, store_id, day,
-       resolved.user_id AS customer_key
+SELECT resolved.purchase_id, order_id, person AS user_id, resolved.product_id, product_states.category,
+       coalesce(own_price, product_states.price) AS price, purchased_at, source, store_id, resolved.day,
+       resolved.user_id AS customer_key, returned.returned_at
 FROM resolved ASOF LEFT JOIN product_states
      ON resolved.product_id = product_states.product_id AND resolved.purchased_at >= product_states.event_ts
+LEFT JOIN loyalty.returns AS returned  -- returns of other days (the window's own are judged next)
+     ON returned.purchase_id = resolved.purchase_id AND (returned.day < $first OR returned.day >= $end)
 """
 
 
@@ -152,8 +156,9 @@ FROM resolved ASOF LEFT JOIN product_states
     partitions_def=DECLARED,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
-    deps=[raw_topics["purchases"], raw_topics["products"], historical_purchases, id_graph],
-    description="Every purchase (Kafka and S3) with the product's price and category as of the purchase's event time.",
+    deps=[raw_topics["purchases"], raw_topics["products"], raw_topics["returns"], historical_purchases, id_graph],
+    description="Every purchase (Kafka and S3) with the product's price and category as of the purchase's event time, "
+    "and when it was returned (returns of unknown, returned or others' purchases are quarantined).",
 )
 def enriched_purchases(
     context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource
@@ -161,10 +166,11 @@ def enriched_purchases(
     first, end = window_days(context)
     window = {"first": first, "end": end}
     with warehouse.get_connection() as conn:
-        conn.execute(ENRICHED_DDL + identity.DDL)
+        conn.execute(ENRICHED_DDL + identity.DDL + returns.DDL + REJECTED_DDL + table_ddl(TOPICS["returns"]))
         with transaction(conn):
             conn.execute("DELETE FROM loyalty.enriched_purchases WHERE day >= $first AND day < $end", window)
             conn.execute(ENRICH_WINDOW, window)
+        returns.judge_window(conn, first, end, rules.rules.returns.window_days)
         window_rows = "SELECT * EXCLUDE (day) FROM loyalty.enriched_purchases WHERE day >= $first AND day < $end"
         return dg.MaterializeResult(
             metadata={

@@ -1,0 +1,111 @@
+"""Issue 15: returns take a purchase back; unknown, repeated, others', early and late returns are quarantined; the
+lifetime tables count net purchases."""
+
+from loyalty_pipeline_tests.conftest import ms
+from loyalty_pipeline_tests.test_points import buy, priced
+
+LOYALTY = ("loyalty/sales_totals", "loyalty/caffeine_index")
+
+
+def give_back(inputs, *returns, file="returns.jsonl"):
+    """(customer key, payload, ts) return messages."""
+    return inputs.kafka("returns", list(returns), file=file)
+
+
+def returned(inputs) -> list[tuple]:
+    return inputs.query(
+        "SELECT purchase_id, returned_at::VARCHAR FROM loyalty.enriched_purchases WHERE returned_at IS NOT NULL "
+        "ORDER BY ALL"
+    )
+
+
+def quarantined(inputs) -> list[tuple]:
+    return inputs.query(
+        "SELECT regexp_replace(location, '^.*/', ''), reason FROM raw.rejected_records WHERE source IN ('loyalty:returns', 'kafka:returns') "
+        "ORDER BY ALL"
+    )
+
+
+def test_a_return_by_purchase_id_on_the_purchase_day_nets_totals_tier_and_stamps(inputs):
+    priced(inputs, coffee=5, cake=100)
+    buy(inputs, ("u", "coffee", "2022-10-01T08:00:00"), ("u", "cake", "2022-10-01T09:00:00"))
+    give_back(inputs, ("u", {"purchase_id": "purchases:0:1"}, "2022-10-01T09:00:00"))  # the same instant
+    inputs.materialize("2022-10-01", assets=LOYALTY)
+    assert returned(inputs) == [("purchases:0:1", "2022-10-01 09:00:00")]
+    assert inputs.query("SELECT user_id, total FROM loyalty.sales_totals") == [("u", 5)]
+    assert inputs.query("SELECT user_id, total FROM loyalty.caffeine_index") == [("u", 1)]
+    assert quarantined(inputs) == []
+
+
+def test_a_return_by_order_takes_the_most_recent_purchase_not_yet_returned(inputs):
+    priced(inputs, coffee=5)
+    buy(inputs, *[("u", "coffee", f"2022-10-01T0{hour}:00:00") for hour in (7, 8, 9)])
+    order = {"order_id": "purchases:0:0", "product_id": "coffee"}  # a purchase without order_id is its own order
+    inputs.kafka(
+        "purchases",
+        [("u", {"product_id": "coffee", "order_id": "o1"}, f"2022-10-02T0{hour}:00:00") for hour in (7, 8)],
+        file="orders.jsonl",
+    )
+    give_back(
+        inputs,
+        ("u", {"order_id": "o1", "product_id": "coffee"}, "2022-10-02T10:00:00"),
+        (
+            "u",
+            {"order_id": "o1", "product_id": "coffee", "returned_at": ms("2022-10-02T11:00:00")},
+            "2022-10-02T12:00:00",
+        ),
+        ("u", {"order_id": "o1", "product_id": "coffee"}, "2022-10-02T13:00:00"),  # nothing left to return
+        ("u", order, "2022-10-02T14:00:00"),
+    )
+    inputs.materialize("2022-10-01", "2022-10-02", assets=LOYALTY)
+    assert returned(inputs) == [
+        ("purchases:0:0", "2022-10-02 14:00:00"),
+        ("purchases:0:3", "2022-10-02 11:00:00"),
+        ("purchases:0:4", "2022-10-02 10:00:00"),
+    ]
+    assert quarantined(inputs) == [
+        ("returns.jsonl:3", "already returned: every purchase of order o1 product coffee"),
+    ]
+    assert inputs.query("SELECT total FROM loyalty.caffeine_index") == [(2,)]
+
+
+def test_bad_returns_are_quarantined_with_a_reason_and_the_good_one_counts(inputs):
+    inputs.rules("returns: {window_days: 30}\n")
+    priced(inputs, coffee=5)
+    buy(inputs, ("u", "coffee", "2022-10-01T08:00:00"), ("v", "coffee", "2022-10-01T08:00:00"))
+    give_back(
+        inputs,
+        ("u", {"purchase_id": "purchases:0:9"}, "2022-10-01T09:00:00"),
+        ("u", {"purchase_id": "purchases:0:1"}, "2022-10-01T09:00:00"),  # v's purchase
+        ("u", {"purchase_id": "purchases:0:0", "returned_at": ms("2022-10-01T07:59:59")}, "2022-10-01T09:00:00"),
+        ("u", {"order_id": "nope", "product_id": "coffee"}, "2022-10-01T09:00:00"),
+        ("u", {"product_id": "coffee"}, "2022-10-01T09:00:00"),
+        ("u", {"purchase_id": "purchases:0:0"}, "2022-10-31T08:00:00"),  # 30 days exactly: accepted
+        ("u", {"purchase_id": "purchases:0:0"}, "2022-10-31T08:00:00"),  # a second return, the same instant
+        ("v", {"purchase_id": "purchases:0:1"}, "2022-10-31T08:00:01"),  # past the window
+    )
+    inputs.materialize("2022-10-01", "2022-10-31", assets=LOYALTY)
+    assert returned(inputs) == [("purchases:0:0", "2022-10-31 08:00:00")]
+    assert quarantined(inputs) == [
+        ("returns.jsonl:1", "unknown purchase purchases:0:9"),
+        ("returns.jsonl:2", "purchase purchases:0:1 is another customer's"),
+        ("returns.jsonl:3", "return older than purchase purchases:0:0"),
+        ("returns.jsonl:4", "unknown purchase: order nope product coffee"),
+        ("returns.jsonl:5", "a return names purchase_id, or order_id and product_id"),
+        ("returns.jsonl:7", "already returned: purchases:0:0"),
+        ("returns.jsonl:8", "return after the 30-day window of purchase purchases:0:1"),
+    ]
+    # net purchases: a customer who returned everything has no row, as one who never bought
+    assert inputs.query("SELECT user_id, total FROM loyalty.sales_totals ORDER BY ALL") == [("v", 5)]
+
+
+def test_a_return_judged_in_an_earlier_run_stays_when_the_purchase_day_is_run_again(inputs):
+    priced(inputs, coffee=5)
+    buy(inputs, ("u", "coffee", "2022-10-01T08:00:00"))
+    give_back(inputs, ("u", {"purchase_id": "purchases:0:0"}, "2022-10-02T08:00:00"))
+    inputs.materialize("2022-10-01", "2022-10-02", assets=LOYALTY)
+    inputs.materialize("2022-10-01", assets=LOYALTY)
+    assert returned(inputs) == [("purchases:0:0", "2022-10-02 08:00:00")]
+    inputs.materialize("2022-10-02", assets=LOYALTY)  # and judging its day again gives the same
+    assert returned(inputs) == [("purchases:0:0", "2022-10-02 08:00:00")]
+    assert quarantined(inputs) == []
