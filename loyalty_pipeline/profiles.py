@@ -21,25 +21,41 @@ UNION SELECT user_id FROM raw.users WHERE day BETWEEN $first AND $last
 """
 
 
+_RETURNED_ON_LAST = (
+    "SELECT user_id FROM loyalty.enriched_purchases WHERE returned_at >= $last AND returned_at < $last + 1"
+)
+
+# The people whose totals cannot move on by adding the day $last: those merged on it, and those who returned a
+# purchase on it (a return takes back a purchase of an earlier day).
+RECOMPUTED = f"""
+SELECT into_id AS user_id FROM identity.merges WHERE day = $last
+UNION SELECT merged_id FROM identity.merges WHERE day = $last
+UNION SELECT coalesce(ids.customer_id, returned.user_id) FROM ({_RETURNED_ON_LAST}) AS returned
+      LEFT JOIN ({ids_as_of(_RETURNED_ON_LAST)}) AS ids ON ids.id_value = returned.user_id
+"""
+
+
 def _of_people(table: str, day_column: str = "day") -> str:
     """Rows of `table` (a constant name) in days [$first, $last] with `user_id` the person; with $everyone false,
-    only the rows of the people merged on $last."""
+    only the rows of the people RECOMPUTED on $last."""
     return f"""SELECT t.* REPLACE (coalesce(people.customer_id, t.user_id) AS user_id) FROM {table} AS t
                LEFT JOIN people ON people.id_value = t.user_id
                WHERE t.{day_column} BETWEEN $first AND $last
-                 AND ($everyone OR people.customer_id IN (SELECT into_id FROM identity.merges WHERE day = $last))"""
+                 AND ($everyone OR coalesce(people.customer_id, t.user_id) IN (SELECT user_id FROM recomputed))"""
 
 
 # Running totals of the events in days [$first, $last], one row per person seen in any of them; `known` says the
 # id is a customer (a user message or a purchase; the customers export is joined in BEHAVIOUR) rather than only
 # clicks or points.
 TOTALS = f"""
-WITH people AS ({ids_as_of(IDS_IN_RANGE)}), spend AS (
+WITH people AS ({ids_as_of(IDS_IN_RANGE)}), recomputed AS ({RECOMPUTED}), spend AS (
     SELECT user_id,
            sum(price) AS total_spend, count(*) AS purchase_count, count(price) AS priced_count,
            min(purchased_at) AS first_purchase_at, max(purchased_at) AS last_purchase_at,
            list_sort(list_distinct(list(product_id))) AS products_purchased
-    FROM ({_of_people("loyalty.enriched_purchases")}) GROUP BY user_id
+    FROM ({_of_people("loyalty.enriched_purchases")})
+    WHERE returned_at IS NULL OR returned_at >= $last + 1  -- net: returned by the end of $last, it no longer counts
+    GROUP BY user_id
 ), points AS (
     SELECT user_id, sum(points)::BIGINT AS points_balance FROM ({_of_people("points.point_transactions")})
     GROUP BY user_id
@@ -51,7 +67,7 @@ WITH people AS ({ids_as_of(IDS_IN_RANGE)}), spend AS (
     GROUP BY clicks.user_id
 ), known AS (
     SELECT user_id FROM ({_of_people("raw.users")})
-    UNION SELECT user_id FROM spend
+    UNION SELECT user_id FROM ({_of_people("loyalty.enriched_purchases")})  -- a buyer stays known after a return
 )
 SELECT user_id, known.user_id IS NOT NULL AS known,
        coalesce(spend.total_spend, 0)::DECIMAL(18,2) AS total_spend, coalesce(spend.purchase_count, 0) AS purchase_count,
@@ -77,13 +93,11 @@ def totals_from_start(conn: duckdb.DuckDBPyConnection, as_of: date) -> None:
 def add_day_to_totals(conn: duckdb.DuckDBPyConnection, day: date) -> None:
     """Moves `profile_totals` from the end of the day before `day` to the end of `day`: the day's customers' totals
     up to the day before plus the day's (sums add, lists unite, a purchase on the day restarts the activity since
-    the last purchase) replace their rows. People merged on the day are summed again from the start, as one."""
-    if conn.execute("SELECT count(*) FROM identity.merges WHERE day = $1", [day]).fetchall()[0][0]:
-        conn.execute(
-            """DELETE FROM profile_totals WHERE user_id IN (SELECT merged_id FROM identity.merges WHERE day = $day
-                                                             UNION SELECT into_id FROM identity.merges WHERE day = $day)""",
-            {"day": day},
-        )
+    the last purchase) replace their rows. People merged on the day, or who returned a purchase on it, are summed
+    again from the start (RECOMPUTED)."""
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE recomputed_people AS {RECOMPUTED}", {"last": day, "as_of": day})
+    if conn.execute("SELECT count(*) FROM recomputed_people").fetchall()[0][0]:
+        conn.execute("DELETE FROM profile_totals WHERE user_id IN (SELECT user_id FROM recomputed_people)")
         conn.execute(
             f"INSERT INTO profile_totals {TOTALS}", {"first": date.min, "last": day, "as_of": day, "everyone": False}
         )
@@ -103,7 +117,7 @@ def add_day_to_totals(conn: duckdb.DuckDBPyConnection, day: date) -> None:
                         ELSE list_sort(list_distinct(list_concat(before.activity, day.activity))) END AS activity
             FROM ({TOTALS}) AS day
             LEFT JOIN profile_totals AS before USING (user_id)
-            WHERE user_id NOT IN (SELECT into_id FROM identity.merges WHERE day = $last)""",
+            WHERE user_id NOT IN (SELECT user_id FROM recomputed_people)""",
         {"first": day, "last": day, "as_of": day, "everyone": True},
     )
     conn.execute("DELETE FROM profile_totals WHERE user_id IN (SELECT user_id FROM profile_day)")

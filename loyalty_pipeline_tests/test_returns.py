@@ -109,3 +109,39 @@ def test_a_return_judged_in_an_earlier_run_stays_when_the_purchase_day_is_run_ag
     inputs.materialize("2022-10-02", assets=LOYALTY)  # and judging its day again gives the same
     assert returned(inputs) == [("purchases:0:0", "2022-10-02 08:00:00")]
     assert quarantined(inputs) == []
+
+
+NET_JOURNEY = """
+journeys:
+  - id: cake
+    audience: "list_contains(products_purchased, 'cake')"
+    stages:
+      - id: fans
+        steps: [{wait_days: 10}]
+        exit_criteria: [{name: gave_back, when: "purchase_count = 0"}]
+"""
+
+
+def test_journeys_and_the_profile_see_net_purchases_from_the_return_on(inputs):
+    inputs.rules(NET_JOURNEY)
+    priced(inputs, cake=100, tea=2)
+    buy(
+        inputs,
+        ("u", "cake", "2022-10-01T08:00:00"),  # returned the next day: in the journey on day 1, out on day 2
+        ("w", "cake", "2022-10-01T08:00:00"),  # returned the same day: never in it
+        ("w", "tea", "2022-10-01T09:00:00"),
+    )
+    give_back(
+        inputs,
+        ("u", {"purchase_id": "purchases:0:0"}, "2022-10-02T00:00:00"),  # midnight: day 2
+        ("w", {"purchase_id": "purchases:0:1"}, "2022-10-01T23:59:59"),
+    )
+    inputs.materialize("2022-10-01", "2022-10-02", assets=("journey/activations", "customer/profile_360"))
+    assert inputs.query("SELECT customer_id, node, entered_at::VARCHAR FROM journey.journey_state ORDER BY ALL") == [
+        ("u", "stage:fans", "2022-10-01"),
+        ("u", "stage:fans:exit:gave_back", "2022-10-02"),
+        ("u", "stage:fans:step:1", "2022-10-01"),
+    ]
+    assert inputs.query(
+        "SELECT user_id, total_spend, purchase_count, products_purchased FROM customer.profile_360 ORDER BY ALL"
+    ) == [("u", 0, 0, []), ("w", 2, 1, ["tea"])]
