@@ -1,6 +1,8 @@
 """Issue 15: returns take a purchase back; unknown, repeated, others', early and late returns are quarantined; the
 lifetime tables count net purchases."""
 
+import pytest
+
 from loyalty_pipeline_tests.conftest import ms
 from loyalty_pipeline_tests.test_points import buy, priced
 
@@ -145,3 +147,14 @@ def test_journeys_and_the_profile_see_net_purchases_from_the_return_on(inputs):
     assert inputs.query(
         "SELECT user_id, total_spend, purchase_count, products_purchased FROM customer.profile_360 ORDER BY ALL"
     ) == [("u", 0, 0, []), ("w", 2, 1, ["tea"])]
+
+
+def test_pending_points_are_refused_until_built(tmp_path):
+    from loyalty_pipeline.config import RulesError, load_rules
+
+    (tmp_path / "loyalty.yaml").write_text("points: {pending_days: 3}\n")
+    with pytest.raises(RulesError, match="points.pending_days"):
+        load_rules(tmp_path / "loyalty.yaml")
+    (tmp_path / "loyalty.yaml").write_text("returns: {window_days: -1}\n")
+    with pytest.raises(RulesError, match="returns.window_days"):
+        load_rules(tmp_path / "loyalty.yaml")
