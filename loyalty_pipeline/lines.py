@@ -61,12 +61,15 @@ CSV_LINE = f"^{_FIELD}(?:,{_FIELD})*$"
 CSV_FIELDS = f"({_FIELD}),"
 
 
-def load_csv(conn: duckdb.DuckDBPyConnection, copies: dict[str, Path], columns: list[str]) -> str:
+def load_csv(
+    conn: duckdb.DuckDBPyConnection, copies: dict[str, Path], columns: list[str], optional: tuple[str, ...] = ()
+) -> str:
     """CSV files (header first) into a temp table `(s3_key, line_no, row_no, raw, problem, <columns>)`, whose name
     it returns.
 
     Every non-blank data line is a row, with its text as written; `problem` says why a line is not a CSV row
-    of `len(columns)` fields, or that its file's header is not the contract's. Empty fields are NULL.
+    of as many fields as its header, or that its file's header is not the contract's: every column but the
+    `optional` ones, in the contract's order, and no other. Empty fields and columns a file does not have are NULL.
     """
     unreadable = load_lines(conn, list(copies.values()), "csv_lines")
     conn.execute("CREATE OR REPLACE TEMP TABLE csv_files (s3_key VARCHAR, file VARCHAR)")
@@ -75,13 +78,19 @@ def load_csv(conn: duckdb.DuckDBPyConnection, copies: dict[str, Path], columns: 
         conn.executemany("INSERT INTO unreadable VALUES ($1, $2, $3)", unreadable)
     if copies:
         conn.executemany("INSERT INTO csv_files VALUES ($1, $2)", [[key, str(path)] for key, path in copies.items()])
-    values = ", ".join(f"nullif(fields[{i + 1}], '') AS {column}" for i, column in enumerate(columns))
+    values = ", ".join(
+        f"CASE WHEN list_position(names, '{column}') > 0 THEN nullif(fields[list_position(names, '{column}')], '') END "
+        f"AS {column}"
+        for column in columns
+    )
+    expected = ",".join(columns) + (f" (optional: {','.join(optional)})" if optional else "")
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE csv_rows AS
             WITH headers AS (
-                SELECT file, line AS header FROM csv_lines WHERE line_no = 1
+                SELECT file, line AS header, string_split(lower(replace(trim(line), ' ', '')), ',') AS names
+                FROM csv_lines WHERE line_no = 1
             ), parsed AS (
-                SELECT s3_key, line_no, line, header,
+                SELECT s3_key, line_no, line, header, names,
                        regexp_full_match(line, $line_pattern) AS well_formed,
                        list_transform(regexp_extract_all(line || ',', $fields_pattern, 1),
                                       lambda f: CASE WHEN f LIKE '"%"' THEN replace(f[2:-2], '""', '"') ELSE f END) AS fields
@@ -89,15 +98,23 @@ def load_csv(conn: duckdb.DuckDBPyConnection, copies: dict[str, Path], columns: 
                 WHERE line_no > 1 AND trim(coalesce(line, '')) <> ''
             )
             SELECT s3_key, line_no, line_no - 1 AS row_no, line AS raw,
-                   CASE WHEN header IS NULL OR lower(replace(trim(header), ' ', '')) <> $header
-                        THEN 'file header is ' || coalesce(trim(header), 'unreadable') || ', expected ' || $header
+                   CASE WHEN header IS NULL OR NOT list_has_all(names, $required)
+                             OR names <> list_filter($columns, lambda c: list_contains(names, c))
+                        THEN 'file header is ' || coalesce(trim(header), 'unreadable') || ', expected ' || $expected
                         WHEN NOT well_formed THEN 'not a valid CSV line (unbalanced quotes?)'
-                        WHEN len(fields) <> $width THEN len(fields) || ' fields, expected ' || $width END AS problem,
+                        WHEN len(fields) <> len(names) THEN len(fields) || ' fields, expected ' || len(names)
+                   END AS problem,
                    {values}
             FROM parsed
             UNION ALL BY NAME  -- what cannot be read: a line, or (line 0) the file
             SELECT s3_key, line_no, greatest(line_no - 1, 0) AS row_no, unreadable.reason AS problem
             FROM unreadable JOIN csv_files USING (file)""",
-        {"line_pattern": CSV_LINE, "fields_pattern": CSV_FIELDS, "width": len(columns), "header": ",".join(columns)},
+        {
+            "line_pattern": CSV_LINE,
+            "fields_pattern": CSV_FIELDS,
+            "columns": columns,
+            "required": [column for column in columns if column not in optional],
+            "expected": expected,
+        },
     )
     return "csv_rows"

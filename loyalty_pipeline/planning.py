@@ -23,7 +23,7 @@ import dagster as dg
 import duckdb
 
 from loyalty_pipeline import kafka
-from loyalty_pipeline.assets.ingest import historical_file_day
+from loyalty_pipeline.assets.ingest import dated_file
 from loyalty_pipeline.warehouse import REASON_TAG
 
 IN_FLIGHT = [
@@ -39,12 +39,17 @@ CHAIN_DAYS = ["points.ledger_days", "journey.journey_days"]
 
 
 def input_days(sources, rules) -> tuple[date, date] | None:
-    """First and last UTC day of the valid events in the inputs: Kafka messages and historical CSV files from the
+    """First and last UTC day of the valid events in the inputs: Kafka messages and dated CSV exports from the
     first partition through now plus the tolerance (an event in 2099 or in seconds must not set the range)."""
     first, latest = rules.first_day(), rules.latest_event_time()
     files = [file for topic in kafka.TOPICS for file in sources.kafka_files(topic)]
     days = list(kafka.event_day_range(files, first, latest) or [])
-    days += [historical_file_day(obj.key) for obj in sources.object_store().list_objects("historical_purchases/")]
+    store = sources.object_store()
+    days += [
+        (dated_file(obj.key) or (None, None))[1]
+        for prefix in ("historical_purchases/", "returns/")
+        for obj in store.list_objects(prefix)
+    ]
     days = [day for day in days if day and first <= day <= latest.date()]
     return (min(days), max(days)) if days else None
 

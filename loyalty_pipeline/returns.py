@@ -14,7 +14,7 @@ from loyalty_pipeline.chain import publish
 DDL = """
 CREATE SCHEMA IF NOT EXISTS loyalty;
 CREATE TABLE IF NOT EXISTS loyalty.returns (  -- accepted returns: one per returned purchase
-    return_id VARCHAR NOT NULL,    -- returns:<partition>:<offset>
+    return_id VARCHAR NOT NULL,    -- returns:<partition>:<offset> (Kafka) or s3:<key>:<row> (S3)
     purchase_id VARCHAR NOT NULL,
     user_id VARCHAR NOT NULL,      -- the buyer (enriched_purchases.user_id)
     returned_at TIMESTAMP NOT NULL,
@@ -35,6 +35,10 @@ WITH asked AS (
     SELECT 'returns:' || kafka_partition || ':' || kafka_offset AS return_id, user_id AS customer_key,
            purchase_id, order_id, product_id, event_ts AS returned_at, day, location, to_json(r)::VARCHAR AS raw
     FROM raw.returns AS r WHERE NOT tombstone AND day >= $first AND day < $end
+    UNION ALL  -- the S3 export names no customer: a return of another customer's purchase cannot be told there
+    SELECT 's3:' || s3_key || ':' || row_no, NULL, purchase_id, order_id, product_id, returned_at, day, location,
+           to_json(r)::VARCHAR
+    FROM raw.s3_returns AS r WHERE day >= $first AND day < $end
 ), taken AS (  -- purchases returned before this window, or named by id in it
     SELECT purchase_id FROM loyalty.returns WHERE day < $first OR day >= $end
     UNION SELECT purchase_id FROM asked WHERE purchase_id IS NOT NULL

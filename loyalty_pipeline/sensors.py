@@ -14,7 +14,7 @@ import dagster as dg
 import duckdb
 
 from loyalty_pipeline import kafka, planning
-from loyalty_pipeline.assets.ingest import customers, historical_file_day, historical_purchases, raw_topics
+from loyalty_pipeline.assets.ingest import customers, dated_file, historical_purchases, raw_topics, s3_returns
 from loyalty_pipeline.jobs import everything_job
 from loyalty_pipeline.resources import EventSources, RulesResource, Warehouse, file_version
 
@@ -92,7 +92,7 @@ def kafka_new_files(
     job=everything_job,
     minimum_interval_seconds=TICK_SECONDS,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="S3 files: a new, rewritten or removed historical_purchases/YYYY-MM-DD.csv runs that day through the "
+    description="S3 files: a new, rewritten or removed historical_purchases/ or returns/YYYY-MM-DD.csv runs that day through the "
     "last built day; a customers/*.csv export refreshes everything downstream of the customers.",
 )
 def s3_new_files(
@@ -104,7 +104,9 @@ def s3_new_files(
     seen = json.loads(context.cursor) if context.cursor else {}
     store = sources.object_store()
     now = {
-        obj.key: obj.version for obj in store.list_objects("historical_purchases/") + store.list_objects("customers/")
+        obj.key: obj.version
+        for prefix in ("historical_purchases/", "returns/", "customers/")
+        for obj in store.list_objects(prefix)
     }
     change, skipped = planning.Change(), []
     for key in sorted(set(now) | set(seen)):
@@ -115,14 +117,17 @@ def s3_new_files(
             if key.endswith(".csv"):
                 change.add(customers.key, what, now.get(key, "removed"))
                 change.whole_history = True
-        elif (day := historical_file_day(key)) is not None:
-            change.add(historical_purchases.key, what, now.get(key, "removed"), (day, day))
+        elif (dated := dated_file(key)) is not None:
+            export, day = dated
+            asset = historical_purchases if export == "historical_purchases" else s3_returns
+            change.add(asset.key, what, now.get(key, "removed"), (day, day))
         else:
             skipped.append(key)
     if skipped:
-        context.log.warning(f"skipped files not named historical_purchases/YYYY-MM-DD.csv: {skipped}")
+        context.log.warning(f"skipped files not named historical_purchases/ or returns/YYYY-MM-DD.csv: {skipped}")
     if not change:
         return dg.SensorResult(
-            skip_reason="no new files under historical_purchases/ or customers/", cursor=json.dumps(now, sort_keys=True)
+            skip_reason="no new files under historical_purchases/, returns/ or customers/",
+            cursor=json.dumps(now, sort_keys=True),
         )
     return _plan(context, change, now, warehouse, rules)

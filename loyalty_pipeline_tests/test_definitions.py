@@ -77,6 +77,7 @@ def test_time_dependent_assets_share_daily_partitions(tmp_path):
         "raw/redemptions",
         "raw/returns",
         "raw/historical_purchases",
+        "raw/s3_returns",
         "identity/id_graph",
         "loyalty/enriched_purchases",
         "points/point_transactions",

@@ -158,3 +158,21 @@ def test_pending_points_are_refused_until_built(tmp_path):
     (tmp_path / "loyalty.yaml").write_text("returns: {window_days: -1}\n")
     with pytest.raises(RulesError, match="returns.window_days"):
         load_rules(tmp_path / "loyalty.yaml")
+
+
+def test_returns_in_the_s3_export_take_purchases_back_or_are_quarantined(inputs):
+    priced(inputs, coffee=5)
+    buy(inputs, ("u", "coffee", "2022-10-01T08:00:00"), ("u", "coffee", "2022-10-01T09:00:00"))
+    inputs.csv("returns/2022-10-02.csv", "purchase_id,returned_at\npurchases:0:0,2022-10-02T10:00:00Z\nnope,x\n")
+    inputs.csv(
+        "returns/2022-10-03.csv",
+        "order_id,product_id,returned_at\npurchases:0:1,coffee,1664791200000\npurchases:0:1,coffee,2022-10-02T10:00:00Z\n",
+    )
+    inputs.materialize("2022-10-01", "2022-10-03", assets=LOYALTY)
+    assert returned(inputs) == [("purchases:0:0", "2022-10-02 10:00:00"), ("purchases:0:1", "2022-10-03 10:00:00")]
+    assert inputs.query(
+        "SELECT source, regexp_replace(location, '^.*/', ''), reason FROM raw.rejected_records ORDER BY ALL"
+    ) == [
+        ("s3:returns", "2022-10-02.csv:3", "returned_at is not an ISO-8601 time or ms"),
+        ("s3:returns", "2022-10-03.csv:3", "returned_at is not on the file's date 2022-10-03"),
+    ]

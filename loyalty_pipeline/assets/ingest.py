@@ -284,7 +284,7 @@ CREATE TABLE IF NOT EXISTS raw.historical_purchases (
 );
 """
 UNSAFE_KEY = "unsafe object key (an empty, '.' or '..' part): not downloaded"
-HISTORICAL_FILE = re.compile(r"historical_purchases/(\d{4}-\d{2}-\d{2})\.csv")
+DATED_FILE = re.compile(r"(historical_purchases|returns)/(\d{4}-\d{2}-\d{2})\.csv")
 
 
 HISTORICAL_KEY = dg.AssetKey(["raw", "historical_purchases"])
@@ -311,25 +311,7 @@ def historical_purchases(
     first, end = window_days(context)
     store = sources.object_store()
     source = "s3:historical_purchases"
-    start, latest = partitions.first_day(context), rules.latest_event_time().date()
-    valid, misnamed, too_early, too_late = {}, [], [], []
-    listed = store.list_objects("historical_purchases/")
-    for obj in listed:
-        file_day = historical_file_day(obj.key)
-        if file_day is None:
-            misnamed.append(obj.key)
-        elif file_day < start:
-            too_early.append(obj.key)
-        elif file_day > latest:
-            too_late.append(obj.key)
-        else:
-            valid[obj.key] = file_day
-    dated = {key: day for key, day in valid.items() if first <= day < end}
-    if misnamed or too_early or too_late:
-        context.log.warning(
-            f"skipped files misnamed {misnamed}, dated before the first partition {too_early} or after {latest} "
-            f"(today + LOYALTY_FUTURE_TOLERANCE) {too_late}"
-        )
+    listed, valid, dated, skipped = _dated_files(context, store, "historical_purchases/", rules)
     with sources.workdir() as workdir, warehouse.get_connection() as conn:
         conn.execute(HISTORICAL_DDL + REJECTED_DDL + SOURCE_FILES_DDL)
         held = count(conn, "SELECT 1 FROM raw.historical_purchases WHERE day >= $1 AND day < $2", [first, end])
@@ -377,13 +359,7 @@ def historical_purchases(
             conn.execute("DELETE FROM raw.historical_files")
             insert_rows(conn, "raw.historical_files", [[key, day] for key, day in valid.items()])
             conn.execute("CREATE OR REPLACE TEMP TABLE skipped_files (s3_key VARCHAR, reason VARCHAR)")
-            insert_rows(
-                conn,
-                "skipped_files",
-                [[key, "file name is not historical_purchases/YYYY-MM-DD.csv"] for key in misnamed]
-                + [[key, f"file day before the first partition ({start})"] for key in too_early]
-                + [[key, f"file day after {latest} (today + LOYALTY_FUTURE_TOLERANCE)"] for key in too_late],
-            )
+            insert_rows(conn, "skipped_files", skipped)
             _quarantine(
                 conn,
                 source,
@@ -406,13 +382,130 @@ def historical_purchases(
         )
 
 
-def historical_file_day(key: str) -> date | None:
-    """The day partition of `historical_purchases/YYYY-MM-DD.csv`; None for any other key."""
-    match = HISTORICAL_FILE.fullmatch(key)
+S3_RETURNS_DDL = """
+CREATE SCHEMA IF NOT EXISTS raw;
+CREATE TABLE IF NOT EXISTS raw.s3_returns (
+    purchase_id VARCHAR, order_id VARCHAR, product_id VARCHAR, returned_at TIMESTAMP NOT NULL,
+    s3_key VARCHAR NOT NULL, row_no BIGINT NOT NULL, location VARCHAR NOT NULL, day DATE NOT NULL
+);
+"""
+S3_RETURNS_KEY = dg.AssetKey(["raw", "s3_returns"])
+S3_RETURNS_CHECKS = [
+    duplicate_check(S3_RETURNS_KEY, ["s3_key", "row_no"], day_column="day"),
+    rejected_rows_check(S3_RETURNS_KEY, "s3:returns"),
+]
+
+
+@dg.asset(
+    key=S3_RETURNS_KEY,
+    check_specs=check_specs(S3_RETURNS_KEY, S3_RETURNS_CHECKS),
+    group_name="ingest",
+    owners=OWNERS,
+    kinds={"duckdb", "s3"},
+    partitions_def=DECLARED,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=WAREHOUSE_POOL,
+    description="Returns from `returns/YYYY-MM-DD.csv` (purchase_id, or order_id and product_id; returned_at), "
+    "one file per UTC day partition.",
+)
+def s3_returns(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: EventSources, rules: RulesResource):
+    first, end = window_days(context)
+    source = "s3:returns"
+    listed, _, dated, skipped = _dated_files(context, sources.object_store(), "returns/", rules)
+    with sources.workdir() as workdir, warehouse.get_connection() as conn:
+        conn.execute(S3_RETURNS_DDL + REJECTED_DDL)
+        held = count(conn, "SELECT 1 FROM raw.s3_returns WHERE day >= $1 AND day < $2", [first, end])
+        if not listed and held:
+            raise SourceError(
+                f"{sources.s3_url}/returns/ lists no file, but raw.s3_returns holds {held} rows of "
+                f"{first}..{end - timedelta(days=1)}: not erasing them (check LOYALTY_S3_URL)"
+            )
+        rows = load_csv(
+            conn,
+            sources.object_store().local_copies(sorted(dated), Path(workdir)),
+            ["purchase_id", "order_id", "product_id", "returned_at"],
+            optional=("purchase_id", "order_id", "product_id"),
+        )
+        conn.execute("CREATE OR REPLACE TEMP TABLE file_days (s3_key VARCHAR, file_day DATE)")
+        insert_rows(conn, "file_days", [[key, day] for key, day in dated.items()])
+        conn.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE returns_checked AS
+            WITH typed AS (  -- returned_at: an ISO-8601 time, or ms as in the returns topic
+                SELECT *, coalesce(timezone('UTC', TRY_CAST(returned_at AS TIMESTAMPTZ)),
+                                   epoch_ms(TRY_CAST(returned_at AS BIGINT))) AS returned
+                FROM {rows} JOIN file_days USING (s3_key)
+            )
+            SELECT *, CASE
+                WHEN problem IS NOT NULL THEN problem
+                WHEN purchase_id IS NULL AND (order_id IS NULL OR product_id IS NULL)
+                THEN 'a return names purchase_id, or order_id and product_id'
+                WHEN returned IS NULL THEN 'returned_at is not an ISO-8601 time or ms'
+                WHEN returned::DATE <> file_day THEN 'returned_at is not on the file''s date ' || file_day
+            END AS reason
+            FROM typed
+            """
+        )
+        with transaction(conn):
+            conn.execute("DELETE FROM raw.s3_returns WHERE day >= $1 AND day < $2", [first, end])
+            conn.execute(
+                "INSERT INTO raw.s3_returns SELECT trim(purchase_id), trim(order_id), trim(product_id), returned, "
+                "s3_key, row_no, s3_key || ':' || line_no, file_day FROM returns_checked WHERE reason IS NULL"
+            )
+            conn.execute("CREATE OR REPLACE TEMP TABLE skipped_files (s3_key VARCHAR, reason VARCHAR)")
+            insert_rows(conn, "skipped_files", skipped)
+            _quarantine(
+                conn,
+                source,
+                first,
+                end,
+                "SELECT s3_key || ':' || line_no AS location, reason, raw, file_day AS day "
+                "FROM returns_checked WHERE reason IS NOT NULL "
+                "UNION ALL SELECT s3_key, reason, NULL, NULL FROM skipped_files",
+            )
+        window_rows = "SELECT * EXCLUDE (day) FROM raw.s3_returns WHERE day >= $1 AND day < $2"
+        return dg.MaterializeResult(
+            metadata={
+                **table_metadata(conn, "raw.s3_returns"),
+                **partition_metadata(conn, "raw.s3_returns", "day", first, end),
+                "files": len(dated),
+                "preview": preview(conn, window_rows, [first, end]),
+                **_rejection_metadata(conn, source),
+            },
+            check_results=check_results(S3_RETURNS_KEY, S3_RETURNS_CHECKS, conn, days=(first, end)),
+        )
+
+
+def dated_file(key: str) -> tuple[str, date] | None:
+    """(export, day) of `<export>/YYYY-MM-DD.csv` for a dated export (historical_purchases, returns); None for any
+    other key."""
+    match = DATED_FILE.fullmatch(key)
     try:
-        return date.fromisoformat(match.group(1)) if match else None
+        return (match.group(1), date.fromisoformat(match.group(2))) if match else None
     except ValueError:
         return None
 
 
-ingest_assets = [kafka_topics, customers, historical_purchases]
+def _dated_files(context, store, prefix: str, rules: RulesResource):
+    """A dated export's listing: (the listing, {key: day} of the valid files, those of the run's window, the
+    skipped files as [key, reason] rows), the skipped ones also logged by name."""
+    first, end = window_days(context)
+    start, latest = partitions.first_day(context), rules.latest_event_time().date()
+    listed = store.list_objects(prefix)
+    valid, skipped = {}, []
+    for obj in listed:
+        _, file_day = dated_file(obj.key) or (None, None)
+        if file_day is None or not obj.key.startswith(prefix):
+            skipped.append([obj.key, f"file name is not {prefix}YYYY-MM-DD.csv"])
+        elif file_day < start:
+            skipped.append([obj.key, f"file day before the first partition ({start})"])
+        elif file_day > latest:
+            skipped.append([obj.key, f"file day after {latest} (today + LOYALTY_FUTURE_TOLERANCE)"])
+        else:
+            valid[obj.key] = file_day
+    if skipped:
+        context.log.warning(f"skipped files under {prefix}: {skipped}")
+    return listed, valid, {key: day for key, day in valid.items() if first <= day < end}, skipped
+
+
+ingest_assets = [kafka_topics, customers, historical_purchases, s3_returns]

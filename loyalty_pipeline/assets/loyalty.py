@@ -13,7 +13,7 @@ from loyalty_pipeline.assets.checks import (
     table_of,
 )
 from loyalty_pipeline.assets.identity import id_graph
-from loyalty_pipeline.assets.ingest import historical_purchases, raw_topics
+from loyalty_pipeline.assets.ingest import S3_RETURNS_DDL, historical_purchases, raw_topics, s3_returns
 from loyalty_pipeline.identity import PURCHASES_NOW
 from loyalty_pipeline.kafka import TOPICS, table_ddl
 from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, table_metadata
@@ -156,7 +156,14 @@ LEFT JOIN loyalty.returns AS returned  -- returns of other days (the window's ow
     partitions_def=DECLARED,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
-    deps=[raw_topics["purchases"], raw_topics["products"], raw_topics["returns"], historical_purchases, id_graph],
+    deps=[
+        raw_topics["purchases"],
+        raw_topics["products"],
+        raw_topics["returns"],
+        historical_purchases,
+        s3_returns,
+        id_graph,
+    ],
     description="Every purchase (Kafka and S3) with the product's price and category as of the purchase's event time, "
     "and when it was returned (returns of unknown, returned or others' purchases are quarantined).",
 )
@@ -166,7 +173,9 @@ def enriched_purchases(
     first, end = window_days(context)
     window = {"first": first, "end": end}
     with warehouse.get_connection() as conn:
-        conn.execute(ENRICHED_DDL + identity.DDL + returns.DDL + REJECTED_DDL + table_ddl(TOPICS["returns"]))
+        conn.execute(
+            ENRICHED_DDL + identity.DDL + returns.DDL + REJECTED_DDL + table_ddl(TOPICS["returns"]) + S3_RETURNS_DDL
+        )
         with transaction(conn):
             conn.execute("DELETE FROM loyalty.enriched_purchases WHERE day >= $first AND day < $end", window)
             conn.execute(ENRICH_WINDOW, window)
