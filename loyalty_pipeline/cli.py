@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import logging
 import os
 import socket
 import sys
@@ -74,7 +75,8 @@ def materialize_days(
             PID_TAG: str(os.getpid()),
             HOST_TAG: socket.gethostname(),
         },
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        # Dagster's console log prints stack traces; the CLI prints warnings and failures itself (print_problems)
+        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
         raise_on_error=False,
     )
 
@@ -121,6 +123,17 @@ def materialize(args: argparse.Namespace) -> int:
     if first > last:
         print(f"error: the range {first} .. {last} is empty (--from after --to?)", file=sys.stderr)
         return 2
+    rules = defs.resources["rules"]
+    if first < rules.first_day().isoformat():
+        print(f"error: --from {first} is before the first day partition {rules.first_day()}", file=sys.stderr)
+        return 2
+    if last > rules.latest_event_time().date().isoformat():
+        print(
+            f"error: --to {last} is after {rules.latest_event_time().date()} (today + LOYALTY_FUTURE_TOLERANCE): "
+            "no event can be on it yet",
+            file=sys.stderr,
+        )
+        return 2
     if found and first > found[0].isoformat() and built.first is None:
         # nothing in an empty warehouse says earlier events exist: the ledger and journeys would start from zero
         print(
@@ -143,11 +156,28 @@ def materialize(args: argparse.Namespace) -> int:
         os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
         instance = dg.DagsterInstance.ephemeral()
     result = materialize_days(defs, first, last, instance)
+    print_problems(instance, result.run_id)
     failed_blocking = print_summary(defs.resources["warehouse"].database, result)
     print_step_seconds(instance, result.run_id)
     ok = result.success and not failed_blocking
     print("OK" if ok else "FAILED: a step or a blocking check failed (see above)")
     return 0 if ok else 1
+
+
+def print_problems(instance: dg.DagsterInstance, run_id: str) -> None:
+    """The run's warnings and step failures, one line each: a user fixes input, config or environment, and a stack
+    trace only hides the line that says what (the instance's event log keeps the whole error)."""
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None and entry.user_message.startswith("Dependencies for step"):
+            print(f"skipped: {entry.step_key}: a step it reads from failed", file=sys.stderr)
+        elif event is None and entry.level >= logging.WARNING:
+            print(f"warning: {entry.step_key}: {entry.user_message}", file=sys.stderr)
+        elif event is not None and event.is_step_failure:
+            data = event.step_failure_data
+            error = data.error.cause if data.error and data.error.cause else data.error
+            line = data.user_failure_data.description if data.user_failure_data else error and error.message
+            print(f"error: {entry.step_key}: {(line or 'failed').strip().splitlines()[0]}", file=sys.stderr)
 
 
 def print_summary(database: str, result: dg.ExecuteInProcessResult) -> list[str]:

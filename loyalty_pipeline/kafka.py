@@ -160,7 +160,8 @@ def _event_time_bounds(conn, files: list[Path], first: date, latest: datetime) -
         return []
     return conn.execute(
         f"""SELECT min(ts), max(ts) FROM (
-            SELECT TRY_CAST(json_extract_string(line, '$.ts') AS BIGINT) AS ts
+            SELECT CASE WHEN json_type(line, '$.ts') IN ('UBIGINT', 'BIGINT')  -- as the run reads it: not "123"
+                        THEN TRY_CAST(json_extract_string(line, '$.ts') AS BIGINT) END AS ts
             FROM {lines.scan_sql("files")} WHERE json_valid(line))
             WHERE ts BETWEEN epoch_ms($first::TIMESTAMP) AND epoch_ms($latest::TIMESTAMP)""",
         {"files": [str(file) for file in files], "first": first, "latest": latest},

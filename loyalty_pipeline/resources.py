@@ -49,8 +49,8 @@ class WarehouseError(OneLineError):
 
 
 def safe_key(key: str) -> bool:
-    """An object key with no empty, '.' or '..' part (so not absolute either)."""
-    return all(part not in ("", ".", "..") for part in key.split("/"))
+    """An object key with no empty, '.' or '..' part (so not absolute either) and no control character."""
+    return all(part not in ("", ".", "..") for part in key.split("/")) and key.isprintable()
 
 
 def file_version(path: Path) -> str:
@@ -92,7 +92,10 @@ class S3Store:
         self.bucket, self.prefix = parsed.netloc, parsed.path.strip("/")
         # few retries and short connect timeouts: an endpoint that is down is an error in seconds, not minutes
         config = BotoConfig(connect_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
-        self.client = boto3.client("s3", endpoint_url=endpoint_url or None, config=config)
+        try:
+            self.client = boto3.client("s3", endpoint_url=endpoint_url or None, config=config)
+        except ValueError as error:  # e.g. an endpoint without http:// or https://
+            raise SourceError(f"LOYALTY_S3_ENDPOINT_URL={endpoint_url}: {error}") from None
 
     def _full(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -111,11 +114,12 @@ class S3Store:
         return sorted(found, key=lambda obj: obj.key)
 
     def local_copies(self, keys: list[str], workdir: Path) -> dict[str, Path]:
-        # A local name is a number and the key's last part, never the key's path: a key such as
+        # A local name is a number and the key's extension, never the key's path: a key such as
         # "customers/../../x.csv" must not write outside the work folder.
+        # Only the number: a key's last part may be longer than a file name may be.
         copies = {}
         for number, key in enumerate(keys):
-            copies[key] = workdir / f"{number:06d}-{PurePosixPath(key).name}"
+            copies[key] = workdir / f"{number:06d}{''.join(PurePosixPath(key).suffixes[-1:])[:16]}"
             try:
                 self.client.download_file(self.bucket, self._full(key), str(copies[key]))
             except (BotoCoreError, ClientError) as error:
@@ -201,9 +205,14 @@ class EventSources(dg.ConfigurableResource):
         return ignored
 
     def object_store(self) -> LocalStore | S3Store:
-        if self.s3_url.startswith("s3://"):
-            return S3Store(self.s3_url, self.s3_endpoint_url)
-        return LocalStore(Path(self.s3_url))
+        url = urlparse(self.s3_url.strip())
+        if url.scheme.lower() == "s3":
+            return S3Store(f"s3://{url.netloc}{url.path}", self.s3_endpoint_url)
+        if url.scheme.lower() == "file":
+            return LocalStore(Path(url.path))
+        if url.scheme and len(url.scheme) > 1:  # (a Windows drive letter is not a scheme)
+            raise SourceError(f"LOYALTY_S3_URL={self.s3_url}: use s3://bucket/prefix, file:///folder or a folder")
+        return LocalStore(Path(self.s3_url.strip()))
 
     @staticmethod
     def workdir() -> tempfile.TemporaryDirectory:

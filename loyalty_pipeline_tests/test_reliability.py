@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from loyalty_pipeline import planning
+from loyalty_pipeline.assets.ingest import UNSAFE_KEY
 from loyalty_pipeline.cli import main, materialize_days
 from loyalty_pipeline.config import RulesError
 from loyalty_pipeline.definitions import build_defs
@@ -135,8 +136,18 @@ def test_an_object_key_climbing_out_of_the_work_folder_is_quarantined_not_writte
     s3_bucket.put(f"exports/{escape}", CUSTOMERS_CSV.replace("u1,Una", "u9,Eve"))
     inputs.materialize(DAY, assets=("raw/customers",), **s3_bucket.env())
     assert inputs.query("SELECT user_id FROM raw.customers") == [("u1",)]
-    assert reasons(inputs) == [(escape, "unsafe object key (an empty, '.' or '..' part): not downloaded")]
+    assert reasons(inputs) == [(escape, UNSAFE_KEY)]
     assert not Path("/tmp/escaped-by-key.csv").exists()
+
+
+def test_a_key_too_long_for_a_file_name_or_with_a_control_character_never_costs_the_other_files(s3_bucket, inputs):
+    long_key, control = "customers/" + "a" * 300 + ".csv", "customers/x\x01y.csv"
+    s3_bucket.put("exports/customers/part-1.csv", CUSTOMERS_CSV)
+    s3_bucket.put(f"exports/{long_key}", CUSTOMERS_CSV.replace("u1,Una", "u2,Ola"))
+    s3_bucket.put(f"exports/{control}", CUSTOMERS_CSV.replace("u1,Una", "u9,Eve"))
+    inputs.materialize(DAY, assets=("raw/customers",), **s3_bucket.env())
+    assert inputs.query("SELECT user_id FROM raw.customers ORDER BY ALL") == [("u1",), ("u2",)]
+    assert reasons(inputs) == [(control, UNSAFE_KEY)]
 
 
 def test_an_empty_or_mistyped_s3_location_stops_and_keeps_what_was_loaded(inputs):
@@ -172,6 +183,69 @@ def test_an_unreachable_s3_endpoint_is_one_line_naming_the_location(inputs, caps
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err
     assert err.startswith("error: s3://no-such-bucket/exports/historical_purchases/: ")
+
+
+def test_a_step_stopping_on_bad_input_is_one_line_on_the_cli_never_a_stack_trace(inputs, capsys):
+    inputs.kafka("purchases", [GOOD])
+    common = ["materialize", "--data-dir", str(inputs.root), "--warehouse", str(inputs.warehouse)]
+    assert main(common) == 0
+    (inputs.root / "kafka" / "purchases" / "part-0.jsonl").unlink()
+    capsys.readouterr()
+    assert main([*common, "--from", DAY, "--to", DAY]) == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and "Stack Trace" not in out + err and 'File "' not in out + err
+    assert "error: kafka_topics: " in err and "has no snapshot file, but raw.purchases holds 1 rows" in err
+    assert "skipped: points__point_transactions: a step it reads from failed" in err
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"LOYALTY_S3_URL": "ftp://host/x"}, "error: LOYALTY_S3_URL=ftp://host/x: use s3://bucket/prefix"),
+        (
+            {"LOYALTY_S3_URL": "s3://b/x", "LOYALTY_S3_ENDPOINT_URL": "localhost:9000"},
+            "error: LOYALTY_S3_ENDPOINT_URL=localhost:9000: ",
+        ),
+    ],
+)
+def test_a_mistyped_s3_setting_is_one_line_naming_the_variable(inputs, capsys, monkeypatch, env, message):
+    inputs.kafka("purchases", [GOOD])
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["materialize", "--data-dir", str(inputs.root), "--warehouse", str(inputs.warehouse)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message) and "\n" not in err
+
+
+def test_a_file_url_is_the_local_folder(inputs):
+    inputs.csv("customers/part-1.csv", CUSTOMERS_CSV)
+    inputs.materialize(DAY, assets=("raw/customers",), LOYALTY_S3_URL=(inputs.root / "s3").as_uri())
+    assert inputs.query("SELECT user_id FROM raw.customers") == [("u1",)]
+
+
+@pytest.mark.parametrize(
+    ("bounds", "message"),
+    [
+        (
+            ["--from", "2024-05-31", "--to", DAY],
+            "error: --from 2024-05-31 is before the first day partition 2024-06-01",
+        ),
+        (["--from", DAY, "--to", "2099-01-01"], "error: --to 2099-01-01 is after "),
+    ],
+)
+def test_a_range_outside_the_partitions_or_past_now_is_a_clear_error(inputs, capsys, bounds, message):
+    inputs.rules(f"start_date: {DAY}\n")
+    inputs.kafka("purchases", [GOOD])
+    assert main(["materialize", "--data-dir", str(inputs.root), "--warehouse", str(inputs.warehouse), *bounds]) == 2
+    assert capsys.readouterr().err.startswith(message)
+
+
+def test_a_ts_the_run_rejects_never_sets_the_default_range(inputs, capsys):
+    inputs.rules(f"start_date: {DAY}\n")
+    fields = envelope("purchases", "bob", {"product_id": "tea"}, f"{DAY}T10:00:00", 0, 5)
+    inputs.kafka("purchases", [GOOD], extra_lines=(json.dumps({**fields, "ts": str(ms("2024-06-10T10:00:00"))}),))
+    assert main(["materialize", "--data-dir", str(inputs.root), "--warehouse", str(inputs.warehouse)]) == 0
+    assert f"materializing {DAY} .. {DAY}" in capsys.readouterr().out
 
 
 def test_from_after_to_is_a_clear_error(inputs, capsys):

@@ -283,7 +283,7 @@ CREATE TABLE IF NOT EXISTS raw.historical_purchases (
     s3_key VARCHAR NOT NULL, row_no BIGINT NOT NULL, day DATE NOT NULL
 );
 """
-UNSAFE_KEY = "unsafe object key (an empty, '.' or '..' part): not downloaded"
+UNSAFE_KEY = "unsafe object key (an empty, '.' or '..' part, or a control character): not downloaded"
 DATED_FILE = re.compile(r"(historical_purchases|returns)/(\d{4}-\d{2}-\d{2})\.csv")
 
 
