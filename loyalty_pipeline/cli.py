@@ -147,7 +147,11 @@ def materialize(args: argparse.Namespace) -> int:
     # With DAGSTER_HOME set (as `make run` and `make dev` do) the run shows in the UI's history and waits for
     # the warehouse pool like any other run.
     if os.environ.get("DAGSTER_HOME"):
-        instance = dg.DagsterInstance.get()
+        try:
+            instance = dg.DagsterInstance.get()
+        except dg.DagsterInvariantViolationError as error:  # a relative path, a missing folder, a file
+            print(f"error: DAGSTER_HOME={os.environ['DAGSTER_HOME']}: {str(error).splitlines()[0]}", file=sys.stderr)
+            return 2
         for run_id in release_dead_runs(instance):
             print(f"released run {run_id}: its process was gone")
     else:

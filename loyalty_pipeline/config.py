@@ -24,22 +24,23 @@ class Rule(pydantic.BaseModel):
 # Amounts in rules are money (DECIMAL(18,2) in the warehouse) and counts of days or stamps: bounded at load, so
 # a rule can never overflow a type in the middle of a run.
 Money = pydantic.condecimal(ge=0, le=MAX_PRICE * 1000, decimal_places=2)
-Days = pydantic.conint(ge=0, le=36_500)
+Days = pydantic.conint(ge=0, le=36_500, strict=True)  # strict: `true` is not 1
+Text = pydantic.constr(strip_whitespace=True, min_length=1, max_length=200)  # names and ids written into tables
 
 
 class Tier(Rule):
-    name: str
+    name: Text
     above: Money
 
 
 class StampCard(Rule):
-    product_id: str = "coffee"
-    cycle: pydantic.conint(ge=1, le=10_000) = 6
+    product_id: Text = "coffee"
+    cycle: pydantic.conint(ge=1, le=10_000, strict=True) = 6
 
 
 class Promotion(Rule):
-    name: str
-    considers: list[str]
+    name: Text
+    considers: list[Text] = pydantic.Field(min_length=1)
     require_all: list[str] = []
     exclude: list[str] = []
     min_spend: Money | None = None
@@ -50,6 +51,8 @@ class Promotion(Rule):
             raise ValueError(f"promotion {self.name}: require_all {missing} not in considers, so it can never match")
         if both := sorted(set(self.require_all) & set(self.exclude)):
             raise ValueError(f"promotion {self.name}: {both} both required and excluded, so it can never match")
+        if set(self.considers) <= set(self.exclude):
+            raise ValueError(f"promotion {self.name}: every product it considers is excluded, so it can never match")
         return self
 
 
@@ -121,6 +124,8 @@ class Journey(Rule):
         stage_ids = [stage.id for stage in self.stages]
         if len(set(stage_ids)) != len(stage_ids):
             raise ValueError(f"journey {self.id}: stage ids must be unique, got {stage_ids}")
+        for stage in self.stages:  # an exit's node is stage:<id>:exit:<name>: two of one name would be one node
+            _unique([exit.name for exit in stage.exit_criteria], f"journey {self.id}, stage {stage.id}: exit names")
         return self
 
 
@@ -153,7 +158,7 @@ DEFAULT_PROMOTIONS = [
 class Rules(Rule):
     start_date: date | None = None  # the first day partition; LOYALTY_START_DATE overrides it
     tiers: list[Tier] = DEFAULT_TIERS
-    default_tier: str = "CLIMBING"
+    default_tier: Text = "CLIMBING"
     stamp_card: StampCard = StampCard()
     promotions: list[Promotion] = DEFAULT_PROMOTIONS
     points: Points = Points()
@@ -168,6 +173,12 @@ class Rules(Rule):
         _unique([tier.above for tier in tiers], "tier thresholds (of two equal ones, one could never be reached)")
         # Tiers are matched top-down with strict ">", so keep them highest threshold first.
         return sorted(tiers, key=lambda tier: tier.above, reverse=True)
+
+    @pydantic.model_validator(mode="after")
+    def _default_tier_apart(self) -> "Rules":
+        if self.default_tier in {tier.name for tier in self.tiers}:
+            raise ValueError(f"default_tier {self.default_tier} is also a tier's name: the two would be one")
+        return self
 
     @pydantic.field_validator("promotions")
     @classmethod

@@ -210,7 +210,8 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
                    CASE WHEN try(json_type(line)) = 'OBJECT' THEN line END AS message
             FROM {lines} WHERE trim(line) <> ''  -- blank lines are not messages
         ), parts AS (
-            SELECT *, json_extract(message, ['$.partition', '$.offset', '$.ts', '$.key', '$.payload']) AS envelope
+            SELECT *,
+                   json_extract(message, ['$.partition', '$.offset', '$.ts', '$.key', '$.payload', '$.topic']) AS envelope
             FROM envelopes
         ), coordinates AS (
             SELECT *,
@@ -222,7 +223,9 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
                    CASE WHEN offset_value >= 0 THEN offset_value END AS kafka_offset,
                    CASE WHEN json_type(envelope[3]) IN ('UBIGINT', 'BIGINT')
                         THEN TRY_CAST(envelope[3] ->> '$' AS BIGINT) END AS ts_ms,
-                   envelope[4] ->> '$' AS message_key,
+                   CASE WHEN json_type(envelope[4]) = 'VARCHAR' THEN envelope[4] ->> '$' END AS key_text,
+                   CASE WHEN trim(key_text) <> '' AND NOT regexp_matches(key_text, '[[:cntrl:]]') THEN trim(key_text) END
+                       AS message_key,
                    json_type(envelope[5]) AS payload_type,
                    CASE json_type(envelope[5]) WHEN 'VARCHAR' THEN envelope[5] ->> '$' END AS payload_text
             FROM parts
@@ -256,7 +259,11 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
                         THEN 'event time before the first partition (' || $first_day || ')'
                         WHEN event_ts IS NULL THEN 'event time after ' || $latest || ' (now + LOYALTY_FUTURE_TOLERANCE)'
                         WHEN payload_type IS NULL THEN 'envelope: no payload'
-                        WHEN message_key IS NULL THEN 'missing key ({topic.key})'
+                        WHEN coalesce(json_type(envelope[4]), 'NULL') = 'NULL' THEN 'missing key ({topic.key})'
+                        WHEN message_key IS NULL
+                        THEN 'key ({topic.key}) must be a non-blank string without control characters'
+                        WHEN coalesce(envelope[6] ->> '$', '{topic.name}') <> '{topic.name}'
+                        THEN 'message of topic ' || (envelope[6] ->> '$') || ' in the folder of topic {topic.name}'
                         WHEN tombstone THEN NULL
                         WHEN payload IS NULL THEN 'payload is not a JSON object'
                    END,

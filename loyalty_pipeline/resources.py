@@ -253,12 +253,20 @@ def tolerance(text: str | None) -> timedelta:
     return timedelta(**{match.group(2) + "s": int(match.group(1))})
 
 
+def memory_limit(text: str | None) -> str:
+    """'1GB' (the default), '512MB', '2.5GiB': at least 64 MB, so DuckDB can work and spill."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(MB|GB|TB|MiB|GiB|TiB)\s*", text or "1GB", re.IGNORECASE)
+    if not match or float(match.group(1)) * (1 if match.group(2).upper().startswith("M") else 1000) < 64:
+        raise RulesError(f"LOYALTY_MEMORY_LIMIT={text!r} is not a memory size of at least 64MB such as '1GB'")
+    return "".join(match.groups())
+
+
 _cached_rules = functools.lru_cache(maxsize=8)(load_rules)
 
 
 def build_resources(env: dict[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
     """Resources from LOYALTY_* variables, with the defaults of SPEC §2."""
-    env = os.environ if env is None else env
+    env = {name: value for name, value in (os.environ if env is None else env).items() if value.strip()}  # "" is unset
     data_dir = env.get("LOYALTY_DATA_DIR", "data")
     default_rules = Path(data_dir) / "loyalty.yaml"
     rules_path = env.get("LOYALTY_CONFIG") or (str(default_rules) if default_rules.exists() else None)
@@ -267,7 +275,7 @@ def build_resources(env: dict[str, str] | None = None) -> dict[str, dg.Configura
     return {
         "warehouse": Warehouse(
             database=env.get("LOYALTY_WAREHOUSE", str(Path(data_dir) / "warehouse.duckdb")),
-            memory_limit=env.get("LOYALTY_MEMORY_LIMIT", "1GB"),
+            memory_limit=memory_limit(env.get("LOYALTY_MEMORY_LIMIT")),
         ),
         "sources": EventSources(
             data_dir=data_dir,

@@ -290,6 +290,17 @@ def test_an_unusable_warehouse_path_is_a_one_line_error_at_once(inputs, capsys, 
         ("promotions: [{name: p, considers: [a], require_all: [b]}]", "require_all ['b'] not in considers"),
         ("promotions: [{name: p, considers: [a], min_spend: 1e30}]", "promotions.0.min_spend"),
         ("stamp_card: {cycle: 99999999999}", "stamp_card.cycle"),
+        ("stamp_card: {cycle: true}", "stamp_card.cycle"),  # a boolean is not 1
+        ("stamp_card: {product_id: ' '}", "stamp_card.product_id"),
+        ("promotions: [{name: p, considers: []}]", "promotions.0.considers"),
+        ("promotions: [{name: '', considers: [a]}]", "promotions.0.name"),
+        ("promotions: [{name: p, considers: [a], exclude: [a]}]", "every product it considers is excluded"),
+        ("default_tier: GOLD", "default_tier GOLD is also a tier's name"),
+        (
+            "journeys: [{id: j, audience: 'true', stages: [{id: s, exit_criteria: "
+            "[{name: x, when: 'purchase_count > 1'}, {name: x, when: 'purchase_count > 0'}]}]}]",
+            "journey j, stage s: exit names must be unique",
+        ),
         (
             "journeys: [{id: j, audience: 'true', stages: [{id: s, steps: [{wait_days: 99999999999}]}]}]",
             "wait_days",
@@ -301,6 +312,12 @@ def test_config_out_of_range_or_meaningless_is_refused_naming_the_key(tmp_path, 
     path.write_text(text + "\n")
     with pytest.raises(RulesError, match=re.escape(named)):
         build_defs({"LOYALTY_CONFIG": str(path), "LOYALTY_DATA_DIR": str(tmp_path)})
+
+
+@pytest.mark.parametrize("value", ["lots", "1KB", "-5GB"])
+def test_a_memory_limit_that_is_not_a_size_is_refused_naming_the_variable(tmp_path, value):
+    with pytest.raises(RulesError, match="LOYALTY_MEMORY_LIMIT="):
+        build_defs({"LOYALTY_MEMORY_LIMIT": value, "LOYALTY_DATA_DIR": str(tmp_path)})
 
 
 def test_a_rules_file_that_is_not_utf8_is_a_clear_error(tmp_path):
@@ -470,3 +487,23 @@ def test_a_later_day_first_from_the_ui_is_refused_by_the_id_graph_when_a_file_ho
     )
     result = materialize_days(build_defs(inputs.env()), "2024-06-02", "2024-06-02", assets=("identity/id_graph",))
     assert "id graph: 2024-06-02 needs the graph at the end of 2024-06-01" in _first_failure(result)
+
+
+def test_a_key_that_is_blank_or_not_a_string_or_a_message_of_another_topic_is_quarantined(inputs):
+    lines = [
+        json.dumps({**envelope("purchases", key, {"product_id": "tea"}, f"{DAY}T10:00:00", 0, offset)})
+        for offset, key in enumerate(["", "  ", 5, {"a": 1}, "ann\u0000x", " ann "], start=10)
+    ]
+    lines.append(
+        json.dumps(
+            envelope("user_activity", "bob", {"event_type": "view", "product_id": "tea"}, f"{DAY}T10:00:00", 0, 20)
+        )
+    )
+    inputs.kafka("purchases", [GOOD], extra_lines=tuple(lines))
+    inputs.materialize(DAY, assets=RAW)
+    assert inputs.query("SELECT user_id FROM raw.purchases ORDER BY ALL") == [("ann",), ("ann",)]
+    blank = "key (user_id) must be a non-blank string without control characters"
+    assert [reason for _, reason in reasons(inputs)] == [
+        *[blank] * 5,
+        "message of topic user_activity in the folder of topic purchases",
+    ]
