@@ -507,3 +507,34 @@ def test_a_key_that_is_blank_or_not_a_string_or_a_message_of_another_topic_is_qu
         *[blank] * 5,
         "message of topic user_activity in the folder of topic purchases",
     ]
+
+
+@pytest.mark.parametrize("how", ["emptied", "removed"])
+def test_a_snapshot_file_gone_or_emptied_stops_instead_of_erasing_its_rows(inputs, how):
+    inputs.kafka("purchases", [GOOD], file="day-1.jsonl")
+    inputs.kafka("purchases", [("bob", {"product_id": "tea"}, "2024-06-02T09:00:00")], file="day-2.jsonl")
+    inputs.materialize(DAY, "2024-06-02", assets=RAW)
+    path = inputs.root / "kafka" / "purchases" / "day-1.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("") if how == "emptied" else path.unlink()
+    result = materialize_days(build_defs(inputs.env()), DAY, "2024-06-02", assets=RAW)
+    failure = next(event for event in result.all_events if event.is_step_failure).step_failure_data.error
+    assert (
+        f"{path} is gone or empty, but raw.purchases holds 1 rows of {DAY}..2024-06-02"
+        in (failure.cause or failure).message
+    )
+    assert inputs.query("SELECT user_id FROM raw.purchases ORDER BY ALL") == [("ann",), ("bob",)]
+    inputs.write_lines("purchases", "day-1-again.jsonl", lines)  # the same messages under another name: no loss
+    inputs.materialize(DAY, "2024-06-02", assets=RAW)
+
+
+def test_an_empty_customers_file_stops_and_files_not_named_csv_are_reported(inputs):
+    inputs.csv("customers/part-1.csv", CUSTOMERS_CSV)
+    inputs.csv("customers/part-2.csv.gz", "not read")
+    inputs.kafka("purchases", [GOOD])
+    inputs.materialize(DAY, assets=("raw/customers",))
+    assert reasons(inputs) == [("customers/part-2.csv.gz", "not read: a customers export is named *.csv")]
+    inputs.csv("customers/part-1.csv", "")  # being written
+    result = materialize_days(build_defs(inputs.env()), DAY, DAY, assets=("raw/customers",))
+    assert not result.success
+    assert inputs.query("SELECT user_id FROM raw.customers") == [("u1",)]

@@ -86,6 +86,26 @@ def _record_files(conn, topic: str, files: list[Path], parsed: str) -> None:
     )
 
 
+def _refuse_losing_rows(conn, topic: str, parsed: str, files: list[Path], first: date, end: date) -> None:
+    """Rows of the window loaded from a snapshot file that is now gone or empty (an export being rewritten, a
+    retention clean-up) would be erased by reloading the window: stop instead, naming the file."""
+    present = [str(path) for path in files if path.stat().st_size > 0]
+    lost = conn.execute(
+        f"""SELECT regexp_replace(location, ':[0-9]+$', '') AS file, count(*) FROM raw.{topic}
+            WHERE day >= $first AND day < $end AND NOT list_contains($present, regexp_replace(location, ':[0-9]+$', ''))
+              AND (kafka_partition, kafka_offset) NOT IN (
+                  SELECT kafka_partition, kafka_offset FROM {parsed} WHERE reason IS NULL AND kafka_partition IS NOT NULL)
+            GROUP BY ALL ORDER BY ALL LIMIT 1""",
+        {"first": first, "end": end, "present": present},
+    ).fetchall()
+    if lost:
+        (file, rows), last = lost[0], end - timedelta(days=1)
+        raise SourceError(
+            f"{file} is gone or empty, but raw.{topic} holds {rows} rows of {first}..{last} loaded from it that no "
+            "other file has: not erasing them (restore the file, or run only days it did not hold)"
+        )
+
+
 def _topic_checks(key: dg.AssetKey) -> list:
     return [
         duplicate_check(key, ["kafka_partition", "kafka_offset"], day_column="day"),
@@ -158,6 +178,7 @@ def _ingest_topic(
                 SELECT kafka_partition, kafka_offset FROM raw.{topic.name} WHERE day < $1 OR day >= $2)""",
         [first, end],
     )
+    _refuse_losing_rows(conn, topic.name, parsed, files, first, end)
     columns = ", ".join(topic.columns)
     with transaction(conn):
         conn.execute(f"DELETE FROM raw.{topic.name} WHERE day >= $1 AND day < $2", [first, end])
@@ -196,6 +217,17 @@ def _ingest_topic(
     )
 
 
+def _refuse_empty_files(copies: dict[str, Path], held: int, table: str) -> None:
+    """A zero-byte file where rows were loaded is an export still being written (or a failed one), not an empty
+    export (which has its header): stop rather than erase."""
+    empty = [key for key, path in copies.items() if path.stat().st_size == 0]
+    if empty and held:
+        raise SourceError(
+            f"{empty[0]} is empty (an export still being written?), but {table} holds {held} rows it may have "
+            "loaded: not erasing them (a CSV with only its header empties them)"
+        )
+
+
 CUSTOMERS_DDL = """
 CREATE SCHEMA IF NOT EXISTS raw;
 CREATE TABLE IF NOT EXISTS raw.customers (
@@ -223,7 +255,8 @@ CUSTOMERS_CHECKS = [
 )
 def customers(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: EventSources):
     store = sources.object_store()
-    listed = [obj.key for obj in store.list_objects("customers/") if obj.key.lower().endswith(".csv")]
+    everything = [obj.key for obj in store.list_objects("customers/")]
+    listed = [key for key in everything if key.lower().endswith(".csv")]
     keys = [key for key in listed if safe_key(key)]
     source = "s3:customers"
     with sources.workdir() as workdir, warehouse.get_connection() as conn:
@@ -235,8 +268,15 @@ def customers(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: 
                 "export: not erasing them (check LOYALTY_S3_URL; to empty the customers, export a header-only CSV)"
             )
         conn.execute("CREATE OR REPLACE TEMP TABLE skipped_files (s3_key VARCHAR, reason VARCHAR)")
-        insert_rows(conn, "skipped_files", [[key, UNSAFE_KEY] for key in listed if not safe_key(key)])
-        rows = load_csv(conn, store.local_copies(keys, Path(workdir)), ["user_id", "name", "email", "signup_date"])
+        insert_rows(
+            conn,
+            "skipped_files",
+            [[key, UNSAFE_KEY] for key in listed if not safe_key(key)]
+            + [[key, "not read: a customers export is named *.csv"] for key in everything if key not in listed],
+        )
+        copies = store.local_copies(keys, Path(workdir))
+        _refuse_empty_files(copies, held, "raw.customers")
+        rows = load_csv(conn, copies, ["user_id", "name", "email", "signup_date"])
         conn.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE customers_checked AS
@@ -320,11 +360,9 @@ def historical_purchases(
                 f"{sources.s3_url}/historical_purchases/ lists no file, but raw.historical_purchases holds {held} "
                 f"rows of {first}..{end - timedelta(days=1)}: not erasing them (check LOYALTY_S3_URL)"
             )
-        rows = load_csv(
-            conn,
-            store.local_copies(sorted(dated), Path(workdir)),
-            ["order_id", "user_id", "product_id", "price", "purchased_at"],
-        )
+        copies = store.local_copies(sorted(dated), Path(workdir))
+        _refuse_empty_files(copies, held, "raw.historical_purchases")
+        rows = load_csv(conn, copies, ["order_id", "user_id", "product_id", "price", "purchased_at"])
         conn.execute("CREATE OR REPLACE TEMP TABLE file_days (s3_key VARCHAR, file_day DATE)")
         insert_rows(conn, "file_days", [[key, day] for key, day in dated.items()])
         conn.execute(
@@ -420,9 +458,11 @@ def s3_returns(context: dg.AssetExecutionContext, warehouse: Warehouse, sources:
                 f"{sources.s3_url}/returns/ lists no file, but raw.s3_returns holds {held} rows of "
                 f"{first}..{end - timedelta(days=1)}: not erasing them (check LOYALTY_S3_URL)"
             )
+        copies = sources.object_store().local_copies(sorted(dated), Path(workdir))
+        _refuse_empty_files(copies, held, "raw.s3_returns")
         rows = load_csv(
             conn,
-            sources.object_store().local_copies(sorted(dated), Path(workdir)),
+            copies,
             ["purchase_id", "order_id", "product_id", "returned_at"],
             optional=("purchase_id", "order_id", "product_id"),
         )
