@@ -538,3 +538,18 @@ def test_an_empty_customers_file_stops_and_files_not_named_csv_are_reported(inpu
     result = materialize_days(build_defs(inputs.env()), DAY, DAY, assets=("raw/customers",))
     assert not result.success
     assert inputs.query("SELECT user_id FROM raw.customers") == [("u1",)]
+
+
+def test_a_historical_file_renamed_or_removed_stops_instead_of_erasing_its_day(inputs):
+    header = "order_id,user_id,product_id,price,purchased_at\n"
+    path = inputs.csv(f"historical_purchases/{DAY}.csv", header + f"h1,ann,tea,2.50,{DAY}T07:00:00Z\n")
+    inputs.csv("historical_purchases/2024-06-02.csv", header + "h2,ann,tea,2.50,2024-06-02T07:00:00Z\n")
+    inputs.materialize(DAY, "2024-06-02", assets=RAW)
+    path.rename(path.with_suffix(".CSV"))
+    result = materialize_days(build_defs(inputs.env()), DAY, "2024-06-02", assets=RAW)
+    failure = next(event for event in result.all_events if event.is_step_failure).step_failure_data.error
+    assert (
+        f"historical_purchases/{DAY}.csv is gone, but raw.historical_purchases holds rows of {DAY}"
+        in (failure.cause or failure).message
+    )
+    assert inputs.query("SELECT count(*) FROM raw.historical_purchases") == [(2,)]

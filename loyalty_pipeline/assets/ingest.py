@@ -217,6 +217,19 @@ def _ingest_topic(
     )
 
 
+def _refuse_losing_days(conn, table: str, prefix: str, dated: dict[str, date], first: date, end: date) -> None:
+    """A day of the window with rows loaded but no file now (removed, renamed, behind a folder marker): stop."""
+    held = conn.execute(
+        f"SELECT DISTINCT day FROM {table} WHERE day >= $1 AND day < $2 AND NOT list_contains($3, day) ORDER BY day",
+        [first, end, list(dated.values())],
+    ).fetchall()
+    if held:
+        raise SourceError(
+            f"{prefix}{held[0][0]}.csv is gone, but {table} holds rows of {held[0][0]} loaded from it: not erasing "
+            "them (restore the file; one with only its header empties the day)"
+        )
+
+
 def _refuse_empty_files(copies: dict[str, Path], held: int, table: str) -> None:
     """A zero-byte file where rows were loaded is an export still being written (or a failed one), not an empty
     export (which has its header): stop rather than erase."""
@@ -360,6 +373,7 @@ def historical_purchases(
                 f"{sources.s3_url}/historical_purchases/ lists no file, but raw.historical_purchases holds {held} "
                 f"rows of {first}..{end - timedelta(days=1)}: not erasing them (check LOYALTY_S3_URL)"
             )
+        _refuse_losing_days(conn, "raw.historical_purchases", "historical_purchases/", dated, first, end)
         copies = store.local_copies(sorted(dated), Path(workdir))
         _refuse_empty_files(copies, held, "raw.historical_purchases")
         rows = load_csv(conn, copies, ["order_id", "user_id", "product_id", "price", "purchased_at"])
@@ -458,6 +472,7 @@ def s3_returns(context: dg.AssetExecutionContext, warehouse: Warehouse, sources:
                 f"{sources.s3_url}/returns/ lists no file, but raw.s3_returns holds {held} rows of "
                 f"{first}..{end - timedelta(days=1)}: not erasing them (check LOYALTY_S3_URL)"
             )
+        _refuse_losing_days(conn, "raw.s3_returns", "returns/", dated, first, end)
         copies = sources.object_store().local_copies(sorted(dated), Path(workdir))
         _refuse_empty_files(copies, held, "raw.s3_returns")
         rows = load_csv(
