@@ -11,6 +11,8 @@ import yaml
 from loyalty_pipeline.criteria import CriterionError, checked_sql
 from loyalty_pipeline.kafka import MAX_PRICE
 
+EARLIEST_START = date(1970, 1, 1)
+
 
 def _unique(values: list, what: str) -> None:
     if len(set(values)) != len(values):
@@ -156,7 +158,8 @@ DEFAULT_PROMOTIONS = [
 
 
 class Rules(Rule):
-    start_date: date | None = None  # the first day partition; LOYALTY_START_DATE overrides it
+    # the first day partition; LOYALTY_START_DATE overrides it. Not before 1970: Dagster enumerates every day since.
+    start_date: pydantic.condate(ge=EARLIEST_START) | None = None
     tiers: list[Tier] = DEFAULT_TIERS
     default_tier: Text = "CLIMBING"
     stamp_card: StampCard = StampCard()
@@ -193,6 +196,25 @@ class Rules(Rule):
         return journeys
 
 
+MAX_NODES = 100_000
+
+
+def _too_big(document) -> bool:
+    """Whether the parsed document holds more than MAX_NODES values, counting a value each time an alias repeats it
+    (stops counting there, so a billion-laughs file costs nothing)."""
+    pending, seen = [document], 0
+    while pending:
+        node = pending.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            return True
+        if isinstance(node, dict):
+            pending += [*node.keys(), *node.values()]
+        elif isinstance(node, list):
+            pending += node
+    return False
+
+
 class RulesError(ValueError):
     """The rules file is missing, unreadable or invalid; the message names the file and the bad key."""
 
@@ -206,6 +228,8 @@ def load_rules(path: str | Path | None) -> Rules:
         document = yaml.safe_load(path.read_text()) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise RulesError(f"cannot read rules file {path}: {error}") from error
+    if _too_big(document):  # anchors and aliases can expand a small file a millionfold
+        raise RulesError(f"rules file {path}: more than {MAX_NODES} values (aliases expanded)")
     if not isinstance(document, dict):
         raise RulesError(f"rules file {path}: expected a mapping at the top level")
     try:

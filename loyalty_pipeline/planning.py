@@ -16,7 +16,7 @@ reads a settled warehouse, and DuckDB has one writer).
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -40,7 +40,8 @@ CHAIN_DAYS = ["points.ledger_days", "journey.journey_days"]
 
 def input_days(sources, rules) -> tuple[date, date] | None:
     """First and last UTC day of the valid events in the inputs: Kafka messages and dated CSV exports from the
-    first partition through now plus the tolerance (an event in 2099 or in seconds must not set the range)."""
+    first partition through now plus the tolerance (an event in 2099 or in seconds must not set the range); the last
+    day is at most today."""
     first, latest = rules.first_day(), rules.latest_event_time()
     files = [file for topic in kafka.TOPICS for file in sources.kafka_files(topic)]
     days = list(kafka.event_day_range(files, first, latest) or [])
@@ -51,7 +52,10 @@ def input_days(sources, rules) -> tuple[date, date] | None:
         for obj in store.list_objects(prefix)
     ]
     days = [day for day in days if day and first <= day <= latest.date()]
-    return (min(days), max(days)) if days else None
+    if not days:
+        return None
+    # An event within the tolerance ahead of now waits for its day: "as of" never moves into the future.
+    return min(days), max(min(days), min(max(days), datetime.now(UTC).date()))
 
 
 def run_in_flight(instance: dg.DagsterInstance) -> str | None:

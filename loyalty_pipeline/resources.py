@@ -18,7 +18,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from dagster_duckdb import DuckDBResource
 
-from loyalty_pipeline.config import Rules, RulesError, load_rules
+from loyalty_pipeline.config import EARLIEST_START, Rules, RulesError, load_rules
 from loyalty_pipeline.partitions import DEFAULT_START
 
 
@@ -234,9 +234,12 @@ class RulesResource(dg.ConfigurableResource):
         """The first day partition: LOYALTY_START_DATE, else the rules file's start_date, else 2000-01-01."""
         if self.start_date:
             try:
-                return date.fromisoformat(self.start_date)
+                day = date.fromisoformat(self.start_date)
             except ValueError:
                 raise RulesError(f"LOYALTY_START_DATE={self.start_date!r} is not a date (YYYY-MM-DD)") from None
+            if day < EARLIEST_START:  # every day since is a partition Dagster enumerates on each lifetime step
+                raise RulesError(f"LOYALTY_START_DATE={self.start_date!r} is before {EARLIEST_START}")
+            return day
         return self.rules.start_date or DEFAULT_START
 
     def latest_event_time(self) -> datetime:

@@ -5,7 +5,7 @@ See docs/reliability.md for the classes."""
 import gzip
 import json
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -553,3 +553,38 @@ def test_a_historical_file_renamed_or_removed_stops_instead_of_erasing_its_day(i
         in (failure.cause or failure).message
     )
     assert inputs.query("SELECT count(*) FROM raw.historical_purchases") == [(2,)]
+
+
+def test_a_rules_file_expanding_past_its_size_through_aliases_is_refused_at_once(tmp_path):
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for level in "bcdefg":
+        previous = chr(ord(level) - 1)
+        bomb += f"{level}: &{level} [{', '.join(['*' + previous] * 10)}]\n"
+    path = tmp_path / "loyalty.yaml"
+    path.write_text(bomb)
+    with pytest.raises(RulesError, match="more than 100000 values"):
+        build_defs({"LOYALTY_CONFIG": str(path), "LOYALTY_DATA_DIR": str(tmp_path)})
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"LOYALTY_START_DATE": "0001-01-01"}, {"LOYALTY_CONFIG": "rules"}],
+)
+def test_a_start_date_before_1970_is_refused(tmp_path, env):
+    (tmp_path / "rules").write_text("start_date: 1969-12-31\n")
+    env = {name: str(tmp_path / value) if name == "LOYALTY_CONFIG" else value for name, value in env.items()}
+    with pytest.raises(RulesError, match="1970-01-01"):
+        build_defs({**env, "LOYALTY_DATA_DIR": str(tmp_path)}).resources["rules"].first_day()
+
+
+def test_an_event_within_the_tolerance_ahead_of_now_never_moves_as_of_past_today(inputs, capsys):
+    now = datetime.now(UTC).replace(tzinfo=None)
+    today = now.date().isoformat()
+    inputs.rules(f"start_date: {today}\n")
+    inputs.kafka("purchases", [("ann", {"product_id": "tea"}, f"{today}T00:00:00")])
+    soon = json.dumps(
+        envelope("purchases", "bob", {"product_id": "tea"}, (now + timedelta(hours=23)).isoformat(), 0, 9)
+    )
+    inputs.write_lines("purchases", "soon.jsonl", [soon])
+    assert main(["materialize", "--data-dir", str(inputs.root), "--warehouse", str(inputs.warehouse)]) == 0
+    assert f"materializing {today} .. {today}" in capsys.readouterr().out
