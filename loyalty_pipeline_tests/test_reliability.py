@@ -8,6 +8,7 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from loyalty_pipeline import planning
@@ -588,3 +589,16 @@ def test_an_event_within_the_tolerance_ahead_of_now_never_moves_as_of_past_today
     inputs.write_lines("purchases", "soon.jsonl", [soon])
     assert main(["materialize", "--data-dir", str(inputs.root), "--warehouse", str(inputs.warehouse)]) == 0
     assert f"materializing {today} .. {today}" in capsys.readouterr().out
+
+
+def test_a_stale_wal_beside_the_serving_copy_never_breaks_the_next_publish(inputs):
+    inputs.kafka("purchases", [GOOD])
+    inputs.materialize(DAY, assets=("customer/serving_snapshot",))
+    serving = inputs.warehouse.with_name("warehouse.serving.duckdb")
+    stale = duckdb.connect(str(inputs.root / "other.duckdb"))  # a WAL of another database: what a killed writer leaves
+    stale.execute("SET checkpoint_threshold = '1TB'; CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1)")
+    (inputs.root / "other.duckdb.wal").rename(serving.with_name(serving.name + ".wal"))
+    stale.close()
+    inputs.materialize(DAY, assets=("customer/serving_snapshot",))
+    with duckdb.connect(str(serving), read_only=True) as conn:
+        assert conn.execute("SELECT user_id FROM customer.profile_360").fetchall() == [("ann",)]

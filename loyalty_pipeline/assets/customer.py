@@ -21,7 +21,7 @@ from loyalty_pipeline.assets.points import point_balances
 from loyalty_pipeline.identity import PURCHASES_NOW
 from loyalty_pipeline.metadata import preview, table_metadata
 from loyalty_pipeline.profiles import PROFILE_360, totals_from_start
-from loyalty_pipeline.resources import RulesResource, Warehouse, serving_path
+from loyalty_pipeline.resources import RulesResource, Warehouse, WarehouseError, serving_path
 from loyalty_pipeline.rules_sql import install_tiers
 from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, transaction
 
@@ -186,9 +186,19 @@ SERVING_SPEC = dg.AssetSpec(
 )
 
 
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + ".wal")
+
+
 def _serving_snapshot(conn, target: Path) -> dg.MaterializeResult:
     staging = target.with_name(target.name + ".next")
-    staging.unlink(missing_ok=True)
+    for path in (staging, target):
+        if path.is_dir():
+            raise WarehouseError(f"{path} is a folder, where the serving copy goes: remove or rename it")
+    # The copy is never written in place: a WAL beside it (or the staging file) is what a killed writer left, and
+    # replaying it would break every later open.
+    for leftover in (staging, _wal(staging), _wal(target)):
+        leftover.unlink(missing_ok=True)
     conn.execute("ATTACH $path AS serving", {"path": str(staging)})
     try:
         conn.execute("CREATE SCHEMA serving.customer")
