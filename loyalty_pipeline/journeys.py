@@ -12,6 +12,7 @@ import duckdb
 from loyalty_pipeline.chain import Window, publish
 from loyalty_pipeline.config import Journey, Rules
 from loyalty_pipeline.profiles import BEHAVIOUR, add_day_to_totals, totals_from_start
+from loyalty_pipeline.resources import OneLineError
 from loyalty_pipeline.warehouse import insert_rows
 
 DDL = """
@@ -259,10 +260,16 @@ def evaluate_criteria(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date, 
     for journey in rules.journeys:
         for field, condition in journey.criteria().items():
             criterion, stage_index, exit_order = _criterion_of(field)
-            conn.execute(  # `condition` is the checked re-rendering of the criterion, never the raw text
-                f"INSERT INTO hits SELECT $journey, $criterion, $stage, $exit, user_id FROM journey_profile WHERE {condition}",
-                {"journey": journey.id, "criterion": criterion, "stage": stage_index, "exit": exit_order},
-            )
+            try:
+                conn.execute(  # `condition` is the checked re-rendering of the criterion, never the raw text
+                    "INSERT INTO hits SELECT $journey, $criterion, $stage, $exit, user_id FROM journey_profile "
+                    f"WHERE {condition}",
+                    {"journey": journey.id, "criterion": criterion, "stage": stage_index, "exit": exit_order},
+                )
+            except duckdb.Error as error:  # e.g. an overflow only real values reach (load tries sample profiles)
+                raise OneLineError(
+                    f"journey {journey.id}, {field}: fails on the profiles of {day}: {str(error).splitlines()[0]}"
+                ) from None
 
 
 def _criterion_of(field: str) -> tuple[str, int | None, int | None]:

@@ -396,6 +396,17 @@ def test_a_criterion_that_would_fail_at_run_time_is_refused_at_load_naming_the_j
     assert complaint in str(raised.value)
 
 
+def test_a_criterion_failing_only_on_real_values_fails_the_step_naming_the_journey_and_field(inputs):
+    journey = {"id": "j", "audience": "purchase_count * 2000000000000000000 > 1", "stages": [{"id": "s"}]}
+    inputs.rules(json.dumps({"journeys": [journey]}))  # the sample profiles at load have at most 3 purchases
+    inputs.kafka("purchases", [("ann", {"product_id": "tea"}, f"{DAY}T1{hour}:00:00") for hour in range(5)])
+    result = materialize_days(build_defs(inputs.env()), DAY, DAY, assets=("journey/journey_state",))
+    failure = next(event for event in result.all_events if event.is_step_failure).step_failure_data
+    assert failure.user_failure_data.description.startswith(
+        f"journey j, audience: fails on the profiles of {DAY}: Out of Range Error: Overflow in multiplication"
+    )
+
+
 # --- nothing dropped without a trace ----------------------------------------------------------------------------
 
 
