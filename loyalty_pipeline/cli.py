@@ -23,6 +23,9 @@ SHOWN = {
     "loyalty.caffeine_index": "SELECT user_id, name, total, sequence, next_one_free FROM loyalty.caffeine_index {names} "
     "ORDER BY user_id",
     "loyalty.promotions": "SELECT user_id, name, promotion_name, products FROM loyalty.promotions {names} ORDER BY ALL",
+    "loyalty.returns": "SELECT user_id, name, returned_at, product_id, price FROM (SELECT r.user_id, r.returned_at, "
+    "p.product_id, p.price FROM loyalty.returns AS r JOIN loyalty.enriched_purchases AS p USING (purchase_id)) {names} "
+    "ORDER BY ALL",
     "points.point_transactions": "SELECT day, kind, count(*) AS rows, sum(points)::BIGINT AS points "
     "FROM points.point_transactions GROUP BY ALL ORDER BY ALL",
     "points.point_balances": "SELECT user_id, name, balance, next_expiry_at, next_expiry_points "
