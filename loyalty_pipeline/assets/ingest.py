@@ -217,6 +217,38 @@ def _ingest_topic(
     )
 
 
+def _read_dated_export(
+    context,
+    conn,
+    sources: EventSources,
+    rules: RulesResource,
+    workdir: Path,
+    export: str,
+    table: str,
+    columns: list[str],
+    optional: tuple[str, ...] = (),
+) -> tuple[str, dict[str, date], dict[str, date], list[list[str]]]:
+    """The window's files of `<export>/YYYY-MM-DD.csv` as `load_csv` rows, with temp table `file_days(s3_key,
+    file_day)`; stops first if that would erase rows `table` holds. Returns (the rows' table, the valid files, the
+    window's files, the skipped files as [key, reason])."""
+    first, end = window_days(context)
+    store = sources.object_store()
+    listed, valid, dated, skipped = _dated_files(context, store, f"{export}/", rules)
+    held = count(conn, f"SELECT 1 FROM {table} WHERE day >= $1 AND day < $2", [first, end])
+    if not listed and held:
+        raise SourceError(
+            f"{sources.s3_url}/{export}/ lists no file, but {table} holds {held} rows of "
+            f"{first}..{end - timedelta(days=1)}: not erasing them (check LOYALTY_S3_URL)"
+        )
+    _refuse_losing_days(conn, table, f"{export}/", dated, first, end)
+    copies = store.local_copies(sorted(dated), workdir)
+    _refuse_empty_files(copies, held, table)
+    rows = load_csv(conn, copies, columns, optional)
+    conn.execute("CREATE OR REPLACE TEMP TABLE file_days (s3_key VARCHAR, file_day DATE)")
+    insert_rows(conn, "file_days", [[key, day] for key, day in dated.items()])
+    return rows, valid, dated, skipped
+
+
 def _refuse_losing_days(conn, table: str, prefix: str, dated: dict[str, date], first: date, end: date) -> None:
     """A day of the window with rows loaded but no file now (removed, renamed, behind a folder marker): stop."""
     held = conn.execute(
@@ -362,23 +394,19 @@ def historical_purchases(
     context: dg.AssetExecutionContext, warehouse: Warehouse, sources: EventSources, rules: RulesResource
 ):
     first, end = window_days(context)
-    store = sources.object_store()
     source = "s3:historical_purchases"
-    listed, valid, dated, skipped = _dated_files(context, store, "historical_purchases/", rules)
     with sources.workdir() as workdir, warehouse.get_connection() as conn:
         conn.execute(HISTORICAL_DDL + REJECTED_DDL + SOURCE_FILES_DDL)
-        held = count(conn, "SELECT 1 FROM raw.historical_purchases WHERE day >= $1 AND day < $2", [first, end])
-        if not listed and held:
-            raise SourceError(
-                f"{sources.s3_url}/historical_purchases/ lists no file, but raw.historical_purchases holds {held} "
-                f"rows of {first}..{end - timedelta(days=1)}: not erasing them (check LOYALTY_S3_URL)"
-            )
-        _refuse_losing_days(conn, "raw.historical_purchases", "historical_purchases/", dated, first, end)
-        copies = store.local_copies(sorted(dated), Path(workdir))
-        _refuse_empty_files(copies, held, "raw.historical_purchases")
-        rows = load_csv(conn, copies, ["order_id", "user_id", "product_id", "price", "purchased_at"])
-        conn.execute("CREATE OR REPLACE TEMP TABLE file_days (s3_key VARCHAR, file_day DATE)")
-        insert_rows(conn, "file_days", [[key, day] for key, day in dated.items()])
+        rows, valid, dated, skipped = _read_dated_export(
+            context,
+            conn,
+            sources,
+            rules,
+            Path(workdir),
+            "historical_purchases",
+            "raw.historical_purchases",
+            ["order_id", "user_id", "product_id", "price", "purchased_at"],
+        )
         conn.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE historical_checked AS
@@ -463,26 +491,19 @@ S3_RETURNS_CHECKS = [
 def s3_returns(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: EventSources, rules: RulesResource):
     first, end = window_days(context)
     source = "s3:returns"
-    listed, _, dated, skipped = _dated_files(context, sources.object_store(), "returns/", rules)
     with sources.workdir() as workdir, warehouse.get_connection() as conn:
         conn.execute(S3_RETURNS_DDL + REJECTED_DDL)
-        held = count(conn, "SELECT 1 FROM raw.s3_returns WHERE day >= $1 AND day < $2", [first, end])
-        if not listed and held:
-            raise SourceError(
-                f"{sources.s3_url}/returns/ lists no file, but raw.s3_returns holds {held} rows of "
-                f"{first}..{end - timedelta(days=1)}: not erasing them (check LOYALTY_S3_URL)"
-            )
-        _refuse_losing_days(conn, "raw.s3_returns", "returns/", dated, first, end)
-        copies = sources.object_store().local_copies(sorted(dated), Path(workdir))
-        _refuse_empty_files(copies, held, "raw.s3_returns")
-        rows = load_csv(
+        rows, _, dated, skipped = _read_dated_export(
+            context,
             conn,
-            copies,
+            sources,
+            rules,
+            Path(workdir),
+            "returns",
+            "raw.s3_returns",
             ["purchase_id", "order_id", "product_id", "returned_at"],
             optional=("purchase_id", "order_id", "product_id"),
         )
-        conn.execute("CREATE OR REPLACE TEMP TABLE file_days (s3_key VARCHAR, file_day DATE)")
-        insert_rows(conn, "file_days", [[key, day] for key, day in dated.items()])
         conn.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE returns_checked AS
