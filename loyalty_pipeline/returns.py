@@ -9,8 +9,6 @@ from datetime import date
 
 import duckdb
 
-from loyalty_pipeline.chain import publish
-
 DDL = """
 CREATE SCHEMA IF NOT EXISTS loyalty;
 CREATE TABLE IF NOT EXISTS loyalty.returns (  -- accepted returns: one per returned purchase
@@ -89,34 +87,33 @@ FROM checked
 
 def judge_window(conn: duckdb.DuckDBPyConnection, first: date, end: date, window_days: int) -> None:
     """Judges the returns of days [first, end) and writes the accepted ones, with `returned_at` on their purchases,
-    and the quarantined ones; the purchases of the window are already in loyalty.enriched_purchases."""
+    and the quarantined ones; the purchases of the window are already in loyalty.enriched_purchases (run it in the
+    transaction that wrote them: all or nothing)."""
     window = {"first": first, "end": end}
     conn.execute(JUDGE, {**window, "window_days": window_days})
-    publish(
-        conn,
-        [
-            (
-                """UPDATE loyalty.enriched_purchases SET returned_at = NULL WHERE purchase_id IN (
+    for statement, params in (
+        (
+            """UPDATE loyalty.enriched_purchases SET returned_at = NULL WHERE purchase_id IN (
                        SELECT purchase_id FROM loyalty.returns WHERE day >= $first AND day < $end)""",
-                window,
-            ),
-            ("DELETE FROM loyalty.returns WHERE day >= $first AND day < $end", window),
-            (f"DELETE FROM raw.rejected_records WHERE source = '{SOURCE}' AND day >= $first AND day < $end", window),
-            (
-                """INSERT INTO loyalty.returns SELECT return_id, matched_id, buyer, returned_at, day
+            window,
+        ),
+        ("DELETE FROM loyalty.returns WHERE day >= $first AND day < $end", window),
+        (f"DELETE FROM raw.rejected_records WHERE source = '{SOURCE}' AND day >= $first AND day < $end", window),
+        (
+            """INSERT INTO loyalty.returns SELECT return_id, matched_id, buyer, returned_at, day
                    FROM judged_returns WHERE reason IS NULL""",
-                {},
-            ),
-            (
-                f"""INSERT INTO raw.rejected_records
+            {},
+        ),
+        (
+            f"""INSERT INTO raw.rejected_records
                     SELECT '{SOURCE}', location, reason, raw, day FROM judged_returns WHERE reason IS NOT NULL""",
-                {},
-            ),
-            (
-                """UPDATE loyalty.enriched_purchases AS p SET returned_at = r.returned_at
+            {},
+        ),
+        (
+            """UPDATE loyalty.enriched_purchases AS p SET returned_at = r.returned_at
                    FROM (SELECT matched_id, returned_at FROM judged_returns WHERE reason IS NULL) AS r
                    WHERE p.purchase_id = r.matched_id""",
-                {},
-            ),
-        ],
-    )
+            {},
+        ),
+    ):
+        conn.execute(statement, params)

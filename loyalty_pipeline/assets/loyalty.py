@@ -179,7 +179,7 @@ def enriched_purchases(
         with transaction(conn):
             conn.execute("DELETE FROM loyalty.enriched_purchases WHERE day >= $first AND day < $end", window)
             conn.execute(ENRICH_WINDOW, window)
-        returns.judge_window(conn, first, end, rules.rules.returns.window_days)
+            returns.judge_window(conn, first, end, rules.rules.returns.window_days)
         window_rows = "SELECT * EXCLUDE (day) FROM loyalty.enriched_purchases WHERE day >= $first AND day < $end"
         return dg.MaterializeResult(
             metadata={
