@@ -340,14 +340,19 @@ def test_a_price_too_large_or_too_precise_is_quarantined_alike_on_kafka_and_in_c
     header = "order_id,user_id,product_id,price,purchased_at\n"
     at = f"{DAY}T07:00:00Z"
     rows = f"h1,ann,tea,2.50,{at}\nh2,ann,gold,9000000000000000.00,{at}\nh3,ann,fine,1.005,{at}\n"
+    rows += f"h4,ann,fine,1.999999999999999999999,{at}\nh5,ann,fine,-1e-300,{at}\nh6,ann,fine,1e2,{at}\n"
+    rows += f"h7,ann,tea,2.5000,{at}\n"  # trailing zeros are 2 decimals
     inputs.csv(f"historical_purchases/{DAY}.csv", header + rows)
     inputs.materialize(DAY, assets=("raw/products", "raw/historical_purchases"))
     assert inputs.query("SELECT product_id FROM raw.products") == [("tea",)]
-    assert inputs.query("SELECT order_id FROM raw.historical_purchases") == [("h1",)]
+    assert inputs.query("SELECT order_id FROM raw.historical_purchases ORDER BY ALL") == [("h1",), ("h7",)]
     assert sorted(why for _, why in reasons(inputs)) == [
         "field price must be a non-negative number with at most 2 decimals",
         "field price must be at most 1000000000",
+        "price must be a non-negative number",
+        "price must be a non-negative number",
         "price must be at most 1000000000",
+        "price must have at most 2 decimals",
         "price must have at most 2 decimals",
     ]
 

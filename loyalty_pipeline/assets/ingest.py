@@ -420,8 +420,9 @@ def historical_purchases(
                 WHEN nullif(trim(order_id), '') IS NULL THEN 'missing order_id'
                 WHEN nullif(trim(user_id), '') IS NULL THEN 'missing user_id'
                 WHEN nullif(trim(product_id), '') IS NULL THEN 'missing product_id'
-                WHEN amount IS NULL OR amount < 0 THEN 'price must be a non-negative number'
-                WHEN amount <> TRY_CAST(price AS DECIMAL(38,10)) THEN 'price must have at most 2 decimals'
+                WHEN amount IS NULL OR NOT regexp_full_match(trim(price), '[0-9]+(\.[0-9]*)?')
+                THEN 'price must be a non-negative number'  -- plain digits: no sign, exponent or separator
+                WHEN regexp_matches(trim(price), '\.[0-9]{{2}}0*[1-9]') THEN 'price must have at most 2 decimals'
                 WHEN amount > $max_price THEN 'price must be at most ' || $max_price
                 WHEN purchased IS NULL THEN 'purchased_at is not an ISO-8601 timestamp'
                 WHEN purchased::DATE <> file_day THEN 'purchased_at is not on the file''s date ' || file_day
