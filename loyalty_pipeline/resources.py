@@ -198,7 +198,12 @@ class EventSources(dg.ConfigurableResource):
             elif entry.is_dir():
                 read = set(self.kafka_files(entry.name))
                 ignored += [
-                    [str(path), "not read: a snapshot file is named *.jsonl or *.jsonl.gz"]
+                    [
+                        str(path),
+                        "not read: a snapshot file is named *.jsonl or *.jsonl.gz"
+                        if path.is_file()
+                        else "not read: not a regular file (a folder, a broken link, a pipe)",
+                    ]
                     for path in sorted(entry.iterdir())
                     if path not in read
                 ]

@@ -454,11 +454,15 @@ def test_files_and_folders_that_are_not_read_are_reported_by_name(inputs):
     inputs.kafka("purchases", [GOOD])
     (inputs.root / "kafka" / "purchases" / "export.json").write_text(line(ms(f"{DAY}T10:00:00")) + "\n")
     inputs.write_lines("Purchases", "part-0.jsonl", [line(ms(f"{DAY}T10:00:00"))])  # another letter case
+    (inputs.root / "kafka" / "purchases" / "nested.jsonl").mkdir()
+    (inputs.root / "kafka" / "purchases" / "gone.jsonl").symlink_to(inputs.root / "nowhere.jsonl")
     inputs.materialize(DAY, assets=("raw/purchases",))
     assert inputs.query("SELECT user_id FROM raw.purchases") == [("ann",)]
     assert [(location.split("/kafka/")[1], why[:40]) for location, why in reasons(inputs)] == [
         ("Purchases", "not read: not a known topic folder (user"),
         ("purchases/export.json", "not read: a snapshot file is named *.jso"),
+        ("purchases/gone.jsonl", "not read: not a regular file (a folder, "),
+        ("purchases/nested.jsonl", "not read: not a regular file (a folder, "),
     ]
 
 
