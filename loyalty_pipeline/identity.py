@@ -330,7 +330,7 @@ def first_event_before(conn: duckdb.DuckDBPyConnection, day: date) -> date | Non
                UNION ALL SELECT $2)""",
         [
             day,
-            first_source_day_before(conn, day, ["users", "purchases", "redemptions", "user_activity"], historical=True),
+            first_source_day_before(conn, day, ["users", "purchases", "redemptions", "user_activity"]),
         ],
     ).fetchall()[0][0]
 

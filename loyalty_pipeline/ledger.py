@@ -273,7 +273,7 @@ def first_event_before(conn: duckdb.DuckDBPyConnection, day: date) -> date | Non
                UNION ALL SELECT min(day) FROM raw.redemptions WHERE day < $1
                UNION ALL SELECT min(day) FROM raw.users WHERE tombstone AND day < $1
                UNION ALL SELECT $2)""",
-        [day, first_source_day_before(conn, day, ["purchases", "redemptions", "users"], historical=True)],
+        [day, first_source_day_before(conn, day, ["purchases", "redemptions", "users"])],
     ).fetchall()[0][0]
 
 

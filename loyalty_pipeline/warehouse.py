@@ -35,13 +35,13 @@ CREATE TABLE IF NOT EXISTS raw.historical_files (  -- the historical files last 
 """
 
 
-def first_source_day_before(conn: duckdb.DuckDBPyConnection, day: date, topics: list[str], historical: bool) -> date:
+def first_source_day_before(conn: duckdb.DuckDBPyConnection, day: date, topics: list[str]) -> date | None:
     """The first day before `day` held by the snapshot files read of `topics`, or by the historical files listed."""
     return conn.execute(
         """SELECT min(day) FROM (
                SELECT min(first_day) AS day FROM raw.kafka_files WHERE list_contains($topics, topic) AND first_day < $day
-               UNION ALL SELECT min(day) FROM raw.historical_files WHERE $historical AND day < $day)""",
-        {"day": day, "topics": topics, "historical": historical},
+               UNION ALL SELECT min(day) FROM raw.historical_files WHERE day < $day)""",
+        {"day": day, "topics": topics},
     ).fetchall()[0][0]
 
 

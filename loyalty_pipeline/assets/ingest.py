@@ -7,7 +7,13 @@ from pathlib import Path
 import dagster as dg
 
 from loyalty_pipeline import partitions
-from loyalty_pipeline.assets.checks import check_results, check_specs, duplicate_check, rejected_rows_check
+from loyalty_pipeline.assets.checks import (
+    check_results,
+    check_specs,
+    duplicate_check,
+    rejected_rows_check,
+    table_of,
+)
 from loyalty_pipeline.kafka import CONFLICTING, MAX_PRICE, TOPICS, Topic, parse_messages, table_ddl
 from loyalty_pipeline.lines import load_csv, load_lines
 from loyalty_pipeline.metadata import partition_metadata, preview, table_metadata
@@ -249,6 +255,40 @@ def _read_dated_export(
     return rows, valid, dated, skipped
 
 
+def _write_dated_export(
+    conn, table: str, source: str, checked: str, values: str, skipped: list, first: date, end: date
+) -> None:
+    """In the caller's transaction: the window's rows of `table` become `values` of the rows of temp table `checked`
+    without a `reason`; the others, and the skipped files, are quarantined."""
+    conn.execute(f"DELETE FROM {table} WHERE day >= $1 AND day < $2", [first, end])
+    conn.execute(f"INSERT INTO {table} SELECT {values} FROM {checked} WHERE reason IS NULL")
+    conn.execute("CREATE OR REPLACE TEMP TABLE skipped_files (s3_key VARCHAR, reason VARCHAR)")
+    insert_rows(conn, "skipped_files", skipped)
+    _quarantine(
+        conn,
+        source,
+        first,
+        end,
+        f"SELECT s3_key || ':' || line_no AS location, reason, raw, file_day AS day FROM {checked} "
+        "WHERE reason IS NOT NULL UNION ALL SELECT s3_key, reason, NULL, NULL FROM skipped_files",
+    )
+
+
+def _dated_export_result(conn, key: dg.AssetKey, checks: list, source: str, files: int, first, end):
+    table = table_of(key)
+    window_rows = f"SELECT * EXCLUDE (day) FROM {table} WHERE day >= $1 AND day < $2"
+    return dg.MaterializeResult(
+        metadata={
+            **table_metadata(conn, table),
+            **partition_metadata(conn, table, "day", first, end),
+            "files": files,
+            "preview": preview(conn, window_rows, [first, end]),
+            **_rejection_metadata(conn, source),
+        },
+        check_results=check_results(key, checks, conn, days=(first, end)),
+    )
+
+
 def _refuse_losing_days(conn, table: str, prefix: str, dated: dict[str, date], first: date, end: date) -> None:
     """A day of the window with rows loaded but no file now (removed, renamed, behind a folder marker): stop."""
     held = conn.execute(
@@ -432,35 +472,19 @@ def historical_purchases(
             {"max_price": MAX_PRICE},
         )
         with transaction(conn):
-            conn.execute("DELETE FROM raw.historical_purchases WHERE day >= $1 AND day < $2", [first, end])
-            conn.execute(
-                "INSERT INTO raw.historical_purchases SELECT trim(order_id), trim(user_id), trim(product_id), amount, "
-                "purchased, s3_key, row_no, file_day FROM historical_checked WHERE reason IS NULL"
+            _write_dated_export(
+                conn,
+                "raw.historical_purchases",
+                source,
+                "historical_checked",
+                "trim(order_id), trim(user_id), trim(product_id), amount, purchased, s3_key, row_no, file_day",
+                skipped,
+                first,
+                end,
             )
             conn.execute("DELETE FROM raw.historical_files")
             insert_rows(conn, "raw.historical_files", [[key, day] for key, day in valid.items()])
-            conn.execute("CREATE OR REPLACE TEMP TABLE skipped_files (s3_key VARCHAR, reason VARCHAR)")
-            insert_rows(conn, "skipped_files", skipped)
-            _quarantine(
-                conn,
-                source,
-                first,
-                end,
-                "SELECT s3_key || ':' || line_no AS location, reason, raw, file_day AS day "
-                "FROM historical_checked WHERE reason IS NOT NULL "
-                "UNION ALL SELECT s3_key, reason, NULL, NULL FROM skipped_files",
-            )
-        window_rows = "SELECT * EXCLUDE (day) FROM raw.historical_purchases WHERE day >= $1 AND day < $2"
-        return dg.MaterializeResult(
-            metadata={
-                **table_metadata(conn, "raw.historical_purchases"),
-                **partition_metadata(conn, "raw.historical_purchases", "day", first, end),
-                "files": len(dated),
-                "preview": preview(conn, window_rows, [first, end]),
-                **_rejection_metadata(conn, source),
-            },
-            check_results=check_results(HISTORICAL_KEY, HISTORICAL_CHECKS, conn, days=(first, end)),
-        )
+        return _dated_export_result(conn, HISTORICAL_KEY, HISTORICAL_CHECKS, source, len(dated), first, end)
 
 
 S3_RETURNS_DDL = """
@@ -524,33 +548,18 @@ def s3_returns(context: dg.AssetExecutionContext, warehouse: Warehouse, sources:
             """
         )
         with transaction(conn):
-            conn.execute("DELETE FROM raw.s3_returns WHERE day >= $1 AND day < $2", [first, end])
-            conn.execute(
-                "INSERT INTO raw.s3_returns SELECT trim(purchase_id), trim(order_id), trim(product_id), returned, "
-                "s3_key, row_no, s3_key || ':' || line_no, file_day FROM returns_checked WHERE reason IS NULL"
-            )
-            conn.execute("CREATE OR REPLACE TEMP TABLE skipped_files (s3_key VARCHAR, reason VARCHAR)")
-            insert_rows(conn, "skipped_files", skipped)
-            _quarantine(
+            _write_dated_export(
                 conn,
+                "raw.s3_returns",
                 source,
+                "returns_checked",
+                "trim(purchase_id), trim(order_id), trim(product_id), returned, s3_key, row_no, "
+                "s3_key || ':' || line_no, file_day",
+                skipped,
                 first,
                 end,
-                "SELECT s3_key || ':' || line_no AS location, reason, raw, file_day AS day "
-                "FROM returns_checked WHERE reason IS NOT NULL "
-                "UNION ALL SELECT s3_key, reason, NULL, NULL FROM skipped_files",
             )
-        window_rows = "SELECT * EXCLUDE (day) FROM raw.s3_returns WHERE day >= $1 AND day < $2"
-        return dg.MaterializeResult(
-            metadata={
-                **table_metadata(conn, "raw.s3_returns"),
-                **partition_metadata(conn, "raw.s3_returns", "day", first, end),
-                "files": len(dated),
-                "preview": preview(conn, window_rows, [first, end]),
-                **_rejection_metadata(conn, source),
-            },
-            check_results=check_results(S3_RETURNS_KEY, S3_RETURNS_CHECKS, conn, days=(first, end)),
-        )
+        return _dated_export_result(conn, S3_RETURNS_KEY, S3_RETURNS_CHECKS, source, len(dated), first, end)
 
 
 def dated_file(key: str) -> tuple[str, date] | None:
