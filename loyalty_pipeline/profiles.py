@@ -21,9 +21,9 @@ UNION SELECT user_id FROM raw.users WHERE day BETWEEN $first AND $last
 """
 
 
-_RETURNED_ON_LAST = (
-    "SELECT user_id FROM loyalty.enriched_purchases WHERE returned_at >= $last AND returned_at < $last + 1"
-)
+# The buyers of the purchases returned on $last (a return's day is its returned_at's): the day's returns, not a scan of
+# every purchase's returned_at.
+_RETURNED_ON_LAST = "SELECT user_id FROM loyalty.returns WHERE day = $last"
 
 # The people whose totals cannot move on by adding the day $last: those merged on it, and those who returned a
 # purchase on it (a return takes back a purchase of an earlier day).
