@@ -28,7 +28,7 @@ SHOWN = {
     "ORDER BY ALL",
     "points.point_transactions": "SELECT day, kind, count(*) AS rows, sum(points)::BIGINT AS points "
     "FROM points.point_transactions GROUP BY ALL ORDER BY ALL",
-    "points.point_balances": "SELECT user_id, name, balance, next_expiry_at, next_expiry_points "
+    "points.point_balances": "SELECT user_id, name, balance, available, pending, debt, next_expiry_at, next_expiry_points "
     "FROM points.point_balances {names} ORDER BY user_id",
     "journey.journey_state": "SELECT journey_id, node, count(*) AS customers, min(entered_at) AS first_entered "
     "FROM journey.journey_state GROUP BY ALL ORDER BY journey_id, first_entered, node",

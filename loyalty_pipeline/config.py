@@ -63,13 +63,6 @@ class Points(Rule):
     validity_days: Days = 365
     pending_days: Days = 0  # an earn lot is usable from occurred_at + pending_days (0: at once)
 
-    @pydantic.field_validator("pending_days")
-    @classmethod
-    def _pending_not_built_yet(cls, days: int) -> int:
-        if days:  # refused rather than ignored: points would be spendable that the rule says are pending
-            raise ValueError("pending points are not built yet (issue 15): pending_days must be 0")
-        return days
-
 
 class Returns(Rule):
     window_days: Days = 30  # a return later than this after its purchase is quarantined

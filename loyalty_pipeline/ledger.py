@@ -1,11 +1,9 @@
 """One day of the point ledger, in SQL.
 
-Lots form a queue per customer in consumption order (earliest expiry, then earliest earned). Every point that
-leaves - used or expired - leaves from the front of that queue, so a customer's state is one number: how many
-points of the queue are gone (`removed`). A use adds its points to it; an expiry or a closed account lifts it to
-the end of the lots concerned. That makes the whole day a few window functions; the only order-dependent part is
-a refused redemption, which changes what every later event of that customer sees, so refusals are settled in
-rounds: each round refuses the first failing redemption of each customer, until no redemption fails.
+Each earn is a lot; uses, expiries and clawbacks take points from lots, and every piece they take is a row of
+`points.lot_allocations`. What a return takes back depends on what is left of its own lot, and a refused use
+changes what every later event sees, so the day is a fold over each customer's events in order (a recursive CTE
+that runs all customers' n-th events in one step): its state is the customer's open lots and unpaid clawbacks.
 """
 
 from datetime import date
@@ -13,21 +11,28 @@ from datetime import date
 import duckdb
 
 from loyalty_pipeline.chain import Window, publish
-from loyalty_pipeline.warehouse import first_source_day_before
+from loyalty_pipeline.config import Rules
+from loyalty_pipeline.warehouse import count, first_source_day_before
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS points;
 CREATE TABLE IF NOT EXISTS points.point_transactions (
     txn_id VARCHAR NOT NULL,       -- earn:<purchase_id> | use:<redemption_id> | expire:<lot> | merge[-out]:<lot>
+                                   -- | clawback:<purchase_id>
     user_id VARCHAR NOT NULL,
     occurred_at TIMESTAMP NOT NULL,
-    kind VARCHAR NOT NULL,         -- earn | use | expire | merge (a lot moved to the person a profile merged into)
-    points BIGINT NOT NULL,        -- signed: earn and merge-in > 0, use, expire and merge-out < 0
+    kind VARCHAR NOT NULL,         -- earn | use | expire | clawback (a returned purchase's earn taken back)
+                                   -- | merge (a lot moved to the person a profile merged into)
+    points BIGINT NOT NULL,        -- signed: earn and merge-in > 0, use, expire, clawback and merge-out < 0
     expires_at TIMESTAMP,          -- lots (earn, merge-in): when what is left of the lot expires
-    source_ref VARCHAR NOT NULL,   -- earn: purchase_id, use: redemption_id, expire and merge: the lot's txn_id
-    day DATE NOT NULL
+    source_ref VARCHAR NOT NULL,   -- earn and clawback: purchase_id, use: redemption_id, expire and merge: the lot
+    day DATE NOT NULL,
+    available_at TIMESTAMP         -- lots: when uses may draw on them (occurred_at + points.pending_days)
 );
-CREATE TABLE IF NOT EXISTS points.lot_allocations (  -- which lots each use and expire row took its points from
+ALTER TABLE points.point_transactions ADD COLUMN IF NOT EXISTS available_at TIMESTAMP;  -- ledgers made before it
+-- which lots each use, expire and clawback row took its points from; a clawback's unpaid rest (debt) is taken
+-- from the customer's next earn lots as they come
+CREATE TABLE IF NOT EXISTS points.lot_allocations (
     txn_id VARCHAR NOT NULL,
     lot_txn_id VARCHAR NOT NULL,
     lot_expires_at TIMESTAMP NOT NULL,
@@ -45,13 +50,14 @@ CREATE TABLE IF NOT EXISTS points.ledger_revisions (  -- ledger rows a rebuilt d
 );
 """
 
-# The person each of the day's redemption and closure keys resolves to on the day (identity.id_graph).
+# The person each of the day's redemption, closure and return keys resolves to on the day (identity.id_graph).
 DAY_PEOPLE = """
 CREATE OR REPLACE TEMP TABLE day_people AS
 SELECT id_value, arg_max(customer_id, linked_on) AS customer_id FROM identity.id_graph
 WHERE strength = 'strong' AND linked_on <= $day
   AND id_value IN (SELECT user_id FROM raw.redemptions WHERE day = $day
-                   UNION SELECT user_id FROM raw.users WHERE tombstone AND day = $day)
+                   UNION SELECT user_id FROM raw.users WHERE tombstone AND day = $day
+                   UNION SELECT user_id FROM loyalty.returns WHERE day = $day)
 GROUP BY id_value
 """
 
@@ -77,81 +83,13 @@ taken AS (
     SELECT lot_txn_id, sum(points) AS points FROM points.lot_allocations
     WHERE lot_expires_at > $day AND day < $day AND user_id IN (SELECT merged_id FROM merged) GROUP BY lot_txn_id
 )
-SELECT lot.txn_id AS lot_txn_id, lot.user_id, merged.into_id, lot.expires_at, lot.points - coalesce(taken.points, 0) AS size
+SELECT lot.txn_id AS lot_txn_id, lot.user_id, merged.into_id, lot.expires_at,
+       coalesce(lot.available_at, lot.occurred_at) AS available_at, lot.points - coalesce(taken.points, 0) AS size
 FROM points.point_transactions AS lot
 JOIN merged ON merged.merged_id = lot.user_id
 LEFT JOIN taken ON taken.lot_txn_id = lot.txn_id
 WHERE lot.kind IN ('earn', 'merge') AND lot.points > 0 AND lot.expires_at > $day AND lot.day < $day
   AND lot.points > coalesce(taken.points, 0)
-"""
-
-# The queue at the start of the day, for the customers something happens to: what is left of their open lots,
-# then the day's new lots. Customers with no event and no expiry today are not touched, so a day's cost follows
-# its events, not the length of history.
-DAY_LOTS = f"""
-CREATE OR REPLACE TEMP TABLE day_lots AS
-WITH active AS (
-    SELECT user_id FROM loyalty.enriched_purchases WHERE day = $day
-    UNION SELECT user_id FROM ({REDEMPTIONS_OF_DAY})
-    UNION SELECT user_id FROM ({USERS_OF_DAY}) WHERE tombstone
-    UNION SELECT user_id FROM points.point_transactions
-          WHERE kind IN ('earn', 'merge') AND points > 0 AND expires_at >= $day AND expires_at < $day + 1 AND day < $day
-    UNION SELECT into_id FROM day_moves
-), taken AS (
-    SELECT lot_txn_id, sum(points) AS points FROM points.lot_allocations
-    WHERE lot_expires_at >= $day AND day < $day AND user_id IN (SELECT user_id FROM active) GROUP BY lot_txn_id
-), open_lots AS (
-    SELECT lot.txn_id AS lot_txn_id, lot.user_id, lot.occurred_at AS earned_at, lot.expires_at,
-           lot.points - coalesce(taken.points, 0) AS size, NULL AS purchase_id
-    FROM points.point_transactions AS lot LEFT JOIN taken ON taken.lot_txn_id = lot.txn_id
-    WHERE lot.kind IN ('earn', 'merge') AND lot.points > 0 AND lot.expires_at >= $day AND lot.day < $day
-      AND lot.user_id IN (SELECT user_id FROM active) AND lot.txn_id NOT IN (SELECT lot_txn_id FROM day_moves)
-), moved_in AS (
-    SELECT 'merge:' || lot_txn_id AS lot_txn_id, into_id AS user_id, $day::TIMESTAMP AS earned_at, expires_at, size,
-           NULL AS purchase_id
-    FROM day_moves
-), new_lots AS (
-    SELECT 'earn:' || purchase_id AS lot_txn_id, user_id, purchased_at AS earned_at,
-           ($day + $validity_days + 1)::TIMESTAMP AS expires_at,
-           floor(price * $earn_rate::DECIMAL(18,6))::BIGINT AS size, purchase_id
-    FROM loyalty.enriched_purchases
-    WHERE day = $day AND floor(price * $earn_rate::DECIMAL(18,6)) > 0
-), queue AS (
-    SELECT * FROM open_lots WHERE size > 0
-    UNION ALL BY NAME SELECT * FROM moved_in
-    UNION ALL BY NAME SELECT * FROM new_lots
-)
-SELECT *, sum(size) OVER (PARTITION BY user_id ORDER BY expires_at, earned_at, lot_txn_id
-                          ROWS UNBOUNDED PRECEDING) AS queue_end
-FROM queue
-"""
-
-# Everything that happens to a customer's points during the day, in order: at one instant expire, earn, use.
-DAY_EVENTS = f"""
-CREATE OR REPLACE TEMP TABLE day_events AS
-WITH opening AS (
-    SELECT user_id, sum(size) AS points FROM day_lots WHERE purchase_id IS NULL GROUP BY user_id
-), expiries AS (
-    SELECT user_id, expires_at AS happens_at, 0 AS phase, 'expire' AS kind, max(queue_end) AS lift_to,
-           NULL::BIGINT AS points, 'expiry' AS ref
-    FROM day_lots WHERE expires_at < $day + 1 GROUP BY user_id, expires_at
-), closures AS (
-    SELECT closed.user_id, closed.event_ts, 0, 'expire',
-           coalesce(max(lots.queue_end), 0), NULL, 'closure:' || closed.kafka_partition || ':' || closed.kafka_offset
-    FROM ({USERS_OF_DAY}) AS closed LEFT JOIN day_lots AS lots
-         ON lots.user_id = closed.user_id AND lots.earned_at < closed.event_ts  -- an earn at that instant comes after
-    WHERE closed.tombstone
-    GROUP BY ALL
-), earns AS (
-    SELECT user_id, earned_at, 1, 'earn', NULL, size, lot_txn_id FROM day_lots WHERE purchase_id IS NOT NULL
-), uses AS (
-    SELECT user_id, event_ts, 2, 'use', NULL, points, redemption_id FROM day_redemptions WHERE refusal IS NULL
-), events AS (
-    SELECT * FROM expiries UNION ALL SELECT * FROM closures UNION ALL SELECT * FROM earns UNION ALL SELECT * FROM uses
-)
-SELECT events.*, coalesce(opening.points, 0) AS opening,
-       row_number() OVER (PARTITION BY events.user_id ORDER BY happens_at, phase, ref) AS seq
-FROM events LEFT JOIN opening USING (user_id)
 """
 
 # The day's redemptions, each counted once by redemption_id (the earliest message wins, across days too).
@@ -165,60 +103,187 @@ FROM ({REDEMPTIONS_OF_DAY}) AS r
 WHERE NOT tombstone
 """
 
-# Position of every event in the queue, given the redemptions refused so far.
-DAY_FLOW = """
-CREATE OR REPLACE TEMP TABLE day_flow AS
-WITH flagged AS (
-    SELECT *, kind = 'use' AND ref NOT IN (SELECT redemption_id FROM refused) AS accepted FROM day_events
-), running AS (
-    SELECT *,
-           opening + sum(CASE WHEN kind = 'earn' THEN points ELSE 0 END) OVER upto AS earned,
-           coalesce(sum(CASE WHEN accepted THEN points ELSE 0 END) OVER before, 0) AS used_before
-    FROM flagged
-    WINDOW upto AS (PARTITION BY user_id ORDER BY seq ROWS UNBOUNDED PRECEDING),
-           before AS (PARTITION BY user_id ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-), lifted AS (
-    SELECT *, used_before + greatest(0, coalesce(max(lift_to - used_before) OVER (
-                  PARTITION BY user_id ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)) AS removed_before
-    FROM running
+# The day's earns: each purchase's lot, usable from `available_at` (points.pending_days later).
+DAY_EARNS = """
+CREATE OR REPLACE TEMP TABLE day_earns AS
+SELECT 'earn:' || purchase_id AS lot_txn_id, user_id, purchased_at AS earned_at,
+       ($day + $validity_days + 1)::TIMESTAMP AS expires_at, purchased_at + to_days($pending_days) AS available_at,
+       floor(price * $earn_rate::DECIMAL(18,6))::BIGINT AS size, purchase_id
+FROM loyalty.enriched_purchases
+WHERE day = $day AND floor(price * $earn_rate::DECIMAL(18,6)) > 0
+"""
+
+# The day's returns, each with what its purchase earned: the clawback (none for a purchase that earned nothing).
+# A return is at most `returns.window_days` after its purchase, so the earn is among the rows of those days.
+DAY_RETURNS = f"""
+CREATE OR REPLACE TEMP TABLE day_returns AS
+SELECT r.user_id, r.returned_at, r.purchase_id, coalesce(earn.points, new.size) AS points
+FROM ({_by_person("loyalty.returns")}) AS r
+LEFT JOIN points.point_transactions AS earn
+       ON earn.txn_id = 'earn:' || r.purchase_id AND earn.day >= $day - $window_days AND earn.day < $day
+LEFT JOIN day_earns AS new ON new.purchase_id = r.purchase_id
+WHERE coalesce(earn.points, new.size) > 0
+"""
+
+# For each customer something happens to today: their open lots (in queue order: earliest expiry, then earliest
+# earned) and unpaid clawbacks at the start of the day, and the day's events in order (at one instant: expire,
+# earn, return, use). Customers with no event today are not read, so a day's cost follows its events, not the
+# length of history.
+DAY_START = f"""
+CREATE OR REPLACE TEMP TABLE day_start AS
+WITH events AS (
+    SELECT user_id, earned_at AS ts, 1 AS phase, lot_txn_id AS ref, 'earn' AS kind, size AS points, purchase_id,
+           expires_at, available_at
+    FROM day_earns
+    UNION ALL
+    SELECT user_id, returned_at, 2, 'clawback:' || purchase_id, 'clawback', points, purchase_id, NULL, NULL
+    FROM day_returns
+    UNION ALL
+    SELECT user_id, event_ts, 3, redemption_id, 'use', points, NULL, NULL, NULL
+    FROM day_redemptions WHERE refusal IS NULL
+    UNION ALL
+    SELECT user_id, event_ts, 0, 'closure:' || kafka_partition || ':' || kafka_offset, 'close', NULL, NULL, NULL, NULL
+    FROM ({USERS_OF_DAY}) WHERE tombstone
+), active AS (
+    SELECT user_id FROM events
+    UNION SELECT user_id FROM points.point_transactions
+          WHERE kind IN ('earn', 'merge') AND points > 0 AND expires_at >= $day AND expires_at < $day + 1 AND day < $day
+    UNION SELECT into_id FROM day_moves
+), taken AS (
+    SELECT lot_txn_id, sum(points) AS points FROM points.lot_allocations
+    WHERE lot_expires_at >= $day AND day < $day AND user_id IN (SELECT user_id FROM active) GROUP BY lot_txn_id
+), lots AS (
+    SELECT lot.user_id, lot.expires_at, lot.occurred_at AS earned_at, lot.txn_id AS lot,
+           coalesce(lot.available_at, lot.occurred_at) AS available_at,
+           lot.points - coalesce(taken.points, 0) AS remaining,
+           regexp_extract(lot.txn_id, '^(?:merge:)*earn:(.*)$', 1) AS purchase_id
+    FROM points.point_transactions AS lot LEFT JOIN taken ON taken.lot_txn_id = lot.txn_id
+    WHERE lot.kind IN ('earn', 'merge') AND lot.points > 0 AND lot.expires_at >= $day AND lot.day < $day
+      AND lot.user_id IN (SELECT user_id FROM active) AND lot.points > coalesce(taken.points, 0)
+      AND lot.txn_id NOT IN (SELECT lot_txn_id FROM day_moves)
+    UNION ALL  -- a merged profile's lots, moved in at 00:00
+    SELECT into_id, expires_at, $day::TIMESTAMP, 'merge:' || lot_txn_id, available_at, size,
+           regexp_extract(lot_txn_id, '^(?:merge:)*earn:(.*)$', 1)
+    FROM day_moves
+), owed AS (
+    SELECT claw.user_id, claw.occurred_at, claw.txn_id, -claw.points - coalesce(sum(paid.points), 0) AS owed
+    FROM points.point_transactions AS claw
+    LEFT JOIN points.lot_allocations AS paid ON paid.txn_id = claw.txn_id AND paid.day < $day
+    WHERE claw.kind = 'clawback' AND claw.day < $day AND claw.user_id IN (SELECT user_id FROM active)
+    GROUP BY claw.user_id, claw.occurred_at, claw.txn_id, claw.points HAVING owed > 0
+), timeline AS (
+    SELECT * FROM events
+    UNION ALL
+    SELECT DISTINCT user_id, expires_at, 0, 'expiry', 'expire', NULL, NULL, NULL, NULL
+    FROM lots WHERE expires_at < $day + 1
 )
-SELECT *, earned - removed_before AS balance_before,
-       CASE WHEN accepted THEN points WHEN kind = 'expire' THEN greatest(0, lift_to - removed_before) END AS taken
-FROM lifted
+SELECT user_id, events, coalesce(open.lots, []) AS lots, coalesce(debts.debts, []) AS debts
+FROM (SELECT user_id, list({{'ts': ts, 'phase': phase, 'ref': ref, 'kind': kind, 'points': points,
+                             'purchase_id': purchase_id, 'expires_at': expires_at, 'available_at': available_at}}
+                           ORDER BY ts, phase, ref) AS events
+      FROM timeline GROUP BY user_id)
+LEFT JOIN (SELECT user_id, list({{'expires_at': expires_at, 'earned_at': earned_at, 'lot': lot,
+                                  'available_at': available_at, 'remaining': remaining, 'purchase_id': purchase_id}}
+                                ORDER BY expires_at, earned_at, lot) AS lots
+           FROM lots GROUP BY user_id) AS open USING (user_id)
+LEFT JOIN (SELECT user_id, list({{'txn': txn_id, 'owed': owed}} ORDER BY occurred_at, txn_id) AS debts
+           FROM owed GROUP BY user_id) AS debts USING (user_id)
 """
 
-FIRST_FAILING_USES = """
-INSERT INTO refused
-SELECT arg_min(ref, seq) FROM day_flow WHERE accepted AND balance_before < points GROUP BY user_id
-"""
-
-# Which lots each use or expiry takes its points from: the overlap of its span of the queue with each lot's.
-DAY_ALLOCATIONS = """
-CREATE OR REPLACE TEMP TABLE day_allocations AS
-SELECT flow.kind, flow.happens_at, flow.ref, lots.lot_txn_id, lots.expires_at AS lot_expires_at, flow.user_id,
-       least(flow.removed_before + flow.taken, lots.queue_end)
-         - greatest(flow.removed_before, lots.queue_end - lots.size) AS points
-FROM day_flow AS flow JOIN day_lots AS lots
-     ON lots.user_id = flow.user_id
-    AND lots.queue_end > flow.removed_before
-    AND lots.queue_end - lots.size < flow.removed_before + flow.taken
-WHERE flow.taken > 0
+# The day as a fold over each customer's events, all customers at once: step n applies event n to the open lots
+# and unpaid clawbacks left by step n - 1, and records what it took from which lot (`pieces`), which clawbacks an
+# earn paid (`paid`), and whether a use was refused.
+#   expire: what is left of the lots expiring then (a closure: of every lot).
+#   earn: pays the unpaid clawbacks first, oldest first; the rest is a new lot.
+#   clawback: the purchase's earn, from what is left of its own lot, then from the other lots earliest expiry
+#             first (pending or not); what is still missing is owed, and the next earns pay it.
+#   use: from the available lots, earliest expiry first; refused when they hold fewer points than asked.
+DAY_STEPS = """
+CREATE OR REPLACE TEMP TABLE day_steps AS
+WITH RECURSIVE fold AS (
+    SELECT user_id, events, 0 AS n, lots, debts, events[0] AS e,
+           []::STRUCT(lot VARCHAR, lot_expires_at TIMESTAMP, points BIGINT)[] AS pieces,
+           []::STRUCT(txn VARCHAR, points BIGINT)[] AS paid, false AS refused
+    FROM day_start
+    UNION ALL
+    SELECT user_id, events, n, lots_after, debts_after, e, pieces, paid, refused FROM (
+        SELECT user_id, events, n, e, lots, debts,
+               e.kind AS kind, e.ts AS ts, e.points AS points, e.purchase_id AS returned,
+               list_transform(lots, lambda l: CASE
+                   WHEN kind = 'use' AND l.available_at <= ts THEN l.remaining
+                   WHEN kind = 'clawback' AND l.purchase_id IS DISTINCT FROM returned THEN l.remaining
+                   ELSE 0 END) AS drawable,
+               kind = 'use' AND coalesce(list_sum(drawable), 0) < points AS refused,
+               CASE WHEN kind = 'clawback' THEN least(points, coalesce(list_sum(list_transform(lots, lambda l:
+                   CASE WHEN l.purchase_id = returned THEN l.remaining ELSE 0 END)), 0)) ELSE 0 END AS from_own,
+               CASE WHEN kind = 'use' AND NOT refused THEN points WHEN kind = 'clawback' THEN points - from_own
+                    ELSE 0 END AS wanted,
+               list_transform(lots, lambda l, i: CASE
+                   WHEN kind = 'close' OR (kind = 'expire' AND l.expires_at <= ts) THEN l.remaining
+                   WHEN kind = 'clawback' AND l.purchase_id = returned THEN from_own
+                   ELSE least(drawable[i], greatest(0, wanted - coalesce(list_sum(drawable[:i - 1]), 0))) END
+               ) AS taken,
+               list_transform(debts, lambda d, i: CASE WHEN kind = 'earn' THEN least(d.owed, greatest(0,
+                   points - coalesce(list_sum(list_transform(debts[:i - 1], lambda x: x.owed)), 0))) ELSE 0 END
+               ) AS repaid,
+               points - coalesce(list_sum(repaid), 0) AS kept,
+               list_sort(
+                   list_filter(list_transform(lots, lambda l, i: {'expires_at': l.expires_at,
+                       'earned_at': l.earned_at, 'lot': l.lot, 'available_at': l.available_at,
+                       'remaining': l.remaining - taken[i], 'purchase_id': l.purchase_id}), lambda l: l.remaining > 0)
+                   || CASE WHEN kind = 'earn' AND kept > 0
+                           THEN [{'expires_at': e.expires_at, 'earned_at': ts, 'lot': e.ref,
+                                  'available_at': e.available_at, 'remaining': kept, 'purchase_id': returned}]
+                           ELSE [] END) AS lots_after,
+               list_filter(list_transform(debts, lambda d, i: {'txn': d.txn, 'owed': d.owed - repaid[i]}),
+                           lambda d: d.owed > 0)
+                   || CASE WHEN kind = 'clawback' AND points > coalesce(list_sum(taken), 0)
+                           THEN [{'txn': e.ref, 'owed': points - coalesce(list_sum(taken), 0)}]
+                           ELSE [] END AS debts_after,
+               list_filter(list_transform(lots, lambda l, i: {'lot': l.lot, 'lot_expires_at': l.expires_at,
+                           'points': taken[i]}), lambda p: p.points > 0) AS pieces,
+               list_filter(list_transform(debts, lambda d, i: {'txn': d.txn, 'points': repaid[i]}),
+                           lambda p: p.points > 0) AS paid
+        FROM (SELECT user_id, events, n + 1 AS n, lots, debts, events[n + 1] AS e FROM fold WHERE n < len(events))
+    )
+)
+SELECT user_id, n, e, pieces, paid, refused FROM fold WHERE n > 0
 """
 
 NEW_ROWS = """
 CREATE OR REPLACE TEMP TABLE day_rows AS
-SELECT lot_txn_id AS txn_id, user_id, earned_at AS occurred_at, 'earn' AS kind, size AS points, expires_at,
-       purchase_id AS source_ref, $day AS day
-FROM day_lots WHERE purchase_id IS NOT NULL
+SELECT e.ref AS txn_id, user_id, e.ts AS occurred_at, 'earn' AS kind, e.points, e.expires_at,
+       e.purchase_id AS source_ref, $day AS day, e.available_at
+FROM day_steps WHERE e.kind = 'earn'
 UNION ALL
-SELECT 'use:' || ref, user_id, happens_at, 'use', -taken, NULL, ref, $day FROM day_flow WHERE accepted
+SELECT e.ref, user_id, e.ts, 'clawback', -e.points, NULL, e.purchase_id, $day, NULL
+FROM day_steps WHERE e.kind = 'clawback'
 UNION ALL
-SELECT 'expire:' || lot_txn_id, user_id, happens_at, 'expire', -points, NULL, lot_txn_id, $day
-FROM day_allocations WHERE kind = 'expire'
+SELECT 'use:' || e.ref, user_id, e.ts, 'use', -e.points, NULL, e.ref, $day, NULL
+FROM day_steps WHERE e.kind = 'use' AND NOT refused
 UNION ALL
-SELECT 'merge-out:' || lot_txn_id, user_id, $day::TIMESTAMP, 'merge', -size, NULL, lot_txn_id, $day FROM day_moves
+SELECT 'expire:' || piece.lot, user_id, e.ts, 'expire', -piece.points, NULL, piece.lot, $day, NULL
+FROM (SELECT user_id, e, unnest(pieces) AS piece FROM day_steps WHERE e.kind IN ('expire', 'close'))
 UNION ALL
-SELECT 'merge:' || lot_txn_id, into_id, $day::TIMESTAMP, 'merge', size, expires_at, lot_txn_id, $day FROM day_moves
+SELECT 'merge-out:' || lot_txn_id, user_id, $day::TIMESTAMP, 'merge', -size, NULL, lot_txn_id, $day, NULL
+FROM day_moves
+UNION ALL
+SELECT 'merge:' || lot_txn_id, into_id, $day::TIMESTAMP, 'merge', size, expires_at, lot_txn_id, $day, available_at
+FROM day_moves
+"""
+
+# Which lots each row took its points from (use, expire, clawback), and which later earn lots paid a clawback.
+DAY_ALLOCATIONS = """
+CREATE OR REPLACE TEMP TABLE day_allocations AS
+SELECT CASE e.kind WHEN 'use' THEN 'use:' || e.ref WHEN 'clawback' THEN e.ref ELSE 'expire:' || piece.lot END
+           AS txn_id,
+       piece.lot AS lot_txn_id, piece.lot_expires_at, user_id, piece.points, $day AS day
+FROM (SELECT user_id, e, unnest(pieces) AS piece FROM day_steps)
+UNION ALL
+SELECT debt.txn, e.ref, e.expires_at, user_id, debt.points, $day
+FROM (SELECT user_id, e, unnest(paid) AS debt FROM day_steps)
+UNION ALL
+SELECT 'merge-out:' || lot_txn_id, lot_txn_id, expires_at, user_id, size, $day FROM day_moves
 """
 
 # Before a rebuilt day's rows replace the old ones, the difference is kept (insert-only, nothing is lost).
@@ -243,20 +308,13 @@ def write_day(day: date) -> list[tuple[str, dict]]:
         ("DELETE FROM points.lot_allocations WHERE day = $day", on_day),
         ("DELETE FROM raw.rejected_records WHERE source = 'points:redemptions' AND day = $day", on_day),
         ("INSERT INTO points.point_transactions SELECT * FROM day_rows", {}),
-        (
-            """INSERT INTO points.lot_allocations
-               SELECT CASE kind WHEN 'use' THEN 'use:' || ref ELSE 'expire:' || lot_txn_id END,
-                      lot_txn_id, lot_expires_at, user_id, points, $day
-               FROM day_allocations
-               UNION ALL
-               SELECT 'merge-out:' || lot_txn_id, lot_txn_id, expires_at, user_id, size, $day FROM day_moves""",
-            on_day,
-        ),
+        ("INSERT INTO points.lot_allocations SELECT * FROM day_allocations", {}),
         (
             """INSERT INTO raw.rejected_records
                SELECT 'points:redemptions', location, coalesce(refusal, 'insufficient_points'), raw, $day
                FROM day_redemptions
-               WHERE refusal IS NOT NULL OR redemption_id IN (SELECT redemption_id FROM refused)""",
+               WHERE refusal IS NOT NULL
+                  OR redemption_id IN (SELECT e.ref FROM day_steps WHERE e.kind = 'use' AND refused)""",
             on_day,
         ),
         ("INSERT OR IGNORE INTO points.ledger_days VALUES ($day)", on_day),
@@ -277,33 +335,33 @@ def first_event_before(conn: duckdb.DuckDBPyConnection, day: date) -> date | Non
     ).fetchall()[0][0]
 
 
-def build_day(
-    conn: duckdb.DuckDBPyConnection, window: Window, day: date, earn_rate, validity_days: int, revision: dict
-) -> dict:
+def build_day(conn: duckdb.DuckDBPyConnection, window: Window, day: date, rules: Rules, revision: dict) -> dict:
     """Computes and writes one day of the ledger in one transaction; returns counts for metadata."""
-    params = {"day": day, "earn_rate": earn_rate, "validity_days": validity_days}
-    conn.execute(DAY_PEOPLE, {"day": day})
-    conn.execute(DAY_MOVES, {"day": day})
-    conn.execute(DAY_LOTS, params)
-    conn.execute(DAY_REDEMPTIONS, {"day": day})
-    conn.execute(DAY_EVENTS, {"day": day})
-    conn.execute("CREATE OR REPLACE TEMP TABLE refused (redemption_id VARCHAR)")
-    rounds = 0
-    while True:
-        conn.execute(DAY_FLOW)
-        rounds += 1
-        before = conn.execute("SELECT count(*) FROM refused").fetchall()[0][0]
-        conn.execute(FIRST_FAILING_USES)
-        if conn.execute("SELECT count(*) FROM refused").fetchall()[0][0] == before:
-            break
-    conn.execute(DAY_ALLOCATIONS)
-    conn.execute(NEW_ROWS, {"day": day})
+    on_day = {"day": day}
+    conn.execute(DAY_PEOPLE, on_day)
+    conn.execute(DAY_MOVES, on_day)
+    conn.execute(DAY_REDEMPTIONS, on_day)
+    conn.execute(
+        DAY_EARNS,
+        {
+            **on_day,
+            "earn_rate": str(rules.points.earn_rate),
+            "validity_days": rules.points.validity_days,
+            "pending_days": rules.points.pending_days,
+        },
+    )
+    conn.execute(DAY_RETURNS, {**on_day, "window_days": rules.returns.window_days})
+    conn.execute(DAY_START, on_day)
+    conn.execute(DAY_STEPS)
+    conn.execute(NEW_ROWS, on_day)
+    conn.execute(DAY_ALLOCATIONS, on_day)
     window.refuse_change(
         conn, day, "SELECT * FROM day_rows", "SELECT * FROM points.point_transactions WHERE day = $day"
     )
     revise = [(REVISE_DAY, {"day": day, **revision})] if day in window.rebuilt else []
     publish(conn, revise + write_day(day))
     return {
-        "rounds": rounds,
-        "refused": conn.execute("SELECT count(*) FROM refused").fetchall()[0][0],
+        "steps": conn.execute("SELECT coalesce(max(n), 0) FROM day_steps").fetchall()[0][0],
+        "refused": count(conn, "SELECT 1 FROM day_redemptions WHERE refusal IS NOT NULL")
+        + count(conn, "SELECT 1 FROM day_steps WHERE e.kind = 'use' AND refused"),
     }

@@ -54,7 +54,7 @@ def test_worked_example_of_the_seed(inputs):
         ("expire:earn:purchases:0:0", "u", "2022-10-09 00:00:00", "expire", -5, None, "earn:purchases:0:0"),
         ("use:r1", "u", "2022-10-09 18:00:00", "use", -10, None, "r1"),
     ]
-    assert inputs.query("SELECT * FROM points.point_balances") == [("u", 0, None, None)]
+    assert inputs.query("SELECT * FROM points.point_balances") == [("u", 0, None, None, 0, 0, 0)]
 
 
 def test_balances_as_of_the_last_day_with_next_expiry(inputs):
@@ -274,10 +274,11 @@ def test_rebuilding_an_earlier_day_with_changed_inputs_under_later_days_is_refus
     assert inputs.query("SELECT balance FROM points.point_balances") == [(10,)]
 
 
-def test_random_histories_agree_with_the_reference_replay(inputs):
-    """Many customers, random purchases, redemptions (some above balance) and closures over 20 days."""
-    rng = random.Random(7)
-    inputs.rules("points: {validity_days: 3}\n")
+@pytest.mark.parametrize("pending_days", [0, 1])
+def test_random_histories_agree_with_the_reference_replay(inputs, pending_days):
+    """Many customers, random purchases, redemptions (some above balance), returns and closures over 20 days."""
+    rng = random.Random(7 + pending_days)
+    inputs.rules(f"points: {{validity_days: 3, pending_days: {pending_days}}}\n")
     prices = {f"p{n}": n for n in range(1, 8)}
     priced(inputs, **prices)
     start = datetime(2022, 10, 1)
@@ -292,9 +293,15 @@ def test_random_histories_agree_with_the_reference_replay(inputs):
             redemptions.append((user, f"r{n}", rng.randrange(1, 15), at.isoformat()))
         else:
             closures.append((user, None, at.isoformat()))
+    returns = []  # a fifth of the purchases come back, from the same instant to 5 days later (after expiry too)
+    for i, (user, _, at) in enumerate(purchases):
+        if rng.random() < 0.2:
+            back = datetime.fromisoformat(at) + timedelta(minutes=rng.randrange(5 * 24 * 60) // 30 * 30)
+            returns.append((user, {"purchase_id": f"purchases:0:{i}"}, back.isoformat()))
     buy(inputs, *purchases)
     redeem(inputs, *redemptions)
     inputs.kafka("users", closures)
+    inputs.kafka("returns", returns)
     inputs.materialize("2022-10-01", "2022-10-20", assets=POINTS)
     until = datetime(2022, 10, 21)
     for user in sorted({p[0] for p in purchases + redemptions}):
@@ -310,7 +317,12 @@ def test_random_histories_agree_with_the_reference_replay(inputs):
         ]
         uses = [(rid, datetime.fromisoformat(at), points) for who, rid, points, at in redemptions if who == user]
         shut = [datetime.fromisoformat(at) for who, _, at in closures if who == user]
-        expected, refused = replay(earns, uses, shut, until)
+        back = [
+            (f"earn:{payload['purchase_id']}", datetime.fromisoformat(at))
+            for who, payload, at in returns
+            if who == user
+        ]
+        expected, refused = replay(earns, uses, shut, until, back, timedelta(days=pending_days))
         actual = inputs.query(
             "SELECT txn_id, occurred_at, kind, points FROM points.point_transactions WHERE user_id = $1", [user]
         )
@@ -320,6 +332,10 @@ def test_random_histories_agree_with_the_reference_replay(inputs):
             [f'%"user_id":"{user}"%'],
         )
         assert refused_here == [(len(refused),)]
+    debts_paid_by_later_earns = """SELECT count(*) FROM points.lot_allocations AS piece
+        JOIN points.point_transactions AS claw ON claw.txn_id = piece.txn_id AND claw.kind = 'clawback'
+        JOIN points.point_transactions AS lot ON lot.txn_id = piece.lot_txn_id AND lot.occurred_at > claw.occurred_at"""
+    assert inputs.query(debts_paid_by_later_earns)[0][0] > 0  # the histories reach every rule, debt included
 
 
 def test_a_late_purchase_that_changes_a_used_lot_writes_revisions(inputs):

@@ -149,15 +149,16 @@ def test_journeys_and_the_profile_see_net_purchases_from_the_return_on(inputs):
     ) == [("u", 0, 0, []), ("w", 2, 1, ["tea"])]
 
 
-def test_pending_points_are_refused_until_built(tmp_path):
+def test_returns_and_pending_rules_are_validated(tmp_path):
     from loyalty_pipeline.config import RulesError, load_rules
 
-    (tmp_path / "loyalty.yaml").write_text("points: {pending_days: 3}\n")
-    with pytest.raises(RulesError, match="points.pending_days"):
-        load_rules(tmp_path / "loyalty.yaml")
-    (tmp_path / "loyalty.yaml").write_text("returns: {window_days: -1}\n")
-    with pytest.raises(RulesError, match="returns.window_days"):
-        load_rules(tmp_path / "loyalty.yaml")
+    for text, field in (
+        ("returns: {window_days: -1}", "returns.window_days"),
+        ("points: {pending_days: x}", "points.pending_days"),
+    ):
+        (tmp_path / "loyalty.yaml").write_text(text + "\n")
+        with pytest.raises(RulesError, match=field):
+            load_rules(tmp_path / "loyalty.yaml")
 
 
 def test_returns_in_the_s3_export_take_purchases_back_or_are_quarantined(inputs):

@@ -61,14 +61,15 @@ def test_redelivered_messages_count_once_and_corrupt_line_is_quarantined(demo):
 
 def test_point_balances_by_hand(demo):
     # one point per whole unit of price: coffee 2 before the rise, 3 after; kris redeemed 30 of 67; rick's 500 and
-    # yeva's 371 (above her 367) are refused; mona's account was closed, her 126 expired at the tombstone
+    # yeva's 371 (above her 367) are refused; mona spent 100 of her handbag's 126, then returned it: the clawback
+    # takes the 26 left and 100 become debt (her account was closed later with nothing left to expire)
     assert demo.query(
         "SELECT user_id, balance, next_expiry_at::VARCHAR, next_expiry_points FROM points.point_balances ORDER BY user_id"
     ) == [
         ("ana", 17, "2025-06-02 00:00:00", 11),
         ("ben", 8, "2025-06-02 00:00:00", 8),
         ("cleo", 8, "2025-06-03 00:00:00", 8),
-        ("mona", 0, None, None),
+        ("mona", -100, None, None),
         ("u2001", 37, "2025-06-03 00:00:00", 16),
         ("u2002", 251, "2025-06-03 00:00:00", 251),
         ("u2003", 367, "2025-06-02 00:00:00", 231),
@@ -83,9 +84,16 @@ def test_point_balances_by_hand(demo):
     assert demo.query(
         "SELECT txn_id, occurred_at::VARCHAR, points FROM points.point_transactions WHERE kind <> 'earn' ORDER BY occurred_at"
     ) == [
+        ("use:rd-0999", "2024-06-02 18:00:00", -100),
+        ("clawback:purchases:1:0", "2024-06-03 09:00:00", -126),
         ("use:rd-1001", "2024-06-04 12:00:00", -30),
-        ("expire:earn:purchases:1:0", "2024-06-05 12:00:00", -126),
     ]
+    assert demo.query(
+        "SELECT user_id, balance, available, pending, debt FROM points.point_balances WHERE debt > 0 OR pending > 0"
+    ) == [("mona", -100, 0, 0, 100)]
+    assert demo.query(
+        "SELECT txn_id, lot_txn_id, points FROM points.lot_allocations WHERE user_id = 'mona' ORDER BY ALL"
+    ) == [("clawback:purchases:1:0", "earn:purchases:1:0", 26), ("use:rd-0999", "earn:purchases:1:0", 100)]
 
 
 def test_s3_row_off_its_files_date_is_quarantined(demo):

@@ -23,21 +23,36 @@ def _result(wrong: int, what: str) -> tuple[bool, dict]:
     return wrong == 0, {what: wrong}
 
 
-@check("No customer's balance is negative at any instant.")
-def balance_never_negative(conn, rules, days) -> tuple[bool, dict]:
-    where, params = in_days("day", days)  # the customers with rows in the days written, over their whole history
+@check("No use draws on a pending lot, and each use takes exactly its points from lots.")
+def uses_draw_on_available_lots(conn, rules, days) -> tuple[bool, dict]:
+    where, params = in_days("used.day", days)
     return _result(
         count(
             conn,
-            f"""SELECT 1 FROM (
-                   SELECT sum(points) OVER (PARTITION BY user_id ORDER BY occurred_at,
-                          CASE kind WHEN 'expire' THEN 0 WHEN 'earn' THEN 1 ELSE 2 END, txn_id) AS running
-                   FROM points.point_transactions
-                   WHERE user_id IN (SELECT user_id FROM points.point_transactions WHERE {where}))
-                WHERE running < 0""",
+            f"""SELECT 1 FROM points.point_transactions AS used
+                LEFT JOIN points.lot_allocations AS piece ON piece.txn_id = used.txn_id
+                LEFT JOIN points.point_transactions AS lot ON lot.txn_id = piece.lot_txn_id AND lot.points > 0
+                WHERE used.kind = 'use' AND {where}
+                GROUP BY used.txn_id, used.points
+                HAVING bool_or(lot.available_at > used.occurred_at) OR coalesce(sum(piece.points), 0) <> -used.points""",
             params,
         ),
-        "negative_instants",
+        "wrong_uses",
+    )
+
+
+@check("A clawback never takes back more than its purchase earned.")
+def clawbacks_within_earns(conn, rules, days) -> tuple[bool, dict]:
+    where, params = in_days("claw.day", days)
+    return _result(
+        count(
+            conn,
+            f"""SELECT 1 FROM points.point_transactions AS claw
+                LEFT JOIN points.point_transactions AS earn ON earn.txn_id = 'earn:' || claw.source_ref
+                WHERE claw.kind = 'clawback' AND {where} AND -claw.points > coalesce(earn.points, 0)""",
+            params,
+        ),
+        "clawbacks_over_earn",
     )
 
 
@@ -59,7 +74,7 @@ def lots_not_overdrawn(conn, rules, days) -> tuple[bool, dict]:
     )
 
 
-@check("Each expire row is exactly what its lot had left after uses.")
+@check("Each expire row is exactly what its lot had left after uses and clawbacks.")
 def expiries_match_lot_remainders(conn, rules, days) -> tuple[bool, dict]:
     where, params = in_days("expiry.day", days)  # the expiries of the days written
     return _result(
@@ -69,7 +84,7 @@ def expiries_match_lot_remainders(conn, rules, days) -> tuple[bool, dict]:
                JOIN points.point_transactions AS lot
                  ON lot.txn_id = expiry.source_ref AND lot.kind IN ('earn', 'merge') AND lot.points > 0
                LEFT JOIN (SELECT lot_txn_id, sum(points) AS used FROM points.lot_allocations
-                          WHERE txn_id LIKE 'use:%' OR txn_id LIKE 'merge-out:%' GROUP BY ALL) AS uses
+                          WHERE NOT starts_with(txn_id, 'expire:') GROUP BY ALL) AS uses
                  ON uses.lot_txn_id = lot.txn_id
                WHERE expiry.kind = 'expire' AND -expiry.points <> lot.points - coalesce(uses.used, 0) AND {where}""",
             params,
@@ -102,6 +117,11 @@ def sampled_customer_reconciles(conn, rules, days) -> tuple[bool, dict]:
            QUALIFY row_number() OVER (PARTITION BY redemption_id ORDER BY event_ts, kafka_partition, kafka_offset) = 1""",
         [user],
     ).fetchall()
+    returns = conn.execute(
+        f"""SELECT 'earn:' || purchase_id, returned_at FROM ({identity.with_person("loyalty.returns")})
+            WHERE person = $1""",
+        [user],
+    ).fetchall()
     closures = [
         row[0]
         for row in conn.execute(
@@ -117,7 +137,7 @@ def sampled_customer_reconciles(conn, rules, days) -> tuple[bool, dict]:
         expires = datetime.combine(at.date() + timedelta(days=settings.validity_days + 1), datetime.min.time())
         if points > 0:
             earns.append((f"earn:{purchase_id}", at, points, expires))
-    expected, _ = replay(earns, uses, closures, until)
+    expected, _ = replay(earns, uses, closures, until, returns, timedelta(days=settings.pending_days))
     differences = set(expected) ^ set(actual)
     return not differences and len(expected) == len(actual), {
         "user_id": user,
@@ -126,7 +146,7 @@ def sampled_customer_reconciles(conn, rules, days) -> tuple[bool, dict]:
     }
 
 
-@check("Each balance is the sum of the customer's ledger rows and of their open lots.")
+@check("Each balance is the sum of the customer's ledger rows, and available + pending - debt.")
 def balances_are_ledger_sums(conn, rules, days) -> tuple[bool, dict]:
     return _result(
         count(
@@ -135,7 +155,8 @@ def balances_are_ledger_sums(conn, rules, days) -> tuple[bool, dict]:
                 FULL JOIN (SELECT user_id, sum(points) AS total FROM points.point_transactions
                            WHERE user_id NOT IN (SELECT merged_id FROM identity.merges) GROUP BY ALL) AS l USING (user_id)
                 LEFT JOIN (SELECT user_id, sum(remaining) AS open FROM ({OPEN_LOTS}) GROUP BY ALL) AS o USING (user_id)
-                WHERE b.balance IS DISTINCT FROM l.total OR b.balance <> coalesce(o.open, 0)""",
+                WHERE b.balance IS DISTINCT FROM l.total OR b.available + b.pending <> coalesce(o.open, 0)
+                   OR b.balance <> b.available + b.pending - b.debt""",
         ),
         "customers_wrong",
     )
@@ -143,7 +164,8 @@ def balances_are_ledger_sums(conn, rules, days) -> tuple[bool, dict]:
 
 BALANCES_KEY = dg.AssetKey(["points", "point_balances"])
 LEDGER_CHECKS = [
-    balance_never_negative,
+    uses_draw_on_available_lots,
+    clawbacks_within_earns,
     lots_not_overdrawn,
     expiries_match_lot_remainders,
     sampled_customer_reconciles,
@@ -172,14 +194,14 @@ BALANCES_CHECKS = [balances_are_ledger_sums, duplicate_check(BALANCES_KEY, ["use
             ),
         ),
     ],
-    description="Append-only point ledger: earn lots, uses (FIFO by expiry) and expiries; day D builds on the end of D-1.",
+    description="Append-only point ledger: earn lots, uses (FIFO by expiry), expiries and clawbacks of returned "
+    "purchases; day D builds on the end of D-1.",
 )
 def point_transactions(
     context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource
 ) -> dg.MaterializeResult:
     first, end = window_days(context)
-    settings = rules.rules.points
-    refused = rounds = 0
+    refused = steps = 0
     with warehouse.get_connection() as conn:
         conn.execute(ledger.DDL + REJECTED_DDL + SOURCE_FILES_DDL + journeys.DDL + identity.DDL)
         window = open_window(
@@ -190,9 +212,9 @@ def point_transactions(
         window.begin(conn, drop_from_first=("DELETE FROM journey.journey_days WHERE day >= $1",))
         revision = revision_of(context)
         for day in window.days:  # in order: each day starts from the state the previous one left
-            counts = ledger.build_day(conn, window, day, str(settings.earn_rate), settings.validity_days, revision)
+            counts = ledger.build_day(conn, window, day, rules.rules, revision)
             refused += counts["refused"]
-            rounds = max(rounds, counts["rounds"])
+            steps = max(steps, counts["steps"])
         window_rows = "SELECT * EXCLUDE (day) FROM points.point_transactions WHERE day >= $1 AND day < $2"
         flows = conn.execute(
             "SELECT day, kind, sum(points) FROM points.point_transactions WHERE day >= $1 AND day < $2 GROUP BY ALL ORDER BY ALL",
@@ -204,7 +226,7 @@ def point_transactions(
                 **partition_metadata(conn, "points.point_transactions", "day", first, end),
                 "refused_redemptions": refused,
                 **revision_metadata(conn, revision["run_id"]),
-                "max_refusal_rounds": rounds,
+                "max_events_per_customer_day": steps,
                 "flows_per_day": dg.MetadataValue.md(
                     bar_table(("day and kind", "points"), [(f"{day} {kind}", points) for day, kind, points in flows])
                 ),
@@ -236,21 +258,38 @@ taken AS (
     SELECT lot_txn_id, sum(points) AS points FROM points.lot_allocations
     WHERE lot_expires_at >= (SELECT instant FROM horizon) GROUP BY lot_txn_id
 )
-SELECT lot.user_id, lot.txn_id, lot.expires_at, lot.points - coalesce(taken.points, 0) AS remaining
+SELECT lot.user_id, lot.txn_id, lot.expires_at, coalesce(lot.available_at, lot.occurred_at) AS available_at,
+       lot.points - coalesce(taken.points, 0) AS remaining
 FROM points.point_transactions AS lot LEFT JOIN taken ON taken.lot_txn_id = lot.txn_id
 WHERE lot.kind IN ('earn', 'merge') AND lot.points > 0 AND lot.expires_at >= (SELECT instant FROM horizon)
   AND lot.points > coalesce(taken.points, 0)
 """
 
+# Points of open lots usable by the end of the last day (available; a lot usable from the midnight that ends it
+# is still pending, as a lot expiring then is still open), the others (pending), and clawbacks not yet paid (debt).
 BALANCES = f"""
-WITH next_expiry AS (
+WITH horizon AS (SELECT (max(day) + 1)::TIMESTAMP AS instant FROM points.ledger_days),
+lots AS (
+    SELECT user_id, sum(remaining) FILTER (available_at < (SELECT instant FROM horizon)) AS available,
+           sum(remaining) FILTER (available_at >= (SELECT instant FROM horizon)) AS pending
+    FROM ({OPEN_LOTS}) GROUP BY user_id
+), debts AS (
+    SELECT claw.user_id, sum(-claw.points - coalesce(paid.points, 0)) AS debt
+    FROM points.point_transactions AS claw
+    LEFT JOIN (SELECT txn_id, sum(points) AS points FROM points.lot_allocations GROUP BY txn_id) AS paid
+           ON paid.txn_id = claw.txn_id
+    WHERE claw.kind = 'clawback' GROUP BY claw.user_id
+), next_expiry AS (
     SELECT user_id, expires_at AS next_expiry_at, sum(remaining) AS next_expiry_points
     FROM ({OPEN_LOTS}) GROUP BY user_id, expires_at
     QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY expires_at) = 1
 )
 SELECT user_id, sum(points)::BIGINT AS balance, any_value(next_expiry_at) AS next_expiry_at,
-       any_value(next_expiry_points)::BIGINT AS next_expiry_points
-FROM points.point_transactions LEFT JOIN next_expiry USING (user_id)
+       any_value(next_expiry_points)::BIGINT AS next_expiry_points,
+       coalesce(any_value(available), 0)::BIGINT AS available, coalesce(any_value(pending), 0)::BIGINT AS pending,
+       coalesce(any_value(debt), 0)::BIGINT AS debt
+FROM points.point_transactions LEFT JOIN next_expiry USING (user_id) LEFT JOIN lots USING (user_id)
+LEFT JOIN debts USING (user_id)
 WHERE user_id NOT IN (SELECT merged_id FROM identity.merges)  -- a merged profile's points moved with it
 GROUP BY user_id
 """
@@ -264,7 +303,8 @@ GROUP BY user_id
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
     deps=[point_transactions],
-    description="Point balance per customer at the end of the last ledger day, with the next expiry and its points.",
+    description="Point balance per customer at the end of the last ledger day (available + pending - debt), with the "
+    "next expiry and its points.",
 )
 def point_balances(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
     with warehouse.get_connection() as conn:
