@@ -206,18 +206,26 @@ WITH RECURSIVE fold AS (
            []::STRUCT(txn VARCHAR, points BIGINT)[] AS paid, false AS refused
     FROM day_start
     UNION ALL
-    SELECT user_id, events, n, lots_after, debts_after, e, pieces, paid, refused FROM (
-        SELECT user_id, events, n, e, lots, debts,
-               e.kind AS kind, e.ts AS ts, e.points AS points, e.purchase_id AS returned,
-               list_transform(lots, lambda l: CASE
-                   WHEN kind = 'use' AND l.available_at <= ts THEN l.remaining
-                   WHEN kind = 'clawback' AND l.purchase_id IS DISTINCT FROM returned THEN l.remaining
-                   ELSE 0 END) AS drawable,
-               kind = 'use' AND coalesce(list_sum(drawable), 0) < points AS refused,
-               CASE WHEN kind = 'clawback' THEN least(points, coalesce(list_sum(list_transform(lots, lambda l:
-                   CASE WHEN l.purchase_id = returned THEN l.remaining ELSE 0 END)), 0)) ELSE 0 END AS from_own,
-               CASE WHEN kind = 'use' AND NOT refused THEN points WHEN kind = 'clawback' THEN points - from_own
-                    ELSE 0 END AS wanted,
+    SELECT user_id, events, n,
+           list_sort(list_filter(list_transform(lots, lambda l, i: {'expires_at': l.expires_at,
+                         'earned_at': l.earned_at, 'lot': l.lot, 'available_at': l.available_at,
+                         'remaining': l.remaining - taken[i], 'purchase_id': l.purchase_id}), lambda l: l.remaining > 0)
+                     || CASE WHEN kind = 'earn' AND kept > 0
+                             THEN [{'expires_at': e.expires_at, 'earned_at': ts, 'lot': e.ref,
+                                    'available_at': e.available_at, 'remaining': kept, 'purchase_id': returned}]
+                             ELSE [] END),
+           list_filter(list_transform(debts, lambda d, i: {'txn': d.txn, 'owed': d.owed - repaid[i]}),
+                       lambda d: d.owed > 0)
+               || CASE WHEN kind = 'clawback' AND points > coalesce(list_sum(taken), 0)
+                       THEN [{'txn': e.ref, 'owed': points - coalesce(list_sum(taken), 0)}] ELSE [] END,
+           e,
+           list_filter(list_transform(lots, lambda l, i: {'lot': l.lot, 'lot_expires_at': l.expires_at,
+                       'points': taken[i]}), lambda p: p.points > 0),
+           list_filter(list_transform(debts, lambda d, i: {'txn': d.txn, 'points': repaid[i]}),
+                       lambda p: p.points > 0),
+           refused
+    FROM (  -- what the event takes from each lot, and what an earn pays of each debt
+        SELECT *,
                list_transform(lots, lambda l, i: CASE
                    WHEN kind = 'close' OR (kind = 'expire' AND l.expires_at <= ts) THEN l.remaining
                    WHEN kind = 'clawback' AND l.purchase_id = returned THEN from_own
@@ -226,25 +234,30 @@ WITH RECURSIVE fold AS (
                list_transform(debts, lambda d, i: CASE WHEN kind = 'earn' THEN least(d.owed, greatest(0,
                    points - coalesce(list_sum(list_transform(debts[:i - 1], lambda x: x.owed)), 0))) ELSE 0 END
                ) AS repaid,
-               points - coalesce(list_sum(repaid), 0) AS kept,
-               list_sort(
-                   list_filter(list_transform(lots, lambda l, i: {'expires_at': l.expires_at,
-                       'earned_at': l.earned_at, 'lot': l.lot, 'available_at': l.available_at,
-                       'remaining': l.remaining - taken[i], 'purchase_id': l.purchase_id}), lambda l: l.remaining > 0)
-                   || CASE WHEN kind = 'earn' AND kept > 0
-                           THEN [{'expires_at': e.expires_at, 'earned_at': ts, 'lot': e.ref,
-                                  'available_at': e.available_at, 'remaining': kept, 'purchase_id': returned}]
-                           ELSE [] END) AS lots_after,
-               list_filter(list_transform(debts, lambda d, i: {'txn': d.txn, 'owed': d.owed - repaid[i]}),
-                           lambda d: d.owed > 0)
-                   || CASE WHEN kind = 'clawback' AND points > coalesce(list_sum(taken), 0)
-                           THEN [{'txn': e.ref, 'owed': points - coalesce(list_sum(taken), 0)}]
-                           ELSE [] END AS debts_after,
-               list_filter(list_transform(lots, lambda l, i: {'lot': l.lot, 'lot_expires_at': l.expires_at,
-                           'points': taken[i]}), lambda p: p.points > 0) AS pieces,
-               list_filter(list_transform(debts, lambda d, i: {'txn': d.txn, 'points': repaid[i]}),
-                           lambda p: p.points > 0) AS paid
-        FROM (SELECT user_id, events, n + 1 AS n, lots, debts, events[n + 1] AS e FROM fold WHERE n < len(events))
+               points - coalesce(list_sum(list_transform(debts, lambda d: d.owed)), 0) AS kept
+        FROM (  -- how much the event wants from the lots in queue order, after its own lot for a clawback
+            SELECT *,
+                   CASE WHEN kind = 'use' AND NOT refused THEN points WHEN kind = 'clawback' THEN points - from_own
+                        ELSE 0 END AS wanted
+            FROM (  -- what each lot can give: available ones to a use, the others than its own to a clawback
+                SELECT *,
+                       kind = 'use' AND coalesce(list_sum(drawable), 0) < points AS refused,
+                       CASE WHEN kind = 'clawback' THEN least(points, coalesce(list_sum(list_transform(lots,
+                           lambda l: CASE WHEN l.purchase_id = returned THEN l.remaining ELSE 0 END)), 0)) ELSE 0 END
+                           AS from_own
+                FROM (
+                    SELECT *,
+                           list_transform(lots, lambda l: CASE
+                               WHEN kind = 'use' AND l.available_at <= ts THEN l.remaining
+                               WHEN kind = 'clawback' AND l.purchase_id IS DISTINCT FROM returned THEN l.remaining
+                               ELSE 0 END) AS drawable
+                    FROM (SELECT user_id, events, n + 1 AS n, lots, debts, events[n + 1] AS e,
+                                 events[n + 1].kind AS kind, events[n + 1].ts AS ts,
+                                 events[n + 1].points AS points, events[n + 1].purchase_id AS returned
+                          FROM fold WHERE n < len(events))
+                )
+            )
+        )
     )
 )
 SELECT user_id, n, e, pieces, paid, refused FROM fold WHERE n > 0
