@@ -20,6 +20,7 @@ from dagster_duckdb import DuckDBResource
 
 from loyalty_pipeline.config import EARLIEST_START, Rules, RulesError, load_rules
 from loyalty_pipeline.partitions import DEFAULT_START
+from loyalty_pipeline.serving import serving_path, warehouse_path
 
 
 @dataclass(frozen=True)
@@ -125,12 +126,6 @@ class S3Store:
             except (BotoCoreError, ClientError) as error:
                 raise SourceError(f"s3://{self.bucket}/{self._full(key)}: {error}") from None
         return copies
-
-
-def serving_path(database: str) -> Path:
-    """The read-only copy of the 360 tables beside the warehouse (warehouse.duckdb -> warehouse.serving.duckdb)."""
-    path = Path(database)
-    return path.with_name(path.stem + ".serving" + path.suffix)
 
 
 def connect_when_free(database: str, **options) -> duckdb.DuckDBPyConnection:
@@ -282,7 +277,7 @@ def build_resources(env: dict[str, str] | None = None) -> dict[str, dg.Configura
     tolerance(env.get("LOYALTY_FUTURE_TOLERANCE"))
     return {
         "warehouse": Warehouse(
-            database=env.get("LOYALTY_WAREHOUSE", str(Path(data_dir) / "warehouse.duckdb")),
+            database=warehouse_path(env),
             memory_limit=memory_limit(env.get("LOYALTY_MEMORY_LIMIT")),
         ),
         "sources": EventSources(

@@ -12,9 +12,9 @@ import dagster as dg
 import duckdb
 import pytest
 
-from loyalty_pipeline.cli import materialize_days
 from loyalty_pipeline.definitions import build_defs
 from loyalty_pipeline.planning import run_in_process
+from loyalty_pipeline.runs import materialize_days
 
 
 def ms(text: str) -> int:

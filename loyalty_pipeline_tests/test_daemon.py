@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from loyalty_pipeline.cli import materialize_days
 from loyalty_pipeline.definitions import build_defs
+from loyalty_pipeline.runs import materialize_days
 from loyalty_pipeline_tests.conftest import SENSORS
 from loyalty_pipeline_tests.test_arrival_order import DAYS, RULES, TABLES, files, land, table_rows
 from loyalty_pipeline_tests.test_webserver import free_port

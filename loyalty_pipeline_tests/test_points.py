@@ -246,8 +246,8 @@ def test_rematerializing_a_day_and_a_range_gives_identical_rows(inputs):
 def test_a_day_whose_previous_day_is_missing_is_refused(inputs):
     priced(inputs, ten=10)
     buy(inputs, ("u", "ten", "2022-10-01T08:00:00"), ("u", "ten", "2022-10-03T08:00:00"))
-    from loyalty_pipeline.cli import materialize_days
     from loyalty_pipeline.definitions import build_defs
+    from loyalty_pipeline.runs import materialize_days
 
     inputs.materialize("2022-10-01", assets=POINTS)
     inputs.materialize("2022-10-02", assets=("identity/id_graph",))  # the ledger alone lacks day 2
@@ -264,8 +264,8 @@ def test_rebuilding_an_earlier_day_with_changed_inputs_under_later_days_is_refus
     redeem(inputs, ("u", "r1", 10, "2022-10-02T08:00:00"))
     inputs.materialize("2022-10-01", "2022-10-02", assets=POINTS)
     buy(inputs, ("u", "ten", "2022-10-01T09:00:00"), file="late.jsonl")
-    from loyalty_pipeline.cli import materialize_days
     from loyalty_pipeline.definitions import build_defs
+    from loyalty_pipeline.runs import materialize_days
 
     result = materialize_days(build_defs(inputs.env()), "2022-10-01", "2022-10-01")
     assert not result.success

@@ -13,9 +13,10 @@ import pytest
 
 from loyalty_pipeline import planning
 from loyalty_pipeline.assets.ingest import UNSAFE_KEY
-from loyalty_pipeline.cli import main, materialize_days
+from loyalty_pipeline.cli import main
 from loyalty_pipeline.config import RulesError
 from loyalty_pipeline.definitions import build_defs
+from loyalty_pipeline.runs import materialize_days
 from loyalty_pipeline_tests.conftest import Inputs, envelope, ms
 
 RAW = ("raw/purchases", "raw/historical_purchases")

@@ -2,11 +2,12 @@
 that `loyalty-pipeline profile` reads while the warehouse is being written."""
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 
-from loyalty_pipeline import recommend
+from loyalty_pipeline import identity, journeys, ledger, recommend
 from loyalty_pipeline.assets.checks import (
     check,
     check_results,
@@ -16,16 +17,16 @@ from loyalty_pipeline.assets.checks import (
 )
 from loyalty_pipeline.assets.identity import id_graph
 from loyalty_pipeline.assets.ingest import customers, raw_topics
-from loyalty_pipeline.assets.loyalty import PROMOTIONS_KEY, SALES_TOTALS_KEY, enriched_purchases
+from loyalty_pipeline.assets.journey import ACTIVATIONS_KEY
+from loyalty_pipeline.assets.loyalty import CAFFEINE_KEY, PROMOTIONS_KEY, SALES_TOTALS_KEY, enriched_purchases
 from loyalty_pipeline.assets.points import point_balances
 from loyalty_pipeline.identity import PURCHASES_NOW
 from loyalty_pipeline.metadata import preview, table_metadata
 from loyalty_pipeline.profiles import PROFILE_360, totals_from_start
-from loyalty_pipeline.resources import RulesResource, Warehouse, WarehouseError, serving_path
+from loyalty_pipeline.resources import RulesResource, Warehouse, WarehouseError
 from loyalty_pipeline.rules_sql import install_tiers
-from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, transaction
-
-SERVED_TABLES = ["customer.profile_360", "customer.recommendations", "customer.identifiers"]
+from loyalty_pipeline.serving import CARDS, SERVED_TABLES, serving_path
+from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, insert_rows, transaction
 
 # Every identifier the id graph knows and the person it finds now: what a lookup by any id, email or name reads.
 IDENTIFIERS = """
@@ -179,9 +180,9 @@ SERVING_SPEC = dg.AssetSpec(
     group_name="customer",
     owners=OWNERS,
     kinds={"duckdb"},
-    deps=[PROFILE_KEY, RECOMMENDATIONS_KEY],
-    description="A read-only copy of the 360 tables, swapped in by an atomic rename: lookups never block on a run "
-    "and never see half of one.",
+    deps=[PROFILE_KEY, RECOMMENDATIONS_KEY, point_balances, CAFFEINE_KEY, ACTIVATIONS_KEY],
+    description="A read-only copy of the 360 tables and of one card per customer (what the 360 app shows), swapped "
+    "in by an atomic rename: lookups never block on a run and never see half of one.",
     skippable=True,  # not published when a table it copies fails a blocking check
 )
 
@@ -190,7 +191,7 @@ def _wal(path: Path) -> Path:
     return path.with_name(path.name + ".wal")
 
 
-def _serving_snapshot(conn, target: Path) -> dg.MaterializeResult:
+def _serving_snapshot(conn, target: Path, rules) -> dg.MaterializeResult:
     staging = target.with_name(target.name + ".next")
     for path in (staging, target):
         if path.is_dir():
@@ -204,6 +205,7 @@ def _serving_snapshot(conn, target: Path) -> dg.MaterializeResult:
         conn.execute("CREATE SCHEMA serving.customer")
         for table in SERVED_TABLES:
             conn.execute(f"CREATE TABLE serving.{table} AS SELECT * FROM {table}")
+        _cards(conn, rules)
     finally:
         conn.execute("DETACH serving")
     os.replace(staging, target)  # atomic: a reader holds the old file or opens the new one
@@ -212,6 +214,25 @@ def _serving_snapshot(conn, target: Path) -> dg.MaterializeResult:
         metadata={"path": str(target), "bytes": target.stat().st_size},
         check_results=check_results(SERVING_KEY, SERVING_CHECKS, conn),
     )
+
+
+def _cards(conn, rules) -> None:
+    """Writes the cards into the attached copy, sorted and indexed by id so a lookup reads one row, not the table."""
+    conn.execute(ledger.DDL + journeys.DDL + identity.DDL)  # tables a partial run may not have made
+    conn.execute("CREATE OR REPLACE TEMP TABLE card_tiers (name VARCHAR, above DECIMAL(18,2))")
+    insert_rows(conn, "card_tiers", [[tier.name, tier.above] for tier in rules.tiers])
+    published_at = datetime.now(UTC).replace(tzinfo=None)
+    conn.execute(
+        "CREATE TABLE serving.customer.cards AS " + CARDS,
+        {
+            "stamp_product": rules.stamp_card.product_id,
+            "cycle": rules.stamp_card.cycle,
+            "published_at": published_at,
+        },
+    )
+    conn.execute("CREATE INDEX cards_by_id ON serving.customer.cards (user_id)")
+    conn.execute("CREATE INDEX identifiers_by_value ON serving.customer.identifiers (id_value)")
+    conn.execute("CREATE TABLE serving.customer.copy_info AS SELECT $1 AS published_at", [published_at])
 
 
 @dg.multi_asset(
@@ -229,7 +250,7 @@ def customer_360(context: dg.AssetExecutionContext, warehouse: Warehouse, rules:
     builders = {
         PROFILE_KEY: lambda conn: _profile_360(conn, rules),
         RECOMMENDATIONS_KEY: _recommendations,
-        SERVING_KEY: lambda conn: _serving_snapshot(conn, warehouse.serving_path()),
+        SERVING_KEY: lambda conn: _serving_snapshot(conn, warehouse.serving_path(), rules.rules),
     }
     with warehouse.get_connection() as conn:
         for key, build in builders.items():

@@ -1,0 +1,264 @@
+"""The customer 360 app (issue 16): a lookup API and a page for service staff, reading only the serving copy.
+
+`loyalty-pipeline serve` runs it with uvicorn. With LOYALTY_APP_TOKEN set every request needs the token (a bearer
+header, or the cookie the login form sets); without one it binds loopback only. Logs name routes, never ids.
+"""
+
+import hmac
+import json
+import logging
+import os
+import re
+import sys
+import time
+from html import escape
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Match, Route
+
+from loyalty_pipeline.serving import NotPublished, ServingCopy, serving_path, warehouse_path
+
+MAX_ID, MAX_QUERY = 200, 100
+VALID = re.compile(r"[^\x00-\x1f\x7f]+")  # printable: no control characters
+COOKIE = "loyalty_app_token"
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+log = logging.getLogger("loyalty_pipeline.app")
+
+
+def _problem(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _checked(value: str, limit: int, what: str) -> str | None:
+    """None when `value` is usable, else why not (a 400)."""
+    if not value.strip() or not VALID.fullmatch(value):
+        return f"malformed {what}: empty or with control characters"
+    if len(value) > limit:
+        return f"{what} too long: {len(value)} characters, at most {limit}"
+    return None
+
+
+def create_app(serving_file: Path, token: str | None = None) -> Starlette:
+    copy = ServingCopy(serving_file)
+
+    def customer(request: Request) -> Response:
+        identifier = request.path_params["identifier"]
+        if problem := _checked(identifier, MAX_ID, "customer id"):
+            return _problem(400, problem)
+        try:
+            card = copy.card(identifier)
+        except NotPublished as error:
+            return _problem(503, str(error))
+        if card is None:
+            return _problem(404, f"no customer with id {identifier!r}")
+        return Response(card, media_type="application/json")
+
+    def search(request: Request) -> Response:
+        query = request.query_params.get("q", "")
+        if problem := _checked(query, MAX_QUERY, "query"):
+            return _problem(400, problem)
+        try:
+            return JSONResponse({"results": copy.search(query)}, headers={"Cache-Control": "no-store"})
+        except NotPublished as error:
+            return _problem(503, str(error))
+
+    def version(request: Request) -> Response:
+        try:
+            return JSONResponse({"published_at": copy.published_at()})
+        except NotPublished as error:
+            return _problem(503, str(error))
+
+    def page(request: Request) -> Response:
+        query, identifier = request.query_params.get("q", ""), request.query_params.get("id", "")
+        try:
+            body, status = _page_body(copy, query, identifier)
+        except NotPublished as error:
+            body, status = f'<p class="problem">{escape(str(error))}</p>', 503
+        return HTMLResponse(_layout(body, query), status_code=status)
+
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        if token and hmac.compare_digest(str(form.get("token", "")), token):
+            response = RedirectResponse("/", status_code=303)
+            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+            return response
+        return HTMLResponse(_layout(_LOGIN.format(problem="wrong token"), ""), status_code=401)
+
+    app = Starlette(
+        routes=[
+            Route("/", page),
+            Route("/login", login, methods=["POST"]),
+            Route("/api/customers", search),
+            Route("/api/customers/{identifier:path}", customer),
+            Route("/api/version", version),
+        ]
+    )
+
+    @app.middleware("http")
+    async def guard_and_log(request: Request, call_next):
+        started = time.perf_counter()
+        if token and request.url.path != "/login" and not _authorized(request, token):
+            if request.url.path.startswith("/api/"):
+                response = _problem(401, "a token is needed: Authorization: Bearer <LOYALTY_APP_TOKEN>")
+            else:
+                response = HTMLResponse(_layout(_LOGIN.format(problem=""), ""), status_code=401)
+        else:
+            response = await call_next(request)
+        route = next((r.path for r in app.routes if r.matches(request.scope)[0] == Match.FULL), "?")
+        # the route's pattern, never the path: ids, names and emails are personal data
+        log.info("%s %s %s %.1f ms", request.method, route, response.status_code, (time.perf_counter() - started) * 1e3)
+        return response
+
+    return app
+
+
+def _authorized(request: Request, token: str) -> bool:
+    header = request.headers.get("authorization", "")
+    offered = header.removeprefix("Bearer ") if header.startswith("Bearer ") else request.cookies.get(COOKIE, "")
+    return hmac.compare_digest(offered, token)
+
+
+def _page_body(copy: ServingCopy, query: str, identifier: str) -> tuple[str, int]:
+    if identifier:
+        if problem := _checked(identifier, MAX_ID, "customer id"):
+            return f'<p class="problem">{escape(problem)}</p>', 400
+        card = copy.card(identifier)
+        if card is None:
+            return f'<p class="problem">No customer with id {escape(identifier)}.</p>', 404
+        return _card(json.loads(card)), 200
+    if query:
+        if problem := _checked(query, MAX_QUERY, "query"):
+            return f'<p class="problem">{escape(problem)}</p>', 400
+        found = copy.search(query)
+        if not found:
+            return f'<p class="problem">Nobody matches “{escape(query)}”.</p>', 200
+        rows = "".join(
+            f'<tr><td><a href="/?id={escape(person["user_id"])}">{escape(person["user_id"])}</a></td>'
+            f"<td>{escape(person['name'] or '')}</td><td>{escape(person['email'] or '')}</td>"
+            f"<td>{escape(person['reward_level'] or '')}</td></tr>"
+            for person in found
+        )
+        return f'<table class="results"><tr><th>id</th><th>name</th><th>email</th><th>tier</th></tr>{rows}</table>', 200
+    return "<p>Type a customer id, a name or an email.</p>", 200
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple], css: str) -> str:
+    if not rows:
+        return '<p class="none">none</p>'
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{escape(_show(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f'<table class="{css}"><tr>{head}</tr>{body}</table>'
+
+
+def _show(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return (
+        str(value).replace("T", " ") if isinstance(value, str) and re.match(r"\d{4}-\d\d-\d\dT", value) else str(value)
+    )
+
+
+def _card(card: dict) -> str:
+    tier, stamps, points = card["tier"], card["stamps"], card["points"]
+    next_tier = tier["next"]
+    progress = (
+        f"{next_tier['to_go']} more than now to reach {escape(next_tier['name'])} (over {next_tier['above']})"
+        if next_tier
+        else "top tier"
+    )
+    coffee = escape(stamps["product_id"])
+    stamp_line = (
+        f"the next {coffee} is free"
+        if stamps["next_one_free"]
+        else f"{stamps['to_free']} more {coffee} purchases, then one free"
+    )
+    expiry = (
+        f"{points['next_expiry_points']} expire {_show(points['next_expiry_at'])}" if points["next_expiry_at"] else ""
+    )
+    journeys = [(j["journey_id"], j["node"], j["entered_at"]) for j in card["journeys"]]
+    activations = [(a["journey_id"], a["activation"], a["activated_on"]) for a in card["activations"]]
+    return f"""
+<section class="card" data-user="{escape(card["user_id"])}">
+  <h2>{escape(card["name"] or card["user_id"])} <small>{escape(card["user_id"])} · {escape(card["email"] or "")}</small></h2>
+  <div class="facts">
+    <div class="fact"><h3>Tier</h3><p class="tier">{escape(tier["level"] or "")}</p>
+      <p>spent {tier["total_spend"]} · {progress}</p></div>
+    <div class="fact"><h3>Stamp card</h3><p class="stamps">{stamps["in_cycle"]} / {stamps["cycle"]}</p>
+      <p>{stamp_line}</p></div>
+    <div class="fact"><h3>Points</h3><p class="points">{points["balance"]}</p>
+      <p>available {points["available"]} · pending {points["pending"]} · debt {points["debt"]}</p><p>{expiry}</p></div>
+  </div>
+  <h3>Ledger</h3>
+  {_table(("when", "points", "kind", "expires"), [(r["occurred_at"], r["points"], r["kind"], r["expires_at"]) for r in card["ledger"]], "ledger")}
+  <h3>Journeys</h3>
+  {_table(("journey", "current node", "since"), journeys, "journeys")}
+  {_table(("journey", "activation", "on"), activations, "activations")}
+  <h3>Recommendations</h3>
+  {_table(("rank", "product", "score"), [(r["rank"], r["product_id"], r["score"]) for r in card["recommendations"]], "recommendations")}
+  <h3>Recent activity</h3>
+  {_table(("when", "what", "product", "price"), [(r["at"], r["what"], r["product_id"], r["price"]) for r in card["recent_activity"]], "activity")}
+  <p class="copy">as of {escape(str(card["copy"]["as_of"]))} · published {_show(card["copy"]["published_at"])}</p>
+</section>"""
+
+
+_LOGIN = """<form class="login" method="post" action="/login"><label>Token <input type="password" name="token"
+autofocus></label> <button>Sign in</button> <span class="problem">{problem}</span></form>"""
+
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1d2330}
+header{background:#1d3557;color:#fff;padding:10px 20px;display:flex;gap:20px;align-items:center}
+header h1{font-size:16px;margin:0}header input{width:320px;padding:6px;border:0;border-radius:3px}
+main{padding:16px 20px;max-width:1100px}
+.card{background:#fff;border:1px solid #d8dce3;border-radius:4px;padding:12px 18px}
+.card h2 small{font-weight:normal;color:#5b6577;font-size:13px}
+.facts{display:flex;gap:12px}.fact{flex:1;background:#f7f9fc;border:1px solid #e3e7ee;border-radius:4px;padding:8px 12px}
+.fact h3{margin:0;font-size:12px;text-transform:uppercase;color:#5b6577}.fact p{margin:4px 0}
+.tier,.stamps,.points{font-size:22px;font-weight:600}
+table{border-collapse:collapse;width:100%;margin:4px 0 12px}th,td{text-align:left;padding:3px 8px;border-bottom:1px solid #e3e7ee}
+th{background:#eef1f6;font-weight:600}.problem{color:#b00020}.none,.copy{color:#5b6577}
+"""
+
+# Reloads the page when a new serving copy is published (as Retool's auto-refresh does).
+_REFRESH = """
+let seen = null;
+setInterval(async () => {
+  const answer = await fetch('/api/version', {credentials: 'same-origin'});
+  if (!answer.ok) return;
+  const now = (await answer.json()).published_at;
+  if (seen !== null && now !== seen) location.reload();
+  seen = now;
+}, 5000);
+"""
+
+
+def _layout(body: str, query: str) -> str:
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Customer 360</title>
+<style>{_STYLE}</style></head><body>
+<header><h1>Customer 360</h1><form action="/"><input name="q" value="{escape(query)}"
+placeholder="customer id, name or email" autofocus> <button>Search</button></form></header>
+<main>{body}</main><script>{_REFRESH}</script></body></html>"""
+
+
+def run(host: str, port: int, warehouse: str | None = None) -> int:
+    """`loyalty-pipeline serve`: refuses a non-loopback address without a token, then serves until stopped."""
+    import uvicorn
+
+    token = os.environ.get("LOYALTY_APP_TOKEN", "").strip() or None
+    if host not in LOOPBACK and token is None:
+        print(
+            f"error: --host {host} would serve personal data beyond this machine: set LOYALTY_APP_TOKEN, "
+            "or bind 127.0.0.1",
+            file=sys.stderr,
+        )
+        return 2
+    env = dict(os.environ, **({"LOYALTY_WAREHOUSE": warehouse} if warehouse else {}))
+    serving_file = serving_path(warehouse_path(env))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    print(f"serving {serving_file} on http://{host}:{port}/")
+    uvicorn.run(create_app(serving_file, token), host=host, port=port, access_log=False, log_level="warning")
+    return 0
