@@ -13,8 +13,11 @@ import sys
 import time
 from html import escape
 from pathlib import Path
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Match, Route
@@ -80,24 +83,13 @@ def create_app(serving_file: Path, token: str | None = None) -> Starlette:
         return HTMLResponse(_layout(body, query), status_code=status)
 
     async def login(request: Request) -> Response:
-        form = await request.form()
-        if token and hmac.compare_digest(str(form.get("token", "")), token):
+        offered = parse_qs((await request.body()).decode(errors="replace")).get("token", [""])[0]
+        if token and hmac.compare_digest(offered, token):
             response = RedirectResponse("/", status_code=303)
             response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
             return response
         return HTMLResponse(_layout(_LOGIN.format(problem="wrong token"), ""), status_code=401)
 
-    app = Starlette(
-        routes=[
-            Route("/", page),
-            Route("/login", login, methods=["POST"]),
-            Route("/api/customers", search),
-            Route("/api/customers/{identifier:path}", customer),
-            Route("/api/version", version),
-        ]
-    )
-
-    @app.middleware("http")
     async def guard_and_log(request: Request, call_next):
         started = time.perf_counter()
         if token and request.url.path != "/login" and not _authorized(request, token):
@@ -107,11 +99,19 @@ def create_app(serving_file: Path, token: str | None = None) -> Starlette:
                 response = HTMLResponse(_layout(_LOGIN.format(problem=""), ""), status_code=401)
         else:
             response = await call_next(request)
-        route = next((r.path for r in app.routes if r.matches(request.scope)[0] == Match.FULL), "?")
+        route = next((r.path for r in routes if r.matches(request.scope)[0] == Match.FULL), "?")
         # the route's pattern, never the path: ids, names and emails are personal data
         log.info("%s %s %s %.1f ms", request.method, route, response.status_code, (time.perf_counter() - started) * 1e3)
         return response
 
+    routes = [
+        Route("/", page),
+        Route("/login", login, methods=["POST"]),
+        Route("/api/customers", search),
+        Route("/api/customers/{identifier:path}", customer),
+        Route("/api/version", version),
+    ]
+    app = Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard_and_log)])
     return app
 
 

@@ -153,8 +153,9 @@ class ServingCopy:
         if getattr(self._local, "stamp", None) != stamp:
             with self._lock:
                 if self._opened is None or self._opened[0] != stamp:
-                    try:
-                        conn = duckdb.connect(str(self.path), read_only=True, config={"threads": 1})
+                    try:  # attached to a new in-memory database: `connect(path)` would reuse the file it opened
+                        conn = duckdb.connect(config={"threads": 1})
+                        conn.execute("ATTACH $path AS copy (READ_ONLY)", {"path": str(self.path)})
                     except duckdb.Error as error:
                         raise NotPublished(
                             f"the serving copy {self.path} cannot be read ({str(error).splitlines()[0]}): "
@@ -162,6 +163,7 @@ class ServingCopy:
                         ) from None
                     self._opened = (stamp, conn)  # the old copy closes when its last cursor goes
                 self._local.stamp, self._local.cursor = stamp, self._opened[1].cursor()
+                self._local.cursor.execute("USE copy")
         return self._local.cursor
 
     def card(self, identifier: str) -> str | None:
