@@ -166,11 +166,15 @@ def _show(value) -> str:
 def _card(card: dict) -> str:
     tier, stamps, points = card["tier"], card["stamps"], card["points"]
     next_tier = tier["next"]
+    spent = f"{tier['total_spend']:.2f}"
     progress = (
-        f"{next_tier['to_go']} more than now to reach {escape(next_tier['name'])} (over {next_tier['above']})"
+        f'<progress value="{tier["total_spend"]}" max="{next_tier["above"]}"></progress>'
+        f"<p>spent {spent} · {escape(next_tier['name'])} above {next_tier['above']:.2f}: "
+        f"{next_tier['to_go']:.2f} to go</p>"
         if next_tier
-        else "top tier"
+        else f"<p>spent {spent} · top tier</p>"
     )
+    dots = "●" * stamps["in_cycle"] + "○" * (stamps["cycle"] - stamps["in_cycle"]) if stamps["cycle"] <= 20 else ""
     coffee = escape(stamps["product_id"])
     stamp_line = (
         f"the next {coffee} is free"
@@ -187,8 +191,9 @@ def _card(card: dict) -> str:
   <h2>{escape(card["name"] or card["user_id"])} <small>{escape(card["user_id"])} · {escape(card["email"] or "")}</small></h2>
   <div class="facts">
     <div class="fact"><h3>Tier</h3><p class="tier">{escape(tier["level"] or "")}</p>
-      <p>spent {tier["total_spend"]} · {progress}</p></div>
-    <div class="fact"><h3>Stamp card</h3><p class="stamps">{stamps["in_cycle"]} / {stamps["cycle"]}</p>
+      {progress}</div>
+    <div class="fact"><h3>Stamp card</h3><p class="stamps">{stamps["in_cycle"]} / {stamps["cycle"]}
+      <span class="dots">{dots}</span></p>
       <p>{stamp_line}</p></div>
     <div class="fact"><h3>Points</h3><p class="points">{points["balance"]}</p>
       <p>available {points["available"]} · pending {points["pending"]} · debt {points["debt"]}</p><p>{expiry}</p></div>
@@ -218,7 +223,8 @@ main{padding:16px 20px;max-width:1100px}
 .card h2 small{font-weight:normal;color:#5b6577;font-size:13px}
 .facts{display:flex;gap:12px}.fact{flex:1;background:#f7f9fc;border:1px solid #e3e7ee;border-radius:4px;padding:8px 12px}
 .fact h3{margin:0;font-size:12px;text-transform:uppercase;color:#5b6577}.fact p{margin:4px 0}
-.tier,.stamps,.points{font-size:22px;font-weight:600}
+.tier,.stamps,.points{font-size:22px;font-weight:600}.dots{color:#b5651d;letter-spacing:2px;margin-left:8px}
+progress{width:100%;height:10px;accent-color:#2a9d8f}
 table{border-collapse:collapse;width:100%;margin:4px 0 12px}th,td{text-align:left;padding:3px 8px;border-bottom:1px solid #e3e7ee}
 th{background:#eef1f6;font-weight:600}.problem{color:#b00020}.none,.copy{color:#5b6577}
 """

@@ -156,7 +156,7 @@ def test_the_page_searches_then_shows_the_card(client):
     results = client.get("/", params={"q": "kris"}).text
     assert '<a href="/?id=u2001">u2001</a>' in results
     card = client.get("/", params={"id": "u2001"}).text
-    for shown in ("CLIMBING", "125.72 more than now to reach BRONZE", "4 more coffee purchases, then one free"):
+    for shown in ("CLIMBING", "BRONZE above 200.00: 125.72 to go", "4 more coffee purchases, then one free"):
         assert shown in card
     assert '<p class="points">37</p>' in card and "16 expire 2025-06-03 00:00:00" in card
     assert card.count("<tr>") == (1 + 15) + (1 + 1) + (1 + 2) + (1 + 3) + (1 + 10)  # the five tables, with headers

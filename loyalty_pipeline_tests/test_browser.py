@@ -1,0 +1,77 @@
+"""Issue 16 in a real browser: Playwright drives Debian's chromium (never a downloaded browser) through the page,
+served by uvicorn on loopback from the demo's serving copy. The screenshot is kept in test-artifacts/."""
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from loyalty_pipeline.app import create_app
+from loyalty_pipeline.serving import serving_path
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+# Chromium's own traffic (updates, sync, QUIC probes) has nowhere to go here and only slows it down.
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="no chromium: install Debian's package (apt-get install -y chromium)"
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def served(demo):
+    """The app on a free loopback port, in a thread, until the module's tests are done."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(serving_path(str(demo.warehouse))), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join()
+
+
+def test_search_kris_open_the_card_and_read_tier_points_and_ledger(served):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 1400})
+        page.goto(served + "/")
+        page.fill("input[name=q]", "kris")
+        page.press("input[name=q]", "Enter")
+        page.click("text=u2001")
+        card = page.locator("section.card")
+        expect(card.locator(".tier")).to_have_text("CLIMBING")
+        expect(card).to_contain_text("BRONZE above 200.00: 125.72 to go")
+        expect(card.locator(".points")).to_have_text("37")
+        expect(card).to_contain_text("16 expire 2025-06-03 00:00:00")
+        ledger = card.locator("table.ledger tr")
+        expect(ledger).to_have_count(16)  # the header and 15 rows
+        expect(ledger.nth(1)).to_contain_text("2024-06-04 22:00:00")
+        expect(card.locator("table.ledger")).to_contain_text("-30")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "kris-card.png"), full_page=True)
+        browser.close()
+    assert (ARTIFACTS / "kris-card.png").stat().st_size > 10_000
