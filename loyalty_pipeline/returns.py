@@ -26,63 +26,77 @@ SOURCE = "loyalty:returns"
 _PERSON_ON_DAY = """coalesce((SELECT arg_max(g.customer_id, g.linked_on) FROM identity.id_graph AS g
                               WHERE g.strength = 'strong' AND g.id_value = {key} AND g.linked_on <= {day}), {key})"""
 
-# The window's returns matched to purchases and judged: `reason` NULL for an accepted return.
-JUDGE = f"""
-CREATE OR REPLACE TEMP TABLE judged_returns AS
+# The window's returns, each with its turn among the returns of the same order's product (the named purchase's, for
+# a return by id): in return-time order, then message order. A turn sees what the turns before it took back.
+ASKED = """
+CREATE OR REPLACE TEMP TABLE asked_returns AS
 WITH asked AS (
     SELECT 'returns:' || kafka_partition || ':' || kafka_offset AS return_id, user_id AS customer_key,
-           purchase_id, order_id, product_id, event_ts AS returned_at, day, location, to_json(r)::VARCHAR AS raw
+           purchase_id, order_id, product_id, event_ts AS returned_at, day, location, to_json(r)::VARCHAR AS raw,
+           kafka_partition, kafka_offset, NULL::VARCHAR AS s3_key, NULL::BIGINT AS row_no
     FROM raw.returns AS r WHERE NOT tombstone AND day >= $first AND day < $end
     UNION ALL  -- the S3 export names no customer: a return of another customer's purchase cannot be told there
     SELECT 's3:' || s3_key || ':' || row_no, NULL, purchase_id, order_id, product_id, returned_at, day, location,
-           to_json(r)::VARCHAR
+           to_json(r)::VARCHAR, NULL, NULL, s3_key, row_no
     FROM raw.s3_returns AS r WHERE day >= $first AND day < $end
-), taken AS (  -- purchases returned before this window, or named by id in it
-    SELECT purchase_id FROM loyalty.returns WHERE day < $first OR day >= $end
-    UNION SELECT purchase_id FROM asked WHERE purchase_id IS NOT NULL
-), by_order AS (  -- the k-th return of an order's product takes its k-th most recent purchase not yet returned
-    SELECT *, row_number() OVER (PARTITION BY order_id, product_id ORDER BY returned_at, return_id) AS k
-    FROM asked WHERE purchase_id IS NULL
-), candidates AS (
-    SELECT order_id, product_id, purchase_id,
-           row_number() OVER (PARTITION BY order_id, product_id ORDER BY purchased_at DESC, purchase_id DESC) AS k
-    FROM loyalty.enriched_purchases
-    WHERE (order_id, product_id) IN (SELECT order_id, product_id FROM by_order)
-      AND purchase_id NOT IN (SELECT purchase_id FROM taken)
-), matched AS (
-    SELECT *, purchase_id AS matched_id FROM asked WHERE purchase_id IS NOT NULL
-    UNION ALL BY NAME
-    SELECT by_order.* EXCLUDE (k), candidates.purchase_id AS matched_id
-    FROM by_order LEFT JOIN candidates USING (order_id, product_id, k)
-), checked AS (
-    SELECT matched.*, bought.user_id AS buyer, bought.purchased_at,
-           CASE
-               WHEN matched.purchase_id IS NOT NULL AND bought.purchase_id IS NULL
-               THEN 'unknown purchase ' || matched.purchase_id
-               WHEN matched_id IS NULL AND NOT EXISTS (
-                   SELECT 1 FROM loyalty.enriched_purchases AS p
-                   WHERE p.order_id = matched.order_id AND p.product_id = matched.product_id)
-               THEN 'unknown purchase: order ' || matched.order_id || ' product ' || matched.product_id
-               WHEN matched_id IS NULL
-               THEN 'already returned: every purchase of order ' || matched.order_id || ' product '
-                    || matched.product_id
-               WHEN matched_id IN (SELECT purchase_id FROM loyalty.returns WHERE day < $first OR day >= $end)
-               THEN 'already returned: ' || matched_id
-               WHEN {_PERSON_ON_DAY.format(key="matched.customer_key", day="matched.day")}
-                    <> {_PERSON_ON_DAY.format(key="bought.customer_key", day="matched.day")}
-               THEN 'purchase ' || matched_id || ' is another customer''s'
-               WHEN matched.returned_at < bought.purchased_at THEN 'return older than purchase ' || matched_id
-               WHEN matched.returned_at > bought.purchased_at + to_days($window_days)
-               THEN 'return after the ' || $window_days || '-day window of purchase ' || matched_id
-           END AS problem
-    FROM matched LEFT JOIN loyalty.enriched_purchases AS bought ON bought.purchase_id = matched.matched_id
 )
-SELECT * EXCLUDE (problem),
-       coalesce(problem, CASE WHEN row_number() OVER (PARTITION BY matched_id ORDER BY problem IS NULL DESC,
-                                                      returned_at, return_id) > 1
-                              THEN 'already returned: ' || matched_id END) AS reason
-FROM checked
+SELECT asked.*, named.purchase_id IS NOT NULL AS named_known,
+       row_number() OVER (PARTITION BY coalesce(named.order_id, asked.order_id), coalesce(named.product_id, asked.product_id)
+                          ORDER BY asked.returned_at, kafka_partition, kafka_offset, s3_key, row_no) AS turn
+FROM asked LEFT JOIN loyalty.enriched_purchases AS named ON named.purchase_id = asked.purchase_id
 """
+
+# One turn judged: `reason` NULL for an accepted return. An order's return takes the most recent purchase of the
+# product bought by the return's time and not yet returned.
+JUDGE_TURN = f"""
+INSERT INTO judged_returns
+WITH done AS (
+    SELECT purchase_id FROM loyalty.returns WHERE day < $first OR day >= $end
+    UNION ALL SELECT matched_id FROM judged_returns WHERE reason IS NULL
+), now AS (
+    SELECT * FROM asked_returns WHERE turn = $turn
+), by_order AS (  -- the most recent open purchase by the return's time, else the first one after it (too early)
+    SELECT now.return_id,
+           coalesce(arg_max(p.purchase_id, (p.purchased_at, p.purchase_id)) FILTER (p.purchased_at <= now.returned_at),
+                    arg_min(p.purchase_id, (p.purchased_at, p.purchase_id))) AS matched_id
+    FROM now JOIN loyalty.enriched_purchases AS p ON p.order_id = now.order_id AND p.product_id = now.product_id
+    WHERE now.purchase_id IS NULL AND p.purchase_id NOT IN (SELECT purchase_id FROM done)
+    GROUP BY now.return_id
+), matched AS (
+    SELECT now.* EXCLUDE (turn), coalesce(now.purchase_id, by_order.matched_id) AS matched_id
+    FROM now LEFT JOIN by_order USING (return_id)
+)
+SELECT matched.* EXCLUDE (named_known), bought.user_id AS buyer, bought.purchased_at,
+       CASE
+           WHEN matched.purchase_id IS NOT NULL AND NOT named_known THEN 'unknown purchase ' || matched.purchase_id
+           WHEN matched_id IS NULL AND NOT EXISTS (
+               SELECT 1 FROM loyalty.enriched_purchases AS p
+               WHERE p.order_id = matched.order_id AND p.product_id = matched.product_id)
+           THEN 'unknown purchase: order ' || matched.order_id || ' product ' || matched.product_id
+           WHEN matched_id IS NULL
+           THEN 'already returned: every purchase of order ' || matched.order_id || ' product ' || matched.product_id
+           WHEN matched_id IN (SELECT purchase_id FROM done) THEN 'already returned: ' || matched_id
+           WHEN {_PERSON_ON_DAY.format(key="matched.customer_key", day="matched.day")}
+                <> {_PERSON_ON_DAY.format(key="bought.customer_key", day="matched.day")}
+           THEN 'purchase ' || matched_id || ' is another customer''s'
+           WHEN matched.returned_at < bought.purchased_at THEN 'return older than purchase ' || matched_id
+           WHEN matched.returned_at > bought.purchased_at + to_days($window_days)
+           THEN 'return after the ' || $window_days || '-day window of purchase ' || matched_id
+       END AS reason
+FROM matched LEFT JOIN loyalty.enriched_purchases AS bought ON bought.purchase_id = matched.matched_id
+"""
+
+
+def _judge(conn: duckdb.DuckDBPyConnection, window: dict, window_days: int) -> None:
+    """Fills `judged_returns`, one turn at a time: a few rounds (returns of one product of one order in a window)."""
+    conn.execute(ASKED, window)
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE judged_returns AS SELECT * EXCLUDE (turn, named_known), NULL::VARCHAR AS matched_id, "
+        "NULL::VARCHAR AS buyer, NULL::TIMESTAMP AS purchased_at, NULL::VARCHAR AS reason FROM asked_returns LIMIT 0"
+    )
+    turns = conn.execute("SELECT coalesce(max(turn), 0) FROM asked_returns").fetchall()[0][0]
+    for turn in range(1, turns + 1):
+        conn.execute(JUDGE_TURN, {**window, "turn": turn, "window_days": window_days})
 
 
 def judge_window(conn: duckdb.DuckDBPyConnection, first: date, end: date, window_days: int) -> None:
@@ -90,7 +104,7 @@ def judge_window(conn: duckdb.DuckDBPyConnection, first: date, end: date, window
     and the quarantined ones; the purchases of the window are already in loyalty.enriched_purchases (run it in the
     transaction that wrote them: all or nothing)."""
     window = {"first": first, "end": end}
-    conn.execute(JUDGE, {**window, "window_days": window_days})
+    _judge(conn, window, window_days)
     for statement, params in (
         (
             """UPDATE loyalty.enriched_purchases SET returned_at = NULL WHERE purchase_id IN (

@@ -177,3 +177,52 @@ def test_returns_in_the_s3_export_take_purchases_back_or_are_quarantined(inputs)
         ("s3:returns", "2022-10-02.csv:3", "returned_at is not an ISO-8601 time or ms"),
         ("s3:returns", "2022-10-03.csv:3", "returned_at is not on the file's date 2022-10-03"),
     ]
+
+
+def order(inputs, *purchases):
+    """(customer key, ts) purchases of coffee in order o1."""
+    priced(inputs, coffee=5)
+    inputs.kafka("purchases", [(user, {"product_id": "coffee", "order_id": "o1"}, ts) for user, ts in purchases])
+
+
+O1 = {"order_id": "o1", "product_id": "coffee"}
+
+
+def test_returns_are_judged_in_time_order_whatever_form_they_take(inputs):
+    order(inputs, ("u", "2022-10-01T07:00:00"), ("u", "2022-10-01T08:00:00"))
+    give_back(
+        inputs,
+        ("u", O1, "2022-10-01T10:00:00"),  # the most recent: purchases:0:1
+        ("u", {"purchase_id": "purchases:0:1"}, "2022-10-01T12:00:00"),  # taken already, by the order's return
+    )
+    inputs.materialize("2022-10-01", assets=LOYALTY)
+    assert returned(inputs) == [("purchases:0:1", "2022-10-01 10:00:00")]
+    assert quarantined(inputs) == [("returns.jsonl:2", "already returned: purchases:0:1")]
+
+
+@pytest.mark.parametrize("payload", [{"purchase_id": "purchases:0:0"}, O1])
+def test_another_customers_quarantined_return_takes_nothing_back(inputs, payload):
+    order(inputs, ("u", "2022-10-01T07:00:00"))
+    give_back(inputs, ("v", payload, "2022-10-01T09:00:00"), ("u", O1, "2022-10-01T10:00:00"))
+    inputs.materialize("2022-10-01", assets=LOYALTY)
+    assert returned(inputs) == [("purchases:0:0", "2022-10-01 10:00:00")]
+    assert quarantined(inputs) == [("returns.jsonl:1", "purchase purchases:0:0 is another customer's")]
+
+
+def test_an_orders_return_takes_the_latest_purchase_made_by_then(inputs):
+    order(inputs, ("u", "2022-10-01T07:00:00"), ("u", "2022-10-01T12:00:00"))
+    give_back(inputs, ("u", O1, "2022-10-01T10:00:00"), ("u", O1, "2022-10-01T06:00:00"))
+    inputs.materialize("2022-10-01", assets=LOYALTY)
+    assert returned(inputs) == [("purchases:0:0", "2022-10-01 10:00:00")]
+    assert quarantined(inputs) == [("returns.jsonl:2", "return older than purchase purchases:0:0")]
+
+
+def test_returns_at_one_instant_go_in_offset_order_not_text_order(inputs):
+    order(inputs, ("u", "2022-10-01T07:00:00"))
+    unknown = [("u", {"purchase_id": f"nope-{n}"}, "2022-10-01T09:00:00") for n in range(9)]
+    same = [("u", {"purchase_id": "purchases:0:0"}, "2022-10-01T10:00:00")] * 2  # offsets 9 and 10
+    give_back(inputs, *unknown, *same)
+    inputs.materialize("2022-10-01", assets=LOYALTY)
+    assert inputs.query("SELECT return_id FROM loyalty.returns") == [("returns:0:9",)]
+    assert ("returns.jsonl:11", "already returned: purchases:0:0") in quarantined(inputs)
+    assert len(quarantined(inputs)) == 10  # the nine unknown ones and line 11
