@@ -92,6 +92,26 @@ WHERE lot.kind IN ('earn', 'merge') AND lot.points > 0 AND lot.expires_at > $day
   AND lot.points > coalesce(taken.points, 0)
 """
 
+
+def is_debt(row: str) -> str:
+    """Ledger rows (alias `row`) that owe points until lots pay them (their lot_allocations): clawbacks, and the
+    debts a merge moved in."""
+    return f"{row}.points < 0 AND ({row}.kind = 'clawback' OR starts_with({row}.txn_id, 'merge:'))"
+
+
+# A merge moves the merged profile's unpaid debts too: a `merge` pair (`merge-out:<debt>` settles it on the merged
+# profile, `merge:<debt>` owes it on the person), taken at 00:00 from the person's open lots like a clawback, and
+# what they cannot cover is the person's debt.
+DAY_DEBT_MOVES = f"""
+CREATE OR REPLACE TEMP TABLE day_debt_moves AS
+SELECT debt.txn_id AS debt_txn_id, debt.user_id, merged.into_id, -debt.points - coalesce(sum(paid.points), 0) AS owed
+FROM points.point_transactions AS debt
+JOIN identity.merges AS merged ON merged.merged_id = debt.user_id AND merged.day = $day
+LEFT JOIN points.lot_allocations AS paid ON paid.txn_id = debt.txn_id AND paid.day < $day
+WHERE debt.day < $day AND {is_debt("debt")}
+GROUP BY debt.txn_id, debt.user_id, merged.into_id, debt.points HAVING owed > 0
+"""
+
 # The day's redemptions, each counted once by redemption_id (the earliest message wins, across days too).
 DAY_REDEMPTIONS = f"""
 CREATE OR REPLACE TEMP TABLE day_redemptions AS
@@ -138,6 +158,9 @@ WITH events AS (
     UNION ALL
     SELECT user_id, returned_at, 2, 'clawback:' || purchase_id, 'clawback', points, purchase_id, NULL, NULL
     FROM day_returns
+    UNION ALL  -- a merged profile's debt, moved in at 00:00: taken as a clawback of no purchase
+    SELECT into_id, $day::TIMESTAMP, 2, 'merge:' || debt_txn_id, 'clawback', owed, NULL, NULL, NULL
+    FROM day_debt_moves
     UNION ALL
     SELECT user_id, event_ts, 3, redemption_id, 'use', points, NULL, NULL, NULL
     FROM day_redemptions WHERE refusal IS NULL
@@ -149,6 +172,7 @@ WITH events AS (
     UNION SELECT user_id FROM points.point_transactions
           WHERE kind IN ('earn', 'merge') AND points > 0 AND expires_at >= $day AND expires_at < $day + 1 AND day < $day
     UNION SELECT into_id FROM day_moves
+    UNION SELECT into_id FROM day_debt_moves
 ), taken AS (
     SELECT lot_txn_id, sum(points) AS points FROM points.lot_allocations
     WHERE lot_expires_at >= $day AND day < $day AND user_id IN (SELECT user_id FROM active) GROUP BY lot_txn_id
@@ -166,11 +190,12 @@ WITH events AS (
            regexp_extract(lot_txn_id, '^(?:merge:)*earn:(.*)$', 1)
     FROM day_moves
 ), owed AS (
-    SELECT claw.user_id, claw.occurred_at, claw.txn_id, -claw.points - coalesce(sum(paid.points), 0) AS owed
-    FROM points.point_transactions AS claw
-    LEFT JOIN points.lot_allocations AS paid ON paid.txn_id = claw.txn_id AND paid.day < $day
-    WHERE claw.kind = 'clawback' AND claw.day < $day AND claw.user_id IN (SELECT user_id FROM active)
-    GROUP BY claw.user_id, claw.occurred_at, claw.txn_id, claw.points HAVING owed > 0
+    SELECT debt.user_id, debt.occurred_at, debt.txn_id, -debt.points - coalesce(sum(paid.points), 0) AS owed
+    FROM points.point_transactions AS debt
+    LEFT JOIN points.lot_allocations AS paid ON paid.txn_id = debt.txn_id AND paid.day < $day
+    WHERE {is_debt("debt")} AND debt.day < $day AND debt.user_id IN (SELECT user_id FROM active)
+      AND debt.txn_id NOT IN (SELECT debt_txn_id FROM day_debt_moves)
+    GROUP BY debt.user_id, debt.occurred_at, debt.txn_id, debt.points HAVING owed > 0
 ), timeline AS (
     SELECT * FROM events
     UNION ALL
@@ -270,7 +295,7 @@ SELECT e.ref AS txn_id, user_id, e.ts AS occurred_at, 'earn' AS kind, e.points, 
 FROM day_steps WHERE e.kind = 'earn'
 UNION ALL
 SELECT e.ref, user_id, e.ts, 'clawback', -e.points, NULL, e.purchase_id, $day, NULL
-FROM day_steps WHERE e.kind = 'clawback'
+FROM day_steps WHERE e.kind = 'clawback' AND e.purchase_id IS NOT NULL  -- a moved debt's row is its merge pair
 UNION ALL
 SELECT 'use:' || e.ref, user_id, e.ts, 'use', -e.points, NULL, e.ref, $day, NULL
 FROM day_steps WHERE e.kind = 'use' AND NOT refused
@@ -283,6 +308,12 @@ FROM day_moves
 UNION ALL
 SELECT 'merge:' || lot_txn_id, into_id, $day::TIMESTAMP, 'merge', size, expires_at, lot_txn_id, $day, available_at
 FROM day_moves
+UNION ALL
+SELECT 'merge-out:' || debt_txn_id, user_id, $day::TIMESTAMP, 'merge', owed, NULL, debt_txn_id, $day, NULL
+FROM day_debt_moves
+UNION ALL
+SELECT 'merge:' || debt_txn_id, into_id, $day::TIMESTAMP, 'merge', -owed, NULL, debt_txn_id, $day, NULL
+FROM day_debt_moves
 """
 
 # Which lots each row took its points from (use, expire, clawback), and which later earn lots paid a clawback.
@@ -297,6 +328,8 @@ SELECT debt.txn, e.ref, e.expires_at, user_id, debt.points, $day
 FROM (SELECT user_id, e, unnest(paid) AS debt FROM day_steps)
 UNION ALL
 SELECT 'merge-out:' || lot_txn_id, lot_txn_id, expires_at, user_id, size, $day FROM day_moves
+UNION ALL  -- a moved debt is settled on the merged profile by its merge-out row (at the instant it moved)
+SELECT debt_txn_id, 'merge-out:' || debt_txn_id, $day::TIMESTAMP, user_id, owed, $day FROM day_debt_moves
 """
 
 # Before a rebuilt day's rows replace the old ones, the difference is kept (insert-only, nothing is lost).
@@ -353,6 +386,7 @@ def build_day(conn: duckdb.DuckDBPyConnection, window: Window, day: date, rules:
     on_day = {"day": day}
     conn.execute(DAY_PEOPLE, on_day)
     conn.execute(DAY_MOVES, on_day)
+    conn.execute(DAY_DEBT_MOVES, on_day)
     conn.execute(DAY_REDEMPTIONS, on_day)
     conn.execute(
         DAY_EARNS,

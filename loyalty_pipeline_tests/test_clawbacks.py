@@ -131,3 +131,32 @@ def test_pending_lots_become_usable_at_their_instant_from_midnight_or_mid_day(in
         ("use:r4", "earn:purchases:0:1", 10, "2022-10-03"),
     ]
     assert inputs.query(BALANCES) == [("u", 0, 0, 0, 0)]
+
+
+def test_a_merged_profiles_debt_moves_to_the_person_and_is_taken_from_their_lots(inputs):
+    """K1 (a till key) earns 10, spends them and returns the purchase: 10 owed. On 10-03 K1 turns out to be u9 (an
+    order keyed K1 carries u9's email): the debt moves with the merge and u9's open lot covers it at 00:00."""
+    priced(inputs, ten=10, twenty=20)
+    inputs.kafka("users", [("u9", {"name": "Zoe", "email": "z@x.com"}, "2022-10-01T07:00:00")])
+    inputs.kafka(
+        "purchases",
+        [
+            ("K1", {"product_id": "ten"}, "2022-10-01T08:00:00"),
+            ("u9", {"product_id": "twenty"}, "2022-10-02T08:00:00"),
+            ("K1", {"product_id": "ten", "email": "z@x.com"}, "2022-10-03T08:00:00"),
+        ],
+    )
+    redeem(inputs, ("K1", "r1", 10, "2022-10-01T09:00:00"))
+    give_back(inputs, ("K1", {"purchase_id": "purchases:0:0"}, "2022-10-02T09:00:00"))
+    inputs.materialize("2022-10-01", "2022-10-03", assets=POINTS)
+    assert inputs.query(
+        "SELECT txn_id, user_id, points FROM points.point_transactions WHERE kind = 'merge' ORDER BY ALL"
+    ) == [
+        ("merge-out:clawback:purchases:0:0", "K1", 10),
+        ("merge:clawback:purchases:0:0", "u9", -10),
+    ]
+    assert [piece for piece in inputs.query(PIECES) if piece[3] == "2022-10-03"] == [
+        ("clawback:purchases:0:0", "merge-out:clawback:purchases:0:0", 10, "2022-10-03"),  # settled on K1
+        ("merge:clawback:purchases:0:0", "earn:purchases:0:1", 10, "2022-10-03"),  # u9's lot covers it
+    ]
+    assert inputs.query(BALANCES) == [("u9", 20, 20, 0, 0)]  # 20 + 10 earned, 10 owed by K1

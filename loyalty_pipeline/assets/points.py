@@ -274,11 +274,11 @@ lots AS (
            sum(remaining) FILTER (available_at >= (SELECT instant FROM horizon)) AS pending
     FROM ({OPEN_LOTS}) GROUP BY user_id
 ), debts AS (
-    SELECT claw.user_id, sum(-claw.points - coalesce(paid.points, 0)) AS debt
-    FROM points.point_transactions AS claw
+    SELECT debt.user_id, sum(-debt.points - coalesce(paid.points, 0)) AS debt
+    FROM points.point_transactions AS debt
     LEFT JOIN (SELECT txn_id, sum(points) AS points FROM points.lot_allocations GROUP BY txn_id) AS paid
-           ON paid.txn_id = claw.txn_id
-    WHERE claw.kind = 'clawback' GROUP BY claw.user_id
+           ON paid.txn_id = debt.txn_id
+    WHERE {ledger.is_debt("debt")} GROUP BY debt.user_id
 ), next_expiry AS (
     SELECT user_id, expires_at AS next_expiry_at, sum(remaining) AS next_expiry_points
     FROM ({OPEN_LOTS}) GROUP BY user_id, expires_at
