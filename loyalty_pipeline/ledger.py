@@ -189,12 +189,15 @@ WITH events AS (
     SELECT into_id, expires_at, $day::TIMESTAMP, 'merge:' || lot_txn_id, available_at, size,
            regexp_extract(lot_txn_id, '^(?:merge:)*earn:(.*)$', 1)
     FROM day_moves
-), owed AS (
-    SELECT debt.user_id, debt.occurred_at, debt.txn_id, -debt.points - coalesce(sum(paid.points), 0) AS owed
-    FROM points.point_transactions AS debt
-    LEFT JOIN points.lot_allocations AS paid ON paid.txn_id = debt.txn_id AND paid.day < $day
+), debts AS (
+    SELECT * FROM points.point_transactions AS debt
     WHERE {is_debt("debt")} AND debt.day < $day AND debt.user_id IN (SELECT user_id FROM active)
       AND debt.txn_id NOT IN (SELECT debt_txn_id FROM day_debt_moves)
+), owed AS (  -- what lots paid of a debt is on or after its day: older allocations are not read
+    SELECT debt.user_id, debt.occurred_at, debt.txn_id, -debt.points - coalesce(sum(paid.points), 0) AS owed
+    FROM debts AS debt
+    LEFT JOIN points.lot_allocations AS paid
+           ON paid.txn_id = debt.txn_id AND paid.day < $day AND paid.day >= (SELECT min(day) FROM debts)
     GROUP BY debt.user_id, debt.occurred_at, debt.txn_id, debt.points HAVING owed > 0
 ), timeline AS (
     SELECT * FROM events
