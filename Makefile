@@ -5,7 +5,7 @@ INSTALLED := $(VENV)/.installed
 CUSTOMERS ?= 1000000
 DAYS ?= 30
 
-.PHONY: run test test-fast lint dev bench clean
+.PHONY: run test test-fast lint dev app bench clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ lint: $(INSTALLED)
 dev: $(INSTALLED)
 	mkdir -p .dagster_home
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -h 127.0.0.1 -w workspace.yaml
+
+app: $(INSTALLED)
+	$(BIN)/loyalty-pipeline serve
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/run_bench.py --customers $(CUSTOMERS) --days $(DAYS)

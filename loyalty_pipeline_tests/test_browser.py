@@ -5,6 +5,7 @@ import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,22 +35,30 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def served(demo):
-    """The app on a free loopback port, in a thread, until the module's tests are done."""
+@contextmanager
+def serve(warehouse: Path):
+    """The app on a free loopback port, in a thread, for the block: yields its URL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(create_app(serving_path(str(demo.warehouse))), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(serving_path(str(warehouse))), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join()
+
+
+@pytest.fixture(scope="module")
+def served(demo):
+    with serve(demo.warehouse) as url:
+        yield url
 
 
 def test_search_kris_open_the_card_and_read_tier_points_and_ledger(served):
