@@ -11,10 +11,12 @@
    * pandas:   `bench/pandas_impl.py` (the same core tables in idiomatic pandas).
 3. Checks that the three agree on sales_totals, caffeine_index and promotions (and, reported apart, the profile's
    total_spend and purchase_count).
-4. Incremental cost (unless --no-incremental): 366 days for M customers; materializes days 1..30, times day 31
+4. The customer 360 app (`bench/app_load.py`): 20 clients for 30 s on random ids of the pipeline's serving copy,
+   while a materialize run rebuilds its last day; p50/p99 latency, lookups per second and errors.
+5. Incremental cost (unless --no-incremental): 366 days for M customers; materializes days 1..30, times day 31
    alone, materializes 32..365, times day 366 alone (`--from/--to`). Then `late_file_cost.py` at M customers:
    an on-time day and a late file, each next to the time DuckDB spent on that run's SQL alone.
-5. Writes `bench/results/latest.json` and prints a table.
+6. Writes `bench/results/latest.json` and prints a table.
 """
 
 import argparse
@@ -374,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if runs["pipeline"]["exit_code"] == 0:  # the 360 app on this serving copy, while a run rewrites the last day
+        from app_load import measure  # beside this script
+
+        result["app_lookups"] = measure(warehouse, folder, clients=20, seconds=30, logs=logs)
     if not args.no_incremental:
         result["incremental"] = incremental(args, work)
         # one on-time day and one late file, driven by the sensor, each next to the day's SQL alone
@@ -428,6 +434,11 @@ def print_table(result: dict) -> None:
     if result.get("agreement_error"):
         print(f"could not compare: {result['agreement_error']}")
     print(f"agree: {result['agree']} (profile spend: {result['agree_profile_spend']})")
+    if app := result.get("app_lookups"):
+        print(
+            f"360 app, {app['clients']} clients while a run writes: p50 {app['p50_ms']} ms, p99 {app['p99_ms']} ms, "
+            f"{app['lookups_per_s']} lookups/s, {app['errors']} errors"
+        )
     inc = result.get("incremental")
     if inc:
         print(
