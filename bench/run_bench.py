@@ -377,9 +377,9 @@ def main(argv: list[str] | None = None) -> int:
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if runs["pipeline"]["exit_code"] == 0:  # the 360 app on this serving copy, while a run rewrites the last day
-        from app_load import measure  # beside this script
+        from app_load import measure as app_load  # beside this script
 
-        result["app_lookups"] = measure(warehouse, folder, clients=20, seconds=30, logs=logs)
+        result["app_lookups"] = app_load(warehouse, folder, clients=20, seconds=30, logs=logs)
     if not args.no_incremental:
         result["incremental"] = incremental(args, work)
         # one on-time day and one late file, driven by the sensor, each next to the day's SQL alone
