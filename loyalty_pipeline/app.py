@@ -116,8 +116,7 @@ class GuardAndLog:
                 sent["status"] = message["status"]
             await send(message)
 
-        request = Request(scope)
-        if self.token and scope["path"] != "/login" and not _authorized(request, self.token):
+        if self.token and scope["path"] != "/login" and not _authorized(Request(scope), self.token):
             if scope["path"].startswith("/api/"):
                 refusal = _problem(401, "a token is needed: Authorization: Bearer <LOYALTY_APP_TOKEN>")
             else:
