@@ -124,8 +124,12 @@ class GuardAndLog:
             await refusal(scope, receive, noting_status)
         else:
             await self.app(scope, receive, noting_status)
-        route = next((r.path for r in self.routes if r.matches(scope)[0] == Match.FULL), "?")
-        log.info("%s %s %s %.1f ms", scope["method"], route, sent.get("status"), (time.perf_counter() - started) * 1e3)
+        # the router notes the route it took; a refused request never reached it
+        route = scope.get("route") or next((r for r in self.routes if r.matches(scope)[0] == Match.FULL), None)
+        pattern = route.path if route else "?"
+        log.info(
+            "%s %s %s %.1f ms", scope["method"], pattern, sent.get("status"), (time.perf_counter() - started) * 1e3
+        )
 
 
 def _authorized(request: Request, token: str) -> bool:

@@ -4,6 +4,7 @@ Only `materialize` imports Dagster: a lookup and the app start without it.
 """
 
 import argparse
+import json
 import os
 import sys
 from datetime import date
@@ -29,8 +30,6 @@ def profile(args: argparse.Namespace) -> int:
     if card is None:
         print(f"error: no customer with id {args.user_id!r} in {copy.path}", file=sys.stderr)
         return 1
-    import json
-
     print(json.dumps(json.loads(card), indent=2, ensure_ascii=False))
     return 0
 

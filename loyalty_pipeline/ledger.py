@@ -145,6 +145,9 @@ LEFT JOIN day_earns AS new ON new.purchase_id = r.purchase_id
 WHERE coalesce(earn.points, new.size) > 0
 """
 
+# The purchase a lot was earned by, through any merges that moved it (merge:merge:earn:<purchase_id>).
+PURCHASE_OF_LOT = "regexp_extract({lot}, '^(?:merge:)*earn:(.*)$', 1)"
+
 # For each customer something happens to today: their open lots (in queue order: earliest expiry, then earliest
 # earned) and unpaid clawbacks at the start of the day, and the day's events in order (at one instant: expire,
 # earn, return, use). Customers with no event today are not read, so a day's cost follows its events, not the
@@ -180,14 +183,14 @@ WITH events AS (
     SELECT lot.user_id, lot.expires_at, lot.occurred_at AS earned_at, lot.txn_id AS lot,
            coalesce(lot.available_at, lot.occurred_at) AS available_at,
            lot.points - coalesce(taken.points, 0) AS remaining,
-           regexp_extract(lot.txn_id, '^(?:merge:)*earn:(.*)$', 1) AS purchase_id
+           {PURCHASE_OF_LOT.format(lot="lot.txn_id")} AS purchase_id
     FROM points.point_transactions AS lot LEFT JOIN taken ON taken.lot_txn_id = lot.txn_id
     WHERE lot.kind IN ('earn', 'merge') AND lot.points > 0 AND lot.expires_at >= $day AND lot.day < $day
       AND lot.user_id IN (SELECT user_id FROM active) AND lot.points > coalesce(taken.points, 0)
       AND lot.txn_id NOT IN (SELECT lot_txn_id FROM day_moves)
     UNION ALL  -- a merged profile's lots, moved in at 00:00
     SELECT into_id, expires_at, $day::TIMESTAMP, 'merge:' || lot_txn_id, available_at, size,
-           regexp_extract(lot_txn_id, '^(?:merge:)*earn:(.*)$', 1)
+           {PURCHASE_OF_LOT.format(lot="lot_txn_id")}
     FROM day_moves
 ), debts AS (
     SELECT * FROM points.point_transactions AS debt

@@ -41,8 +41,10 @@ WITH asked AS (
     FROM raw.s3_returns AS r WHERE day >= $first AND day < $end
 )
 SELECT asked.*, named.purchase_id IS NOT NULL AS named_known,
-       row_number() OVER (PARTITION BY coalesce(named.order_id, asked.order_id), coalesce(named.product_id, asked.product_id)
-                          ORDER BY asked.returned_at, kafka_partition, kafka_offset, s3_key, row_no) AS turn
+       CASE WHEN coalesce(named.order_id, asked.order_id) IS NULL THEN 1  -- an unknown purchase: nothing to share
+            ELSE row_number() OVER (
+                PARTITION BY coalesce(named.order_id, asked.order_id), coalesce(named.product_id, asked.product_id)
+                ORDER BY asked.returned_at, kafka_partition, kafka_offset, s3_key, row_no) END AS turn
 FROM asked LEFT JOIN loyalty.enriched_purchases AS named ON named.purchase_id = asked.purchase_id
 """
 
