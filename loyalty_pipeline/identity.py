@@ -18,7 +18,7 @@ import duckdb
 
 from loyalty_pipeline.chain import Window, publish
 from loyalty_pipeline.config import Identity
-from loyalty_pipeline.warehouse import first_source_day_before
+from loyalty_pipeline.warehouse import first_source_day_before, in_span, spans
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS identity;
@@ -335,9 +335,12 @@ def first_event_before(conn: duckdb.DuckDBPyConnection, day: date) -> date | Non
     ).fetchall()[0][0]
 
 
-def with_person(table: str) -> str:
-    """The rows of a raw table (a constant name) with `person`: whom their key resolved to on their day."""
-    return f"""SELECT r.*, coalesce(g.customer_id, r.user_id) AS person FROM {table} AS r
-               ASOF LEFT JOIN (SELECT id_value, customer_id, linked_on FROM identity.id_graph
-                               WHERE strength = 'strong') AS g
-               ON g.id_value = r.user_id AND r.day >= g.linked_on"""
+def with_person(table: str, links_before: str = "") -> str:
+    """The rows of a raw table (a constant name) with `person`: whom their key resolved to on their day.
+    `links_before`: an optional bound on the links read, e.g. "$end" (a parameter's name, never a value)."""
+    bound = f"AND linked_on < {links_before}" if links_before else ""
+    # A value's strong rows of one day all name its one component: one customer_id per (id, t).
+    links = f"""SELECT DISTINCT id_value AS id, linked_on AS t, customer_id FROM identity.id_graph
+                WHERE strength = 'strong' {bound} AND id_value IN (SELECT user_id FROM {table})"""
+    return f"""SELECT r.*, coalesce(link.customer_id, r.user_id) AS person FROM {table} AS r
+               LEFT JOIN ({spans(links)}) AS link ON link.id = r.user_id AND {in_span("link", "r.day")}"""

@@ -85,3 +85,16 @@ def insert_rows(conn: duckdb.DuckDBPyConnection, table: str, rows: list[list]) -
     if rows:
         marks = ", ".join(f"${i + 1}" for i in range(len(rows[0])))
         conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+
+
+def spans(states: str) -> str:
+    """The `states` (id, t, ...) rows, at most one per (id, t), with `until`: the next state's t of the same id
+    (NULL for the last). An event of id at time x is in the state whose span holds x (see `in_span`).
+
+    The ASOF JOIN written as an equi-join on id and a range, which Spark runs as DuckDB does, at the same cost."""
+    return f"SELECT *, lead(t) OVER (PARTITION BY id ORDER BY t) AS until FROM ({states}) AS s"
+
+
+def in_span(span: str, x: str) -> str:
+    """The join condition: time `x` is in the span (alias) `span`: its own t included, the next state's excluded."""
+    return f"{x} >= {span}.t AND ({span}.until IS NULL OR {x} < {span}.until)"

@@ -20,7 +20,16 @@ from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, ta
 from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import RulesResource, Warehouse
 from loyalty_pipeline.rules_sql import install_tiers
-from loyalty_pipeline.warehouse import OWNERS, REJECTED_DDL, WAREHOUSE_POOL, count, insert_rows, transaction
+from loyalty_pipeline.warehouse import (
+    OWNERS,
+    REJECTED_DDL,
+    WAREHOUSE_POOL,
+    count,
+    in_span,
+    insert_rows,
+    spans,
+    transaction,
+)
 
 ENRICHED_KEY = dg.AssetKey(["loyalty", "enriched_purchases"])
 ALL_PRODUCTS_KEY = dg.AssetKey(["loyalty", "all_products"])
@@ -119,29 +128,26 @@ FROM raw.historical_purchases
 """
 
 # Kafka purchases take the product's price and category as of their event time: the latest products message with
-# ts <= the purchase's ts (ASOF JOIN), the greatest offset winning at one instant. S3 rows keep their own price.
-# `user_id` is the person the purchase's key resolves to on its day (identity.id_graph); `customer_key` the key.
+# ts <= the purchase's ts, the greatest offset winning at one instant (a tombstone there: no price). S3 rows keep
+# their own price. `user_id` is the person the purchase's key resolves to on its day (identity.id_graph);
+# `customer_key` the key. Both "as of" lookups are joins on spans (warehouse.spans), not ASOF JOINs, so the
+# statement runs on Spark too.
 ENRICH_WINDOW = f"""
 INSERT INTO loyalty.enriched_purchases BY NAME
 WITH purchases AS (
     SELECT * FROM ({PURCHASES}) WHERE day >= $first AND day < $end
-), resolved AS (
-    SELECT purchases.*, coalesce(ids.customer_id, purchases.user_id) AS person
-    FROM purchases ASOF LEFT JOIN (
-        SELECT id_value, customer_id, linked_on FROM identity.id_graph
-        WHERE strength = 'strong' AND linked_on < $end AND id_value IN (SELECT user_id FROM purchases)
-    ) AS ids ON ids.id_value = purchases.user_id AND purchases.day >= ids.linked_on
+), resolved AS ({identity.with_person("purchases", links_before="$end")}
 ), product_states AS (
-    SELECT product_id, event_ts, category, price
+    SELECT product_id AS id, event_ts AS t, category, price
     FROM raw.products
     WHERE day < $end AND product_id IN (SELECT product_id FROM purchases)
     QUALIFY row_number() OVER (PARTITION BY product_id, event_ts ORDER BY kafka_offset DESC, kafka_partition DESC) = 1
 )
-SELECT resolved.purchase_id, order_id, person AS user_id, resolved.product_id, product_states.category,
-       coalesce(own_price, product_states.price) AS price, purchased_at, source, store_id, resolved.day,
+SELECT resolved.purchase_id, order_id, person AS user_id, resolved.product_id, state.category,
+       coalesce(own_price, state.price) AS price, purchased_at, source, store_id, resolved.day,
        resolved.user_id AS customer_key, returned.returned_at
-FROM resolved ASOF LEFT JOIN product_states
-     ON resolved.product_id = product_states.product_id AND resolved.purchased_at >= product_states.event_ts
+FROM resolved LEFT JOIN ({spans("SELECT * FROM product_states")}) AS state
+     ON state.id = resolved.product_id AND {in_span("state", "resolved.purchased_at")}
 LEFT JOIN loyalty.returns AS returned  -- returns of other days (the window's own are judged next)
      ON returned.purchase_id = resolved.purchase_id AND (returned.day < $first OR returned.day >= $end)
 """
