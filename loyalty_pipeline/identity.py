@@ -52,7 +52,9 @@ FROM identity.id_graph WHERE strength = 'strong' GROUP BY id_value;
 # Purchases with `user_id` the person now (a purchase keeps the person of its day in enriched_purchases; a later
 # merge moves it): what the lifetime tables count.
 PURCHASES_NOW = """
-SELECT purchase.* REPLACE (coalesce(ids.customer_id, purchase.user_id) AS user_id)
+SELECT purchase.purchase_id, purchase.order_id, coalesce(ids.customer_id, purchase.user_id) AS user_id,
+       purchase.product_id, purchase.category, purchase.price, purchase.purchased_at, purchase.source,
+       purchase.store_id, purchase.day, purchase.customer_key, purchase.returned_at
 FROM loyalty.enriched_purchases AS purchase LEFT JOIN identity.current_ids AS ids ON ids.id_value = purchase.user_id
 WHERE purchase.returned_at IS NULL  -- lifetime tables count net purchases
 """

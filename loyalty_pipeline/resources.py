@@ -145,12 +145,36 @@ class Warehouse(DuckDBResource):
 
     # DuckDB would otherwise cache up to 80% of the machine's memory; past this it spills to disk instead.
     memory_limit: str = "1GB"
+    engine: str = "duckdb"  # LOYALTY_ENGINE: where ported steps run their SQL, "duckdb" or "spark"
+    spark_master: str = "local[2]"  # LOYALTY_SPARK_MASTER
+    lake: str = ""  # LOYALTY_LAKE: the Spark engine's Parquet tables; default <warehouse file>.lake/
 
     def serving_path(self) -> Path:
         return serving_path(self.database)
 
     @contextmanager
-    def get_connection(self):
+    def get_connection(self, portable: bool = False):
+        """A DuckDB connection; with `portable` (a step whose SQL is the portable subset), the chosen engine's."""
+        with self.duckdb_connection() as conn:
+            if not portable or self.engine == "duckdb":
+                yield conn
+                return
+            from dagster_pyspark.resources import spark_session_from_config  # the optional [spark] extra
+
+            from loyalty_pipeline.spark import SparkWarehouse, spark_config
+
+            spark = SparkWarehouse(
+                spark_session_from_config(spark_config(self.spark_master)),
+                conn,
+                Path(self.lake or f"{self.database}.lake").absolute(),
+            )
+            try:
+                yield spark
+            finally:
+                spark.close()
+
+    @contextmanager
+    def duckdb_connection(self):
         # dagster-duckdb's own context manager leaves the connection open when the body raises, which keeps the
         # file locked for the rest of the process; close it on every path.
         # No replacement scans: a missing table is an error naming it, never a Python variable of the same name.
@@ -264,6 +288,14 @@ def memory_limit(text: str | None) -> str:
     return "".join(match.groups())
 
 
+def engine(text: str | None) -> str:
+    """'duckdb' (the default) or 'spark'."""
+    name = (text or "duckdb").strip().lower()
+    if name not in ("duckdb", "spark"):
+        raise RulesError(f"LOYALTY_ENGINE={text!r} is not an engine: use duckdb or spark")
+    return name
+
+
 _cached_rules = functools.lru_cache(maxsize=8)(load_rules)
 
 
@@ -279,6 +311,9 @@ def build_resources(env: dict[str, str] | None = None) -> dict[str, dg.Configura
         "warehouse": Warehouse(
             database=warehouse_path(env),
             memory_limit=memory_limit(env.get("LOYALTY_MEMORY_LIMIT")),
+            engine=engine(env.get("LOYALTY_ENGINE")),
+            spark_master=env.get("LOYALTY_SPARK_MASTER", "local[2]"),
+            lake=env.get("LOYALTY_LAKE", ""),
         ),
         "sources": EventSources(
             data_dir=data_dir,

@@ -1,5 +1,5 @@
 """Rule values that SQL reads, installed on a connection. The values arrive as bound parameters, never as SQL
-text, and queries call the macro rather than knowing how the rules are stored."""
+text, and queries read them from temp tables (or call the macro) rather than knowing how the rules are stored."""
 
 import duckdb
 
@@ -7,11 +7,25 @@ from loyalty_pipeline.config import Rules
 from loyalty_pipeline.warehouse import insert_rows
 
 
-def install_tiers(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
-    """Macro `reward_level(total)`: the tier with the highest threshold that `total` exceeds (strict '>'), else the
-    default tier. Call it once per connection before any query that uses the macro."""
+def load_tiers(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
+    """Temp table `rule_tiers(name, above)`: the tiers, and the default tier with `above` NULL."""
     conn.execute("CREATE OR REPLACE TEMP TABLE rule_tiers (name VARCHAR, above DECIMAL(18,2))")
     insert_rows(conn, "rule_tiers", [[tier.name, tier.above] for tier in rules.tiers] + [[rules.default_tier, None]])
+
+
+def with_tier(totals: str) -> str:
+    """The rows of `totals` (a query with `total`) with `reward_level`: the tier with the highest threshold that
+    `total` exceeds (strict '>'), else the default tier (portable SQL; `load_tiers` first)."""
+    return f"""SELECT totals.*, coalesce(max_by(tier.name, tier.above),
+                                    (SELECT name FROM rule_tiers WHERE above IS NULL)) AS reward_level
+               FROM ({totals}) AS totals LEFT JOIN rule_tiers AS tier ON totals.total > tier.above
+               GROUP BY ALL"""
+
+
+def install_tiers(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
+    """`rule_tiers` and the DuckDB macro `reward_level(total)`, the same rule as `with_tier` for the steps not
+    ported to Spark. Call it once per connection before any query that uses the macro."""
+    load_tiers(conn, rules)
     conn.execute(
         """CREATE OR REPLACE TEMP MACRO reward_level(total) AS coalesce(
                (SELECT arg_max(name, above) FROM rule_tiers WHERE total > above),

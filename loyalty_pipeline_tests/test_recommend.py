@@ -7,6 +7,7 @@ import duckdb
 import pytest
 
 from loyalty_pipeline import identity, recommend
+from loyalty_pipeline.assets.loyalty import ENRICHED_DDL
 
 
 def by_the_rule(orders: dict[str, tuple[str, list[str]]], interests: dict[str, list[str]]) -> set[tuple]:
@@ -26,14 +27,16 @@ def recommended(orders, interests) -> set[tuple]:
     conn = duckdb.connect()
     conn.execute("CREATE SCHEMA loyalty; CREATE SCHEMA customer")
     conn.execute(identity.DDL)  # an empty id graph: every user_id is its own person
-    conn.execute(
-        "CREATE TABLE loyalty.enriched_purchases "
-        "(order_id VARCHAR, user_id VARCHAR, product_id VARCHAR, returned_at TIMESTAMP)"
-    )
+    conn.execute(ENRICHED_DDL)
     conn.execute("CREATE TABLE customer.profile_360 (user_id VARCHAR, activity_since_last_purchase VARCHAR[])")
     conn.executemany(
-        "INSERT INTO loyalty.enriched_purchases VALUES (?, ?, ?, NULL)",
-        [(order_id, user, product) for order_id, (user, items) in orders.items() for product in items],
+        "INSERT INTO loyalty.enriched_purchases (purchase_id, order_id, user_id, product_id, purchased_at, source, day) "
+        "VALUES (?, ?, ?, ?, TIMESTAMP '2024-06-01 10:00', 'kafka', DATE '2024-06-01')",
+        [
+            (f"{order_id}:{n}", order_id, user, product)
+            for order_id, (user, items) in orders.items()
+            for n, product in enumerate(items)
+        ],
     )
     conn.executemany("INSERT INTO customer.profile_360 VALUES (?, ?)", list(interests.items()))
     recommend.build(conn, "recommendations")

@@ -19,7 +19,7 @@ from loyalty_pipeline.kafka import TOPICS, table_ddl
 from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, table_metadata
 from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import RulesResource, Warehouse
-from loyalty_pipeline.rules_sql import install_tiers
+from loyalty_pipeline.rules_sql import load_tiers, with_tier
 from loyalty_pipeline.warehouse import (
     OWNERS,
     REJECTED_DDL,
@@ -59,19 +59,21 @@ def purchases_of_priced_products(conn, rules, days) -> tuple[bool, dict]:
 
 @check("Each total is the sum of the customer's known prices and its tier follows the thresholds.")
 def totals_and_tiers_agree(conn, rules, days) -> tuple[bool, dict]:
-    # the tier is recomputed from the rule rows, not with reward_level(), so a broken macro fails this check
-    install_tiers(conn, rules.rules)
+    # the tier is recomputed from the rule rows by ranking, not with with_tier(), so a broken rule fails this check
+    load_tiers(conn, rules.rules)
     wrong = count(
         conn,
         f"""
         WITH expected AS (
             SELECT user_id, coalesce(sum(price), 0) AS total FROM ({PURCHASES_NOW}) GROUP BY user_id
+        ), tiered AS (
+            SELECT expected.user_id, expected.total,
+                   coalesce(tier.name, (SELECT name FROM rule_tiers WHERE above IS NULL)) AS reward_level
+            FROM expected LEFT JOIN rule_tiers AS tier ON expected.total > tier.above
+            QUALIFY row_number() OVER (PARTITION BY expected.user_id ORDER BY tier.above DESC NULLS LAST) = 1
         )
-        SELECT 1 FROM expected FULL JOIN loyalty.sales_totals AS actual USING (user_id)
-        WHERE expected.total IS DISTINCT FROM actual.total
-           OR actual.reward_level IS DISTINCT FROM coalesce(
-                (SELECT name FROM rule_tiers WHERE actual.total > above ORDER BY above DESC LIMIT 1),
-                (SELECT name FROM rule_tiers WHERE above IS NULL))
+        SELECT 1 FROM tiered FULL JOIN loyalty.sales_totals AS actual USING (user_id)
+        WHERE tiered.total IS DISTINCT FROM actual.total OR tiered.reward_level IS DISTINCT FROM actual.reward_level
         """,
     )
     return wrong == 0, {"customers_wrong": wrong}
@@ -232,18 +234,17 @@ def _all_products(conn, rules: RulesResource) -> dg.MaterializeResult:
 
 
 def _sales_totals(conn, rules: RulesResource) -> dg.MaterializeResult:
-    install_tiers(conn, rules.rules)
+    load_tiers(conn, rules.rules)
     _replace_table(
         conn,
         "loyalty.sales_totals",
-        f"""
-        SELECT user_id, total, reward_level(total) AS reward_level
-        FROM (SELECT user_id, coalesce(sum(price), 0)::DECIMAL(18,2) AS total FROM ({PURCHASES_NOW}) GROUP BY user_id)
-        """,
+        with_tier(
+            f"SELECT user_id, coalesce(sum(price), 0)::DECIMAL(18,2) AS total FROM ({PURCHASES_NOW}) GROUP BY user_id"
+        ),
     )
     result = _table_result(conn, SALES_TOTALS_KEY, "total DESC, user_id", SALES_TOTALS_CHECKS, rules)
     tiers = conn.execute(
-        "SELECT reward_level, count(*) FROM loyalty.sales_totals GROUP BY ALL ORDER BY 2 DESC"
+        "SELECT reward_level, count(*) FROM loyalty.sales_totals GROUP BY reward_level ORDER BY 2 DESC, 1"
     ).fetchall()
     result.metadata["tier_distribution"] = dg.MetadataValue.md(bar_table(("tier", "customers"), tiers))
     return result
@@ -264,16 +265,21 @@ def _caffeine_index(conn, rules: RulesResource) -> dg.MaterializeResult:
 
 
 def _promotions(conn, rules: RulesResource) -> dg.MaterializeResult:
-    conn.execute(
-        "CREATE OR REPLACE TEMP TABLE promotion_rules "
-        "(name VARCHAR, considers VARCHAR[], require_all VARCHAR[], exclude VARCHAR[], min_spend DECIMAL(18,2))"
-    )
+    conn.execute("CREATE OR REPLACE TEMP TABLE promotion_rules (name VARCHAR, min_spend DECIMAL(18,2))")
+    insert_rows(conn, "promotion_rules", [[rule.name, rule.min_spend] for rule in rules.rules.promotions])
+    conn.execute("CREATE OR REPLACE TEMP TABLE promotion_products (name VARCHAR, role VARCHAR, product_id VARCHAR)")
     insert_rows(
         conn,
-        "promotion_rules",
+        "promotion_products",
         [
-            [rule.name, rule.considers, rule.require_all, rule.exclude, rule.min_spend]
+            [rule.name, role, product]
             for rule in rules.rules.promotions
+            for role, products in (
+                ("considers", rule.considers),
+                ("requires", rule.require_all),
+                ("excludes", rule.exclude),
+            )
+            for product in products
         ],
     )
     _replace_table(
@@ -285,14 +291,18 @@ def _promotions(conn, rules: RulesResource) -> dg.MaterializeResult:
                    list_sort(list_distinct(list(purchase.product_id))) AS products,
                    coalesce(sum(purchase.price), 0) AS spend
             FROM ({PURCHASES_NOW}) AS purchase
-            JOIN promotion_rules AS rule ON list_contains(rule.considers, purchase.product_id)
-            GROUP BY ALL
+            JOIN promotion_products AS rule ON rule.role = 'considers' AND rule.product_id = purchase.product_id
+            GROUP BY rule.name, purchase.user_id
+        ), failing AS (  -- a required product not bought, or an excluded one bought
+            SELECT DISTINCT considered.name, considered.user_id
+            FROM considered JOIN promotion_products AS rule ON rule.name = considered.name
+            WHERE (rule.role = 'requires' AND NOT list_contains(considered.products, rule.product_id))
+               OR (rule.role = 'excludes' AND list_contains(considered.products, rule.product_id))
         )
         SELECT considered.user_id, considered.name AS promotion_name, considered.products
-        FROM considered JOIN promotion_rules AS rule USING (name)
-        WHERE list_has_all(considered.products, rule.require_all)
-          AND NOT list_has_any(considered.products, rule.exclude)
-          AND (rule.min_spend IS NULL OR considered.spend > rule.min_spend)
+        FROM considered JOIN promotion_rules AS rule ON rule.name = considered.name
+        LEFT JOIN failing ON failing.name = considered.name AND failing.user_id = considered.user_id
+        WHERE failing.name IS NULL AND (rule.min_spend IS NULL OR considered.spend > rule.min_spend)
         """,
     )
     return _table_result(conn, PROMOTIONS_KEY, "promotion_name, user_id", PROMOTIONS_CHECKS)
@@ -352,7 +362,7 @@ LIFETIME_TABLES = {
 )
 def loyalty_tables(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource):
     """The selected lifetime tables, one after the other: each its own transaction, metadata and checks."""
-    with warehouse.get_connection() as conn:
+    with warehouse.get_connection(portable=True) as conn:
         for key, (_, build, _) in LIFETIME_TABLES.items():
             if key in context.selected_asset_keys:
                 yield build(conn, rules)

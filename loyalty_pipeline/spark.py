@@ -1,0 +1,364 @@
+"""The Spark engine (LOYALTY_ENGINE=spark): the warehouse's portable SQL, transpiled by sqlglot, run on Spark.
+
+`SparkWarehouse` is the connection a ported step gets instead of DuckDB's: it takes the same statements (see
+`portable.py` for the subset) and parameters.
+
+* Tables the engine writes (LAKE_TABLES) are Parquet under the lake folder, a folder per day where the table has
+  a `day` column. The warehouse file shows each as a view of the same name, so every DuckDB reader (the serving
+  copy, the lookup, the summary, the steps not ported yet) reads them unchanged. Their columns are declared by the
+  usual DDL, kept in an empty DuckDB table `lake.<schema>__<table>`.
+* Tables DuckDB writes (ingest, the steps not ported yet) are read by Spark from a Parquet copy made for the step.
+* A transaction is write-then-swap: each write is a new DataFrame of the table; COMMIT writes the days it changed
+  beside the table, then swaps those day folders in. Temp tables are checkpointed temp views.
+"""
+
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+
+# The tables the Spark engine writes, and the column they are partitioned by (None: one set of files).
+LAKE_TABLES: dict[str, str | None] = {
+    "loyalty.all_products": None,
+    "loyalty.sales_totals": None,
+    "loyalty.caffeine_index": None,
+    "loyalty.promotions": None,
+}
+ALL_DAYS = None  # a whole table changed
+
+
+def spark_config(master: str) -> dict[str, str]:
+    """The session every step uses: UTC, timestamps without time zone as DuckDB's, few shuffle partitions."""
+    return {
+        "spark.master": master,
+        "spark.app.name": "loyalty_pipeline",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.timestampType": "TIMESTAMP_NTZ",
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+        "spark.sql.shuffle.partitions": "4",
+        "spark.sql.ansi.enabled": "false",  # DuckDB's integer and decimal arithmetic, not ANSI overflow errors
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+    }
+
+
+def to_spark_type(duckdb_type: str) -> str:
+    return exp.DataType.build(duckdb_type, dialect="duckdb").sql("spark")
+
+
+def to_duckdb_type(spark_type: str) -> str:
+    return exp.DataType.build(spark_type, dialect="spark").sql("duckdb")
+
+
+@dataclass
+class Result:
+    """What `execute` returns: rows and a DB-API style description (name, type)."""
+
+    rows: list[tuple] = field(default_factory=list)
+    description: list[tuple] = field(default_factory=list)
+
+    def fetchall(self) -> list[tuple]:
+        return self.rows
+
+    def fetchone(self) -> tuple | None:
+        return self.rows[0] if self.rows else None
+
+
+def _name(table: exp.Table) -> str:
+    return f"{table.db}.{table.name}" if table.db else table.name
+
+
+def _view(name: str) -> str:
+    return name.replace(".", "__")
+
+
+class SparkWarehouse:
+    def __init__(self, spark, duck: duckdb.DuckDBPyConnection, lake: Path):
+        self.spark, self.duck, self.lake = spark, duck, lake
+        self.scratch = lake / "_steps" / uuid.uuid4().hex  # this step's copies of DuckDB tables
+        self.frames: dict[str, object] = {}  # lake table -> its current DataFrame (with this step's writes)
+        self.changed: dict[str, set | None] = {}  # lake table -> days changed (ALL_DAYS: all) since the commit
+        self.copied: set[str] = set()  # DuckDB tables copied for this step
+        self.duck_writes: list[tuple[str, str]] = []  # (DuckDB table, staged Parquet folder) to insert at commit
+        self.in_transaction = False
+        self.duck.execute("CREATE SCHEMA IF NOT EXISTS lake")
+
+    # ------------------------------------------------------------------------------------------------ statements
+
+    def execute(self, sql: str, params: dict | list | None = None) -> Result:
+        result = Result()
+        for statement in sqlglot.parse(sql, read="duckdb"):
+            if statement is not None and not isinstance(statement, exp.Semicolon):
+                result = self._run(statement, params or {})
+        return result
+
+    def executemany(self, sql: str, rows: list[list]) -> None:
+        for row in rows:
+            self.execute(sql, row)
+
+    def close(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        for name in self.spark.catalog.listTables():
+            if name.isTemporary:
+                self.spark.catalog.dropTempView(name.name)
+
+    def _run(self, statement: exp.Expression, params) -> Result:
+        if isinstance(statement, exp.Transaction):
+            self.in_transaction = True
+        elif isinstance(statement, exp.Commit):
+            self._commit()
+        elif isinstance(statement, exp.Rollback):
+            self.frames, self.changed, self.duck_writes, self.in_transaction = {}, {}, [], False
+        elif isinstance(statement, exp.Create) and statement.kind == "SCHEMA":
+            self.duck.execute(statement.sql("duckdb"))
+        elif isinstance(statement, exp.Create | exp.Alter) and not _is_temp(statement) and _target(statement):
+            self._declare(statement, params)
+        elif isinstance(statement, exp.Create):  # a temp table
+            self._temp_table(statement, params)
+        elif isinstance(statement, exp.Drop):
+            self.spark.catalog.dropTempView(_name(statement.this))
+        elif isinstance(statement, exp.Insert):
+            self._insert(statement, params)
+        elif isinstance(statement, exp.Delete):
+            self._delete(statement, params)
+        elif isinstance(statement, exp.Update):
+            self._update(statement, params)
+        else:
+            frame = self._query(statement, params)
+            return Result(
+                [tuple(row) for row in frame.collect()],
+                [(f.name, to_duckdb_type(f.dataType.simpleString())) for f in frame.schema.fields],
+            )
+        if not self.in_transaction and self.changed.keys() | {t for t, _ in self.duck_writes}:
+            self._commit()
+        return Result()
+
+    def _query(self, query: exp.Expression, params):
+        """A DataFrame of a query: table names bound to this step's frames and copies, parameters passed as args."""
+        query = query.copy()
+        for table in list(query.find_all(exp.Table)):
+            if table.db:
+                view = self._bind(_name(table))
+                table.set("alias", exp.TableAlias(this=exp.to_identifier(table.alias_or_name)))
+                table.set("db", None)
+                table.set("this", exp.to_identifier(view))
+        args = {}
+        for placeholder in query.find_all(exp.Placeholder):
+            key = placeholder.name
+            value = params[int(key) - 1] if key.isdigit() else params[key]
+            placeholder.set("this", f"p{key}" if key.isdigit() else key)
+            args[placeholder.name] = value
+        return self.spark.sql(query.sql("spark"), args=args)
+
+    # ------------------------------------------------------------------------------------------------ tables
+
+    def _bind(self, name: str) -> str:
+        """The Spark view a warehouse table is read from."""
+        if name in LAKE_TABLES:
+            if name not in self.frames:
+                self.frames[name] = self._read_lake(name)
+            self.frames[name].createOrReplaceTempView(_view(name))
+        elif name not in self.copied:
+            folder = self.scratch / name
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            self.duck.execute(f"COPY (SELECT * FROM {name}) TO '{folder}' (FORMAT parquet, PER_THREAD_OUTPUT)")
+            self.spark.read.schema(self._spark_schema(name)).parquet(str(folder)).createOrReplaceTempView(_view(name))
+            self.copied.add(name)
+        return _view(name)
+
+    def _columns(self, name: str, source: str | None = None) -> list[tuple[str, str]]:
+        """(column, DuckDB type) of a table: a lake table's declared columns, else the DuckDB table's."""
+        source = source or (f"lake.{_view(name)}" if name in LAKE_TABLES else name)
+        return [(c[0], str(c[1])) for c in self.duck.execute(f"SELECT * FROM {source} LIMIT 0").description]
+
+    def _spark_schema(self, name: str) -> str:
+        return ", ".join(f"`{column}` {to_spark_type(kind)}" for column, kind in self._columns(name))
+
+    def _path(self, name: str) -> Path:
+        return self.lake / name.split(".")[0] / name.split(".")[1]
+
+    def _files(self, name: str) -> list[Path]:
+        return sorted(self._path(name).glob("**/*.parquet"))
+
+    def _read_lake(self, name: str):
+        schema = self._spark_schema(name)
+        if not self._files(name):
+            return self.spark.createDataFrame([], schema)
+        return self.spark.read.schema(schema).option("basePath", str(self._path(name))).parquet(str(self._path(name)))
+
+    def _declare(self, statement: exp.Expression, params) -> None:
+        """DDL: a lake table's columns go to its `lake.` table (and a CREATE ... AS writes it); others run on DuckDB."""
+        name = _name(_target(statement))
+        if name not in LAKE_TABLES:
+            self.duck.execute(statement.sql("duckdb"), params)
+            return
+        if isinstance(statement, exp.Create) and isinstance(statement.expression, exp.Query):
+            frame = self._query(statement.expression, params)
+            columns = ", ".join(f'"{f.name}" {to_duckdb_type(f.dataType.simpleString())}' for f in frame.schema.fields)
+            self.duck.execute(f"CREATE OR REPLACE TABLE lake.{_view(name)} ({columns})")
+            self._write(name, frame, ALL_DAYS)
+            return
+        shadow = statement.copy()
+        _target(shadow).replace(exp.to_table(f"lake.{_view(name)}"))
+        self.duck.execute(shadow.sql("duckdb"))
+        if not self._files(name):
+            self._refresh_view(name)
+
+    def _temp_table(self, statement: exp.Create, params) -> None:
+        name = _name(statement.this if isinstance(statement.this, exp.Table) else statement.this.this)
+        if isinstance(statement.expression, exp.Query):
+            frame = self._query(statement.expression, params)
+        else:
+            columns = ", ".join(
+                f"`{c.name}` {to_spark_type(c.args['kind'].sql('duckdb'))}" for c in statement.this.expressions
+            )
+            frame = self.spark.createDataFrame([], columns)
+        frame.localCheckpoint(eager=True).createOrReplaceTempView(name)
+
+    def _insert(self, statement: exp.Insert, params) -> None:
+        target = statement.this if isinstance(statement.this, exp.Table) else statement.this.this
+        name = _name(target)
+        if isinstance(statement.expression, exp.Values):
+            values = sqlglot.parse_one(f"SELECT * FROM {statement.expression.sql('duckdb')} AS v", read="duckdb")
+            rows = self._query(values, params)
+        else:
+            rows = self._query(statement.expression, params)
+        types = self._types(name)
+        if not statement.args.get("by_name"):
+            rows = rows.toDF(*types)
+        rows = rows.select(*(rows[column].cast(kind).alias(column) for column, kind in types.items()))
+        if name in LAKE_TABLES:
+            self._write(name, self._frame(name).unionByName(rows), self._days(name, rows))
+        elif "." in name:  # a DuckDB table: staged, inserted at the commit
+            folder = self.scratch / f"insert-{uuid.uuid4().hex}"
+            rows.write.parquet(str(folder))
+            self.duck_writes.append((name, str(folder)))
+        else:
+            self.spark.table(name).unionByName(rows).localCheckpoint(eager=True).createOrReplaceTempView(name)
+
+    def _delete(self, statement: exp.Delete, params) -> None:
+        name = _name(statement.this)
+        where = statement.args["where"].this
+        kept = self._where(name, exp.not_(exp.func("coalesce", where, exp.false())), params)
+        if name in LAKE_TABLES:
+            self._write(name, kept, self._days(name, self._where(name, where, params)))
+        else:
+            kept.localCheckpoint(eager=True).createOrReplaceTempView(name)
+
+    def _update(self, statement: exp.Update, params) -> None:
+        name = _name(statement.this)
+        where = statement.args["where"].this if statement.args.get("where") else exp.true()
+        sets = {eq.this.name: eq.expression for eq in statement.expressions}
+        columns = list(self._types(name))
+        select = exp.select(
+            *(
+                exp.Case(
+                    ifs=[exp.If(this=exp.func("coalesce", where, exp.false()), true=sets[c])], default=exp.column(c)
+                ).as_(c)
+                if c in sets
+                else exp.column(c)
+                for c in columns
+            )
+        ).from_(exp.to_table(name).as_(statement.this.alias_or_name))
+        updated = self._query(select, params)
+        if name in LAKE_TABLES:
+            self._write(name, updated, self._days(name, self._where(name, where, params)))
+        else:
+            updated.localCheckpoint(eager=True).createOrReplaceTempView(name)
+
+    def _types(self, name: str) -> dict[str, str]:
+        """Column -> Spark type of a warehouse table or a temp table (by name)."""
+        if "." in name:
+            return {column: to_spark_type(kind) for column, kind in self._columns(name)}
+        return {f.name: f.dataType.simpleString() for f in self.spark.table(name).schema.fields}
+
+    def _where(self, name: str, condition: exp.Expression, params):
+        return self._query(exp.select("*").from_(exp.to_table(name)).where(condition.copy()), params)
+
+    def _frame(self, name: str):
+        self._bind(name)
+        return self.frames[name]
+
+    def _days(self, name: str, rows) -> set | None:
+        part = LAKE_TABLES.get(name)
+        if part is None:
+            return ALL_DAYS
+        return {row[0] for row in rows.select(part).distinct().collect()}
+
+    def _write(self, name: str, frame, days) -> None:
+        frame = frame.localCheckpoint(eager=True)  # its lake files may be swapped at the commit
+        self.frames[name] = frame
+        before = self.changed.get(name, set())
+        self.changed[name] = ALL_DAYS if days is ALL_DAYS or before is ALL_DAYS else before | days
+
+    # ------------------------------------------------------------------------------------------------ commit
+
+    def _commit(self) -> None:
+        """Write the changed days beside each table, swap them in, then the DuckDB writes in one transaction."""
+        for name, days in self.changed.items():
+            self._swap(name, self.frames[name], days)
+        self.duck.execute("BEGIN TRANSACTION")
+        try:
+            for name, folder in self.duck_writes:
+                self.duck.execute(f"INSERT INTO {name} BY NAME SELECT * FROM read_parquet('{folder}/*.parquet')")
+            for name in self.changed:
+                self._refresh_view(name)
+        except BaseException:
+            self.duck.execute("ROLLBACK")
+            raise
+        self.duck.execute("COMMIT")
+        for name, _ in self.duck_writes:
+            self.copied.discard(name)
+        self.frames = {name: frame for name, frame in self.frames.items() if name not in self.changed}
+        self.changed, self.duck_writes, self.in_transaction = {}, [], False
+
+    def _swap(self, name: str, frame, days) -> None:
+        path, part = self._path(name), LAKE_TABLES[name]
+        staging = path.parent / f".{path.name}-{uuid.uuid4().hex}"
+        if days is ALL_DAYS or part is None:
+            frame.write.partitionBy(*([part] if part else [])).parquet(str(staging))
+            old = path.parent / f".{path.name}-old-{uuid.uuid4().hex}"
+            if path.exists():
+                path.rename(old)
+            staging.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+            return
+        if days:
+            frame.where(frame[part].isin(list(days))).write.partitionBy(part).parquet(str(staging))
+        for day in days:
+            folder = f"{part}={day}"
+            shutil.rmtree(path / folder, ignore_errors=True)
+            if (staging / folder).exists():
+                path.mkdir(parents=True, exist_ok=True)
+                (staging / folder).rename(path / folder)
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def _refresh_view(self, name: str) -> None:
+        """The DuckDB view of a lake table: its files in the declared column order, or the empty declared table."""
+        columns = ", ".join(f'"{column}"' for column, _ in self._columns(name))
+        if self._files(name):
+            part = LAKE_TABLES[name]
+            options = f", hive_partitioning = true, hive_types = {{'{part}': DATE}}" if part else ""
+            source = f"read_parquet('{self._path(name)}/**/*.parquet', union_by_name = true{options})"
+        else:
+            source = f"lake.{_view(name)}"
+        self.duck.execute(f"DROP TABLE IF EXISTS {name}")
+        self.duck.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {columns} FROM {source}")
+
+
+def _is_temp(statement: exp.Expression) -> bool:
+    properties = statement.args.get("properties")
+    return bool(properties and properties.find(exp.TemporaryProperty))
+
+
+def _target(statement: exp.Expression) -> exp.Table | None:
+    target = statement.this
+    if isinstance(target, exp.Schema):
+        target = target.this
+    return target if isinstance(target, exp.Table) and target.db else None
