@@ -9,7 +9,7 @@ DAYS ?= 30
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,spark]'
 	touch $(INSTALLED)
 
 run: $(INSTALLED)

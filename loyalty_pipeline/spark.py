@@ -341,6 +341,19 @@ class SparkWarehouse:
 
     def _refresh_view(self, name: str) -> None:
         """The DuckDB view of a lake table: its files in the declared column order, or the empty declared table."""
+        schema, table = name.split(".")
+        kind = self.duck.execute(
+            "SELECT table_type FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
+            [schema, table],
+        ).fetchall()
+        if kind == [("BASE TABLE",)]:  # a table DuckDB wrote before the engine was switched: its rows move to the lake
+            if not self._files(name):
+                part = LAKE_TABLES[name]
+                self.duck.execute(
+                    f"COPY (SELECT * FROM {name}) TO '{self._path(name)}' "
+                    f"(FORMAT parquet{f', PARTITION_BY ({part})' if part else ''}, WRITE_EMPTY_FILE false)"
+                )
+            self.duck.execute(f"DROP TABLE {name}")
         columns = ", ".join(f'"{column}"' for column, _ in self._columns(name))
         if self._files(name):
             part = LAKE_TABLES[name]
@@ -348,7 +361,6 @@ class SparkWarehouse:
             source = f"read_parquet('{self._path(name)}/**/*.parquet', union_by_name = true{options})"
         else:
             source = f"lake.{_view(name)}"
-        self.duck.execute(f"DROP TABLE IF EXISTS {name}")
         self.duck.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {columns} FROM {source}")
 
 

@@ -1,0 +1,139 @@
+"""The Spark engine (LOYALTY_ENGINE=spark): the same tables as DuckDB, row for row and type for type, and the
+adapter's writes (days swapped in at the commit, nothing on a rollback). Spark starts in seconds: one session per
+test process, few tests."""
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from loyalty_pipeline.spark import LAKE_TABLES, SparkWarehouse
+from loyalty_pipeline_tests.conftest import Inputs
+
+BOOKKEEPING = ("run_id", "revised_at", "published_at")  # when and by which run a row was written, not what
+
+
+def objects(warehouse: Path) -> dict[str, list[tuple[str, str]]]:
+    """Every table and view of a warehouse file (the lake's column declarations aside), with its columns."""
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        rows = conn.execute(
+            """SELECT schema_name || '.' || table_name, column_name, data_type FROM duckdb_columns()
+               WHERE database_name = current_database() AND schema_name NOT IN ('lake')
+                 AND NOT starts_with(schema_name, 'pg_') AND schema_name <> 'information_schema'
+               ORDER BY ALL"""
+        ).fetchall()
+    found: dict[str, list[tuple[str, str]]] = {}
+    for table, column, kind in rows:
+        found.setdefault(table, []).append((column, kind))
+    return found
+
+
+def differences(left: Path, right: Path) -> dict[str, object]:
+    """Per table: its columns or types if they differ, else the number of rows the two files do not share."""
+    left_objects, right_objects = objects(left), objects(right)
+    assert left_objects.keys() == right_objects.keys()
+    found = {}
+    with duckdb.connect() as conn:
+        conn.execute(f"ATTACH '{left}' AS l (READ_ONLY); ATTACH '{right}' AS r (READ_ONLY)")
+        for table, columns in left_objects.items():
+            if columns != right_objects[table]:
+                found[table] = (columns, right_objects[table])
+                continue
+            kept = ", ".join(f'"{c}"' for c, _ in columns if c not in BOOKKEEPING)
+            a, b = f"SELECT {kept} FROM l.{table}", f"SELECT {kept} FROM r.{table}"
+            differing = conn.execute(
+                f"SELECT count(*) FROM (({a} EXCEPT ALL {b}) UNION ALL ({b} EXCEPT ALL {a}))"
+            ).fetchall()[0][0]
+            if differing:
+                found[table] = differing
+    return found
+
+
+@pytest.fixture(scope="module")
+def spark_session():
+    from dagster_pyspark.resources import spark_session_from_config
+
+    from loyalty_pipeline.spark import spark_config
+
+    return spark_session_from_config(spark_config("local[2]"))
+
+
+def test_demo_gives_the_same_tables_on_spark(demo: Inputs, spark_session, tmp_path: Path):
+    on_spark = Inputs(demo.root)
+    on_spark.warehouse = tmp_path / "warehouse.duckdb"
+    on_spark.materialize("2024-06-01", "2024-06-05", LOYALTY_ENGINE="spark")
+    assert differences(demo.warehouse, on_spark.warehouse) == {}
+    # the ported tables are views over the lake, not copies
+    lake = Path(f"{on_spark.warehouse}.lake")
+    for table in LAKE_TABLES:
+        assert on_spark.query(f"SELECT count(*) FROM duckdb_views() WHERE schema_name || '.' || view_name = '{table}'")
+        assert list((lake / table.replace(".", "/")).glob("**/*.parquet"))
+    assert on_spark.query("SELECT total, reward_level FROM loyalty.sales_totals WHERE user_id = 'u2004'") == [
+        (Decimal("453.64"), "GOLD")
+    ]
+
+
+def test_generated_data_gives_the_same_tables_on_spark(generated: Path, spark_session, tmp_path: Path):
+    on_duckdb, on_spark = Inputs(generated), Inputs(generated)
+    on_duckdb.warehouse, on_spark.warehouse = tmp_path / "duckdb.duckdb", tmp_path / "spark.duckdb"
+    on_duckdb.materialize("2024-01-01", "2024-01-14")
+    on_spark.materialize("2024-01-01", "2024-01-14", LOYALTY_ENGINE="spark")
+    assert differences(on_duckdb.warehouse, on_spark.warehouse) == {}
+    assert on_spark.query("SELECT count(*) > 30 FROM loyalty.sales_totals") == [(True,)]
+
+
+DAYS_DDL = "CREATE SCHEMA IF NOT EXISTS loyalty; CREATE TABLE IF NOT EXISTS loyalty.t (v VARCHAR, n INT, day DATE)"
+
+
+@pytest.fixture
+def lake_table(spark_session, tmp_path: Path, monkeypatch):
+    """A day-partitioned lake table `loyalty.t` on a fresh warehouse, through the adapter."""
+    monkeypatch.setitem(LAKE_TABLES, "loyalty.t", "day")
+    duck = duckdb.connect(str(tmp_path / "w.duckdb"))
+    conn = SparkWarehouse(spark_session, duck, tmp_path / "lake")
+    conn.execute(DAYS_DDL)
+    yield conn, duck
+    conn.close()
+    duck.close()
+
+
+def test_a_window_rewrite_swaps_its_days_and_leaves_the_others(lake_table):
+    conn, duck = lake_table
+    conn.execute("INSERT INTO loyalty.t VALUES ('a', 1, DATE '2024-06-01'), ('b', 2, DATE '2024-06-02')")
+    before = {p.name for p in (conn.lake / "loyalty" / "t").iterdir()}
+    conn.execute("BEGIN TRANSACTION")
+    conn.execute(
+        "DELETE FROM loyalty.t WHERE day >= $first AND day < $end", {"first": date(2024, 6, 2), "end": date(2024, 6, 4)}
+    )
+    conn.execute("INSERT INTO loyalty.t BY NAME SELECT 3 AS n, 'c' AS v, DATE '2024-06-03' AS day")
+    assert duck.execute("SELECT v FROM loyalty.t ORDER BY v").fetchall() == [("a",), ("b",)]  # not yet committed
+    conn.execute("COMMIT")
+    assert duck.execute("SELECT v, n, day FROM loyalty.t ORDER BY v").fetchall() == [
+        ("a", 1, date(2024, 6, 1)),
+        ("c", 3, date(2024, 6, 3)),
+    ]
+    after = {p.name for p in (conn.lake / "loyalty" / "t").iterdir()}
+    assert "day=2024-06-01" in before & after and "day=2024-06-02" not in after  # day 1 was not rewritten
+    assert conn.execute("SELECT count(*) FROM loyalty.t WHERE n > $1", [1]).fetchall() == [(1,)]
+
+
+def test_a_rollback_or_a_failed_statement_changes_nothing(lake_table):
+    conn, duck = lake_table
+    conn.execute("INSERT INTO loyalty.t VALUES ('a', 1, DATE '2024-06-01')")
+    conn.execute("BEGIN TRANSACTION")
+    conn.execute("UPDATE loyalty.t SET n = n + 10 WHERE v = 'a'")
+    assert conn.execute("SELECT n FROM loyalty.t").fetchall() == [(11,)]  # the transaction sees its own write
+    conn.execute("ROLLBACK")
+    assert duck.execute("SELECT n FROM loyalty.t").fetchall() == [(1,)]
+    with pytest.raises(Exception, match="no_such_column"):
+        conn.execute("INSERT INTO loyalty.t SELECT no_such_column, 2, DATE '2024-06-02'")
+    assert duck.execute("SELECT v, n FROM loyalty.t").fetchall() == [("a", 1)]
+
+
+def test_an_empty_lake_table_reads_as_its_declared_columns(lake_table):
+    conn, duck = lake_table
+    assert duck.execute("SELECT * FROM loyalty.t").fetchall() == []
+    assert [c[0] for c in duck.execute("SELECT * FROM loyalty.t").description] == ["v", "n", "day"]
+    assert conn.execute("SELECT count(*) FROM loyalty.t").fetchall() == [(0,)]
