@@ -9,6 +9,8 @@ from datetime import date
 
 import duckdb
 
+from loyalty_pipeline.warehouse import in_span, row_json, spans
+
 DDL = """
 CREATE SCHEMA IF NOT EXISTS loyalty;
 CREATE TABLE IF NOT EXISTS loyalty.returns (  -- accepted returns: one per returned purchase
@@ -22,9 +24,11 @@ CREATE TABLE IF NOT EXISTS loyalty.returns (  -- accepted returns: one per retur
 
 SOURCE = "loyalty:returns"
 
-# The person a key resolves to on a day (identity.id_graph), for "a return of another customer's purchase".
-_PERSON_ON_DAY = """coalesce((SELECT arg_max(g.customer_id, g.linked_on) FROM identity.id_graph AS g
-                              WHERE g.strength = 'strong' AND g.id_value = {key} AND g.linked_on <= {day}), {key})"""
+# Whom each strong identifier resolves to, over the days it does (identity.id_graph), for "a return of another
+# customer's purchase".
+_LINK_SPANS = spans(
+    "SELECT DISTINCT id_value AS id, linked_on AS t, customer_id FROM identity.id_graph WHERE strength = 'strong'"
+)
 
 # The window's returns, each with its turn among the returns of the same order's product (the named purchase's, for
 # a return by id): in return-time order, then message order. A turn sees what the turns before it took back.
@@ -32,12 +36,12 @@ ASKED = """
 CREATE OR REPLACE TEMP TABLE asked_returns AS
 WITH asked AS (
     SELECT 'returns:' || kafka_partition || ':' || kafka_offset AS return_id, user_id AS customer_key,
-           purchase_id, order_id, product_id, event_ts AS returned_at, day, location, to_json(r)::VARCHAR AS raw,
+           purchase_id, order_id, product_id, event_ts AS returned_at, day, location, {kafka_json} AS raw,
            kafka_partition, kafka_offset, NULL::VARCHAR AS s3_key, NULL::BIGINT AS row_no
     FROM raw.returns AS r WHERE NOT tombstone AND day >= $first AND day < $end
     UNION ALL  -- the S3 export names no customer: a return of another customer's purchase cannot be told there
     SELECT 's3:' || s3_key || ':' || row_no, NULL, purchase_id, order_id, product_id, returned_at, day, location,
-           to_json(r)::VARCHAR, NULL, NULL, s3_key, row_no
+           {s3_json}, NULL, NULL, s3_key, row_no
     FROM raw.s3_returns AS r WHERE day >= $first AND day < $end
 )
 SELECT asked.*, named.purchase_id IS NOT NULL AS named_known,
@@ -58,12 +62,15 @@ WITH done AS (
 ), now AS (
     SELECT * FROM asked_returns WHERE turn = $turn
 ), by_order AS (  -- the most recent open purchase by the return's time, else the first one after it (too early)
-    SELECT now.return_id,
-           coalesce(arg_max(p.purchase_id, (p.purchased_at, p.purchase_id)) FILTER (p.purchased_at <= now.returned_at),
-                    arg_min(p.purchase_id, (p.purchased_at, p.purchase_id))) AS matched_id
+    SELECT now.return_id, p.purchase_id AS matched_id
     FROM now JOIN loyalty.enriched_purchases AS p ON p.order_id = now.order_id AND p.product_id = now.product_id
     WHERE now.purchase_id IS NULL AND p.purchase_id NOT IN (SELECT purchase_id FROM done)
-    GROUP BY now.return_id
+    QUALIFY row_number() OVER (
+        PARTITION BY now.return_id
+        ORDER BY p.purchased_at <= now.returned_at DESC,
+                 CASE WHEN p.purchased_at <= now.returned_at THEN p.purchased_at END DESC,
+                 CASE WHEN p.purchased_at <= now.returned_at THEN p.purchase_id END DESC,
+                 p.purchased_at, p.purchase_id) = 1
 ), matched AS (
     SELECT now.* EXCLUDE (turn), coalesce(now.purchase_id, by_order.matched_id) AS matched_id
     FROM now LEFT JOIN by_order USING (return_id)
@@ -78,20 +85,25 @@ SELECT matched.* EXCLUDE (named_known), bought.user_id AS buyer, bought.purchase
            WHEN matched_id IS NULL
            THEN 'already returned: every purchase of order ' || matched.order_id || ' product ' || matched.product_id
            WHEN matched_id IN (SELECT purchase_id FROM done) THEN 'already returned: ' || matched_id
-           WHEN {_PERSON_ON_DAY.format(key="matched.customer_key", day="matched.day")}
-                <> {_PERSON_ON_DAY.format(key="bought.customer_key", day="matched.day")}
+           WHEN coalesce(returner.customer_id, matched.customer_key) <> coalesce(buyer.customer_id, bought.customer_key)
            THEN 'purchase ' || matched_id || ' is another customer''s'
            WHEN matched.returned_at < bought.purchased_at THEN 'return older than purchase ' || matched_id
-           WHEN matched.returned_at > bought.purchased_at + to_days($window_days)
+           WHEN matched.returned_at > bought.purchased_at + $window_days * INTERVAL 1 DAY
            THEN 'return after the ' || $window_days || '-day window of purchase ' || matched_id
        END AS reason
 FROM matched LEFT JOIN loyalty.enriched_purchases AS bought ON bought.purchase_id = matched.matched_id
+LEFT JOIN ({_LINK_SPANS}) AS returner
+     ON returner.id = matched.customer_key AND {in_span("returner", "matched.day")}
+LEFT JOIN ({_LINK_SPANS}) AS buyer ON buyer.id = bought.customer_key AND {in_span("buyer", "matched.day")}
 """
 
 
 def _judge(conn: duckdb.DuckDBPyConnection, window: dict, window_days: int) -> None:
     """Fills `judged_returns`, one turn at a time: a few rounds (returns of one product of one order in a window)."""
-    conn.execute(ASKED, window)
+    conn.execute(
+        ASKED.format(kafka_json=row_json(conn, "raw.returns", "r"), s3_json=row_json(conn, "raw.s3_returns", "r")),
+        window,
+    )
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE judged_returns AS SELECT * EXCLUDE (turn, named_known), NULL::VARCHAR AS matched_id, "
         "NULL::VARCHAR AS buyer, NULL::TIMESTAMP AS purchased_at, NULL::VARCHAR AS reason FROM asked_returns LIMIT 0"
@@ -126,9 +138,10 @@ def judge_window(conn: duckdb.DuckDBPyConnection, first: date, end: date, window
             {},
         ),
         (
-            """UPDATE loyalty.enriched_purchases AS p SET returned_at = r.returned_at
-                   FROM (SELECT matched_id, returned_at FROM judged_returns WHERE reason IS NULL) AS r
-                   WHERE p.purchase_id = r.matched_id""",
+            """UPDATE loyalty.enriched_purchases AS p
+                   SET returned_at = (SELECT max(r.returned_at) FROM judged_returns AS r
+                                      WHERE r.reason IS NULL AND r.matched_id = p.purchase_id)
+                   WHERE p.purchase_id IN (SELECT matched_id FROM judged_returns WHERE reason IS NULL)""",
             {},
         ),
     ):

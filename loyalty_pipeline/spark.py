@@ -23,6 +23,8 @@ from sqlglot import exp
 
 # The tables the Spark engine writes, and the column they are partitioned by (None: one set of files).
 LAKE_TABLES: dict[str, str | None] = {
+    "loyalty.enriched_purchases": "day",
+    "loyalty.returns": "day",
     "loyalty.all_products": None,
     "loyalty.sales_totals": None,
     "loyalty.caffeine_index": None,
@@ -43,6 +45,7 @@ def spark_config(master: str) -> dict[str, str]:
         "spark.sql.ansi.enabled": "false",  # DuckDB's integer and decimal arithmetic, not ANSI overflow errors
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
+        "spark.sql.jsonGenerator.ignoreNullFields": "false",  # to_json writes null fields, as DuckDB does
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
         "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
     }
@@ -85,7 +88,7 @@ class SparkWarehouse:
         self.frames: dict[str, object] = {}  # lake table -> its current DataFrame (with this step's writes)
         self.changed: dict[str, set | None] = {}  # lake table -> days changed (ALL_DAYS: all) since the commit
         self.copied: set[str] = set()  # DuckDB tables copied for this step
-        self.duck_writes: list[tuple[str, str]] = []  # (DuckDB table, staged Parquet folder) to insert at commit
+        self.duck_writes: list[tuple[str, str, dict]] = []  # (DuckDB table, statement, parameters) run at the commit
         self.in_transaction = False
         self.duck.execute("CREATE SCHEMA IF NOT EXISTS lake")
 
@@ -135,7 +138,7 @@ class SparkWarehouse:
                 [tuple(row) for row in frame.collect()],
                 [(f.name, to_duckdb_type(f.dataType.simpleString())) for f in frame.schema.fields],
             )
-        if not self.in_transaction and self.changed.keys() | {t for t, _ in self.duck_writes}:
+        if not self.in_transaction and (self.changed or self.duck_writes):
             self._commit()
         return Result()
 
@@ -238,16 +241,22 @@ class SparkWarehouse:
         elif "." in name:  # a DuckDB table: staged, inserted at the commit
             folder = self.scratch / f"insert-{uuid.uuid4().hex}"
             rows.write.parquet(str(folder))
-            self.duck_writes.append((name, str(folder)))
+            self.duck_writes.append(
+                (name, f"INSERT INTO {name} BY NAME SELECT * FROM read_parquet('{folder}/*.parquet')", {})
+            )
         else:
             self.spark.table(name).unionByName(rows).localCheckpoint(eager=True).createOrReplaceTempView(name)
 
     def _delete(self, statement: exp.Delete, params) -> None:
         name = _name(statement.this)
+        if name not in LAKE_TABLES and statement.this.db:  # a DuckDB table: its own statement, at the commit
+            used = {p.name for p in statement.find_all(exp.Placeholder)}
+            self.duck_writes.append((name, statement.sql("duckdb"), {k: v for k, v in params.items() if k in used}))
+            return
         where = statement.args["where"].this
-        kept = self._where(name, exp.not_(exp.func("coalesce", where, exp.false())), params)
+        kept = self._where(statement.this, exp.not_(exp.func("coalesce", where, exp.false())), params)
         if name in LAKE_TABLES:
-            self._write(name, kept, self._days(name, self._where(name, where, params)))
+            self._write(name, kept, self._days(name, self._where(statement.this, where, params)))
         else:
             kept.localCheckpoint(eager=True).createOrReplaceTempView(name)
 
@@ -268,7 +277,7 @@ class SparkWarehouse:
         ).from_(exp.to_table(name).as_(statement.this.alias_or_name))
         updated = self._query(select, params)
         if name in LAKE_TABLES:
-            self._write(name, updated, self._days(name, self._where(name, where, params)))
+            self._write(name, updated, self._days(name, self._where(statement.this, where, params)))
         else:
             updated.localCheckpoint(eager=True).createOrReplaceTempView(name)
 
@@ -278,8 +287,9 @@ class SparkWarehouse:
             return {column: to_spark_type(kind) for column, kind in self._columns(name)}
         return {f.name: f.dataType.simpleString() for f in self.spark.table(name).schema.fields}
 
-    def _where(self, name: str, condition: exp.Expression, params):
-        return self._query(exp.select("*").from_(exp.to_table(name)).where(condition.copy()), params)
+    def _where(self, target: exp.Table, condition: exp.Expression, params):
+        table = exp.to_table(_name(target)).as_(target.alias_or_name)
+        return self._query(exp.select(f"{target.alias_or_name}.*").from_(table).where(condition.copy()), params)
 
     def _frame(self, name: str):
         self._bind(name)
@@ -305,15 +315,15 @@ class SparkWarehouse:
             self._swap(name, self.frames[name], days)
         self.duck.execute("BEGIN TRANSACTION")
         try:
-            for name, folder in self.duck_writes:
-                self.duck.execute(f"INSERT INTO {name} BY NAME SELECT * FROM read_parquet('{folder}/*.parquet')")
+            for _, statement, params in self.duck_writes:
+                self.duck.execute(statement, params)
             for name in self.changed:
                 self._refresh_view(name)
         except BaseException:
             self.duck.execute("ROLLBACK")
             raise
         self.duck.execute("COMMIT")
-        for name, _ in self.duck_writes:
+        for name, _, _ in self.duck_writes:
             self.copied.discard(name)
         self.frames = {name: frame for name, frame in self.frames.items() if name not in self.changed}
         self.changed, self.duck_writes, self.in_transaction = {}, [], False

@@ -98,3 +98,16 @@ def spans(states: str) -> str:
 def in_span(span: str, x: str) -> str:
     """The join condition: time `x` is in the span (alias) `span`: its own t included, the next state's excluded."""
     return f"{x} >= {span}.t AND ({span}.until IS NULL OR {x} < {span}.until)"
+
+
+def row_json(conn: duckdb.DuckDBPyConnection, table: str, alias: str) -> str:
+    """SQL for the JSON text of a row of `table` (alias `alias`), the same on DuckDB and Spark: `to_json` of a struct
+    of its columns, timestamps as text (DuckDB's `to_json(row)` has no Spark counterpart)."""
+    columns = conn.execute(f"SELECT * FROM {table} LIMIT 0").description
+    fields = ", ".join(
+        f"{name} := CAST({alias}.{name} AS VARCHAR)"
+        if str(kind).startswith("TIMESTAMP")
+        else f"{name} := {alias}.{name}"
+        for name, kind, *_ in columns
+    )
+    return f"to_json(struct_pack({fields}))::VARCHAR"

@@ -10,7 +10,8 @@ import duckdb
 import pytest
 
 from loyalty_pipeline.spark import LAKE_TABLES, SparkWarehouse
-from loyalty_pipeline_tests.conftest import Inputs
+from loyalty_pipeline_tests.conftest import Inputs, ms
+from loyalty_pipeline_tests.test_points import buy, priced, redeem
 
 BOOKKEEPING = ("run_id", "revised_at", "published_at")  # when and by which run a row was written, not what
 
@@ -82,6 +83,49 @@ def test_generated_data_gives_the_same_tables_on_spark(generated: Path, spark_se
     on_spark.materialize("2024-01-01", "2024-01-14", LOYALTY_ENGINE="spark")
     assert differences(on_duckdb.warehouse, on_spark.warehouse) == {}
     assert on_spark.query("SELECT count(*) > 30 FROM loyalty.sales_totals") == [(True,)]
+
+
+def test_returns_judged_and_quarantined_alike_on_spark(tmp_path: Path, spark_session):
+    """Accepted, repeated, others', unknown, early and by-order returns, and a redemption refused: both engines."""
+    inputs = Inputs(tmp_path)
+    priced(inputs, coffee=5, cake=100)
+    buy(
+        inputs,
+        ("u", "coffee", "2022-10-01T08:00:00"),
+        ("u", "cake", "2022-10-01T09:00:00"),
+        ("v", "coffee", "2022-10-01T10:00:00"),
+    )
+    redeem(inputs, ("u", "r1", 500, "2022-10-02T08:00:00"))  # more than u has: refused, its raw JSON kept
+    inputs.kafka(
+        "returns",
+        [
+            ("u", {"purchase_id": "purchases:0:1"}, "2022-10-01T09:00:00"),  # at the purchase's instant
+            ("u", {"purchase_id": "purchases:0:1"}, "2022-10-02T09:00:00"),  # already returned
+            ("u", {"purchase_id": "purchases:0:2"}, "2022-10-02T10:00:00"),  # v's purchase
+            ("u", {"purchase_id": "purchases:9:9"}, "2022-10-02T11:00:00"),  # unknown
+            ("v", {"purchase_id": "purchases:0:2", "returned_at": ms("2022-10-01T09:30:00")}, "2022-10-01T11:00:00"),
+            ("u", {"order_id": "purchases:0:0", "product_id": "coffee"}, "2022-10-03T09:00:00"),  # by order
+        ],
+    )
+    runs = {}
+    for engine in ("duckdb", "spark"):
+        runs[engine] = Inputs(tmp_path)
+        runs[engine].warehouse = tmp_path / f"{engine}.duckdb"
+        runs[engine].materialize("2022-10-01", "2022-10-03", LOYALTY_ENGINE=engine)
+    assert differences(runs["duckdb"].warehouse, runs["spark"].warehouse) == {}
+    assert runs["spark"].query(
+        "SELECT reason FROM raw.rejected_records WHERE source IN ('loyalty:returns', 'points:redemptions') ORDER BY ALL"
+    ) == [
+        ("already returned: purchases:0:1",),
+        ("insufficient_points",),
+        ("purchase purchases:0:2 is another customer's",),
+        ("return older than purchase purchases:0:2",),
+        ("unknown purchase purchases:9:9",),
+    ]
+    assert runs["spark"].query("SELECT purchase_id FROM loyalty.returns ORDER BY ALL") == [
+        ("purchases:0:0",),
+        ("purchases:0:1",),
+    ]
 
 
 DAYS_DDL = "CREATE SCHEMA IF NOT EXISTS loyalty; CREATE TABLE IF NOT EXISTS loyalty.t (v VARCHAR, n INT, day DATE)"

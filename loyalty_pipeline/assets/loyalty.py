@@ -180,7 +180,7 @@ def enriched_purchases(
 ) -> dg.MaterializeResult:
     first, end = window_days(context)
     window = {"first": first, "end": end}
-    with warehouse.get_connection() as conn:
+    with warehouse.get_connection(portable=True) as conn:
         conn.execute(
             ENRICHED_DDL + identity.DDL + returns.DDL + REJECTED_DDL + table_ddl(TOPICS["returns"]) + S3_RETURNS_DDL
         )
