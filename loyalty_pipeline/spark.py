@@ -21,6 +21,8 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
+from loyalty_pipeline.portable import to_spark
+
 # The tables the Spark engine writes, and the column they are partitioned by (None: one set of files).
 LAKE_TABLES: dict[str, str | None] = {
     "loyalty.enriched_purchases": "day",
@@ -151,13 +153,9 @@ class SparkWarehouse:
                 table.set("alias", exp.TableAlias(this=exp.to_identifier(table.alias_or_name)))
                 table.set("db", None)
                 table.set("this", exp.to_identifier(view))
-        args = {}
-        for placeholder in query.find_all(exp.Placeholder):
-            key = placeholder.name
-            value = params[int(key) - 1] if key.isdigit() else params[key]
-            placeholder.set("this", f"p{key}" if key.isdigit() else key)
-            args[placeholder.name] = value
-        return self.spark.sql(query.sql("spark"), args=args)
+        names = {p.name for p in query.find_all(exp.Placeholder)}
+        args = {f"p{n}" if n.isdigit() else n: params[int(n) - 1] if n.isdigit() else params[n] for n in names}
+        return self.spark.sql(to_spark(query), args=args)
 
     # ------------------------------------------------------------------------------------------------ tables
 

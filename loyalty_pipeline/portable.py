@@ -1,0 +1,109 @@
+"""The portable subset of DuckDB SQL: what a ported step may run, so that DuckDB and Spark (spark.py) give the
+same rows. `problems(sql)` lists what falls outside it; the tests run it over every statement the ported steps emit.
+
+Each rule names something that either does not run on Spark once transpiled by sqlglot, or runs and silently gives
+other results, and says what to write instead.
+"""
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ErrorLevel, SqlglotError
+
+# DuckDB functions with no Spark counterpart of the same meaning, as sqlglot transpiles them.
+FUNCTIONS = {
+    "list_has_all": "has no Spark form: join the rule's rows instead",
+    "json_valid": "has no Spark form: parse in ingest (DuckDB)",
+    "json_type": "has no Spark form: parse in ingest (DuckDB)",
+    "to_days": "has no Spark form: $n * INTERVAL 1 DAY",
+    "unix_to_time": "epoch_ms() differs on Spark: convert in ingest (DuckDB)",
+}
+STATEMENTS = (
+    exp.Query,
+    exp.Insert,
+    exp.Delete,
+    exp.Update,
+    exp.Create,
+    exp.Alter,
+    exp.Drop,
+    exp.Transaction,
+    exp.Commit,
+    exp.Rollback,
+)
+CREATED = ("TABLE", "SCHEMA", "VIEW")  # no macros, indexes, sequences or types
+TIMES = ("day", "date", "_on")  # column names ending so hold dates: their difference differs (integer / interval)
+
+
+def problems(sql: str) -> list[str]:
+    """What in `sql` (one or more DuckDB statements) is outside the portable subset; [] when nothing is."""
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    except SqlglotError as error:
+        return [f"does not parse: {str(error).splitlines()[0]}"]
+    found = []
+    for statement in (s for s in statements if not isinstance(s, exp.Semicolon)):
+        found += _statement(statement) + [message for node in statement.walk() for message in _node(node)]
+        try:
+            sqlglot.parse_one(to_spark(statement), read="spark")
+        except SqlglotError as error:
+            found.append(f"no Spark form: {str(error).splitlines()[0]}")
+    return sorted(set(found))
+
+
+def to_spark(statement: exp.Expression) -> str:
+    """Spark SQL of a DuckDB statement: positional parameters $1 become :p1 (Spark names every parameter)."""
+    statement = statement.copy()
+    for placeholder in statement.find_all(exp.Placeholder):
+        if placeholder.name.isdigit():
+            placeholder.set("this", f"p{placeholder.name}")
+    return statement.sql("spark", unsupported_level=ErrorLevel.RAISE)
+
+
+def _statement(statement: exp.Expression) -> list[str]:
+    if not isinstance(statement, STATEMENTS):
+        return [f"{type(statement).__name__} statement: not run by the Spark engine"]
+    if isinstance(statement, exp.Create) and statement.kind not in CREATED:
+        return [f"CREATE {statement.kind}: DuckDB's alone; write the SQL where it is used"]
+    if isinstance(statement, exp.Insert) and statement.args.get("alternative"):
+        return [f"INSERT OR {statement.args['alternative']}: delete the rows first, then insert"]
+    if isinstance(statement, exp.Update) and statement.args.get("from_"):
+        return ["UPDATE ... FROM: SET the column to a correlated subquery"]
+    if isinstance(statement, exp.Delete) and statement.args.get("using"):
+        return ["DELETE ... USING: WHERE ... IN (SELECT ...)"]
+    return []
+
+
+def _node(node: exp.Expression) -> list[str]:
+    if isinstance(node, exp.Join) and (node.args.get("method") or "").upper() == "ASOF":
+        return ["ASOF JOIN: join on spans (warehouse.spans, warehouse.in_span)"]
+    if isinstance(node, exp.Lambda):
+        return ["list lambda: an element's index starts at 1 in DuckDB and at 0 in Spark"]
+    if isinstance(node, exp.Star) and (node.args.get("replace") or node.args.get("rename")):
+        return ["* REPLACE / RENAME: list the columns"]
+    if isinstance(node, exp.Union) and node.args.get("by_name"):
+        return ["UNION BY NAME: list the columns in order"]
+    if isinstance(node, exp.ArgMax | exp.ArgMin) and isinstance(node.expression, exp.Tuple):
+        return ["arg_max/arg_min by a tuple: rank with row_number() instead"]
+    if isinstance(node, exp.ArrayOverlaps):
+        return ["list_has_any(): becomes && on Spark; join the rule's rows instead"]
+    if _function(node) == "to_json" and isinstance(node.expressions[0], exp.Column) and not node.expressions[0].table:
+        return ["to_json(row): warehouse.row_json, the same JSON on both engines"]
+    if isinstance(node, exp.Sub) and all(_is_date(side) for side in (node.this, node.expression)):
+        return ["date - date: an integer in DuckDB, an interval in Spark; use date_diff('day', a, b)"]
+    if isinstance(node, exp.Div) and not isinstance(node.parent, exp.Cast):
+        return ["a / b: a DOUBLE in DuckDB, a DECIMAL in Spark for decimals; CAST the quotient"]
+    if _function(node) in FUNCTIONS:
+        return [f"{_function(node)}(): {FUNCTIONS[_function(node)]}"]
+    return []
+
+
+def _function(node: exp.Expression) -> str:
+    """A function's name as written (sqlglot's for those it knows), else ''."""
+    if isinstance(node, exp.Anonymous):
+        return node.name.lower()
+    return node.sql_name().lower() if isinstance(node, exp.Func) else ""
+
+
+def _is_date(node: exp.Expression) -> bool:
+    if isinstance(node, exp.Cast):
+        return node.to.this in (exp.DataType.Type.DATE,)
+    return isinstance(node, exp.Column) and node.name.lower().endswith(TIMES) or isinstance(node, exp.CurrentDate)
