@@ -4,6 +4,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 CUSTOMERS ?= 1000000
 DAYS ?= 30
+ENGINE ?= duckdb
 
 .PHONY: run test test-fast lint dev app bench clean
 
@@ -34,9 +35,13 @@ app: $(INSTALLED)
 	$(BIN)/loyalty-pipeline serve
 
 bench: $(INSTALLED)
+ifeq ($(ENGINE),spark)
+	$(BIN)/python bench/engines.py --customers $(CUSTOMERS) --days $(DAYS)
+else
 	$(BIN)/python bench/run_bench.py --customers $(CUSTOMERS) --days $(DAYS)
 	$(BIN)/python bench/ledger_day_cost.py --out bench/results/ledger_day_cost.json
 	$(BIN)/python bench/journey_day_cost.py --out bench/results/journey_day_cost.json
+endif
 
 clean:
 	rm -rf $(VENV) data/warehouse.duckdb*
