@@ -21,6 +21,7 @@ from dagster_duckdb import DuckDBResource
 from loyalty_pipeline.config import EARLIEST_START, Rules, RulesError, load_rules
 from loyalty_pipeline.partitions import DEFAULT_START
 from loyalty_pipeline.serving import serving_path, warehouse_path
+from loyalty_pipeline.spark import SparkWarehouse, spark_config
 
 
 @dataclass(frozen=True)
@@ -159,19 +160,24 @@ class Warehouse(DuckDBResource):
             if not portable or self.engine == "duckdb":
                 yield conn
                 return
-            from dagster_pyspark.resources import spark_session_from_config  # the optional [spark] extra
-
-            from loyalty_pipeline.spark import SparkWarehouse, spark_config
-
-            spark = SparkWarehouse(
-                spark_session_from_config(spark_config(self.spark_master)),
-                conn,
-                Path(self.lake or f"{self.database}.lake").absolute(),
-            )
+            spark = SparkWarehouse(self._spark_session(), conn, Path(self.lake or f"{self.database}.lake").absolute())
             try:
                 yield spark
             finally:
                 spark.close()
+
+    def _spark_session(self):
+        try:
+            from dagster_pyspark.resources import spark_session_from_config  # the optional [spark] extra
+        except ImportError:
+            raise WarehouseError("LOYALTY_ENGINE=spark needs the spark extra: pip install -e '.[spark]'") from None
+        try:
+            return spark_session_from_config(spark_config(self.spark_master))
+        except Exception as error:  # no Java, a master that does not answer
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise WarehouseError(
+                f"LOYALTY_SPARK_MASTER={self.spark_master}: Spark did not start (Java 17?): {first}"
+            ) from None
 
     @contextmanager
     def duckdb_connection(self):

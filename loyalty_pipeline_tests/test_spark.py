@@ -11,45 +11,10 @@ import pytest
 
 from loyalty_pipeline.spark import LAKE_TABLES, SparkWarehouse
 from loyalty_pipeline_tests.conftest import Inputs, ms
+from loyalty_pipeline_tests.test_generate import _module
 from loyalty_pipeline_tests.test_points import buy, priced, redeem
 
-BOOKKEEPING = ("run_id", "revised_at", "published_at")  # when and by which run a row was written, not what
-
-
-def objects(warehouse: Path) -> dict[str, list[tuple[str, str]]]:
-    """Every table and view of a warehouse file (the lake's column declarations aside), with its columns."""
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
-        rows = conn.execute(
-            """SELECT schema_name || '.' || table_name, column_name, data_type FROM duckdb_columns()
-               WHERE database_name = current_database() AND schema_name NOT IN ('lake')
-                 AND NOT starts_with(schema_name, 'pg_') AND schema_name <> 'information_schema'
-               ORDER BY ALL"""
-        ).fetchall()
-    found: dict[str, list[tuple[str, str]]] = {}
-    for table, column, kind in rows:
-        found.setdefault(table, []).append((column, kind))
-    return found
-
-
-def differences(left: Path, right: Path) -> dict[str, object]:
-    """Per table: its columns or types if they differ, else the number of rows the two files do not share."""
-    left_objects, right_objects = objects(left), objects(right)
-    assert left_objects.keys() == right_objects.keys()
-    found = {}
-    with duckdb.connect() as conn:
-        conn.execute(f"ATTACH '{left}' AS l (READ_ONLY); ATTACH '{right}' AS r (READ_ONLY)")
-        for table, columns in left_objects.items():
-            if columns != right_objects[table]:
-                found[table] = (columns, right_objects[table])
-                continue
-            kept = ", ".join(f'"{c}"' for c, _ in columns if c not in BOOKKEEPING)
-            a, b = f"SELECT {kept} FROM l.{table}", f"SELECT {kept} FROM r.{table}"
-            differing = conn.execute(
-                f"SELECT count(*) FROM (({a} EXCEPT ALL {b}) UNION ALL ({b} EXCEPT ALL {a}))"
-            ).fetchall()[0][0]
-            if differing:
-                found[table] = differing
-    return found
+differences = _module("engines").differences  # every table of two warehouse files, row for row
 
 
 @pytest.fixture(scope="module")

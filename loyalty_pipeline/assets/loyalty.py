@@ -36,6 +36,7 @@ ALL_PRODUCTS_KEY = dg.AssetKey(["loyalty", "all_products"])
 SALES_TOTALS_KEY = dg.AssetKey(["loyalty", "sales_totals"])
 CAFFEINE_KEY = dg.AssetKey(["loyalty", "caffeine_index"])
 PROMOTIONS_KEY = dg.AssetKey(["loyalty", "promotions"])
+PORTABLE_KINDS = {"duckdb", "spark"}  # these steps run on either engine (LOYALTY_ENGINE, docs/scale-out.md)
 
 
 @check("Every valid purchase (Kafka and S3) is enriched exactly once.")
@@ -160,7 +161,7 @@ LEFT JOIN loyalty.returns AS returned  -- returns of other days (the window's ow
     check_specs=check_specs(ENRICHED_KEY, ENRICHED_CHECKS),
     group_name="loyalty",
     owners=OWNERS,
-    kinds={"duckdb"},
+    kinds=PORTABLE_KINDS,
     partitions_def=DECLARED,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
@@ -309,7 +310,9 @@ def _promotions(conn, rules: RulesResource) -> dg.MaterializeResult:
 
 
 def _spec(key: dg.AssetKey, deps: list, description: str) -> dg.AssetSpec:
-    return dg.AssetSpec(key, deps=deps, description=description, group_name="loyalty", owners=OWNERS, kinds={"duckdb"})
+    return dg.AssetSpec(
+        key, deps=deps, description=description, group_name="loyalty", owners=OWNERS, kinds=PORTABLE_KINDS
+    )
 
 
 # The lifetime tables the loyalty program derives: small, independent of each other, one step on one connection.
