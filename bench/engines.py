@@ -24,7 +24,7 @@ sys.path.insert(0, str(BENCH))
 
 import run_bench  # noqa: E402  (a sibling script: its launcher, data and summary parsing)
 
-PORTED_STEPS = ["loyalty__enriched_purchases", "loyalty_tables"]
+PORTED_STEPS = ["loyalty__enriched_purchases", "loyalty_tables", "points__point_balances"]
 BOOKKEEPING = ("run_id", "revised_at", "published_at")  # when and by which run a row was written, not what
 
 

@@ -42,6 +42,9 @@ def problems(sql: str) -> list[str]:
     found = []
     for statement in (s for s in statements if not isinstance(s, exp.Semicolon)):
         found += _statement(statement) + [message for node in statement.walk() for message in _node(node)]
+        names = [cte.alias for cte in statement.find_all(exp.CTE)]
+        if len(names) != len(set(names)):  # Spark hoists a subquery's WITH into the statement's
+            found.append("a CTE name used twice in one statement (nested WITH): Spark hoists them into one WITH")
         try:
             sqlglot.parse_one(to_spark(statement), read="spark")
         except SqlglotError as error:

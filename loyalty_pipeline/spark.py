@@ -31,6 +31,7 @@ LAKE_TABLES: dict[str, str | None] = {
     "loyalty.sales_totals": None,
     "loyalty.caffeine_index": None,
     "loyalty.promotions": None,
+    "points.point_balances": None,
 }
 ALL_DAYS = None  # a whole table changed
 

@@ -10,6 +10,7 @@ import duckdb
 # because DuckDB allows one writing process.
 WAREHOUSE_POOL = "warehouse"
 OWNERS = ["team:loyalty-data"]  # who to ask about a table, shown in the asset catalog
+PORTABLE_KINDS = {"duckdb", "spark"}  # steps that run on either engine (LOYALTY_ENGINE, docs/scale-out.md)
 
 REJECTED_DDL = """
 CREATE SCHEMA IF NOT EXISTS raw;

@@ -75,6 +75,7 @@ def test_every_statement_of_the_ported_steps_is_portable(ported_statements):
         ("SELECT price / n FROM t", "a / b"),
         ("SELECT list_has_any(a, b) FROM t", "list_has_any"),
         ("SELECT json_valid(x) FROM t", "json_valid"),
+        ("WITH h AS (SELECT 1 AS x) SELECT * FROM h, (WITH h AS (SELECT 2 AS x) SELECT x FROM h) AS i", "CTE name"),
         ("SELECT purchased_at + to_days($n) FROM t", "to_days"),
     ],
 )

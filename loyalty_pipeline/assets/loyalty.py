@@ -22,6 +22,7 @@ from loyalty_pipeline.resources import RulesResource, Warehouse
 from loyalty_pipeline.rules_sql import load_tiers, with_tier
 from loyalty_pipeline.warehouse import (
     OWNERS,
+    PORTABLE_KINDS,
     REJECTED_DDL,
     WAREHOUSE_POOL,
     count,
@@ -36,7 +37,6 @@ ALL_PRODUCTS_KEY = dg.AssetKey(["loyalty", "all_products"])
 SALES_TOTALS_KEY = dg.AssetKey(["loyalty", "sales_totals"])
 CAFFEINE_KEY = dg.AssetKey(["loyalty", "caffeine_index"])
 PROMOTIONS_KEY = dg.AssetKey(["loyalty", "promotions"])
-PORTABLE_KINDS = {"duckdb", "spark"}  # these steps run on either engine (LOYALTY_ENGINE, docs/scale-out.md)
 
 
 @check("Every valid purchase (Kafka and S3) is enriched exactly once.")

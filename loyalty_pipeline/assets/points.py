@@ -14,7 +14,15 @@ from loyalty_pipeline.ledger_reference import replay
 from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, table_metadata
 from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import RulesResource, Warehouse
-from loyalty_pipeline.warehouse import OWNERS, REJECTED_DDL, SOURCE_FILES_DDL, WAREHOUSE_POOL, count, revision_of
+from loyalty_pipeline.warehouse import (
+    OWNERS,
+    PORTABLE_KINDS,
+    REJECTED_DDL,
+    SOURCE_FILES_DDL,
+    WAREHOUSE_POOL,
+    count,
+    revision_of,
+)
 
 LEDGER_KEY = dg.AssetKey(["points", "point_transactions"])
 
@@ -251,27 +259,27 @@ def revision_metadata(conn: duckdb.DuckDBPyConnection, run_id: str) -> dict:
     }
 
 
+# The midnight that ends the last ledger day.
+HORIZON = "SELECT (max(day) + 1)::TIMESTAMP FROM points.ledger_days"
+
 # What is left of each lot at the end of the last ledger day (lots expiring at that midnight are still open).
-OPEN_LOTS = """
-WITH horizon AS (SELECT (max(day) + 1)::TIMESTAMP AS instant FROM points.ledger_days),
-taken AS (
-    SELECT lot_txn_id, sum(points) AS points FROM points.lot_allocations
-    WHERE lot_expires_at >= (SELECT instant FROM horizon) GROUP BY lot_txn_id
-)
+OPEN_LOTS = f"""
 SELECT lot.user_id, lot.txn_id, lot.expires_at, coalesce(lot.available_at, lot.occurred_at) AS available_at,
        lot.points - coalesce(taken.points, 0) AS remaining
-FROM points.point_transactions AS lot LEFT JOIN taken ON taken.lot_txn_id = lot.txn_id
-WHERE lot.kind IN ('earn', 'merge') AND lot.points > 0 AND lot.expires_at >= (SELECT instant FROM horizon)
+FROM points.point_transactions AS lot LEFT JOIN (
+    SELECT lot_txn_id, sum(points) AS points FROM points.lot_allocations
+    WHERE lot_expires_at >= ({HORIZON}) GROUP BY lot_txn_id
+) AS taken ON taken.lot_txn_id = lot.txn_id
+WHERE lot.kind IN ('earn', 'merge') AND lot.points > 0 AND lot.expires_at >= ({HORIZON})
   AND lot.points > coalesce(taken.points, 0)
 """
 
 # Points of open lots usable by the end of the last day (available; a lot usable from the midnight that ends it
 # is still pending, as a lot expiring then is still open), the others (pending), and clawbacks not yet paid (debt).
 BALANCES = f"""
-WITH horizon AS (SELECT (max(day) + 1)::TIMESTAMP AS instant FROM points.ledger_days),
-lots AS (
-    SELECT user_id, sum(remaining) FILTER (available_at < (SELECT instant FROM horizon)) AS available,
-           sum(remaining) FILTER (available_at >= (SELECT instant FROM horizon)) AS pending
+WITH lots AS (
+    SELECT user_id, sum(remaining) FILTER (available_at < ({HORIZON})) AS available,
+           sum(remaining) FILTER (available_at >= ({HORIZON})) AS pending
     FROM ({OPEN_LOTS}) GROUP BY user_id
 ), debts AS (
     SELECT debt.user_id, sum(-debt.points - coalesce(paid.points, 0)) AS debt
@@ -300,14 +308,14 @@ GROUP BY user_id
     check_specs=check_specs(BALANCES_KEY, BALANCES_CHECKS),
     group_name="points",
     owners=OWNERS,
-    kinds={"duckdb"},
+    kinds=PORTABLE_KINDS,
     pool=WAREHOUSE_POOL,
     deps=[point_transactions],
     description="Point balance per customer at the end of the last ledger day (available + pending - debt), with the "
     "next expiry and its points.",
 )
 def point_balances(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
-    with warehouse.get_connection() as conn:
+    with warehouse.get_connection(portable=True) as conn:
         conn.execute(ledger.DDL + identity.DDL)
         conn.execute("CREATE OR REPLACE TABLE points.point_balances AS " + BALANCES)
         return dg.MaterializeResult(
