@@ -21,7 +21,7 @@ from dagster_duckdb import DuckDBResource
 from loyalty_pipeline.config import EARLIEST_START, Rules, RulesError, load_rules
 from loyalty_pipeline.partitions import DEFAULT_START
 from loyalty_pipeline.serving import serving_path, warehouse_path
-from loyalty_pipeline.spark import SparkWarehouse, spark_config
+from loyalty_pipeline.spark import SparkWarehouse, spark_config, to_duckdb_tables
 
 
 @dataclass(frozen=True)
@@ -156,11 +156,14 @@ class Warehouse(DuckDBResource):
     @contextmanager
     def get_connection(self, portable: bool = False):
         """A DuckDB connection; with `portable` (a step whose SQL is the portable subset), the chosen engine's."""
+        lake = Path(self.lake or f"{self.database}.lake").absolute()
         with self.duckdb_connection() as conn:
             if not portable or self.engine == "duckdb":
+                if portable:
+                    to_duckdb_tables(conn, lake)  # after runs on Spark: the tables come back
                 yield conn
                 return
-            spark = SparkWarehouse(self._spark_session(), conn, Path(self.lake or f"{self.database}.lake").absolute())
+            spark = SparkWarehouse(self._spark_session(), conn, lake)
             try:
                 yield spark
             finally:

@@ -76,6 +76,11 @@ class Result:
         return self.rows[0] if self.rows else None
 
 
+def _literal(path: Path | str) -> str:
+    """A path as an SQL string literal."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
 def _name(table: exp.Table) -> str:
     return f"{table.db}.{table.name}" if table.db else table.name
 
@@ -169,7 +174,7 @@ class SparkWarehouse:
         elif name not in self.copied:
             folder = self.scratch / name
             folder.parent.mkdir(parents=True, exist_ok=True)
-            self.duck.execute(f"COPY (SELECT * FROM {name}) TO '{folder}' (FORMAT parquet, PER_THREAD_OUTPUT)")
+            self.duck.execute(f"COPY (SELECT * FROM {name}) TO {_literal(folder)} (FORMAT parquet, PER_THREAD_OUTPUT)")
             self.spark.read.schema(self._spark_schema(name)).parquet(str(folder)).createOrReplaceTempView(_view(name))
             self.copied.add(name)
         return _view(name)
@@ -209,8 +214,7 @@ class SparkWarehouse:
         shadow = statement.copy()
         _target(shadow).replace(exp.to_table(f"lake.{_view(name)}"))
         self.duck.execute(shadow.sql("duckdb"))
-        if not self._files(name):
-            self._refresh_view(name)
+        self._refresh_view(name)
 
     def _temp_table(self, statement: exp.Create, params) -> None:
         name = _name(statement.this if isinstance(statement.this, exp.Table) else statement.this.this)
@@ -232,16 +236,26 @@ class SparkWarehouse:
         else:
             rows = self._query(statement.expression, params)
         types = self._types(name)
+        listed = [c.name for c in statement.this.expressions] if isinstance(statement.this, exp.Schema) else None
         if not statement.args.get("by_name"):
-            rows = rows.toDF(*types)
-        rows = rows.select(*(rows[column].cast(kind).alias(column) for column, kind in types.items()))
+            rows = rows.toDF(*(listed or list(types)[: len(rows.columns)]))
+        from pyspark.sql.functions import lit  # (the optional [spark] extra: imported when used)
+
+        # columns not given are NULL, as in DuckDB
+        rows = rows.select(
+            *(
+                (rows[column] if column in rows.columns else lit(None)).cast(kind).alias(column)
+                for column, kind in types.items()
+            )
+        )
+        self._check_not_null(name, rows)
         if name in LAKE_TABLES:
             self._write(name, self._frame(name).unionByName(rows), self._days(name, rows))
         elif "." in name:  # a DuckDB table: staged, inserted at the commit
             folder = self.scratch / f"insert-{uuid.uuid4().hex}"
             rows.write.parquet(str(folder))
             self.duck_writes.append(
-                (name, f"INSERT INTO {name} BY NAME SELECT * FROM read_parquet('{folder}/*.parquet')", {})
+                (name, f"INSERT INTO {name} BY NAME SELECT * FROM read_parquet({_literal(f'{folder}/*.parquet')})", {})
             )
         else:
             self.spark.table(name).unionByName(rows).localCheckpoint(eager=True).createOrReplaceTempView(name)
@@ -250,9 +264,10 @@ class SparkWarehouse:
         name = _name(statement.this)
         if name not in LAKE_TABLES and statement.this.db:  # a DuckDB table: its own statement, at the commit
             used = {p.name for p in statement.find_all(exp.Placeholder)}
-            self.duck_writes.append((name, statement.sql("duckdb"), {k: v for k, v in params.items() if k in used}))
+            kept = {k: v for k, v in params.items() if k in used} if isinstance(params, dict) else params
+            self.duck_writes.append((name, statement.sql("duckdb"), kept))
             return
-        where = statement.args["where"].this
+        where = statement.args["where"].this if statement.args.get("where") else exp.true()
         kept = self._where(statement.this, exp.not_(exp.func("coalesce", where, exp.false())), params)
         if name in LAKE_TABLES:
             self._write(name, kept, self._days(name, self._where(statement.this, where, params)))
@@ -263,6 +278,8 @@ class SparkWarehouse:
         name = _name(statement.this)
         where = statement.args["where"].this if statement.args.get("where") else exp.true()
         sets = {eq.this.name: eq.expression for eq in statement.expressions}
+        if LAKE_TABLES.get(name) in sets:
+            raise NotImplementedError(f"{name}: UPDATE of the partition column {LAKE_TABLES[name]}: delete and insert")
         columns = list(self._types(name))
         select = exp.select(
             *(
@@ -275,10 +292,28 @@ class SparkWarehouse:
             )
         ).from_(exp.to_table(name).as_(statement.this.alias_or_name))
         updated = self._query(select, params)
+        self._check_not_null(name, updated.select(*sets))
         if name in LAKE_TABLES:
             self._write(name, updated, self._days(name, self._where(statement.this, where, params)))
         else:
             updated.localCheckpoint(eager=True).createOrReplaceTempView(name)
+
+    def _check_not_null(self, name: str, rows) -> None:
+        """DuckDB's NOT NULL constraints of a lake table, on the rows a statement writes (Parquet has none)."""
+        if name not in LAKE_TABLES:
+            return
+        schema, table = name.split(".")
+        required = [
+            column
+            for (column,) in self.duck.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'lake' AND table_name = $1 "
+                "AND NOT is_nullable",
+                [_view(name)],
+            ).fetchall()
+            if column in rows.columns
+        ]
+        if required and rows.where(" OR ".join(f"`{c}` IS NULL" for c in required)).limit(1).count():
+            raise ValueError(f"NOT NULL constraint failed: {name}, a NULL in one of {', '.join(required)}")
 
     def _types(self, name: str) -> dict[str, str]:
         """Column -> Spark type of a warehouse table or a temp table (by name)."""
@@ -309,68 +344,100 @@ class SparkWarehouse:
     # ------------------------------------------------------------------------------------------------ commit
 
     def _commit(self) -> None:
-        """Write the changed days beside each table, swap them in, then the DuckDB writes in one transaction."""
-        for name, days in self.changed.items():
-            self._swap(name, self.frames[name], days)
-        self.duck.execute("BEGIN TRANSACTION")
+        """All or nothing as far as it can be: the changed days are written beside their tables first, then the DuckDB
+        writes run in a transaction, the day folders are renamed in, the views refreshed, and DuckDB commits."""
+        staged: dict[str, tuple[Path, set | None]] = {}
         try:
-            for _, statement, params in self.duck_writes:
-                self.duck.execute(statement, params)
-            for name in self.changed:
-                self._refresh_view(name)
-        except BaseException:
-            self.duck.execute("ROLLBACK")
-            raise
-        self.duck.execute("COMMIT")
-        for name, _, _ in self.duck_writes:
-            self.copied.discard(name)
-        self.frames = {name: frame for name, frame in self.frames.items() if name not in self.changed}
-        self.changed, self.duck_writes, self.in_transaction = {}, [], False
+            for name, days in self.changed.items():
+                staged[name] = self._stage(name, self.frames[name], days)
+            self.duck.execute("BEGIN TRANSACTION")
+            try:
+                for _, statement, params in self.duck_writes:
+                    self.duck.execute(statement, params)
+                for name, (staging, days) in staged.items():
+                    self._swap_in(name, staging, days)
+                    self._refresh_view(name)
+            except BaseException:
+                self.duck.execute("ROLLBACK")
+                raise
+            self.duck.execute("COMMIT")
+        finally:
+            for staging, _ in staged.values():
+                shutil.rmtree(staging, ignore_errors=True)
+            for name, _, _ in self.duck_writes:
+                self.copied.discard(name)
+            self.frames = {name: frame for name, frame in self.frames.items() if name not in self.changed}
+            self.changed, self.duck_writes, self.in_transaction = {}, [], False
 
-    def _swap(self, name: str, frame, days) -> None:
+    def _stage(self, name: str, frame, days) -> tuple[Path, set | None]:
+        """The table's new files, or its changed days' (all of them when a whole table changed), beside it."""
         path, part = self._path(name), LAKE_TABLES[name]
         staging = path.parent / f".{path.name}-{uuid.uuid4().hex}"
+        if days is not ALL_DAYS and part:
+            frame = frame.where(frame[part].isin(list(days)))
+        frame.write.partitionBy(*([part] if part else [])).parquet(str(staging))
+        return staging, days
+
+    def _swap_in(self, name: str, staging: Path, days) -> None:
+        """Renames the staged folders in: the old one moves aside first, so a reader finds one or the other (a
+        reader between the two renames, or a crash there, finds the day missing: see docs/scale-out.md)."""
+        path, part = self._path(name), LAKE_TABLES[name]
+        aside = path.parent / f".{path.name}-old-{uuid.uuid4().hex}"
         if days is ALL_DAYS or part is None:
-            frame.write.partitionBy(*([part] if part else [])).parquet(str(staging))
-            old = path.parent / f".{path.name}-old-{uuid.uuid4().hex}"
             if path.exists():
-                path.rename(old)
+                path.rename(aside)
             staging.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-            return
-        if days:
-            frame.where(frame[part].isin(list(days))).write.partitionBy(part).parquet(str(staging))
-        for day in days:
-            folder = f"{part}={day}"
-            shutil.rmtree(path / folder, ignore_errors=True)
-            if (staging / folder).exists():
-                path.mkdir(parents=True, exist_ok=True)
-                (staging / folder).rename(path / folder)
-        shutil.rmtree(staging, ignore_errors=True)
+        else:
+            aside.mkdir(parents=True)
+            path.mkdir(parents=True, exist_ok=True)
+            for day in days:
+                folder = f"{part}={day}"
+                if (path / folder).exists():
+                    (path / folder).rename(aside / folder)
+                if (staging / folder).exists():
+                    (staging / folder).rename(path / folder)
+        shutil.rmtree(aside, ignore_errors=True)
 
     def _refresh_view(self, name: str) -> None:
-        """The DuckDB view of a lake table: its files in the declared column order, or the empty declared table."""
+        """The DuckDB view of a lake table: its files in the declared column order (NULL for a column added since
+        they were written), or the empty declared table."""
         schema, table = name.split(".")
         kind = self.duck.execute(
             "SELECT table_type FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
             [schema, table],
         ).fetchall()
+        part = LAKE_TABLES[name]
         if kind == [("BASE TABLE",)]:  # a table DuckDB wrote before the engine was switched: its rows move to the lake
-            if not self._files(name):
-                part = LAKE_TABLES[name]
-                self.duck.execute(
-                    f"COPY (SELECT * FROM {name}) TO '{self._path(name)}' "
-                    f"(FORMAT parquet{f', PARTITION_BY ({part})' if part else ''}, WRITE_EMPTY_FILE false)"
-                )
+            if not self._files(name) and self.duck.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]:
+                partition = f", PARTITION_BY ({part})" if part else ""
+                self._path(name).parent.mkdir(parents=True, exist_ok=True)
+                self.duck.execute(f"COPY {name} TO {_literal(self._path(name))} (FORMAT parquet{partition})")
             self.duck.execute(f"DROP TABLE {name}")
-        columns = ", ".join(f'"{column}"' for column, _ in self._columns(name))
+        declared = self._columns(name)
         if self._files(name):
-            part = LAKE_TABLES[name]
             options = f", hive_partitioning = true, hive_types = {{'{part}': DATE}}" if part else ""
-            source = f"read_parquet('{self._path(name)}/**/*.parquet', union_by_name = true{options})"
+            source = f"read_parquet({_literal(f'{self._path(name)}/**/*.parquet')}, union_by_name = true{options})"
+            present = {c[0] for c in self.duck.execute(f"SELECT * FROM {source} LIMIT 0").description}
+            columns = ", ".join(
+                f'"{column}"' if column in present else f'NULL::{kind} AS "{column}"' for column, kind in declared
+            )
         else:
-            source = f"lake.{_view(name)}"
+            source, columns = f"lake.{_view(name)}", ", ".join(f'"{column}"' for column, _ in declared)
         self.duck.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {columns} FROM {source}")
+
+
+def to_duckdb_tables(duck: duckdb.DuckDBPyConnection, lake: Path) -> None:
+    """Back from the Spark engine: each lake table becomes a DuckDB table again, and its lake folder goes (so a
+    later switch to Spark moves the newer rows, not these)."""
+    views = {f"{s}.{t}" for s, t in duck.execute("SELECT schema_name, view_name FROM duckdb_views()").fetchall()}
+    for name in LAKE_TABLES.keys() & views:
+        temporary = f"{name}__from_lake"
+        duck.execute("BEGIN TRANSACTION")
+        duck.execute(f"CREATE TABLE {temporary} AS SELECT * FROM {name}")
+        duck.execute(f"DROP VIEW {name}")
+        duck.execute(f"ALTER TABLE {temporary} RENAME TO {name.split('.')[1]}")
+        duck.execute("COMMIT")
+        shutil.rmtree(lake / name.split(".")[0] / name.split(".")[1], ignore_errors=True)
 
 
 def _is_temp(statement: exp.Expression) -> bool:

@@ -50,9 +50,9 @@ def test_generated_data_gives_the_same_tables_on_spark(generated: Path, spark_se
     assert on_spark.query("SELECT count(*) > 30 FROM loyalty.sales_totals") == [(True,)]
 
 
-def test_returns_judged_and_quarantined_alike_on_spark(tmp_path: Path, spark_session):
-    """Accepted, repeated, others', unknown, early and by-order returns, and a redemption refused: both engines."""
-    inputs = Inputs(tmp_path)
+def returns_scenario(root: Path) -> Inputs:
+    """Three days: accepted, repeated, others', unknown, early and by-order returns, and a refused redemption."""
+    inputs = Inputs(root)
     priced(inputs, coffee=5, cake=100)
     buy(
         inputs,
@@ -72,6 +72,12 @@ def test_returns_judged_and_quarantined_alike_on_spark(tmp_path: Path, spark_ses
             ("u", {"order_id": "purchases:0:0", "product_id": "coffee"}, "2022-10-03T09:00:00"),  # by order
         ],
     )
+    return inputs
+
+
+def test_returns_judged_and_quarantined_alike_on_spark(tmp_path: Path, spark_session):
+    """Every return outcome and a refused redemption: the same tables, `raw` JSON included, on both engines."""
+    returns_scenario(tmp_path)
     runs = {}
     for engine in ("duckdb", "spark"):
         runs[engine] = Inputs(tmp_path)
@@ -93,15 +99,35 @@ def test_returns_judged_and_quarantined_alike_on_spark(tmp_path: Path, spark_ses
     ]
 
 
-DAYS_DDL = "CREATE SCHEMA IF NOT EXISTS loyalty; CREATE TABLE IF NOT EXISTS loyalty.t (v VARCHAR, n INT, day DATE)"
+def test_switching_engines_between_runs_keeps_every_row(tmp_path: Path, spark_session):
+    """Day 1 on DuckDB, day 2 on Spark (DuckDB's tables move to the lake), day 3 on DuckDB again (they come back):
+    the same tables as three days on DuckDB."""
+    returns_scenario(tmp_path)
+    runs = {"duckdb": ("duckdb", "duckdb", "duckdb"), "switched": ("duckdb", "spark", "duckdb")}
+    for name, engines in runs.items():
+        run = Inputs(tmp_path)
+        run.warehouse = tmp_path / f"{name}.duckdb"
+        for day, engine in zip(("2022-10-01", "2022-10-02", "2022-10-03"), engines, strict=True):
+            run.materialize(day, LOYALTY_ENGINE=engine)
+        if name == "switched":
+            assert run.query("SELECT count(*) FROM duckdb_views() WHERE schema_name = 'loyalty'") == [(0,)]
+    assert differences(tmp_path / "duckdb.duckdb", tmp_path / "switched.duckdb") == {}
+
+
+DAYS_DDL = (
+    "CREATE SCHEMA IF NOT EXISTS loyalty; CREATE TABLE IF NOT EXISTS loyalty.t (v VARCHAR NOT NULL, n INT, day DATE)"
+)
 
 
 @pytest.fixture
 def lake_table(spark_session, tmp_path: Path, monkeypatch):
     """A day-partitioned lake table `loyalty.t` on a fresh warehouse, through the adapter."""
     monkeypatch.setitem(LAKE_TABLES, "loyalty.t", "day")
-    duck = duckdb.connect(str(tmp_path / "w.duckdb"))
-    conn = SparkWarehouse(spark_session, duck, tmp_path / "lake")
+    folder = tmp_path / "o'brien"  # a quote in the path
+    folder.mkdir()
+    duck = duckdb.connect(str(folder / "w.duckdb"))
+    duck.execute("CREATE SCHEMA raw; CREATE TABLE raw.r (v VARCHAR NOT NULL)")
+    conn = SparkWarehouse(spark_session, duck, folder / "lake")
     conn.execute(DAYS_DDL)
     yield conn, duck
     conn.close()
@@ -146,3 +172,31 @@ def test_an_empty_lake_table_reads_as_its_declared_columns(lake_table):
     assert duck.execute("SELECT * FROM loyalty.t").fetchall() == []
     assert [c[0] for c in duck.execute("SELECT * FROM loyalty.t").description] == ["v", "n", "day"]
     assert conn.execute("SELECT count(*) FROM loyalty.t").fetchall() == [(0,)]
+
+
+def test_a_commit_whose_duckdb_write_fails_leaves_the_lake_as_it_was(lake_table):
+    conn, duck = lake_table
+    conn.execute("INSERT INTO loyalty.t VALUES ('a', 1, DATE '2024-06-01')")
+    conn.execute("BEGIN TRANSACTION")
+    conn.execute("DELETE FROM loyalty.t")
+    conn.execute("INSERT INTO loyalty.t VALUES ('b', 2, DATE '2024-06-02')")
+    conn.execute("INSERT INTO raw.r SELECT CAST(NULL AS VARCHAR)")  # DuckDB refuses it at the commit
+    with pytest.raises(duckdb.ConstraintException):
+        conn.execute("COMMIT")
+    assert duck.execute("SELECT v, n FROM loyalty.t").fetchall() == [("a", 1)]
+    assert conn.execute("SELECT v FROM loyalty.t").fetchall() == [("a",)]  # and the next statement reads it
+
+
+def test_inserts_name_their_columns_and_keep_not_null(lake_table):
+    conn, duck = lake_table
+    conn.execute("INSERT INTO loyalty.t (day, v) VALUES (DATE '2024-06-01', 'a')")  # n not given: NULL
+    conn.execute("INSERT INTO loyalty.t BY NAME SELECT 'b' AS v, DATE '2024-06-01' AS day")
+    assert duck.execute("SELECT v, n, day FROM loyalty.t ORDER BY v").fetchall() == [
+        ("a", None, date(2024, 6, 1)),
+        ("b", None, date(2024, 6, 1)),
+    ]
+    with pytest.raises(ValueError, match="NOT NULL constraint failed: loyalty.t"):
+        conn.execute("INSERT INTO loyalty.t (n, day) VALUES (3, DATE '2024-06-02')")
+    with pytest.raises(NotImplementedError, match="partition column"):
+        conn.execute("UPDATE loyalty.t SET day = DATE '2024-06-09'")
+    assert duck.execute("SELECT count(*) FROM loyalty.t").fetchall() == [(2,)]
