@@ -92,11 +92,21 @@ def _node(node: exp.Expression) -> list[str]:
         return ["to_json(row): warehouse.row_json, the same JSON on both engines"]
     if isinstance(node, exp.Sub) and all(_is_date(side) for side in (node.this, node.expression)):
         return ["date - date: an integer in DuckDB, an interval in Spark; use date_diff('day', a, b)"]
-    if isinstance(node, exp.Div) and not isinstance(node.parent, exp.Cast):
+    if isinstance(node, exp.Table) and isinstance(node.this, exp.Func):
+        return [f"table function {node.this.sql_name().lower()}(): DuckDB's; read tables, or join a day list table"]
+    if isinstance(node, exp.Div) and not isinstance(_unwrapped_parent(node), exp.Cast):
         return ["a / b: a DOUBLE in DuckDB, a DECIMAL in Spark for decimals; CAST the quotient"]
     if _function(node) in FUNCTIONS:
         return [f"{_function(node)}(): {FUNCTIONS[_function(node)]}"]
     return []
+
+
+def _unwrapped_parent(node: exp.Expression) -> exp.Expression | None:
+    """The node's parent, past parentheses."""
+    parent = node.parent
+    while isinstance(parent, exp.Paren):
+        parent = parent.parent
+    return parent
 
 
 def _function(node: exp.Expression) -> str:

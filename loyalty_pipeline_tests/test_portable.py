@@ -75,6 +75,8 @@ def test_every_statement_of_the_ported_steps_is_portable(ported_statements):
         ("SELECT price / n FROM t", "a / b"),
         ("SELECT list_has_any(a, b) FROM t", "list_has_any"),
         ("SELECT json_valid(x) FROM t", "json_valid"),
+        ("SELECT range::DATE FROM range($first, $end, INTERVAL 1 DAY)", "table function"),
+        ("SELECT * FROM read_parquet('x.parquet')", "table function"),
         ("WITH h AS (SELECT 1 AS x) SELECT * FROM h, (WITH h AS (SELECT 2 AS x) SELECT x FROM h) AS i", "CTE name"),
         ("SELECT purchased_at + to_days($n) FROM t", "to_days"),
     ],
@@ -87,7 +89,7 @@ def test_each_rule_catches_its_construct(sql: str, rule: str):
     "sql",
     [
         "SELECT a.k, b.v FROM a LEFT JOIN b ON b.id = a.k AND a.t >= b.t AND (b.until IS NULL OR a.t < b.until)",
-        "SELECT CAST(price / n AS DECIMAL(18,2)), date_diff('day', linked_on, day), day - 1 FROM t",
+        "SELECT CAST(price / n AS DECIMAL(18,2)), (a / b)::DOUBLE, date_diff('day', linked_on, day), day - 1 FROM t",
         "UPDATE t AS p SET a = (SELECT max(u.a) FROM u WHERE u.k = p.k) WHERE p.k IN (SELECT k FROM u)",
         "SELECT * EXCLUDE (day) FROM t QUALIFY row_number() OVER (PARTITION BY k ORDER BY t DESC) = 1",
         "SELECT to_json(struct_pack(a := r.a, t := CAST(r.t AS VARCHAR)))::VARCHAR FROM t AS r",
