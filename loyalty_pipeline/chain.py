@@ -86,6 +86,11 @@ def open_window(
     return Window(days_table, what, first, end, rebuilt, later[-1] if later else None)
 
 
+def mark_built(days_table: str) -> str:
+    """The statement (parameter $day) that marks a day built, once (portable: no INSERT OR IGNORE)."""
+    return f"INSERT INTO {days_table} SELECT CAST($day AS DATE) WHERE CAST($day AS DATE) NOT IN (SELECT day FROM {days_table})"
+
+
 def publish(conn: duckdb.DuckDBPyConnection, writes: list[tuple[str, dict]]) -> None:
     """Runs a day's writes, (statement, its parameters) pairs, in one transaction."""
     with transaction(conn):

@@ -16,7 +16,7 @@ from datetime import date, timedelta
 
 import duckdb
 
-from loyalty_pipeline.chain import Window, publish
+from loyalty_pipeline.chain import Window, mark_built, publish
 from loyalty_pipeline.config import Identity
 from loyalty_pipeline.warehouse import first_source_day_before, in_span, spans
 
@@ -313,7 +313,7 @@ def build_day(conn: duckdb.DuckDBPyConnection, identity: Identity, window: Windo
             ),
             ("INSERT INTO identity.merges SELECT * FROM day_merges", {}),
             ("INSERT INTO identity.export_records SELECT record, $day FROM export_today", on_day),
-            ("INSERT OR IGNORE INTO identity.graph_days VALUES ($day)", on_day),
+            (mark_built("identity.graph_days"), on_day),
         ],
     )
     return {"merges": conn.execute("SELECT count(*) FROM day_merges").fetchall()[0][0]}

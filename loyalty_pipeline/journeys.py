@@ -9,7 +9,7 @@ from datetime import date, timedelta
 
 import duckdb
 
-from loyalty_pipeline.chain import Window, publish
+from loyalty_pipeline.chain import Window, mark_built, publish
 from loyalty_pipeline.config import Journey, Rules
 from loyalty_pipeline.profiles import BEHAVIOUR, add_day_to_totals, totals_from_start
 from loyalty_pipeline.resources import OneLineError
@@ -174,7 +174,7 @@ def publish_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
                    ANTI JOIN journey.journey_state USING (journey_id, customer_id, node)""",
                 {},
             ),
-            ("INSERT OR IGNORE INTO journey.journey_days VALUES ($day)", on_day),
+            (mark_built("journey.journey_days"), on_day),
         ],
     )
 

@@ -10,7 +10,7 @@ from datetime import date
 
 import duckdb
 
-from loyalty_pipeline.chain import Window, publish
+from loyalty_pipeline.chain import Window, mark_built, publish
 from loyalty_pipeline.config import Rules
 from loyalty_pipeline.warehouse import count, first_source_day_before
 
@@ -369,7 +369,7 @@ def write_day(day: date) -> list[tuple[str, dict]]:
                   OR redemption_id IN (SELECT e.ref FROM day_steps WHERE e.kind = 'use' AND refused)""",
             on_day,
         ),
-        ("INSERT OR IGNORE INTO points.ledger_days VALUES ($day)", on_day),
+        (mark_built("points.ledger_days"), on_day),
     ]
 
 

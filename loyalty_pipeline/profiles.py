@@ -130,7 +130,7 @@ BEHAVIOUR = f"""
 SELECT user_id, coalesce(total_spend, 0)::DECIMAL(18,2) AS total_spend, coalesce(purchase_count, 0) AS purchase_count,
        CASE WHEN priced_count > 0 THEN (total_spend / priced_count)::DECIMAL(18,2) END AS avg_purchase_price,
        first_purchase_at, last_purchase_at,
-       $as_of::DATE - last_purchase_at::DATE AS days_since_last_purchase,
+       date_diff('day', last_purchase_at::DATE, $as_of::DATE) AS days_since_last_purchase,
        reward_level(coalesce(total_spend, 0)) AS reward_level,
        coalesce(points_balance, 0) AS points_balance,
        coalesce(products_purchased, []::VARCHAR[]) AS products_purchased,

@@ -9,7 +9,7 @@ from loyalty_pipeline.assets.checks import Days, check, check_results, check_spe
 from loyalty_pipeline.assets.ingest import customers, raw_topics
 from loyalty_pipeline.assets.loyalty import enriched_purchases
 from loyalty_pipeline.assets.points import point_transactions
-from loyalty_pipeline.chain import DayOrderError, open_window
+from loyalty_pipeline.chain import DayOrderError, mark_built, open_window
 from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, table_metadata
 from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import RulesResource, Warehouse
@@ -269,10 +269,8 @@ def _activations(context: dg.AssetExecutionContext, conn, rules: RulesResource) 
         conn.execute(REVISE_ACTIVATIONS, {**window, **revision})
         conn.execute("DELETE FROM journey.activations WHERE activated_on >= $first AND activated_on < $end", window)
         conn.execute("INSERT INTO journey.activations SELECT * FROM new_activations")
-        conn.execute(
-            "INSERT OR IGNORE INTO journey.activation_days SELECT range::DATE FROM range($first, $end, INTERVAL 1 DAY)",
-            window,
-        )
+        for n in range((end - first).days):
+            conn.execute(mark_built("journey.activation_days"), {"day": first + timedelta(days=n)})
     window_rows = "SELECT * FROM journey.activations WHERE activated_on >= $first AND activated_on < $end"
     revised = "SELECT 1 FROM journey.activation_revisions WHERE run_id = $1 AND change = $2"
     return dg.MaterializeResult(
