@@ -337,12 +337,20 @@ def first_event_before(conn: duckdb.DuckDBPyConnection, day: date) -> date | Non
     ).fetchall()[0][0]
 
 
+def link_spans(where: str = "") -> str:
+    """Spans (warehouse.spans) of the person each strong identifier resolves to: (id, t, customer_id, until);
+    `where`: more conditions on identity.id_graph's rows (constant SQL, never a value)."""
+    # A value's strong rows of one day all name its one component: one customer_id per (id, t).
+    return spans(
+        "SELECT DISTINCT id_value AS id, linked_on AS t, customer_id FROM identity.id_graph "
+        f"WHERE strength = 'strong' {where}"
+    )
+
+
 def with_person(table: str, links_before: str = "") -> str:
     """The rows of a raw table (a constant name) with `person`: whom their key resolved to on their day.
     `links_before`: an optional bound on the links read, e.g. "$end" (a parameter's name, never a value)."""
     bound = f"AND linked_on < {links_before}" if links_before else ""
-    # A value's strong rows of one day all name its one component: one customer_id per (id, t).
-    links = f"""SELECT DISTINCT id_value AS id, linked_on AS t, customer_id FROM identity.id_graph
-                WHERE strength = 'strong' {bound} AND id_value IN (SELECT user_id FROM {table})"""
+    links = link_spans(f"{bound} AND id_value IN (SELECT user_id FROM {table})")
     return f"""SELECT r.*, coalesce(link.customer_id, r.user_id) AS person FROM {table} AS r
-               LEFT JOIN ({spans(links)}) AS link ON link.id = r.user_id AND {in_span("link", "r.day")}"""
+               LEFT JOIN ({links}) AS link ON link.id = r.user_id AND {in_span("link", "r.day")}"""

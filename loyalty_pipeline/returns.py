@@ -9,7 +9,8 @@ from datetime import date
 
 import duckdb
 
-from loyalty_pipeline.warehouse import in_span, row_json, spans
+from loyalty_pipeline.identity import link_spans
+from loyalty_pipeline.warehouse import in_span, row_json
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS loyalty;
@@ -24,11 +25,8 @@ CREATE TABLE IF NOT EXISTS loyalty.returns (  -- accepted returns: one per retur
 
 SOURCE = "loyalty:returns"
 
-# Whom each strong identifier resolves to, over the days it does (identity.id_graph), for "a return of another
-# customer's purchase".
-_LINK_SPANS = spans(
-    "SELECT DISTINCT id_value AS id, linked_on AS t, customer_id FROM identity.id_graph WHERE strength = 'strong'"
-)
+# Whom each strong identifier resolves to, over the days it does, for "a return of another customer's purchase".
+_LINK_SPANS = link_spans()
 
 # The window's returns, each with its turn among the returns of the same order's product (the named purchase's, for
 # a return by id): in return-time order, then message order. A turn sees what the turns before it took back.

@@ -22,6 +22,7 @@ import sqlglot
 from sqlglot import exp
 
 from loyalty_pipeline.portable import to_spark
+from loyalty_pipeline.warehouse import transaction
 
 # The tables the Spark engine writes, and the column they are partitioned by (None: one set of files).
 LAKE_TABLES: dict[str, str | None] = {
@@ -79,6 +80,11 @@ class Result:
 def _literal(path: Path | str) -> str:
     """A path as an SQL string literal."""
     return "'" + str(path).replace("'", "''") + "'"
+
+
+def lake_path(lake: Path, name: str) -> Path:
+    """The folder of the lake table `name` (schema.table)."""
+    return lake.joinpath(*name.split("."))
 
 
 def _name(table: exp.Table) -> str:
@@ -179,16 +185,16 @@ class SparkWarehouse:
             self.copied.add(name)
         return _view(name)
 
-    def _columns(self, name: str, source: str | None = None) -> list[tuple[str, str]]:
+    def _columns(self, name: str) -> list[tuple[str, str]]:
         """(column, DuckDB type) of a table: a lake table's declared columns, else the DuckDB table's."""
-        source = source or (f"lake.{_view(name)}" if name in LAKE_TABLES else name)
+        source = f"lake.{_view(name)}" if name in LAKE_TABLES else name
         return [(c[0], str(c[1])) for c in self.duck.execute(f"SELECT * FROM {source} LIMIT 0").description]
 
     def _spark_schema(self, name: str) -> str:
         return ", ".join(f"`{column}` {to_spark_type(kind)}" for column, kind in self._columns(name))
 
     def _path(self, name: str) -> Path:
-        return self.lake / name.split(".")[0] / name.split(".")[1]
+        return lake_path(self.lake, name)
 
     def _files(self, name: str) -> list[Path]:
         return sorted(self._path(name).glob("**/*.parquet"))
@@ -225,7 +231,7 @@ class SparkWarehouse:
                 f"`{c.name}` {to_spark_type(c.args['kind'].sql('duckdb'))}" for c in statement.this.expressions
             )
             frame = self.spark.createDataFrame([], columns)
-        frame.localCheckpoint(eager=True).createOrReplaceTempView(name)
+        _replace_temp(name, frame)
 
     def _insert(self, statement: exp.Insert, params) -> None:
         target = statement.this if isinstance(statement.this, exp.Table) else statement.this.this
@@ -258,7 +264,7 @@ class SparkWarehouse:
                 (name, f"INSERT INTO {name} BY NAME SELECT * FROM read_parquet({_literal(f'{folder}/*.parquet')})", {})
             )
         else:
-            self.spark.table(name).unionByName(rows).localCheckpoint(eager=True).createOrReplaceTempView(name)
+            _replace_temp(name, self.spark.table(name).unionByName(rows))
 
     def _delete(self, statement: exp.Delete, params) -> None:
         name = _name(statement.this)
@@ -272,7 +278,7 @@ class SparkWarehouse:
         if name in LAKE_TABLES:
             self._write(name, kept, self._days(name, self._where(statement.this, where, params)))
         else:
-            kept.localCheckpoint(eager=True).createOrReplaceTempView(name)
+            _replace_temp(name, kept)
 
     def _update(self, statement: exp.Update, params) -> None:
         name = _name(statement.this)
@@ -296,13 +302,12 @@ class SparkWarehouse:
         if name in LAKE_TABLES:
             self._write(name, updated, self._days(name, self._where(statement.this, where, params)))
         else:
-            updated.localCheckpoint(eager=True).createOrReplaceTempView(name)
+            _replace_temp(name, updated)
 
     def _check_not_null(self, name: str, rows) -> None:
         """DuckDB's NOT NULL constraints of a lake table, on the rows a statement writes (Parquet has none)."""
         if name not in LAKE_TABLES:
             return
-        schema, table = name.split(".")
         required = [
             column
             for (column,) in self.duck.execute(
@@ -350,17 +355,12 @@ class SparkWarehouse:
         try:
             for name, days in self.changed.items():
                 staged[name] = self._stage(name, self.frames[name], days)
-            self.duck.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(self.duck):
                 for _, statement, params in self.duck_writes:
                     self.duck.execute(statement, params)
                 for name, (staging, days) in staged.items():
                     self._swap_in(name, staging, days)
                     self._refresh_view(name)
-            except BaseException:
-                self.duck.execute("ROLLBACK")
-                raise
-            self.duck.execute("COMMIT")
         finally:
             for staging, _ in staged.values():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -432,12 +432,16 @@ def to_duckdb_tables(duck: duckdb.DuckDBPyConnection, lake: Path) -> None:
     views = {f"{s}.{t}" for s, t in duck.execute("SELECT schema_name, view_name FROM duckdb_views()").fetchall()}
     for name in LAKE_TABLES.keys() & views:
         temporary = f"{name}__from_lake"
-        duck.execute("BEGIN TRANSACTION")
-        duck.execute(f"CREATE TABLE {temporary} AS SELECT * FROM {name}")
-        duck.execute(f"DROP VIEW {name}")
-        duck.execute(f"ALTER TABLE {temporary} RENAME TO {name.split('.')[1]}")
-        duck.execute("COMMIT")
-        shutil.rmtree(lake / name.split(".")[0] / name.split(".")[1], ignore_errors=True)
+        with transaction(duck):
+            duck.execute(f"CREATE TABLE {temporary} AS SELECT * FROM {name}")
+            duck.execute(f"DROP VIEW {name}")
+            duck.execute(f"ALTER TABLE {temporary} RENAME TO {name.split('.')[1]}")
+        shutil.rmtree(lake_path(lake, name), ignore_errors=True)
+
+
+def _replace_temp(name: str, frame) -> None:
+    """A temp table's new contents, computed now: checkpointed, so they never read lake files a commit swaps."""
+    frame.localCheckpoint(eager=True).createOrReplaceTempView(name)
 
 
 def _is_temp(statement: exp.Expression) -> bool:
