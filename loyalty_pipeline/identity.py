@@ -138,7 +138,6 @@ CREATE OR REPLACE TEMP TABLE account_vertices AS
 SELECT DISTINCT 'v:' || id_value AS vertex FROM observed WHERE id_type = 'user_id'
 UNION SELECT 'c:' || id_value FROM identity.id_graph WHERE id_type = 'user_id' AND linked_on < $day
 """
-IS_ACCOUNT = "CREATE OR REPLACE TEMP MACRO is_account(v) AS v IN (SELECT vertex FROM account_vertices)"
 
 # Connected components of `edges`: every vertex labelled with the least vertex it reaches.
 COMPONENTS = """
@@ -196,7 +195,7 @@ WITH keys AS (  -- event keys equal to such a value: seen today, or known before
 SELECT DISTINCT k.component, u.carrier, true
 FROM key_components AS k JOIN weak_unique AS u ON u.id_value = lower(k.key)
 WHERE k.component <> u.carrier
-  AND NOT is_account(k.component)  -- only an account-less profile takes a weak link
+  AND k.component NOT IN (SELECT vertex FROM account_vertices)  -- only an account-less profile takes a weak link
   AND k.component NOT IN (SELECT component FROM account_components)
 """
 
@@ -210,9 +209,10 @@ WITH seen_before AS (
 ), seen_today AS (
     SELECT id_value, min(seen_at) AS at FROM observed GROUP BY id_value
 ), members AS (
-    SELECT f.component, f.vertex, substr(f.vertex, 3) AS id, is_account(f.vertex) AS is_account,
+    SELECT f.component, f.vertex, substr(f.vertex, 3) AS id, account.vertex IS NOT NULL AS is_account,
            coalesce(before.at, today.at) AS first_seen_at
     FROM final_pass AS f
+    LEFT JOIN account_vertices AS account ON account.vertex = f.vertex
     LEFT JOIN seen_before AS before ON before.id_value = substr(f.vertex, 3)
     LEFT JOIN seen_today AS today ON today.id_value = substr(f.vertex, 3)
 )
@@ -277,11 +277,10 @@ def build_day(conn: duckdb.DuckDBPyConnection, identity: Identity, window: Windo
     conn.execute(KNOWN, {"as_of": params["as_of"]})
     conn.execute(STRONG_EDGES)
     conn.execute(ACCOUNT_VERTICES, on_day)
-    conn.execute(IS_ACCOUNT)
     conn.execute(COMPONENTS.format(into="first_pass"))
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE account_components AS "
-        "SELECT DISTINCT component FROM first_pass WHERE is_account(vertex)"
+        "SELECT DISTINCT component FROM first_pass WHERE vertex IN (SELECT vertex FROM account_vertices)"
     )
     conn.execute(WEAK_CARRIERS, params)
     conn.execute(WEAK_UNIQUE)

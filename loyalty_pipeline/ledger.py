@@ -12,7 +12,7 @@ import duckdb
 
 from loyalty_pipeline.chain import Window, mark_built, publish
 from loyalty_pipeline.config import Rules
-from loyalty_pipeline.warehouse import count, first_source_day_before
+from loyalty_pipeline.warehouse import columns_of, count, first_source_day_before, row_json
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS points;
@@ -62,16 +62,19 @@ GROUP BY id_value
 """
 
 
-# Raw rows of a day with `user_id` the person their key resolves to.
-def _by_person(table: str) -> str:
-    return (
-        f"SELECT r.* REPLACE (coalesce(p.customer_id, r.user_id) AS user_id) FROM {table} AS r "
-        "LEFT JOIN day_people AS p ON p.id_value = r.user_id WHERE r.day = $day"
+def _by_person(conn: duckdb.DuckDBPyConnection, table: str, into: str, day: date) -> None:
+    """Temp table `into`: the rows of `table` on `day`, every column, with `user_id` the person their key resolves to
+    (`day_people`)."""
+    selected = ", ".join(
+        "coalesce(p.customer_id, r.user_id) AS user_id" if name == "user_id" else f"r.{name}"
+        for name, _ in columns_of(conn, table)
+    )
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE {into} AS SELECT {selected} FROM {table} AS r "
+        "LEFT JOIN day_people AS p ON p.id_value = r.user_id WHERE r.day = $day",
+        {"day": day},
     )
 
-
-REDEMPTIONS_OF_DAY = _by_person("raw.redemptions")
-USERS_OF_DAY = _by_person("raw.users")
 
 # A merge (identity.merges) at 00:00 of its day moves what is left of the merged profile's lots to the person it
 # became part of, with their expiry: a `merge` row takes each lot's rest out, another puts it in as a new lot. Lots
@@ -113,13 +116,13 @@ GROUP BY debt.txn_id, debt.user_id, merged.into_id, debt.points HAVING owed > 0
 """
 
 # The day's redemptions, each counted once by redemption_id (the earliest message wins, across days too).
-DAY_REDEMPTIONS = f"""
+DAY_REDEMPTIONS = """
 CREATE OR REPLACE TEMP TABLE day_redemptions AS
-SELECT redemption_id, user_id, event_ts, points, location, to_json(r)::VARCHAR AS raw,
+SELECT redemption_id, user_id, event_ts, points, location, {raw} AS raw,
        CASE WHEN row_number() OVER (PARTITION BY redemption_id ORDER BY event_ts, kafka_partition, kafka_offset) > 1
                  OR redemption_id IN (SELECT redemption_id FROM raw.redemptions WHERE day < $day AND NOT tombstone)
             THEN 'duplicate redemption_id' END AS refusal
-FROM ({REDEMPTIONS_OF_DAY}) AS r
+FROM day_redemptions_by_person AS r
 WHERE NOT tombstone
 """
 
@@ -127,7 +130,7 @@ WHERE NOT tombstone
 DAY_EARNS = """
 CREATE OR REPLACE TEMP TABLE day_earns AS
 SELECT 'earn:' || purchase_id AS lot_txn_id, user_id, purchased_at AS earned_at,
-       ($day + $validity_days + 1)::TIMESTAMP AS expires_at, purchased_at + to_days($pending_days) AS available_at,
+       ($day + $validity_days + 1)::TIMESTAMP AS expires_at, purchased_at + $pending_days * INTERVAL 1 DAY AS available_at,
        floor(price * $earn_rate::DECIMAL(18,6))::BIGINT AS size, purchase_id
 FROM loyalty.enriched_purchases
 WHERE day = $day AND floor(price * $earn_rate::DECIMAL(18,6)) > 0
@@ -135,10 +138,10 @@ WHERE day = $day AND floor(price * $earn_rate::DECIMAL(18,6)) > 0
 
 # The day's returns, each with what its purchase earned: the clawback (none for a purchase that earned nothing).
 # A return is at most `returns.window_days` after its purchase, so the earn is among the rows of those days.
-DAY_RETURNS = f"""
+DAY_RETURNS = """
 CREATE OR REPLACE TEMP TABLE day_returns AS
 SELECT r.user_id, r.returned_at, r.purchase_id, coalesce(earn.points, new.size) AS points
-FROM ({_by_person("loyalty.returns")}) AS r
+FROM day_returns_by_person AS r
 LEFT JOIN points.point_transactions AS earn
        ON earn.txn_id = 'earn:' || r.purchase_id AND earn.day >= $day - $window_days AND earn.day < $day
 LEFT JOIN day_earns AS new ON new.purchase_id = r.purchase_id
@@ -169,7 +172,7 @@ WITH events AS (
     FROM day_redemptions WHERE refusal IS NULL
     UNION ALL
     SELECT user_id, event_ts, 0, 'closure:' || kafka_partition || ':' || kafka_offset, 'close', NULL, NULL, NULL, NULL
-    FROM ({USERS_OF_DAY}) WHERE tombstone
+    FROM day_users_by_person WHERE tombstone
 ), active AS (
     SELECT user_id FROM events
     UNION SELECT user_id FROM points.point_transactions
@@ -260,10 +263,10 @@ WITH RECURSIVE fold AS (
                list_transform(lots, lambda l, i: CASE
                    WHEN kind = 'close' OR (kind = 'expire' AND l.expires_at <= ts) THEN l.remaining
                    WHEN kind = 'clawback' AND l.purchase_id = returned THEN from_own
-                   ELSE least(drawable[i], greatest(0, wanted - coalesce(list_sum(drawable[:i - 1]), 0))) END
+                   ELSE least(drawable[i], greatest(0, wanted - coalesce(list_sum(list_slice(drawable, 1, i - 1)), 0))) END
                ) AS taken,
                list_transform(debts, lambda d, i: CASE WHEN kind = 'earn' THEN least(d.owed, greatest(0,
-                   points - coalesce(list_sum(list_transform(debts[:i - 1], lambda x: x.owed)), 0))) ELSE 0 END
+                   points - coalesce(list_sum(list_transform(list_slice(debts, 1, i - 1), lambda x: x.owed)), 0))) ELSE 0 END
                ) AS repaid,
                points - coalesce(list_sum(list_transform(debts, lambda d: d.owed)), 0) AS kept
         FROM (  -- how much the event wants from the lots in queue order, after its own lot for a clawback
@@ -285,7 +288,7 @@ WITH RECURSIVE fold AS (
                     FROM (SELECT user_id, events, n + 1 AS n, lots, debts, events[n + 1] AS e,
                                  events[n + 1].kind AS kind, events[n + 1].ts AS ts,
                                  events[n + 1].points AS points, events[n + 1].purchase_id AS returned
-                          FROM fold WHERE n < len(events))
+                          FROM fold WHERE n < array_length(events))
                 )
             )
         )
@@ -393,7 +396,13 @@ def build_day(conn: duckdb.DuckDBPyConnection, window: Window, day: date, rules:
     conn.execute(DAY_PEOPLE, on_day)
     conn.execute(DAY_MOVES, on_day)
     conn.execute(DAY_DEBT_MOVES, on_day)
-    conn.execute(DAY_REDEMPTIONS, on_day)
+    for table, into in (
+        ("raw.redemptions", "day_redemptions_by_person"),
+        ("raw.users", "day_users_by_person"),
+        ("loyalty.returns", "day_returns_by_person"),
+    ):
+        _by_person(conn, table, into, day)
+    conn.execute(DAY_REDEMPTIONS.format(raw=row_json(conn, "day_redemptions_by_person", "r")), on_day)
     conn.execute(
         DAY_EARNS,
         {

@@ -17,6 +17,8 @@ FUNCTIONS = {
     "to_days": "has no Spark form: $n * INTERVAL 1 DAY",
     "unix_to_time": "epoch_ms() differs on Spark: convert in ingest (DuckDB)",
 }
+# Functions sqlglot does not know that `to_spark` writes in their Spark form (to_json has its own rule).
+KNOWN = {"list_slice", "list_sum", "to_json"}
 STATEMENTS = (
     exp.Query,
     exp.Insert,
@@ -53,12 +55,63 @@ def problems(sql: str) -> list[str]:
 
 
 def to_spark(statement: exp.Expression) -> str:
-    """Spark SQL of a DuckDB statement: positional parameters $1 become :p1 (Spark names every parameter)."""
+    """Spark SQL of a DuckDB statement. Beyond sqlglot's transpiling, what would silently differ is written in its
+    Spark form: positional parameters $1 become :p1 (Spark names every parameter), and list positions, which count
+    from 1 in DuckDB and from 0 in Spark, stay 1-based (see `_spark_form`)."""
     statement = statement.copy()
     for placeholder in statement.find_all(exp.Placeholder):
         if placeholder.name.isdigit():
             placeholder.set("this", f"p{placeholder.name}")
+    for form in (_one_based_index, _one_based_position, _list_slice, _list_sum):
+        statement = statement.transform(form)
     return statement.sql("spark", unsupported_level=ErrorLevel.RAISE)
+
+
+def _one_based_index(node: exp.Expression) -> exp.Expression:
+    """`lambda x, i: ...` counts i from 1; Spark's (x, i) -> ... from 0: the body reads i + 1."""
+    if not (isinstance(node, exp.Lambda) and len(node.expressions) == 2):
+        return node
+    index = node.expressions[1].name
+    body = node.this.transform(
+        lambda n: (
+            exp.paren(exp.Add(this=n.copy(), expression=exp.Literal.number(1)))
+            if isinstance(n, exp.Identifier) and n.name == index
+            else n
+        )
+    )
+    return exp.Lambda(this=body, expressions=node.expressions)
+
+
+def _one_based_position(node: exp.Expression) -> exp.Expression:
+    """list[i] counts from 1; sqlglot shifts only constant positions, so a computed one becomes element_at (1-based
+    on Spark too)."""
+    if isinstance(node, exp.Bracket) and len(node.expressions) == 1:
+        position = node.expressions[0]
+        if not (position.is_number or isinstance(position, exp.Neg) or position.is_string):
+            return exp.Anonymous(this="element_at", expressions=[node.this, position])
+    return node
+
+
+def _list_slice(node: exp.Expression) -> exp.Expression:
+    """list_slice(list, start, end), both counted from 1, is slice(list, start, length) on Spark."""
+    if _function(node) != "list_slice":
+        return node
+    items, start, end = node.expressions
+    length = exp.func(
+        "greatest", exp.Sub(this=exp.Add(this=end, expression=exp.Literal.number(1)), expression=start), 0
+    )
+    return exp.Anonymous(this="slice", expressions=[items, start, length])
+
+
+def _list_sum(node: exp.Expression) -> exp.Expression:
+    """list_sum(list) of integers is an aggregate on Spark; NULL when no element is non-NULL, as in DuckDB."""
+    if _function(node) != "list_sum":
+        return node
+    x, total = exp.to_identifier("x"), exp.to_identifier("total")
+    present = exp.Lambda(this=exp.not_(exp.Is(this=x, expression=exp.null())), expressions=[x])
+    add = exp.Lambda(this=exp.func("coalesce", total, 0) + x, expressions=[total, x])
+    present_items = exp.Anonymous(this="filter", expressions=[node.expressions[0], present])
+    return exp.Anonymous(this="aggregate", expressions=[present_items, exp.cast(exp.null(), "BIGINT"), add])
 
 
 def _statement(statement: exp.Expression) -> list[str]:
@@ -78,8 +131,10 @@ def _statement(statement: exp.Expression) -> list[str]:
 def _node(node: exp.Expression) -> list[str]:
     if isinstance(node, exp.Join) and (node.args.get("method") or "").upper() == "ASOF":
         return ["ASOF JOIN: join on spans (warehouse.spans, warehouse.in_span)"]
-    if isinstance(node, exp.Lambda):
-        return ["list lambda: an element's index starts at 1 in DuckDB and at 0 in Spark"]
+    if isinstance(node, exp.Slice):
+        return ["list[a:b]: sqlglot reads ':b' as a parameter; use list_slice(list, a, b)"]
+    if isinstance(node, exp.Anonymous) and node.name.lower() not in KNOWN:
+        return [f"{node.name.lower()}(): sqlglot does not know it, so Spark may lack it or mean another thing"]
     if isinstance(node, exp.Star) and (node.args.get("replace") or node.args.get("rename")):
         return ["* REPLACE / RENAME: list the columns"]
     if isinstance(node, exp.Union) and node.args.get("by_name"):

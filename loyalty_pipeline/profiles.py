@@ -10,6 +10,7 @@ from datetime import date
 import duckdb
 
 from loyalty_pipeline.identity import ids_as_of
+from loyalty_pipeline.rules_sql import with_tier
 
 # Every id below is mapped to the person it resolves to at the end of $as_of (identity.ids_as_of), so a profile
 # holds all of a person's events, whichever key or earlier profile they came under.
@@ -35,12 +36,13 @@ UNION SELECT coalesce(ids.customer_id, returned.user_id) FROM ({_RETURNED_ON_LAS
 """
 
 
-def _of_people(table: str, day_column: str = "day") -> str:
-    """Rows of `table` (a constant name) in days [$first, $last] with `user_id` the person; with $everyone false,
-    only the rows of the people RECOMPUTED on $last."""
-    return f"""SELECT t.* REPLACE (coalesce(people.customer_id, t.user_id) AS user_id) FROM {table} AS t
+def _of_people(table: str, *columns: str) -> str:
+    """`user_id` (the person) and `columns` of the rows of `table` (a constant name) in days [$first, $last]; with
+    $everyone false, only the rows of the people RECOMPUTED on $last."""
+    selected = ", ".join(["coalesce(people.customer_id, t.user_id) AS user_id", *(f"t.{c}" for c in columns)])
+    return f"""SELECT {selected} FROM {table} AS t
                LEFT JOIN people ON people.id_value = t.user_id
-               WHERE t.{day_column} BETWEEN $first AND $last
+               WHERE t.day BETWEEN $first AND $last
                  AND ($everyone OR coalesce(people.customer_id, t.user_id) IN (SELECT user_id FROM recomputed))"""
 
 
@@ -53,15 +55,16 @@ WITH people AS ({ids_as_of(IDS_IN_RANGE)}), recomputed AS ({RECOMPUTED}), spend 
            sum(price) AS total_spend, count(*) AS purchase_count, count(price) AS priced_count,
            min(purchased_at) AS first_purchase_at, max(purchased_at) AS last_purchase_at,
            list_sort(list_distinct(list(product_id))) AS products_purchased
-    FROM ({_of_people("loyalty.enriched_purchases")})
+    FROM ({_of_people("loyalty.enriched_purchases", "price", "purchased_at", "product_id", "returned_at")})
     WHERE returned_at IS NULL OR returned_at >= $last + 1  -- net: returned by the end of $last, it no longer counts
     GROUP BY user_id
 ), points AS (
-    SELECT user_id, sum(points)::BIGINT AS points_balance FROM ({_of_people("points.point_transactions")})
+    SELECT user_id, sum(points)::BIGINT AS points_balance FROM ({_of_people("points.point_transactions", "points")})
     GROUP BY user_id
 ), activity AS (
     SELECT clicks.user_id, list_sort(list_distinct(list(clicks.product_id))) AS activity
-    FROM ({_of_people("raw.user_activity")}) AS clicks LEFT JOIN spend USING (user_id)
+    FROM ({_of_people("raw.user_activity", "product_id", "event_type", "tombstone", "event_ts")}) AS clicks
+         LEFT JOIN spend USING (user_id)
     WHERE clicks.event_type IN ('view', 'add_to_cart') AND NOT clicks.tombstone
       AND (spend.last_purchase_at IS NULL OR clicks.event_ts > spend.last_purchase_at)
     GROUP BY clicks.user_id
@@ -125,22 +128,28 @@ def add_day_to_totals(conn: duckdb.DuckDBPyConnection, day: date) -> None:
 
 
 # The behaviour columns of SPEC §5.4 for every known customer (in the totals or the customers export), from
-# `profile_totals` as of the end of `$as_of`; the tier by `reward_level()` (rules_sql.install_tiers).
+# `profile_totals` as of the end of `$as_of`; the tier of each distinct total by `rules_sql.with_tier` (load_tiers).
 BEHAVIOUR = f"""
-SELECT user_id, coalesce(total_spend, 0)::DECIMAL(18,2) AS total_spend, coalesce(purchase_count, 0) AS purchase_count,
-       CASE WHEN priced_count > 0 THEN (total_spend / priced_count)::DECIMAL(18,2) END AS avg_purchase_price,
-       first_purchase_at, last_purchase_at,
-       date_diff('day', last_purchase_at::DATE, $as_of::DATE) AS days_since_last_purchase,
-       reward_level(coalesce(total_spend, 0)) AS reward_level,
-       coalesce(points_balance, 0) AS points_balance,
-       coalesce(products_purchased, []::VARCHAR[]) AS products_purchased,
-       coalesce(activity, []::VARCHAR[]) AS activity_since_last_purchase
-FROM profile_totals
-FULL JOIN (SELECT DISTINCT coalesce(ids.customer_id, c.user_id) AS user_id, true AS exported
-           FROM raw.customers AS c LEFT JOIN ({ids_as_of("SELECT user_id FROM raw.customers")}) AS ids
-                ON ids.id_value = c.user_id) AS export
-     USING (user_id)
-WHERE known OR exported
+WITH behaviour_rows AS (
+    SELECT user_id, coalesce(total_spend, 0)::DECIMAL(18,2) AS total_spend,
+           coalesce(purchase_count, 0) AS purchase_count,
+           CASE WHEN priced_count > 0 THEN (total_spend / priced_count)::DECIMAL(18,2) END AS avg_purchase_price,
+           first_purchase_at, last_purchase_at,
+           date_diff('day', last_purchase_at::DATE, $as_of::DATE) AS days_since_last_purchase,
+           coalesce(points_balance, 0) AS points_balance,
+           coalesce(products_purchased, []::VARCHAR[]) AS products_purchased,
+           coalesce(activity, []::VARCHAR[]) AS activity_since_last_purchase
+    FROM profile_totals
+    FULL JOIN (SELECT DISTINCT coalesce(ids.customer_id, c.user_id) AS user_id, true AS exported
+               FROM raw.customers AS c LEFT JOIN ({ids_as_of("SELECT user_id FROM raw.customers")}) AS ids
+                    ON ids.id_value = c.user_id) AS export
+         USING (user_id)
+    WHERE known OR exported
+), behaviour_tiers AS ({with_tier("SELECT DISTINCT total_spend AS total FROM behaviour_rows")})
+SELECT b.user_id, b.total_spend, b.purchase_count, b.avg_purchase_price, b.first_purchase_at, b.last_purchase_at,
+       b.days_since_last_purchase, t.reward_level, b.points_balance, b.products_purchased,
+       b.activity_since_last_purchase
+FROM behaviour_rows AS b JOIN behaviour_tiers AS t ON t.total = b.total_spend
 """
 
 

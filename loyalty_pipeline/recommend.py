@@ -44,8 +44,8 @@ STATEMENTS = [
     f"""CREATE TEMP TABLE rec_pairs AS
         WITH subsets AS (
             SELECT items, list_filter(items, lambda x, i: (mask >> (i - 1)) & 1 = 1) AS itemset
-            FROM (SELECT items, unnest(range(1, (1 << len(items))::INTEGER)) AS mask
-                  FROM rec_orders WHERE len(items) BETWEEN 2 AND {SMALL_ORDER})
+            FROM (SELECT items, unnest(range(1, (1 << array_length(items))::INTEGER)) AS mask
+                  FROM rec_orders WHERE array_length(items) BETWEEN 2 AND {SMALL_ORDER})
         )
         SELECT itemset, pid, count(*)::INTEGER AS orders
         FROM (SELECT itemset, unnest(list_filter(items, lambda x: NOT list_contains(itemset, x))) AS pid FROM subsets)
@@ -53,7 +53,7 @@ STATEMENTS = [
     """CREATE TEMP TABLE rec_itemsets AS
        SELECT itemset, row_number() OVER ()::INTEGER AS itemset_no FROM (SELECT DISTINCT itemset FROM rec_pairs)""",
     """CREATE TEMP TABLE rec_cooccurrence AS
-       SELECT itemset_no, pid, CASE WHEN len(itemset) % 2 = 1 THEN orders ELSE -orders END AS signed_orders
+       SELECT itemset_no, pid, CASE WHEN array_length(itemset) % 2 = 1 THEN orders ELSE -orders END AS signed_orders
        FROM rec_pairs JOIN rec_itemsets USING (itemset)""",
     # the itemsets inside each interest set, grown one product at a time (every subset of an itemset is one)
     f"""CREATE TEMP TABLE rec_set_itemsets AS
@@ -63,12 +63,12 @@ STATEMENTS = [
             SELECT grown.set_no, list_append(grown.itemset, m.pid), m.pid
             FROM grown JOIN rec_set_items AS m ON m.set_no = grown.set_no AND m.pid > grown.last
             JOIN rec_itemsets ON rec_itemsets.itemset = list_append(grown.itemset, m.pid)
-            WHERE len(grown.itemset) < {SMALL_ORDER} - 1
+            WHERE array_length(grown.itemset) < {SMALL_ORDER} - 1
         )
         SELECT set_no, itemset_no FROM grown JOIN rec_itemsets USING (itemset) ORDER BY set_no""",
     # the orders of more than SMALL_ORDER products, counted directly
     f"""CREATE TEMP TABLE rec_large_scores AS
-        WITH large_orders AS (SELECT order_no, unnest(items) AS pid FROM rec_orders WHERE len(items) > {SMALL_ORDER})
+        WITH large_orders AS (SELECT order_no, unnest(items) AS pid FROM rec_orders WHERE array_length(items) > {SMALL_ORDER})
         SELECT hits.set_no, large_orders.pid, count(*)::INTEGER AS orders
         FROM (SELECT DISTINCT s.set_no, o.order_no FROM rec_set_items AS s JOIN large_orders AS o USING (pid)) AS hits
         JOIN large_orders USING (order_no)
@@ -133,6 +133,5 @@ def build(conn, table: str) -> None:
     for batch in range(batches):  # set_no runs 1..sets
         conn.execute(SET_TOP, {"first": batch * sets // batches + 1, "last": (batch + 1) * sets // batches})
     conn.execute(f"CREATE OR REPLACE TABLE {table} AS {RESULT}")
-    working = conn.execute("SELECT table_name FROM duckdb_tables() WHERE temporary AND starts_with(table_name, 'rec_')")
-    for (name,) in working.fetchall():
-        conn.execute(f"DROP TABLE {name}")
+    for statement in STATEMENTS:  # each is CREATE TEMP TABLE rec_...
+        conn.execute(f"DROP TABLE {statement.split()[3]}")

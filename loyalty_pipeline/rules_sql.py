@@ -1,5 +1,5 @@
 """Rule values that SQL reads, installed on a connection. The values arrive as bound parameters, never as SQL
-text, and queries read them from temp tables (or call the macro) rather than knowing how the rules are stored."""
+text, and queries read them from temp tables rather than knowing how the rules are stored."""
 
 import duckdb
 
@@ -20,14 +20,3 @@ def with_tier(totals: str) -> str:
                                     (SELECT name FROM rule_tiers WHERE above IS NULL)) AS reward_level
                FROM ({totals}) AS totals LEFT JOIN rule_tiers AS tier ON totals.total > tier.above
                GROUP BY ALL"""
-
-
-def install_tiers(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
-    """`rule_tiers` and the DuckDB macro `reward_level(total)`, the same rule as `with_tier` for the steps not
-    ported to Spark. Call it once per connection before any query that uses the macro."""
-    load_tiers(conn, rules)
-    conn.execute(
-        """CREATE OR REPLACE TEMP MACRO reward_level(total) AS coalesce(
-               (SELECT arg_max(name, above) FROM rule_tiers WHERE total > above),
-               (SELECT name FROM rule_tiers WHERE above IS NULL))"""
-    )

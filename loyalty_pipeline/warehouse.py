@@ -101,14 +101,16 @@ def in_span(span: str, x: str) -> str:
     return f"{x} >= {span}.t AND ({span}.until IS NULL OR {x} < {span}.until)"
 
 
+def columns_of(conn: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    """(name, type) of each column of `table`, in order."""
+    return [(name, str(kind)) for name, kind, *_ in conn.execute(f"SELECT * FROM {table} LIMIT 0").description]
+
+
 def row_json(conn: duckdb.DuckDBPyConnection, table: str, alias: str) -> str:
     """SQL for the JSON text of a row of `table` (alias `alias`), the same on DuckDB and Spark: `to_json` of a struct
     of its columns, timestamps as text (DuckDB's `to_json(row)` has no Spark counterpart)."""
-    columns = conn.execute(f"SELECT * FROM {table} LIMIT 0").description
     fields = ", ".join(
-        f"{name} := CAST({alias}.{name} AS VARCHAR)"
-        if str(kind).startswith("TIMESTAMP")
-        else f"{name} := {alias}.{name}"
-        for name, kind, *_ in columns
+        f"{name} := CAST({alias}.{name} AS VARCHAR)" if kind.startswith("TIMESTAMP") else f"{name} := {alias}.{name}"
+        for name, kind in columns_of(conn, table)
     )
     return f"to_json(struct_pack({fields}))::VARCHAR"

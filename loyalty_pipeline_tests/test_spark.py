@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import sqlglot
 
 from loyalty_pipeline.spark import LAKE_TABLES, SparkWarehouse
 from loyalty_pipeline_tests.conftest import Inputs, ms
@@ -24,6 +25,29 @@ def spark_session():
     from loyalty_pipeline.spark import spark_config
 
     return spark_session_from_config(spark_config("local[2]"))
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT [10, 20, 30][0] AS a",  # NULL on both
+        "SELECT l[n + 1] AS a FROM (SELECT [10, 20, 30] AS l, 1 AS n)",
+        "SELECT list_slice(l, 1, n - 1) AS a FROM (SELECT [10, 20, 30] AS l, 1 AS n)",  # empty
+        "SELECT list_slice(l, 2, n) AS a FROM (SELECT [10, 20, 30] AS l, 3 AS n)",
+        "SELECT list_transform(l, lambda x, i: x * 10 + i) AS a FROM (SELECT [1, 2, 3] AS l)",
+        "SELECT list_transform(l, lambda x, i: l[i] + coalesce(list_sum(list_slice(l, 1, i - 1)), 0)) AS a "
+        "FROM (SELECT [1::BIGINT, 2, 3] AS l)",
+        "SELECT list_sum(l) AS a FROM (SELECT []::BIGINT[] AS l)",  # NULL on both
+        "SELECT list_sum(l) AS a FROM (SELECT [NULL, 2::BIGINT] AS l)",
+        "SELECT md5(k || CAST(DATE '2024-06-01' AS VARCHAR)) AS a FROM (SELECT 'u1' AS k)",
+    ],
+)
+def test_list_positions_and_sums_mean_the_same_on_spark(sql: str, spark_session):
+    from loyalty_pipeline.portable import to_spark
+
+    expected = duckdb.sql(sql).fetchall()[0][0]
+    got = spark_session.sql(to_spark(sqlglot.parse_one(sql, read="duckdb"))).collect()[0][0]
+    assert (list(got) if isinstance(got, list) else got) == expected
 
 
 def test_demo_gives_the_same_tables_on_spark(demo: Inputs, spark_session, tmp_path: Path):

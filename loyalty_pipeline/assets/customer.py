@@ -24,7 +24,7 @@ from loyalty_pipeline.identity import PURCHASES_NOW
 from loyalty_pipeline.metadata import preview, table_metadata
 from loyalty_pipeline.profiles import PROFILE_360, totals_from_start
 from loyalty_pipeline.resources import RulesResource, Warehouse, WarehouseError
-from loyalty_pipeline.rules_sql import install_tiers
+from loyalty_pipeline.rules_sql import load_tiers
 from loyalty_pipeline.serving import CARDS, SERVED_TABLES, serving_path
 from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, insert_rows, transaction
 
@@ -133,7 +133,7 @@ PROFILE_SPEC = dg.AssetSpec(
 
 def _profile_360(conn, rules: RulesResource) -> dg.MaterializeResult:
     as_of = conn.execute(LAST_DAY).fetchall()[0][0]
-    install_tiers(conn, rules.rules)
+    load_tiers(conn, rules.rules)
     totals_from_start(conn, as_of)
     with transaction(conn):
         conn.execute("CREATE SCHEMA IF NOT EXISTS customer")

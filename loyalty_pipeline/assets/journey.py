@@ -13,7 +13,7 @@ from loyalty_pipeline.chain import DayOrderError, mark_built, open_window
 from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, table_metadata
 from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import RulesResource, Warehouse
-from loyalty_pipeline.rules_sql import install_tiers
+from loyalty_pipeline.rules_sql import load_tiers
 from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, revision_of, rows_differing, transaction
 
 STATE_KEY = dg.AssetKey(["journey", "journey_state"])
@@ -164,7 +164,7 @@ STATE_SPEC = dg.AssetSpec(
 def _journey_state(context: dg.AssetExecutionContext, conn, rules: RulesResource) -> dg.MaterializeResult:
     first, end = window_days(context)
     conn.execute(journeys.DDL + ledger.DDL + identity.DDL)
-    install_tiers(conn, rules.rules)
+    load_tiers(conn, rules.rules)
     journeys.load_definitions(conn, rules.rules.journeys)
     ledger_first = conn.execute("SELECT min(day) FROM points.ledger_days").fetchall()[0][0]
     window = open_window(
