@@ -18,7 +18,7 @@ import duckdb
 
 from loyalty_pipeline.chain import Window, mark_built, publish
 from loyalty_pipeline.config import Identity
-from loyalty_pipeline.warehouse import first_source_day_before, in_span, spans
+from loyalty_pipeline.warehouse import count, first_source_day_before, in_span, spans
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS identity;
@@ -139,17 +139,31 @@ SELECT DISTINCT 'v:' || id_value AS vertex FROM observed WHERE id_type = 'user_i
 UNION SELECT 'c:' || id_value FROM identity.id_graph WHERE id_type = 'user_id' AND linked_on < $day
 """
 
-# Connected components of `edges`: every vertex labelled with the least vertex it reaches.
-COMPONENTS = """
-CREATE OR REPLACE TEMP TABLE {into} AS
-WITH RECURSIVE links AS (SELECT a, b FROM edges UNION SELECT b, a FROM edges),
-walk(vertex, root) AS (
-    SELECT a, a FROM links
-    UNION
-    SELECT links.b, walk.root FROM walk JOIN links ON links.a = walk.vertex
-)
-SELECT vertex, min(root) AS component FROM walk GROUP BY vertex
-"""
+
+def components(conn: duckdb.DuckDBPyConnection, into: str) -> None:
+    """Temp table `into(vertex, component)`: every vertex of `edges` labelled with the least vertex it reaches. Each
+    round gives a vertex the least label of its neighbours, until none changes: as many rounds as the longest path,
+    a few in an id graph (a recursive UNION, which stops on cycles, is not portable: Spark recurses by UNION ALL)."""
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE component_links AS "
+        "SELECT a, b FROM edges UNION SELECT b, a FROM edges UNION SELECT a, a FROM edges UNION SELECT b, b FROM edges"
+    )
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE {into} AS SELECT DISTINCT a AS vertex, a AS component FROM component_links"
+    )
+    while True:
+        conn.execute(
+            f"""CREATE OR REPLACE TEMP TABLE component_round AS
+                SELECT link.a AS vertex, min(neighbour.component) AS component
+                FROM component_links AS link JOIN {into} AS neighbour ON neighbour.vertex = link.b GROUP BY link.a"""
+        )
+        changed = count(
+            conn, f"SELECT 1 FROM component_round AS r JOIN {into} AS l USING (vertex) WHERE r.component <> l.component"
+        )
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE {into} AS SELECT vertex, component FROM component_round")
+        if not changed:
+            return
+
 
 # Weak values of the day (seen on an account, or equal to an event key) and the people carrying them, as components
 # after the strong links (`carrier`): one person makes the value usable, several make it ambiguous for good (so a
@@ -277,19 +291,18 @@ def build_day(conn: duckdb.DuckDBPyConnection, identity: Identity, window: Windo
     conn.execute(KNOWN, {"as_of": params["as_of"]})
     conn.execute(STRONG_EDGES)
     conn.execute(ACCOUNT_VERTICES, on_day)
-    conn.execute(COMPONENTS.format(into="first_pass"))
+    components(conn, "first_pass")
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE account_components AS "
         "SELECT DISTINCT component FROM first_pass WHERE vertex IN (SELECT vertex FROM account_vertices)"
     )
     conn.execute(WEAK_CARRIERS, params)
     conn.execute(WEAK_UNIQUE)
-    weak_links = conn.execute(WEAK_EDGES, params).fetchall()[0][0]
-    conn.execute(
-        COMPONENTS.format(into="final_pass")
-        if weak_links
-        else "CREATE OR REPLACE TEMP TABLE final_pass AS FROM first_pass"
-    )
+    conn.execute(WEAK_EDGES, params)
+    if count(conn, "SELECT 1 FROM edges WHERE weak"):
+        components(conn, "final_pass")
+    else:
+        conn.execute("CREATE OR REPLACE TEMP TABLE final_pass AS FROM first_pass")
     conn.execute(CANONICAL, on_day)
     conn.execute(DAY_MERGES, on_day)
     conn.execute(DAY_ROWS, on_day)

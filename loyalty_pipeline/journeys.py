@@ -13,7 +13,7 @@ from loyalty_pipeline.chain import Window, mark_built, publish
 from loyalty_pipeline.config import Journey, Rules
 from loyalty_pipeline.profiles import BEHAVIOUR, add_day_to_totals, totals_from_start
 from loyalty_pipeline.resources import OneLineError
-from loyalty_pipeline.warehouse import insert_rows
+from loyalty_pipeline.warehouse import count, insert_rows
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS journey;
@@ -294,8 +294,12 @@ def build_day(
     conn.execute(POSITIONS)
     for statement in (ENTER, GOAL, EXIT):
         conn.execute(statement, {"day": day})
-    rounds = 0
-    while conn.execute(ADVANCE, {"day": day}).fetchall()[0][0]:
+    rounds, moved = 0, count(conn, "SELECT 1 FROM today")
+    while True:  # until a round moves nobody (counted: Spark's INSERT gives no row count)
+        conn.execute(ADVANCE, {"day": day})
+        before, moved = moved, count(conn, "SELECT 1 FROM today")
+        if moved == before:
+            break
         rounds += 1
     window.refuse_change(
         conn,

@@ -131,6 +131,9 @@ def _statement(statement: exp.Expression) -> list[str]:
 def _node(node: exp.Expression) -> list[str]:
     if isinstance(node, exp.Join) and (node.args.get("method") or "").upper() == "ASOF":
         return ["ASOF JOIN: join on spans (warehouse.spans, warehouse.in_span)"]
+    if isinstance(node, exp.CTE) and isinstance(node.this, exp.Union) and node.this.args.get("distinct"):
+        if any(table.name == node.alias for table in node.this.find_all(exp.Table)):
+            return ["recursive UNION: Spark recurses by UNION ALL only; loop over rounds until nothing changes"]
     if isinstance(node, exp.Slice):
         return ["list[a:b]: sqlglot reads ':b' as a parameter; use list_slice(list, a, b)"]
     if isinstance(node, exp.Anonymous) and node.name.lower() not in KNOWN:

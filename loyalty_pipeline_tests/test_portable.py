@@ -80,6 +80,7 @@ def test_every_statement_downstream_of_ingest_is_portable(statements):
         ("SELECT * FROM a ASOF LEFT JOIN b ON a.k = b.k AND a.t >= b.t", "ASOF JOIN"),
         ("SELECT l[2:3] FROM t", "list[a:b]"),
         ("SELECT hash(a) FROM t", "hash()"),
+        ("WITH RECURSIVE w(v) AS (SELECT 1 UNION SELECT v FROM w) SELECT * FROM w", "recursive UNION"),
         ("SELECT * REPLACE (1 AS a) FROM t", "REPLACE"),
         ("SELECT a FROM t UNION ALL BY NAME SELECT a FROM u", "UNION BY NAME"),
         ("INSERT OR IGNORE INTO t SELECT 1", "INSERT OR"),
@@ -110,6 +111,7 @@ def test_each_rule_catches_its_construct(sql: str, rule: str):
         "SELECT * EXCLUDE (day) FROM t QUALIFY row_number() OVER (PARTITION BY k ORDER BY t DESC) = 1",
         "SELECT to_json(struct_pack(a := r.a, t := CAST(r.t AS VARCHAR)))::VARCHAR FROM t AS r",
         "SELECT list_transform(l, lambda x, i: l[i] + coalesce(list_sum(list_slice(l, 1, i - 1)), 0)) FROM t",
+        "WITH RECURSIVE w(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM w WHERE v < 3) SELECT * FROM w",
     ],
 )
 def test_the_portable_forms_pass(sql: str):
