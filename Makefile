@@ -2,6 +2,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+ifeq ($(ENGINE),spark)  # every step downstream of ingest on local Spark: a smaller default
+CUSTOMERS ?= 5000
+DAYS ?= 7
+endif
 CUSTOMERS ?= 1000000
 DAYS ?= 30
 ENGINE ?= duckdb

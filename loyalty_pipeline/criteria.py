@@ -88,9 +88,19 @@ def checked_sql(text: str) -> str:
     inner = tree.unnest() if isinstance(tree, exp.Paren) else tree
     if not isinstance(inner, (*_PREDICATES, *_LIST_FUNCTIONS, exp.Anonymous, exp.Boolean)):
         raise CriterionError(f"a criterion must be true or false, not a value: {text!r}")
-    sql = tree.sql(dialect="duckdb")
+    sql = tree.transform(_same_on_every_engine).sql(dialect="duckdb")
     _try_on_sample_profiles(sql, text)
     return sql
+
+
+def _same_on_every_engine(node: exp.Expression) -> exp.Expression:
+    """What the user wrote, in the form that means the same on Spark (portable.py): a list's length is array_length
+    (Spark's length() is for text), a quotient a DOUBLE (Spark keeps decimals)."""
+    if isinstance(node, exp.Length) and PROFILE_COLUMNS.get(node.this.name, "").endswith("[]"):
+        return exp.ArraySize(this=node.this.copy())
+    if isinstance(node, exp.Div) and not isinstance(node.parent, exp.Cast):
+        return exp.cast(node.copy(), "DOUBLE")
+    return node
 
 
 def _try_on_sample_profiles(sql: str, text: str) -> None:

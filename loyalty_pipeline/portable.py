@@ -11,14 +11,14 @@ from sqlglot.errors import ErrorLevel, SqlglotError
 
 # DuckDB functions with no Spark counterpart of the same meaning, as sqlglot transpiles them.
 FUNCTIONS = {
-    "list_has_all": "has no Spark form: join the rule's rows instead",
     "json_valid": "has no Spark form: parse in ingest (DuckDB)",
     "json_type": "has no Spark form: parse in ingest (DuckDB)",
     "to_days": "has no Spark form: $n * INTERVAL 1 DAY",
     "unix_to_time": "epoch_ms() differs on Spark: convert in ingest (DuckDB)",
 }
+RANKED = {"row_number", "rank", "dense_rank", "ntile", "lag", "lead"}  # window functions Spark runs only ordered
 # Functions sqlglot does not know that `to_spark` writes in their Spark form (to_json has its own rule).
-KNOWN = {"list_slice", "list_sum", "to_json"}
+KNOWN = {"list_slice", "list_sum", "list_has_all", "to_json"}
 STATEMENTS = (
     exp.Query,
     exp.Insert,
@@ -62,7 +62,7 @@ def to_spark(statement: exp.Expression) -> str:
     for placeholder in statement.find_all(exp.Placeholder):
         if placeholder.name.isdigit():
             placeholder.set("this", f"p{placeholder.name}")
-    for form in (_one_based_index, _one_based_position, _list_slice, _list_sum):
+    for form in (_one_based_index, _one_based_position, _list_slice, _list_sum, _list_has, _list_concat):
         statement = statement.transform(form)
     return statement.sql("spark", unsupported_level=ErrorLevel.RAISE)
 
@@ -114,6 +114,36 @@ def _list_sum(node: exp.Expression) -> exp.Expression:
     return exp.Anonymous(this="aggregate", expressions=[present_items, exp.cast(exp.null(), "BIGINT"), add])
 
 
+def _list_has(node: exp.Expression) -> exp.Expression:
+    """list_has_any (sqlglot's && on Spark, which Spark lacks) and list_has_all, as Spark's array functions."""
+    if isinstance(node, exp.ArrayOverlaps):
+        return exp.Anonymous(this="arrays_overlap", expressions=[node.this, node.expression])
+    if _function(node) == "list_has_all":  # every element of the second is in the first; NULL for a NULL list
+        have, wanted = node.expressions
+        missing = exp.Anonymous(
+            this="size", expressions=[exp.Anonymous(this="array_except", expressions=[wanted, have])]
+        )
+        either_null = exp.or_(
+            exp.Is(this=have.copy(), expression=exp.null()), exp.Is(this=wanted.copy(), expression=exp.null())
+        )
+        return exp.Case(
+            ifs=[exp.If(this=either_null, true=exp.null())],
+            default=exp.EQ(this=missing, expression=exp.Literal.number(0)),
+        )
+    return node
+
+
+def _list_concat(node: exp.Expression) -> exp.Expression:
+    """list_concat reads a NULL list as empty; Spark's concat gives NULL."""
+    if not (isinstance(node, exp.ArrayConcat) and node.args.get("null_propagation") is False):
+        return node
+    lists = [node.this, *node.expressions]
+    empty = exp.Array(expressions=[])
+    return exp.Anonymous(
+        this="concat", expressions=[exp.func("coalesce", items.copy(), empty.copy()) for items in lists]
+    )
+
+
 def _statement(statement: exp.Expression) -> list[str]:
     if not isinstance(statement, STATEMENTS):
         return [f"{type(statement).__name__} statement: not run by the Spark engine"]
@@ -134,6 +164,12 @@ def _node(node: exp.Expression) -> list[str]:
     if isinstance(node, exp.CTE) and isinstance(node.this, exp.Union) and node.this.args.get("distinct"):
         if any(table.name == node.alias for table in node.this.find_all(exp.Table)):
             return ["recursive UNION: Spark recurses by UNION ALL only; loop over rounds until nothing changes"]
+    if isinstance(node, exp.Window) and _function(node.this) in RANKED and not node.args.get("order"):
+        return [f"{_function(node.this)}() OVER () without ORDER BY: Spark requires one"]
+    if isinstance(node, exp.Qualify) and any(
+        c.table and not c.find_ancestor(exp.Window) for c in node.find_all(exp.Column)
+    ):
+        return ["QUALIFY on a table's column (t.c): Spark's form filters an outer query; name the output column"]
     if isinstance(node, exp.Slice):
         return ["list[a:b]: sqlglot reads ':b' as a parameter; use list_slice(list, a, b)"]
     if isinstance(node, exp.Anonymous) and node.name.lower() not in KNOWN:
@@ -144,8 +180,6 @@ def _node(node: exp.Expression) -> list[str]:
         return ["UNION BY NAME: list the columns in order"]
     if isinstance(node, exp.ArgMax | exp.ArgMin) and isinstance(node.expression, exp.Tuple):
         return ["arg_max/arg_min by a tuple: rank with row_number() instead"]
-    if isinstance(node, exp.ArrayOverlaps):
-        return ["list_has_any(): becomes && on Spark; join the rule's rows instead"]
     if _function(node) == "to_json" and isinstance(node.expressions[0], exp.Column) and not node.expressions[0].table:
         return ["to_json(row): warehouse.row_json, the same JSON on both engines"]
     if isinstance(node, exp.Sub) and all(_is_date(side) for side in (node.this, node.expression)):

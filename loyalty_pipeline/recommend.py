@@ -51,7 +51,8 @@ STATEMENTS = [
         FROM (SELECT itemset, unnest(list_filter(items, lambda x: NOT list_contains(itemset, x))) AS pid FROM subsets)
         GROUP BY ALL""",
     """CREATE TEMP TABLE rec_itemsets AS
-       SELECT itemset, row_number() OVER ()::INTEGER AS itemset_no FROM (SELECT DISTINCT itemset FROM rec_pairs)""",
+       SELECT itemset, row_number() OVER (ORDER BY itemset)::INTEGER AS itemset_no
+       FROM (SELECT DISTINCT itemset FROM rec_pairs)""",
     """CREATE TEMP TABLE rec_cooccurrence AS
        SELECT itemset_no, pid, CASE WHEN array_length(itemset) % 2 = 1 THEN orders ELSE -orders END AS signed_orders
        FROM rec_pairs JOIN rec_itemsets USING (itemset)""",
@@ -101,7 +102,7 @@ FROM (
     ANTI JOIN rec_set_items USING (set_no, pid)
     GROUP BY ALL
 ) JOIN rec_depth USING (set_no)
-QUALIFY set_rank <= rec_depth.depth
+QUALIFY set_rank <= depth
 """
 
 RESULT = """
@@ -112,7 +113,7 @@ WITH scored AS (
     JOIN rec_set_top AS top ON top.set_no = cust.set_no AND top.set_rank <= 5 + coalesce(rec_lowered.k, 0)
     LEFT JOIN rec_own AS own ON own.user_id = cust.user_id AND own.pid = top.pid
 )
-SELECT user_id, product_id, score, row_number() OVER (PARTITION BY user_id ORDER BY score DESC, pid) AS rank
+SELECT user_id, product_id, score, row_number() OVER (PARTITION BY user_id ORDER BY score DESC, pid)::BIGINT AS rank
 FROM scored JOIN rec_products USING (pid)
 WHERE score > 0
 QUALIFY rank <= 5

@@ -15,6 +15,7 @@
 import shutil
 import uuid
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
@@ -33,6 +34,19 @@ LAKE_TABLES: dict[str, str | None] = {
     "loyalty.caffeine_index": None,
     "loyalty.promotions": None,
     "points.point_balances": None,
+    "journey.journey_state": "entered_at",
+    "journey.activations": "activated_on",
+    "journey.profile_totals": None,
+    "identity.id_graph": "linked_on",
+    "identity.weak_values": "day",
+    "identity.ambiguous_values": "day",
+    "identity.merges": "day",
+    "identity.export_records": "day",
+    "points.point_transactions": "day",
+    "points.lot_allocations": "day",
+    "customer.profile_360": None,
+    "customer.identifiers": None,
+    "customer.recommendations": None,
 }
 ALL_DAYS = None  # a whole table changed
 
@@ -52,6 +66,8 @@ def spark_config(master: str) -> dict[str, str]:
         "spark.sql.jsonGenerator.ignoreNullFields": "false",  # to_json writes null fields, as DuckDB does
         "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
         "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+        "spark.sql.cteRecursionLevelLimit": "-1",  # DuckDB's recursive CTEs (the ledger's fold) have no limit
+        "spark.sql.cteRecursionRowLimit": "-1",
     }
 
 
@@ -116,8 +132,22 @@ class SparkWarehouse:
         return result
 
     def executemany(self, sql: str, rows: list[list]) -> None:
-        for row in rows:
-            self.execute(sql, row)
+        """`INSERT ... VALUES ($1, ...)` of many rows is one statement of many tuples (a Spark job per row is slow)."""
+        statement = sqlglot.parse_one(sql, read="duckdb")
+        values = statement.expression if isinstance(statement, exp.Insert) else None
+        if not (rows and isinstance(values, exp.Values) and len(values.expressions) == 1):
+            for row in rows:
+                self.execute(sql, row)
+            return
+        width = len(rows[0])
+        values.set(
+            "expressions",
+            [
+                exp.Tuple(expressions=[exp.Placeholder(this=str(r * width + i + 1)) for i in range(width)])
+                for r in range(len(rows))
+            ],
+        )
+        self._run(statement, [value for row in rows for value in row])
 
     def close(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)
@@ -136,10 +166,16 @@ class SparkWarehouse:
             self.duck.execute(statement.sql("duckdb"))
         elif isinstance(statement, exp.Create | exp.Alter) and not _is_temp(statement) and _target(statement):
             self._declare(statement, params)
+        elif isinstance(statement, exp.Create) and statement.kind == "VIEW":  # a temp view: read when queried
+            sql, args = self._spark_sql(statement.expression, params)
+            if args:
+                raise NotImplementedError(f"a temp view with parameters (Spark's views take none): {sql[:80]}")
+            self.spark.sql(f"CREATE OR REPLACE TEMP VIEW {_name(statement.this)} AS {sql}")
         elif isinstance(statement, exp.Create):  # a temp table
             self._temp_table(statement, params)
         elif isinstance(statement, exp.Drop):
-            self.spark.catalog.dropTempView(_name(statement.this))
+            for table in statement.args.get("tables") or [statement.this]:
+                self.spark.catalog.dropTempView(_name(table))
         elif isinstance(statement, exp.Insert):
             self._insert(statement, params)
         elif isinstance(statement, exp.Delete):
@@ -157,7 +193,12 @@ class SparkWarehouse:
         return Result()
 
     def _query(self, query: exp.Expression, params):
-        """A DataFrame of a query: table names bound to this step's frames and copies, parameters passed as args."""
+        """A DataFrame of a query."""
+        sql, args = self._spark_sql(query, params)
+        return self.spark.sql(sql, args=args)
+
+    def _spark_sql(self, query: exp.Expression, params) -> tuple[str, dict]:
+        """A query's Spark SQL, table names bound to this step's frames and copies, and its parameters as args."""
         query = query.copy()
         for table in list(query.find_all(exp.Table)):
             if table.db:
@@ -165,9 +206,16 @@ class SparkWarehouse:
                 table.set("alias", exp.TableAlias(this=exp.to_identifier(table.alias_or_name)))
                 table.set("db", None)
                 table.set("this", exp.to_identifier(view))
-        names = {p.name for p in query.find_all(exp.Placeholder)}
-        args = {f"p{n}" if n.isdigit() else n: params[int(n) - 1] if n.isdigit() else params[n] for n in names}
-        return self.spark.sql(to_spark(query), args=args)
+        args = {}
+        for placeholder in list(query.find_all(exp.Placeholder)):
+            n = placeholder.name
+            value = params[int(n) - 1] if n.isdigit() else params[n]
+            if isinstance(value, date):  # as text: py4j cannot pass dates before 1583 (date.min: since the start)
+                kind = "TIMESTAMP" if isinstance(value, datetime) else "DATE"
+                value = value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
+                placeholder.replace(exp.cast(placeholder.copy(), kind))
+            args[f"p{n}" if n.isdigit() else n] = value
+        return to_spark(query), args
 
     # ------------------------------------------------------------------------------------------------ tables
 
@@ -177,13 +225,26 @@ class SparkWarehouse:
             if name not in self.frames:
                 self.frames[name] = self._read_lake(name)
             self.frames[name].createOrReplaceTempView(_view(name))
+        elif definition := self._duckdb_view(name):  # read through its definition: it sees this step's writes
+            sql, _ = self._spark_sql(definition, {})
+            self.spark.sql(f"CREATE OR REPLACE TEMP VIEW {_view(name)} AS {sql}")
+        elif any(written == name for written, _, _ in self.duck_writes):
+            raise NotImplementedError(f"{name} read after a write to it in one transaction (Spark reads a copy)")
         elif name not in self.copied:
-            folder = self.scratch / name
+            folder = self.scratch / f"{name}-{uuid.uuid4().hex}"  # a table written since is copied again
             folder.parent.mkdir(parents=True, exist_ok=True)
             self.duck.execute(f"COPY (SELECT * FROM {name}) TO {_literal(folder)} (FORMAT parquet, PER_THREAD_OUTPUT)")
             self.spark.read.schema(self._spark_schema(name)).parquet(str(folder)).createOrReplaceTempView(_view(name))
             self.copied.add(name)
         return _view(name)
+
+    def _duckdb_view(self, name: str) -> exp.Query | None:
+        """The query of a DuckDB view (not a lake table's), e.g. identity.current_ids."""
+        schema, table = name.split(".")
+        found = self.duck.execute(
+            "SELECT sql FROM duckdb_views() WHERE schema_name = $1 AND view_name = $2 AND NOT internal", [schema, table]
+        ).fetchall()
+        return sqlglot.parse_one(found[0][0], read="duckdb").expression if found else None
 
     def _columns(self, name: str) -> list[tuple[str, str]]:
         """(column, DuckDB type) of a table: a lake table's declared columns, else the DuckDB table's."""
@@ -236,6 +297,9 @@ class SparkWarehouse:
     def _insert(self, statement: exp.Insert, params) -> None:
         target = statement.this if isinstance(statement.this, exp.Table) else statement.this.this
         name = _name(target)
+        if name not in LAKE_TABLES and target.db and self._reads_duckdb_alone(statement.expression):
+            self._stage_duckdb(name, statement, params)  # e.g. a day marked built: DuckDB runs it at the commit
+            return
         if isinstance(statement.expression, exp.Values):
             values = sqlglot.parse_one(f"SELECT * FROM {statement.expression.sql('duckdb')} AS v", read="duckdb")
             rows = self._query(values, params)
@@ -269,9 +333,7 @@ class SparkWarehouse:
     def _delete(self, statement: exp.Delete, params) -> None:
         name = _name(statement.this)
         if name not in LAKE_TABLES and statement.this.db:  # a DuckDB table: its own statement, at the commit
-            used = {p.name for p in statement.find_all(exp.Placeholder)}
-            kept = {k: v for k, v in params.items() if k in used} if isinstance(params, dict) else params
-            self.duck_writes.append((name, statement.sql("duckdb"), kept))
+            self._stage_duckdb(name, statement, params)
             return
         where = statement.args["where"].this if statement.args.get("where") else exp.true()
         kept = self._where(statement.this, exp.not_(exp.func("coalesce", where, exp.false())), params)
@@ -279,6 +341,15 @@ class SparkWarehouse:
             self._write(name, kept, self._days(name, self._where(statement.this, where, params)))
         else:
             _replace_temp(name, kept)
+
+    def _stage_duckdb(self, name: str, statement: exp.Expression, params) -> None:
+        """A write to a DuckDB table that reads nothing of Spark's: DuckDB runs it, in order, at the commit."""
+        used = {p.name for p in statement.find_all(exp.Placeholder)}
+        kept = {k: v for k, v in params.items() if k in used} if isinstance(params, dict) else params
+        self.duck_writes.append((name, statement.sql("duckdb"), kept))
+
+    def _reads_duckdb_alone(self, query: exp.Expression) -> bool:
+        return all(table.db and _name(table) not in LAKE_TABLES for table in query.find_all(exp.Table))
 
     def _update(self, statement: exp.Update, params) -> None:
         name = _name(statement.this)
@@ -343,6 +414,7 @@ class SparkWarehouse:
     def _write(self, name: str, frame, days) -> None:
         frame = frame.localCheckpoint(eager=True)  # its lake files may be swapped at the commit
         self.frames[name] = frame
+        frame.createOrReplaceTempView(_view(name))  # what the step's temp views and DuckDB views read
         before = self.changed.get(name, set())
         self.changed[name] = ALL_DAYS if days is ALL_DAYS or before is ALL_DAYS else before | days
 

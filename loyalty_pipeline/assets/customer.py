@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 
 from loyalty_pipeline import identity, journeys, ledger, recommend
 from loyalty_pipeline.assets.checks import (
@@ -26,7 +27,7 @@ from loyalty_pipeline.profiles import PROFILE_360, totals_from_start
 from loyalty_pipeline.resources import RulesResource, Warehouse, WarehouseError
 from loyalty_pipeline.rules_sql import load_tiers
 from loyalty_pipeline.serving import CARDS, SERVED_TABLES, serving_path
-from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, insert_rows, transaction
+from loyalty_pipeline.warehouse import OWNERS, PORTABLE_KINDS, WAREHOUSE_POOL, count, insert_rows, transaction
 
 # Every identifier the id graph knows and the person it finds now: what a lookup by any id, email or name reads.
 IDENTIFIERS = """
@@ -115,7 +116,7 @@ PROFILE_SPEC = dg.AssetSpec(
     PROFILE_KEY,
     group_name="customer",
     owners=OWNERS,
-    kinds={"duckdb"},
+    kinds=PORTABLE_KINDS,
     deps=[
         raw_topics["users"],
         raw_topics["user_activity"],
@@ -154,7 +155,7 @@ RECOMMENDATIONS_SPEC = dg.AssetSpec(
     RECOMMENDATIONS_KEY,
     group_name="customer",
     owners=OWNERS,
-    kinds={"duckdb"},
+    kinds=PORTABLE_KINDS,
     deps=[PROFILE_KEY, enriched_purchases],
     description="Top 5 products per customer, bought in other customers' orders together with what they looked at since their last purchase.",
     skippable=True,  # not built when the profile fails a blocking check
@@ -218,7 +219,9 @@ def _serving_snapshot(conn, target: Path, rules) -> dg.MaterializeResult:
 
 def _cards(conn, rules) -> None:
     """Writes the cards into the attached copy, sorted and indexed by id so a lookup reads one row, not the table."""
-    conn.execute(ledger.DDL + journeys.DDL + identity.DDL)  # tables a partial run may not have made
+    for statement in duckdb.extract_statements(ledger.DDL + journeys.DDL + identity.DDL):
+        if statement.type == duckdb.StatementType.CREATE:  # tables a partial run may not have made (not the ALTERs
+            conn.execute(statement.query)  # of the steps': on the Spark engine their tables are views of the lake)
     conn.execute("CREATE OR REPLACE TEMP TABLE card_tiers (name VARCHAR, above DECIMAL(18,2))")
     insert_rows(conn, "card_tiers", [[tier.name, tier.above] for tier in rules.tiers])
     published_at = datetime.now(UTC).replace(tzinfo=None)
@@ -245,20 +248,20 @@ def _cards(conn, rules) -> None:
     pool=WAREHOUSE_POOL,
 )
 def customer_360(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource):
-    """Profiles, then recommendations, then the serving copy, on one connection; a table failing a blocking check
-    stops the step there (it fails after reporting it, as a blocking check does), so nothing wrong is served."""
-    builders = {
-        PROFILE_KEY: lambda conn: _profile_360(conn, rules),
-        RECOMMENDATIONS_KEY: _recommendations,
-        SERVING_KEY: lambda conn: _serving_snapshot(conn, warehouse.serving_path(), rules.rules),
-    }
-    with warehouse.get_connection() as conn:
+    """Profiles, then recommendations (on the chosen engine), then the serving copy (a DuckDB file, on DuckDB); a
+    table failing a blocking check stops the step there (it fails after reporting it, as a blocking check does), so
+    nothing wrong is served."""
+    builders = {PROFILE_KEY: lambda conn: _profile_360(conn, rules), RECOMMENDATIONS_KEY: _recommendations}
+    with warehouse.get_connection(portable=True) as conn:
         for key, build in builders.items():
             if key in context.selected_asset_keys:
                 result = build(conn)
                 yield result
                 if failed_blocking(result):
                     return
+    if SERVING_KEY in context.selected_asset_keys:
+        with warehouse.get_connection() as conn:
+            yield _serving_snapshot(conn, warehouse.serving_path(), rules.rules)
 
 
 customer_assets = [customer_360]

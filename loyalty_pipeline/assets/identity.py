@@ -9,7 +9,7 @@ from loyalty_pipeline.chain import open_window
 from loyalty_pipeline.metadata import partition_metadata, preview, table_metadata
 from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import RulesResource, Warehouse
-from loyalty_pipeline.warehouse import OWNERS, SOURCE_FILES_DDL, WAREHOUSE_POOL, count
+from loyalty_pipeline.warehouse import OWNERS, PORTABLE_KINDS, SOURCE_FILES_DDL, WAREHOUSE_POOL, count
 
 ID_GRAPH_KEY = dg.AssetKey(["identity", "id_graph"])
 
@@ -40,7 +40,7 @@ CHECKS = [ambiguous_weak_values, duplicate_check(ID_GRAPH_KEY, ["id_type", "id_v
     check_specs=check_specs(ID_GRAPH_KEY, CHECKS),
     group_name="identity",
     owners=OWNERS,
-    kinds={"duckdb"},
+    kinds=PORTABLE_KINDS,
     partitions_def=DECLARED,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
@@ -61,7 +61,7 @@ CHECKS = [ambiguous_weak_values, duplicate_check(ID_GRAPH_KEY, ["id_type", "id_v
 def id_graph(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
     first, end = window_days(context)
     merges = 0
-    with warehouse.get_connection() as conn:
+    with warehouse.get_connection(portable=True) as conn:
         conn.execute(identity.DDL + SOURCE_FILES_DDL)
         window = open_window(
             conn, "identity.graph_days", "id graph", "graph", first, end, identity.first_event_before(conn, first)

@@ -14,7 +14,15 @@ from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, ta
 from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import RulesResource, Warehouse
 from loyalty_pipeline.rules_sql import load_tiers
-from loyalty_pipeline.warehouse import OWNERS, WAREHOUSE_POOL, count, revision_of, rows_differing, transaction
+from loyalty_pipeline.warehouse import (
+    OWNERS,
+    PORTABLE_KINDS,
+    WAREHOUSE_POOL,
+    count,
+    revision_of,
+    rows_differing,
+    transaction,
+)
 
 STATE_KEY = dg.AssetKey(["journey", "journey_state"])
 
@@ -143,7 +151,7 @@ STATE_SPEC = dg.AssetSpec(
     STATE_KEY,
     group_name="journey",
     owners=OWNERS,
-    kinds={"duckdb"},
+    kinds=PORTABLE_KINDS,
     deps=[
         enriched_purchases,
         point_transactions,
@@ -244,7 +252,7 @@ ACTIVATIONS_SPEC = dg.AssetSpec(
     ACTIVATIONS_KEY,
     group_name="journey",
     owners=OWNERS,
-    kinds={"duckdb"},
+    kinds=PORTABLE_KINDS,
     deps=[STATE_KEY],
     skippable=True,  # not built when the state fails a blocking check
     description="One row per activation step a customer reached, on the day reached: what marketing tools send.",
@@ -298,7 +306,7 @@ def _activations(context: dg.AssetExecutionContext, conn, rules: RulesResource) 
 def journeys_step(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource):
     """The state, then the activations it reaches, on one connection; a state failing a blocking check stops there
     (the step fails after reporting it, as a blocking check does)."""
-    with warehouse.get_connection() as conn:
+    with warehouse.get_connection(portable=True) as conn:
         if STATE_KEY in context.selected_asset_keys:
             state = _journey_state(context, conn, rules)
             yield state

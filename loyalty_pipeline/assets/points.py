@@ -188,7 +188,7 @@ BALANCES_CHECKS = [balances_are_ledger_sums, duplicate_check(BALANCES_KEY, ["use
     check_specs=check_specs(LEDGER_KEY, LEDGER_CHECKS),
     group_name="points",
     owners=OWNERS,
-    kinds={"duckdb"},
+    kinds=PORTABLE_KINDS,
     partitions_def=DECLARED,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
@@ -211,7 +211,7 @@ def point_transactions(
 ) -> dg.MaterializeResult:
     first, end = window_days(context)
     refused = steps = 0
-    with warehouse.get_connection() as conn:
+    with warehouse.get_connection(portable=True) as conn:
         conn.execute(ledger.DDL + REJECTED_DDL + SOURCE_FILES_DDL + journeys.DDL + identity.DDL)
         window = open_window(
             conn, "points.ledger_days", "point ledger", "ledger", first, end, ledger.first_event_before(conn, first)
