@@ -95,11 +95,11 @@ def checked_sql(text: str) -> str:
 
 def _same_on_every_engine(node: exp.Expression) -> exp.Expression:
     """What the user wrote, in the form that means the same on Spark (portable.py): a list's length is array_length
-    (Spark's length() is for text), a quotient a DOUBLE (Spark keeps decimals)."""
+    (Spark's length() is for text), a quotient of DOUBLEs (Spark divides decimals exactly)."""
     if isinstance(node, exp.Length) and PROFILE_COLUMNS.get(node.this.name, "").endswith("[]"):
         return exp.ArraySize(this=node.this.copy())
-    if isinstance(node, exp.Div) and not isinstance(node.parent, exp.Cast):
-        return exp.cast(node.copy(), "DOUBLE")
+    if isinstance(node, exp.Div) and not (isinstance(node.this, exp.Cast) and node.this.to.is_type("double")):
+        return exp.Div(this=exp.cast(node.this.copy(), "DOUBLE"), expression=node.expression.copy())
     return node
 
 

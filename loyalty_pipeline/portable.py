@@ -186,19 +186,22 @@ def _node(node: exp.Expression) -> list[str]:
         return ["date - date: an integer in DuckDB, an interval in Spark; use date_diff('day', a, b)"]
     if isinstance(node, exp.Table) and isinstance(node.this, exp.Func):
         return [f"table function {node.this.sql_name().lower()}(): DuckDB's; read tables, or join a day list table"]
-    if isinstance(node, exp.Div) and not isinstance(_unwrapped_parent(node), exp.Cast):
-        return ["a / b: a DOUBLE in DuckDB, a DECIMAL in Spark for decimals; CAST the quotient"]
+    if isinstance(node, exp.Div) and not _is_double(node.this):
+        return ["a / b: a DOUBLE in DuckDB, a DECIMAL in Spark for decimals; CAST(a AS DOUBLE) / b"]
+    if (
+        isinstance(node, exp.Cast)
+        and node.to.is_type(exp.DataType.Type.DECIMAL)
+        and isinstance(node.this.unnest(), exp.Div)
+    ):
+        return ["a DOUBLE quotient cast to DECIMAL rounds differently on Spark: round(q * 100) as BIGINT * 0.01"]
     if _function(node) in FUNCTIONS:
         return [f"{_function(node)}(): {FUNCTIONS[_function(node)]}"]
     return []
 
 
-def _unwrapped_parent(node: exp.Expression) -> exp.Expression | None:
-    """The node's parent, past parentheses."""
-    parent = node.parent
-    while isinstance(parent, exp.Paren):
-        parent = parent.parent
-    return parent
+def _is_double(node: exp.Expression) -> bool:
+    node = node.unnest()
+    return isinstance(node, exp.Cast) and node.to.is_type(exp.DataType.Type.DOUBLE)
 
 
 def _function(node: exp.Expression) -> str:

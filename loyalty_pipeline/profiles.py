@@ -133,7 +133,10 @@ BEHAVIOUR = f"""
 WITH behaviour_rows AS (
     SELECT user_id, coalesce(total_spend, 0)::DECIMAL(18,2) AS total_spend,
            coalesce(purchase_count, 0) AS purchase_count,
-           CASE WHEN priced_count > 0 THEN (total_spend / priced_count)::DECIMAL(18,2) END AS avg_purchase_price,
+           -- DuckDB's DOUBLE quotient rounded to cents as DuckDB rounds it, written so Spark computes the same
+           CASE WHEN priced_count > 0
+                THEN (CAST(round(CAST(total_spend AS DOUBLE) / priced_count * 100) AS BIGINT) * 0.01)::DECIMAL(18,2)
+           END AS avg_purchase_price,
            first_purchase_at, last_purchase_at,
            date_diff('day', last_purchase_at::DATE, $as_of::DATE) AS days_since_last_purchase,
            coalesce(points_balance, 0) AS points_balance,

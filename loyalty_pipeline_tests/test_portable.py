@@ -92,6 +92,7 @@ def test_every_statement_downstream_of_ingest_is_portable(statements):
         ("SELECT to_json(r) FROM t AS r", "to_json(row)"),
         ("SELECT day - linked_on FROM t", "date - date"),
         ("SELECT price / n FROM t", "a / b"),
+        ("SELECT CAST(CAST(price AS DOUBLE) / n AS DECIMAL(18,2)) FROM t", "rounds differently"),
         ("SELECT json_valid(x) FROM t", "json_valid"),
         ("SELECT range::DATE FROM range($first, $end, INTERVAL 1 DAY)", "table function"),
         ("SELECT * FROM read_parquet('x.parquet')", "table function"),
@@ -107,7 +108,8 @@ def test_each_rule_catches_its_construct(sql: str, rule: str):
     "sql",
     [
         "SELECT a.k, b.v FROM a LEFT JOIN b ON b.id = a.k AND a.t >= b.t AND (b.until IS NULL OR a.t < b.until)",
-        "SELECT CAST(price / n AS DECIMAL(18,2)), (a / b)::DOUBLE, date_diff('day', linked_on, day), day - 1 FROM t",
+        "SELECT CAST(price AS DOUBLE) / n, date_diff('day', linked_on, day), day - 1 FROM t",
+        "SELECT (CAST(round(CAST(price AS DOUBLE) / n * 100) AS BIGINT) * 0.01)::DECIMAL(18,2) FROM t",
         "UPDATE t AS p SET a = (SELECT max(u.a) FROM u WHERE u.k = p.k) WHERE p.k IN (SELECT k FROM u)",
         "SELECT * EXCLUDE (day) FROM t QUALIFY row_number() OVER (PARTITION BY k ORDER BY t DESC) = 1",
         "SELECT to_json(struct_pack(a := r.a, t := CAST(r.t AS VARCHAR)))::VARCHAR FROM t AS r",
