@@ -15,13 +15,13 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from loyalty_pipeline import identity, journeys, ledger
+from loyalty_pipeline import identity, journeys, ledger, returns
 from loyalty_pipeline.assets.ingest import CUSTOMERS_DDL
 from loyalty_pipeline.assets.loyalty import ENRICHED_DDL
 from loyalty_pipeline.chain import open_window
 from loyalty_pipeline.config import Rules
 from loyalty_pipeline.kafka import TOPICS, table_ddl
-from loyalty_pipeline.rules_sql import install_tiers
+from loyalty_pipeline.rules_sql import load_tiers
 
 START = date(2024, 1, 1)
 JOURNEYS = yaml.safe_load("""
@@ -50,13 +50,14 @@ def synthesize(conn, customers: int, purchases: int, days: int) -> None:
         ENRICHED_DDL
         + CUSTOMERS_DDL
         + ledger.DDL
+        + returns.DDL  # no returns
         + identity.DDL  # an empty id graph: every key is its own person
         + "".join(table_ddl(TOPICS[t]) for t in ("users", "user_activity"))
     )
     conn.execute(
         """INSERT INTO loyalty.enriched_purchases
            SELECT 'p' || i, 'p' || i, 'u' || (hash(i) % $customers), 'p' || (hash(i * 3) % 50), 'c',
-                  (hash(i * 7) % 20000) / 100, ts, 'kafka', NULL, ts::DATE, 'u' || (hash(i) % $customers)
+                  (hash(i * 7) % 20000) / 100, ts, 'kafka', NULL, ts::DATE, 'u' || (hash(i) % $customers), NULL
            FROM (SELECT i, $start::TIMESTAMP + to_milliseconds(i * (86400000 * $days // $purchases)) AS ts
                  FROM range($purchases) t(i))""",
         {"customers": customers, "purchases": purchases, "days": days, "start": START},
@@ -64,7 +65,7 @@ def synthesize(conn, customers: int, purchases: int, days: int) -> None:
     conn.execute(
         """INSERT INTO points.point_transactions
            SELECT 'earn:' || purchase_id, user_id, purchased_at, 'earn', floor(price)::BIGINT,
-                  (day + 366)::TIMESTAMP, purchase_id, day
+                  (day + 366)::TIMESTAMP, purchase_id, day, NULL
            FROM loyalty.enriched_purchases WHERE price >= 1"""
     )
 
@@ -84,7 +85,7 @@ def main() -> None:
         conn = duckdb.connect(str(Path(tmp) / "journeys.duckdb"))
         synthesize(conn, args.customers, args.purchases, args.days)
         conn.execute(journeys.DDL)
-        install_tiers(conn, rules)
+        load_tiers(conn, rules)
         journeys.load_definitions(conn, rules.journeys)
         seconds = []
         totals_as_of = None  # the first day sums its profile from the start, later ones add their day
