@@ -1,5 +1,6 @@
-"""The portable subset of DuckDB SQL: what a ported step may run, so that DuckDB and Spark (spark.py) give the
-same rows. `problems(sql)` lists what falls outside it; the tests run it over every statement the ported steps emit.
+"""The portable subset of DuckDB SQL: what a step downstream of ingest may run, so that DuckDB and Spark (spark.py)
+give the same rows. `problems(sql)` lists what falls outside it; the tests run it over every statement those steps
+emit on the demo.
 
 Each rule names something that either does not run on Spark once transpiled by sqlglot, or runs and silently gives
 other results, and says what to write instead.
@@ -57,7 +58,7 @@ def problems(sql: str) -> list[str]:
 def to_spark(statement: exp.Expression) -> str:
     """Spark SQL of a DuckDB statement. Beyond sqlglot's transpiling, what would silently differ is written in its
     Spark form: positional parameters $1 become :p1 (Spark names every parameter), and list positions, which count
-    from 1 in DuckDB and from 0 in Spark, stay 1-based (see `_spark_form`)."""
+    from 1 in DuckDB and from 0 in Spark, stay 1-based, and DuckDB's list functions keep their NULL rules."""
     statement = statement.copy()
     for placeholder in statement.find_all(exp.Placeholder):
         if placeholder.name.isdigit():

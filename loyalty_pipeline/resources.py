@@ -146,7 +146,7 @@ class Warehouse(DuckDBResource):
 
     # DuckDB would otherwise cache up to 80% of the machine's memory; past this it spills to disk instead.
     memory_limit: str = "1GB"
-    engine: str = "duckdb"  # LOYALTY_ENGINE: where ported steps run their SQL, "duckdb" or "spark"
+    engine: str = "duckdb"  # LOYALTY_ENGINE: where steps downstream of ingest run their SQL, "duckdb" or "spark"
     spark_master: str = "local[2]"  # LOYALTY_SPARK_MASTER
     lake: str = ""  # LOYALTY_LAKE: the Spark engine's Parquet tables; default <warehouse file>.lake/
 

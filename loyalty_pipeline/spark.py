@@ -1,13 +1,13 @@
 """The Spark engine (LOYALTY_ENGINE=spark): the warehouse's portable SQL, transpiled by sqlglot, run on Spark.
 
-`SparkWarehouse` is the connection a ported step gets instead of DuckDB's: it takes the same statements (see
-`portable.py` for the subset) and parameters.
+`SparkWarehouse` is the connection a step downstream of ingest gets instead of DuckDB's: it takes the same
+statements (see `portable.py` for the subset) and parameters.
 
 * Tables the engine writes (LAKE_TABLES) are Parquet under the lake folder, a folder per day where the table has
   a `day` column. The warehouse file shows each as a view of the same name, so every DuckDB reader (the serving
-  copy, the lookup, the summary, the steps not ported yet) reads them unchanged. Their columns are declared by the
-  usual DDL, kept in an empty DuckDB table `lake.<schema>__<table>`.
-* Tables DuckDB writes (ingest, the steps not ported yet) are read by Spark from a Parquet copy made for the step.
+  copy, the lookup, the summary) reads them unchanged. Their columns are declared by the usual DDL, kept in an
+  empty DuckDB table `lake.<schema>__<table>`.
+* Tables DuckDB writes (ingest, the days markers) are read by Spark from a Parquet copy made for the step.
 * A transaction is write-then-swap: each write is a new DataFrame of the table; COMMIT writes the days it changed
   beside the table, then swaps those day folders in. Temp tables are checkpointed temp views.
 """
@@ -23,7 +23,7 @@ import sqlglot
 from sqlglot import exp
 
 from loyalty_pipeline.portable import to_spark
-from loyalty_pipeline.warehouse import transaction
+from loyalty_pipeline.warehouse import columns_of, transaction
 
 # The tables the Spark engine writes, and the column they are partitioned by (None: one set of files).
 LAKE_TABLES: dict[str, str | None] = {
@@ -249,7 +249,7 @@ class SparkWarehouse:
     def _columns(self, name: str) -> list[tuple[str, str]]:
         """(column, DuckDB type) of a table: a lake table's declared columns, else the DuckDB table's."""
         source = f"lake.{_view(name)}" if name in LAKE_TABLES else name
-        return [(c[0], str(c[1])) for c in self.duck.execute(f"SELECT * FROM {source} LIMIT 0").description]
+        return columns_of(self.duck, source)
 
     def _spark_schema(self, name: str) -> str:
         return ", ".join(f"`{column}` {to_spark_type(kind)}" for column, kind in self._columns(name))
@@ -489,7 +489,7 @@ class SparkWarehouse:
         if self._files(name):
             options = f", hive_partitioning = true, hive_types = {{'{part}': DATE}}" if part else ""
             source = f"read_parquet({_literal(f'{self._path(name)}/**/*.parquet')}, union_by_name = true{options})"
-            present = {c[0] for c in self.duck.execute(f"SELECT * FROM {source} LIMIT 0").description}
+            present = {column for column, _ in columns_of(self.duck, source)}
             columns = ", ".join(
                 f'"{column}"' if column in present else f'NULL::{kind} AS "{column}"' for column, kind in declared
             )

@@ -65,7 +65,7 @@ def test_demo_gives_the_same_tables_on_spark(demo: Inputs, spark_session, tmp_pa
     on_spark.warehouse = tmp_path / "warehouse.duckdb"
     on_spark.materialize("2024-06-01", "2024-06-05", LOYALTY_ENGINE="spark")
     assert differences(demo.warehouse, on_spark.warehouse) == {}
-    # the ported tables are views over the lake, not copies
+    # the tables downstream of ingest are views over the lake, not copies
     lake = Path(f"{on_spark.warehouse}.lake")
     for table in LAKE_TABLES:  # every table downstream of ingest
         assert on_spark.query(f"SELECT count(*) FROM duckdb_views() WHERE schema_name || '.' || view_name = '{table}'")
