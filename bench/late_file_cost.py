@@ -9,6 +9,7 @@ late day re-runs purchases and everything downstream of them from that day throu
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -83,8 +84,9 @@ _untimed_connection = Warehouse.get_connection
 
 
 @contextmanager
-def _timed_connection(self):
-    with _untimed_connection(self) as conn:
+def _timed_connection(self, *args, **kwargs):
+    """`Warehouse.get_connection`, whatever it takes, with its connection timed."""
+    with _untimed_connection(self, *args, **kwargs) as conn:
         yield TimedConnection(conn)
 
 
@@ -163,6 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
         "on_time_day": on_time,
         f"late_file_{args.back}_days_back": late,
         "late_vs_on_time": round(late["seconds"] / on_time["seconds"], 2) if on_time["seconds"] else None,
+        "ok": on_time["ok"] and late["ok"],
     }
     print(json.dumps(result, indent=2))
     if args.out:
@@ -171,4 +174,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    done = main()
+    sys.exit(0 if done["ok"] else 1)
