@@ -23,6 +23,11 @@ CREATE TABLE IF NOT EXISTS journey.journey_state (
 -- the day a row came from merging two profiles (identity.merges): it carries the earlier profile's date
 ALTER TABLE journey.journey_state ADD COLUMN IF NOT EXISTS merged_on DATE;
 CREATE TABLE IF NOT EXISTS journey.journey_days (day DATE PRIMARY KEY);
+-- the activation steps each day's moves reached, by the profile that reached them: a fact of that day, which a later
+-- merge (replacing the person's node with the merged profile's earlier date) does not undo
+CREATE TABLE IF NOT EXISTS journey.reached_activations (
+    journey_id VARCHAR NOT NULL, customer_id VARCHAR NOT NULL, activation VARCHAR NOT NULL, day DATE NOT NULL
+);
 CREATE TABLE IF NOT EXISTS journey.profile_totals (
     user_id VARCHAR, known BOOLEAN, total_spend DECIMAL(18,2), purchase_count BIGINT, priced_count BIGINT,
     first_purchase_at TIMESTAMP, last_purchase_at TIMESTAMP, products_purchased VARCHAR[], points_balance BIGINT,
@@ -149,7 +154,8 @@ WHERE b.customer_id IN (SELECT into_id FROM identity.merges WHERE day = $day)
 
 def publish_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
     """The day's rows replace the state's rows of that day; a node reached earlier keeps its first day. Rows from
-    the day's merges replace the merged-into person's later rows of the same nodes."""
+    the day's merges replace the merged-into person's later rows of the same nodes. The activations reached are
+    logged apart, so that replacing a node's date never loses the activation sent on the later one."""
     on_day = {"day": day}
     publish(
         conn,
@@ -167,6 +173,15 @@ def publish_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
             (
                 "INSERT INTO journey.journey_state SELECT journey_id, customer_id, node, entered_at, $day FROM merged_rows",
                 on_day,
+            ),
+            ("DELETE FROM journey.reached_activations WHERE day = $day", on_day),
+            (
+                """INSERT INTO journey.reached_activations
+                   SELECT DISTINCT t.journey_id, t.customer_id, n.activation, t.entered_at
+                   FROM (SELECT * FROM today ANTI JOIN journey.journey_state USING (journey_id, customer_id, node)) AS t
+                   JOIN journey_nodes AS n USING (journey_id, node)
+                   WHERE n.activation IS NOT NULL""",
+                {},
             ),
             (
                 """INSERT INTO journey.journey_state

@@ -36,6 +36,7 @@ LAKE_TABLES: dict[str, str | None] = {
     "points.point_balances": None,
     "journey.journey_state": "entered_at",
     "journey.activations": "activated_on",
+    "journey.reached_activations": "day",
     "journey.profile_totals": None,
     "identity.id_graph": "linked_on",
     "identity.weak_values": "day",

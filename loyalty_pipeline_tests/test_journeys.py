@@ -215,3 +215,57 @@ def test_profile_totals_carried_day_to_day_and_run_to_run_equal_totals_from_the_
             > 0
         )
         assert rows_differing(conn, kept, "SELECT * FROM profile_totals") == 0
+
+
+MERGE_RULES = """
+journeys:
+  - id: welcome
+    audience: "purchase_count > 0"
+    goal: "total_spend > 1000"
+    stages:
+      - id: hello
+        steps: [{activation: hi}, {wait_days: 1}, {activation: thanks}, {wait_days: 10}]
+"""
+
+
+def _two_profiles_merging_on_day_4(inputs) -> None:
+    """K1 (a till's card key) buys on day 1, account u9 on day 2; both are greeted and thanked before day 4, when an
+    order keyed K1 carries u9's email: one person from day 4 on."""
+    inputs.rules(MERGE_RULES)
+    inputs.kafka("products", [("ten", {"category": "c", "price": 10}, f"{D[1]}T00:00:00")])
+    inputs.kafka("users", [("u9", {"name": "Zoe", "email": "z@x.com"}, f"{D[1]}T07:00:00")])
+    inputs.kafka(
+        "purchases",
+        [
+            ("K1", {"product_id": "ten"}, f"{D[1]}T08:00:00"),
+            ("u9", {"product_id": "ten"}, f"{D[2]}T08:00:00"),
+            ("K1", {"product_id": "ten", "email": "z@x.com"}, f"{D[4]}T08:00:00"),
+        ],
+    )
+
+
+ACTIVATIONS = "SELECT customer_id, activation, activated_on::VARCHAR FROM journey.activations ORDER BY ALL"
+
+
+@pytest.mark.parametrize("runs", [[(1, 4)], [(1, 3), (4, 4)], [(1, 1), (2, 2), (3, 3), (4, 4)]])
+def test_a_merge_keeps_the_activations_both_profiles_had_however_the_days_are_run(inputs, runs):
+    _two_profiles_merging_on_day_4(inputs)
+    for first, last in runs:
+        inputs.materialize(D[first], D[last], assets=JOURNEYS)
+    assert inputs.query("SELECT merged_id, into_id, day::VARCHAR FROM identity.merges") == [("K1", "u9", D[4])]
+    assert inputs.query(ACTIVATIONS) == [
+        ("K1", "hi", D[1]),
+        ("K1", "thanks", D[2]),
+        ("u9", "hi", D[2]),
+        ("u9", "thanks", D[3]),
+    ]
+    # the state holds each node once for the person, at the earlier of the two dates
+    assert inputs.query(
+        "SELECT customer_id, node, entered_at::VARCHAR FROM journey.journey_state WHERE customer_id = 'u9' ORDER BY ALL"
+    ) == [
+        ("u9", "stage:hello", D[1]),
+        ("u9", "stage:hello:step:1", D[1]),
+        ("u9", "stage:hello:step:2", D[1]),
+        ("u9", "stage:hello:step:3", D[2]),
+        ("u9", "stage:hello:step:4", D[2]),
+    ]
