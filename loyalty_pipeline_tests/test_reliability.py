@@ -623,3 +623,32 @@ def test_a_stale_wal_beside_the_serving_copy_never_breaks_the_next_publish(input
     inputs.materialize(DAY, assets=("customer/serving_snapshot",))
     with duckdb.connect(str(serving), read_only=True) as conn:
         assert conn.execute("SELECT user_id FROM customer.profile_360").fetchall() == [("ann",)]
+
+
+# --- values beyond their types in CSV exports are quarantined, the good rows load ------------------------------
+
+BEYOND = ["9223372036854775807", "-9223372036854775808", "99999999999999999999", "294277-01-01T00:00:00Z", "1e20"]
+
+
+def test_a_time_or_number_beyond_its_type_in_any_csv_column_is_quarantined_and_the_good_rows_load(inputs):
+    inputs.rules(f"start_date: {DAY}\n")
+    odd = [*BEYOND, "1717236000000.5", "infinity", "epoch"]  # lines 3 to 10
+    good_ms = ms(f"{DAY}T10:00:00")
+    inputs.csv(f"returns/{DAY}.csv", "purchase_id,returned_at\n" + "".join(f"p,{v}\n" for v in [good_ms, *odd]))
+    header, at = "order_id,user_id,product_id,price,purchased_at\n", f"{DAY}T07:00:00Z"
+    rows = "".join(f"h,ann,tea,2.50,{v}\n" for v in [at, *odd]) + f"h,ann,tea,{'9' * 40},{at}\n"  # line 11
+    inputs.csv(f"historical_purchases/{DAY}.csv", header + rows)
+    signups = ["2024-01-01", "294277-01-01", "infinity", "0001-01-01", "2099-01-01", "99999999999999999999"]
+    inputs.csv("customers/c.csv", "user_id,name,email,signup_date\n" + "".join(f"u,U,u@x,{v}\n" for v in signups))
+    inputs.materialize(DAY, assets=("raw/s3_returns", "raw/historical_purchases", "raw/customers"))
+    assert inputs.query("SELECT returned_at::VARCHAR FROM raw.s3_returns") == [(f"{DAY} 10:00:00",)]
+    assert inputs.query("SELECT row_no FROM raw.historical_purchases") == [(1,)]
+    assert inputs.query("SELECT row_no FROM raw.customers") == [(1,)]
+    expected = {
+        **{f"returns/{DAY}.csv:{n}": "returned_at is not an ISO-8601 time or ms" for n in range(3, 11)},
+        **{f"historical_purchases/{DAY}.csv:{n}": "purchased_at is not an ISO-8601 timestamp" for n in range(3, 11)},
+        f"historical_purchases/{DAY}.csv:11": "price must be at most 1000000000",
+        **{f"customers/c.csv:{n}": "signup_date must be a date from 1900-01-01 to today" for n in range(3, 7)},
+        "customers/c.csv:7": "signup_date is not a date (YYYY-MM-DD)",
+    }
+    assert reasons(inputs) == sorted(expected.items())

@@ -30,6 +30,20 @@ from loyalty_pipeline.warehouse import (
 )
 
 
+def _iso_time(column: str) -> str:
+    """SQL: CSV text `column` as a UTC TIMESTAMP when it is an ISO-8601 time (not 'epoch' or 'infinity'), else NULL."""
+    return (
+        f"CASE WHEN regexp_matches(trim({column}), '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}') "
+        f"THEN timezone('UTC', TRY_CAST({column} AS TIMESTAMPTZ)) END"
+    )
+
+
+def _ms_time(column: str) -> str:
+    """SQL: CSV text `column` as a TIMESTAMP when it is epoch ms in plain digits, else NULL. At most 15 digits (up to
+    year 9999): a larger value would overflow the conversion and fail the whole step."""
+    return f"CASE WHEN regexp_full_match(trim({column}), '[0-9]{{1,15}}') THEN epoch_ms(TRY_CAST(trim({column}) AS BIGINT)) END"
+
+
 def _quarantine(conn, source: str, first: date, end: date, rejects_sql: str, undated_of: str = "true") -> int:
     """Replace the window's rejections of one source, and its undated ones matching SQL predicate `undated_of`."""
     conn.execute(
@@ -338,7 +352,7 @@ CUSTOMERS_CHECKS = [
     pool=WAREHOUSE_POOL,
     description="Customer records exported from the transactional database: every row of `customers/*.csv`.",
 )
-def customers(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: EventSources):
+def customers(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: EventSources, rules: RulesResource):
     store = sources.object_store()
     everything = [obj.key for obj in store.list_objects("customers/")]
     listed = [key for key in everything if key.lower().endswith(".csv")]
@@ -370,9 +384,12 @@ def customers(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: 
                         WHEN nullif(trim(user_id), '') IS NULL THEN 'missing user_id'
                         WHEN signup_date IS NOT NULL AND TRY_CAST(signup_date AS DATE) IS NULL
                         THEN 'signup_date is not a date (YYYY-MM-DD)'
+                        WHEN signup NOT BETWEEN DATE '1900-01-01' AND $latest  -- 'infinity', year 294277
+                        THEN 'signup_date must be a date from 1900-01-01 to today'
                    END AS reason
             FROM {rows}
-            """
+            """,
+            {"latest": rules.latest_event_time().date()},
         )
         with transaction(conn):
             conn.execute("DELETE FROM raw.customers")
@@ -451,8 +468,7 @@ def historical_purchases(
             f"""
             CREATE OR REPLACE TEMP TABLE historical_checked AS
             WITH typed AS (
-                SELECT *, TRY_CAST(price AS DECIMAL(18,2)) AS amount,
-                       timezone('UTC', TRY_CAST(purchased_at AS TIMESTAMPTZ)) AS purchased
+                SELECT *, TRY_CAST(price AS DECIMAL(18,2)) AS amount, {_iso_time("purchased_at")} AS purchased
                 FROM {rows} JOIN file_days USING (s3_key)
             )
             SELECT *, CASE
@@ -460,10 +476,10 @@ def historical_purchases(
                 WHEN nullif(trim(order_id), '') IS NULL THEN 'missing order_id'
                 WHEN nullif(trim(user_id), '') IS NULL THEN 'missing user_id'
                 WHEN nullif(trim(product_id), '') IS NULL THEN 'missing product_id'
-                WHEN amount IS NULL OR NOT regexp_full_match(trim(price), '[0-9]+(\.[0-9]*)?')
+                WHEN NOT regexp_full_match(trim(price), '[0-9]+(\.[0-9]*)?')
                 THEN 'price must be a non-negative number'  -- plain digits: no sign, exponent or separator
                 WHEN regexp_matches(trim(price), '\.[0-9]{{2}}0*[1-9]') THEN 'price must have at most 2 decimals'
-                WHEN amount > $max_price THEN 'price must be at most ' || $max_price
+                WHEN amount IS NULL OR amount > $max_price THEN 'price must be at most ' || $max_price
                 WHEN purchased IS NULL THEN 'purchased_at is not an ISO-8601 timestamp'
                 WHEN purchased::DATE <> file_day THEN 'purchased_at is not on the file''s date ' || file_day
             END AS reason
@@ -533,8 +549,7 @@ def s3_returns(context: dg.AssetExecutionContext, warehouse: Warehouse, sources:
             f"""
             CREATE OR REPLACE TEMP TABLE returns_checked AS
             WITH typed AS (  -- returned_at: an ISO-8601 time, or ms as in the returns topic
-                SELECT *, coalesce(timezone('UTC', TRY_CAST(returned_at AS TIMESTAMPTZ)),
-                                   epoch_ms(TRY_CAST(returned_at AS BIGINT))) AS returned
+                SELECT *, coalesce({_iso_time("returned_at")}, {_ms_time("returned_at")}) AS returned
                 FROM {rows} JOIN file_days USING (s3_key)
             )
             SELECT *, CASE
