@@ -134,6 +134,15 @@ IdentifierField = Literal[IDENTIFIER_FIELDS]
 class Identity(Rule):
     link_on: list[IdentifierField] = ["user_id", "email", "card_id", "phone"]  # any shared value links
     link_if_unique: list[IdentifierField] = ["name"]  # links only when exactly one account carries the value
+    # values that are never identifiers (compared trimmed and lower-case), beside the built-in placeholders
+    ignore_values: list[Text] = pydantic.Field(default=[], max_length=10_000)
+    # a value that would put more accounts than this in one person links nothing from then on
+    max_accounts_per_value: pydantic.conint(ge=1, le=1_000_000, strict=True) = 50
+
+    @pydantic.field_validator("ignore_values")
+    @classmethod
+    def _lower_case(cls, values: list[str]) -> list[str]:
+        return sorted({value.lower() for value in values})
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> "Identity":

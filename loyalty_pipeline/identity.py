@@ -60,48 +60,80 @@ WHERE purchase.returned_at IS NULL  -- lifetime tables count net purchases
 """
 
 
+# A customers export row's record: its place and its content, so a row edited in place is applied as a new record.
+CUSTOMERS_RECORD = (
+    "'customers:' || s3_key || ':' || row_no || ':' "
+    "|| substr(md5(concat_ws('|', user_id, coalesce(email, ''), coalesce(name, ''))), 1, 12)"
+)
+
+
 def ids_as_of(values: str) -> str:
     """The person each strong identifier of `values` (a query of one column) resolves to at the end of $as_of."""
     return f"""SELECT id_value, arg_max(customer_id, linked_on) AS customer_id FROM identity.id_graph
                WHERE strength = 'strong' AND linked_on <= $as_of AND id_value IN ({values}) GROUP BY id_value"""
 
 
-# The identifiers of the day's records (the customers export: its rows not applied before).
-OBSERVED = """
+# Values that stand for "no value" in exports (compared with punctuation and spaces removed): never identifiers, or
+# every customer without an email would be one person. So are values without a letter or digit and all-zero numbers.
+PLACEHOLDERS = ["na", "nan", "none", "null", "nil", "unknown", "undefined", "notapplicable", "notavailable", "empty",
+                "missing", "noemail", "nophone", "nocard"]  # fmt: skip
+
+
+def is_placeholder(value: str) -> str:
+    """SQL: whether `value` (an expression, trimmed) is no identifier: a placeholder, or in `$ignore` (lower-case)."""
+    bare = f"regexp_replace(lower({value}), '[^\\p{{L}}\\p{{N}}]', '', 'g')"
+    return f"""({bare} = '' OR regexp_matches({bare}, '^0+$') OR list_contains($placeholders, {bare})
+                OR list_contains($ignore, lower({value})))"""
+
+
+def key_value(value: str) -> str:
+    """SQL: the form in which a key or account id (`value`, trimmed) is found in the graph: an email lower-case."""
+    return f"CASE WHEN {value} LIKE '%@%' THEN lower({value}) ELSE {value} END"
+
+
+# The identifiers of the day's records (the customers export: its rows not applied before, a row edited in place
+# being a new record). An account id or key that is an email is also a key in lower-case, so it meets the email of
+# an account whatever its case; the raw value stays beside it for display and lookups by what was keyed.
+OBSERVED = f"""
 CREATE OR REPLACE TEMP TABLE observed AS
 WITH records AS (
     SELECT 'users:' || kafka_partition || ':' || kafka_offset AS record, event_ts AS seen_at,
-           [{'t': 'user_id', 'v': user_id}, {'t': 'email', 'v': email}, {'t': 'card_id', 'v': card_id},
-            {'t': 'phone', 'v': phone}, {'t': 'name', 'v': name}] AS ids
+           [{{'t': 'user_id', 'v': user_id}}, {{'t': 'email', 'v': email}}, {{'t': 'card_id', 'v': card_id}},
+            {{'t': 'phone', 'v': phone}}, {{'t': 'name', 'v': name}}] AS ids
     FROM raw.users WHERE day = $day AND NOT tombstone
     UNION ALL
-    SELECT 'customers:' || s3_key || ':' || row_no, $day::TIMESTAMP,
-           [{'t': 'user_id', 'v': user_id}, {'t': 'email', 'v': email}, {'t': 'name', 'v': name}]
-    FROM raw.customers
-    WHERE 'customers:' || s3_key || ':' || row_no NOT IN (SELECT record FROM identity.export_records WHERE day < $day)
+    SELECT record, $day::TIMESTAMP, [{{'t': 'user_id', 'v': user_id}}, {{'t': 'email', 'v': email}},
+                                     {{'t': 'name', 'v': name}}]
+    FROM (SELECT *, {CUSTOMERS_RECORD} AS record FROM raw.customers)
+    WHERE record NOT IN (SELECT record FROM identity.export_records WHERE day < $day)
     UNION ALL
     SELECT 'purchases:' || kafka_partition || ':' || kafka_offset, event_ts,
-           [{'t': 'customer_key', 'v': user_id}, {'t': 'email', 'v': email}, {'t': 'card_id', 'v': card_id},
-            {'t': 'phone', 'v': phone}]
+           [{{'t': 'customer_key', 'v': user_id}}, {{'t': 'email', 'v': email}}, {{'t': 'card_id', 'v': card_id}},
+            {{'t': 'phone', 'v': phone}}]
     FROM raw.purchases WHERE day = $day AND NOT tombstone
     UNION ALL
-    SELECT 's3:' || s3_key || ':' || row_no, purchased_at, [{'t': 'customer_key', 'v': user_id}]
+    SELECT 's3:' || s3_key || ':' || row_no, purchased_at, [{{'t': 'customer_key', 'v': user_id}}]
     FROM raw.historical_purchases WHERE day = $day
     UNION ALL
-    SELECT 'redemptions:' || kafka_partition || ':' || kafka_offset, event_ts, [{'t': 'customer_key', 'v': user_id}]
+    SELECT 'redemptions:' || kafka_partition || ':' || kafka_offset, event_ts, [{{'t': 'customer_key', 'v': user_id}}]
     FROM raw.redemptions WHERE day = $day AND NOT tombstone
     UNION ALL
-    SELECT 'user_activity:' || kafka_partition || ':' || kafka_offset, event_ts, [{'t': 'customer_key', 'v': user_id}]
+    SELECT 'user_activity:' || kafka_partition || ':' || kafka_offset, event_ts,
+           [{{'t': 'customer_key', 'v': user_id}}]
     FROM raw.user_activity WHERE day = $day AND NOT tombstone
 ), identifiers AS (
-    SELECT record, seen_at, unnest(ids) AS id FROM records
+    SELECT record, seen_at, id.t AS id_type,
+           CASE WHEN id.t IN ('email', 'name') THEN lower(trim(id.v)) ELSE trim(id.v) END AS id_value,
+           CASE WHEN list_contains($weak, id.t) THEN 'weak' ELSE 'strong' END AS strength
+    FROM (SELECT record, seen_at, unnest(ids) AS id FROM records)
+    WHERE (id.t = 'customer_key' OR list_contains($link_on, id.t) OR list_contains($weak, id.t))
+      AND nullif(trim(id.v), '') IS NOT NULL
 )
-SELECT record, seen_at, id.t AS id_type,
-       CASE WHEN id.t IN ('email', 'name') THEN lower(trim(id.v)) ELSE trim(id.v) END AS id_value,
-       CASE WHEN list_contains($weak, id.t) THEN 'weak' ELSE 'strong' END AS strength
-FROM identifiers
-WHERE (id.t = 'customer_key' OR list_contains($link_on, id.t) OR list_contains($weak, id.t))
-  AND nullif(trim(id.v), '') IS NOT NULL
+SELECT * FROM identifiers WHERE id_type = 'user_id' OR NOT {is_placeholder("id_value")}
+UNION ALL
+SELECT record, seen_at, 'customer_key', {key_value("id_value")}, 'strong' FROM identifiers
+WHERE id_type IN ('user_id', 'customer_key') AND {key_value("id_value")} <> id_value
+  AND NOT {is_placeholder("id_value")}
 """
 
 # A record changes nothing when each of its identifiers is known and they all find one person (a returning
@@ -283,7 +315,16 @@ def build_day(conn: duckdb.DuckDBPyConnection, identity: Identity, window: Windo
     """Resolves the day's identifiers and writes its rows in one transaction; returns counts for metadata."""
     on_day = {"day": day}
     params = {"day": day, "as_of": day - timedelta(days=1)}
-    conn.execute(OBSERVED, {**on_day, "link_on": identity.link_on, "weak": identity.link_if_unique})
+    conn.execute(
+        OBSERVED,
+        {
+            **on_day,
+            "link_on": identity.link_on,
+            "weak": identity.link_if_unique,
+            "placeholders": PLACEHOLDERS,
+            "ignore": identity.ignore_values,
+        },
+    )
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE export_today AS SELECT DISTINCT record FROM observed WHERE record LIKE 'customers:%'"
     )

@@ -9,7 +9,7 @@ from datetime import date
 
 import duckdb
 
-from loyalty_pipeline.identity import link_spans
+from loyalty_pipeline.identity import key_value, link_spans
 from loyalty_pipeline.warehouse import in_span, row_json
 
 DDL = """
@@ -91,7 +91,7 @@ SELECT matched.* EXCLUDE (named_known), bought.user_id AS buyer, bought.purchase
        END AS reason
 FROM matched LEFT JOIN loyalty.enriched_purchases AS bought ON bought.purchase_id = matched.matched_id
 LEFT JOIN ({_LINK_SPANS}) AS returner
-     ON returner.id = matched.customer_key AND {in_span("returner", "matched.day")}
+     ON returner.id = {key_value("matched.customer_key")} AND {in_span("returner", "matched.day")}
 LEFT JOIN ({_LINK_SPANS}) AS buyer ON buyer.id = bought.customer_key AND {in_span("buyer", "matched.day")}
 """
 

@@ -192,3 +192,61 @@ def test_the_lookup_finds_the_person_by_any_identifier(demo, capsys):
         ("u2001", "kris", "kris@example.com", 74.28)
     }
     assert main(["profile", "nobody", "--warehouse", str(demo.warehouse)]) == 1
+
+
+def test_an_email_keyed_in_capitals_resolves_to_the_account_from_every_source(inputs):
+    priced(inputs, ten=10)
+    users(inputs, ("u1", {"name": "Ann", "email": "some.one@mail.example"}, "2022-10-01T07:00:00"))
+    users(inputs, ("Kim@Mail.Example", {"name": "Kim"}, "2022-10-01T07:00:00"), file="keyed_by_email.jsonl")
+    inputs.csv("customers/export.csv", "user_id,name,email,signup_date\nu2,Bo,  BO@Mail.Example ,2020-01-01\n")
+    buy(
+        inputs,
+        ("Some.One@Mail.Example", {"product_id": "ten"}, "2022-10-01T08:00:00"),
+        ("bo@mail.example", {"product_id": "ten"}, "2022-10-01T09:00:00"),
+        ("kim@mail.example", {"product_id": "ten"}, "2022-10-01T09:30:00"),
+        ("u3", {"product_id": "ten", "email": "ZED@Mail.Example"}, "2022-10-01T09:40:00"),
+        ("Zed@mail.example", {"product_id": "ten"}, "2022-10-01T09:50:00"),  # links to u3's profile
+    )
+    inputs.kafka(
+        "user_activity", [("SOME.ONE@MAIL.EXAMPLE", {"event_type": "view", "product_id": "ten"}, "2022-10-01T10:00:00")]
+    )
+    inputs.kafka(
+        "redemptions", [("some.one@MAIL.example", {"redemption_id": "r1", "points": 5}, "2022-10-01T11:00:00")]
+    )
+    inputs.kafka("returns", [("Some.ONE@mail.example", {"purchase_id": "purchases:0:0"}, "2022-10-01T12:00:00")])
+    inputs.csv(
+        "historical_purchases/2022-10-01.csv",
+        "order_id,user_id,product_id,price,purchased_at\nh1,BO@MAIL.EXAMPLE,ten,10.00,2022-10-01T06:00:00Z\n",
+    )
+    inputs.materialize("2022-10-01", assets=("loyalty/sales_totals", "points/point_balances", "raw/user_activity"))
+    assert inputs.query("SELECT customer_key, user_id FROM loyalty.enriched_purchases ORDER BY ALL") == [
+        ("BO@MAIL.EXAMPLE", "u2"),
+        ("Some.One@Mail.Example", "u1"),
+        ("Zed@mail.example", "u3"),
+        ("bo@mail.example", "u2"),
+        ("kim@mail.example", "Kim@Mail.Example"),
+        ("u3", "u3"),
+    ]
+    assert inputs.query("SELECT purchase_id FROM loyalty.returns") == [("purchases:0:0",)]  # hers, not a stranger's
+    assert inputs.query("SELECT user_id, total FROM loyalty.sales_totals ORDER BY 1") == [
+        ("Kim@Mail.Example", 10),
+        ("u2", 20),
+        ("u3", 20),
+    ]
+    # the click and the redemption land on u1 (the redemption is refused for lack of points, but is hers)
+    assert inputs.query(
+        "SELECT DISTINCT ids.customer_id FROM raw.user_activity AS a JOIN identity.current_ids AS ids "
+        "ON ids.id_value = a.user_id UNION ALL SELECT DISTINCT ids.customer_id FROM raw.redemptions AS r "
+        "JOIN identity.current_ids AS ids ON ids.id_value = r.user_id"
+    ) == [("u1",), ("u1",)]
+    # the raw key stays in the graph beside its lower-case form
+    assert inputs.query(
+        "SELECT id_type, id_value, customer_id FROM identity.id_graph WHERE id_value ILIKE 'some.one@%' ORDER BY ALL"
+    ) == [
+        ("customer_key", "SOME.ONE@MAIL.EXAMPLE", "u1"),
+        ("customer_key", "Some.One@Mail.Example", "u1"),
+        ("customer_key", "some.one@MAIL.example", "u1"),
+        ("customer_key", "some.one@mail.example", "u1"),
+        ("email", "some.one@mail.example", "u1"),
+    ]
+    assert inputs.query("SELECT count(*) FROM identity.merges") == [(0,)]
