@@ -652,3 +652,33 @@ def test_a_time_or_number_beyond_its_type_in_any_csv_column_is_quarantined_and_t
         "customers/c.csv:7": "signup_date is not a date (YYYY-MM-DD)",
     }
     assert reasons(inputs) == sorted(expected.items())
+
+
+# --- a historical row whose purchase id another row already has is quarantined, never a second purchase -------
+
+HISTORY = "order_id,user_id,product_id,price,purchased_at\n"
+
+
+@pytest.mark.parametrize("runs", [[(DAY, "2024-06-02")], [(DAY, DAY), ("2024-06-02", "2024-06-02")]])
+def test_a_historical_row_reusing_a_purchase_id_is_quarantined_naming_the_row_kept(inputs, runs):
+    inputs.csv(
+        f"historical_purchases/{DAY}.csv", HISTORY + f"h-1,ana,tea,2.50,{DAY}T07:00:00Z\na:b,ana,c,1,{DAY}T08:00:00Z\n"
+    )
+    inputs.csv(
+        "historical_purchases/2024-06-02.csv",
+        HISTORY + "h-1,ana,tea,3.00,2024-06-02T07:00:00Z\n"  # s3:h-1:tea:1 again
+        "a,ana,b:c,1,2024-06-02T08:00:00Z\n"  # s3:a:b:c:2 again, from other columns
+        "h-2,ana,tea,1.00,2024-06-02T09:00:00Z\n",
+    )
+    for first, last in runs:
+        inputs.materialize(first, last, assets=("loyalty/enriched_purchases",))
+    assert inputs.query("SELECT purchase_id, price::VARCHAR FROM loyalty.enriched_purchases ORDER BY ALL") == [
+        ("s3:a:b:c:2", "1.00"),
+        ("s3:h-1:tea:1", "2.50"),
+        ("s3:h-2:tea:3", "1.00"),
+    ]
+    kept = f"historical_purchases/{DAY}.csv"
+    assert reasons(inputs) == [
+        ("historical_purchases/2024-06-02.csv:2", f"purchase id s3:h-1:tea:1 is already that of {kept}:2"),
+        ("historical_purchases/2024-06-02.csv:3", f"purchase id s3:a:b:c:2 is already that of {kept}:3"),
+    ]

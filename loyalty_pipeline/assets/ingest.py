@@ -487,6 +487,7 @@ def historical_purchases(
             """,
             {"max_price": MAX_PRICE},
         )
+        _quarantine_reused_ids(conn, first, end)
         with transaction(conn):
             _write_dated_export(
                 conn,
@@ -501,6 +502,34 @@ def historical_purchases(
             conn.execute("DELETE FROM raw.historical_files")
             insert_rows(conn, "raw.historical_files", [[key, day] for key, day in valid.items()])
         return _dated_export_result(conn, HISTORICAL_KEY, HISTORICAL_CHECKS, source, len(dated), first, end)
+
+
+# A historical row's purchase_id (SPEC: s3:<order_id>:<product_id>:<row number>), over trimmed ids.
+S3_PURCHASE_ID = "'s3:' || trim(order_id) || ':' || trim(product_id) || ':' || row_no"
+
+
+def _quarantine_reused_ids(conn, first: date, end: date) -> None:
+    """A valid row of `historical_checked` whose purchase_id another row already has (the same order, product and row
+    number in another day's file, or ids whose parts hold ':') is quarantined, naming the row kept: a purchase is
+    never counted twice. A row of a day outside the run (loaded before) stays; within the run, the earliest file's."""
+    conn.execute(
+        f"""UPDATE historical_checked AS h SET reason = 'purchase id ' || reused.id || ' is already that of ' || kept
+            FROM (
+                SELECT *, first_value(location) OVER same AS kept, row_number() OVER same AS copy
+                FROM (
+                    SELECT {S3_PURCHASE_ID} AS id, s3_key, line_no, s3_key || ':' || line_no AS location, file_day AS day
+                    FROM historical_checked WHERE reason IS NULL
+                    UNION ALL
+                    SELECT {S3_PURCHASE_ID}, s3_key, NULL, s3_key || ':' || (row_no + 1), day
+                    FROM raw.historical_purchases
+                    WHERE (day < $first OR day >= $end)
+                      AND {S3_PURCHASE_ID} IN (SELECT {S3_PURCHASE_ID} FROM historical_checked WHERE reason IS NULL)
+                )
+                WINDOW same AS (PARTITION BY id ORDER BY line_no IS NOT NULL, day, s3_key, line_no)
+            ) AS reused
+            WHERE reused.copy > 1 AND h.s3_key = reused.s3_key AND h.line_no = reused.line_no""",
+        {"first": first, "end": end},
+    )
 
 
 S3_RETURNS_DDL = """
