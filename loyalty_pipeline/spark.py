@@ -41,6 +41,7 @@ LAKE_TABLES: dict[str, str | None] = {
     "identity.id_graph": "linked_on",
     "identity.weak_values": "day",
     "identity.ambiguous_values": "day",
+    "identity.crowded_values": "day",
     "identity.merges": "day",
     "identity.export_records": "day",
     "points.point_transactions": "day",
