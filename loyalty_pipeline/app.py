@@ -13,7 +13,7 @@ import sys
 import time
 from html import escape
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, unquote_to_bytes, urlencode
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -21,9 +21,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Match, Route
 
-from loyalty_pipeline.serving import NotPublished, ServingCopy, serving_path, warehouse_path
+from loyalty_pipeline.serving import Ambiguous, NotPublished, ServingCopy, serving_path, warehouse_path
 
 MAX_ID, MAX_QUERY = 200, 100
+MAX_BODY = 16 * 1024  # bytes: a sign-in form is a token, not a file
 VALID = re.compile(r"[^\x00-\x1f\x7f]+")  # printable: no control characters
 COOKIE = "loyalty_app_token"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -43,8 +44,19 @@ def _checked(value: str, limit: int, what: str) -> str | None:
     return None
 
 
+def _secret(token: str | None) -> bytes | None:
+    """The token as bytes (UTF-8; surrogateescape keeps an environment value that is not UTF-8 as its bytes)."""
+    return token.encode("utf-8", "surrogateescape") if token else None
+
+
+def _wire(value: str) -> bytes:
+    """A header or cookie value back to the bytes sent (Starlette decodes them as Latin-1): any bytes compare."""
+    return value.encode("latin-1", "backslashreplace")
+
+
 def create_app(serving_file: Path, token: str | None = None) -> Starlette:
     copy = ServingCopy(serving_file)
+    secret = _secret(token)
 
     async def customer(request: Request) -> Response:
         identifier = request.path_params["identifier"]
@@ -54,6 +66,8 @@ def create_app(serving_file: Path, token: str | None = None) -> Starlette:
             card = copy.card(identifier)
         except NotPublished as error:
             return _problem(503, str(error))
+        except Ambiguous as error:
+            return JSONResponse({"error": str(error), "candidates": error.candidates}, status_code=409)
         if card is None:
             return _problem(404, f"no customer with id {identifier!r}")
         return Response(card, media_type="application/json")
@@ -82,10 +96,13 @@ def create_app(serving_file: Path, token: str | None = None) -> Starlette:
         return HTMLResponse(_layout(body, query), status_code=status)
 
     async def login(request: Request) -> Response:
-        offered = parse_qs((await request.body()).decode(errors="replace")).get("token", [""])[0]
-        if token and hmac.compare_digest(offered, token):
+        # read as Latin-1, byte for byte, so the token compares as the bytes sent whatever they are
+        form = parse_qs((await request.body()).decode("latin-1"), encoding="latin-1")
+        offered = form.get("token", [""])[0].encode("latin-1")
+        if secret and hmac.compare_digest(offered, secret):
             response = RedirectResponse("/", status_code=303)
-            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+            # percent-encoded: a cookie is ASCII, and Set-Cookie cannot carry a token beyond Latin-1 as it is
+            response.set_cookie(COOKIE, quote(secret, safe=""), httponly=True, samesite="strict")
             return response
         return HTMLResponse(_layout(_LOGIN.format(problem="wrong token"), ""), status_code=401)
 
@@ -96,15 +113,20 @@ def create_app(serving_file: Path, token: str | None = None) -> Starlette:
         Route("/api/customers/{identifier:path}", customer),
         Route("/api/version", version),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(GuardAndLog, token=token, routes=routes)])
+    return Starlette(routes=routes, middleware=[Middleware(GuardAndLog, secret=secret, routes=routes)])
+
+
+class BodyTooLarge(Exception):
+    """A request body past MAX_BODY, found while it streams in."""
 
 
 class GuardAndLog:
-    """Asks for the token (when one is set) and logs each request by its route's pattern, never its path: ids, names
-    and emails are personal data. Plain ASGI: it adds microseconds, not a task per request."""
+    """Refuses a body over MAX_BODY (413) before reading it, asks for the token (when one is set), and logs each
+    request by its route's pattern, never its path: ids, names and emails are personal data. Plain ASGI: it adds
+    microseconds, not a task per request."""
 
-    def __init__(self, app, token: str | None, routes: list[Route]):
-        self.app, self.token, self.routes = app, token, routes
+    def __init__(self, app, secret: bytes | None, routes: list[Route]):
+        self.app, self.secret, self.routes = app, secret, routes
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -116,14 +138,29 @@ class GuardAndLog:
                 sent["status"] = message["status"]
             await send(message)
 
-        if self.token and scope["path"] != "/login" and not _authorized(Request(scope), self.token):
-            if scope["path"].startswith("/api/"):
-                refusal = _problem(401, "a token is needed: Authorization: Bearer <LOYALTY_APP_TOKEN>")
-            else:
-                refusal = HTMLResponse(_layout(_LOGIN.format(problem=""), ""), status_code=401)
-            await refusal(scope, receive, noting_status)
+        received = 0
+
+        async def bounded() -> dict:
+            # counted as it arrives: a body without a Content-Length (chunked) stops at the limit, not at its end
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY:
+                raise BodyTooLarge
+            return message
+
+        too_large = _refusal(scope, 413, f"request body over {MAX_BODY} bytes")
+        if _declared_length(scope) > MAX_BODY:
+            await too_large(scope, receive, noting_status)
+        elif self.secret and scope["path"] != "/login" and not _authorized(Request(scope), self.secret):
+            await _refusal(scope, 401, "")(scope, receive, noting_status)
         else:
-            await self.app(scope, receive, noting_status)
+            try:
+                await self.app(scope, bounded, noting_status)
+            except BodyTooLarge:
+                if "status" in sent:
+                    raise
+                await too_large(scope, receive, noting_status)
         # the router notes the route it took; a refused request never reached it
         route = scope.get("route") or next((r for r in self.routes if r.matches(scope)[0] == Match.FULL), None)
         pattern = route.path if route else "?"
@@ -132,17 +169,36 @@ class GuardAndLog:
         )
 
 
-def _authorized(request: Request, token: str) -> bool:
+def _declared_length(scope) -> int:
+    length = dict(scope["headers"]).get(b"content-length", b"0")
+    return int(length) if length.isdigit() else 0  # the server refuses a malformed length itself
+
+
+def _refusal(scope, status: int, message: str) -> Response:
+    """A refusal in the form the path answers in: JSON for the API, the page (with the sign-in form) otherwise."""
+    if scope["path"].startswith("/api/"):
+        return _problem(status, message or "a token is needed: Authorization: Bearer <LOYALTY_APP_TOKEN>")
+    body = _LOGIN.format(problem="") if status == 401 else f'<p class="problem">{escape(message)}</p>'
+    return HTMLResponse(_layout(body, ""), status_code=status)
+
+
+def _authorized(request: Request, secret: bytes) -> bool:
+    """Compared as bytes: a value beyond ASCII is a mismatch, never an error. The cookie holds the token
+    percent-encoded (a cookie set by hand to an ASCII token decodes to itself)."""
     header = request.headers.get("authorization", "")
-    offered = header.removeprefix("Bearer ") if header.startswith("Bearer ") else request.cookies.get(COOKIE, "")
-    return hmac.compare_digest(offered, token)
+    if header.startswith("Bearer "):
+        return hmac.compare_digest(_wire(header.removeprefix("Bearer ")), secret)
+    return hmac.compare_digest(unquote_to_bytes(_wire(request.cookies.get(COOKIE, ""))), secret)
 
 
 def _page_body(copy: ServingCopy, query: str, identifier: str) -> tuple[str, int]:
     if identifier:
         if problem := _checked(identifier, MAX_ID, "customer id"):
             return f'<p class="problem">{escape(problem)}</p>', 400
-        card = copy.card(identifier)
+        try:
+            card = copy.card(identifier)
+        except Ambiguous as error:
+            return f'<p class="problem">{escape(str(error))}</p>{_results(error.candidates)}', 409
         if card is None:
             return f'<p class="problem">No customer with id {escape(identifier)}.</p>', 404
         return _card(json.loads(card)), 200
@@ -152,14 +208,21 @@ def _page_body(copy: ServingCopy, query: str, identifier: str) -> tuple[str, int
         found = copy.search(query)
         if not found:
             return f'<p class="problem">Nobody matches “{escape(query)}”.</p>', 200
-        rows = "".join(
-            f'<tr><td><a href="/?id={escape(person["user_id"])}">{escape(person["user_id"])}</a></td>'
-            f"<td>{escape(person['name'] or '')}</td><td>{escape(person['email'] or '')}</td>"
-            f"<td>{escape(person['reward_level'] or '')}</td></tr>"
-            for person in found
-        )
-        return f'<table class="results"><tr><th>id</th><th>name</th><th>email</th><th>tier</th></tr>{rows}</table>', 200
+        return _results(found), 200
     return "<p>Type a customer id, a name or an email.</p>", 200
+
+
+def _results(people: list[dict]) -> str:
+    """People as a table, each id a link to the card: the id is query-encoded (an `&` in it stays in the id), then
+    HTML-escaped."""
+    rows = "".join(
+        f'<tr><td><a href="/?{escape(urlencode({"id": person["user_id"]}, quote_via=quote))}">'
+        f"{escape(person['user_id'])}</a></td>"
+        f"<td>{escape(person['name'] or '')}</td><td>{escape(person['email'] or '')}</td>"
+        f"<td>{escape(person['reward_level'] or '')}</td></tr>"
+        for person in people
+    )
+    return f'<table class="results"><tr><th>id</th><th>name</th><th>email</th><th>tier</th></tr>{rows}</table>'
 
 
 def _table(headers: tuple[str, ...], rows: list[tuple], css: str) -> str:

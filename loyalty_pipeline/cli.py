@@ -17,8 +17,9 @@ def materialize(args: argparse.Namespace) -> int:
 
 
 def profile(args: argparse.Namespace) -> int:
-    """Prints one customer's card (360 profile, points, ledger, journeys, recommendations) from the serving copy."""
-    from loyalty_pipeline.serving import NotPublished, ServingCopy, serving_path, warehouse_path
+    """Prints one customer's card (360 profile, points, ledger, journeys, recommendations) from the serving copy.
+    An identifier that finds several people (a name two accounts carry) prints them, one a line, and exits 1."""
+    from loyalty_pipeline.serving import Ambiguous, NotPublished, ServingCopy, serving_path, warehouse_path
 
     env = dict(os.environ, **({"LOYALTY_WAREHOUSE": args.warehouse} if args.warehouse else {}))
     copy = ServingCopy(serving_path(warehouse_path(env)))
@@ -27,6 +28,10 @@ def profile(args: argparse.Namespace) -> int:
     except NotPublished as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Ambiguous as error:
+        candidates = [f"  {p['user_id']}  {p['email'] or '-'}  {p['name'] or '-'}" for p in error.candidates]
+        print(f"error: {error}", *candidates, sep="\n", file=sys.stderr)
+        return 1
     if card is None:
         print(f"error: no customer with id {args.user_id!r} in {copy.path}", file=sys.stderr)
         return 1

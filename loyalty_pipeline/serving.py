@@ -105,7 +105,12 @@ CARD = "SELECT card FROM customer.cards WHERE user_id = $id"
 # The people an identifier that is no profile's id may find through the id graph: `$as_is` (trimmed) and
 # `$lowered` (emails and names are kept lower-case). Kept simple so the index on id_value answers it.
 IDENTIFIED = "SELECT id_type, id_value, user_id FROM customer.identifiers WHERE id_value IN ($as_is, $lowered)"
-PRIORITY = ["user_id", "customer_key", "email", "card_id", "phone", "name"]  # which kind of identifier wins
+# The graph keeps a name for one person only (the first to carry it), so the profiles' own names are read too.
+NAMED = "SELECT user_id FROM customer.profile_360 WHERE lower(trim(name)) = $lowered"
+CANDIDATES = """SELECT user_id, name, email, reward_level FROM customer.profile_360 WHERE list_contains($ids, user_id)
+ORDER BY user_id"""
+# What a lookup reads: a database without them was not published by `loyalty-pipeline materialize`.
+NEEDED = ["customer.cards", "customer.copy_info", "customer.identifiers", "customer.profile_360"]
 
 # Up to 20 people whose id, name or email starts with the query (names and emails lower-case).
 SEARCH = """
@@ -124,6 +129,14 @@ ORDER BY user_id LIMIT 20
 
 class NotPublished(Exception):
     """No serving copy yet, or one that cannot be read: the message says what to run."""
+
+
+class Ambiguous(Exception):
+    """An identifier that finds several people: `candidates` holds their user_id, name, email and reward_level."""
+
+    def __init__(self, identifier: str, candidates: list[dict]):
+        super().__init__(f"{identifier!r} finds {len(candidates)} customers: look one up by id")
+        self.candidates = candidates
 
 
 class ServingCopy:
@@ -145,41 +158,66 @@ class ServingCopy:
         if getattr(self._local, "stamp", None) != stamp:
             with self._lock:
                 if self._opened is None or self._opened[0] != stamp:
-                    try:  # attached to a new in-memory database: `connect(path)` would reuse the file it opened
-                        conn = duckdb.connect(config={"threads": 1})
+                    # attached to a new in-memory database: `connect(path)` would reuse the file it opened
+                    conn = duckdb.connect(config={"threads": 1})
+                    try:
                         conn.execute("ATTACH $path AS copy (READ_ONLY)", {"path": str(self.path)})
+                        held = conn.execute(
+                            "SELECT schema_name || '.' || table_name FROM duckdb_tables() WHERE database_name = 'copy'"
+                        ).fetchall()
                     except duckdb.Error as error:
+                        conn.close()
+                        raise self._unreadable(error) from None
+                    if missing := sorted(set(NEEDED) - {name for (name,) in held}):
+                        conn.close()
                         raise NotPublished(
-                            f"the serving copy {self.path} cannot be read ({str(error).splitlines()[0]}): "
+                            f"the serving copy {self.path} is not a serving copy (no {', '.join(missing)}): "
                             "run `loyalty-pipeline materialize` to publish it again"
-                        ) from None
+                        )
                     self._opened = (stamp, conn)  # the old copy closes when its last cursor goes
                 self._local.stamp, self._local.cursor = stamp, self._opened[1].cursor()
                 self._local.cursor.execute("USE copy")
         return self._local.cursor
 
-    def card(self, identifier: str) -> str | None:
-        """The customer's card as JSON text, or None for an identifier nobody has. A profile's own id (most lookups)
-        is one indexed read; any other identifier is found in the id graph first."""
+    def _unreadable(self, error: duckdb.Error) -> NotPublished:
+        return NotPublished(
+            f"the serving copy {self.path} cannot be read ({str(error).splitlines()[0]}): "
+            "run `loyalty-pipeline materialize` to publish it again"
+        )
+
+    def _rows(self, sql: str, params: dict | None = None) -> duckdb.DuckDBPyConnection:
         cursor = self._cursor()
-        found = cursor.execute(CARD, {"id": identifier}).fetchall()
-        if not found:
-            as_is = identifier.strip()
-            matches = [
-                (PRIORITY.index(id_type) if id_type in PRIORITY else len(PRIORITY), user_id)
-                for id_type, id_value, user_id in cursor.execute(
-                    IDENTIFIED, {"as_is": as_is, "lowered": as_is.lower()}
-                ).fetchall()
-                if id_value == (as_is.lower() if id_type in ("email", "name") else as_is)
-            ]
-            if matches:
-                found = cursor.execute(CARD, {"id": min(matches)[1]}).fetchall()
+        try:
+            return cursor.execute(sql, params or {})
+        except (duckdb.CatalogException, duckdb.BinderException) as error:  # a copy of another shape
+            raise self._unreadable(error) from None
+
+    def card(self, identifier: str) -> str | None:
+        """The customer's card as JSON text, or None for an identifier nobody has; `Ambiguous` when it finds several
+        people. A profile's own id (most lookups) is one indexed read and always finds that profile; any other
+        identifier is looked up in the id graph and among the profiles' names."""
+        found = self._rows(CARD, {"id": identifier}).fetchall()
+        if found:
+            return found[0][0]
+        as_is = identifier.strip()
+        lowered = as_is.lower()
+        people = {
+            user_id
+            for id_type, id_value, user_id in self._rows(IDENTIFIED, {"as_is": as_is, "lowered": lowered}).fetchall()
+            if id_value == (lowered if id_type in ("email", "name") else as_is)
+        }
+        people |= {user_id for (user_id,) in self._rows(NAMED, {"lowered": lowered}).fetchall()}
+        if len(people) > 1:
+            cursor = self._rows(CANDIDATES, {"ids": sorted(people)})
+            names = [column[0] for column in cursor.description]
+            raise Ambiguous(identifier, [dict(zip(names, row, strict=True)) for row in cursor.fetchall()])
+        found = self._rows(CARD, {"id": people.pop()}).fetchall() if people else []
         return found[0][0] if found else None
 
     def search(self, query: str) -> list[dict]:
-        cursor = self._cursor().execute(SEARCH, {"q": query})
+        cursor = self._rows(SEARCH, {"q": query})
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def published_at(self) -> str:
-        return str(self._cursor().execute("SELECT published_at FROM customer.copy_info").fetchall()[0][0])
+        return str(self._rows("SELECT published_at FROM customer.copy_info").fetchall()[0][0])

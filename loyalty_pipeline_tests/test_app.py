@@ -1,16 +1,20 @@
 """Issue 16: the customer 360 app's API and page, on the demo's serving copy (Starlette's TestClient)."""
 
+import asyncio
+import html
 import json
 import logging
 import os
+import re
 import shutil
 from decimal import Decimal
+from pathlib import Path
 
 import duckdb
 import pytest
 from starlette.testclient import TestClient
 
-from loyalty_pipeline.app import create_app, run
+from loyalty_pipeline.app import COOKIE, MAX_BODY, create_app, run
 from loyalty_pipeline.serving import serving_path
 
 
@@ -196,3 +200,165 @@ def test_the_cli_profile_prints_the_card(demo, capsys):
 
     assert main(["profile", "kris", "--warehouse", str(demo.warehouse)]) == 0
     assert json.loads(capsys.readouterr().out)["points"]["balance"] == 37
+
+
+def tampered(copy_file: Path, tmp_path: Path, *statements: str) -> Path:
+    """A copy of the demo's serving copy with `statements` run on it."""
+    path = Path(shutil.copy(copy_file, tmp_path / "warehouse.serving.duckdb"))
+    with duckdb.connect(str(path)) as conn:
+        for statement in statements:
+            conn.execute(statement)
+    return path
+
+
+def asgi_post(app, path: str, chunks: int, chunk: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[int, int]:
+    """POSTs `chunks` pieces of `chunk` as a client would stream them; returns the status and how many were read."""
+    pulled, sent = [], []
+
+    async def receive() -> dict:
+        if len(pulled) == chunks:
+            return {"type": "http.disconnect"}
+        pulled.append(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": len(pulled) < chunks}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/x-www-form-urlencoded"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    return next(m["status"] for m in sent if m["type"] == "http.response.start"), len(pulled)
+
+
+@pytest.mark.parametrize("token", ["s3cret", None])
+def test_a_body_over_the_limit_is_413_before_it_is_read(copy_file, token):
+    app = create_app(copy_file, token=token)
+    client = TestClient(app)
+    answer = client.post("/login", content=b"token=" + b"x" * MAX_BODY)
+    assert answer.status_code == 413
+    assert answer.text.count(f"request body over {MAX_BODY} bytes") == 1
+    assert client.post("/api/customers", content=b"x" * (MAX_BODY + 1)).json() == {
+        "error": f"request body over {MAX_BODY} bytes"
+    }
+    # a Content-Length over the limit: refused before one byte is read
+    assert asgi_post(app, "/login", 400, b"x" * 1024, [(b"content-length", b"409600")]) == (413, 0)
+    # streamed without a length (chunked): reading stops at the limit, not at the end of 400 MB
+    assert asgi_post(app, "/login", 400_000, b"x" * 1024, []) == (413, MAX_BODY // 1024 + 1)
+    # a body within the limit is read as before
+    assert client.post("/login", data={"token": "wrong"}).status_code == 401
+
+
+def test_non_ascii_tokens_are_a_401_or_work_never_a_500(copy_file):
+    client = TestClient(create_app(copy_file, token="s3cret"))
+    assert client.get("/api/customers/kris", headers={"Authorization": "Bearer pässwort".encode()}).status_code == 401
+    assert client.get("/api/customers/kris", headers={"Cookie": f"{COOKIE}=pässwort".encode()}).status_code == 401
+    assert client.get("/", headers={"Cookie": f'{COOKIE}="p\\344ss"'}).status_code == 401  # an escaped byte
+    assert client.post("/login", data={"token": "pässwort"}).status_code == 401
+    assert client.post("/login", content=b"token=p%FF%FEss\xff").status_code == 401  # not UTF-8 at all
+
+    secret = "pässwört €"  # a configured token beyond ASCII works by header, form and cookie
+    client = TestClient(create_app(copy_file, token=secret))
+    assert client.get("/api/customers/kris").status_code == 401
+    assert client.get("/api/customers/kris", headers={"Authorization": "Bearer s3cret"}).status_code == 401
+    authorization = ("Bearer " + secret).encode()
+    assert client.get("/api/customers/kris", headers={"Authorization": authorization}).status_code == 200
+    assert client.post("/login", data={"token": secret}, follow_redirects=False).status_code == 303
+    assert client.get("/api/customers/kris").status_code == 200  # by the cookie the form set
+    assert client.cookies[COOKIE].isascii()
+
+
+def test_links_encode_the_id_so_it_cannot_add_parameters(copy_file, tmp_path):
+    odd = 'zz&id=u2001 "<b>'
+    path = tampered(
+        copy_file,
+        tmp_path,
+        f"INSERT INTO customer.profile_360 (user_id, name) VALUES ('{odd}', 'zz')",
+        f"INSERT INTO customer.identifiers VALUES ('user_id', '{odd}', '{odd}')",
+        f"""INSERT INTO customer.cards SELECT '{odd}', json_merge_patch(card, json_object('user_id', '{odd}',
+            'name', 'zz')) FROM customer.cards WHERE user_id = 'u2001'""",
+    )
+    client = TestClient(create_app(path))
+    results = client.get("/", params={"q": "zz"}).text
+    href = re.search(r'<a href="([^"]*)">', results).group(1)
+    assert href == "/?id=zz%26id%3Du2001%20%22%3Cb%3E"
+    assert "<b>" not in results and "zz&amp;id=u2001 &quot;&lt;b&gt;</a>" in results
+    card = client.get(html.unescape(href)).text  # following the link opens zz's card, not u2001's
+    assert f'data-user="{html.escape(odd)}"' in card and 'data-user="u2001"' not in card
+
+
+NOT_A_COPY = "is not a serving copy (no customer."
+
+
+@pytest.mark.parametrize(
+    "statements",
+    [
+        (),  # an empty database
+        ("CREATE TABLE notes (x INTEGER)",),  # someone else's
+        ("CREATE SCHEMA customer", "CREATE TABLE customer.profile_360 (user_id VARCHAR)"),  # half of one
+    ],
+)
+def test_a_database_without_the_copys_tables_is_503_naming_what_to_run(tmp_path, statements):
+    path = tmp_path / "warehouse.serving.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        for statement in statements:
+            conn.execute(statement)
+    client = TestClient(create_app(path))
+    for url in ("/api/customers/kris", "/api/customers?q=kr", "/api/version"):
+        answer = client.get(url)
+        assert answer.status_code == 503
+        assert NOT_A_COPY in answer.json()["error"]
+        assert answer.json()["error"].endswith("run `loyalty-pipeline materialize` to publish it again")
+    for params in ({"id": "kris"}, {"q": "kr"}):
+        answer = client.get("/", params=params)
+        assert answer.status_code == 503 and NOT_A_COPY in answer.text
+
+
+def test_a_copy_with_a_table_of_another_shape_is_503(copy_file, tmp_path):
+    path = tampered(
+        copy_file,
+        tmp_path,
+        "DROP TABLE customer.identifiers",
+        "CREATE TABLE customer.identifiers (id_type VARCHAR, value VARCHAR, user_id VARCHAR)",
+    )
+    answer = TestClient(create_app(path)).get("/api/customers/kris")
+    assert answer.status_code == 503
+    assert answer.json()["error"].startswith(f"the serving copy {path} cannot be read (")
+
+
+def test_a_name_several_people_carry_lists_them_instead_of_one_card(copy_file, tmp_path):
+    path = tampered(
+        copy_file,
+        tmp_path,
+        "INSERT INTO customer.profile_360 (user_id, name, email) VALUES ('u9999', ' Kris', 'other.kris@example.com')",
+        "INSERT INTO customer.identifiers VALUES ('user_id', 'u9999', 'u9999')",
+        """INSERT INTO customer.cards SELECT 'u9999', json_merge_patch(card, '{"user_id": "u9999", "name": " Kris"}')
+           FROM customer.cards WHERE user_id = 'u2001'""",
+    )
+    client = TestClient(create_app(path))
+    answer = client.get("/api/customers/KRIS")
+    assert answer.status_code == 409
+    assert answer.json() == {
+        "error": "'KRIS' finds 2 customers: look one up by id",
+        "candidates": [
+            {"user_id": "u2001", "name": "kris", "email": "kris@example.com", "reward_level": "CLIMBING"},
+            {"user_id": "u9999", "name": " Kris", "email": "other.kris@example.com", "reward_level": None},
+        ],
+    }
+    page = client.get("/", params={"id": "kris"})
+    assert page.status_code == 409
+    assert '<a href="/?id=u2001">u2001</a>' in page.text and '<a href="/?id=u9999">u9999</a>' in page.text
+    # an id, or an identifier only one person has, still finds one card
+    assert client.get("/api/customers/u9999").json()["user_id"] == "u9999"
+    assert client.get("/api/customers/kris@example.com").json()["user_id"] == "u2001"

@@ -1,5 +1,6 @@
 """`loyalty-pipeline materialize` as a user runs it (a subprocess, or `main` in process): a summary, an exit status."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 
 from loyalty_pipeline.cli import main
 from loyalty_pipeline_tests.conftest import SEED_DATA
+from loyalty_pipeline_tests.test_points import buy, priced
 
 CLI = str(Path(sys.executable).parent / "loyalty-pipeline")
 
@@ -74,3 +76,42 @@ def test_a_failed_step_is_reported_and_exits_one(inputs, capsys):
     out, err = capsys.readouterr()
     assert out.rstrip().endswith("FAILED: a step or a blocking check failed (see above)")
     assert "id graph: 2024-06-03 needs the graph at the end of 2024-06-02" in out + err  # the first chain step
+
+
+def test_profile_of_a_name_two_accounts_carry_lists_them_and_exits_one(inputs, capsys):
+    priced(inputs, ten=10)
+    inputs.kafka(
+        "users",
+        [
+            ("u1", {"name": "Sam", "email": "sam@one.example"}, "2022-10-01T07:00:00"),
+            ("u3", {"name": "Kim"}, "2022-10-01T07:40:00"),
+            ("u2", {"name": "SAM ", "email": "sam@two.example"}, "2022-10-02T07:00:00"),  # the name was unique before
+        ],
+        file="users.jsonl",
+    )
+    buy(inputs, ("sam", "ten", "2022-10-01T08:00:00"), ("kim", "ten", "2022-10-02T08:00:00"))
+    inputs.materialize("2022-10-01", "2022-10-02", assets=("customer/serving_snapshot",))
+    common = ["--warehouse", str(inputs.warehouse)]
+    for name in ("Sam", "sam", " SAM"):
+        assert main(["profile", name, *common]) == 1
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err.splitlines() == [
+            f"error: {name!r} finds 2 customers: look one up by id",
+            "  u1  sam@one.example  Sam",
+            "  u2  sam@two.example  SAM ",
+        ]
+    for identifier, person in (("u2", "u2"), ("sam@two.example", "u2"), ("u1", "u1"), ("kim", "u3")):
+        assert main(["profile", identifier, *common]) == 0
+        assert json.loads(capsys.readouterr().out)["user_id"] == person
+
+
+def test_profile_on_a_database_that_is_not_a_serving_copy_is_one_line(tmp_path, capsys):
+    with duckdb.connect(str(tmp_path / "warehouse.serving.duckdb")) as conn:
+        conn.execute("CREATE TABLE notes (x INTEGER)")
+    assert main(["profile", "kris", "--warehouse", str(tmp_path / "warehouse.duckdb")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: the serving copy {tmp_path / 'warehouse.serving.duckdb'} is not a serving copy (no "
+        "customer.cards, customer.copy_info, customer.identifiers, customer.profile_360): "
+        "run `loyalty-pipeline materialize` to publish it again"
+    ]
