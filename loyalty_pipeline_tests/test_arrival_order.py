@@ -35,7 +35,7 @@ TABLES = [
     "raw.historical_purchases", "raw.rejected_records", "loyalty.all_products", "loyalty.enriched_purchases",
     "loyalty.sales_totals", "loyalty.caffeine_index", "loyalty.promotions", "points.point_transactions",
     "points.lot_allocations", "points.point_balances", "customer.profile_360", "customer.recommendations",
-    "journey.journey_state", "journey.activations",
+    "journey.journey_state", "journey.activations", "journey.reached_activations", "identity.merges",
 ]  # fmt: skip
 
 
@@ -50,6 +50,9 @@ def files(seed: int) -> dict[str, str]:
     def message(path: str, topic: str, key, payload, at: str) -> None:
         offsets[topic] = offsets.get(topic, -1) + 1
         out.setdefault(path, []).append(json.dumps(envelope(topic, key, payload, at, 0, offsets[topic])))
+
+    def at_day(n: int, hour: int) -> str:
+        return f"{DAYS[n]}T{hour:02d}:00:00.000"
 
     for day in DAYS:
 
@@ -96,6 +99,17 @@ def files(seed: int) -> dict[str, str]:
                 {"redemption_id": f"r{day}", "points": rng.choice([3, 8, 30])},
                 at(18),
             )
+    # a card key with no account, and customer u8, are both sent the coupon before day 4, when an order keyed by the
+    # card carries u8's email: two profiles merge, and both earlier activations stay
+    message(f"kafka/purchases/purchases-{DAYS[0]}.jsonl", "purchases", "K5", {"product_id": "coffee"}, at_day(0, 7))
+    message(f"kafka/purchases/purchases-{DAYS[1]}.jsonl", "purchases", "u8", {"product_id": "coffee"}, at_day(1, 7))
+    message(
+        f"kafka/purchases/purchases-{DAYS[3]}.jsonl",
+        "purchases",
+        "K5",
+        {"product_id": "cake", "email": "u8@x"},
+        at_day(3, 7),
+    )
     # late: a till that was offline on day 2 syncs after later days, with a price change it had seen
     late = "kafka/purchases/purchases-late.jsonl"
     message(late, "purchases", "u1", {"product_id": "coffee", "order_id": "late"}, f"{DAYS[1]}T09:00:00.000")
@@ -116,7 +130,7 @@ def files(seed: int) -> dict[str, str]:
     )
     texts[f"s3/historical_purchases/{DAYS[3]}.csv"] = f"{header}\nh2,u7,cake,40.00,{DAYS[3]}T07:00:00Z\n"
     texts["s3/customers/customers.csv"] = (
-        "user_id,name,email,signup_date\nu1,Una,u1@x,2024-01-01\nu7,Sev,u7@x,2024-01-01\n"
+        "user_id,name,email,signup_date\nu1,Una,u1@x,2024-01-01\nu7,Sev,u7@x,2024-01-01\nu8,Ute,u8@x,2024-01-01\n"
     )
     return texts
 
@@ -163,3 +177,6 @@ def test_any_arrival_order_settles_on_the_batch_answer(inputs, order):
     assert materialize_days(batch_defs, DAYS[0].isoformat(), DAYS[-1].isoformat()).success
     differing = [table for table in TABLES if table_rows(inputs.warehouse, table) != table_rows(batch_warehouse, table)]
     assert differing == []
+    assert inputs.query("SELECT merged_id, into_id FROM identity.merges") == [("K5", "u8")]
+    sent = "SELECT customer_id FROM journey.activations WHERE activation = 'tea_coupon'"
+    assert {"K5", "u8"} <= {customer for (customer,) in inputs.query(sent)}
