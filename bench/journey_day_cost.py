@@ -73,13 +73,15 @@ def synthesize(conn, customers: int, purchases: int, days: int) -> None:
 ONE_DAY = timedelta(days=1)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--purchases", type=int, default=3_000_000)
-    parser.add_argument("--days", type=int, default=10)
+    parser.add_argument("--days", type=int, default=10, help="at least 2 (the first day is not in the median)")
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.days < 2:
+        parser.error("--days must be at least 2")
     rules = Rules.model_validate({"journeys": JOURNEYS})
     with tempfile.TemporaryDirectory() as tmp:
         conn = duckdb.connect(str(Path(tmp) / "journeys.duckdb"))

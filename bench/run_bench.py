@@ -1,6 +1,8 @@
 """`make bench`: the pipeline against a plain DuckDB script and pandas, on the same generated inputs, in one run.
 
     python bench/run_bench.py [--customers N] [--days D] [--seed S] [--incremental-customers M] [--no-incremental]
+    python bench/run_bench.py --customers 200 --days 3 --incremental-customers 200 --incremental-short 1
+        --incremental-long 3 --app-clients 2 --app-seconds 1 --work-dir /tmp/b --out /tmp/b.json  (the smallest)
 
 1. Generates inputs (`bench/generate.py`, in-process) into `bench/data/c<N>_d<D>_s<S>/`, or reuses them when
    that folder's manifest has the same parameters. Purchases ~= N * D / 30, clickstream ~= 5 x purchases.
@@ -14,9 +16,11 @@
 4. The customer 360 app (`bench/app_load.py`): 20 clients for 30 s on random ids of the pipeline's serving copy,
    while a materialize run rebuilds its last day; p50/p99 latency, lookups per second and errors.
 5. Incremental cost (unless --no-incremental): 366 days for M customers; materializes days 1..30, times day 31
-   alone, materializes 32..365, times day 366 alone (`--from/--to`). Then `late_file_cost.py` at M customers:
-   an on-time day and a late file, each next to the time DuckDB spent on that run's SQL alone.
-6. Writes `bench/results/latest.json` and prints a table.
+   alone, materializes 32..365, times day 366 alone (`--from/--to`; 30 and 365 are --incremental-short and
+   --incremental-long). Then `late_file_cost.py` at M customers and 30 days: an on-time day and a file 30 days
+   late, each next to the time DuckDB spent on that run's SQL alone.
+6. Writes `bench/results/latest.json` (or --out) and prints a table; exits 1 if a run failed, the three
+   disagree, or a lookup failed.
 """
 
 import argparse
@@ -219,10 +223,11 @@ def agrees(report: dict, tables=TABLES) -> bool:
 # ---------------------------------------------------------------------------------------------------- main
 
 
-def incremental(args, work: Path) -> dict:
-    days = 366
+def incremental(args, data_root: Path, work: Path) -> dict:
+    short, long = args.incremental_short, args.incremental_long
+    days = long + 1
     start = date.fromisoformat(args.start)
-    folder = BENCH / "data" / f"inc_c{args.incremental_customers}_d{days}_s{args.seed}"
+    folder = data_root / f"inc_c{args.incremental_customers}_d{days}_s{args.seed}"
     manifest, generate_s = ensure_data(folder, args.incremental_customers, days, args.seed, start)
     warehouse = work / "incremental.duckdb"
     for stale in work.glob("incremental*.duckdb*"):
@@ -233,14 +238,17 @@ def incremental(args, work: Path) -> dict:
         f"incremental: {manifest['rows']['purchases']} purchases over {days} days, {args.incremental_customers} customers"
     )
     timeout = args.pipeline_timeout
-    history_30 = materialize(folder, warehouse, logs / "inc_days_1_30.log", day(1), day(30), timeout)
-    day_31 = materialize(folder, warehouse, logs / "inc_day_31.log", day(31), timeout=timeout)
-    print(f"  days 1..30 {history_30['wall_s']}s, day 31 alone {day_31['wall_s']}s")
-    history_365 = materialize(folder, warehouse, logs / "inc_days_32_365.log", day(32), day(365), timeout)
-    day_366 = materialize(folder, warehouse, logs / "inc_day_366.log", day(366), timeout=timeout)
-    for run in (history_30, day_31, history_365, day_366):
+    history_short = materialize(folder, warehouse, logs / f"inc_days_1_{short}.log", day(1), day(short), timeout)
+    day_short = materialize(folder, warehouse, logs / f"inc_day_{short + 1}.log", day(short + 1), timeout=timeout)
+    print(f"  days 1..{short} {history_short['wall_s']}s, day {short + 1} alone {day_short['wall_s']}s")
+    history_long = materialize(
+        folder, warehouse, logs / f"inc_days_{short + 2}_{long}.log", day(short + 2), day(long), timeout
+    )
+    day_long = materialize(folder, warehouse, logs / f"inc_day_{days}.log", day(days), timeout=timeout)
+    runs = (history_short, day_short, history_long, day_long)
+    for run in runs:
         run["steps"] = dict(list(run.get("steps", {}).items())[:10])  # the ten slowest
-    print(f"  days 32..365 {history_365['wall_s']}s, day 366 alone {day_366['wall_s']}s")
+    print(f"  days {short + 2}..{long} {history_long['wall_s']}s, day {days} alone {day_long['wall_s']}s")
     startup = measure([str(CLI), "--help"], logs / "cli_help.log", pipeline_env())
     return {
         "customers": args.incremental_customers,
@@ -249,13 +257,15 @@ def incremental(args, work: Path) -> dict:
         "clickstream_events": manifest["rows"]["user_activity"],
         "purchases_per_day": round(manifest["rows"]["purchases"] / days),
         "generate_s": generate_s,
-        "day_31_after_30_days": day_31,
-        "day_366_after_365_days": day_366,
-        "ratio_366_vs_31": round(day_366["wall_s"] / day_31["wall_s"], 2) if day_31["wall_s"] else None,
-        "setup_days_1_30": history_30,
-        "setup_days_32_365": history_365,
+        f"day_{short + 1}_after_{short}_days": day_short,
+        f"day_{days}_after_{long}_days": day_long,
+        f"ratio_{days}_vs_{short + 1}": round(day_long["wall_s"] / day_short["wall_s"], 2)
+        if day_short["wall_s"]
+        else None,
+        f"setup_days_1_{short}": history_short,
+        f"setup_days_{short + 2}_{long}": history_long,
         "cli_startup_s": startup["wall_s"],
-        "ok": all(run["exit_code"] == 0 for run in (history_30, day_31, history_365, day_366)),
+        "ok": all(run["exit_code"] == 0 for run in runs),
     }
 
 
@@ -273,7 +283,21 @@ def main(argv: list[str] | None = None) -> int:
         default=5_000,
         help="customers of the 366-day data set for the incremental cost (default 5000)",
     )
+    parser.add_argument(
+        "--incremental-short", type=int, default=30, help="days of history before the first timed day (default 30)"
+    )
+    parser.add_argument(
+        "--incremental-long", type=int, default=365, help="days of history before the second timed day (default 365)"
+    )
     parser.add_argument("--no-incremental", action="store_true", help="skip the incremental measurement")
+    parser.add_argument("--app-clients", type=int, default=20, help="clients of the 360 app's load (default 20)")
+    parser.add_argument("--app-seconds", type=float, default=30, help="seconds of the 360 app's load (default 30)")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=BENCH / "data",
+        help="where the generated inputs and the runs' warehouses and logs go (default bench/data)",
+    )
     parser.add_argument(
         "--pipeline-timeout",
         type=float,
@@ -287,19 +311,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default=str(BENCH / "results" / "latest.json"))
     args = parser.parse_args(argv)
+    if not 0 < args.incremental_short < args.incremental_long - 1:
+        parser.error("needs 0 < --incremental-short < --incremental-long - 1 (a history between the two days)")
     global MEMORY_LIMIT
     MEMORY_LIMIT = args.memory_limit
     if not CLI.exists():
         print(f"error: {CLI} not found: install the package in this Python's environment (make bench does)")
         return 2
 
-    folder = BENCH / "data" / f"c{args.customers}_d{args.days}_s{args.seed}"
-    work = BENCH / "data" / "work"
+    folder = args.work_dir / f"c{args.customers}_d{args.days}_s{args.seed}"
+    work = args.work_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     manifest, generate_s = ensure_data(folder, args.customers, args.days, args.seed, date.fromisoformat(args.start))
     rows = manifest["rows"]
     print(
-        f"data: {folder.relative_to(ROOT)} ({'generated in ' + str(generate_s) + 's' if generate_s else 'reused'}): "
+        f"data: {folder} ({'generated in ' + str(generate_s) + 's' if generate_s else 'reused'}): "
         f"{rows['purchases']} purchases, {rows['user_activity']} clickstream events, {args.customers} customers, "
         f"{args.days} days"
     )
@@ -379,20 +405,27 @@ def main(argv: list[str] | None = None) -> int:
     if runs["pipeline"]["exit_code"] == 0:  # the 360 app on this serving copy, while a run rewrites the last day
         from app_load import measure as app_load  # beside this script
 
-        result["app_lookups"] = app_load(warehouse, folder, clients=20, seconds=30, logs=logs)
+        result["app_lookups"] = app_load(
+            warehouse, folder, clients=args.app_clients, seconds=args.app_seconds, logs=logs
+        )
     if not args.no_incremental:
-        result["incremental"] = incremental(args, work)
+        result["incremental"] = incremental(args, args.work_dir, work)
         # one on-time day and one late file, driven by the sensor, each next to the day's SQL alone
         from late_file_cost import main as late_file_cost  # beside this script
 
-        result["one_day"] = late_file_cost(["--customers", str(args.incremental_customers), "--days", "30"])
+        short = str(args.incremental_short)
+        result["one_day"] = late_file_cost(
+            ["--customers", str(args.incremental_customers), "--days", short, "--back", short]
+        )
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print_table(result)
     print(f"written {out}")
-    return 0 if result["agree"] and not failed and result.get("incremental", {}).get("ok", True) else 1
+    ok = [result["agree"], not failed, result.get("incremental", {}).get("ok", True)]
+    ok += [result.get("one_day", {}).get("ok", True), result.get("app_lookups", {}).get("errors", 0) == 0]
+    return 0 if all(ok) else 1
 
 
 CORE_STEPS = [  # kafka_topics also ingests the clickstream and redemptions, which the baselines do not
@@ -441,12 +474,15 @@ def print_table(result: dict) -> None:
         )
     inc = result.get("incremental")
     if inc:
+        timed = ", ".join(
+            f"{key.replace('_', ' ')} {run['wall_s']}s" for key, run in inc.items() if key.startswith("day_")
+        )
         print(
             f"incremental ({inc['customers']} customers, ~{inc['purchases_per_day']} purchases/day): "
-            f"day 31 after 30 days {inc['day_31_after_30_days']['wall_s']}s, "
-            f"day 366 after 365 days {inc['day_366_after_365_days']['wall_s']}s "
-            f"(CLI start-up {inc['cli_startup_s']}s)"
+            f"{timed} (CLI start-up {inc['cli_startup_s']}s)"
         )
+    if one_day := result.get("one_day"):
+        print(f"one day through the sensor: ok {one_day['ok']}, on time {one_day['on_time_day']['seconds']}s")
 
 
 if __name__ == "__main__":
