@@ -39,6 +39,9 @@ CREATE TABLE IF NOT EXISTS identity.weak_values (  -- which accounts carry each 
 CREATE TABLE IF NOT EXISTS identity.ambiguous_values (  -- weak values several people carry: they link nothing
     id_value VARCHAR NOT NULL, day DATE NOT NULL
 );
+CREATE TABLE IF NOT EXISTS identity.crowded_values (  -- strong values too many accounts carry: they link nothing
+    id_value VARCHAR NOT NULL, accounts BIGINT NOT NULL, day DATE NOT NULL  -- from this day on
+);
 CREATE TABLE IF NOT EXISTS identity.merges (  -- profiles that became one: merged_id is into_id from day on
     day DATE NOT NULL, merged_id VARCHAR NOT NULL, into_id VARCHAR NOT NULL, cause VARCHAR NOT NULL
 );
@@ -146,6 +149,36 @@ DELETE FROM observed WHERE record IN (
            ON k.id_type = o.id_type AND k.id_value = o.id_value
     GROUP BY o.record HAVING bool_and(k.customer_id IS NOT NULL) AND count(DISTINCT k.customer_id) = 1
 )
+"""
+
+# Strong values that would put more than $max_accounts accounts in one person (a shared office address, a shop's
+# card): from the day on they link nothing, and are listed (identity.crowded_values). A value joining several people
+# brings the accounts those people had before the day, and the new account ids on its records.
+CROWDED = """
+CREATE OR REPLACE TEMP TABLE crowded AS
+WITH touched AS (
+    SELECT v.id_value, coalesce(k.customer_id, o.id_value) AS person,
+           o.id_type = 'user_id' AND k.customer_id IS NULL AS new_account
+    FROM observed AS v
+    JOIN observed AS o ON o.record = v.record AND o.strength = 'strong'
+    LEFT JOIN known AS k ON k.id_value = o.id_value
+    WHERE v.strength = 'strong' AND v.id_type <> 'user_id'
+), linking AS (
+    SELECT id_value, person, new_account FROM touched
+    WHERE id_value IN (SELECT id_value FROM touched GROUP BY id_value HAVING count(DISTINCT person) > 1)
+), accounts_of AS (  -- the accounts of the people they join, as of the day before
+    SELECT id_value AS account, arg_max(customer_id, linked_on) AS person FROM identity.id_graph
+    WHERE id_type = 'user_id' AND linked_on < $day
+      AND id_value IN (SELECT id_value FROM identity.id_graph WHERE id_type = 'user_id' AND linked_on < $day
+                       AND customer_id IN (SELECT person FROM linking))
+    GROUP BY id_value
+), accounts AS (
+    SELECT l.id_value, l.person, a.account FROM linking AS l JOIN accounts_of AS a ON a.person = l.person
+    UNION
+    SELECT id_value, person, person FROM linking WHERE new_account
+)  -- a value joining one person with accounts to account-less keys adds no account
+SELECT id_value, count(DISTINCT account) AS accounts FROM accounts GROUP BY id_value
+HAVING count(DISTINCT person) > 1 AND count(DISTINCT account) > $max_accounts
 """
 
 # The people the day's strong values belonged to before the day.
@@ -328,8 +361,19 @@ def build_day(conn: duckdb.DuckDBPyConnection, identity: Identity, window: Windo
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE export_today AS SELECT DISTINCT record FROM observed WHERE record LIKE 'customers:%'"
     )
+    conn.execute(
+        "DELETE FROM observed WHERE strength = 'strong' AND id_type <> 'user_id' "
+        "AND id_value IN (SELECT id_value FROM identity.crowded_values WHERE day < $day)",
+        on_day,
+    )
     conn.execute(SETTLED, on_day)
     conn.execute(KNOWN, {"as_of": params["as_of"]})
+    conn.execute(CROWDED, {**on_day, "max_accounts": identity.max_accounts_per_value})
+    conn.execute(
+        "DELETE FROM observed WHERE strength = 'strong' AND id_type <> 'user_id' "
+        "AND id_value IN (SELECT id_value FROM crowded)"
+    )
+    conn.execute("DELETE FROM known WHERE id_value NOT IN (SELECT id_value FROM observed WHERE strength = 'strong')")
     conn.execute(STRONG_EDGES)
     conn.execute(ACCOUNT_VERTICES, on_day)
     components(conn, "first_pass")
@@ -355,6 +399,8 @@ def build_day(conn: duckdb.DuckDBPyConnection, identity: Identity, window: Windo
             ("DELETE FROM identity.weak_values WHERE day = $day", on_day),
             ("DELETE FROM identity.merges WHERE day = $day", on_day),
             ("DELETE FROM identity.ambiguous_values WHERE day = $day", on_day),
+            ("DELETE FROM identity.crowded_values WHERE day = $day", on_day),
+            ("INSERT INTO identity.crowded_values SELECT id_value, accounts, $day FROM crowded", on_day),
             ("INSERT INTO identity.ambiguous_values SELECT id_value, $day FROM weak_carriers WHERE people > 1", on_day),
             ("DELETE FROM identity.export_records WHERE day = $day", on_day),
             ("INSERT INTO identity.id_graph SELECT * FROM day_graph", {}),

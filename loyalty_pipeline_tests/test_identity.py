@@ -1,5 +1,7 @@
 """Identity resolution: one person, one profile, across event keys, account ids, emails, cards and names."""
 
+from datetime import date
+
 import duckdb
 import pytest
 
@@ -249,4 +251,83 @@ def test_an_email_keyed_in_capitals_resolves_to_the_account_from_every_source(in
         ("customer_key", "some.one@mail.example", "u1"),
         ("email", "some.one@mail.example", "u1"),
     ]
+    assert inputs.query("SELECT count(*) FROM identity.merges") == [(0,)]
+
+
+def test_placeholder_values_are_no_identifiers(inputs):
+    priced(inputs, ten=10)
+    inputs.rules("identity: {ignore_values: ['NoReply@Shop.Example']}\n")
+    day = "2022-10-01T07:00:00"
+    users(
+        inputs,
+        ("u1", {"name": "Ann", "email": "N/A", "phone": "0", "card_id": "C1"}, day),
+        ("u2", {"name": "Bo", "email": "n/a", "phone": "null", "card_id": "null"}, day),
+        ("u3", {"name": "Cy", "email": " - ", "phone": "000-000 00", "card_id": "Unknown"}, day),
+        ("u4", {"name": "Di", "email": "noreply@shop.example ", "phone": "+00 0", "card_id": "N.A."}, day),
+        ("u5", {"name": "Ed", "email": "none", "phone": "0", "card_id": "?"}, day),
+    )
+    buy(
+        inputs,
+        ("u1", {"product_id": "ten"}, "2022-10-01T08:00:00"),
+        ("u2", {"product_id": "ten"}, "2022-10-01T08:00:00"),
+        ("null", {"product_id": "ten", "card_id": "C1"}, "2022-10-01T09:00:00"),  # a placeholder key links nothing
+    )
+    inputs.materialize("2022-10-01", assets=("loyalty/sales_totals",))
+    assert inputs.query("SELECT user_id, total FROM loyalty.sales_totals ORDER BY 1") == [
+        ("null", 10),
+        ("u1", 10),
+        ("u2", 10),
+    ]
+    assert inputs.query(
+        "SELECT id_type, id_value FROM identity.id_graph WHERE id_type IN ('email', 'phone', 'card_id')"
+    ) == [("card_id", "C1")]
+    assert inputs.query("SELECT count(*) FROM identity.merges") == [(0,)]
+
+
+def test_a_value_too_many_accounts_carry_links_nothing_and_is_listed(inputs):
+    priced(inputs, ten=10)
+    inputs.rules("identity: {max_accounts_per_value: 2}\n")
+    users(
+        inputs,
+        ("u1", {"name": "A", "email": "desk@x", "card_id": "C1"}, "2022-10-01T07:00:00"),
+        ("u2", {"name": "B", "email": "desk@x"}, "2022-10-01T07:10:00"),  # two accounts: one person
+        ("u3", {"name": "C", "email": "desk@x"}, "2022-10-02T07:00:00"),  # a third: desk@x links nothing from now on
+        ("u4", {"name": "D", "email": "desk@x"}, "2022-10-03T07:00:00"),
+        ("u5", {"name": "E", "card_id": "C1"}, "2022-10-03T07:00:00"),  # would make u1's person three accounts
+    )
+    buy(
+        inputs,
+        ("k8", {"product_id": "ten"}, "2022-10-01T08:00:00"),
+        ("desk@x", {"product_id": "ten"}, "2022-10-02T08:00:00"),  # keyed by it: the person it found before
+        ("k8", {"product_id": "ten", "card_id": "C1"}, "2022-10-02T09:00:00"),  # joins u1 and adds no account
+        ("k9", {"product_id": "ten", "email": "desk@x"}, "2022-10-03T08:00:00"),  # links nothing: k9 its own
+    )
+    result = inputs.materialize("2022-10-01", "2022-10-03", assets=("loyalty/sales_totals",))
+    assert inputs.query("SELECT day::VARCHAR, merged_id, into_id FROM identity.merges ORDER BY ALL") == [
+        ("2022-10-02", "k8", "u1")
+    ]
+    assert inputs.query(
+        "SELECT id_value, customer_id FROM identity.current_ids WHERE id_value LIKE 'u%' ORDER BY 1"
+    ) == [("u1", "u1"), ("u2", "u1"), ("u3", "u3"), ("u4", "u4"), ("u5", "u5")]
+    assert inputs.query("SELECT user_id, total FROM loyalty.sales_totals ORDER BY 1") == [("k9", 10), ("u1", 30)]
+    check = next(c for c in result.get_asset_check_evaluations() if c.check_name == "crowded_values")
+    assert not check.passed and check.metadata["values"].value == [
+        {"value": "desk@x", "accounts": 3, "since": "2022-10-02"},
+        {"value": "C1", "accounts": 3, "since": "2022-10-03"},
+    ]
+
+
+def test_three_thousand_accounts_sharing_one_email_stay_apart_quickly(inputs):
+    import time
+
+    priced(inputs, ten=10)
+    users(
+        inputs, *[(f"u{i}", {"name": f"N{i}", "email": "Same@X.example"}, "2022-10-01T07:00:00") for i in range(3000)]
+    )
+    buy(inputs, ("same@x.example", {"product_id": "ten"}, "2022-10-01T08:00:00"))
+    started = time.monotonic()
+    inputs.materialize("2022-10-01", assets=("identity/id_graph",))
+    assert time.monotonic() - started < 30
+    assert inputs.query("SELECT count(DISTINCT customer_id), count(*) FROM identity.current_ids") == [(3000, 3000)]
+    assert inputs.query("SELECT * FROM identity.crowded_values") == [("same@x.example", 3000, date(2022, 10, 1))]
     assert inputs.query("SELECT count(*) FROM identity.merges") == [(0,)]

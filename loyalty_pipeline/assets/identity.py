@@ -32,7 +32,26 @@ def ambiguous_weak_values(conn, rules, days) -> tuple[bool, dict]:
     }
 
 
-CHECKS = [ambiguous_weak_values, duplicate_check(ID_GRAPH_KEY, ["id_type", "id_value", "linked_on"], "linked_on")]
+@check(
+    "Values more accounts carry than identity.max_accounts_per_value allows link nothing from the day they "
+    "would have; lists them.",
+    blocking=False,
+)
+def crowded_values(conn, rules, days) -> tuple[bool, dict]:
+    found = conn.execute(
+        "SELECT id_value, accounts, day::VARCHAR FROM identity.crowded_values ORDER BY day, id_value LIMIT 50"
+    ).fetchall()
+    return not found, {
+        "crowded_values": count(conn, "SELECT 1 FROM identity.crowded_values"),
+        "values": dg.MetadataValue.json([{"value": v, "accounts": a, "since": d} for v, a, d in found]),
+    }
+
+
+CHECKS = [
+    ambiguous_weak_values,
+    crowded_values,
+    duplicate_check(ID_GRAPH_KEY, ["id_type", "id_value", "linked_on"], "linked_on"),
+]
 
 
 @dg.asset(
