@@ -331,3 +331,33 @@ def test_three_thousand_accounts_sharing_one_email_stay_apart_quickly(inputs):
     assert inputs.query("SELECT count(DISTINCT customer_id), count(*) FROM identity.current_ids") == [(3000, 3000)]
     assert inputs.query("SELECT * FROM identity.crowded_values") == [("same@x.example", 3000, date(2022, 10, 1))]
     assert inputs.query("SELECT count(*) FROM identity.merges") == [(0,)]
+
+
+def test_a_customers_row_edited_in_place_is_applied_and_converges_to_a_batch_run(inputs, tmp_path):
+    priced(inputs, ten=10)
+    header = "user_id,name,email,signup_date\n"
+    inputs.csv("customers/export.csv", header + "u1,Ann,old@x,2020-01-01\nu2,Bo,bo@x,2020-01-01\n")
+    buy(
+        inputs,
+        ("old@x", {"product_id": "ten"}, "2022-10-01T08:00:00"),
+        ("New@X", {"product_id": "ten"}, "2022-10-02T08:00:00"),
+    )
+    assets = ("loyalty/sales_totals", "customer/profile_360")
+    inputs.materialize("2022-10-01", assets=assets)
+    inputs.csv("customers/export.csv", header + "u1,Ann,new@x,2020-01-01\nu2,Bo,bo@x,2020-01-01\n")  # in place
+    inputs.materialize("2022-10-02", assets=assets)
+    assert inputs.query("SELECT customer_key, user_id FROM loyalty.enriched_purchases ORDER BY ALL") == [
+        ("New@X", "u1"),
+        ("old@x", "u1"),
+    ]
+    inputs.materialize("2022-10-01", "2022-10-02", assets=assets)  # what the sensor runs for a customers change
+    at_once = tmp_path / "at_once.duckdb"
+    inputs.materialize("2022-10-01", "2022-10-02", assets=assets, LOYALTY_WAREHOUSE=str(at_once))
+    with duckdb.connect() as conn:
+        conn.execute(f"ATTACH '{inputs.warehouse}' AS daily (READ_ONLY); ATTACH '{at_once}' AS once (READ_ONLY)")
+        for schema, table in conn.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = 'once' "
+            "AND schema_name IN ('identity', 'loyalty', 'customer')"
+        ).fetchall():
+            query = f"SELECT * FROM {{}}.{schema}.{table} ORDER BY ALL"
+            assert conn.execute(query.format("daily")).fetchall() == conn.execute(query.format("once")).fetchall()
