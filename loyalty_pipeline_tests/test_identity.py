@@ -361,3 +361,23 @@ def test_a_customers_row_edited_in_place_is_applied_and_converges_to_a_batch_run
         ).fetchall():
             query = f"SELECT * FROM {{}}.{schema}.{table} ORDER BY ALL"
             assert conn.execute(query.format("daily")).fetchall() == conn.execute(query.format("once")).fetchall()
+
+
+@pytest.mark.parametrize(
+    "identity, message",
+    [
+        ("{max_accounts_per_value: 0}", "identity.max_accounts_per_value: Input should be greater than or equal to 1"),
+        ("{max_accounts_per_value: true}", "identity.max_accounts_per_value: Input should be a valid integer"),
+        ("{ignore_values: ['  ']}", "identity.ignore_values.0: String should have at least 1 character"),
+        ("{ignore_values: [3]}", "identity.ignore_values.0: Input should be a valid string"),
+    ],
+)
+def test_identity_settings_are_checked_at_load(tmp_path, identity, message):
+    from loyalty_pipeline.config import RulesError, load_rules
+
+    path = tmp_path / "loyalty.yaml"
+    path.write_text(f"identity: {identity}\n")
+    with pytest.raises(RulesError, match=message):
+        load_rules(path)
+    path.write_text("identity: {ignore_values: [' NoReply@Shop ', noreply@shop]}\n")
+    assert load_rules(path).identity.ignore_values == ["noreply@shop"]
