@@ -25,6 +25,8 @@ from loyalty_pipeline.serving import Ambiguous, NotPublished, ServingCopy, servi
 
 MAX_ID, MAX_QUERY = 200, 100
 MAX_BODY = 16 * 1024  # bytes: a sign-in form is a token, not a file
+TOO_LARGE = f"request body over {MAX_BODY} bytes"
+TOKEN_NEEDED = "a token is needed: Authorization: Bearer <LOYALTY_APP_TOKEN>"
 VALID = re.compile(r"[^\x00-\x1f\x7f]+")  # printable: no control characters
 COOKIE = "loyalty_app_token"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -149,18 +151,17 @@ class GuardAndLog:
                 raise BodyTooLarge
             return message
 
-        too_large = _refusal(scope, 413, f"request body over {MAX_BODY} bytes")
         if _declared_length(scope) > MAX_BODY:
-            await too_large(scope, receive, noting_status)
+            await _refusal(scope, 413, TOO_LARGE)(scope, receive, noting_status)
         elif self.secret and scope["path"] != "/login" and not _authorized(Request(scope), self.secret):
-            await _refusal(scope, 401, "")(scope, receive, noting_status)
+            await _refusal(scope, 401, TOKEN_NEEDED)(scope, receive, noting_status)
         else:
             try:
                 await self.app(scope, bounded, noting_status)
             except BodyTooLarge:
                 if "status" in sent:
                     raise
-                await too_large(scope, receive, noting_status)
+                await _refusal(scope, 413, TOO_LARGE)(scope, receive, noting_status)
         # the router notes the route it took; a refused request never reached it
         route = scope.get("route") or next((r for r in self.routes if r.matches(scope)[0] == Match.FULL), None)
         pattern = route.path if route else "?"
@@ -177,7 +178,7 @@ def _declared_length(scope) -> int:
 def _refusal(scope, status: int, message: str) -> Response:
     """A refusal in the form the path answers in: JSON for the API, the page (with the sign-in form) otherwise."""
     if scope["path"].startswith("/api/"):
-        return _problem(status, message or "a token is needed: Authorization: Bearer <LOYALTY_APP_TOKEN>")
+        return _problem(status, message)
     body = _LOGIN.format(problem="") if status == 401 else f'<p class="problem">{escape(message)}</p>'
     return HTMLResponse(_layout(body, ""), status_code=status)
 

@@ -105,12 +105,18 @@ CARD = "SELECT card FROM customer.cards WHERE user_id = $id"
 # The people an identifier that is no profile's id may find through the id graph: `$as_is` (trimmed) and
 # `$lowered` (emails and names are kept lower-case). Kept simple so the index on id_value answers it.
 IDENTIFIED = "SELECT id_type, id_value, user_id FROM customer.identifiers WHERE id_value IN ($as_is, $lowered)"
-# The graph keeps a name for one person only (the first to carry it), so the profiles' own names are read too.
-NAMED = "SELECT user_id FROM customer.profile_360 WHERE lower(trim(name)) = $lowered"
+# Every profile's name and email as a lookup finds them (trimmed, lower-case), built when a copy is published: the
+# id graph keeps a name (or a value many accounts share) for one person only, so two Sams need this to be seen.
+NAMES = """
+SELECT lower(trim(name)) AS value, user_id FROM customer.profile_360 WHERE name IS NOT NULL
+UNION ALL
+SELECT lower(trim(email)), user_id FROM customer.profile_360 WHERE email IS NOT NULL
+"""
+NAMED = "SELECT user_id FROM customer.names WHERE value = $lowered"
 CANDIDATES = """SELECT user_id, name, email, reward_level FROM customer.profile_360 WHERE list_contains($ids, user_id)
 ORDER BY user_id"""
 # What a lookup reads: a database without them was not published by `loyalty-pipeline materialize`.
-NEEDED = ["customer.cards", "customer.copy_info", "customer.identifiers", "customer.profile_360"]
+NEEDED = ["customer.cards", "customer.copy_info", "customer.identifiers", "customer.names", "customer.profile_360"]
 
 # Up to 20 people whose id, name or email starts with the query (names and emails lower-case).
 SEARCH = """
@@ -171,7 +177,8 @@ class ServingCopy:
                     if missing := sorted(set(NEEDED) - {name for (name,) in held}):
                         conn.close()
                         raise NotPublished(
-                            f"the serving copy {self.path} is not a serving copy (no {', '.join(missing)}): "
+                            f"the serving copy {self.path} has no {', '.join(missing)} (not a serving copy, or "
+                            "one an older version published): "
                             "run `loyalty-pipeline materialize` to publish it again"
                         )
                     self._opened = (stamp, conn)  # the old copy closes when its last cursor goes
@@ -195,7 +202,7 @@ class ServingCopy:
     def card(self, identifier: str) -> str | None:
         """The customer's card as JSON text, or None for an identifier nobody has; `Ambiguous` when it finds several
         people. A profile's own id (most lookups) is one indexed read and always finds that profile; any other
-        identifier is looked up in the id graph and among the profiles' names."""
+        identifier is looked up in the id graph and among the profiles' names and emails."""
         found = self._rows(CARD, {"id": identifier}).fetchall()
         if found:
             return found[0][0]

@@ -15,7 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from loyalty_pipeline.app import COOKIE, MAX_BODY, create_app, run
-from loyalty_pipeline.serving import serving_path
+from loyalty_pipeline.serving import NAMES, serving_path
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +298,7 @@ def test_links_encode_the_id_so_it_cannot_add_parameters(copy_file, tmp_path):
     assert f'data-user="{html.escape(odd)}"' in card and 'data-user="u2001"' not in card
 
 
-NOT_A_COPY = "is not a serving copy (no customer."
+NOT_A_COPY = "(not a serving copy, or one an older version published)"
 
 
 @pytest.mark.parametrize(
@@ -343,6 +343,9 @@ def test_a_name_several_people_carry_lists_them_instead_of_one_card(copy_file, t
         tmp_path,
         "INSERT INTO customer.profile_360 (user_id, name, email) VALUES ('u9999', ' Kris', 'other.kris@example.com')",
         "INSERT INTO customer.identifiers VALUES ('user_id', 'u9999', 'u9999')",
+        "INSERT INTO customer.profile_360 (user_id, email) VALUES ('u9997', 'N/A'), ('u9998', ' n/a')",
+        "INSERT INTO customer.identifiers VALUES ('email', 'n/a', 'u9998')",  # the graph lists one
+        f"INSERT INTO customer.names SELECT * FROM ({NAMES}) WHERE user_id LIKE 'u999_'",  # as a publish writes it
         """INSERT INTO customer.cards SELECT 'u9999', json_merge_patch(card, '{"user_id": "u9999", "name": " Kris"}')
            FROM customer.cards WHERE user_id = 'u2001'""",
     )
@@ -359,6 +362,9 @@ def test_a_name_several_people_carry_lists_them_instead_of_one_card(copy_file, t
     page = client.get("/", params={"id": "kris"})
     assert page.status_code == 409
     assert '<a href="/?id=u2001">u2001</a>' in page.text and '<a href="/?id=u9999">u9999</a>' in page.text
+    # so does an email several profiles carry
+    answer = client.get("/api/customers/N%2FA")
+    assert answer.status_code == 409 and [c["user_id"] for c in answer.json()["candidates"]] == ["u9997", "u9998"]
     # an id, or an identifier only one person has, still finds one card
     assert client.get("/api/customers/u9999").json()["user_id"] == "u9999"
     assert client.get("/api/customers/kris@example.com").json()["user_id"] == "u2001"

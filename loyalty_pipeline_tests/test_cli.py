@@ -111,7 +111,7 @@ def test_profile_on_a_database_that_is_not_a_serving_copy_is_one_line(tmp_path, 
         conn.execute("CREATE TABLE notes (x INTEGER)")
     assert main(["profile", "kris", "--warehouse", str(tmp_path / "warehouse.duckdb")]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"error: the serving copy {tmp_path / 'warehouse.serving.duckdb'} is not a serving copy (no "
-        "customer.cards, customer.copy_info, customer.identifiers, customer.profile_360): "
-        "run `loyalty-pipeline materialize` to publish it again"
+        f"error: the serving copy {tmp_path / 'warehouse.serving.duckdb'} has no customer.cards, customer.copy_info, "
+        "customer.identifiers, customer.names, customer.profile_360 (not a serving copy, or one an older version "
+        "published): run `loyalty-pipeline materialize` to publish it again"
     ]

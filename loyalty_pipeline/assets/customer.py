@@ -26,7 +26,7 @@ from loyalty_pipeline.metadata import preview, table_metadata
 from loyalty_pipeline.profiles import PROFILE_360, totals_from_start
 from loyalty_pipeline.resources import RulesResource, Warehouse, WarehouseError
 from loyalty_pipeline.rules_sql import load_tiers
-from loyalty_pipeline.serving import CARDS, SERVED_TABLES, serving_path
+from loyalty_pipeline.serving import CARDS, NAMES, SERVED_TABLES, serving_path
 from loyalty_pipeline.warehouse import OWNERS, PORTABLE_KINDS, WAREHOUSE_POOL, count, insert_rows, transaction
 
 # Every identifier the id graph knows and the person it finds now: what a lookup by any id, email or name reads.
@@ -234,6 +234,8 @@ def _cards(conn, rules) -> None:
         },
     )
     conn.execute("CREATE INDEX cards_by_id ON serving.customer.cards (user_id)")
+    conn.execute("CREATE TABLE serving.customer.names AS " + NAMES)
+    conn.execute("CREATE INDEX names_by_value ON serving.customer.names (value)")
     conn.execute("CREATE INDEX identifiers_by_value ON serving.customer.identifiers (id_value)")
     conn.execute("CREATE TABLE serving.customer.copy_info AS SELECT $1 AS published_at", [published_at])
 
