@@ -88,11 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", default="2024-01-01")
     parser.add_argument("--master", default="local[2]", help="LOYALTY_SPARK_MASTER (default local[2])")
     parser.add_argument("--out", default=str(BENCH / "results" / "engines.json"))
+    parser.add_argument(
+        "--work-dir", type=Path, default=BENCH / "data", help="where the inputs and the two warehouses go (bench/data)"
+    )
     args = parser.parse_args(argv)
 
-    data = BENCH / "data" / f"c{args.customers}_d{args.days}_s{args.seed}"
+    data = args.work_dir / f"c{args.customers}_d{args.days}_s{args.seed}"
     manifest, _ = run_bench.ensure_data(data, args.customers, args.days, args.seed, date.fromisoformat(args.start))
-    work = BENCH / "data" / "work" / "engines"
+    work = args.work_dir / "work" / "engines"
     work.mkdir(parents=True, exist_ok=True)
     runs = {engine: run(data, work, engine, args.master) for engine in ("duckdb", "spark")}
     failed = [engine for engine, result in runs.items() if result["exit_code"] != 0]
