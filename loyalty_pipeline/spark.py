@@ -263,10 +263,13 @@ class SparkWarehouse:
         return sorted(self._path(name).glob("**/*.parquet"))
 
     def _read_lake(self, name: str):
+        """The table in its declared column order: Spark reads a partition column last, and statements read `*` by
+        position (INSERT ... SELECT *, EXCEPT ALL, UNION ALL)."""
         schema = self._spark_schema(name)
         if not self._files(name):
             return self.spark.createDataFrame([], schema)
-        return self.spark.read.schema(schema).option("basePath", str(self._path(name))).parquet(str(self._path(name)))
+        frame = self.spark.read.schema(schema).option("basePath", str(self._path(name))).parquet(str(self._path(name)))
+        return frame.select(*(f"`{column}`" for column, _ in self._columns(name)))
 
     def _declare(self, statement: exp.Expression, params) -> None:
         """DDL: a lake table's columns go to its `lake.` table (and a CREATE ... AS writes it); others run on DuckDB."""

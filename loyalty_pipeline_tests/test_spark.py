@@ -268,3 +268,23 @@ def test_duckdb_writes_run_in_order_at_the_commit_and_are_not_read_stale(lake_ta
     with pytest.raises(NotImplementedError, match="raw.days read after a write"):
         conn.execute("SELECT count(*) FROM raw.days")  # Spark's copy would not show the delete
     conn.execute("ROLLBACK")
+
+
+def test_a_lake_table_reads_in_its_declared_column_order(spark_session, tmp_path: Path, monkeypatch):
+    """Spark reads a day-partitioned table's partition column last; statements read `*` by position (INSERT ...
+    SELECT *, EXCEPT ALL), so the lake must read in the declared order once it has files, as before."""
+    monkeypatch.setitem(LAKE_TABLES, "loyalty.m", "day")
+    duck = duckdb.connect(str(tmp_path / "w.duckdb"))
+    conn = SparkWarehouse(spark_session, duck, tmp_path / "lake")
+    conn.execute("CREATE SCHEMA IF NOT EXISTS loyalty; CREATE TABLE loyalty.m (v VARCHAR, day DATE, n INT)")
+    conn.execute("CREATE TEMP TABLE wanted AS SELECT 'a' AS v, DATE '2024-06-01' AS day, 1 AS n")
+    for _ in range(2):  # on an empty table, then on one with files
+        conn.execute("BEGIN TRANSACTION")
+        assert [c[0] for c in conn.execute("SELECT * FROM loyalty.m").description] == ["v", "day", "n"]
+        conn.execute("DELETE FROM loyalty.m")
+        conn.execute("INSERT INTO loyalty.m SELECT * FROM wanted")
+        conn.execute("COMMIT")
+        assert conn.execute("SELECT * FROM loyalty.m EXCEPT ALL SELECT * FROM wanted").fetchall() == []
+    assert duck.execute("SELECT * FROM loyalty.m").fetchall() == [("a", date(2024, 6, 1), 1)]
+    conn.close()
+    duck.close()
