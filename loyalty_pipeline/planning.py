@@ -10,6 +10,9 @@ batch run over the same files:
 * a change without a day (a customers export) re-runs its downstream over every built day: journeys judge
   exported customers from the first day.
 
+"Built" counts every chain (id graph, ledger, journey state, activations): a run killed between their steps leaves
+one ahead of another, and the next plan runs everything from the first day one of them lacks.
+
 One run at a time: while one of the instance's runs is queued or in progress, nothing is planned (each plan
 reads a settled warehouse, and DuckDB has one writer).
 """
@@ -35,7 +38,10 @@ IN_FLIGHT = [
 ]
 # Dagster's tags for a run over a partition key range: public as strings, not as names in its public API.
 RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
-CHAIN_DAYS = ["points.ledger_days", "journey.journey_days"]
+# Every table of days a step marks built: the self-dependent chains (id graph, ledger, journey state) and the
+# activations handed out. A run killed between steps leaves them apart; a plan covers the days any one lacks.
+CHAIN_DAYS = ["identity.graph_days", "points.ledger_days", "journey.journey_days", "journey.activation_days"]
+PLAN_TAG = "loyalty/plan"  # a sensor's run carries its run key: the next tick looks at how the run ended
 
 
 def input_days(sources, rules) -> tuple[date, date] | None:
@@ -66,15 +72,15 @@ def run_in_flight(instance: dg.DagsterInstance) -> str | None:
 
 @dataclass(frozen=True)
 class Built:
-    """The days the self-dependent chain (ledger and journeys) has built."""
+    """The days the chains have built (CHAIN_DAYS)."""
 
-    first: date | None = None
-    last: date | None = None
-    gap: date | None = None  # the first day in [first, last] missing from the ledger or the journeys
+    first: date | None = None  # the first day any chain built
+    last: date | None = None  # the last day any chain built
+    gap: date | None = None  # the first day in [first, last] that one of them lacks
 
 
 def built_days(database: str) -> Built:
-    """Read from the warehouse; raises duckdb.IOException while a writer holds it."""
+    """Read from the warehouse; raises duckdb.IOException while a writer holds it. A missing table has no day."""
     if not Path(database).exists():
         return Built()
     with duckdb.connect(database, read_only=True) as conn:
@@ -82,10 +88,11 @@ def built_days(database: str) -> Built:
             f"{schema}.{table}"
             for schema, table in conn.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
         }
-        if not all(table in present for table in CHAIN_DAYS):
+        chains = [table for table in CHAIN_DAYS if table in present]
+        if not chains:
             return Built()
         first, last, gap = conn.execute(
-            f"""WITH chains AS ({" UNION ALL ".join(f"SELECT day, '{t}' AS chain FROM {t}" for t in CHAIN_DAYS)}),
+            f"""WITH chains AS ({" UNION ALL ".join(f"SELECT day, '{t}' AS chain FROM {t}" for t in chains)}),
                      span AS (SELECT min(day) AS first, max(day) AS last FROM chains)
                 SELECT first, last, (SELECT min(d::DATE) FROM range(first, last + 1, INTERVAL 1 DAY) AS r(d)
                                      WHERE (SELECT count(DISTINCT chain) FROM chains WHERE day = d::DATE) < $chains)
@@ -148,15 +155,17 @@ def run_request(
     new_days = not built.last or first < built.first or last > built.last or built.gap
     selection = None if new_days else dg.AssetSelection.assets(*change.sources).downstream().resolve(graph)
     checks = None if selection is None else [key for key in graph.asset_check_keys if key.asset_key in selection]
-    tags = {REASON_TAG: "; ".join(change.what)[:1000]}
+    fingerprint = hashlib.sha1(repr((sorted(change.versions), first, last)).encode()).hexdigest()
+    run_key = f"{first}..{last}:{fingerprint[:12]}"
+    # the plan's tag finds its run again, whoever launched it (the daemon, or run_in_process)
+    tags = {REASON_TAG: "; ".join(change.what)[:1000], PLAN_TAG: run_key}
     partition_key = None
     if first == last:
         partition_key = first.isoformat()
     else:
         tags |= {RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()}
-    fingerprint = hashlib.sha1(repr((sorted(change.versions), first, last)).encode()).hexdigest()
     return dg.RunRequest(
-        run_key=f"{first}..{last}:{fingerprint[:12]}",
+        run_key=run_key,
         job_name=job_name,
         partition_key=partition_key,
         asset_selection=None if selection is None else sorted(selection),

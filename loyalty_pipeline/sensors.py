@@ -1,11 +1,17 @@
 """Sensors: new, rewritten or removed input files request one run of everything they feed (see planning.py).
 
-Each sensor's cursor maps every file it has seen to its version (ETag, or mtime and size locally), and for Kafka
-snapshots the days the file held, so a restart neither misses nor repeats a file, and a rewritten file re-runs
-the days it used to hold as well as the new ones. While a run is in progress a tick waits (cursor unchanged):
-the next tick plans on the settled warehouse.
+Each sensor's cursor maps every file it has seen to its version, and for Kafka snapshots the days the file held, so
+a restart neither misses nor repeats a file, and a rewritten file re-runs the days it used to hold as well as the
+new ones. A version is the ETag on S3 and a hash of the bytes of a local file: a rewrite may keep the size and the
+mtime (`cp -p`, `rsync -a`).
+
+The cursor also names the last run requested. Its files count as done once that run succeeded; if it failed or
+was canceled (a plan a step refused, a killed run), the next tick plans them again on what is built by then, up to
+MAX_ATTEMPTS runs in a row, then waits for an input to change. While a run is in progress a tick waits (cursor
+unchanged): the next tick plans on the settled warehouse.
 """
 
+import hashlib
 import json
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -16,9 +22,27 @@ import duckdb
 from loyalty_pipeline import kafka, planning
 from loyalty_pipeline.assets.ingest import customers, dated_file, historical_purchases, raw_topics, s3_returns
 from loyalty_pipeline.jobs import everything_job
-from loyalty_pipeline.resources import EventSources, RulesResource, Warehouse, file_version
+from loyalty_pipeline.resources import EventSources, LocalStore, RulesResource, Warehouse, file_version
 
 TICK_SECONDS = 15
+MAX_ATTEMPTS = 3  # failed runs of the same files in a row before a sensor waits for a new change
+PLAN = "plan"  # the cursor's entry for the last run requested (a file's entry is a path, with a "/")
+FAILED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
+_hashes: dict[str, tuple[tuple, str]] = {}  # path -> (stat key, hash): a file is read again only when it moved
+
+
+def content_version(path: Path) -> str:
+    """A hash of a local file's bytes, cached while its size, mtime, inode and ctime stay (writing a file moves
+    its ctime, whatever mtime it is given back)."""
+    stat = path.stat()
+    key = (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
+    cached = _hashes.get(str(path))
+    if cached is None or cached[0] != key:
+        with path.open("rb") as file:
+            digest = hashlib.file_digest(file, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+        cached = _hashes[str(path)] = (key, digest)
+    return cached[1]
 
 
 def _days(entry: list) -> tuple[date, date] | None:
@@ -26,14 +50,46 @@ def _days(entry: list) -> tuple[date, date] | None:
     return (date.fromisoformat(entry[1]), date.fromisoformat(entry[2])) if entry[1] else None
 
 
+def _settle(context: dg.SensorEvaluationContext) -> tuple[dict, dict, dg.DagsterRun | None, int]:
+    """From the stored cursor: the files seen, the files as the last plan requested them, and that plan's run if it
+    failed, with the failed runs in a row. A failed plan's files are seen as they were before it: planned again."""
+    requested = json.loads(context.cursor or "{}")
+    plan = requested.pop(PLAN, None)
+    if plan:
+        runs = context.instance.get_runs(filters=dg.RunsFilter(tags={planning.PLAN_TAG: plan["run_key"]}), limit=1)
+        # a run the instance does not know (deleted from the history) counts as done
+        if runs and runs[0].status in FAILED:
+            seen = dict(requested)
+            for path, entry in plan["before"].items():
+                if entry is None:
+                    seen.pop(path)
+                else:
+                    seen[path] = entry
+            return seen, requested, runs[0], plan["attempts"]
+    return requested, requested, None, 0
+
+
 def _plan(
     context: dg.SensorEvaluationContext,
     change: planning.Change,
-    cursor: dict,
+    settled: tuple[dict, dict, dg.DagsterRun | None, int],
+    now: dict,
     warehouse: Warehouse,
     rules: RulesResource,
 ) -> dg.SensorResult:
     """The run `change` needs on the settled warehouse, and the cursor that remembers it was requested."""
+    seen, requested, failed, attempts = settled
+    if failed is not None:
+        if now == requested and attempts >= MAX_ATTEMPTS:
+            return dg.SensorResult(
+                skip_reason=f"run {failed.run_id} failed {attempts} times in a row on the same files; waiting for an "
+                "input to change (see the run's log)"
+            )
+        attempts = attempts + 1 if now == requested else 1
+        change.what.append(f"retry of run {failed.run_id} ({failed.status.value})")
+        change.versions.append(failed.run_id)  # a new run key: Dagster launches a run key once
+    else:
+        attempts = 1
     try:
         built = planning.built_days(warehouse.database)
     except duckdb.IOException:
@@ -42,10 +98,13 @@ def _plan(
     request = planning.run_request(
         context.repository_def, everything_job.name, change, built, (rules.first_day(), today)
     )
-    cursor = json.dumps(cursor, sort_keys=True)
     if request is None:
-        return dg.SensorResult(skip_reason=f"nothing to run for {', '.join(change.what)}", cursor=cursor)
-    return dg.SensorResult(run_requests=[request], cursor=cursor)
+        return dg.SensorResult(
+            skip_reason=f"nothing to run for {', '.join(change.what)}", cursor=json.dumps(now, sort_keys=True)
+        )
+    before = {path: seen.get(path) for path in set(now) | set(seen) if now.get(path) != seen.get(path)}
+    cursor = {**now, PLAN: {"run_key": request.run_key, "before": before, "attempts": attempts}}
+    return dg.SensorResult(run_requests=[request], cursor=json.dumps(cursor, sort_keys=True))
 
 
 @dg.sensor(
@@ -61,17 +120,15 @@ def kafka_new_files(
     waiting = planning.run_in_flight(context.instance)
     if waiting:
         return dg.SensorResult(skip_reason=waiting)
+    settled = _settle(context)
     # path -> [version, first day, last day]; a cursor of older releases held the version alone
-    seen = {
-        path: entry if isinstance(entry, list) else [entry, None, None]
-        for path, entry in json.loads(context.cursor or "{}").items()
-    }
+    seen = {path: entry if isinstance(entry, list) else [entry, None, None] for path, entry in settled[0].items()}
     now, change = {}, planning.Change()
     for topic, asset in raw_topics.items():
         for path in sources.kafka_files(topic):
-            version, before = file_version(path), seen.get(str(path))
-            if before and before[0] == version:
-                now[str(path)] = before
+            version, before = content_version(path), seen.get(str(path))
+            if before and before[0] in (version, file_version(path)):  # older releases stored mtime and size
+                now[str(path)] = [version, *before[1:]]
                 continue
             days = kafka.event_day_range([path], rules.first_day(), rules.latest_event_time())
             now[str(path)] = [version, *(day.isoformat() if day else None for day in days or (None, None))]
@@ -85,7 +142,7 @@ def kafka_new_files(
         return dg.SensorResult(
             skip_reason="no new, rewritten or removed Kafka snapshot files", cursor=json.dumps(now, sort_keys=True)
         )
-    return _plan(context, change, now, warehouse, rules)
+    return _plan(context, change, (seen, *settled[1:]), now, warehouse, rules)
 
 
 @dg.sensor(
@@ -101,16 +158,19 @@ def s3_new_files(
     waiting = planning.run_in_flight(context.instance)
     if waiting:
         return dg.SensorResult(skip_reason=waiting)
-    seen = json.loads(context.cursor) if context.cursor else {}
+    settled = _settle(context)
+    seen = settled[0]
     store = sources.object_store()
-    now = {
+    listed = {
         obj.key: obj.version
         for prefix in ("historical_purchases/", "returns/", "customers/")
         for obj in store.list_objects(prefix)
     }
+    local = isinstance(store, LocalStore)  # listed with mtime and size, which a rewrite may keep: hash the bytes
+    now = {key: content_version(store.root / key) if local else version for key, version in listed.items()}
     change, skipped = planning.Change(), []
     for key in sorted(set(now) | set(seen)):
-        if now.get(key) == seen.get(key):
+        if key in now and seen.get(key) in (now[key], listed[key]):  # older releases stored the listed version
             continue
         what = f"{key} ({'removed' if key not in now else 'rewritten' if key in seen else 'new'})"
         if key.startswith("customers/"):
@@ -130,4 +190,4 @@ def s3_new_files(
             skip_reason="no new files under historical_purchases/, returns/ or customers/",
             cursor=json.dumps(now, sort_keys=True),
         )
-    return _plan(context, change, now, warehouse, rules)
+    return _plan(context, change, settled, now, warehouse, rules)

@@ -1,15 +1,21 @@
 """The S3 sensor, evaluated for real against a local folder and against moto's S3 server over HTTP."""
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from loyalty_pipeline import ledger
 from loyalty_pipeline.definitions import build_defs
-from loyalty_pipeline.planning import RANGE_END_TAG, RANGE_START_TAG
-from loyalty_pipeline_tests.conftest import SENSORS
+from loyalty_pipeline.planning import PLAN_TAG, RANGE_END_TAG, RANGE_START_TAG, run_in_process
+from loyalty_pipeline.runs import materialize_days
+from loyalty_pipeline.sensors import MAX_ATTEMPTS
+from loyalty_pipeline_tests import test_arrival_order as arrival
+from loyalty_pipeline_tests.conftest import QUIET, SENSORS
 
 HEADER = "order_id,user_id,product_id,price,purchased_at\n"
 
@@ -50,10 +56,11 @@ def check_sensor(defs_for, put):
 
 def test_sensor_on_a_local_folder(inputs):
     def put(key, text):
-        inputs.csv(key, text)
-        # mtime granularity: make a rewrite visible even within the same clock tick
         path = inputs.root / "s3" / key
-        path.touch()
+        if path.exists():  # a rewrite keeping size and mtime (cp -p, rsync -a) is seen by its bytes
+            keep_mtime(path, lambda: inputs.csv(key, text))
+        else:
+            inputs.csv(key, text)
 
     check_sensor(lambda: build_defs(inputs.env()), put)
 
@@ -177,3 +184,133 @@ def test_the_schedule_on_an_empty_warehouse_starts_at_the_first_day_with_events(
     inputs.csv("historical_purchases/2024-06-03.csv", HEADER)
     [request] = schedule_tick(defs, instance, datetime(2024, 6, 5, 0, 15, tzinfo=UTC)).run_requests
     assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == ("2024-06-03", "2024-06-04")
+
+
+def keep_mtime(path: Path, write) -> None:
+    """Rewrites a file as `cp -p` or `rsync -a` leave it: new bytes, the old modification time."""
+    before = path.stat()
+    write()
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
+
+
+def killed_after_the_id_graph(*args, **kwargs):
+    raise RuntimeError("killed")  # the ledger's first day: the id graph step before it has completed
+
+
+def ticks(defs: dg.Definitions, instance: dg.DagsterInstance, cursors: dict, kill: bool = False) -> list[bool]:
+    """Ticks both sensors and runs what they request in process until a round requests nothing; each run's
+    success. With `kill`, the first run requested dies in the ledger step, and that is all."""
+    outcomes = []
+    for _ in range(10):
+        requested = False
+        for name in SENSORS:
+            with dg.build_sensor_context(
+                instance=instance, cursor=cursors.get(name), resources=defs.resources, definitions=defs
+            ) as context:
+                result = defs.resolve_sensor_def(name)(context)
+            cursors[name] = result.cursor or cursors.get(name)
+            for request in result.run_requests:
+                requested = True
+                with pytest.MonkeyPatch.context() as patch:
+                    if kill:
+                        patch.setattr(ledger, "build_day", killed_after_the_id_graph)
+                    outcomes.append(run_in_process(defs, request, instance, QUIET).success)
+                if kill:
+                    return outcomes
+        if not requested:
+            return outcomes
+    raise AssertionError("the sensors kept requesting runs")
+
+
+CHAINS = ["identity.graph_days", "points.ledger_days", "journey.journey_days", "journey.activation_days"]
+
+
+@pytest.mark.e2e  # sensor-planned runs, one killed, then the batch run to compare with
+@pytest.mark.parametrize("then", ["next_ticks", "late_file"])
+def test_a_run_killed_after_the_id_graph_converges_on_the_batch_answer(inputs, instance, then):
+    texts = arrival.files(seed=5)
+    inputs.rules(arrival.RULES)
+    late = sorted(path for path in texts if "late" in path or "again" in path)
+    last_day = [path for path in texts if arrival.DAYS[-1].isoformat() in path and path not in late]
+    defs, cursors = build_defs(inputs.env()), {}
+    arrival.land(inputs, texts, sorted(set(texts) - set(late) - set(last_day)))
+    assert all(ticks(defs, instance, cursors))
+    arrival.land(inputs, texts, last_day)
+    assert ticks(defs, instance, cursors, kill=True) == [False]
+    built = {table: inputs.query(f"SELECT max(day)::VARCHAR FROM {table}")[0][0] for table in CHAINS}
+    day_before = arrival.DAYS[-2].isoformat()
+    assert built == {CHAINS[0]: arrival.DAYS[-1].isoformat(), **dict.fromkeys(CHAINS[1:], day_before)}
+    if then == "late_file":
+        arrival.land(inputs, texts, late)
+    outcomes = ticks(defs, instance, cursors)
+    assert outcomes and all(outcomes)
+    assert ticks(defs, instance, cursors) == []  # settled: nothing left to retry
+    if then == "next_ticks":
+        arrival.land(inputs, texts, late)
+        assert all(ticks(defs, instance, cursors))
+
+    batch = inputs.root / "batch.duckdb"
+    first, last = arrival.DAYS[0].isoformat(), arrival.DAYS[-1].isoformat()
+    assert materialize_days(build_defs(inputs.env(LOYALTY_WAREHOUSE=str(batch))), first, last).success
+    tables = [*arrival.TABLES, "identity.id_graph", "identity.merges", *CHAINS]
+    assert [t for t in tables if arrival.table_rows(inputs.warehouse, t) != arrival.table_rows(batch, t)] == []
+
+
+def test_a_failed_plan_is_retried_by_the_next_tick_and_not_after_it_succeeds(inputs, instance):
+    inputs.kafka("purchases", [("ann", {"product_id": "tea"}, "2024-06-01T10:00:00")])
+    defs, cursors = build_defs(inputs.env()), {}
+    assert ticks(defs, instance, cursors, kill=True) == [False]
+    [failed] = instance.get_runs()
+    retry = tick_on(defs, instance, cursors["kafka_new_files"])
+    [request] = retry.run_requests
+    assert request.partition_key == "2024-06-01" and request.run_key != failed.tags[PLAN_TAG]
+    assert f"retry of run {failed.run_id} (FAILURE)" in request.tags["loyalty/reason"]
+    assert run_in_process(defs, request, instance, QUIET).success
+    assert tick_on(defs, instance, retry.cursor).run_requests == []
+    assert inputs.query("SELECT count(*) FROM points.ledger_days") == [(1,)]
+
+
+def test_a_plan_failing_again_and_again_stops_until_an_input_changes(inputs, instance, monkeypatch):
+    inputs.kafka("purchases", [("ann", {"product_id": "tea"}, "2024-06-01T10:00:00")])
+    defs, cursor = build_defs(inputs.env()), None
+    monkeypatch.setattr(ledger, "build_day", killed_after_the_id_graph)
+    for _ in range(MAX_ATTEMPTS):
+        result = tick_on(defs, instance, cursor)
+        [request] = result.run_requests
+        assert not run_in_process(defs, request, instance, QUIET).success
+        cursor = result.cursor
+    stopped = tick_on(defs, instance, cursor)
+    assert stopped.run_requests == [] and f"failed {MAX_ATTEMPTS} times" in stopped.skip_reason.skip_message
+    inputs.kafka("purchases", [("bob", {"product_id": "tea"}, "2024-06-02T10:00:00")], file="more.jsonl")
+    [request] = tick_on(defs, instance, cursor).run_requests  # a new file: the old one is planned with it
+    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == ("2024-06-01", "2024-06-02")
+
+
+def tick_on(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None, name: str = "kafka_new_files"):
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=defs.resources, definitions=defs
+    ) as context:
+        return defs.resolve_sensor_def(name)(context)
+
+
+def test_files_rewritten_with_the_same_size_and_mtime_are_seen_by_both_sensors(inputs, instance):
+    topic_file = inputs.root / "kafka" / "purchases" / "part-0.jsonl"
+    inputs.kafka("purchases", [("ann", {"product_id": "tea"}, "2024-06-01T10:00:00")])
+    csv = inputs.csv("historical_purchases/2024-06-01.csv", HEADER + "o1,ann,tea,1.00,2024-06-01T10:00:00Z\n")
+    defs, cursors = build_defs(inputs.env()), {}
+    assert ticks(defs, instance, cursors) == [True, True]
+    keep_mtime(topic_file, lambda: topic_file.write_text(topic_file.read_text().replace('"ann"', '"bob"')))
+    keep_mtime(csv, lambda: csv.write_text(csv.read_text().replace("1.00", "2.00")))
+    [kafka] = tick_on(defs, instance, cursors["kafka_new_files"]).run_requests
+    [s3] = tick_on(defs, instance, cursors["s3_new_files"], "s3_new_files").run_requests
+    assert (kafka.partition_key, s3.partition_key) == ("2024-06-01", "2024-06-01")
+    assert f"{topic_file} (rewritten)" in kafka.tags["loyalty/reason"]
+    assert "historical_purchases/2024-06-01.csv (rewritten)" in s3.tags["loyalty/reason"]
+    assert ticks(defs, instance, cursors) == [True, True]
+    assert inputs.query("SELECT user_id FROM raw.purchases") == [("bob",)]
+    assert inputs.query("SELECT price::VARCHAR FROM raw.historical_purchases") == [("2.00",)]
+    # touched, not changed: the same bytes ask for nothing
+    for path in (topic_file, csv):
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert ticks(defs, instance, cursors) == []
