@@ -25,6 +25,12 @@ class Field:
     maximum: int | None = None  # the largest value accepted (sums over many rows must stay within their types)
 
 
+# The longest line read as a message: Kafka's default message size limit. DuckDB parses a line in several copies at
+# once, so a far larger message (a 30 MB field) could exhaust the memory limit and fail every topic.
+MAX_MESSAGE_BYTES = 1_048_576
+# What a quarantined line's `raw` keeps of a line over that size.
+KEPT_OF_LONG_LINE = 1000
+
 # The largest price accepted, on Kafka and in CSV files alike: lifetime sums over millions of purchases stay within
 # DECIMAL(18,2), and points (price x earn rate, at most 1000) within BIGINT.
 MAX_PRICE = 1_000_000_000
@@ -137,35 +143,49 @@ CREATE TABLE IF NOT EXISTS raw.{topic.name} (
 
 
 def event_day_range(files: list[Path], first: date, latest: datetime) -> tuple[date, date] | None:
-    """First and last UTC day of the messages in snapshot files whose time is in [first, latest] (lines that do not
-    parse are skipped; so are files that cannot be read, which the run quarantines)."""
+    """First and last UTC day of the messages in snapshot files whose event time (as the run reads it: a return's
+    `returned_at`, else `ts`) is in [first, latest]. Lines that do not parse are skipped; a file DuckDB cannot read
+    whole (a line over its limit, a bad byte) is read line by line, as the run does."""
+    found = []
     with duckdb.connect() as conn:
-        try:
-            bounds = _event_time_bounds(conn, files, first, latest)
-        except duckdb.Error:  # one file cannot be read: scan them one by one, skipping it
-            bounds = []
-            for file in files:
-                try:
-                    bounds += _event_time_bounds(conn, [file], first, latest)
-                except duckdb.Error:
-                    continue
-    found = [ms for pair in bounds for ms in pair if ms is not None]
+        for folder in sorted({file.parent for file in files}):
+            group = [file for file in files if file.parent == folder]
+            topic = TOPICS.get(folder.name)
+            try:
+                found += _event_time_bounds(conn, lines.scan_sql("files"), group, topic, first, latest)
+            except duckdb.Error:
+                lines.load_lines(conn, group, "scanned_lines")
+                found += _event_time_bounds(conn, "scanned_lines", group, topic, first, latest)
+    found = [ms for ms in found if ms is not None]
     if not found:
         return None
     return tuple(datetime.fromtimestamp(ms / 1000, UTC).date() for ms in (min(found), max(found)))
 
 
-def _event_time_bounds(conn, files: list[Path], first: date, latest: datetime) -> list[tuple]:
-    if not files:
-        return []
-    return conn.execute(
-        f"""SELECT min(ts), max(ts) FROM (
-            SELECT CASE WHEN json_type(line, '$.ts') IN ('UBIGINT', 'BIGINT')  -- as the run reads it: not "123"
-                        THEN TRY_CAST(json_extract_string(line, '$.ts') AS BIGINT) END AS ts
-            FROM {lines.scan_sql("files")} WHERE json_valid(line))
-            WHERE ts BETWEEN epoch_ms($first::TIMESTAMP) AND epoch_ms($latest::TIMESTAMP)""",
-        {"files": [str(file) for file in files], "first": first, "latest": latest},
-    ).fetchall()
+def _event_time_bounds(conn, relation: str, files: list[Path], topic: Topic | None, first: date, latest: datetime):
+    """[min, max] event time in ms of the lines of `relation` (which may read query parameter `files`)."""
+    ts = "CASE WHEN json_type(line, '$.ts') IN ('UBIGINT', 'BIGINT') THEN TRY_CAST(line ->> '$.ts' AS BIGINT) END"
+    event_time = ts  # as the run reads it: not "123"
+    if topic is not None and topic.event_time:
+        payload = (
+            "CASE json_type(line, '$.payload') WHEN 'VARCHAR' THEN line ->> '$.payload' "
+            "WHEN 'OBJECT' THEN json_extract(line, '$.payload') END"
+        )
+        path = f"'$.{topic.event_time}'"
+        event_time = (
+            f"coalesce(CASE WHEN try(json_type({payload}, {path})) IN ('UBIGINT', 'BIGINT') "
+            f"THEN TRY_CAST({payload} ->> {path} AS BIGINT) END, {ts})"
+        )
+    params = {"first": first, "latest": latest}
+    if "$files" in relation:
+        params["files"] = [str(file) for file in files]
+    return list(
+        conn.execute(
+            f"""SELECT min(ms), max(ms) FROM (SELECT {event_time} AS ms FROM {relation} WHERE json_valid(line))
+                WHERE ms BETWEEN epoch_ms($first::TIMESTAMP) AND epoch_ms($latest::TIMESTAMP)""",
+            params,
+        ).fetchall()[0]
+    )
 
 
 # The reason of a copy of a Kafka coordinate that holds another message than the copy kept.
@@ -206,8 +226,9 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
         f"""
         CREATE OR REPLACE TEMP TABLE kafka_parsed AS
         WITH envelopes AS (
-            SELECT file, line_no, line,
-                   CASE WHEN try(json_type(line)) = 'OBJECT' THEN line END AS message
+            SELECT file, line_no, line, strlen(line) > $max_bytes AS too_long,
+                   try(json_type(line)) = 'OBJECT' AS is_object,
+                   CASE WHEN is_object AND NOT too_long THEN line END AS message
             FROM {lines} WHERE trim(line) <> ''  -- blank lines are not messages
         ), parts AS (
             SELECT *,
@@ -245,11 +266,13 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
             FROM (SELECT *, {f"coalesce({topic.event_time}, ts_ms)" if topic.event_time else "ts_ms"} AS time_ms
                   FROM typed)
         )
-        SELECT file, line_no, line, kafka_partition, kafka_offset, event_ts,
+        SELECT file, line_no, CASE WHEN too_long THEN left(line, $kept) ELSE line END AS line, kafka_partition, kafka_offset, event_ts,
                event_ts::DATE AS day, tombstone, hash(ts_ms, message_key, payload_type, payload) AS content,
                message_key AS {topic.key}, {", ".join(field.name for field in topic.fields)},
                coalesce(
-                   CASE WHEN message IS NULL THEN 'not a JSON object'
+                   CASE WHEN NOT coalesce(is_object, false) THEN 'not a JSON object'
+                        WHEN too_long
+                        THEN 'line of ' || strlen(line) || ' bytes: a message is at most ' || $max_bytes || ' bytes (Kafka''s default)'
                         WHEN NOT partition_is_integer THEN 'envelope: partition missing or not an integer'
                         WHEN kafka_partition IS NULL THEN 'envelope: partition out of range (0 to 2147483647)'
                         WHEN NOT offset_is_integer THEN 'envelope: offset missing or not an integer'
@@ -272,7 +295,7 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
                ) AS reason
         FROM timed
         """,
-        {"first_day": first_day, "latest": latest},
+        {"first_day": first_day, "latest": latest, "max_bytes": MAX_MESSAGE_BYTES, "kept": KEPT_OF_LONG_LINE},
     )
     # Only coordinates seen twice need ranking: a narrow window over the duplicates, not over every line. A valid
     # copy wins, then the first by file and line. Another copy goes when it is the at-least-once export (the same

@@ -682,3 +682,21 @@ def test_a_historical_row_reusing_a_purchase_id_is_quarantined_naming_the_row_ke
         ("historical_purchases/2024-06-02.csv:2", f"purchase id s3:h-1:tea:1 is already that of {kept}:2"),
         ("historical_purchases/2024-06-02.csv:3", f"purchase id s3:a:b:c:2 is already that of {kept}:3"),
     ]
+
+
+# --- a message too large for Kafka is quarantined by its size, never parsed (DuckDB ran out of memory) ----------
+
+
+def test_a_valid_message_larger_than_kafka_allows_is_quarantined_by_size_and_every_topic_loads(inputs):
+    inputs.rules(f"start_date: {DAY}\n")
+    inputs.kafka("users", [("ann", {"name": "Ann"}, f"{DAY}T08:00:00")])
+    huge = envelope("purchases", "bob", {"product_id": "tea", "store_id": "x" * 1_100_000}, f"{DAY}T10:00:00", 0, 1)
+    inputs.kafka("purchases", [GOOD], file="big.jsonl.gz", extra_lines=(json.dumps(huge),))
+    defs = build_defs(inputs.env())
+    assert planning.input_days(defs.resources["sources"], defs.resources["rules"]) == (date(2024, 6, 1),) * 2
+    inputs.materialize(DAY, assets=("raw/purchases", "raw/users"))
+    loaded = "SELECT 'purchases', user_id FROM raw.purchases UNION ALL SELECT 'users', user_id FROM raw.users"
+    assert inputs.query(loaded + " ORDER BY ALL") == [("purchases", "ann"), ("users", "ann")]
+    [(location, why, kept)] = inputs.query("SELECT location, reason, length(raw) FROM raw.rejected_records")
+    assert location.endswith("big.jsonl.gz:2") and kept == 1000
+    assert why == f"line of {len(json.dumps(huge))} bytes: a message is at most 1048576 bytes (Kafka's default)"

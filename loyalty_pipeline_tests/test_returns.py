@@ -1,8 +1,15 @@
 """Issue 15: returns take a purchase back; unknown, repeated, others', early and late returns are quarantined; the
 lifetime tables count net purchases."""
 
+import logging
+from datetime import date
+
+import dagster as dg
 import pytest
 
+from loyalty_pipeline import planning
+from loyalty_pipeline.definitions import build_defs
+from loyalty_pipeline.runs import materialize_days
 from loyalty_pipeline_tests.conftest import ms
 from loyalty_pipeline_tests.test_points import buy, priced
 
@@ -226,3 +233,24 @@ def test_returns_at_one_instant_go_in_offset_order_not_text_order(inputs):
     assert inputs.query("SELECT return_id FROM loyalty.returns") == [("returns:0:9",)]
     assert ("returns.jsonl:11", "already returned: purchases:0:0") in quarantined(inputs)
     assert len(quarantined(inputs)) == 10  # the nine unknown ones and line 11
+
+
+def test_a_return_dated_after_every_files_days_sets_the_default_range_and_is_never_dropped_silently(inputs):
+    priced(inputs, coffee=5)
+    buy(inputs, ("u", "coffee", "2022-10-01T08:00:00"))
+    later = {"purchase_id": "purchases:0:0", "returned_at": ms("2022-10-03T09:00:00")}
+    give_back(inputs, ("u", later, "2022-10-01T10:00:00"))  # sent on the 1st, dated the 3rd
+    defs = build_defs(inputs.env())
+    assert planning.input_days(defs.resources["sources"], defs.resources["rules"]) == (
+        date(2022, 10, 1),
+        date(2022, 10, 3),
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize_days(defs, "2022-10-01", "2022-10-01", instance, assets=("raw/returns",))
+    warnings = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.level == logging.WARNING]
+    assert (
+        "1 message(s) of returns in the files read are on days outside this run (2022-10-03..2022-10-03), not "
+        "loaded yet: materialize those days"
+    ) in warnings
+    inputs.materialize("2022-10-01", "2022-10-03", assets=LOYALTY)
+    assert returned(inputs) == [("purchases:0:0", "2022-10-03 09:00:00")]

@@ -126,6 +126,22 @@ def _refuse_losing_rows(conn, topic: str, parsed: str, files: list[Path], first:
         )
 
 
+def _warn_of_days_not_run(context, conn, topic: str, parsed: str, first: date, end: date) -> None:
+    """Valid messages of the files read whose day is outside the window and not loaded yet (a return dated after
+    every file's days, a new file holding other days) are named in a warning: waiting is fine, silence is not."""
+    waiting, earliest, latest = conn.execute(
+        f"""SELECT count(*), min(day), max(day) FROM {parsed} AS p
+            ANTI JOIN raw.{topic} AS r USING (kafka_partition, kafka_offset)
+            WHERE p.reason IS NULL AND (p.day < $1 OR p.day >= $2)""",
+        [first, end],
+    ).fetchall()[0]
+    if waiting:
+        context.log.warning(
+            f"{waiting} message(s) of {topic} in the files read are on days outside this run "
+            f"({earliest}..{latest}), not loaded yet: materialize those days"
+        )
+
+
 def _topic_checks(key: dg.AssetKey) -> list:
     return [
         duplicate_check(key, ["kafka_partition", "kafka_offset"], day_column="day"),
@@ -199,6 +215,7 @@ def _ingest_topic(
         [first, end],
     )
     _refuse_losing_rows(conn, topic.name, parsed, files, first, end)
+    _warn_of_days_not_run(context, conn, topic.name, parsed, first, end)
     columns = ", ".join(topic.columns)
     with transaction(conn):
         conn.execute(f"DELETE FROM raw.{topic.name} WHERE day >= $1 AND day < $2", [first, end])
