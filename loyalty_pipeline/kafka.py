@@ -4,6 +4,7 @@ Everything here is SQL run by DuckDB; Python only assembles statements from the 
 (never from input data).
 """
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -23,6 +24,16 @@ class Field:
     valid: str | None = None  # SQL predicate over the typed value, by its name
     rule: str = "a string"  # the type and predicate in words, for the rejection reason
     maximum: int | None = None  # the largest value accepted (sums over many rows must stay within their types)
+
+
+# Snapshot files are JSON lines, whatever the extension says or its letter case; anything else is reported.
+SNAPSHOT_NAMES = "*.jsonl, *.ndjson or *.json, optionally .gz"
+_SNAPSHOT_NAME = re.compile(r".+\.(jsonl|ndjson|json)(\.gz)?", re.IGNORECASE)
+
+
+def is_snapshot(name: str) -> bool:
+    """Whether a file named `name` under a topic folder is read as a snapshot (`late-export.JSONL`, `x.ndjson.gz`)."""
+    return _SNAPSHOT_NAME.fullmatch(name) is not None
 
 
 # The longest line read as a message: Kafka's default message size limit. DuckDB parses a line in several copies at

@@ -18,6 +18,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from dagster_duckdb import DuckDBResource
 
+from loyalty_pipeline import kafka
 from loyalty_pipeline.config import EARLIEST_START, Rules, RulesError, load_rules
 from loyalty_pipeline.partitions import DEFAULT_START
 from loyalty_pipeline.serving import serving_path, warehouse_path
@@ -210,7 +211,7 @@ class EventSources(dg.ConfigurableResource):
         return sorted(
             path
             for path in folder.iterdir()
-            if path.name.lower().endswith((".jsonl", ".jsonl.gz")) and path.is_file()  # x.JSONL too; no folders
+            if kafka.is_snapshot(path.name) and path.is_file()  # no folders
         )
 
     def ignored_kafka_entries(self, topics: list[str]) -> list[list[str]]:
@@ -228,7 +229,7 @@ class EventSources(dg.ConfigurableResource):
                 ignored += [
                     [
                         str(path),
-                        "not read: a snapshot file is named *.jsonl or *.jsonl.gz"
+                        f"not read: a snapshot file is named {kafka.SNAPSHOT_NAMES}"
                         if path.is_file()
                         else "not read: not a regular file (a folder, a broken link, a pipe)",
                     ]

@@ -8,6 +8,7 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pytest
 
@@ -453,7 +454,7 @@ def test_a_later_range_first_on_an_empty_warehouse_is_refused_naming_the_first_d
 
 def test_files_and_folders_that_are_not_read_are_reported_by_name(inputs):
     inputs.kafka("purchases", [GOOD])
-    (inputs.root / "kafka" / "purchases" / "export.json").write_text(line(ms(f"{DAY}T10:00:00")) + "\n")
+    (inputs.root / "kafka" / "purchases" / "export.jsonl.tmp").write_text(line(ms(f"{DAY}T10:00:00")) + "\n")
     inputs.write_lines("Purchases", "part-0.jsonl", [line(ms(f"{DAY}T10:00:00"))])  # another letter case
     (inputs.root / "kafka" / "purchases" / "nested.jsonl").mkdir()
     (inputs.root / "kafka" / "purchases" / "gone.jsonl").symlink_to(inputs.root / "nowhere.jsonl")
@@ -461,7 +462,7 @@ def test_files_and_folders_that_are_not_read_are_reported_by_name(inputs):
     assert inputs.query("SELECT user_id FROM raw.purchases") == [("ann",)]
     assert [(location.split("/kafka/")[1], why[:40]) for location, why in reasons(inputs)] == [
         ("Purchases", "not read: not a known topic folder (user"),
-        ("purchases/export.json", "not read: a snapshot file is named *.jso"),
+        ("purchases/export.jsonl.tmp", "not read: a snapshot file is named *.jso"),
         ("purchases/gone.jsonl", "not read: not a regular file (a folder, "),
         ("purchases/nested.jsonl", "not read: not a regular file (a folder, "),
     ]
@@ -700,3 +701,48 @@ def test_a_valid_message_larger_than_kafka_allows_is_quarantined_by_size_and_eve
     [(location, why, kept)] = inputs.query("SELECT location, reason, length(raw) FROM raw.rejected_records")
     assert location.endswith("big.jsonl.gz:2") and kept == 1000
     assert why == f"line of {len(json.dumps(huge))} bytes: a message is at most 1048576 bytes (Kafka's default)"
+
+
+# --- every file under a topic folder is read (JSON lines, whatever the extension's case) or reported ------------
+
+READ_NAMES = ["late-export.JSONL", "b.ndjson", "c.json", "d.NDJSON.GZ", "e.Json.gz", "f.jsonl.gz"]
+NOT_READ = ["notes.txt", "export.jsonl.tmp", "export.csv", "g.jsonl.zip"]
+
+
+def test_every_file_under_a_topic_folder_is_read_or_reported_in_the_run_the_ui_the_cli_and_the_sensor(inputs, capsys):
+    inputs.kafka("purchases", [GOOD])
+    for offset, name in enumerate(READ_NAMES, start=1):
+        text = (line(ms(f"{DAY}T10:00:00"), offset=offset) + "\n").encode()
+        (inputs.root / "kafka" / "purchases" / name).write_bytes(
+            gzip.compress(text) if name[-3:].lower() == ".gz" else text
+        )
+    for name in NOT_READ:
+        inputs.write_lines("purchases", name, [line(ms(f"{DAY}T10:00:00"), offset=99)])
+    defs = build_defs(inputs.env())
+    with dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(), resources=defs.resources, definitions=defs
+    ) as context:
+        cursor = defs.resolve_sensor_def("kafka_new_files")(context).cursor  # every file seen, by path
+    assert all(f"/{name}" in cursor for name in READ_NAMES) and not any(name in cursor for name in NOT_READ)
+
+    result = materialize_days(defs, DAY, DAY, assets=("raw/purchases",))
+    assert inputs.query("SELECT kafka_offset FROM raw.purchases ORDER BY ALL") == [(n,) for n in range(7)]
+    [materialization] = [
+        event.materialization
+        for event in result.get_asset_materialization_events()
+        if event.materialization.asset_key == dg.AssetKey(["raw", "purchases"])
+    ]
+    assert materialization.metadata["files_not_read"].value == len(NOT_READ)
+    [unread] = [c for c in result.get_asset_check_evaluations() if c.check_name == "every_file_read"]
+    assert (unread.passed, unread.severity) == (False, dg.AssetCheckSeverity.WARN)
+    assert sorted(Path(path).name for path in unread.metadata if path != "files_not_read") == sorted(NOT_READ)
+    assert {why for _, why in reasons(inputs)} == {
+        "not read: a snapshot file is named *.jsonl, *.ndjson or *.json, optionally .gz"
+    }
+
+    capsys.readouterr()
+    assert main(["materialize", "--data-dir", str(inputs.root), "--warehouse", str(inputs.warehouse)]) == 0
+    out, err = capsys.readouterr()
+    warning = [text for text in err.splitlines() if text.startswith("warning: kafka_topics: not read under")]
+    assert len(warning) == 1 and all(name in warning[0] for name in NOT_READ)
+    assert "warn  raw/purchases:every_file_read" in out

@@ -8,6 +8,7 @@ import dagster as dg
 
 from loyalty_pipeline import partitions
 from loyalty_pipeline.assets.checks import (
+    Check,
     check_results,
     check_specs,
     duplicate_check,
@@ -142,10 +143,35 @@ def _warn_of_days_not_run(context, conn, topic: str, parsed: str, first: date, e
         )
 
 
+def _unread_files(conn, topic: str) -> list[tuple[str, str]]:
+    """(path, reason) of what the last run found and did not read in `kafka/<topic>/`, or in `kafka/` itself (a
+    misspelt topic folder may hold this topic's files)."""
+    return conn.execute(
+        "SELECT location, reason FROM raw.rejected_records WHERE source = 'kafka:files' "
+        "AND parse_filename(parse_dirpath(location)) IN ($1, 'kafka') ORDER BY location",
+        [topic],
+    ).fetchall()
+
+
+def _every_file_read(key: dg.AssetKey) -> Check:
+    def evaluate(conn, rules, days) -> tuple[bool, dict]:
+        unread = _unread_files(conn, key.path[-1])
+        return not unread, {"files_not_read": len(unread), **dict(unread[:10])}
+
+    return Check(
+        "every_file_read",
+        f"Every file under kafka/{key.path[-1]}/ is read as a snapshot; the others, and folders under kafka/ that "
+        "are no topic, are listed (warning only).",
+        evaluate,
+        blocking=False,
+    )
+
+
 def _topic_checks(key: dg.AssetKey) -> list:
     return [
         duplicate_check(key, ["kafka_partition", "kafka_offset"], day_column="day"),
         rejected_rows_check(key, f"kafka:{key.path[-1]}"),
+        _every_file_read(key),
     ]
 
 
@@ -244,6 +270,7 @@ def _ingest_topic(
             **partition_metadata(conn, f"raw.{topic.name}", "day", first, end),
             "files": len(files),
             "files_read": len(read),
+            "files_not_read": len(_unread_files(conn, topic.name)),
             "duplicates_dropped": count(
                 conn, f"SELECT 1 FROM kafka_lines WHERE trim(line) <> '' EXCEPT ALL SELECT 1 FROM {parsed}"
             ),
