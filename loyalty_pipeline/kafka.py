@@ -36,11 +36,7 @@ def is_snapshot(name: str) -> bool:
     return _SNAPSHOT_NAME.fullmatch(name) is not None
 
 
-# The longest line read as a message: Kafka's default message size limit. DuckDB parses a line in several copies at
-# once, so a far larger message (a 30 MB field) could exhaust the memory limit and fail every topic.
-MAX_MESSAGE_BYTES = 1_048_576
-# What a quarantined line's `raw` keeps of a line over that size.
-KEPT_OF_LONG_LINE = 1000
+MAX_MESSAGE_BYTES, KEPT_OF_LONG_LINE = lines.MAX_LINE_BYTES, lines.KEPT_OF_LONG_LINE
 
 # The largest price accepted, on Kafka and in CSV files alike: lifetime sums over millions of purchases stay within
 # DECIMAL(18,2), and points (price x earn rate, at most 1000) within BIGINT.

@@ -55,6 +55,12 @@ def scan_sql(parameter: str) -> str:
     return f"read_csv(${parameter}, {_ONE_COLUMN})"
 
 
+# The longest line read as a row or message (Kafka's default message size limit): DuckDB evaluates a line in
+# several copies at once, so a far longer one (a 30 MB field) could exhaust the memory limit.
+MAX_LINE_BYTES = 1_048_576
+# What a quarantined line's `raw` keeps of a line over that size.
+KEPT_OF_LONG_LINE = 1000
+
 # One CSV field: quoted (with "" inside) or bare; a line is fields joined by commas (RFC 4180, one line per row).
 _FIELD = '(?:"(?:[^"]|"")*"|[^,"]*)'
 CSV_LINE = f"^{_FIELD}(?:,{_FIELD})*$"
@@ -90,15 +96,18 @@ def load_csv(
                 SELECT file, line AS header, string_split(lower(replace(trim(line), ' ', '')), ',') AS names
                 FROM csv_lines WHERE line_no = 1
             ), parsed AS (
-                SELECT s3_key, line_no, line, header, names,
+                SELECT s3_key, line_no, line, header, names, strlen(line) > $max_bytes AS too_long,
                        regexp_full_match(line, $line_pattern) AS well_formed,
-                       list_transform(regexp_extract_all(line || ',', $fields_pattern, 1),
-                                      lambda f: CASE WHEN f LIKE '"%"' THEN replace(f[2:-2], '""', '"') ELSE f END) AS fields
+                       CASE WHEN NOT too_long THEN list_transform(
+                           regexp_extract_all(line || ',', $fields_pattern, 1),
+                           lambda f: CASE WHEN f LIKE '"%"' THEN replace(f[2:-2], '""', '"') ELSE f END) END AS fields
                 FROM csv_lines JOIN csv_files USING (file) LEFT JOIN headers USING (file)
                 WHERE line_no > 1 AND trim(coalesce(line, '')) <> ''
             )
-            SELECT s3_key, line_no, line_no - 1 AS row_no, line AS raw,
-                   CASE WHEN header IS NULL OR NOT list_has_all(names, $required)
+            SELECT s3_key, line_no, line_no - 1 AS row_no,
+                   CASE WHEN too_long THEN left(line, $kept) ELSE line END AS raw,
+                   CASE WHEN too_long THEN 'line of ' || strlen(line) || ' bytes: a row is at most ' || $max_bytes || ' bytes'
+                        WHEN header IS NULL OR NOT list_has_all(names, $required)
                              OR names <> list_filter($columns, lambda c: list_contains(names, c))
                         THEN 'file header is ' || coalesce(trim(header), 'unreadable') || ', expected ' || $expected
                         WHEN NOT well_formed THEN 'not a valid CSV line (unbalanced quotes?)'
@@ -115,6 +124,8 @@ def load_csv(
             "columns": columns,
             "required": [column for column in columns if column not in optional],
             "expected": expected,
+            "max_bytes": MAX_LINE_BYTES,
+            "kept": KEPT_OF_LONG_LINE,
         },
     )
     return "csv_rows"

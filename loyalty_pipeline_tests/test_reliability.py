@@ -746,3 +746,14 @@ def test_every_file_under_a_topic_folder_is_read_or_reported_in_the_run_the_ui_t
     warning = [text for text in err.splitlines() if text.startswith("warning: kafka_topics: not read under")]
     assert len(warning) == 1 and all(name in warning[0] for name in NOT_READ)
     assert "warn  raw/purchases:every_file_read" in out
+
+
+def test_a_csv_line_longer_than_a_message_may_be_is_quarantined_by_size(inputs):
+    at = f"{DAY}T07:00:00Z"
+    long_row = f"h2,ann,{'x' * 1_100_000},2.50,{at}"
+    inputs.csv(f"historical_purchases/{DAY}.csv", f"{HISTORY}h1,ann,tea,2.50,{at}\n{long_row}\n")
+    inputs.materialize(DAY, assets=("raw/historical_purchases",))
+    assert inputs.query("SELECT order_id FROM raw.historical_purchases") == [("h1",)]
+    assert inputs.query("SELECT location, reason, length(raw) FROM raw.rejected_records") == [
+        (f"historical_purchases/{DAY}.csv:3", f"line of {len(long_row)} bytes: a row is at most 1048576 bytes", 1000)
+    ]
