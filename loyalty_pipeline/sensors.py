@@ -13,6 +13,7 @@ unchanged): the next tick plans on the settled warehouse.
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -29,32 +30,41 @@ MAX_ATTEMPTS = 3  # failed runs of the same files in a row before a sensor waits
 PLAN = "plan"  # the cursor's entry for the last run requested (a file's entry is a path, with a "/")
 FAILED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
-_hashes: dict[str, tuple[tuple, str]] = {}  # path -> (stat key, hash): a file is read again only when it moved
+HASHES = "hashes"  # the cursor's entry caching local files' hashes: path -> [size-mtime-inode-ctime, hash]
 
 
-def content_version(path: Path) -> str:
-    """A hash of a local file's bytes, cached while its size, mtime, inode and ctime stay (writing a file moves
-    its ctime, whatever mtime it is given back)."""
+def content_version(path: Path, cached: dict, hashes: dict) -> str:
+    """A hash of a local file's bytes, read again only when its size, mtime, inode or ctime moved since the last
+    tick's `cached` entry (writing a file moves its ctime, whatever mtime it is given back); kept in `hashes`."""
     stat = path.stat()
-    key = (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
-    cached = _hashes.get(str(path))
-    if cached is None or cached[0] != key:
+    key = f"{stat.st_size}-{stat.st_mtime_ns}-{stat.st_ino}-{stat.st_ctime_ns}"
+    entry = cached.get(str(path))
+    if entry is None or entry[0] != key:
         with path.open("rb") as file:
-            digest = hashlib.file_digest(file, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
-        cached = _hashes[str(path)] = (key, digest)
-    return cached[1]
+            entry = [key, hashlib.file_digest(file, lambda: hashlib.blake2b(digest_size=16)).hexdigest()]
+    hashes[str(path)] = entry
+    return entry[1]
 
 
-def _days(entry: list) -> tuple[date, date] | None:
-    """The days of a Kafka cursor entry [version, first day, last day]."""
-    return (date.fromisoformat(entry[1]), date.fromisoformat(entry[2])) if entry[1] else None
+@dataclass
+class Tick:
+    """What a tick starts from: the stored cursor, read back."""
+
+    seen: dict  # path -> version: the files counted as done (a failed plan's files as they were before it)
+    requested: dict  # path -> version as the last plan requested them
+    failed: dg.DagsterRun | None  # that plan's run, if it failed or was canceled
+    attempts: int  # its failed runs in a row
+    cached: dict  # HASHES of the last tick
+    hashes: dict = field(default_factory=dict)  # HASHES of this tick
+
+    def cursor(self, now: dict, plan: dict | None = None) -> str:
+        extra = {HASHES: self.hashes} if self.hashes else {}
+        return json.dumps({**now, **extra, **({PLAN: plan} if plan else {})}, sort_keys=True)
 
 
-def _settle(context: dg.SensorEvaluationContext) -> tuple[dict, dict, dg.DagsterRun | None, int]:
-    """From the stored cursor: the files seen, the files as the last plan requested them, and that plan's run if it
-    failed, with the failed runs in a row. A failed plan's files are seen as they were before it: planned again."""
+def _read_cursor(context: dg.SensorEvaluationContext) -> Tick:
     requested = json.loads(context.cursor or "{}")
-    plan = requested.pop(PLAN, None)
+    plan, cached = requested.pop(PLAN, None), requested.pop(HASHES, {})
     if plan:
         runs = context.instance.get_runs(filters=dg.RunsFilter(tags={planning.PLAN_TAG: plan["run_key"]}), limit=1)
         # a run the instance does not know (deleted from the history) counts as done
@@ -65,31 +75,34 @@ def _settle(context: dg.SensorEvaluationContext) -> tuple[dict, dict, dg.Dagster
                     seen.pop(path)
                 else:
                     seen[path] = entry
-            return seen, requested, runs[0], plan["attempts"]
-    return requested, requested, None, 0
+            return Tick(seen, requested, runs[0], plan["attempts"], cached)
+    return Tick(requested, requested, None, 0, cached)
+
+
+def _days(entry: list) -> tuple[date, date] | None:
+    """The days of a Kafka cursor entry [version, first day, last day]."""
+    return (date.fromisoformat(entry[1]), date.fromisoformat(entry[2])) if entry[1] else None
 
 
 def _plan(
     context: dg.SensorEvaluationContext,
     change: planning.Change,
-    settled: tuple[dict, dict, dg.DagsterRun | None, int],
+    tick: Tick,
     now: dict,
     warehouse: Warehouse,
     rules: RulesResource,
 ) -> dg.SensorResult:
     """The run `change` needs on the settled warehouse, and the cursor that remembers it was requested."""
-    seen, requested, failed, attempts = settled
-    if failed is not None:
-        if now == requested and attempts >= MAX_ATTEMPTS:
+    attempts = 1
+    if tick.failed is not None:
+        if now == tick.requested and tick.attempts >= MAX_ATTEMPTS:
             return dg.SensorResult(
-                skip_reason=f"run {failed.run_id} failed {attempts} times in a row on the same files; waiting for an "
-                "input to change (see the run's log)"
+                skip_reason=f"run {tick.failed.run_id} failed {tick.attempts} times in a row on the same files; "
+                "waiting for an input to change (see the run's log)"
             )
-        attempts = attempts + 1 if now == requested else 1
-        change.what.append(f"retry of run {failed.run_id} ({failed.status.value})")
-        change.versions.append(failed.run_id)  # a new run key: Dagster launches a run key once
-    else:
-        attempts = 1
+        attempts = tick.attempts + 1 if now == tick.requested else 1
+        change.what.append(f"retry of run {tick.failed.run_id} ({tick.failed.status.value})")
+        change.versions.append(tick.failed.run_id)  # a new run key: Dagster launches a run key once
     try:
         built = planning.built_days(warehouse.database)
     except duckdb.IOException:
@@ -99,12 +112,11 @@ def _plan(
         context.repository_def, everything_job.name, change, built, (rules.first_day(), today)
     )
     if request is None:
-        return dg.SensorResult(
-            skip_reason=f"nothing to run for {', '.join(change.what)}", cursor=json.dumps(now, sort_keys=True)
-        )
+        return dg.SensorResult(skip_reason=f"nothing to run for {', '.join(change.what)}", cursor=tick.cursor(now))
+    seen = tick.seen
     before = {path: seen.get(path) for path in set(now) | set(seen) if now.get(path) != seen.get(path)}
-    cursor = {**now, PLAN: {"run_key": request.run_key, "before": before, "attempts": attempts}}
-    return dg.SensorResult(run_requests=[request], cursor=json.dumps(cursor, sort_keys=True))
+    plan = {"run_key": request.run_key, "before": before, "attempts": attempts}
+    return dg.SensorResult(run_requests=[request], cursor=tick.cursor(now, plan))
 
 
 @dg.sensor(
@@ -120,13 +132,14 @@ def kafka_new_files(
     waiting = planning.run_in_flight(context.instance)
     if waiting:
         return dg.SensorResult(skip_reason=waiting)
-    settled = _settle(context)
+    tick = _read_cursor(context)
     # path -> [version, first day, last day]; a cursor of older releases held the version alone
-    seen = {path: entry if isinstance(entry, list) else [entry, None, None] for path, entry in settled[0].items()}
+    tick.seen = {path: entry if isinstance(entry, list) else [entry, None, None] for path, entry in tick.seen.items()}
+    seen = tick.seen
     now, change = {}, planning.Change()
     for topic, asset in raw_topics.items():
         for path in sources.kafka_files(topic):
-            version, before = content_version(path), seen.get(str(path))
+            version, before = content_version(path, tick.cached, tick.hashes), seen.get(str(path))
             if before and before[0] in (version, file_version(path)):  # older releases stored mtime and size
                 now[str(path)] = [version, *before[1:]]
                 continue
@@ -139,10 +152,8 @@ def kafka_new_files(
         if path not in now:
             change.add(raw_topics[Path(path).parent.name].key, f"{path} (removed)", before[0], _days(before))
     if not change:
-        return dg.SensorResult(
-            skip_reason="no new, rewritten or removed Kafka snapshot files", cursor=json.dumps(now, sort_keys=True)
-        )
-    return _plan(context, change, (seen, *settled[1:]), now, warehouse, rules)
+        return dg.SensorResult(skip_reason="no new, rewritten or removed Kafka snapshot files", cursor=tick.cursor(now))
+    return _plan(context, change, tick, now, warehouse, rules)
 
 
 @dg.sensor(
@@ -158,8 +169,8 @@ def s3_new_files(
     waiting = planning.run_in_flight(context.instance)
     if waiting:
         return dg.SensorResult(skip_reason=waiting)
-    settled = _settle(context)
-    seen = settled[0]
+    tick = _read_cursor(context)
+    seen = tick.seen
     store = sources.object_store()
     listed = {
         obj.key: obj.version
@@ -167,7 +178,10 @@ def s3_new_files(
         for obj in store.list_objects(prefix)
     }
     local = isinstance(store, LocalStore)  # listed with mtime and size, which a rewrite may keep: hash the bytes
-    now = {key: content_version(store.root / key) if local else version for key, version in listed.items()}
+    now = {
+        key: content_version(store.root / key, tick.cached, tick.hashes) if local else version
+        for key, version in listed.items()
+    }
     change, skipped = planning.Change(), []
     for key in sorted(set(now) | set(seen)):
         if key in now and seen.get(key) in (now[key], listed[key]):  # older releases stored the listed version
@@ -188,6 +202,6 @@ def s3_new_files(
     if not change:
         return dg.SensorResult(
             skip_reason="no new files under historical_purchases/, returns/ or customers/",
-            cursor=json.dumps(now, sort_keys=True),
+            cursor=tick.cursor(now),
         )
-    return _plan(context, change, settled, now, warehouse, rules)
+    return _plan(context, change, tick, now, warehouse, rules)

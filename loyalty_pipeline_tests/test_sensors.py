@@ -14,7 +14,6 @@ from loyalty_pipeline.definitions import build_defs
 from loyalty_pipeline.planning import PLAN_TAG, RANGE_END_TAG, RANGE_START_TAG, run_in_process
 from loyalty_pipeline.runs import materialize_days
 from loyalty_pipeline.sensors import MAX_ATTEMPTS
-from loyalty_pipeline_tests import test_arrival_order as arrival
 from loyalty_pipeline_tests.conftest import QUIET, SENSORS
 
 HEADER = "order_id,user_id,product_id,price,purchased_at\n"
@@ -223,38 +222,31 @@ def ticks(defs: dg.Definitions, instance: dg.DagsterInstance, cursors: dict, kil
     raise AssertionError("the sensors kept requesting runs")
 
 
-CHAINS = ["identity.graph_days", "points.ledger_days", "journey.journey_days", "journey.activation_days"]
-
-
-@pytest.mark.e2e  # sensor-planned runs, one killed, then the batch run to compare with
-@pytest.mark.parametrize("then", ["next_ticks", "late_file"])
-def test_a_run_killed_after_the_id_graph_converges_on_the_batch_answer(inputs, instance, then):
-    texts = arrival.files(seed=5)
-    inputs.rules(arrival.RULES)
-    late = sorted(path for path in texts if "late" in path or "again" in path)
-    last_day = [path for path in texts if arrival.DAYS[-1].isoformat() in path and path not in late]
-    defs, cursors = build_defs(inputs.env()), {}
-    arrival.land(inputs, texts, sorted(set(texts) - set(late) - set(last_day)))
-    assert all(ticks(defs, instance, cursors))
-    arrival.land(inputs, texts, last_day)
-    assert ticks(defs, instance, cursors, kill=True) == [False]
-    built = {table: inputs.query(f"SELECT max(day)::VARCHAR FROM {table}")[0][0] for table in CHAINS}
-    day_before = arrival.DAYS[-2].isoformat()
-    assert built == {CHAINS[0]: arrival.DAYS[-1].isoformat(), **dict.fromkeys(CHAINS[1:], day_before)}
-    if then == "late_file":
-        arrival.land(inputs, texts, late)
-    outcomes = ticks(defs, instance, cursors)
-    assert outcomes and all(outcomes)
-    assert ticks(defs, instance, cursors) == []  # settled: nothing left to retry
-    if then == "next_ticks":
-        arrival.land(inputs, texts, late)
-        assert all(ticks(defs, instance, cursors))
-
-    batch = inputs.root / "batch.duckdb"
-    first, last = arrival.DAYS[0].isoformat(), arrival.DAYS[-1].isoformat()
-    assert materialize_days(build_defs(inputs.env(LOYALTY_WAREHOUSE=str(batch))), first, last).success
-    tables = [*arrival.TABLES, "identity.id_graph", "identity.merges", *CHAINS]
-    assert [t for t in tables if arrival.table_rows(inputs.warehouse, t) != arrival.table_rows(batch, t)] == []
+def test_a_plan_reaches_the_last_day_any_chain_built(inputs, instance):
+    """A run killed after the id graph leaves the graph a day ahead: the next late file is planned through that
+    day, every asset, or the id graph would refuse it."""
+    inputs.kafka("products", [("tea", {"category": "c", "price": 4}, "2024-06-01T00:00:00")])
+    inputs.kafka("purchases", [("ann", {"product_id": "tea"}, "2024-06-01T10:00:00")], file="day-1.jsonl")
+    inputs.kafka("purchases", [("ann", {"product_id": "tea"}, "2024-06-02T10:00:00")], file="day-2.jsonl")
+    defs = build_defs(inputs.env())
+    inputs.materialize("2024-06-01")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ledger, "build_day", killed_after_the_id_graph)
+        assert not materialize_days(defs, "2024-06-02", "2024-06-02").success
+    days = (
+        "SELECT max(day)::VARCHAR FROM identity.graph_days UNION ALL SELECT max(day)::VARCHAR FROM points.ledger_days"
+    )
+    assert inputs.query(days) == [("2024-06-02",), ("2024-06-01",)]
+    seen = tick_on(defs, instance, None).cursor  # its request is not run: the files count as requested
+    inputs.kafka("purchases", [("bob", {"product_id": "tea"}, "2024-06-01T11:00:00")], file="late.jsonl")
+    late = tick_on(defs, instance, seen)
+    assert request_of(late) == ("materialize_everything", ("2024-06-01", "2024-06-02"), None)
+    assert run_in_process(defs, late.run_requests[0], instance, QUIET).success
+    assert inputs.query("SELECT user_id, day::VARCHAR, kind, points FROM points.point_transactions ORDER BY ALL") == [
+        ("ann", "2024-06-01", "earn", 4),
+        ("ann", "2024-06-02", "earn", 4),
+        ("bob", "2024-06-01", "earn", 4),
+    ]
 
 
 def test_a_failed_plan_is_retried_by_the_next_tick_and_not_after_it_succeeds(inputs, instance):
