@@ -306,3 +306,21 @@ def test_files_rewritten_with_the_same_size_and_mtime_are_seen_by_both_sensors(i
     for path in (topic_file, csv):
         os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     assert ticks(defs, instance, cursors) == []
+
+
+def test_a_cursor_of_older_releases_holding_mtime_and_size_plans_nothing_new(inputs, instance):
+    topic_file = inputs.root / "kafka" / "purchases" / "part-0.jsonl"
+    inputs.kafka("purchases", [("ann", {"product_id": "tea"}, "2024-06-01T10:00:00")])
+    csv = inputs.csv("historical_purchases/2024-06-01.csv", HEADER + "o1,ann,tea,1.00,2024-06-01T10:00:00Z\n")
+    defs = build_defs(inputs.env())
+
+    def old(path: Path) -> str:
+        return f"{path.stat().st_mtime_ns}-{path.stat().st_size}"
+
+    kafka = tick_on(defs, instance, json.dumps({str(topic_file): [old(topic_file), "2024-06-01", "2024-06-01"]}))
+    s3 = tick_on(defs, instance, json.dumps({"historical_purchases/2024-06-01.csv": old(csv)}), "s3_new_files")
+    assert (kafka.run_requests, s3.run_requests) == ([], [])
+    # the cursors now hold the files' hashes: a later rewrite keeping size and mtime is seen
+    keep_mtime(csv, lambda: csv.write_text(csv.read_text().replace("1.00", "2.00")))
+    assert request_of(tick_on(defs, instance, s3.cursor, "s3_new_files"))[1] == "2024-06-01"
+    assert tick_on(defs, instance, kafka.cursor).run_requests == []
