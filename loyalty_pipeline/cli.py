@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--warehouse", help="DuckDB file (default: $LOYALTY_WAREHOUSE or <data dir>/warehouse.duckdb)")
     run.add_argument("--from", dest="start", type=_day, help="first day, YYYY-MM-DD (default: first event day)")
     run.add_argument("--to", dest="end", type=_day, help="last day, YYYY-MM-DD (default: last event day)")
+    run.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="rebuild the lifetime tables and balances whole, not only for the people the run touched",
+    )
     lookup = commands.add_parser("profile", help="print a customer's card (360 profile, points, journeys) as JSON")
     lookup.add_argument("user_id", help="any identifier the id graph knows: account id, key, email, card, phone, name")
     lookup.add_argument("--warehouse", help="DuckDB file whose serving copy to read (default: $LOYALTY_WAREHOUSE)")

@@ -16,6 +16,7 @@ from datetime import date, timedelta
 
 import duckdb
 
+from loyalty_pipeline import touched
 from loyalty_pipeline.chain import Window, mark_built, publish
 from loyalty_pipeline.config import Identity
 from loyalty_pipeline.warehouse import count, first_source_day_before, in_span, spans
@@ -51,16 +52,31 @@ CREATE VIEW IF NOT EXISTS identity.current_ids AS  -- the person each strong val
 SELECT id_value, arg_max(customer_id, linked_on) AS customer_id
 FROM identity.id_graph WHERE strength = 'strong' GROUP BY id_value;
 """
+DDL += touched.DDL  # the graph logs the people whose resolution a day changes
 
-# Purchases with `user_id` the person now (a purchase keeps the person of its day in enriched_purchases; a later
-# merge moves it): what the lifetime tables count.
-PURCHASES_NOW = """
+
+def purchases_now(people: str = "") -> str:
+    """Purchases with `user_id` the person now (a purchase keeps the person of its day in enriched_purchases; a later
+    merge moves it): what the lifetime tables count. With `people` (a query of one column `person`, constant SQL):
+    only theirs, read through the identifiers ever linked to them, so an update reads their rows, not every one."""
+    purchases, ids, mine = "loyalty.enriched_purchases", "identity.current_ids", ""
+    if people:
+        linked = f"""SELECT person FROM ({people}) UNION
+                     SELECT id_value FROM identity.id_graph WHERE customer_id IN (SELECT person FROM ({people}))"""
+        purchases = f"(SELECT * FROM loyalty.enriched_purchases WHERE user_id IN ({linked}))"
+        ids = f"""(SELECT id_value, arg_max(customer_id, linked_on) AS customer_id FROM identity.id_graph
+                   WHERE strength = 'strong' AND id_value IN ({linked}) GROUP BY id_value)"""
+        mine = f"AND coalesce(ids.customer_id, purchase.user_id) IN (SELECT person FROM ({people}))"
+    return f"""
 SELECT purchase.purchase_id, purchase.order_id, coalesce(ids.customer_id, purchase.user_id) AS user_id,
        purchase.product_id, purchase.category, purchase.price, purchase.purchased_at, purchase.source,
        purchase.store_id, purchase.day, purchase.customer_key, purchase.returned_at
-FROM loyalty.enriched_purchases AS purchase LEFT JOIN identity.current_ids AS ids ON ids.id_value = purchase.user_id
-WHERE purchase.returned_at IS NULL  -- lifetime tables count net purchases
+FROM {purchases} AS purchase LEFT JOIN {ids} AS ids ON ids.id_value = purchase.user_id
+WHERE purchase.returned_at IS NULL {mine} -- lifetime tables count net purchases
 """
+
+
+PURCHASES_NOW = purchases_now()
 
 
 # A customers export row's record: its place and its content, so a row edited in place is applied as a new record.
@@ -343,6 +359,17 @@ SELECT $day AS day, c.id AS merged_id, c.customer_id AS into_id,
 FROM canonical AS c WHERE c.vertex LIKE 'c:%' AND c.id <> c.customer_id
 """
 
+# Whom a day's rows, before and after its rebuild, resolve or resolved (both sides of a merge): their lifetime rows
+# change (the change log, loyalty_pipeline/touched.py).
+DAY_TOUCHED = """
+SELECT CASE WHEN strength = 'strong' THEN id_value END AS person FROM identity.id_graph WHERE linked_on = $day
+UNION ALL SELECT customer_id FROM identity.id_graph WHERE linked_on = $day
+UNION ALL SELECT merged_id FROM identity.merges WHERE day = $day
+UNION ALL SELECT into_id FROM identity.merges WHERE day = $day
+UNION ALL SELECT id_value FROM day_graph UNION ALL SELECT customer_id FROM day_graph
+UNION ALL SELECT merged_id FROM day_merges UNION ALL SELECT into_id FROM day_merges
+"""
+
 
 def build_day(conn: duckdb.DuckDBPyConnection, identity: Identity, window: Window, day: date) -> dict:
     """Resolves the day's identifiers and writes its rows in one transaction; returns counts for metadata."""
@@ -395,6 +422,7 @@ def build_day(conn: duckdb.DuckDBPyConnection, identity: Identity, window: Windo
     publish(
         conn,
         [
+            (touched.log_sql(DAY_TOUCHED, "identity", touched.NEXT_SEQ), on_day),
             ("DELETE FROM identity.id_graph WHERE linked_on = $day", on_day),
             ("DELETE FROM identity.weak_values WHERE day = $day", on_day),
             ("DELETE FROM identity.merges WHERE day = $day", on_day),

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from loyalty_pipeline import planning
+from loyalty_pipeline import planning, touched
 from loyalty_pipeline.config import RulesError
 from loyalty_pipeline.definitions import EVERYTHING_JOB, build_defs
 from loyalty_pipeline.resources import OneLineError, connect_when_free
@@ -60,9 +60,11 @@ def materialize_days(
     last: str,
     instance: dg.DagsterInstance | None = None,
     assets: tuple[str, ...] = (),
+    rebuild: bool = False,
 ):
     """Every asset and check for days first..last (inclusive) as one in-process run over a partition key range;
-    with `assets` ("loyalty/sales_totals", ...), only those and what they read."""
+    with `assets` ("loyalty/sales_totals", ...), only those and what they read; `rebuild`: the lifetime tables and
+    balances are rebuilt whole rather than updated for the people the run touched."""
     selection = None
     if assets:
         keys = [dg.AssetKey.from_user_string(name) for name in assets]
@@ -75,6 +77,7 @@ def materialize_days(
             planning.RANGE_END_TAG: last,
             PID_TAG: str(os.getpid()),
             HOST_TAG: socket.gethostname(),
+            **({touched.REBUILD_TAG: "true"} if rebuild else {}),
         },
         # Dagster's console log prints stack traces; the CLI prints warnings and failures itself (print_problems)
         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
@@ -160,7 +163,7 @@ def materialize(args: argparse.Namespace) -> int:
         # event per asset rather than one per asset and day (Dagster's documented switch) saves ~3 ms an event.
         os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
         instance = dg.DagsterInstance.ephemeral()
-    result = materialize_days(defs, first, last, instance)
+    result = materialize_days(defs, first, last, instance, rebuild=getattr(args, "rebuild", False))
     print_problems(instance, result.run_id)
     failed_blocking = print_summary(defs.resources["warehouse"].database, result)
     print_step_seconds(instance, result.run_id)

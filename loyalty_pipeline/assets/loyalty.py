@@ -3,8 +3,9 @@ promotions. Rule values from loyalty.yaml reach SQL as parameters or rows of tem
 
 import dagster as dg
 
-from loyalty_pipeline import identity, returns
+from loyalty_pipeline import identity, returns, touched
 from loyalty_pipeline.assets.checks import (
+    Check,
     check,
     check_results,
     check_specs,
@@ -14,7 +15,7 @@ from loyalty_pipeline.assets.checks import (
 )
 from loyalty_pipeline.assets.identity import id_graph
 from loyalty_pipeline.assets.ingest import S3_RETURNS_DDL, historical_purchases, raw_topics, s3_returns
-from loyalty_pipeline.identity import PURCHASES_NOW
+from loyalty_pipeline.identity import purchases_now
 from loyalty_pipeline.kafka import TOPICS, table_ddl
 from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, table_metadata
 from loyalty_pipeline.partitions import DECLARED, window_days
@@ -28,6 +29,7 @@ from loyalty_pipeline.warehouse import (
     count,
     in_span,
     insert_rows,
+    rows_differing,
     spans,
     transaction,
 )
@@ -58,6 +60,20 @@ def purchases_of_priced_products(conn, rules, days) -> tuple[bool, dict]:
     return unpriced == 0, {"unpriced_purchases": unpriced}
 
 
+# The `days` a lifetime table's step gives its checks after an incremental update: they look at the people it
+# updated (temp table touched_people) rather than at every customer; None (a rebuild, a test) looks at all.
+UPDATED = "updated people"
+PEOPLE = "SELECT person FROM touched_people"
+
+
+def _people(days) -> str:
+    return PEOPLE if days == UPDATED else ""
+
+
+def _of_people(column: str, days) -> str:
+    return f"{column} IN ({PEOPLE})" if days == UPDATED else "true"
+
+
 @check("Each total is the sum of the customer's known prices and its tier follows the thresholds.")
 def totals_and_tiers_agree(conn, rules, days) -> tuple[bool, dict]:
     # the tier is recomputed from the rule rows by ranking, not with with_tier(), so a broken rule fails this check
@@ -66,14 +82,15 @@ def totals_and_tiers_agree(conn, rules, days) -> tuple[bool, dict]:
         conn,
         f"""
         WITH expected AS (
-            SELECT user_id, coalesce(sum(price), 0) AS total FROM ({PURCHASES_NOW}) GROUP BY user_id
+            SELECT user_id, coalesce(sum(price), 0) AS total FROM ({purchases_now(_people(days))}) GROUP BY user_id
         ), tiered AS (
             SELECT expected.user_id, expected.total,
                    coalesce(tier.name, (SELECT name FROM rule_tiers WHERE above IS NULL)) AS reward_level
             FROM expected LEFT JOIN rule_tiers AS tier ON expected.total > tier.above
             QUALIFY row_number() OVER (PARTITION BY expected.user_id ORDER BY tier.above DESC NULLS LAST) = 1
         )
-        SELECT 1 FROM tiered FULL JOIN loyalty.sales_totals AS actual USING (user_id)
+        SELECT 1 FROM tiered
+        FULL JOIN (SELECT * FROM loyalty.sales_totals WHERE {_of_people("user_id", days)}) AS actual USING (user_id)
         WHERE tiered.total IS DISTINCT FROM actual.total OR tiered.reward_level IS DISTINCT FROM actual.reward_level
         """,
     )
@@ -85,14 +102,46 @@ def stamps_match_purchases(conn, rules, days) -> tuple[bool, dict]:
     wrong = count(
         conn,
         f"""
-        SELECT 1 FROM (SELECT user_id, count(*) AS total FROM ({PURCHASES_NOW})
+        SELECT 1 FROM (SELECT user_id, count(*) AS total FROM ({purchases_now(_people(days))})
                               WHERE product_id = $product GROUP BY user_id) AS expected
-        FULL JOIN loyalty.caffeine_index AS actual USING (user_id)
+        FULL JOIN (SELECT * FROM loyalty.caffeine_index WHERE {_of_people("user_id", days)}) AS actual USING (user_id)
         WHERE expected.total IS DISTINCT FROM actual.total
         """,
         {"product": rules.rules.stamp_card.product_id},
     )
     return wrong == 0, {"customers_wrong": wrong}
+
+
+def matches_rebuild(key: dg.AssetKey, people: str, select=None) -> Check:
+    """Warns when a sample of people (1,000 by a hash that changes every update; `people`: where they are drawn
+    from, a query of `user_id`) has rows in the table other than what their rows rebuilt from scratch would be: an
+    incremental update that missed someone (a change not logged). `select(people)`: the table's SQL (default: the
+    lifetime table's)."""
+    table = table_of(key)
+
+    def evaluate(conn, rules, days) -> tuple[bool, dict]:
+        conn.execute(
+            f"""CREATE OR REPLACE TEMP TABLE sampled_people AS
+                SELECT DISTINCT user_id AS person FROM ({people})
+                ORDER BY md5(user_id || (SELECT CAST(coalesce(max(seq), 0) AS VARCHAR) FROM changes.applied)), person
+                LIMIT 1000"""
+        )
+        rows, params = (select, lambda rules: {}) if select else LIFETIME_SELECTS[key]
+        sample = "SELECT person FROM sampled_people"
+        wrong = rows_differing(
+            conn,
+            f"SELECT * FROM {table} WHERE user_id IN ({sample})",
+            f"SELECT * FROM ({rows(sample)})",
+            params(rules),
+        )
+        return wrong == 0, {"sampled_people": count(conn, sample), "rows_differing": wrong}
+
+    return Check(
+        "sample_matches_rebuild",
+        f"A sample of 1,000 people: their rows in {table} equal their rows rebuilt from scratch (warning only).",
+        evaluate,
+        blocking=False,
+    )
 
 
 ENRICHED_CHECKS = [
@@ -101,9 +150,22 @@ ENRICHED_CHECKS = [
     duplicate_check(ENRICHED_KEY, ["purchase_id"], day_column="day"),
 ]
 ALL_PRODUCTS_CHECKS = [duplicate_check(ALL_PRODUCTS_KEY, ["product_id"])]
-SALES_TOTALS_CHECKS = [totals_and_tiers_agree, duplicate_check(SALES_TOTALS_KEY, ["user_id"])]
-CAFFEINE_CHECKS = [stamps_match_purchases, duplicate_check(CAFFEINE_KEY, ["user_id"])]
-PROMOTIONS_CHECKS = [duplicate_check(PROMOTIONS_KEY, ["user_id", "promotion_name"])]
+# where a sample is drawn from: the people with a row, and the people of every purchase (a row may be missing)
+BUYERS = "SELECT user_id FROM loyalty.enriched_purchases"
+SALES_TOTALS_CHECKS = [
+    totals_and_tiers_agree,
+    duplicate_check(SALES_TOTALS_KEY, ["user_id"]),
+    matches_rebuild(SALES_TOTALS_KEY, f"SELECT user_id FROM loyalty.sales_totals UNION ALL {BUYERS}"),
+]
+CAFFEINE_CHECKS = [
+    stamps_match_purchases,
+    duplicate_check(CAFFEINE_KEY, ["user_id"]),
+    matches_rebuild(CAFFEINE_KEY, f"SELECT user_id FROM loyalty.caffeine_index UNION ALL {BUYERS}"),
+]
+PROMOTIONS_CHECKS = [
+    duplicate_check(PROMOTIONS_KEY, ["user_id", "promotion_name"]),
+    matches_rebuild(PROMOTIONS_KEY, f"SELECT user_id FROM loyalty.promotions UNION ALL {BUYERS}"),
+]
 
 
 ENRICHED_DDL = """
@@ -155,6 +217,12 @@ LEFT JOIN loyalty.returns AS returned  -- returns of other days (the window's ow
      ON returned.purchase_id = resolved.purchase_id AND (returned.day < $first OR returned.day >= $end)
 """
 
+# The buyers of the window's purchases and of the purchases its returns take back (run before and after a rebuild).
+WINDOW_PEOPLE = """
+SELECT user_id AS person FROM loyalty.enriched_purchases WHERE day >= $first AND day < $end
+UNION ALL SELECT user_id FROM loyalty.returns WHERE day >= $first AND day < $end
+"""
+
 
 @dg.asset(
     key=ENRICHED_KEY,
@@ -185,10 +253,13 @@ def enriched_purchases(
         conn.execute(
             ENRICHED_DDL + identity.DDL + returns.DDL + REJECTED_DDL + table_ddl(TOPICS["returns"]) + S3_RETURNS_DDL
         )
+        logged = {**window, "touched_seq": touched.next_seq(conn)}
         with transaction(conn):
+            conn.execute(touched.log_sql(WINDOW_PEOPLE, "purchases"), logged)  # the rows and returns replaced
             conn.execute("DELETE FROM loyalty.enriched_purchases WHERE day >= $first AND day < $end", window)
             conn.execute(ENRICH_WINDOW, window)
             returns.judge_window(conn, first, end, rules.rules.returns.window_days)
+            conn.execute(touched.log_sql(WINDOW_PEOPLE, "purchases"), logged)  # and their replacements
         window_rows = "SELECT * EXCLUDE (day) FROM loyalty.enriched_purchases WHERE day >= $first AND day < $end"
         return dg.MaterializeResult(
             metadata={
@@ -209,7 +280,7 @@ def _replace_table(conn, table: str, select_sql: str, params: dict | None = None
         conn.execute(f"CREATE OR REPLACE TABLE {table} AS {select_sql}", params or {})
 
 
-def _table_result(conn, key: dg.AssetKey, order_by: str, checks: list, rules=None) -> dg.MaterializeResult:
+def _table_result(conn, key: dg.AssetKey, order_by: str, checks: list, rules=None, days=None) -> dg.MaterializeResult:
     table = table_of(key)
     return dg.MaterializeResult(
         asset_key=key,
@@ -217,11 +288,11 @@ def _table_result(conn, key: dg.AssetKey, order_by: str, checks: list, rules=Non
             **table_metadata(conn, table),
             "preview": preview(conn, f"SELECT * FROM {table} ORDER BY {order_by}", limit=20),
         },
-        check_results=check_results(key, checks, conn, rules),
+        check_results=check_results(key, checks, conn, rules, days),
     )
 
 
-def _all_products(conn, rules: RulesResource) -> dg.MaterializeResult:
+def _all_products(conn, rules: RulesResource, rebuild: bool) -> dg.MaterializeResult:
     _replace_table(
         conn,
         "loyalty.all_products",
@@ -234,38 +305,58 @@ def _all_products(conn, rules: RulesResource) -> dg.MaterializeResult:
     return _table_result(conn, ALL_PRODUCTS_KEY, "product_id", ALL_PRODUCTS_CHECKS)
 
 
-def _sales_totals(conn, rules: RulesResource) -> dg.MaterializeResult:
-    load_tiers(conn, rules.rules)
-    _replace_table(
-        conn,
-        "loyalty.sales_totals",
-        with_tier(
-            f"SELECT user_id, coalesce(sum(price), 0)::DECIMAL(18,2) AS total FROM ({PURCHASES_NOW}) GROUP BY user_id"
-        ),
+# Each lifetime table's rows for `people` (a query of `person`; None: everyone), one SQL for a rebuild and an update,
+# and the rule values it reads (as parameters; the tiers and promotions as temp tables, see _load_rules).
+def _sales_totals_sql(people: str | None) -> str:
+    return with_tier(
+        "SELECT user_id, coalesce(sum(price), 0)::DECIMAL(18,2) AS total "
+        f"FROM ({purchases_now(people or '')}) GROUP BY user_id"
     )
-    result = _table_result(conn, SALES_TOTALS_KEY, "total DESC, user_id", SALES_TOTALS_CHECKS, rules)
-    tiers = conn.execute(
-        "SELECT reward_level, count(*) FROM loyalty.sales_totals GROUP BY reward_level ORDER BY 2 DESC, 1"
-    ).fetchall()
-    result.metadata["tier_distribution"] = dg.MetadataValue.md(bar_table(("tier", "customers"), tiers))
-    return result
 
 
-def _caffeine_index(conn, rules: RulesResource) -> dg.MaterializeResult:
-    card = rules.rules.stamp_card
-    _replace_table(
-        conn,
-        "loyalty.caffeine_index",
-        f"""
+def _caffeine_sql(people: str | None) -> str:
+    return f"""
         SELECT user_id, count(*) AS total, count(*) % $cycle AS sequence, count(*) % $cycle = $cycle - 1 AS next_one_free
-        FROM ({PURCHASES_NOW}) WHERE product_id = $product GROUP BY user_id
-        """,
-        {"cycle": card.cycle, "product": card.product_id},
-    )
-    return _table_result(conn, CAFFEINE_KEY, "user_id", CAFFEINE_CHECKS, rules)
+        FROM ({purchases_now(people or "")}) WHERE product_id = $product GROUP BY user_id
+        """
 
 
-def _promotions(conn, rules: RulesResource) -> dg.MaterializeResult:
+def _promotions_sql(people: str | None) -> str:
+    return f"""
+        WITH considered AS (
+            SELECT rule.name, purchase.user_id,
+                   list_sort(list_distinct(list(purchase.product_id))) AS products,
+                   coalesce(sum(purchase.price), 0) AS spend
+            FROM ({purchases_now(people or "")}) AS purchase
+            JOIN promotion_products AS rule ON rule.role = 'considers' AND rule.product_id = purchase.product_id
+            GROUP BY rule.name, purchase.user_id
+        ), failing AS (  -- a required product not bought, or an excluded one bought
+            SELECT DISTINCT considered.name, considered.user_id
+            FROM considered JOIN promotion_products AS rule ON rule.name = considered.name
+            WHERE (rule.role = 'requires' AND NOT list_contains(considered.products, rule.product_id))
+               OR (rule.role = 'excludes' AND list_contains(considered.products, rule.product_id))
+        )
+        SELECT considered.user_id, considered.name AS promotion_name, considered.products
+        FROM considered JOIN promotion_rules AS rule ON rule.name = considered.name
+        LEFT JOIN failing ON failing.name = considered.name AND failing.user_id = considered.user_id
+        WHERE failing.name IS NULL AND (rule.min_spend IS NULL OR considered.spend > rule.min_spend)
+        """
+
+
+def _stamp_params(rules: RulesResource) -> dict:
+    return {"cycle": rules.rules.stamp_card.cycle, "product": rules.rules.stamp_card.product_id}
+
+
+LIFETIME_SELECTS = {
+    SALES_TOTALS_KEY: (_sales_totals_sql, lambda rules: {}),
+    CAFFEINE_KEY: (_caffeine_sql, _stamp_params),
+    PROMOTIONS_KEY: (_promotions_sql, lambda rules: {}),
+}
+
+
+def _load_rules(conn, rules: RulesResource) -> list:
+    """The rule temp tables the lifetime SQL reads; returns the rule values, which a change of rebuilds whole."""
+    load_tiers(conn, rules.rules)
     conn.execute("CREATE OR REPLACE TEMP TABLE promotion_rules (name VARCHAR, min_spend DECIMAL(18,2))")
     insert_rows(conn, "promotion_rules", [[rule.name, rule.min_spend] for rule in rules.rules.promotions])
     conn.execute("CREATE OR REPLACE TEMP TABLE promotion_products (name VARCHAR, role VARCHAR, product_id VARCHAR)")
@@ -283,30 +374,48 @@ def _promotions(conn, rules: RulesResource) -> dg.MaterializeResult:
             for product in products
         ],
     )
-    _replace_table(
-        conn,
-        "loyalty.promotions",
-        f"""
-        WITH considered AS (
-            SELECT rule.name, purchase.user_id,
-                   list_sort(list_distinct(list(purchase.product_id))) AS products,
-                   coalesce(sum(purchase.price), 0) AS spend
-            FROM ({PURCHASES_NOW}) AS purchase
-            JOIN promotion_products AS rule ON rule.role = 'considers' AND rule.product_id = purchase.product_id
-            GROUP BY rule.name, purchase.user_id
-        ), failing AS (  -- a required product not bought, or an excluded one bought
-            SELECT DISTINCT considered.name, considered.user_id
-            FROM considered JOIN promotion_products AS rule ON rule.name = considered.name
-            WHERE (rule.role = 'requires' AND NOT list_contains(considered.products, rule.product_id))
-               OR (rule.role = 'excludes' AND list_contains(considered.products, rule.product_id))
-        )
-        SELECT considered.user_id, considered.name AS promotion_name, considered.products
-        FROM considered JOIN promotion_rules AS rule ON rule.name = considered.name
-        LEFT JOIN failing ON failing.name = considered.name AND failing.user_id = considered.user_id
-        WHERE failing.name IS NULL AND (rule.min_spend IS NULL OR considered.spend > rule.min_spend)
-        """,
+    return [
+        [tier.model_dump() for tier in rules.rules.tiers],
+        rules.rules.default_tier,
+        [rule.model_dump() for rule in rules.rules.promotions],
+    ]
+
+
+# What the lifetime tables read: purchases, returns and the id graph (not the ledger).
+SOURCES = ["purchases", "identity"]
+
+
+def _lifetime(conn, key: dg.AssetKey, rules: RulesResource, rebuild: bool, order_by: str, checks: list):
+    """Updates a lifetime table for the people touched since its last update (whole when it has none, when its
+    SQL or rules changed, or on a rebuild), in one transaction; checks the people it updated."""
+    select, params = LIFETIME_SELECTS[key]
+    values = _load_rules(conn, rules)
+    table = table_of(key)
+    update = touched.start(
+        conn, table, SOURCES, touched.rules_hash(select(None), select(PEOPLE), params(rules), values), rebuild
     )
-    return _table_result(conn, PROMOTIONS_KEY, "promotion_name, user_id", PROMOTIONS_CHECKS)
+    touched.refresh(conn, table, select, params(rules), update)
+    result = _table_result(conn, key, order_by, checks, rules, None if update.whole else UPDATED)
+    result.metadata["update"] = "rebuilt whole" if update.whole else "incremental"
+    result.metadata["people_updated"] = count(conn, f"SELECT 1 FROM {table}" if update.whole else PEOPLE)
+    return result
+
+
+def _sales_totals(conn, rules: RulesResource, rebuild: bool) -> dg.MaterializeResult:
+    result = _lifetime(conn, SALES_TOTALS_KEY, rules, rebuild, "total DESC, user_id", SALES_TOTALS_CHECKS)
+    tiers = conn.execute(
+        "SELECT reward_level, count(*) FROM loyalty.sales_totals GROUP BY reward_level ORDER BY 2 DESC, 1"
+    ).fetchall()
+    result.metadata["tier_distribution"] = dg.MetadataValue.md(bar_table(("tier", "customers"), tiers))
+    return result
+
+
+def _caffeine_index(conn, rules: RulesResource, rebuild: bool) -> dg.MaterializeResult:
+    return _lifetime(conn, CAFFEINE_KEY, rules, rebuild, "user_id", CAFFEINE_CHECKS)
+
+
+def _promotions(conn, rules: RulesResource, rebuild: bool) -> dg.MaterializeResult:
+    return _lifetime(conn, PROMOTIONS_KEY, rules, rebuild, "promotion_name, user_id", PROMOTIONS_CHECKS)
 
 
 def _spec(key: dg.AssetKey, deps: list, description: str) -> dg.AssetSpec:
@@ -365,10 +474,12 @@ LIFETIME_TABLES = {
 )
 def loyalty_tables(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource):
     """The selected lifetime tables, one after the other: each its own transaction, metadata and checks."""
+    rebuild = context.run.tags.get(touched.REBUILD_TAG) == "true"
     with warehouse.get_connection(portable=True) as conn:
+        conn.execute(ENRICHED_DDL + identity.DDL + returns.DDL)
         for key, (_, build, _) in LIFETIME_TABLES.items():
             if key in context.selected_asset_keys:
-                yield build(conn, rules)
+                yield build(conn, rules, rebuild)
 
 
 loyalty_assets = [enriched_purchases, loyalty_tables]

@@ -5,10 +5,10 @@ from datetime import datetime, timedelta
 import dagster as dg
 import duckdb
 
-from loyalty_pipeline import identity, journeys, ledger
+from loyalty_pipeline import identity, journeys, ledger, touched
 from loyalty_pipeline.assets.checks import check, check_results, check_specs, duplicate_check, in_days
 from loyalty_pipeline.assets.ingest import raw_topics
-from loyalty_pipeline.assets.loyalty import enriched_purchases
+from loyalty_pipeline.assets.loyalty import PEOPLE, UPDATED, enriched_purchases, matches_rebuild
 from loyalty_pipeline.chain import open_window
 from loyalty_pipeline.ledger_reference import replay
 from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, table_metadata
@@ -157,13 +157,17 @@ def sampled_customer_reconciles(conn, rules, days) -> tuple[bool, dict]:
 
 @check("Each balance is the sum of the customer's ledger rows, and available + pending - debt.")
 def balances_are_ledger_sums(conn, rules, days) -> tuple[bool, dict]:
+    # after an update, of the people it updated (loyalty.UPDATED)
+    mine = f"AND user_id IN ({PEOPLE})" if days == UPDATED else ""
     return _result(
         count(
             conn,
-            f"""SELECT 1 FROM points.point_balances AS b
+            f"""SELECT 1 FROM (SELECT * FROM points.point_balances WHERE true {mine}) AS b
                 FULL JOIN (SELECT user_id, sum(points) AS total FROM points.point_transactions
-                           WHERE user_id NOT IN (SELECT merged_id FROM identity.merges) GROUP BY ALL) AS l USING (user_id)
-                LEFT JOIN (SELECT user_id, sum(remaining) AS open FROM ({OPEN_LOTS}) GROUP BY ALL) AS o USING (user_id)
+                           WHERE user_id NOT IN (SELECT merged_id FROM identity.merges) {mine} GROUP BY ALL) AS l
+                     USING (user_id)
+                LEFT JOIN (SELECT user_id, sum(remaining) AS open FROM ({open_lots(PEOPLE if mine else "")})
+                           GROUP BY ALL) AS o USING (user_id)
                 WHERE b.balance IS DISTINCT FROM l.total OR b.available + b.pending <> coalesce(o.open, 0)
                    OR b.balance <> b.available + b.pending - b.debt""",
         ),
@@ -180,7 +184,15 @@ LEDGER_CHECKS = [
     sampled_customer_reconciles,
     duplicate_check(LEDGER_KEY, ["txn_id"], day_column="day"),
 ]
-BALANCES_CHECKS = [balances_are_ledger_sums, duplicate_check(BALANCES_KEY, ["user_id"])]
+BALANCES_CHECKS = [
+    balances_are_ledger_sums,
+    duplicate_check(BALANCES_KEY, ["user_id"]),
+    matches_rebuild(
+        BALANCES_KEY,
+        "SELECT user_id FROM points.point_balances UNION ALL SELECT user_id FROM points.point_transactions",
+        lambda people: balances(people),
+    ),
+]
 
 
 @dg.asset(
@@ -216,12 +228,23 @@ def point_transactions(
         window = open_window(
             conn, "points.ledger_days", "point ledger", "ledger", first, end, ledger.first_event_before(conn, first)
         )
+        # The balances of the people whose rows these days replace change, and of days a killed run built but did
+        # not log; each day built logs its own people once written (the ledger's writes are ledger.py's).
+        through = touched.logged_through(conn, "ledger")
+        conn.execute(
+            touched.log_sql(
+                "SELECT user_id AS person FROM points.point_transactions WHERE day >= $day", "ledger", touched.NEXT_SEQ
+            ),
+            {"day": min(first, through + timedelta(days=1)) if through else first - timedelta(days=1)},
+        )
         # Old rows stay until each day replaces them (the revisions compare them). Journeys judged these days on
         # the old balances: they are marked unbuilt from here, for the same run or the next plan to rebuild.
         window.begin(conn, drop_from_first=("DELETE FROM journey.journey_days WHERE day >= $1",))
         revision = revision_of(context)
         for day in window.days:  # in order: each day starts from the state the previous one left
             counts = ledger.build_day(conn, window, day, rules.rules, revision)
+            conn.execute(touched.log_sql(LEDGER_DAY_PEOPLE, "ledger", touched.NEXT_SEQ), {"day": day})
+            touched.set_logged_through(conn, "ledger", day)
             refused += counts["refused"]
             steps = max(steps, counts["steps"])
         window_rows = "SELECT * EXCLUDE (day) FROM points.point_transactions WHERE day >= $1 AND day < $2"
@@ -263,45 +286,73 @@ def revision_metadata(conn: duckdb.DuckDBPyConnection, run_id: str) -> dict:
 # The midnight that ends the last ledger day.
 HORIZON = "SELECT (max(day) + 1)::TIMESTAMP FROM points.ledger_days"
 
-# What is left of each lot at the end of the last ledger day (lots expiring at that midnight are still open).
-OPEN_LOTS = f"""
+
+def open_lots(people: str = "") -> str:
+    """What is left of each lot at the end of the last ledger day (lots expiring at that midnight are still open);
+    with `people` (a query of one column, constant SQL), of their lots only."""
+    mine = f"AND user_id IN ({people})" if people else ""
+    return f"""
 SELECT lot.user_id, lot.txn_id, lot.expires_at, coalesce(lot.available_at, lot.occurred_at) AS available_at,
        lot.points - coalesce(taken.points, 0) AS remaining
-FROM points.point_transactions AS lot LEFT JOIN (
+FROM (SELECT * FROM points.point_transactions WHERE true {mine}) AS lot LEFT JOIN (
     SELECT lot_txn_id, sum(points) AS points FROM points.lot_allocations
-    WHERE lot_expires_at >= ({HORIZON}) GROUP BY lot_txn_id
+    WHERE lot_expires_at >= ({HORIZON})
+      {f"AND lot_txn_id IN (SELECT txn_id FROM points.point_transactions WHERE true {mine})" if people else ""}
+    GROUP BY lot_txn_id
 ) AS taken ON taken.lot_txn_id = lot.txn_id
 WHERE lot.kind IN ('earn', 'merge') AND lot.points > 0 AND lot.expires_at >= ({HORIZON})
   AND lot.points > coalesce(taken.points, 0)
 """
 
-# Points of open lots usable by the end of the last day (available; a lot usable from the midnight that ends it
-# is still pending, as a lot expiring then is still open), the others (pending), and clawbacks not yet paid (debt).
-BALANCES = f"""
+
+OPEN_LOTS = open_lots()
+
+
+def balances(people: str = "") -> str:
+    """Points of open lots usable by the end of the last day (available; a lot usable from the midnight that ends it
+    is still pending, as a lot expiring then is still open), the others (pending), and clawbacks not yet paid (debt);
+    with `people` (a query of one column, constant SQL), their rows only: one SQL for a rebuild and an update."""
+    mine = f"AND user_id IN ({people})" if people else ""
+    transactions = f"(SELECT * FROM points.point_transactions WHERE true {mine})"
+    return f"""
 WITH lots AS (
     SELECT user_id, sum(remaining) FILTER (available_at < ({HORIZON})) AS available,
            sum(remaining) FILTER (available_at >= ({HORIZON})) AS pending
-    FROM ({OPEN_LOTS}) GROUP BY user_id
+    FROM ({open_lots(people)}) GROUP BY user_id
 ), debts AS (
     SELECT debt.user_id, sum(-debt.points - coalesce(paid.points, 0)) AS debt
-    FROM points.point_transactions AS debt
-    LEFT JOIN (SELECT txn_id, sum(points) AS points FROM points.lot_allocations GROUP BY txn_id) AS paid
+    FROM {transactions} AS debt
+    LEFT JOIN (SELECT txn_id, sum(points) AS points FROM points.lot_allocations
+               {f"WHERE txn_id IN (SELECT txn_id FROM {transactions})" if people else ""}
+               GROUP BY txn_id) AS paid
            ON paid.txn_id = debt.txn_id
     WHERE {ledger.is_debt("debt")} GROUP BY debt.user_id
 ), next_expiry AS (
     SELECT user_id, expires_at AS next_expiry_at, sum(remaining) AS next_expiry_points
-    FROM ({OPEN_LOTS}) GROUP BY user_id, expires_at
+    FROM ({open_lots(people)}) GROUP BY user_id, expires_at
     QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY expires_at) = 1
 )
 SELECT user_id, sum(points)::BIGINT AS balance, any_value(next_expiry_at) AS next_expiry_at,
        any_value(next_expiry_points)::BIGINT AS next_expiry_points,
        coalesce(any_value(available), 0)::BIGINT AS available, coalesce(any_value(pending), 0)::BIGINT AS pending,
        coalesce(any_value(debt), 0)::BIGINT AS debt
-FROM points.point_transactions LEFT JOIN next_expiry USING (user_id) LEFT JOIN lots USING (user_id)
+FROM {transactions} AS txn LEFT JOIN next_expiry USING (user_id) LEFT JOIN lots USING (user_id)
 LEFT JOIN debts USING (user_id)
 WHERE user_id NOT IN (SELECT merged_id FROM identity.merges)  -- a merged profile's points moved with it
 GROUP BY user_id
 """
+
+
+# Whom a ledger day changed a balance of: people with rows on the day, and with lots that become usable or expire
+# at its end (no row says so; `next_expiry_*` and `pending` move with the calendar).
+LEDGER_DAY_PEOPLE = """
+SELECT user_id AS person FROM points.point_transactions
+WHERE day = $day
+   OR (kind IN ('earn', 'merge') AND points > 0
+       AND (available_at >= $day AND available_at < $day + 1 OR expires_at >= $day AND expires_at <= $day + 1))
+"""
+# What the ledger consumers read: the ledger, and the merges of the id graph.
+BALANCE_SOURCES = ["ledger", "identity"]
 
 
 @dg.asset(
@@ -315,12 +366,20 @@ GROUP BY user_id
     description="Point balance per customer at the end of the last ledger day (available + pending - debt), with the "
     "next expiry and its points.",
 )
-def point_balances(warehouse: Warehouse, rules: RulesResource) -> dg.MaterializeResult:
+def point_balances(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource
+) -> dg.MaterializeResult:
+    rebuild = context.run.tags.get(touched.REBUILD_TAG) == "true"
     with warehouse.get_connection(portable=True) as conn:
         conn.execute(ledger.DDL + identity.DDL)
-        conn.execute("CREATE OR REPLACE TABLE points.point_balances AS " + BALANCES)
+        update = touched.start(
+            conn, "points.point_balances", BALANCE_SOURCES, touched.rules_hash(balances(), balances(PEOPLE)), rebuild
+        )
+        touched.refresh(conn, "points.point_balances", lambda people: balances(people or ""), {}, update)
         return dg.MaterializeResult(
             metadata={
+                "update": "rebuilt whole" if update.whole else "incremental",
+                "people_updated": count(conn, "SELECT 1 FROM points.point_balances" if update.whole else PEOPLE),
                 **table_metadata(conn, "points.point_balances"),
                 "points_outstanding": int(
                     conn.execute("SELECT coalesce(sum(balance), 0) FROM points.point_balances").fetchall()[0][0]
@@ -329,7 +388,7 @@ def point_balances(warehouse: Warehouse, rules: RulesResource) -> dg.Materialize
                     conn, "SELECT * FROM points.point_balances ORDER BY balance DESC, user_id", limit=20
                 ),
             },
-            check_results=check_results(BALANCES_KEY, BALANCES_CHECKS, conn, rules),
+            check_results=check_results(BALANCES_KEY, BALANCES_CHECKS, conn, rules, None if update.whole else UPDATED),
         )
 
 
