@@ -72,7 +72,7 @@ def _read_cursor(context: dg.SensorEvaluationContext) -> Tick:
             seen = dict(requested)
             for path, entry in plan["before"].items():
                 if entry is None:
-                    seen.pop(path)
+                    seen.pop(path, None)
                 else:
                     seen[path] = entry
             return Tick(seen, requested, runs[0], plan["attempts"], cached)
