@@ -381,3 +381,47 @@ def test_identity_settings_are_checked_at_load(tmp_path, identity, message):
         load_rules(path)
     path.write_text("identity: {ignore_values: [' NoReply@Shop ', noreply@shop]}\n")
     assert load_rules(path).identity.ignore_values == ["noreply@shop"]
+
+
+@pytest.mark.e2e  # two engines, one a Spark session
+def test_mixed_case_placeholder_and_crowded_identifiers_give_the_same_graph_on_spark(tmp_path):
+    from dagster_pyspark.resources import spark_session_from_config
+
+    from loyalty_pipeline.spark import spark_config
+    from loyalty_pipeline_tests.test_generate import _module
+
+    spark_session_from_config(spark_config("local[2]"))
+    story = Inputs(tmp_path)
+    priced(story, ten=10)
+    story.rules("identity: {max_accounts_per_value: 2, ignore_values: [Till@Shop]}\n")
+    users(
+        story,
+        ("u1", {"name": "Ann", "email": "Ann@X", "phone": "0", "card_id": "C1"}, "2022-10-01T07:00:00"),
+        ("u2", {"name": "Bo", "email": "desk@x", "phone": "null", "card_id": "N/A"}, "2022-10-01T07:00:00"),
+        ("u3", {"name": "Cy", "email": "DESK@x", "card_id": "n/a"}, "2022-10-01T08:00:00"),
+        ("u4", {"name": "Di", "email": "desk@X", "card_id": "till@shop"}, "2022-10-02T08:00:00"),
+        ("Eve@X", {"name": "Eve", "card_id": "C5"}, "2022-10-01T08:30:00"),
+    )
+    buy(
+        story,
+        ("ANN@x", {"product_id": "ten"}, "2022-10-01T09:00:00"),
+        ("eve@x", {"product_id": "ten", "card_id": "C1"}, "2022-10-02T09:00:00"),
+        ("-", {"product_id": "ten", "card_id": "C5"}, "2022-10-02T10:00:00"),
+        ("Desk@X", {"product_id": "ten"}, "2022-10-03T09:00:00"),
+    )
+    runs = {}
+    for engine in ("duckdb", "spark"):
+        runs[engine] = Inputs(tmp_path)
+        runs[engine].warehouse = tmp_path / f"{engine}.duckdb"
+        runs[engine].materialize("2022-10-01", "2022-10-03", assets=("identity/id_graph",), LOYALTY_ENGINE=engine)
+    assert _module("engines").differences(runs["duckdb"].warehouse, runs["spark"].warehouse) == {}
+    assert runs["spark"].query("SELECT day::VARCHAR, merged_id, into_id FROM identity.merges") == [
+        ("2022-10-02", "Eve@X", "u1")
+    ]
+    assert runs["spark"].query("SELECT id_value, accounts FROM identity.crowded_values") == [("desk@x", 3)]
+    assert runs["spark"].query(
+        "SELECT id_value, customer_id FROM identity.current_ids WHERE id_value ILIKE 'a%' ORDER BY 1"
+    ) == [
+        ("ANN@x", "u1"),
+        ("ann@x", "u1"),
+    ]
