@@ -2,6 +2,7 @@
 file and line, re-runs idempotent, S3 CSVs read from a folder and through boto3 over HTTP."""
 
 import json
+import os
 from datetime import date, datetime
 from decimal import Decimal as D
 
@@ -624,6 +625,23 @@ def test_a_day_reads_only_the_snapshot_files_that_hold_it(inputs):
     assert inputs.query(
         "SELECT file LIKE '%day1.jsonl', first_day::VARCHAR, last_day::VARCHAR FROM raw.kafka_files ORDER BY file"
     ) == [(True, DAY2, DAY2), (False, DAY2, DAY2)]
+
+
+def test_a_snapshot_rewritten_keeping_its_size_and_mtime_is_read_again(inputs):
+    """`cp -p` or `rsync -a` put back the old mtime: the file's ctime still says it was rewritten."""
+    old = inputs.kafka("purchases", [("ann", {"product_id": "tea"}, f"{DAY1}T10:00:00")], file="day1.jsonl")
+    path = inputs.root / "kafka" / "purchases" / "day1.jsonl"
+    inputs.materialize(DAY1, DAY2, assets=RAW)
+    stat = path.stat()
+    new = inputs.kafka("purchases", [("cid", {"product_id": "tea"}, f"{DAY2}T10:00:00")], file="day1.jsonl")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    assert (len(old), len(new)) == (1, 1)
+    inputs.materialize(DAY2, assets=RAW)
+    assert inputs.query("SELECT user_id, day::VARCHAR FROM raw.purchases ORDER BY ALL") == [
+        ("ann", DAY1),
+        ("cid", DAY2),
+    ]
 
 
 def test_a_file_that_cannot_be_read_is_quarantined_by_name_and_the_others_load(inputs):

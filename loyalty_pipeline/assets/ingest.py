@@ -72,6 +72,12 @@ def _rejection_metadata(conn, source: str) -> dict:
     }
 
 
+def _read_version(path: Path) -> str:
+    """The version a snapshot file was read at: its ctime too, which any rewrite moves, so a copy that puts back the
+    old size and mtime (`cp -p`, `rsync -a`) is read again."""
+    return f"{file_version(path)}-{path.stat().st_ctime_ns}"
+
+
 def _files_to_read(conn, topic: str, files: list[Path], first: date, end: date) -> list[Path]:
     """The snapshot files a window needs: new or rewritten ones, and those holding a day of the window (also
     written to temp table `files_read`). A daily run thus reads the day's files, not a year of exports."""
@@ -84,11 +90,11 @@ def _files_to_read(conn, topic: str, files: list[Path], first: date, end: date) 
 
     def needed(path: Path) -> bool:
         version, first_day, last_day = known.get(str(path), (None, None, None))
-        return version != file_version(path) or (first_day is not None and first_day < end and last_day >= first)
+        return version != _read_version(path) or (first_day is not None and first_day < end and last_day >= first)
 
     read = [path for path in files if needed(path)]
     conn.execute("CREATE OR REPLACE TEMP TABLE files_read (file VARCHAR, version VARCHAR)")
-    insert_rows(conn, "files_read", [[str(path), file_version(path)] for path in read])
+    insert_rows(conn, "files_read", [[str(path), _read_version(path)] for path in read])
     return read
 
 
