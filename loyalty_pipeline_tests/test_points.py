@@ -402,3 +402,100 @@ def test_a_late_purchase_that_changes_a_used_lot_writes_revisions(inputs):
     assert inputs.query("SELECT balance FROM points.point_balances") == [(0,)]
     rerun = settle(defs, instance, cursors)
     assert rerun == 0 and inputs.query("SELECT count(*) FROM points.ledger_revisions") == [(4,)]
+
+
+def test_a_moved_in_lot_usable_before_an_own_lot_ahead_of_it_in_the_queue(inputs):
+    """Uses take the earliest expiry first among the usable lots. u9's own lot and K1's (moved to u9 by their merge
+    on 10-02) expire together; u9's is first in the queue (earned first there) but usable an hour after K1's: a use
+    in that hour takes K1's lot, a later one u9's."""
+    inputs.rules("points: {validity_days: 30, pending_days: 2}\n")
+    priced(inputs, ten=10, twenty=20)
+    inputs.kafka("users", [("u9", {"name": "Zoe", "email": "z@x.com"}, "2022-10-01T07:00:00")])
+    inputs.kafka(
+        "purchases",
+        [
+            ("K1", {"product_id": "twenty"}, "2022-10-01T09:00:00"),
+            ("u9", {"product_id": "ten"}, "2022-10-01T10:00:00"),
+            ("K1", {"product_id": "ten", "email": "z@x.com"}, "2022-10-02T08:00:00"),
+        ],
+    )
+    redeem(inputs, ("u9", "r1", 20, "2022-10-03T09:30:00"), ("u9", "r2", 10, "2022-10-03T10:30:00"))
+    inputs.materialize("2022-10-01", "2022-10-03", assets=POINTS)
+    assert inputs.query("SELECT txn_id, lot_txn_id, points FROM points.lot_allocations WHERE day = '2022-10-03'") == [
+        ("use:r1", "merge:earn:purchases:0:0", 20),
+        ("use:r2", "earn:purchases:0:1", 10),
+    ]
+    assert inputs.query("SELECT count(*) FROM raw.rejected_records") == [(0,)]
+
+
+def test_a_shortened_validity_puts_the_days_lots_ahead_of_the_open_ones(inputs):
+    """A lot earned after points.validity_days went from 30 to 2 expires before the older lot: a use takes it first
+    once it is earned, and the older lot before."""
+    inputs.rules("points: {validity_days: 30}\n")
+    priced(inputs, ten=10, four=4)
+    buy(inputs, ("u", "ten", "2022-10-01T08:00:00"), ("u", "four", "2022-10-02T08:00:00"))
+    redeem(inputs, ("u", "r0", 3, "2022-10-02T07:00:00"), ("u", "r1", 6, "2022-10-02T09:00:00"))
+    inputs.materialize("2022-10-01", assets=POINTS)
+    shorter = inputs.root / "shorter.yaml"
+    shorter.write_text("points: {validity_days: 2}\n")
+    inputs.materialize("2022-10-02", assets=POINTS, LOYALTY_CONFIG=str(shorter))
+    assert inputs.query("SELECT txn_id, lot_txn_id, points FROM points.lot_allocations ORDER BY ALL") == [
+        ("use:r0", "earn:purchases:0:0", 3),
+        ("use:r1", "earn:purchases:0:0", 2),
+        ("use:r1", "earn:purchases:0:1", 4),
+    ]
+
+
+@pytest.mark.parametrize("pending_days", [0, 1])
+def test_the_queue_fold_and_the_list_fold_write_the_same_ledger(inputs, monkeypatch, pending_days):
+    """A day's fold keeps a small state (the queue model) unless a customer's lots break its premises; the fold over
+    the whole list of lots, run for every customer instead, writes the same rows on random histories with a busy key,
+    merges, pending lots, expiries inside the window, returns (debts), refusals and closures."""
+    from loyalty_pipeline import ledger
+
+    rng = random.Random(11 + pending_days)
+    inputs.rules(f"points: {{validity_days: 2, pending_days: {pending_days}}}\n")
+    prices = {f"p{n}": n for n in range(1, 8)}
+    priced(inputs, **prices)
+    inputs.kafka("users", [(f"u{n}", {"name": "N", "email": f"e{n}@x.com"}, "2022-10-01T00:00:00") for n in range(3)])
+    start = datetime(2022, 10, 1)
+    purchases, redemptions, closures = [], [], []
+    for n in range(700):
+        day = 2 if n < 300 else rng.randrange(6)  # 300 events of u0 on 10-03
+        at = (start + timedelta(days=day, minutes=rng.randrange(24 * 60) // 20 * 20)).isoformat()
+        user = "u0" if n < 300 else rng.choice(["u0", "u1", "u2", "K1", "K2", "K3"])
+        kind = rng.random() * (0.7 if n < 300 else 1)  # the busy key buys more: its lots pile up ahead of its uses
+        if kind < 0.55:
+            payload = {"product_id": rng.choice(list(prices))}
+            if user.startswith("K") and rng.random() < 0.1:  # an order that ties the key to an account
+                payload["email"] = f"e{rng.randrange(3)}@x.com"
+            purchases.append((user, payload, at))
+        elif kind < 0.98:
+            redemptions.append((user, f"r{n}", rng.randrange(1, 40 if n < 300 else 12), at))
+        else:
+            closures.append((user, None, at))
+    returns = [
+        (
+            user,
+            {"purchase_id": f"purchases:0:{i}"},
+            (datetime.fromisoformat(at) + timedelta(hours=rng.randrange(60))).isoformat(),
+        )
+        for i, (user, _, at) in enumerate(purchases)
+        if rng.random() < 0.2
+    ]
+    inputs.kafka("purchases", purchases)
+    redeem(inputs, *redemptions)
+    inputs.kafka("users", closures, file="closures.jsonl")
+    inputs.kafka("returns", returns)
+    inputs.materialize("2022-10-01", "2022-10-06", assets=POINTS)
+    queue_fold = ledger_tables(inputs)
+    inputs.warehouse = inputs.root / "list_fold.duckdb"
+    everyone = "CREATE OR REPLACE TEMP TABLE day_list_folded AS SELECT DISTINCT user_id FROM day_queue"
+    monkeypatch.setattr(ledger, "DAY_LIST_FOLDED", everyone)
+    inputs.materialize("2022-10-01", "2022-10-06", assets=POINTS)
+    assert ledger_tables(inputs) == queue_fold
+    kinds = {kind for (kind,) in inputs.query("SELECT DISTINCT kind FROM points.point_transactions")}
+    assert kinds == {"earn", "use", "expire", "clawback", "merge"}
+    assert inputs.query("SELECT count(*) > 20 FROM raw.rejected_records WHERE reason = 'insufficient_points'") == [
+        (True,)
+    ]
