@@ -2,6 +2,11 @@
 adapter's writes (days swapped in at the commit, nothing on a rollback). Spark starts in seconds: one session per
 test process, few tests."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -288,3 +293,102 @@ def test_a_lake_table_reads_in_its_declared_column_order(spark_session, tmp_path
     assert duck.execute("SELECT * FROM loyalty.m").fetchall() == [("a", date(2024, 6, 1), 1)]
     conn.close()
     duck.close()
+
+
+RERUN_RULES = """
+journeys:
+  - id: welcome
+    audience: "purchase_count > 0"
+    goal: "total_spend > 1000"
+    stages:
+      - id: hello
+        steps: [{activation: hi}, {wait_days: 1}, {activation: thanks}]
+"""
+
+
+def rerun_scenario(root: Path) -> Inputs:
+    """Two days with every chain at work: earns, a use, a refused use, a return, a merge (on day 2 an order keyed
+    by card K1 carries u1's email), journey moves and activations."""
+    inputs = Inputs(root)
+    inputs.rules(RERUN_RULES)
+    priced(inputs, coffee=5, cake=100)
+    inputs.kafka("users", [("u1", {"name": "Ann", "email": "a@x.com"}, "2022-10-01T07:00:00")])
+    inputs.kafka(
+        "purchases",
+        [
+            ("u1", {"product_id": "cake"}, "2022-10-01T08:00:00"),
+            ("K1", {"product_id": "coffee"}, "2022-10-01T09:00:00"),
+            ("u2", {"product_id": "cake"}, "2022-10-01T10:00:00"),
+            ("K1", {"product_id": "cake", "email": "a@x.com"}, "2022-10-02T08:00:00"),
+        ],
+    )
+    redeem(inputs, ("u1", "r1", 50, "2022-10-02T09:00:00"), ("u2", "r2", 5000, "2022-10-02T09:30:00"))
+    inputs.kafka("returns", [("u2", {"purchase_id": "purchases:0:2"}, "2022-10-02T11:00:00")])
+    return inputs
+
+
+def add_late_purchase(inputs: Inputs) -> None:
+    """A late file: u2 also bought a coffee on day 1 (a real change of day 1, none of day 2's ledger rows)."""
+    buy(inputs, ("u2", "coffee", "2022-10-01T12:00:00"), file="late.jsonl")
+
+
+DAYS = ("2022-10-01", "2022-10-02")
+LATE_REVISION = "SELECT change, txn_id, points, day, balance_change FROM points.ledger_revisions"
+
+
+def runs_around_a_late_file(root: Path, engines: dict[str, tuple[str, str]]) -> dict[str, Inputs]:
+    """Per warehouse name, days 1..2 on one engine, then (a late file for day 1 arrived) days 1..2 again on another."""
+    inputs = rerun_scenario(root)
+    runs = {name: Inputs(root) for name in engines}
+    for phase in (0, 1):
+        if phase:
+            add_late_purchase(inputs)
+        for name, run in runs.items():
+            run.warehouse = root / f"{name}.duckdb"
+            run.materialize(*DAYS, LOYALTY_ENGINE=engines[name][phase])
+    return runs
+
+
+def test_a_second_spark_run_gives_duckdbs_tables_and_only_real_revisions(tmp_path: Path, spark_session):
+    """Every day rebuilt on Spark: day 2 identically (no revision), day 1 with the late purchase (one revision),
+    the same tables as the same runs on DuckDB, and as a clean run but for that revision."""
+    runs = runs_around_a_late_file(tmp_path, {"duckdb": ("duckdb", "duckdb"), "spark": ("spark", "spark")})
+    assert differences(runs["duckdb"].warehouse, runs["spark"].warehouse) == {}
+    assert runs["spark"].query(LATE_REVISION) == [("added", "earn:purchases:0:4", 5, date(2022, 10, 1), 5)]
+    clean = Inputs(tmp_path)
+    clean.warehouse = tmp_path / "clean.duckdb"
+    clean.materialize(*DAYS)
+    assert differences(clean.warehouse, runs["spark"].warehouse) == {"points.ledger_revisions": 1}
+    assert runs["spark"].query("SELECT count(*) FROM points.ledger_days") == [(2,)]
+    assert runs["spark"].query("SELECT count(*) FROM journey.journey_days") == [(2,)]
+
+
+def test_days_built_on_duckdb_rebuilt_on_spark_give_duckdbs_tables(tmp_path: Path, spark_session):
+    """Switched to Spark (DuckDB's tables move to the lake, files and all) and every day rebuilt there."""
+    runs = runs_around_a_late_file(tmp_path, {"duckdb": ("duckdb", "duckdb"), "switched": ("duckdb", "spark")})
+    assert differences(runs["duckdb"].warehouse, runs["switched"].warehouse) == {}
+    assert runs["switched"].query(LATE_REVISION) == [("added", "earn:purchases:0:4", 5, date(2022, 10, 1), 5)]
+
+
+@pytest.mark.e2e
+def test_a_spark_run_killed_in_the_ledger_then_run_again_gives_a_clean_runs_tables(tmp_path: Path):
+    """kill -9 once the ledger has swapped in a day (its DuckDB markers committed or not), then the same days on
+    Spark again: every table as one clean run's, with no revision (nothing changed)."""
+    rerun_scenario(tmp_path)
+    killed = tmp_path / "killed.duckdb"
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"} | {"LOYALTY_ENGINE": "spark"}
+    cli = [str(Path(sys.executable).parent / "loyalty-pipeline"), "materialize", "--data-dir", str(tmp_path)]
+    days = ["--from", DAYS[0], "--to", DAYS[1]]
+    victim = subprocess.Popen([*cli, "--warehouse", str(killed), *days], env=env, stdout=subprocess.DEVNULL)
+    ledger = Path(f"{killed}.lake") / "points" / "point_transactions"
+    deadline = time.time() + 1200
+    while not ledger.exists() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL  # killed mid-run, not finished
+    again, clean = Inputs(tmp_path), Inputs(tmp_path)
+    again.warehouse, clean.warehouse = killed, tmp_path / "clean.duckdb"
+    again.materialize(*DAYS, LOYALTY_ENGINE="spark")
+    clean.materialize(*DAYS)
+    assert differences(clean.warehouse, killed) == {}
+    assert again.query("SELECT count(*) FROM points.ledger_revisions") == [(0,)]
