@@ -359,14 +359,16 @@ SELECT $day AS day, c.id AS merged_id, c.customer_id AS into_id,
 FROM canonical AS c WHERE c.vertex LIKE 'c:%' AND c.id <> c.customer_id
 """
 
-# Whom a day's rows, before and after its rebuild, resolve or resolved (both sides of a merge): their lifetime rows
-# change (the change log, loyalty_pipeline/touched.py).
+# Whose lifetime rows a day changes (the change log, loyalty_pipeline/touched.py): both sides of its merges; and when
+# the day is rebuilt, whom its rows resolved before and resolve now. A new identifier alone moves no earlier purchase
+# (none was keyed by it); its own purchases are logged with the day's purchases.
 DAY_TOUCHED = """
 SELECT CASE WHEN strength = 'strong' THEN id_value END AS person FROM identity.id_graph WHERE linked_on = $day
 UNION ALL SELECT customer_id FROM identity.id_graph WHERE linked_on = $day
 UNION ALL SELECT merged_id FROM identity.merges WHERE day = $day
 UNION ALL SELECT into_id FROM identity.merges WHERE day = $day
-UNION ALL SELECT id_value FROM day_graph UNION ALL SELECT customer_id FROM day_graph
+UNION ALL SELECT id_value FROM day_graph WHERE EXISTS (SELECT 1 FROM identity.id_graph WHERE linked_on = $day)
+UNION ALL SELECT customer_id FROM day_graph WHERE EXISTS (SELECT 1 FROM identity.id_graph WHERE linked_on = $day)
 UNION ALL SELECT merged_id FROM day_merges UNION ALL SELECT into_id FROM day_merges
 """
 
