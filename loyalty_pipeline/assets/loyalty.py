@@ -123,7 +123,7 @@ def matches_rebuild(key: dg.AssetKey, people: str, select=None) -> Check:
         conn.execute(
             f"""CREATE OR REPLACE TEMP TABLE sampled_people AS
                 SELECT DISTINCT user_id AS person FROM ({people})
-                ORDER BY md5(user_id || (SELECT CAST(coalesce(max(seq), 0) AS VARCHAR) FROM changes.applied)), person
+                ORDER BY md5(person || (SELECT CAST(coalesce(max(seq), 0) AS VARCHAR) FROM changes.applied)), person
                 LIMIT 1000"""
         )
         rows, params = (select, lambda rules: {}) if select else LIFETIME_SELECTS[key]
