@@ -13,6 +13,7 @@ unchanged): the next tick plans on the settled warehouse.
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -102,7 +103,9 @@ def _plan(
             )
         attempts = tick.attempts + 1 if now == tick.requested else 1
         change.what.append(f"retry of run {tick.failed.run_id} ({tick.failed.status.value})")
-        change.versions.append(tick.failed.run_id)  # a new run key: Dagster launches a run key once
+    # Every plan is a new run key: Dagster launches a key once, and contents put back as they were (A, B, A, B)
+    # would repeat an earlier plan's versions; the cursor, not the key, is what makes ticks restart-safe.
+    change.versions.append(f"planned at {time.time_ns()}")
     try:
         built = planning.built_days(warehouse.database)
     except duckdb.IOException:

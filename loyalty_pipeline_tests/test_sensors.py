@@ -324,3 +324,15 @@ def test_a_cursor_of_older_releases_holding_mtime_and_size_plans_nothing_new(inp
     keep_mtime(csv, lambda: csv.write_text(csv.read_text().replace("1.00", "2.00")))
     assert request_of(tick_on(defs, instance, s3.cursor, "s3_new_files"))[1] == "2024-06-01"
     assert tick_on(defs, instance, kafka.cursor).run_requests == []
+
+
+def test_contents_put_back_as_they_were_run_again_under_a_new_run_key(inputs):
+    """A, B, A, B: the fourth plan has the second's versions, but Dagster launches a run key once."""
+    path, keys, cursor = "historical_purchases/2024-06-01.csv", [], None
+    for price in ("1.00", "2.00", "1.00", "2.00"):
+        inputs.csv(path, HEADER + f"o1,ann,tea,{price},2024-06-01T10:00:00Z\n")
+        result = tick(build_defs(inputs.env()), cursor)
+        [request] = result.run_requests
+        keys.append(request.run_key)
+        cursor = result.cursor
+    assert len(set(keys)) == 4

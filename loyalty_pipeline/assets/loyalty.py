@@ -128,11 +128,10 @@ def matches_rebuild(key: dg.AssetKey, people: str, select=None) -> Check:
         )
         rows, params = (select, lambda rules: {}) if select else LIFETIME_SELECTS[key]
         sample = "SELECT person FROM sampled_people"
+        # a table first: the rebuilt rows' SQL may have a WITH, which Spark cannot repeat in one statement
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE sample_rebuilt AS {rows(sample)}", params(rules))
         wrong = rows_differing(
-            conn,
-            f"SELECT * FROM {table} WHERE user_id IN ({sample})",
-            f"SELECT * FROM ({rows(sample)})",
-            params(rules),
+            conn, f"SELECT * FROM {table} WHERE user_id IN ({sample})", "SELECT * FROM sample_rebuilt"
         )
         return wrong == 0, {"sampled_people": count(conn, sample), "rows_differing": wrong}
 
