@@ -98,10 +98,11 @@ PLACEHOLDERS = ["na", "nan", "none", "null", "nil", "unknown", "undefined", "not
                 "missing", "noemail", "nophone", "nocard"]  # fmt: skip
 
 
-def is_placeholder(value: str) -> str:
-    """SQL: whether `value` (an expression, trimmed) is no identifier: a placeholder, or in `$ignore` (lower-case)."""
+def is_placeholder(value: str, words: str = "true") -> str:
+    """SQL: whether `value` (an expression, trimmed) is no identifier: a placeholder (its words where `words` holds),
+    or in `$ignore` (lower-case)."""
     bare = f"regexp_replace(lower({value}), '[^\\p{{L}}\\p{{N}}]', '', 'g')"
-    return f"""({bare} = '' OR regexp_matches({bare}, '^0+$') OR list_contains($placeholders, {bare})
+    return f"""({bare} = '' OR regexp_matches({bare}, '^0+$') OR ({words} AND list_contains($placeholders, {bare}))
                 OR list_contains($ignore, lower({value})))"""
 
 
@@ -148,7 +149,8 @@ WITH records AS (
     WHERE (id.t = 'customer_key' OR list_contains($link_on, id.t) OR list_contains($weak, id.t))
       AND nullif(trim(id.v), '') IS NOT NULL
 )
-SELECT * FROM identifiers WHERE id_type = 'user_id' OR NOT {is_placeholder("id_value")}
+-- a name may be a word like "Na" or "Nil": names link only when one account carries them, so they need no list
+SELECT * FROM identifiers WHERE id_type = 'user_id' OR NOT {is_placeholder("id_value", words="id_type <> 'name'")}
 UNION ALL
 SELECT record, seen_at, 'customer_key', {key_value("id_value")}, 'strong' FROM identifiers
 WHERE id_type IN ('user_id', 'customer_key') AND {key_value("id_value")} <> id_value

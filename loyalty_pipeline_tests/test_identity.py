@@ -264,7 +264,7 @@ def test_placeholder_values_are_no_identifiers(inputs):
         ("u2", {"name": "Bo", "email": "n/a", "phone": "null", "card_id": "null"}, day),
         ("u3", {"name": "Cy", "email": " - ", "phone": "000-000 00", "card_id": "Unknown"}, day),
         ("u4", {"name": "Di", "email": "noreply@shop.example ", "phone": "+00 0", "card_id": "N.A."}, day),
-        ("u5", {"name": "Ed", "email": "none", "phone": "0", "card_id": "?"}, day),
+        ("u5", {"name": "Nil", "email": "none", "phone": "0", "card_id": "?"}, day),  # a name, though a word
     )
     buy(
         inputs,
@@ -281,6 +281,13 @@ def test_placeholder_values_are_no_identifiers(inputs):
     assert inputs.query(
         "SELECT id_type, id_value FROM identity.id_graph WHERE id_type IN ('email', 'phone', 'card_id')"
     ) == [("card_id", "C1")]
+    assert inputs.query("SELECT id_value FROM identity.id_graph WHERE id_type = 'name' ORDER BY 1") == [
+        ("ann",),
+        ("bo",),
+        ("cy",),
+        ("di",),
+        ("nil",),
+    ]
     assert inputs.query("SELECT count(*) FROM identity.merges") == [(0,)]
 
 
