@@ -1,7 +1,8 @@
 """The change log of touched people: what lets a lifetime table cost what a run changed.
 
 Every step that changes what a person's lifetime rows depend on (their purchases and returns, the id graph, the
-ledger) appends (person, seq, source) rows to `changes.touched` in the same transaction as its writes. A consumer
+ledger) appends (person, seq, source) rows to `changes.touched`: in the same transaction as its writes, or for the
+ledger right after each day it writes (a run killed in between logs those days at its next start). A consumer
 table (sales totals, balances, ...) keeps the last sequence it applied in `changes.applied`, with a hash of its
 rules and SQL; in one transaction it deletes and recomputes the rows of the people logged after its mark, with the
 same SQL as a full rebuild restricted to them, and advances its mark. A consumer with no mark, another hash, or

@@ -554,7 +554,7 @@ def historical_purchases(
         return _dated_export_result(conn, HISTORICAL_KEY, HISTORICAL_CHECKS, source, len(dated), first, end)
 
 
-# A historical row's purchase_id (SPEC: s3:<order_id>:<product_id>:<row number>), over trimmed ids.
+# A historical row's purchase_id (s3:<order_id>:<product_id>:<row number>, the data contract's), over trimmed ids.
 S3_PURCHASE_ID = "'s3:' || trim(order_id) || ':' || trim(product_id) || ':' || row_no"
 
 

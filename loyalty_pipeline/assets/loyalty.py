@@ -14,7 +14,13 @@ from loyalty_pipeline.assets.checks import (
     table_of,
 )
 from loyalty_pipeline.assets.identity import id_graph
-from loyalty_pipeline.assets.ingest import S3_RETURNS_DDL, historical_purchases, raw_topics, s3_returns
+from loyalty_pipeline.assets.ingest import (
+    S3_PURCHASE_ID,
+    S3_RETURNS_DDL,
+    historical_purchases,
+    raw_topics,
+    s3_returns,
+)
 from loyalty_pipeline.identity import purchases_now
 from loyalty_pipeline.kafka import TOPICS, table_ddl
 from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, table_metadata
@@ -179,14 +185,14 @@ ALTER TABLE loyalty.enriched_purchases ADD COLUMN IF NOT EXISTS returned_at TIME
 """
 
 # Every valid purchase, Kafka and S3, with its purchase_id (SPEC §4) and the day it belongs to.
-PURCHASES = """
+PURCHASES = f"""
 SELECT 'purchases:' || kafka_partition || ':' || kafka_offset AS purchase_id,
        coalesce(order_id, 'purchases:' || kafka_partition || ':' || kafka_offset) AS order_id,
        user_id, product_id, NULL::DECIMAL(18,2) AS own_price, event_ts AS purchased_at, 'kafka' AS source,
        store_id, day
 FROM raw.purchases WHERE NOT tombstone
 UNION ALL
-SELECT 's3:' || order_id || ':' || product_id || ':' || row_no, order_id,
+SELECT {S3_PURCHASE_ID}, order_id,
        user_id, product_id, price, purchased_at, 's3', NULL, day
 FROM raw.historical_purchases
 """
