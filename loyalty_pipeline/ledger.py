@@ -119,7 +119,7 @@ GROUP BY debt.txn_id, debt.user_id, merged.into_id, debt.points HAVING owed > 0
 DAY_REDEMPTIONS = """
 CREATE OR REPLACE TEMP TABLE day_redemptions AS
 SELECT redemption_id, user_id, event_ts, points, location, {raw} AS raw,
-       CASE WHEN row_number() OVER (PARTITION BY redemption_id ORDER BY event_ts, kafka_partition, kafka_offset) > 1
+       CASE WHEN row_number() OVER (PARTITION BY redemption_id ORDER BY event_ts, kafka_partition, kafka_offset, location) > 1
                  OR redemption_id IN (SELECT redemption_id FROM raw.redemptions WHERE day < $day AND NOT tombstone)
             THEN 'duplicate redemption_id' END AS refusal
 FROM day_redemptions_by_person AS r
@@ -290,7 +290,7 @@ WITH events AS (
 ), steps AS (
     SELECT *, sum(head) OVER (PARTITION BY user_id ORDER BY n ROWS UNBOUNDED PRECEDING) AS k FROM events
 )
-SELECT s.user_id, s.k, min(s.n) AS n, min(s.kind) AS kind, min(s.ref) AS ref,
+SELECT s.user_id, CAST(s.k AS BIGINT) AS k, CAST(min(s.n) AS BIGINT) AS n, min(s.kind) AS kind, min(s.ref) AS ref,
        CAST(coalesce(sum(s.points), 0) AS BIGINT) AS points,
        CAST(min(CASE s.kind WHEN 'use' THEN coalesce(u.upto, 0) WHEN 'expire' THEN x.upto ELSE s.born_end END)
             AS BIGINT) AS upto,
@@ -326,7 +326,7 @@ def _holes_sum(holes: str, value: str) -> str:
 DAY_FOLD = f"""
 CREATE OR REPLACE TEMP TABLE day_fold AS
 WITH RECURSIVE fold AS (
-    SELECT user_id, 0 AS k, 0 AS n, '' AS kind, '' AS ref, CAST(0 AS BIGINT) AS p, CAST(0 AS BIGINT) AS gone,
+    SELECT user_id, CAST(0 AS BIGINT) AS k, CAST(0 AS BIGINT) AS n, '' AS kind, '' AS ref, CAST(0 AS BIGINT) AS p, CAST(0 AS BIGINT) AS gone,
            CAST([] AS {HOLES}) AS holes, CAST(0 AS BIGINT) AS pd, CAST(coalesce(max(upto), 0) AS BIGINT) AS dend,
            CAST(0 AS BIGINT) AS p_from, false AS refused, CAST(NULL AS BIGINT) AS own_a, CAST(NULL AS BIGINT) AS own_b,
            CAST(0 AS BIGINT) AS missing, CAST(0 AS BIGINT) AS dend_from, CAST(0 AS BIGINT) AS paid,
@@ -425,18 +425,22 @@ SELECT p.user_id, p.n, NULL, NULL, d.txn, least(p.hi, d.hi) - greatest(p.lo, d.l
 FROM paid AS p JOIN debts AS d ON d.user_id = p.user_id AND d.lo < p.hi AND d.hi > p.lo
 """
 
+# The list fold's start (DAY_STEPS): each customer's events, open lots and debts as lists in fold order. Spark's
+# collect_list keeps no order (sqlglot drops list(... ORDER BY)), so each list is sorted after it is made, on struct
+# fields that lead with a unique key: events by (ts, phase, ref), lots by (expires_at, earned_at, lot), debts by
+# (at, txn).
 DAY_START = """
 CREATE OR REPLACE TEMP TABLE day_start AS
 SELECT user_id, events, coalesce(open.lots, []) AS lots, coalesce(debts.debts, []) AS debts
-FROM (SELECT user_id, list({'ts': ts, 'phase': phase, 'ref': ref, 'kind': kind, 'points': points,
-                            'purchase_id': purchase_id, 'expires_at': expires_at, 'available_at': available_at}
-                           ORDER BY n) AS events
+FROM (SELECT user_id, list_sort(list({'ts': ts, 'phase': phase, 'ref': ref, 'kind': kind, 'points': points,
+                                      'purchase_id': purchase_id, 'expires_at': expires_at,
+                                      'available_at': available_at})) AS events
       FROM day_timeline WHERE user_id IN (SELECT user_id FROM day_list_folded) GROUP BY user_id)
-LEFT JOIN (SELECT user_id, list({'expires_at': expires_at, 'earned_at': earned_at, 'lot': lot,
-                                 'available_at': available_at, 'remaining': remaining, 'purchase_id': purchase_id}
-                                ORDER BY expires_at, earned_at, lot) AS lots
+LEFT JOIN (SELECT user_id, list_sort(list({'expires_at': expires_at, 'earned_at': earned_at, 'lot': lot,
+                                           'available_at': available_at, 'remaining': remaining,
+                                           'purchase_id': purchase_id})) AS lots
            FROM day_open_lots GROUP BY user_id) AS open USING (user_id)
-LEFT JOIN (SELECT user_id, list({'txn': txn_id, 'owed': owed} ORDER BY occurred_at, txn_id) AS debts
+LEFT JOIN (SELECT user_id, list_sort(list({'at': occurred_at, 'txn': txn_id, 'owed': owed})) AS debts
            FROM day_open_debts GROUP BY user_id) AS debts USING (user_id)
 """
 
@@ -464,10 +468,10 @@ WITH RECURSIVE fold AS (
                              THEN [{'expires_at': e.expires_at, 'earned_at': ts, 'lot': e.ref,
                                     'available_at': e.available_at, 'remaining': kept, 'purchase_id': returned}]
                              ELSE [] END),
-           list_filter(list_transform(debts, lambda d, i: {'txn': d.txn, 'owed': d.owed - repaid[i]}),
+           list_filter(list_transform(debts, lambda d, i: {'at': d.at, 'txn': d.txn, 'owed': d.owed - repaid[i]}),
                        lambda d: d.owed > 0)
                || CASE WHEN kind = 'clawback' AND points > coalesce(list_sum(taken), 0)
-                       THEN [{'txn': e.ref, 'owed': points - coalesce(list_sum(taken), 0)}] ELSE [] END,
+                       THEN [{'at': ts, 'txn': e.ref, 'owed': points - coalesce(list_sum(taken), 0)}] ELSE [] END,
            e,
            list_filter(list_transform(lots, lambda l, i: {'lot': l.lot, 'lot_expires_at': l.expires_at,
                        'points': taken[i]}), lambda p: p.points > 0),
