@@ -521,11 +521,11 @@ SELECT t.user_id, t.n,
         'expires_at': t.expires_at, 'available_at': t.available_at},
        coalesce(taken.pieces, []), coalesce(paid.paid, []), coalesce(step.refused, false)
 FROM day_timeline AS t
-LEFT JOIN (SELECT user_id, n, list({'lot': lot, 'lot_expires_at': lot_expires_at, 'points': points} ORDER BY lot)
+LEFT JOIN (SELECT user_id, n, list_sort(list({'lot': lot, 'lot_expires_at': lot_expires_at, 'points': points}))
                   AS pieces
            FROM day_fold_pieces WHERE lot IS NOT NULL AND points > 0 GROUP BY user_id, n) AS taken
        ON taken.user_id = t.user_id AND taken.n = t.n
-LEFT JOIN (SELECT user_id, n, list({'txn': txn, 'points': points} ORDER BY txn) AS paid
+LEFT JOIN (SELECT user_id, n, list_sort(list({'txn': txn, 'points': points})) AS paid
            FROM day_fold_pieces WHERE txn IS NOT NULL AND points > 0 GROUP BY user_id, n) AS paid
        ON paid.user_id = t.user_id AND paid.n = t.n
 LEFT JOIN day_fold AS step ON step.user_id = t.user_id AND step.n = t.n AND step.kind = 'use'

@@ -171,6 +171,8 @@ def _node(node: exp.Expression) -> list[str]:
         c.table and not c.find_ancestor(exp.Window) for c in node.find_all(exp.Column)
     ):
         return ["QUALIFY on a table's column (t.c): Spark's form filters an outer query; name the output column"]
+    if isinstance(node, exp.ArrayAgg) and isinstance(node.this, exp.Order):
+        return ["list(x ORDER BY y): Spark's collect_list keeps no order; list_sort(list(...)) on a unique key"]
     if isinstance(node, exp.Slice):
         return ["list[a:b]: sqlglot reads ':b' as a parameter; use list_slice(list, a, b)"]
     if isinstance(node, exp.Anonymous) and node.name.lower() not in KNOWN:

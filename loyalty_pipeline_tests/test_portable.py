@@ -98,6 +98,7 @@ def test_every_statement_downstream_of_ingest_is_portable(statements):
         ("SELECT * FROM read_parquet('x.parquet')", "table function"),
         ("WITH h AS (SELECT 1 AS x) SELECT * FROM h, (WITH h AS (SELECT 2 AS x) SELECT x FROM h) AS i", "CTE name"),
         ("SELECT purchased_at + to_days($n) FROM t", "to_days"),
+        ("SELECT k, list(v ORDER BY t) FROM t GROUP BY k", "keeps no order"),
     ],
 )
 def test_each_rule_catches_its_construct(sql: str, rule: str):
@@ -116,6 +117,7 @@ def test_each_rule_catches_its_construct(sql: str, rule: str):
         "SELECT list_transform(l, lambda x, i: l[i] + coalesce(list_sum(list_slice(l, 1, i - 1)), 0)) FROM t",
         "WITH RECURSIVE w(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM w WHERE v < 3) SELECT * FROM w",
         "SELECT list_has_any(a, b), list_has_all(a, b) FROM t",
+        "SELECT k, list_sort(list({'t': t, 'v': v})) FROM t GROUP BY k",
     ],
 )
 def test_the_portable_forms_pass(sql: str):
