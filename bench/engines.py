@@ -30,11 +30,13 @@ BOOKKEEPING = ("run_id", "revised_at", "published_at")  # when and by which run 
 
 
 def objects(warehouse: Path) -> dict[str, list[tuple[str, str]]]:
-    """Every table and view of a warehouse file (the lake's column declarations aside), with its columns."""
+    """Every table and view of a warehouse file, with its columns: not the lake's column declarations, nor the change
+    log (`changes`), which records how many runs built the tables, not what they hold."""
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         rows = conn.execute(
             """SELECT schema_name || '.' || table_name, column_name, data_type FROM duckdb_columns()
-               WHERE database_name = current_database() AND schema_name NOT IN ('lake', 'information_schema')
+               WHERE database_name = current_database()
+                 AND schema_name NOT IN ('lake', 'information_schema', 'changes')
                  AND NOT starts_with(schema_name, 'pg_')
                ORDER BY ALL"""
         ).fetchall()
