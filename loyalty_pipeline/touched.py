@@ -71,6 +71,8 @@ def start(
     """What `consumer` must apply. Incremental: temp table `touched_people(person)` holds the people logged by
     `sources` since its mark, and the person each of them resolves to now (a merge moves their rows)."""
     conn.execute(DDL)
+    # the engine too: the other engine keeps the table elsewhere (DuckDB or the lake), so a switch rebuilds whole
+    rules = rules_hash(rules, type(conn).__name__)
     # what every consumer applied is no longer needed
     conn.execute("DELETE FROM changes.touched WHERE seq <= (SELECT min(seq) FROM changes.applied)")
     upto = next_seq(conn) - 1
