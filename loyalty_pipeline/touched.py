@@ -34,6 +34,19 @@ CREATE TABLE IF NOT EXISTS changes.logged (  -- a producer that logs after its o
 NEXT_SEQ = """(SELECT coalesce(max(seq), 0) + 1 FROM (
     SELECT seq FROM changes.touched UNION ALL SELECT seq FROM changes.applied))"""
 
+# Who logs what (`source`): a consumer names the sources its rows read.
+SOURCES = {
+    "purchases": "enriched purchases and returns of the days a run wrote (old and new rows)",
+    "identity": "both sides of a merge; every graph row of a rebuilt day",
+    "identifiers": "the people a day's new graph rows link (a new email, card, ...)",
+    "ledger": "ledger rows of the days built, and lots that become available or expire on them",
+    "activity": "clicks (raw.user_activity) of the days a run wrote (old and new rows)",
+    "users": "users messages (raw.users) of the days a run wrote (old and new rows)",
+    "customers": "customers export rows a run applied or withdrew",
+    "journeys": "journey state and activations of the days a run wrote (old and new rows)",
+    "recommendations": "people whose recommendations changed",
+}
+
 REBUILD_TAG = "loyalty/rebuild"  # a run tagged "true" rebuilds every consumer whole
 
 
