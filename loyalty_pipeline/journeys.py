@@ -9,6 +9,7 @@ from datetime import date, timedelta
 
 import duckdb
 
+from loyalty_pipeline import touched
 from loyalty_pipeline.chain import Window, mark_built, publish
 from loyalty_pipeline.config import Journey, Rules
 from loyalty_pipeline.profiles import BEHAVIOUR, add_day_to_totals, totals_from_start
@@ -34,6 +35,7 @@ CREATE TABLE IF NOT EXISTS journey.profile_totals (
     activity VARCHAR[], as_of DATE
 );
 """
+DDL += touched.DDL  # the state logs the people whose journeys a day changes
 
 TERMINAL = "('goal', 'exit', 'end')"
 
@@ -152,14 +154,30 @@ WHERE b.customer_id IN (SELECT into_id FROM identity.merges WHERE day = $day)
 """
 
 
+# The people of a day's state rows and activations reached (the change log, touched.py): logged before the day's
+# rows are replaced and after. A merge's rows replacing later ones are the merged-into person's, logged with its day.
+DAY_PEOPLE = """
+SELECT customer_id AS person FROM journey.journey_state WHERE (entered_at = $day AND merged_on IS NULL) OR merged_on = $day
+UNION ALL SELECT customer_id FROM journey.reached_activations WHERE day = $day
+"""
+
+# A run rebuilding from a day on drops the rows from that day ($1): their people.
+PEOPLE_FROM = """
+SELECT customer_id AS person FROM journey.journey_state WHERE entered_at >= $1 OR merged_on >= $1
+UNION ALL SELECT customer_id FROM journey.reached_activations WHERE day >= $1
+"""
+
+
 def publish_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
     """The day's rows replace the state's rows of that day; a node reached earlier keeps its first day. Rows from
     the day's merges replace the merged-into person's later rows of the same nodes. The activations reached are
     logged apart, so that replacing a node's date never loses the activation sent on the later one."""
     on_day = {"day": day}
+    log = (touched.log_sql(DAY_PEOPLE, "journeys", touched.NEXT_SEQ), on_day)
     publish(
         conn,
         [
+            log,
             (
                 "DELETE FROM journey.journey_state WHERE (entered_at = $day AND merged_on IS NULL) OR merged_on = $day",
                 on_day,
@@ -189,6 +207,7 @@ def publish_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
                    ANTI JOIN journey.journey_state USING (journey_id, customer_id, node)""",
                 {},
             ),
+            log,
             (mark_built("journey.journey_days"), on_day),
         ],
     )

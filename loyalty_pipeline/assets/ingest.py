@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from loyalty_pipeline import partitions
+from loyalty_pipeline import partitions, touched
 from loyalty_pipeline.assets.checks import (
     Check,
     check_results,
@@ -181,6 +181,9 @@ def _topic_checks(key: dg.AssetKey) -> list:
     ]
 
 
+# Topics whose rows a profile or card shows, and the change-log source (touched.SOURCES) their days' people go to.
+TOPIC_SOURCES = {"users": "users", "user_activity": "activity"}
+
 raw_topics = {  # raw_topics["purchases"]: the spec of raw/purchases, for deps
     topic.name: dg.AssetSpec(
         key=["raw", topic.name],
@@ -249,7 +252,13 @@ def _ingest_topic(
     _refuse_losing_rows(conn, topic.name, parsed, files, first, end)
     _warn_of_days_not_run(context, conn, topic.name, parsed, first, end)
     columns = ", ".join(topic.columns)
+    logged = TOPIC_SOURCES.get(topic.name)
+    people = f"SELECT user_id AS person FROM raw.{topic.name} WHERE day >= $1 AND day < $2"
+    log = logged and touched.log_sql(people, logged, touched.NEXT_SEQ)
+    conn.execute(touched.DDL)
     with transaction(conn):
+        if log:  # the people of the rows replaced
+            conn.execute(log, [first, end])
         conn.execute(f"DELETE FROM raw.{topic.name} WHERE day >= $1 AND day < $2", [first, end])
         conn.execute(
             f"""INSERT INTO raw.{topic.name} ({columns}, tombstone, kafka_partition, kafka_offset, event_ts, day, location)
@@ -257,6 +266,8 @@ def _ingest_topic(
             FROM {parsed} WHERE reason IS NULL AND day >= $1 AND day < $2""",
             [first, end],
         )
+        if log:  # and of their replacements
+            conn.execute(log, [first, end])
         _quarantine(
             conn,
             source,
@@ -441,12 +452,23 @@ def customers(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: 
             """,
             {"latest": rules.latest_event_time().date()},
         )
+        conn.execute(touched.DDL)
+        new_rows = (
+            "SELECT trim(user_id), name, email, signup, s3_key, row_no FROM customers_checked WHERE reason IS NULL"
+        )
+        old_rows = "SELECT user_id, name, email, signup_date, s3_key, row_no FROM raw.customers"
         with transaction(conn):
-            conn.execute("DELETE FROM raw.customers")
+            # the people of the rows withdrawn or applied (a row edited or moved is both): the rows kept change nobody
             conn.execute(
-                "INSERT INTO raw.customers SELECT trim(user_id), name, email, signup, s3_key, row_no "
-                "FROM customers_checked WHERE reason IS NULL"
+                touched.log_sql(
+                    f"SELECT user_id AS person FROM (({old_rows} EXCEPT {new_rows}) UNION ALL "
+                    f"({new_rows} EXCEPT {old_rows}))",
+                    "customers",
+                    touched.NEXT_SEQ,
+                )
             )
+            conn.execute("DELETE FROM raw.customers")
+            conn.execute(f"INSERT INTO raw.customers {new_rows}")
             _quarantine(
                 conn,
                 source,

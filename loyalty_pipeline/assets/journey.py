@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from loyalty_pipeline import identity, journeys, ledger
+from loyalty_pipeline import identity, journeys, ledger, touched
 from loyalty_pipeline.assets.checks import Days, check, check_results, check_specs, failed_blocking, in_days
 from loyalty_pipeline.assets.ingest import customers, raw_topics
 from loyalty_pipeline.assets.loyalty import enriched_purchases
@@ -200,6 +200,7 @@ def _journey_state(context: dg.AssetExecutionContext, conn, rules: RulesResource
     window.begin(
         conn,
         drop_from_first=(
+            touched.log_sql(journeys.PEOPLE_FROM, "journeys", touched.NEXT_SEQ),  # whose rows are dropped
             "DELETE FROM journey.journey_state WHERE entered_at >= $1 OR merged_on >= $1",
             "DELETE FROM journey.reached_activations WHERE day >= $1",
         ),
@@ -289,10 +290,17 @@ def _activations(context: dg.AssetExecutionContext, conn, rules: RulesResource) 
         window,
     )
     revision = revision_of(context)
+    log = touched.log_sql(  # the people of the activations replaced, then of their replacements
+        "SELECT customer_id AS person FROM journey.activations WHERE activated_on >= $first AND activated_on < $end",
+        "journeys",
+        touched.NEXT_SEQ,
+    )
     with transaction(conn):
         conn.execute(REVISE_ACTIVATIONS, {**window, **revision})
+        conn.execute(log, window)
         conn.execute("DELETE FROM journey.activations WHERE activated_on >= $first AND activated_on < $end", window)
         conn.execute("INSERT INTO journey.activations SELECT * FROM new_activations")
+        conn.execute(log, window)
         for n in range((end - first).days):
             conn.execute(mark_built("journey.activation_days"), {"day": first + timedelta(days=n)})
     window_rows = "SELECT * FROM journey.activations WHERE activated_on >= $first AND activated_on < $end"
