@@ -374,6 +374,12 @@ UNION ALL SELECT customer_id FROM day_graph WHERE EXISTS (SELECT 1 FROM identity
 UNION ALL SELECT merged_id FROM day_merges UNION ALL SELECT into_id FROM day_merges
 """
 
+# Whose identifiers a day changes (a new email, card, phone or name shown on their profile): the people of the day's
+# graph rows, those it replaces (a rebuilt day) and its new ones. Apart from DAY_TOUCHED, which lifetime tables read.
+DAY_IDENTIFIERS = """
+SELECT customer_id AS person FROM identity.id_graph WHERE linked_on = $day UNION ALL SELECT customer_id FROM day_graph
+"""
+
 
 def build_day(conn: duckdb.DuckDBPyConnection, identity: Identity, window: Window, day: date) -> dict:
     """Resolves the day's identifiers and writes its rows in one transaction; returns counts for metadata."""
@@ -427,6 +433,7 @@ def build_day(conn: duckdb.DuckDBPyConnection, identity: Identity, window: Windo
         conn,
         [
             (touched.log_sql(DAY_TOUCHED, "identity", touched.NEXT_SEQ), on_day),
+            (touched.log_sql(DAY_IDENTIFIERS, "identifiers", touched.NEXT_SEQ), on_day),
             ("DELETE FROM identity.id_graph WHERE linked_on = $day", on_day),
             ("DELETE FROM identity.weak_values WHERE day = $day", on_day),
             ("DELETE FROM identity.merges WHERE day = $day", on_day),
