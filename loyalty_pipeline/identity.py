@@ -55,14 +55,20 @@ FROM identity.id_graph WHERE strength = 'strong' GROUP BY id_value;
 DDL += touched.DDL  # the graph logs the people whose resolution a day changes
 
 
+def linked_ids(people: str) -> str:
+    """The identifiers that may find the people of `people` (a query of one column `person`, constant SQL): their
+    ids and every value ever linked to them (the person a value finds is among the people it was linked to)."""
+    return f"""SELECT person FROM ({people}) UNION
+               SELECT id_value FROM identity.id_graph WHERE customer_id IN (SELECT person FROM ({people}))"""
+
+
 def purchases_now(people: str = "") -> str:
     """Purchases with `user_id` the person now (a purchase keeps the person of its day in enriched_purchases; a later
     merge moves it): what the lifetime tables count. With `people` (a query of one column `person`, constant SQL):
     only theirs, read through the identifiers ever linked to them, so an update reads their rows, not every one."""
     purchases, ids, mine = "loyalty.enriched_purchases", "identity.current_ids", ""
     if people:
-        linked = f"""SELECT person FROM ({people}) UNION
-                     SELECT id_value FROM identity.id_graph WHERE customer_id IN (SELECT person FROM ({people}))"""
+        linked = linked_ids(people)
         purchases = f"(SELECT * FROM loyalty.enriched_purchases WHERE user_id IN ({linked}))"
         ids = f"""(SELECT id_value, arg_max(customer_id, linked_on) AS customer_id FROM identity.id_graph
                    WHERE strength = 'strong' AND id_value IN ({linked}) GROUP BY id_value)"""

@@ -9,7 +9,7 @@ from datetime import date
 
 import duckdb
 
-from loyalty_pipeline.identity import ids_as_of
+from loyalty_pipeline.identity import ids_as_of, linked_ids
 from loyalty_pipeline.rules_sql import with_tier
 
 # Every id below is mapped to the person it resolves to at the end of $as_of (identity.ids_as_of), so a profile
@@ -46,11 +46,13 @@ def _of_people(table: str, *columns: str) -> str:
                  AND ($everyone OR coalesce(people.customer_id, t.user_id) IN (SELECT user_id FROM recomputed))"""
 
 
-# Running totals of the events in days [$first, $last], one row per person seen in any of them; `known` says the
-# id is a customer (a user message or a purchase; the customers export is joined in BEHAVIOUR) rather than only
-# clicks or points.
-TOTALS = f"""
-WITH people AS ({ids_as_of(IDS_IN_RANGE)}), recomputed AS ({RECOMPUTED}), spend AS (
+def totals_sql(ids: str = IDS_IN_RANGE, recomputed: str = RECOMPUTED) -> str:
+    """Running totals of the events in days [$first, $last], one row per person seen in any of them; `known` says
+    the id is a customer (a user message or a purchase; the customers export is joined in BEHAVIOUR) rather than
+    only clicks or points. `ids` (a query of one column) holds every id to map to its person; with $everyone
+    false, only the people of `recomputed` (a query of `user_id`) are summed."""
+    return f"""
+WITH people AS ({ids_as_of(ids)}), recomputed AS ({recomputed}), spend AS (
     SELECT user_id,
            sum(price) AS total_spend, count(*) AS purchase_count, count(price) AS priced_count,
            min(purchased_at) AS first_purchase_at, max(purchased_at) AS last_purchase_at,
@@ -85,11 +87,16 @@ LEFT JOIN activity USING (user_id)
 """
 
 
-def totals_from_start(conn: duckdb.DuckDBPyConnection, as_of: date) -> None:
-    """Temp table `profile_totals`: the totals of every event up to the end of `as_of`."""
+TOTALS = totals_sql()
+
+
+def totals_from_start(conn: duckdb.DuckDBPyConnection, as_of: date, people: str | None = None) -> None:
+    """Temp table `profile_totals`: the totals of every event up to the end of `as_of`; of the people of `people`
+    (a query of one column `person`, constant SQL) only, read through the identifiers ever linked to them."""
+    sql = TOTALS if people is None else totals_sql(linked_ids(people), f"SELECT person AS user_id FROM ({people})")
     conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE profile_totals AS {TOTALS}",
-        {"first": date.min, "last": as_of, "as_of": as_of, "everyone": True},
+        f"CREATE OR REPLACE TEMP TABLE profile_totals AS {sql}",
+        {"first": date.min, "last": as_of, "as_of": as_of, "everyone": people is None},
     )
 
 
@@ -127,9 +134,11 @@ def add_day_to_totals(conn: duckdb.DuckDBPyConnection, day: date) -> None:
     conn.execute("INSERT INTO profile_totals SELECT * FROM profile_day")
 
 
-# The behaviour columns of SPEC §5.4 for every known customer (in the totals or the customers export), from
-# `profile_totals` as of the end of `$as_of`; the tier of each distinct total by `rules_sql.with_tier` (load_tiers).
-BEHAVIOUR = f"""
+def behaviour_sql(customers: str = "raw.customers") -> str:
+    """The behaviour columns of SPEC §5.4 for every known customer (in the totals or the customers export
+    `customers`, a table or subquery), from `profile_totals` as of the end of `$as_of`; the tier of each distinct
+    total by `rules_sql.with_tier` (load_tiers)."""
+    return f"""
 WITH behaviour_rows AS (
     SELECT user_id, coalesce(total_spend, 0)::DECIMAL(18,2) AS total_spend,
            coalesce(purchase_count, 0) AS purchase_count,
@@ -144,7 +153,7 @@ WITH behaviour_rows AS (
            coalesce(activity, []::VARCHAR[]) AS activity_since_last_purchase
     FROM profile_totals
     FULL JOIN (SELECT DISTINCT coalesce(ids.customer_id, c.user_id) AS user_id, true AS exported
-               FROM raw.customers AS c LEFT JOIN ({ids_as_of("SELECT user_id FROM raw.customers")}) AS ids
+               FROM {customers} AS c LEFT JOIN ({ids_as_of(f"SELECT user_id FROM {customers}")}) AS ids
                     ON ids.id_value = c.user_id) AS export
          USING (user_id)
     WHERE known OR exported
@@ -156,18 +165,22 @@ FROM behaviour_rows AS b JOIN behaviour_tiers AS t ON t.total = b.total_spend
 """
 
 
-# Identity: the latest Kafka users message wins over the CSV export, field by field; newest first in each. The
-# accounts of one person (merged) show the newest of them.
-IDENTITY = f"""
+BEHAVIOUR = behaviour_sql()
+
+
+def identity_sql(users: str = "raw.users", customers: str = "raw.customers") -> str:
+    """Identity: the latest Kafka users message wins over the CSV export, field by field; newest first in each. The
+    accounts of one person (merged) show the newest of them."""
+    return f"""
 WITH kafka AS (
     SELECT coalesce(ids.customer_id, u.user_id) AS user_id, name, email, tombstone AS account_closed
-    FROM raw.users AS u LEFT JOIN ({ids_as_of("SELECT user_id FROM raw.users")}) AS ids ON ids.id_value = u.user_id
+    FROM {users} AS u LEFT JOIN ({ids_as_of(f"SELECT user_id FROM {users}")}) AS ids ON ids.id_value = u.user_id
     WHERE day <= $as_of
     QUALIFY row_number() OVER (PARTITION BY coalesce(ids.customer_id, u.user_id)
                                ORDER BY event_ts DESC, kafka_offset DESC) = 1
 ), export AS (
     SELECT coalesce(ids.customer_id, c.user_id) AS user_id, name, email, signup_date
-    FROM raw.customers AS c LEFT JOIN ({ids_as_of("SELECT user_id FROM raw.customers")}) AS ids
+    FROM {customers} AS c LEFT JOIN ({ids_as_of(f"SELECT user_id FROM {customers}")}) AS ids
          ON ids.id_value = c.user_id
     QUALIFY row_number() OVER (PARTITION BY coalesce(ids.customer_id, c.user_id) ORDER BY s3_key DESC, row_no DESC) = 1
 )
@@ -179,15 +192,39 @@ SELECT user_id,
 FROM kafka FULL JOIN export USING (user_id)
 """
 
-PROFILE_360 = f"""
+
+def profile_sql(people: str | None = None) -> str:
+    """The stored profiles (`customer.profiles`, as of `$as_of`, from `profile_totals`): everyone's, or only those of
+    `people` (a query of one column `person`, constant SQL), reading only the rows of ids linked to them. Values
+    that change with the calendar alone are not stored: the view `customer.profile_360` computes them when read."""
+    customers, users, mine = "raw.customers", "raw.users", ""
+    if people is not None:
+        linked = linked_ids(people)
+        customers = f"(SELECT * FROM raw.customers WHERE user_id IN ({linked}))"
+        users = f"(SELECT * FROM raw.users WHERE user_id IN ({linked}))"
+        mine = f"WHERE behaviour.user_id IN (SELECT person FROM ({people}))"
+    return f"""
 SELECT behaviour.user_id, identity.name, identity.email, behaviour.total_spend, behaviour.purchase_count,
        behaviour.avg_purchase_price, behaviour.first_purchase_at, behaviour.last_purchase_at,
-       behaviour.days_since_last_purchase, behaviour.reward_level, behaviour.points_balance,
+       behaviour.reward_level, behaviour.points_balance,
        behaviour.products_purchased, behaviour.activity_since_last_purchase,
        coalesce(offers.promotions, []::VARCHAR[]) AS promotions,
-       identity.signup_date, coalesce(identity.account_closed, false) AS account_closed, $as_of::DATE AS as_of
-FROM ({BEHAVIOUR}) AS behaviour
-LEFT JOIN ({IDENTITY}) AS identity USING (user_id)
+       identity.signup_date, coalesce(identity.account_closed, false) AS account_closed
+FROM ({behaviour_sql(customers)}) AS behaviour
+LEFT JOIN ({identity_sql(users, customers)}) AS identity USING (user_id)
 LEFT JOIN (SELECT user_id, list_sort(list(promotion_name)) AS promotions FROM loyalty.promotions GROUP BY user_id) AS offers
        USING (user_id)
+{mine}
+"""
+
+
+# The 360 as SPEC §5.3 shows it: the stored profiles with the day they are as of (`customer.profile_as_of`, written
+# with them) and the days since the last purchase counted from it when read, so no row goes stale with the calendar.
+PROFILE_360_VIEW = """
+CREATE OR REPLACE VIEW customer.profile_360 AS
+SELECT p.user_id, p.name, p.email, p.total_spend, p.purchase_count, p.avg_purchase_price, p.first_purchase_at,
+       p.last_purchase_at, date_diff('day', p.last_purchase_at::DATE, d.as_of) AS days_since_last_purchase,
+       p.reward_level, p.points_balance, p.products_purchased, p.activity_since_last_purchase, p.promotions,
+       p.signup_date, p.account_closed, d.as_of
+FROM customer.profiles AS p CROSS JOIN customer.profile_as_of AS d
 """

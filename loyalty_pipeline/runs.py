@@ -32,7 +32,7 @@ SHOWN = {
     "FROM journey.journey_state GROUP BY ALL ORDER BY journey_id, first_entered, node",
     "journey.activations": "SELECT * FROM journey.activations ORDER BY activated_on, journey_id, customer_id",
 }
-NAMES = "LEFT JOIN (SELECT user_id, name FROM customer.profile_360) AS people USING (user_id)"
+NAMES = "LEFT JOIN (SELECT user_id, name FROM customer.profiles) AS people USING (user_id)"
 NO_NAMES = "CROSS JOIN (SELECT NULL::VARCHAR AS name)"
 
 
@@ -196,7 +196,7 @@ def print_summary(database: str, result: dg.ExecuteInProcessResult) -> list[str]
         tables = conn.execute("SELECT schema_name || '.' || table_name FROM duckdb_tables() ORDER BY ALL").fetchall()
         for (table,) in tables:
             print(f"  {table:<34} {conn.execute(f'SELECT count(*) FROM {table}').fetchall()[0][0]:>10}")
-        names = NAMES if ("customer.profile_360",) in tables else NO_NAMES
+        names = NAMES if ("customer.profiles",) in tables else NO_NAMES
         for table, sql in SHOWN.items():
             if (table,) in tables:
                 print(f"\n{table}")

@@ -46,7 +46,7 @@ LAKE_TABLES: dict[str, str | None] = {
     "identity.export_records": "day",
     "points.point_transactions": "day",
     "points.lot_allocations": "day",
-    "customer.profile_360": None,
+    "customer.profiles": None,
     "customer.identifiers": None,
     "customer.recommendations": None,
 }

@@ -125,9 +125,11 @@ def refresh(
     select,
     params: dict,
     update: Update,
+    also: list[tuple[str, dict]] = (),
 ) -> None:
     """Brings `table` (rows keyed by `user_id`) up to date in one transaction: whole from `select(None)`, or the
-    touched people's rows replaced by `select("SELECT person FROM touched_people")`; then advances the mark."""
+    touched people's rows replaced by `select("SELECT person FROM touched_people")`; runs the statements `also`
+    (what must change with the rows); then advances the mark."""
     with transaction(conn):
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
         if update.whole:
@@ -135,6 +137,8 @@ def refresh(
         else:
             conn.execute(f"DELETE FROM {table} WHERE user_id IN (SELECT person FROM touched_people)")
             conn.execute(f"INSERT INTO {table} BY NAME {select('SELECT person FROM touched_people')}", params)
+        for statement, statement_params in also:
+            conn.execute(statement, statement_params)
         finish(conn, update)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from loyalty_pipeline import identity, journeys, ledger, recommend
+from loyalty_pipeline import identity, journeys, ledger, recommend, touched
 from loyalty_pipeline.assets.checks import (
     check,
     check_results,
@@ -19,11 +19,11 @@ from loyalty_pipeline.assets.checks import (
 from loyalty_pipeline.assets.identity import id_graph
 from loyalty_pipeline.assets.ingest import customers, raw_topics
 from loyalty_pipeline.assets.journey import ACTIVATIONS_KEY
-from loyalty_pipeline.assets.loyalty import CAFFEINE_KEY, PROMOTIONS_KEY, SALES_TOTALS_KEY, enriched_purchases
+from loyalty_pipeline.assets.loyalty import CAFFEINE_KEY, PEOPLE, PROMOTIONS_KEY, SALES_TOTALS_KEY, enriched_purchases
 from loyalty_pipeline.assets.points import point_balances
 from loyalty_pipeline.identity import PURCHASES_NOW
 from loyalty_pipeline.metadata import preview, table_metadata
-from loyalty_pipeline.profiles import PROFILE_360, totals_from_start
+from loyalty_pipeline.profiles import PROFILE_360_VIEW, profile_sql, totals_from_start
 from loyalty_pipeline.resources import RulesResource, Warehouse, WarehouseError
 from loyalty_pipeline.rules_sql import load_tiers
 from loyalty_pipeline.serving import CARDS, NAMES, SERVED_TABLES, serving_path
@@ -32,6 +32,15 @@ from loyalty_pipeline.warehouse import OWNERS, PORTABLE_KINDS, WAREHOUSE_POOL, c
 # Every identifier the id graph knows and the person it finds now: what a lookup by any id, email or name reads.
 IDENTIFIERS = """
 SELECT id_type, id_value, arg_max(customer_id, linked_on) AS user_id FROM identity.id_graph GROUP BY ALL
+"""
+# The values whose person may have changed: every value linked to a touched person, and every value that found one.
+TOUCHED_VALUES = """
+SELECT id_value FROM identity.id_graph WHERE customer_id IN (SELECT person FROM touched_people)
+UNION SELECT id_value FROM customer.identifiers WHERE user_id IN (SELECT person FROM touched_people)
+"""
+IDENTIFIERS_OF_VALUES = """
+SELECT id_type, id_value, arg_max(customer_id, linked_on) AS user_id FROM identity.id_graph
+WHERE id_value IN (SELECT id_value FROM touched_values) GROUP BY ALL
 """
 
 # The profile is as of the end of the last day materialized (the ledger records every day it was built for,
@@ -132,23 +141,67 @@ PROFILE_SPEC = dg.AssetSpec(
 )
 
 
-def _profile_360(conn, rules: RulesResource) -> dg.MaterializeResult:
+# What a profile reads: its events, returns and ledger rows, the id graph, and the users and customers records.
+PROFILE_SOURCES = ["purchases", "identity", "ledger", "activity", "users", "customers"]
+# The identifiers a lookup finds: new links, and every link of the people a merge or a rebuilt day moved.
+IDENTIFIER_SOURCES = ["identity", "identifiers"]
+
+
+def _profile_360(conn, rules: RulesResource, rebuild: bool) -> dg.MaterializeResult:
+    """Profiles of the people touched since the last update (whole when there is none, the SQL or tiers changed,
+    or on a rebuild), and the identifiers they hold, each in one transaction with its mark."""
     as_of = conn.execute(LAST_DAY).fetchall()[0][0]
     load_tiers(conn, rules.rules)
-    totals_from_start(conn, as_of)
-    with transaction(conn):
-        conn.execute("CREATE SCHEMA IF NOT EXISTS customer")
-        conn.execute(f"CREATE OR REPLACE TABLE customer.profile_360 AS {PROFILE_360}", {"as_of": as_of})
-        conn.execute(f"CREATE OR REPLACE TABLE customer.identifiers AS {IDENTIFIERS}")
+    tiers = [[tier.name, tier.above] for tier in rules.rules.tiers] + [rules.rules.default_tier]
+    update = touched.start(
+        conn,
+        "customer.profiles",
+        PROFILE_SOURCES,
+        touched.rules_hash(profile_sql(), profile_sql(PEOPLE), tiers),
+        rebuild,
+    )
+    people = None if update.whole else PEOPLE
+    totals_from_start(conn, as_of, people)
+    conn.execute("CREATE SCHEMA IF NOT EXISTS customer")
+    conn.execute("CREATE TABLE IF NOT EXISTS customer.profile_as_of (as_of DATE)")
+    touched.refresh(
+        conn,
+        "customer.profiles",
+        profile_sql,
+        {"as_of": as_of},
+        update,
+        also=[
+            ("DELETE FROM customer.profile_as_of", {}),
+            ("INSERT INTO customer.profile_as_of VALUES ($as_of)", {"as_of": as_of}),
+        ],
+    )
+    conn.execute(PROFILE_360_VIEW)
+    updated = count(conn, "SELECT 1 FROM customer.profiles" if update.whole else PEOPLE)
+    _identifiers(conn, rebuild)
     return dg.MaterializeResult(
         asset_key=PROFILE_KEY,
         metadata={
             **table_metadata(conn, "customer.profile_360"),
             "as_of": str(as_of),
+            "update": "rebuilt whole" if update.whole else "incremental",
+            "people_updated": updated,
             "preview": preview(conn, "SELECT * FROM customer.profile_360 ORDER BY total_spend DESC, user_id"),
         },
         check_results=check_results(PROFILE_KEY, PROFILE_CHECKS, conn, rules),
     )
+
+
+def _identifiers(conn, rebuild: bool) -> None:
+    """customer.identifiers for the values linked to the people touched since its last update (or whole)."""
+    update = touched.start(conn, "customer.identifiers", IDENTIFIER_SOURCES, touched.rules_hash(IDENTIFIERS), rebuild)
+    with transaction(conn):
+        if update.whole:
+            conn.execute(f"CREATE OR REPLACE TABLE customer.identifiers AS {IDENTIFIERS}")
+        else:
+            conn.execute(f"CREATE OR REPLACE TEMP TABLE touched_values AS {TOUCHED_VALUES}")
+            conn.execute("DELETE FROM customer.identifiers WHERE id_value IN (SELECT id_value FROM touched_values)")
+            conn.execute(f"INSERT INTO customer.identifiers BY NAME {IDENTIFIERS_OF_VALUES}")
+        touched.finish(conn, update)
 
 
 RECOMMENDATIONS_SPEC = dg.AssetSpec(
@@ -253,7 +306,11 @@ def customer_360(context: dg.AssetExecutionContext, warehouse: Warehouse, rules:
     """Profiles, then recommendations (on the chosen engine), then the serving copy (a DuckDB file, on DuckDB); a
     table failing a blocking check stops the step there (it fails after reporting it, as a blocking check does), so
     nothing wrong is served."""
-    builders = {PROFILE_KEY: lambda conn: _profile_360(conn, rules), RECOMMENDATIONS_KEY: _recommendations}
+    rebuild = context.run.tags.get(touched.REBUILD_TAG) == "true"
+    with warehouse.get_connection() as conn:  # the 360 was a table before it was a view of customer.profiles
+        if count(conn, "FROM duckdb_tables() WHERE schema_name = 'customer' AND table_name = 'profile_360'"):
+            conn.execute("DROP TABLE customer.profile_360")
+    builders = {PROFILE_KEY: lambda conn: _profile_360(conn, rules, rebuild), RECOMMENDATIONS_KEY: _recommendations}
     with warehouse.get_connection(portable=True) as conn:
         for key, build in builders.items():
             if key in context.selected_asset_keys:
