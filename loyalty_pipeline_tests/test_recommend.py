@@ -39,8 +39,8 @@ def recommended(orders, interests) -> set[tuple]:
         ],
     )
     conn.executemany("INSERT INTO customer.profile_360 VALUES (?, ?)", list(interests.items()))
-    recommend.build(conn, "recommendations")
-    return set(conn.execute("SELECT user_id, product_id, score, rank FROM recommendations").fetchall())
+    recommend.update(conn)
+    return set(conn.execute("SELECT user_id, product_id, score, rank FROM customer.recommendations").fetchall())
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -215,13 +215,15 @@ RECOMMENDATIONS_SPEC = dg.AssetSpec(
 )
 
 
-def _recommendations(conn) -> dg.MaterializeResult:
-    with transaction(conn):
-        recommend.build(conn, "customer.recommendations")
+def _recommendations(conn, rebuild: bool = False) -> dg.MaterializeResult:
+    applied = recommend.update(conn, rebuild)
     return dg.MaterializeResult(
         asset_key=RECOMMENDATIONS_KEY,
         metadata={
             **table_metadata(conn, "customer.recommendations"),
+            "update": "rebuilt whole" if applied.whole else "incremental",
+            "people_recomputed": applied.recomputed,
+            "people_changed": applied.logged,
             "customers_with_recommendations": count(conn, "SELECT DISTINCT user_id FROM customer.recommendations"),
             "preview": preview(conn, "SELECT * FROM customer.recommendations ORDER BY user_id, rank", limit=20),
         },
@@ -310,7 +312,10 @@ def customer_360(context: dg.AssetExecutionContext, warehouse: Warehouse, rules:
     with warehouse.get_connection() as conn:  # the 360 was a table before it was a view of customer.profiles
         if count(conn, "FROM duckdb_tables() WHERE schema_name = 'customer' AND table_name = 'profile_360'"):
             conn.execute("DROP TABLE customer.profile_360")
-    builders = {PROFILE_KEY: lambda conn: _profile_360(conn, rules, rebuild), RECOMMENDATIONS_KEY: _recommendations}
+    builders = {
+        PROFILE_KEY: lambda conn: _profile_360(conn, rules, rebuild),
+        RECOMMENDATIONS_KEY: lambda conn: _recommendations(conn, rebuild),
+    }
     with warehouse.get_connection(portable=True) as conn:
         for key, build in builders.items():
             if key in context.selected_asset_keys:
