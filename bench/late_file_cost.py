@@ -117,6 +117,11 @@ def tick_and_run(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str
         "days": days,
         "assets": len(request.asset_selection) if request.asset_selection else "all",
         "steps": len([event for event in done.all_events if event.event_type_value == "STEP_SUCCESS"]),
+        "step_s": {
+            event.step_key: round(event.event_specific_data.duration_ms / 1000, 2)
+            for event in done.all_events
+            if event.event_type_value == "STEP_SUCCESS"
+        },
     }, result.cursor
 
 
@@ -126,43 +131,46 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--days", type=int, default=60, help="days built before the two files land")
     parser.add_argument("--back", type=int, default=30, help="how many days before the on-time day the late file is")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--on-time", type=int, default=1, help="on-time days landed one after the other")
+    parser.add_argument(
+        "--work", type=Path, help="keep the inputs and warehouse here; a warehouse already there is the history"
+    )
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="late-file-") as work:
-        data = Path(work) / "data"
-        generate.main(
-            [
-                "--customers",
-                str(args.customers),
-                "--days",
-                str(args.days),
-                "--out",
-                str(data),
-                "--start",
-                START.isoformat(),
-            ]
-        )
-        env = {"LOYALTY_DATA_DIR": str(data), "LOYALTY_WAREHOUSE": str(Path(work) / "warehouse.duckdb")}
+    with tempfile.TemporaryDirectory(prefix="late-file-") as temporary:
+        work = args.work or Path(temporary)
+        data = work / "data"
+        env = {"LOYALTY_DATA_DIR": str(data), "LOYALTY_WAREHOUSE": str(work / "warehouse.duckdb")}
         defs, instance = build_defs(env), dg.DagsterInstance.ephemeral()
         last = START + timedelta(days=args.days - 1)
-        started = time.perf_counter()
-        assert materialize_days(defs, START.isoformat(), last.isoformat(), instance).success
-        history_s = time.perf_counter() - started
+        history_s = None
+        if not Path(env["LOYALTY_WAREHOUSE"]).exists():
+            generate.main(
+                ["--customers", str(args.customers), "--days", str(args.days), "--out", str(data)]
+                + ["--start", START.isoformat()]
+            )
+            started = time.perf_counter()
+            assert materialize_days(defs, START.isoformat(), last.isoformat(), instance).success
+            history_s = round(time.perf_counter() - started, 2)
         sensor = defs.resolve_sensor_def("kafka_new_files")
         with dg.build_sensor_context(instance=instance, resources=defs.resources, definitions=defs) as context:
             cursor = sensor(context).cursor  # every file seen; its request (all of them again) is not run
         warehouse = Path(env["LOYALTY_WAREHOUSE"])
-        on_time_day, late_day = last + timedelta(days=1), last + timedelta(days=1 - args.back)
         folder = data / "kafka" / "purchases"
-        rows = copy_purchases(warehouse, last, on_time_day, folder / "on-time.jsonl", 10_000_000)
-        on_time, cursor = tick_and_run(defs, instance, cursor)
-        copy_purchases(warehouse, last, late_day, folder / "late.jsonl", 20_000_000)
+        on_time_days = []
+        for n in range(1, args.on_time + 1):  # the first day after a history built by an older version migrates
+            rows = copy_purchases(warehouse, last, last + timedelta(days=n), folder / f"on-time-{n}.jsonl", n * 10**7)
+            on_time, cursor = tick_and_run(defs, instance, cursor)
+            on_time_days.append(on_time)
+        late_day = last + timedelta(days=1 - args.back)
+        copy_purchases(warehouse, last, late_day, folder / "late.jsonl", 9 * 10**8)
         late, cursor = tick_and_run(defs, instance, cursor)
     result = {
         "customers": args.customers,
         "days_built": args.days,
         "purchases_per_file": rows,
-        "history_build_s": round(history_s, 2),
+        "history_build_s": history_s,
         "on_time_day": on_time,
+        **({"on_time_days": on_time_days} if args.on_time > 1 else {}),
         f"late_file_{args.back}_days_back": late,
         "late_vs_on_time": round(late["seconds"] / on_time["seconds"], 2) if on_time["seconds"] else None,
         "ok": on_time["ok"] and late["ok"],
