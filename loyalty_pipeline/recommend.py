@@ -116,7 +116,7 @@ def people_statements(whole: bool) -> list[str]:
                                 EXCEPT SELECT user_id, items FROM customer.rec_interests) AS gained
            UNION SELECT user_id FROM (SELECT user_id, items FROM customer.rec_interests
                                       EXCEPT SELECT user_id, items FROM rec_interests_now) AS lost
-           UNION SELECT user_id FROM rec_changed
+           UNION SELECT user_id FROM rec_changed WHERE user_id IN (SELECT user_id FROM rec_interests_now)
            UNION SELECT viewed.user_id
                  FROM (SELECT user_id, unnest(items) AS product_id FROM rec_interests_now) AS viewed
                  JOIN rec_changed_products USING (product_id)""",
