@@ -49,6 +49,10 @@ LAKE_TABLES: dict[str, str | None] = {
     "customer.profiles": None,
     "customer.identifiers": None,
     "customer.recommendations": None,
+    "customer.rec_baskets": None,
+    "customer.rec_large_baskets": None,
+    "customer.rec_counts": None,
+    "customer.rec_interests": None,
 }
 ALL_DAYS = None  # a whole table changed
 
