@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS customer.rec_interests (user_id VARCHAR, items VARCHA
 """
 STATE = ["customer.rec_baskets", "customer.rec_large_baskets", "customer.rec_counts", "customer.rec_interests"]
 TOUCHED = "SELECT person FROM touched_people"
+RECOMPUTED = "SELECT user_id FROM rec_people"  # kept after an update: the people whose list it computed
 
 
 def basket_statements(people: str | None) -> list[str]:
@@ -240,7 +241,7 @@ RULES = touched.rules_hash(
 
 TEMP_TABLES = [
     "rec_new_baskets", "rec_old_baskets", "rec_changed", "rec_delta", "rec_recounted", "rec_changed_products",
-    "rec_interests_now", "rec_people", "rec_customers", "rec_set_items", "rec_itemsets", "rec_set_itemsets",
+    "rec_interests_now", "rec_customers", "rec_set_items", "rec_itemsets", "rec_set_itemsets",
     "rec_cooccurrence", "rec_large_scores", "rec_own", "rec_lowered", "rec_depth", "rec_set_top", "rec_result",
     "rec_logged",
 ]  # fmt: skip

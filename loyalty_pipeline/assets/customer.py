@@ -80,14 +80,41 @@ def purchases_by_known_users(conn, rules, days) -> tuple[bool, dict]:
     }
 
 
+def _recommended(column: str, days) -> str:
+    """The recommendations' checks look at the people an update recomputed (`days` is recommend.RECOMPUTED: the
+    others' rows did not change), or at every row (None)."""
+    return f"{column} IN ({recommend.RECOMPUTED})" if days == recommend.RECOMPUTED else "true"
+
+
 @check("At most 5 per customer, ranked 1..n, never a product of interest.")
 def recommendations_are_well_formed(conn, rules, days) -> tuple[bool, dict]:
     wrong = count(
         conn,
-        """SELECT 1 FROM customer.recommendations AS r JOIN customer.profile_360 AS p USING (user_id)
-           WHERE r.rank NOT BETWEEN 1 AND 5 OR list_contains(p.activity_since_last_purchase, r.product_id)""",
+        f"""SELECT 1 FROM customer.recommendations AS r JOIN customer.profile_360 AS p USING (user_id)
+            WHERE {_recommended("r.user_id", days)} AND {_recommended("p.user_id", days)}
+              AND (r.rank NOT BETWEEN 1 AND 5 OR list_contains(p.activity_since_last_purchase, r.product_id))""",
     )
     return wrong == 0, {"bad_rows": wrong}
+
+
+@check("No two rows share (user_id, rank).")
+def unique_user_id_rank(conn, rules, days) -> tuple[bool, dict]:
+    duplicated = count(
+        conn,
+        f"""SELECT user_id, rank FROM customer.recommendations WHERE {_recommended("user_id", days)}
+            GROUP BY ALL HAVING count(*) > 1""",
+    )
+    return duplicated == 0, {"duplicated_keys": duplicated}
+
+
+@check("No two rows share (user_id, product_id).")
+def unique_user_id_product_id(conn, rules, days) -> tuple[bool, dict]:
+    duplicated = count(
+        conn,
+        f"""SELECT user_id, product_id FROM customer.recommendations WHERE {_recommended("user_id", days)}
+            GROUP BY ALL HAVING count(*) > 1""",
+    )
+    return duplicated == 0, {"duplicated_keys": duplicated}
 
 
 @check("The serving copy holds the warehouse's 360 tables: same row count and row-hash sum per table.")
@@ -113,11 +140,7 @@ PROFILE_CHECKS = [
     purchases_by_known_users,
     duplicate_check(PROFILE_KEY, ["user_id"]),
 ]
-RECOMMENDATIONS_CHECKS = [
-    recommendations_are_well_formed,
-    duplicate_check(RECOMMENDATIONS_KEY, ["user_id", "rank"]),
-    duplicate_check(RECOMMENDATIONS_KEY, ["user_id", "product_id"]),
-]
+RECOMMENDATIONS_CHECKS = [recommendations_are_well_formed, unique_user_id_rank, unique_user_id_product_id]
 SERVING_CHECKS = [serving_copy_is_complete]
 
 
@@ -227,7 +250,9 @@ def _recommendations(conn, rebuild: bool = False) -> dg.MaterializeResult:
             "customers_with_recommendations": count(conn, "SELECT DISTINCT user_id FROM customer.recommendations"),
             "preview": preview(conn, "SELECT * FROM customer.recommendations ORDER BY user_id, rank", limit=20),
         },
-        check_results=check_results(RECOMMENDATIONS_KEY, RECOMMENDATIONS_CHECKS, conn),
+        check_results=check_results(
+            RECOMMENDATIONS_KEY, RECOMMENDATIONS_CHECKS, conn, days=None if applied.whole else recommend.RECOMPUTED
+        ),
     )
 
 
