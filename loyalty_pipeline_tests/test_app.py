@@ -4,18 +4,16 @@ import asyncio
 import html
 import json
 import logging
-import os
 import re
-import shutil
+import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import pytest
 from starlette.testclient import TestClient
 
 from loyalty_pipeline.app import COOKIE, MAX_BODY, create_app, run
-from loyalty_pipeline.serving import NAMES, serving_path
+from loyalty_pipeline.serving import serving_path
 
 
 @pytest.fixture(scope="module")
@@ -132,28 +130,30 @@ def test_errors_are_json_with_a_clear_message(client, path, status, message):
 
 
 def test_no_serving_copy_yet_is_503_naming_what_to_run(tmp_path):
-    answer = TestClient(create_app(tmp_path / "warehouse.serving.duckdb")).get("/api/customers/kris")
+    answer = TestClient(create_app(tmp_path / "warehouse.serving.sqlite")).get("/api/customers/kris")
     assert answer.status_code == 503
     assert "run `loyalty-pipeline materialize` first" in answer.json()["error"]
 
 
-def test_a_new_copy_is_read_without_a_restart(copy_file, tmp_path):
-    path = tmp_path / "warehouse.serving.duckdb"
-    shutil.copy(copy_file, path)
+def copy_store(source: Path, target: Path) -> Path:
+    """A copy of a serving store, whatever its WAL holds (SQLite's backup)."""
+    with sqlite3.connect(source) as origin, sqlite3.connect(target) as copy:
+        origin.backup(copy)
+    copy.close()
+    return target
+
+
+def test_a_publish_is_read_without_a_restart(copy_file, tmp_path):
+    path = copy_store(copy_file, tmp_path / "warehouse.serving.sqlite")
     client = TestClient(create_app(path))
     assert client.get("/api/customers/kris").json()["points"]["balance"] == 37
-    staging = tmp_path / "next.duckdb"
-    shutil.copy(copy_file, staging)
-    with duckdb.connect(str(staging)) as conn:
-        conn.execute(
-            """UPDATE customer.cards SET card = json_merge_patch(card, '{"points": {"balance": 40}}')
-               WHERE user_id = 'u2001'"""
-        )
-        conn.execute("UPDATE customer.copy_info SET published_at = published_at + INTERVAL 1 MINUTE")
     before = client.get("/api/version").json()["published_at"]
-    os.replace(staging, path)  # what a publish does
+    with sqlite3.connect(path) as conn:  # what a publish does: one write transaction in place
+        conn.execute("UPDATE cards SET card = json_set(card, '$.points.balance', 40) WHERE user_id = 'u2001'")
+        conn.execute("UPDATE info SET published_at = '2099-01-01 00:00:00'")
+    conn.close()
     assert client.get("/api/customers/kris").json()["points"]["balance"] == 40
-    assert client.get("/api/version").json()["published_at"] != before
+    assert client.get("/api/version").json() == {"published_at": "2099-01-01 00:00:00"} != {"published_at": before}
 
 
 def test_the_page_searches_then_shows_the_card(client):
@@ -203,11 +203,12 @@ def test_the_cli_profile_prints_the_card(demo, capsys):
 
 
 def tampered(copy_file: Path, tmp_path: Path, *statements: str) -> Path:
-    """A copy of the demo's serving copy with `statements` run on it."""
-    path = Path(shutil.copy(copy_file, tmp_path / "warehouse.serving.duckdb"))
-    with duckdb.connect(str(path)) as conn:
+    """A copy of the demo's serving store with `statements` run on it."""
+    path = copy_store(copy_file, tmp_path / "warehouse.serving.sqlite")
+    with sqlite3.connect(path) as conn:
         for statement in statements:
             conn.execute(statement)
+    conn.close()
     return path
 
 
@@ -284,10 +285,9 @@ def test_links_encode_the_id_so_it_cannot_add_parameters(copy_file, tmp_path):
     path = tampered(
         copy_file,
         tmp_path,
-        f"INSERT INTO customer.profile_360 (user_id, name) VALUES ('{odd}', 'zz')",
-        f"INSERT INTO customer.identifiers VALUES ('user_id', '{odd}', '{odd}')",
-        f"""INSERT INTO customer.cards SELECT '{odd}', json_merge_patch(card, json_object('user_id', '{odd}',
-            'name', 'zz')) FROM customer.cards WHERE user_id = 'u2001'""",
+        f"INSERT INTO identifiers VALUES ('user_id', '{odd}', '{odd}')",
+        f"""INSERT INTO cards SELECT '{odd}', 'zz', NULL, NULL, NULL, json_set(card, '$.user_id', '{odd}', '$.name', 'zz')
+            FROM cards WHERE user_id = 'u2001'""",
     )
     client = TestClient(create_app(path))
     results = client.get("/", params={"q": "zz"}).text
@@ -306,14 +306,23 @@ NOT_A_COPY = "(not a serving copy, or one an older version published)"
     [
         (),  # an empty database
         ("CREATE TABLE notes (x INTEGER)",),  # someone else's
-        ("CREATE SCHEMA customer", "CREATE TABLE customer.profile_360 (user_id VARCHAR)"),  # half of one
+        ("CREATE TABLE cards (user_id TEXT)",),  # half of one
+        # one an older version published
+        (
+            "CREATE TABLE cards (x)",
+            "CREATE TABLE identifiers (x)",
+            "CREATE TABLE names (x)",
+            "CREATE TABLE info (shape INTEGER)",
+            "INSERT INTO info VALUES (0)",
+        ),
     ],
 )
 def test_a_database_without_the_copys_tables_is_503_naming_what_to_run(tmp_path, statements):
-    path = tmp_path / "warehouse.serving.duckdb"
-    with duckdb.connect(str(path)) as conn:
+    path = tmp_path / "warehouse.serving.sqlite"
+    with sqlite3.connect(path) as conn:
         for statement in statements:
             conn.execute(statement)
+    conn.close()
     client = TestClient(create_app(path))
     for url in ("/api/customers/kris", "/api/customers?q=kr", "/api/version"):
         answer = client.get(url)
@@ -329,8 +338,8 @@ def test_a_copy_with_a_table_of_another_shape_is_503(copy_file, tmp_path):
     path = tampered(
         copy_file,
         tmp_path,
-        "DROP TABLE customer.identifiers",
-        "CREATE TABLE customer.identifiers (id_type VARCHAR, value VARCHAR, user_id VARCHAR)",
+        "DROP TABLE identifiers",
+        "CREATE TABLE identifiers (id_type TEXT, value TEXT, user_id TEXT)",
     )
     answer = TestClient(create_app(path)).get("/api/customers/kris")
     assert answer.status_code == 503
@@ -341,13 +350,14 @@ def test_a_name_several_people_carry_lists_them_instead_of_one_card(copy_file, t
     path = tampered(
         copy_file,
         tmp_path,
-        "INSERT INTO customer.profile_360 (user_id, name, email) VALUES ('u9999', ' Kris', 'other.kris@example.com')",
-        "INSERT INTO customer.identifiers VALUES ('user_id', 'u9999', 'u9999')",
-        "INSERT INTO customer.profile_360 (user_id, email) VALUES ('u9997', 'N/A'), ('u9998', ' n/a')",
-        "INSERT INTO customer.identifiers VALUES ('email', 'n/a', 'u9998')",  # the graph lists one
-        f"INSERT INTO customer.names SELECT * FROM ({NAMES}) WHERE user_id LIKE 'u999_'",  # as a publish writes it
-        """INSERT INTO customer.cards SELECT 'u9999', json_merge_patch(card, '{"user_id": "u9999", "name": " Kris"}')
-           FROM customer.cards WHERE user_id = 'u2001'""",
+        """INSERT INTO cards SELECT 'u9999', ' Kris', 'other.kris@example.com', NULL, NULL,
+           json_set(card, '$.user_id', 'u9999', '$.name', ' Kris') FROM cards WHERE user_id = 'u2001'""",
+        "INSERT INTO identifiers VALUES ('user_id', 'u9999', 'u9999')",
+        "INSERT INTO cards VALUES ('u9997', NULL, 'N/A', NULL, NULL, '{}'), ('u9998', NULL, ' n/a', NULL, NULL, '{}')",
+        "INSERT INTO identifiers VALUES ('email', 'n/a', 'u9998')",  # the graph lists one
+        # as a publish writes them (trimmed, lower-case)
+        "INSERT INTO names VALUES ('kris', 'u9999'), ('other.kris@example.com', 'u9999'), ('n/a', 'u9997'), "
+        "('n/a', 'u9998')",
     )
     client = TestClient(create_app(path))
     answer = client.get("/api/customers/KRIS")

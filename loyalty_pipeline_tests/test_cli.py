@@ -1,6 +1,7 @@
 """`loyalty-pipeline materialize` as a user runs it (a subprocess, or `main` in process): a summary, an exit status."""
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -107,11 +108,12 @@ def test_profile_of_a_name_two_accounts_carry_lists_them_and_exits_one(inputs, c
 
 
 def test_profile_on_a_database_that_is_not_a_serving_copy_is_one_line(tmp_path, capsys):
-    with duckdb.connect(str(tmp_path / "warehouse.serving.duckdb")) as conn:
+    with sqlite3.connect(tmp_path / "warehouse.serving.sqlite") as conn:
         conn.execute("CREATE TABLE notes (x INTEGER)")
+    conn.close()
     assert main(["profile", "kris", "--warehouse", str(tmp_path / "warehouse.duckdb")]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"error: the serving copy {tmp_path / 'warehouse.serving.duckdb'} has no customer.cards, customer.copy_info, "
-        "customer.identifiers, customer.names, customer.profile_360 (not a serving copy, or one an older version "
-        "published): run `loyalty-pipeline materialize` to publish it again"
+        f"error: the serving copy {tmp_path / 'warehouse.serving.sqlite'} has no cards, identifiers, info, names "
+        "(not a serving copy, or one an older version published): run `loyalty-pipeline materialize` to publish it "
+        "again"
     ]

@@ -1,6 +1,7 @@
 """SPEC §5.3: profiles, recommendations, and the profile command reading a serving copy while runs write."""
 
 import json
+import sqlite3
 import subprocess
 import sys
 from decimal import Decimal as D
@@ -147,12 +148,17 @@ def test_profile_command_prints_json_and_fails_clearly_for_an_unknown_id(inputs)
 def test_profile_lookup_works_while_a_writer_holds_the_warehouse_and_sees_whole_runs(inputs):
     inputs.kafka("purchases", [("ann", {"product_id": "tea"}, f"{DAY}T10:00:00")])
     inputs.materialize(DAY, assets=CUSTOMER)
-    serving = inputs.warehouse.with_name("warehouse.serving.duckdb")
-    old_reader = duckdb.connect(str(serving), read_only=True)
+    serving = inputs.warehouse.with_name("warehouse.serving.sqlite")
+    old_reader = sqlite3.connect(serving.as_uri() + "?mode=ro", uri=True, isolation_level=None)
+    count = "SELECT json_extract(card, '$.profile.purchase_count') FROM cards"
+    old_reader.execute("BEGIN")  # a read transaction that began before the run
+    assert old_reader.execute(count).fetchall() == [(1,)]
     inputs.kafka("purchases", [("ann", {"product_id": "cake"}, f"{DAY}T11:00:00")], file="more.jsonl")
     inputs.materialize(DAY, assets=CUSTOMER)
-    # a reader that opened before the run keeps the snapshot it opened; a new one sees the whole new run
-    assert old_reader.execute("SELECT purchase_count FROM customer.profile_360").fetchall() == [(1,)]
+    # it keeps the state it began with; a new one sees the whole new run
+    assert old_reader.execute(count).fetchall() == [(1,)]
+    old_reader.execute("COMMIT")
+    assert old_reader.execute(count).fetchall() == [(2,)]
     old_reader.close()
     writer = duckdb.connect(str(inputs.warehouse))  # another process would be blocked on this file, not on the copy
     try:
@@ -173,7 +179,14 @@ def test_serving_check_fails_when_the_copy_misses_a_row(inputs):
     inputs.materialize(DAY, assets=CUSTOMER)
     warehouse = Warehouse(database=str(inputs.warehouse))
     assert serving_copy_is_complete(warehouse).passed
-    with duckdb.connect(str(warehouse.serving_path())) as copy:
-        copy.execute("DELETE FROM customer.profile_360 WHERE user_id = 'bob'")
+    with sqlite3.connect(warehouse.serving_path()) as copy:
+        copy.execute("UPDATE cards SET card = json_set(card, '$.points.balance', 99) WHERE user_id = 'ann'")
+    copy.close()
+    result = serving_copy_is_complete(warehouse)  # as many rows, one of them another card
+    assert not result.passed and result.metadata["tables_differing"].value == "cards"
+    with sqlite3.connect(warehouse.serving_path()) as copy:
+        copy.execute("DELETE FROM cards WHERE user_id = 'bob'")
+        copy.execute("DELETE FROM names")
+    copy.close()
     result = serving_copy_is_complete(warehouse)
-    assert not result.passed and result.metadata["tables_differing"].value == "customer.profile_360"
+    assert not result.passed and result.metadata["tables_differing"].value == "cards"

@@ -1,14 +1,11 @@
 """Customer 360 (SPEC §5.3): one profile per known customer, co-purchase recommendations, and the serving copy
 that `loyalty-pipeline profile` reads while the warehouse is being written."""
 
-import os
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 
-from loyalty_pipeline import identity, journeys, ledger, recommend, touched
+from loyalty_pipeline import publish, recommend, touched
 from loyalty_pipeline.assets.checks import (
     check,
     check_results,
@@ -26,8 +23,8 @@ from loyalty_pipeline.metadata import preview, table_metadata
 from loyalty_pipeline.profiles import PROFILE_360_VIEW, profile_sql, totals_from_start
 from loyalty_pipeline.resources import RulesResource, Warehouse, WarehouseError
 from loyalty_pipeline.rules_sql import load_tiers
-from loyalty_pipeline.serving import CARDS, NAMES, SERVED_TABLES, serving_path
-from loyalty_pipeline.warehouse import OWNERS, PORTABLE_KINDS, WAREHOUSE_POOL, count, insert_rows, transaction
+from loyalty_pipeline.serving import serving_path
+from loyalty_pipeline.warehouse import OWNERS, PORTABLE_KINDS, WAREHOUSE_POOL, count, transaction
 
 # Every identifier the id graph knows and the person it finds now: what a lookup by any id, email or name reads.
 IDENTIFIERS = """
@@ -117,19 +114,15 @@ def unique_user_id_product_id(conn, rules, days) -> tuple[bool, dict]:
     return duplicated == 0, {"duplicated_keys": duplicated}
 
 
-@check("The serving copy holds the warehouse's 360 tables: same row count and row-hash sum per table.")
+@check(
+    "The serving store holds what the warehouse holds: as many cards (one per profile), identifiers and names as "
+    "the warehouse, as of the same day; and the cards, identifiers and names of up to 1,000 people just published and "
+    "1,000 people drawn anew each publish from everyone equal, byte for byte, those rebuilt from the warehouse."
+)
 def serving_copy_is_complete(conn, rules, days) -> tuple[bool, dict]:
-
-    def fingerprint(table: str) -> list[tuple]:
-        return conn.execute(f"SELECT count(*), sum(hash(t)) FROM {table} AS t").fetchall()
-
     database = conn.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
-    conn.execute("ATTACH $path AS serving (READ_ONLY)", {"path": str(serving_path(database[0][0]))})
-    try:
-        differing = [table for table in SERVED_TABLES if fingerprint(table) != fingerprint(f"serving.{table}")]
-    finally:
-        conn.execute("DETACH serving")
-    return not differing, {"tables_differing": ", ".join(differing) or "none"}
+    found = publish.differences(conn, serving_path(database[0][0]), rules.rules)
+    return found["tables_differing"] == "none", found
 
 
 PROFILE_KEY = dg.AssetKey(["customer", "profile_360"])
@@ -260,64 +253,25 @@ SERVING_SPEC = dg.AssetSpec(
     SERVING_KEY,
     group_name="customer",
     owners=OWNERS,
-    kinds={"duckdb"},
+    kinds={"duckdb", "sqlite"},
     deps=[PROFILE_KEY, RECOMMENDATIONS_KEY, point_balances, CAFFEINE_KEY, ACTIVATIONS_KEY],
-    description="A read-only copy of the 360 tables and of one card per customer (what the 360 app shows), swapped "
-    "in by an atomic rename: lookups never block on a run and never see half of one.",
+    description="The serving store (a SQLite file beside the warehouse): one card per customer (what the 360 app "
+    "shows) and the identifiers and names lookups find. Each publish replaces the rows of the people the change log "
+    "holds, in one transaction (whole on a rebuild, new rules or a store that cannot be read): lookups never block "
+    "on a run and never see half of one.",
     skippable=True,  # not published when a table it copies fails a blocking check
 )
 
 
-def _wal(path: Path) -> Path:
-    return path.with_name(path.name + ".wal")
-
-
-def _serving_snapshot(conn, target: Path, rules) -> dg.MaterializeResult:
-    staging = target.with_name(target.name + ".next")
-    for path in (staging, target):
-        if path.is_dir():
-            raise WarehouseError(f"{path} is a folder, where the serving copy goes: remove or rename it")
-    # The copy is never written in place: a WAL beside it (or the staging file) is what a killed writer left, and
-    # replaying it would break every later open.
-    for leftover in (staging, _wal(staging), _wal(target)):
-        leftover.unlink(missing_ok=True)
-    conn.execute("ATTACH $path AS serving", {"path": str(staging)})
-    try:
-        conn.execute("CREATE SCHEMA serving.customer")
-        for table in SERVED_TABLES:
-            conn.execute(f"CREATE TABLE serving.{table} AS SELECT * FROM {table}")
-        _cards(conn, rules)
-    finally:
-        conn.execute("DETACH serving")
-    os.replace(staging, target)  # atomic: a reader holds the old file or opens the new one
+def _serving_snapshot(conn, target: Path, rules: RulesResource, rebuild: bool) -> dg.MaterializeResult:
+    if target.is_dir():
+        raise WarehouseError(f"{target} is a folder, where the serving copy goes: remove or rename it")
+    done = publish.publish(conn, target, rules.rules, rebuild)
     return dg.MaterializeResult(
         asset_key=SERVING_KEY,
-        metadata={"path": str(target), "bytes": target.stat().st_size},
-        check_results=check_results(SERVING_KEY, SERVING_CHECKS, conn),
+        metadata={**done, "path": str(target), "bytes": target.stat().st_size},
+        check_results=check_results(SERVING_KEY, SERVING_CHECKS, conn, rules),
     )
-
-
-def _cards(conn, rules) -> None:
-    """Writes the cards into the attached copy, sorted and indexed by id so a lookup reads one row, not the table."""
-    for statement in duckdb.extract_statements(ledger.DDL + journeys.DDL + identity.DDL):
-        if statement.type == duckdb.StatementType.CREATE:  # tables a partial run may not have made (not the ALTERs
-            conn.execute(statement.query)  # of the steps': on the Spark engine their tables are views of the lake)
-    conn.execute("CREATE OR REPLACE TEMP TABLE card_tiers (name VARCHAR, above DECIMAL(18,2))")
-    insert_rows(conn, "card_tiers", [[tier.name, tier.above] for tier in rules.tiers])
-    published_at = datetime.now(UTC).replace(tzinfo=None)
-    conn.execute(
-        "CREATE TABLE serving.customer.cards AS " + CARDS,
-        {
-            "stamp_product": rules.stamp_card.product_id,
-            "cycle": rules.stamp_card.cycle,
-            "published_at": published_at,
-        },
-    )
-    conn.execute("CREATE INDEX cards_by_id ON serving.customer.cards (user_id)")
-    conn.execute("CREATE TABLE serving.customer.names AS " + NAMES)
-    conn.execute("CREATE INDEX names_by_value ON serving.customer.names (value)")
-    conn.execute("CREATE INDEX identifiers_by_value ON serving.customer.identifiers (id_value)")
-    conn.execute("CREATE TABLE serving.customer.copy_info AS SELECT $1 AS published_at", [published_at])
 
 
 @dg.multi_asset(
@@ -350,7 +304,7 @@ def customer_360(context: dg.AssetExecutionContext, warehouse: Warehouse, rules:
                     return
     if SERVING_KEY in context.selected_asset_keys:
         with warehouse.get_connection() as conn:
-            yield _serving_snapshot(conn, warehouse.serving_path(), rules.rules)
+            yield _serving_snapshot(conn, warehouse.serving_path(), rules, publish.rebuilding(context.run.tags))
 
 
 customer_assets = [customer_360]

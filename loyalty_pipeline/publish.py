@@ -1,0 +1,330 @@
+"""Publishing the serving store (serving.py): the cards built from the warehouse with DuckDB, written into SQLite.
+
+A publish is one SQLite write transaction. It replaces the cards, identifiers and names of the people the change
+log (touched.py) holds since the store's last publish, so a day costs its people, not the customer base; a store
+with no mark, another shape or other rules, one that cannot be read, or a rebuild is published whole (still one
+transaction, in place: readers keep the file they opened). The consumer's mark moves in the warehouse only after
+the SQLite commit: a failed publish leaves both as they were, and a mark that failed to move after the commit
+re-applies the same people next time, which changes nothing. The store also records the mark it holds, so a store
+older than the mark (copied back, another warehouse's) is published whole.
+"""
+
+import json
+import sqlite3
+from collections import Counter
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from loyalty_pipeline import identity, journeys, ledger, touched
+from loyalty_pipeline.serving import LEDGER_ROWS, RECENT_EVENTS, SHAPE, STORE_DDL, STORE_INDEXES
+from loyalty_pipeline.warehouse import count, insert_rows, transaction
+
+CONSUMER = "serving"
+BATCH = 10_000  # rows fetched from DuckDB and written to SQLite at a time
+SAMPLE = 1_000  # people the check compares beyond the counts: this many just published, this many of everyone
+PEOPLE = "SELECT person FROM touched_people"
+STORE_TABLES = ["cards", "identifiers", "names"]
+
+
+def _of(people: str | None, column: str) -> str:
+    """A condition keeping the rows of `people` (a query of one column `person`; None: everyone)."""
+    return "true" if people is None else f"{column} IN (SELECT person FROM ({people}))"
+
+
+def cards_sql(people: str | None = None) -> str:
+    """One card per profile of `people` (a query of one column `person`, constant SQL; None: everyone): everything a
+    service desk sees, as one JSON document, and the columns search shows. The calendar values (copy.published_at,
+    copy.as_of, profile.days_since_last_purchase, profile.as_of) are left null: a lookup fills them in from the
+    store's `info`. Reads the warehouse, with `card_tiers(name, above)` (`prepare`), `$stamp_product` and `$cycle`."""
+    ids = "SELECT id_value, customer_id AS user_id FROM identity.current_ids"
+    linked = "SELECT NULL::VARCHAR AS id_value WHERE false"
+    if people is not None:  # the ids whose events may be theirs: their own, and every value ever linked to them
+        linked = f"""SELECT person AS id_value FROM ({people})
+                     UNION SELECT id_value FROM identity.id_graph WHERE {_of(people, "customer_id")}"""
+        ids = """SELECT id_value, arg_max(customer_id, linked_on) AS user_id FROM identity.id_graph
+                 WHERE strength = 'strong' AND id_value IN (SELECT id_value FROM linked) GROUP BY id_value"""
+
+    def mine(column: str) -> str:
+        return "true" if people is None else f"{column} IN (SELECT id_value FROM linked)"
+
+    return f"""
+WITH linked AS ({linked}), ids AS ({ids}),
+ledger AS (
+    SELECT user_id, list({{'occurred_at': occurred_at, 'points': points, 'kind': kind, 'expires_at': expires_at}}
+                         ORDER BY occurred_at DESC, txn_id DESC)[:{LEDGER_ROWS}] AS rows
+    FROM points.point_transactions WHERE {_of(people, "user_id")} GROUP BY user_id
+), journeys AS (
+    SELECT customer_id AS user_id,
+           list({{'journey_id': journey_id, 'node': node, 'entered_at': entered_at}} ORDER BY journey_id) AS nodes
+    FROM (SELECT journey_id, customer_id, arg_max(node, (entered_at, CASE WHEN node = 'end' THEN 4 WHEN node = 'goal'
+                 THEN 3 WHEN node LIKE '%:exit:%' THEN 2 WHEN node LIKE '%:step:%' THEN 1 ELSE 0 END, node)) AS node,
+                 max(entered_at) AS entered_at
+          FROM journey.journey_state WHERE {_of(people, "customer_id")} GROUP BY ALL)
+    GROUP BY customer_id
+), activations AS (
+    SELECT customer_id AS user_id,
+           list({{'journey_id': journey_id, 'activation': activation, 'activated_on': activated_on}}
+                ORDER BY activated_on DESC, journey_id, activation) AS rows
+    FROM journey.activations WHERE {_of(people, "customer_id")} GROUP BY customer_id
+), recommended AS (
+    SELECT user_id, list({{'product_id': product_id, 'score': score, 'rank': rank}} ORDER BY rank) AS rows
+    FROM customer.recommendations WHERE {_of(people, "user_id")} GROUP BY user_id
+), events AS (
+    SELECT coalesce(ids.user_id, p.user_id) AS user_id, p.purchased_at AS happened_at,
+           CASE WHEN p.returned_at IS NULL THEN 'purchase' ELSE 'purchase (returned)' END AS what, p.product_id, p.price
+    FROM loyalty.enriched_purchases AS p LEFT JOIN ids ON ids.id_value = p.user_id WHERE {mine("p.user_id")}
+    UNION ALL
+    SELECT coalesce(ids.user_id, a.user_id), a.event_ts, a.event_type, a.product_id, NULL
+    FROM raw.user_activity AS a LEFT JOIN ids ON ids.id_value = a.user_id
+    WHERE NOT a.tombstone AND {mine("a.user_id")}
+), recent AS (
+    SELECT user_id, list({{'at': happened_at, 'what': what, 'product_id': product_id, 'price': price}}
+                         ORDER BY happened_at DESC, what, product_id) AS rows
+    FROM (SELECT * FROM events QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY happened_at DESC, what, product_id)
+                                       <= {RECENT_EVENTS})
+    GROUP BY user_id
+), profile AS (
+    SELECT * REPLACE (NULL AS days_since_last_purchase, NULL AS as_of) FROM customer.profile_360
+    WHERE {_of(people, "user_id")}
+)
+SELECT profile.user_id, profile.name, profile.email, profile.reward_level,
+       profile.last_purchase_at::DATE::VARCHAR AS last_purchase_on,
+       json_object(
+    'copy', json_object('published_at', NULL, 'as_of', NULL),
+    'user_id', profile.user_id, 'name', profile.name, 'email', profile.email,
+    'tier', json_object(
+        'level', profile.reward_level, 'total_spend', profile.total_spend,
+        'next', (SELECT json_object('name', name, 'above', above, 'to_go', above - profile.total_spend)
+                 FROM card_tiers WHERE above >= profile.total_spend ORDER BY above LIMIT 1)),
+    'stamps', json_object(
+        'product_id', $stamp_product, 'cycle', $cycle, 'bought', coalesce(stamps.total, 0),
+        'in_cycle', coalesce(stamps.sequence, 0), 'next_one_free', coalesce(stamps.next_one_free, false),
+        'to_free', CASE WHEN stamps.next_one_free THEN 0 ELSE $cycle - 1 - coalesce(stamps.sequence, 0) END),
+    'points', json_object(
+        'balance', coalesce(balance.balance, 0), 'available', coalesce(balance.available, 0),
+        'pending', coalesce(balance.pending, 0), 'debt', coalesce(balance.debt, 0),
+        'next_expiry_at', balance.next_expiry_at, 'next_expiry_points', balance.next_expiry_points),
+    'ledger', coalesce(ledger.rows, []),
+    'journeys', coalesce(journeys.nodes, []),
+    'activations', coalesce(activations.rows, []),
+    'recommendations', coalesce(recommended.rows, []),
+    'recent_activity', coalesce(recent.rows, []),
+    'profile', to_json(profile)
+)::VARCHAR AS card
+FROM profile
+LEFT JOIN (SELECT * FROM loyalty.caffeine_index WHERE {_of(people, "user_id")}) AS stamps USING (user_id)
+LEFT JOIN (SELECT * FROM points.point_balances WHERE {_of(people, "user_id")}) AS balance USING (user_id)
+LEFT JOIN ledger USING (user_id)
+LEFT JOIN journeys USING (user_id)
+LEFT JOIN activations USING (user_id)
+LEFT JOIN recommended USING (user_id)
+LEFT JOIN recent USING (user_id)
+"""
+
+
+def names_sql(people: str | None = None) -> str:
+    """Every profile's name and email as a lookup finds them (trimmed, lower-case)."""
+    return f"""
+SELECT lower(trim(name)) AS value, user_id FROM customer.profile_360 WHERE name IS NOT NULL AND {_of(people, "user_id")}
+UNION ALL
+SELECT lower(trim(email)), user_id FROM customer.profile_360 WHERE email IS NOT NULL AND {_of(people, "user_id")}
+"""
+
+
+# The identifier values whose person may have changed: every value ever linked to one of `people`, and every value
+# that found one of them.
+def values_sql(people: str) -> str:
+    return f"""SELECT id_value FROM identity.id_graph WHERE {_of(people, "customer_id")}
+               UNION SELECT id_value FROM customer.identifiers WHERE {_of(people, "user_id")}"""
+
+
+IDENTIFIERS = "SELECT id_type, id_value, user_id FROM customer.identifiers"
+AS_OF = "SELECT max(as_of)::VARCHAR FROM customer.profile_360"
+
+
+def rebuilding(tags: dict) -> bool:
+    """Whether a run asks every consumer to rebuild whole (`loyalty-pipeline materialize --rebuild`)."""
+    return tags.get(touched.REBUILD_TAG) == "true"
+
+
+def rules_hash(rules) -> str:
+    """What the store's rows are built with: another hash publishes it whole."""
+    tiers = [[tier.name, tier.above] for tier in rules.tiers]
+    return touched.rules_hash(
+        SHAPE, cards_sql(), cards_sql(PEOPLE), names_sql(), IDENTIFIERS, tiers, rules.stamp_card.model_dump()
+    )
+
+
+def prepare(conn: duckdb.DuckDBPyConnection, rules) -> dict:
+    """The tables a card reads that a partial run may not have made, and `card_tiers`; returns the SQL parameters."""
+    for statement in duckdb.extract_statements(ledger.DDL + journeys.DDL + identity.DDL):
+        if statement.type == duckdb.StatementType.CREATE:  # not the ALTERs of the steps': on the Spark engine their
+            conn.execute(statement.query)  # tables are views of the lake
+    conn.execute("CREATE OR REPLACE TEMP TABLE card_tiers (name VARCHAR, above DECIMAL(18,2))")
+    insert_rows(conn, "card_tiers", [[tier.name, tier.above] for tier in rules.tiers])
+    return {"stamp_product": rules.stamp_card.product_id, "cycle": rules.stamp_card.cycle}
+
+
+def _connect(path: Path) -> tuple[sqlite3.Connection, tuple | None]:
+    """The store's writing connection, and (shape, seq, rules_hash) of what it holds (None: nothing)."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=60)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")  # readers read the last commit while a publish writes
+        conn.execute("PRAGMA synchronous = FULL")  # a commit is on disk before the warehouse's mark moves
+        conn.execute("PRAGMA journal_size_limit = 67108864")  # a whole publish's WAL shrinks back once checkpointed
+        conn.execute("PRAGMA cache_size = -262144")  # 256 MB: a whole publish's indexes stay in memory
+        try:
+            return conn, conn.execute("SELECT shape, seq, rules_hash FROM info").fetchone()
+        except sqlite3.OperationalError:  # no info, or one of another shape: published whole
+            return conn, None
+    except sqlite3.DatabaseError:
+        conn.close()
+        raise
+
+
+def open_store(path: Path) -> tuple[sqlite3.Connection, tuple | None]:
+    """`_connect`; a file that is no SQLite database (or a broken one) is removed first: nobody can read it, and
+    SQLite cannot repair it in place."""
+    try:
+        return _connect(path)
+    except sqlite3.DatabaseError:
+        for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+    return _connect(path)
+
+
+def _copy(conn: duckdb.DuckDBPyConnection, sql: str, params: dict, store: sqlite3.Connection, insert: str) -> int:
+    """Streams the rows of `sql` (DuckDB) into `insert` (SQLite) a batch at a time; returns how many."""
+    rows = conn.execute(sql, params)
+    written = 0
+    while batch := rows.fetchmany(BATCH):
+        store.executemany(insert, batch)
+        written += len(batch)
+    return written
+
+
+def publish(conn: duckdb.DuckDBPyConnection, path: Path, rules, rebuild: bool = False) -> dict:
+    """Brings the store at `path` up to date with the warehouse (see the module's doc); returns what it did. Leaves
+    temp table `serving_published(person)` (None: everyone) for the check."""
+    params = prepare(conn, rules)
+    update = touched.start(conn, CONSUMER, list(touched.SOURCES), rules_hash(rules), rebuild)
+    store, held = open_store(path)
+    try:
+        if not update.whole and not (
+            held
+            and held[0] == SHAPE
+            and held[2] == update.rules_hash
+            and update.since <= (held[1] or -1) <= update.upto
+        ):
+            update = replace(update, since=None)
+        # as a TIMESTAMP reads in DuckDB's JSON (the card's format before the store)
+        published_at = conn.execute("SELECT $now::TIMESTAMP::VARCHAR", {"now": datetime.now(UTC).replace(tzinfo=None)})
+        published_at = published_at.fetchall()[0][0]
+        as_of = conn.execute(AS_OF).fetchall()[0][0]
+        people = None if update.whole else PEOPLE
+        conn.execute(
+            "CREATE OR REPLACE TEMP TABLE serving_published AS "
+            + ("SELECT NULL::VARCHAR AS person" if update.whole else PEOPLE)
+        )
+        store.execute("BEGIN IMMEDIATE")
+        try:
+            if update.whole:
+                for table in ("info", "cards", "identifiers", "names"):
+                    store.execute(f"DROP TABLE IF EXISTS {table}")
+                for statement in _statements(STORE_DDL):
+                    store.execute(statement)
+                identifiers = IDENTIFIERS
+            else:
+                store.execute("CREATE TEMP TABLE IF NOT EXISTS people (person TEXT PRIMARY KEY)")
+                store.execute("CREATE TEMP TABLE IF NOT EXISTS touched_values (id_value TEXT PRIMARY KEY)")
+                store.execute("DELETE FROM temp.people")
+                store.execute("DELETE FROM temp.touched_values")
+                _copy(conn, PEOPLE, {}, store, "INSERT INTO temp.people VALUES (?)")
+                conn.execute(f"CREATE OR REPLACE TEMP TABLE touched_values AS {values_sql(PEOPLE)}")
+                _copy(
+                    conn, "SELECT id_value FROM touched_values", {}, store, "INSERT INTO temp.touched_values VALUES (?)"
+                )
+                for table in ("cards", "names"):
+                    store.execute(f"DELETE FROM {table} WHERE user_id IN (SELECT person FROM temp.people)")
+                store.execute(
+                    """DELETE FROM identifiers WHERE user_id IN (SELECT person FROM temp.people)
+                       OR id_value IN (SELECT id_value FROM temp.touched_values)"""
+                )
+                identifiers = f"{IDENTIFIERS} WHERE id_value IN (SELECT id_value FROM touched_values)"
+            cards = _copy(conn, cards_sql(people), params, store, "INSERT INTO cards VALUES (?, ?, ?, ?, ?, ?)")
+            _copy(conn, identifiers, {}, store, "INSERT INTO identifiers VALUES (?, ?, ?)")
+            _copy(conn, names_sql(people), {}, store, "INSERT INTO names VALUES (?, ?)")
+            if update.whole:
+                for statement in _statements(STORE_INDEXES):
+                    store.execute(statement)
+            store.execute("DELETE FROM info")
+            store.execute(
+                "INSERT INTO info VALUES (?, ?, ?, ?, ?)",
+                (SHAPE, published_at, as_of, update.upto, update.rules_hash),
+            )
+            store.execute("COMMIT")
+        except BaseException:
+            store.execute("ROLLBACK")
+            raise
+    finally:
+        store.close()
+    with transaction(conn):  # only now: the store holds these people
+        touched.finish(conn, update)
+    return {"update": "rebuilt whole" if update.whole else "incremental", "cards_written": cards}
+
+
+def _statements(script: str) -> list[str]:
+    return [statement for statement in script.split(";") if statement.strip()]
+
+
+def differences(conn: duckdb.DuckDBPyConnection, path: Path, rules) -> dict:
+    """Where the store and the warehouse differ (`tables_differing`, "none" when nowhere): each table's row count
+    against the warehouse's, the day it is as of, and, byte for byte, the cards, identifiers and names of up to
+    SAMPLE people just published (`serving_published`) and SAMPLE people of everyone (drawn anew each publish),
+    rebuilt from the warehouse."""
+    params = prepare(conn, rules)
+    try:
+        store = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True, isolation_level=None, timeout=60)
+        store.execute("BEGIN")
+        held = {table: store.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] for table in STORE_TABLES}
+        published_at, as_of = store.execute("SELECT published_at, as_of FROM info").fetchone()
+    except sqlite3.Error as error:
+        return {"tables_differing": f"the store cannot be read ({error})", "people_compared": 0}
+    try:
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS serving_published (person VARCHAR)")
+        conn.execute(
+            """CREATE OR REPLACE TEMP TABLE serving_sample AS
+               SELECT person FROM (SELECT person FROM serving_published WHERE person IS NOT NULL
+                                   ORDER BY hash(person, $salt) LIMIT $n)
+               UNION SELECT user_id FROM (SELECT user_id FROM customer.profile_360 ORDER BY hash(user_id, $salt) LIMIT $n)""",
+            {"salt": published_at, "n": SAMPLE},
+        )
+        sample = "SELECT person FROM serving_sample"
+        people = [person for (person,) in conn.execute(sample).fetchall()]
+        wanted = json.dumps(people)
+        warehouse = {
+            "cards": count(conn, "SELECT 1 FROM customer.profile_360"),
+            "identifiers": count(conn, IDENTIFIERS),
+            "names": count(conn, names_sql()),
+        }
+        differing = [table for table in STORE_TABLES if held[table] != warehouse[table]]
+        if as_of != conn.execute(AS_OF).fetchall()[0][0]:
+            differing.append("info")
+        of_sample = f"WHERE {_of(sample, 'user_id')}"
+        compared = {
+            "cards": (cards_sql(sample), params),
+            "identifiers": (f"{IDENTIFIERS} {of_sample}", {}),
+            "names": (f"SELECT * FROM ({names_sql(sample)})", {}),
+        }
+        for table, (sql, sql_params) in compared.items():
+            stored = store.execute(
+                f"SELECT * FROM {table} WHERE user_id IN (SELECT value FROM json_each(?))", (wanted,)
+            ).fetchall()
+            if Counter(stored) != Counter(conn.execute(sql, sql_params).fetchall()) and table not in differing:
+                differing.append(table)
+    finally:
+        store.close()
+    return {"tables_differing": ", ".join(differing) or "none", "people_compared": len(people)}
