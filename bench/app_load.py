@@ -3,8 +3,8 @@
     python bench/app_load.py --warehouse W --data-dir D [--clients 20] [--seconds 30] [--out FILE]
 
 Starts `loyalty-pipeline serve` on a free loopback port, then, while `loyalty-pipeline materialize` rebuilds the
-warehouse's last day (and publishes a new serving copy), runs `--clients` keep-alive HTTP/1.1 clients for
-`--seconds` against GET /api/customers/{id} on random ids of the serving copy. The clients run in this process
+warehouse's last day (and publishes it to the serving store), runs `--clients` keep-alive HTTP/1.1 clients for
+`--seconds` against GET /api/customers/{id} on random ids of the serving store. The clients run in this process
 (asyncio), apart from the server's. Reports p50/p99 latency, lookups per second, errors, and the copies seen.
 """
 
@@ -13,14 +13,13 @@ import asyncio
 import json
 import random
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
-
-import duckdb
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
@@ -67,9 +66,10 @@ def _published_at(port: int) -> str:
 
 def measure(warehouse: Path, data_dir: Path, clients: int, seconds: float, logs: Path) -> dict:
     copy = serving_path(str(warehouse))
-    with duckdb.connect(str(copy), read_only=True) as conn:
-        ids = [row[0] for row in conn.execute("SELECT user_id FROM customer.cards USING SAMPLE 20000 ROWS").fetchall()]
-        last_day = conn.execute("SELECT max(as_of)::VARCHAR FROM customer.profile_360").fetchall()[0][0]
+    conn = sqlite3.connect(copy.absolute().as_uri() + "?mode=ro", uri=True)
+    ids = [row[0] for row in conn.execute("SELECT user_id FROM cards ORDER BY random() LIMIT 20000").fetchall()]
+    last_day = conn.execute("SELECT as_of FROM info").fetchall()[0][0]
+    conn.close()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -1,7 +1,7 @@
-"""Issue 16: lookups while `loyalty-pipeline materialize` rewrites the same warehouse and publishes a new copy."""
+"""Issue 16: lookups while `loyalty-pipeline materialize` rewrites the same warehouse and publishes to the store."""
 
 import json
-import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,7 +18,13 @@ pytestmark = pytest.mark.e2e
 
 
 def test_lookups_during_a_run_all_succeed_from_complete_copies(demo, demo_copy):
-    shutil.copy(serving_path(str(demo.warehouse)), serving_path(str(demo_copy.warehouse)))
+    with (
+        sqlite3.connect(serving_path(str(demo.warehouse))) as store,
+        sqlite3.connect(serving_path(str(demo_copy.warehouse))) as copy,
+    ):
+        store.backup(copy)
+    store.close()
+    copy.close()
     with serve(demo_copy.warehouse) as url:
         run = subprocess.Popen(
             [sys.executable, "-m", "loyalty_pipeline.cli", "materialize", "--data-dir", str(SEED_DATA)]
