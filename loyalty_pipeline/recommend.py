@@ -146,16 +146,39 @@ SCORING = [
             JOIN rec_itemsets ON rec_itemsets.itemset = list_append(grown.itemset, m.product_id)
             WHERE array_length(grown.itemset) < {SMALL_ORDER} - 1
         )
-        SELECT set_no, itemset FROM grown ORDER BY set_no""",
+        SELECT set_no, itemset FROM grown""",
+    # the run numbers the itemsets and products it scores (products in product_id order, so ranks break ties
+    # alike): integers join and group faster than lists and strings
+    """CREATE OR REPLACE TEMP TABLE rec_itemset_nos AS
+       SELECT itemset, row_number() OVER (ORDER BY itemset) AS itemset_no
+       FROM (SELECT DISTINCT itemset FROM rec_set_itemsets)""",
+    """CREATE OR REPLACE TEMP TABLE rec_counted AS
+       SELECT n.itemset_no, c.product_id,
+              CASE WHEN array_length(c.itemset) % 2 = 1 THEN c.orders ELSE -c.orders END AS signed_orders
+       FROM customer.rec_counts AS c JOIN rec_itemset_nos AS n USING (itemset)""",
+    # every candidate: a product counted with an itemset of a set, or in a large order
+    """CREATE OR REPLACE TEMP TABLE rec_products AS
+       SELECT product_id, row_number() OVER (ORDER BY product_id) AS pid
+       FROM (SELECT product_id FROM rec_counted
+             UNION SELECT unnest(items) AS product_id FROM customer.rec_large_baskets)""",
     """CREATE OR REPLACE TEMP TABLE rec_cooccurrence AS
-       SELECT itemset, product_id, CASE WHEN array_length(itemset) % 2 = 1 THEN orders ELSE -orders END AS signed_orders
-       FROM customer.rec_counts WHERE itemset IN (SELECT itemset FROM rec_set_itemsets)""",
+       SELECT itemset_no, pid, signed_orders FROM rec_counted JOIN rec_products USING (product_id)""",
+    """CREATE OR REPLACE TEMP TABLE rec_set_scored AS
+       SELECT s.set_no, n.itemset_no FROM rec_set_itemsets AS s JOIN rec_itemset_nos AS n USING (itemset)
+       ORDER BY s.set_no""",
+    # a set's products that can be candidates: they are not
+    """CREATE OR REPLACE TEMP TABLE rec_set_pids AS
+       SELECT set_no, pid FROM rec_set_items JOIN rec_products USING (product_id)""",
     # the orders of more than SMALL_ORDER products, counted directly
     """CREATE OR REPLACE TEMP TABLE rec_large_scores AS
-       WITH large_orders AS (SELECT order_id, user_id, unnest(items) AS product_id FROM customer.rec_large_baskets)
-       SELECT hits.set_no, large_orders.product_id, count(*)::INTEGER AS orders
+       WITH large_orders AS (
+           SELECT order_id, user_id, pid
+           FROM (SELECT order_id, user_id, unnest(items) AS product_id FROM customer.rec_large_baskets) AS items
+           JOIN rec_products USING (product_id)
+       )
+       SELECT hits.set_no, large_orders.pid, count(*)::INTEGER AS orders
        FROM (SELECT DISTINCT s.set_no, o.order_id, o.user_id
-             FROM rec_set_items AS s JOIN large_orders AS o USING (product_id)) AS hits
+             FROM rec_set_pids AS s JOIN large_orders AS o USING (pid)) AS hits
        JOIN large_orders USING (order_id, user_id)
        GROUP BY ALL""",
     # the customer's own orders holding an interest: their products are counted in the set's score but must not be
@@ -169,21 +192,21 @@ SCORING = [
     """CREATE OR REPLACE TEMP TABLE rec_depth AS
        SELECT set_no, 5 + max(coalesce(k, 0)) AS depth FROM rec_customers LEFT JOIN rec_lowered USING (user_id)
        GROUP BY set_no""",
-    """CREATE OR REPLACE TEMP TABLE rec_set_top (set_no BIGINT, product_id VARCHAR, orders BIGINT, set_rank BIGINT)""",
+    """CREATE OR REPLACE TEMP TABLE rec_set_top (set_no BIGINT, pid BIGINT, orders BIGINT, set_rank BIGINT)""",
 ]
 
 # orders(S, c) for the sets in [$first, $last], kept down to the depth any of the set's customers can reach
 SET_TOP = """
 INSERT INTO rec_set_top
-SELECT set_no, product_id, orders, row_number() OVER (PARTITION BY set_no ORDER BY orders DESC, product_id) AS set_rank
+SELECT set_no, pid, orders, row_number() OVER (PARTITION BY set_no ORDER BY orders DESC, pid) AS set_rank
 FROM (
-    SELECT set_no, product_id, sum(orders) AS orders
-    FROM (SELECT s.set_no, c.product_id, c.signed_orders AS orders
-          FROM rec_set_itemsets AS s JOIN rec_cooccurrence AS c USING (itemset)
+    SELECT set_no, pid, sum(orders) AS orders
+    FROM (SELECT s.set_no, c.pid, c.signed_orders AS orders
+          FROM rec_set_scored AS s JOIN rec_cooccurrence AS c USING (itemset_no)
           WHERE s.set_no BETWEEN $first AND $last
           UNION ALL
-          SELECT set_no, product_id, orders FROM rec_large_scores WHERE set_no BETWEEN $first AND $last)
-    ANTI JOIN rec_set_items USING (set_no, product_id)
+          SELECT set_no, pid, orders FROM rec_large_scores WHERE set_no BETWEEN $first AND $last)
+    ANTI JOIN rec_set_pids USING (set_no, pid)
     GROUP BY ALL
 ) JOIN rec_depth USING (set_no)
 QUALIFY set_rank <= depth
@@ -192,13 +215,14 @@ QUALIFY set_rank <= depth
 RESULT = """
 CREATE OR REPLACE TEMP TABLE rec_result AS
 WITH scored AS (
-    SELECT cust.user_id, top.product_id, top.orders - coalesce(own.orders, 0) AS score
+    SELECT cust.user_id, rec_products.product_id, top.pid, top.orders - coalesce(own.orders, 0) AS score
     FROM rec_customers AS cust
     LEFT JOIN rec_lowered USING (user_id)
     JOIN rec_set_top AS top ON top.set_no = cust.set_no AND top.set_rank <= 5 + coalesce(rec_lowered.k, 0)
-    LEFT JOIN rec_own AS own ON own.user_id = cust.user_id AND own.product_id = top.product_id
+    JOIN rec_products USING (pid)
+    LEFT JOIN rec_own AS own ON own.user_id = cust.user_id AND own.product_id = rec_products.product_id
 )
-SELECT user_id, product_id, score, row_number() OVER (PARTITION BY user_id ORDER BY score DESC, product_id)::BIGINT AS rank
+SELECT user_id, product_id, score, row_number() OVER (PARTITION BY user_id ORDER BY score DESC, pid)::BIGINT AS rank
 FROM scored
 WHERE score > 0
 QUALIFY rank <= 5
@@ -241,8 +265,8 @@ RULES = touched.rules_hash(
 
 TEMP_TABLES = [
     "rec_new_baskets", "rec_old_baskets", "rec_changed", "rec_delta", "rec_recounted", "rec_changed_products",
-    "rec_interests_now", "rec_customers", "rec_set_items", "rec_itemsets", "rec_set_itemsets",
-    "rec_cooccurrence", "rec_large_scores", "rec_own", "rec_lowered", "rec_depth", "rec_set_top", "rec_result",
+    "rec_interests_now", "rec_customers", "rec_set_items", "rec_itemsets", "rec_set_itemsets", "rec_itemset_nos",
+    "rec_counted", "rec_products", "rec_cooccurrence", "rec_set_scored", "rec_set_pids", "rec_large_scores", "rec_own", "rec_lowered", "rec_depth", "rec_set_top", "rec_result",
     "rec_logged",
 ]  # fmt: skip
 
@@ -269,7 +293,7 @@ def update(conn, rebuild: bool = False) -> Applied:
         for statement in SCORING:
             conn.execute(statement)
         sets, itemsets = conn.execute(
-            "SELECT count(*), (SELECT count(*) FROM rec_set_itemsets) FROM rec_depth"
+            "SELECT count(*), (SELECT count(*) FROM rec_set_scored) FROM rec_depth"
         ).fetchall()[0]
         batches = max(1, itemsets // ITEMSETS_PER_BATCH)
         for batch in range(batches):  # set_no runs 1..sets
