@@ -16,9 +16,18 @@ from loyalty_pipeline.assets.checks import (
 from loyalty_pipeline.assets.identity import id_graph
 from loyalty_pipeline.assets.ingest import customers, raw_topics
 from loyalty_pipeline.assets.journey import ACTIVATIONS_KEY
-from loyalty_pipeline.assets.loyalty import CAFFEINE_KEY, PEOPLE, PROMOTIONS_KEY, SALES_TOTALS_KEY, enriched_purchases
+from loyalty_pipeline.assets.loyalty import (
+    CAFFEINE_KEY,
+    PEOPLE,
+    PROMOTIONS_KEY,
+    SALES_TOTALS_KEY,
+    UPDATED,
+    enriched_purchases,
+    is_updated,
+    updated_people,
+)
 from loyalty_pipeline.assets.points import point_balances
-from loyalty_pipeline.identity import PURCHASES_NOW
+from loyalty_pipeline.identity import purchases_now
 from loyalty_pipeline.metadata import preview, table_metadata
 from loyalty_pipeline.profiles import PROFILE_360_VIEW, profile_sql, totals_from_start
 from loyalty_pipeline.resources import RulesResource, Warehouse, WarehouseError
@@ -47,10 +56,11 @@ LAST_DAY = "SELECT max(day) FROM points.ledger_days"
 
 @check("Spend, tier and points agree with loyalty.sales_totals and the point ledger; every buyer has a profile.")
 def profiles_agree_with_totals_and_ledger(conn, rules, days) -> tuple[bool, dict]:
+    # after an update, the people it wrote (the others' rows did not change); else everyone
     wrong = count(
         conn,
-        """SELECT 1 FROM customer.profile_360 AS p
-           FULL JOIN loyalty.sales_totals AS s USING (user_id)
+        f"""SELECT 1 FROM (SELECT * FROM customer.profiles WHERE {is_updated("user_id", days)}) AS p
+           FULL JOIN (SELECT * FROM loyalty.sales_totals WHERE {is_updated("user_id", days)}) AS s USING (user_id)
            LEFT JOIN points.point_balances AS b USING (user_id)
            WHERE p.user_id IS NULL
               OR (s.user_id IS NOT NULL AND (p.total_spend <> s.total OR p.reward_level <> s.reward_level))
@@ -64,9 +74,10 @@ def profiles_agree_with_totals_and_ledger(conn, rules, days) -> tuple[bool, dict
     blocking=False,
 )
 def purchases_by_known_users(conn, rules, days) -> tuple[bool, dict]:
+    # after an update, the purchases of the people it wrote: the others' did not change
     unknown = conn.execute(
         f"""
-        SELECT customer_key, count(*) FROM ({PURCHASES_NOW})
+        SELECT customer_key, count(*) FROM ({purchases_now(updated_people(days))})
         WHERE user_id NOT IN (SELECT id_value FROM identity.id_graph WHERE id_type = 'user_id')
         GROUP BY ALL ORDER BY 2 DESC, 1
         """
@@ -166,6 +177,8 @@ IDENTIFIER_SOURCES = ["identity", "identifiers"]
 def _profile_360(conn, rules: RulesResource, rebuild: bool) -> dg.MaterializeResult:
     """Profiles of the people touched since the last update (whole when there is none, the SQL or tiers changed,
     or on a rebuild), and the identifiers they hold, each in one transaction with its mark."""
+    conn.execute("CREATE SCHEMA IF NOT EXISTS customer")
+    _identifiers(conn, rebuild)  # first: the profiles' update and checks then use their own touched_people
     as_of = conn.execute(LAST_DAY).fetchall()[0][0]
     load_tiers(conn, rules.rules)
     tiers = [[tier.name, tier.above] for tier in rules.rules.tiers] + [rules.rules.default_tier]
@@ -178,7 +191,6 @@ def _profile_360(conn, rules: RulesResource, rebuild: bool) -> dg.MaterializeRes
     )
     people = None if update.whole else PEOPLE
     totals_from_start(conn, as_of, people)
-    conn.execute("CREATE SCHEMA IF NOT EXISTS customer")
     conn.execute("CREATE TABLE IF NOT EXISTS customer.profile_as_of (as_of DATE)")
     touched.refresh(
         conn,
@@ -192,18 +204,16 @@ def _profile_360(conn, rules: RulesResource, rebuild: bool) -> dg.MaterializeRes
         ],
     )
     conn.execute(PROFILE_360_VIEW)
-    updated = count(conn, "SELECT 1 FROM customer.profiles" if update.whole else PEOPLE)
-    _identifiers(conn, rebuild)
     return dg.MaterializeResult(
         asset_key=PROFILE_KEY,
         metadata={
             **table_metadata(conn, "customer.profile_360"),
             "as_of": str(as_of),
             "update": "rebuilt whole" if update.whole else "incremental",
-            "people_updated": updated,
+            "people_updated": count(conn, "SELECT 1 FROM customer.profiles" if update.whole else PEOPLE),
             "preview": preview(conn, "SELECT * FROM customer.profile_360 ORDER BY total_spend DESC, user_id"),
         },
-        check_results=check_results(PROFILE_KEY, PROFILE_CHECKS, conn, rules),
+        check_results=check_results(PROFILE_KEY, PROFILE_CHECKS, conn, rules, None if update.whole else UPDATED),
     )
 
 

@@ -72,11 +72,11 @@ UPDATED = "updated people"
 PEOPLE = "SELECT person FROM touched_people"
 
 
-def _people(days) -> str:
+def updated_people(days) -> str:
     return PEOPLE if days == UPDATED else ""
 
 
-def _of_people(column: str, days) -> str:
+def is_updated(column: str, days) -> str:
     return f"{column} IN ({PEOPLE})" if days == UPDATED else "true"
 
 
@@ -88,7 +88,7 @@ def totals_and_tiers_agree(conn, rules, days) -> tuple[bool, dict]:
         conn,
         f"""
         WITH expected AS (
-            SELECT user_id, coalesce(sum(price), 0) AS total FROM ({purchases_now(_people(days))}) GROUP BY user_id
+            SELECT user_id, coalesce(sum(price), 0) AS total FROM ({purchases_now(updated_people(days))}) GROUP BY user_id
         ), tiered AS (
             SELECT expected.user_id, expected.total,
                    coalesce(tier.name, (SELECT name FROM rule_tiers WHERE above IS NULL)) AS reward_level
@@ -96,7 +96,7 @@ def totals_and_tiers_agree(conn, rules, days) -> tuple[bool, dict]:
             QUALIFY row_number() OVER (PARTITION BY expected.user_id ORDER BY tier.above DESC NULLS LAST) = 1
         )
         SELECT 1 FROM tiered
-        FULL JOIN (SELECT * FROM loyalty.sales_totals WHERE {_of_people("user_id", days)}) AS actual USING (user_id)
+        FULL JOIN (SELECT * FROM loyalty.sales_totals WHERE {is_updated("user_id", days)}) AS actual USING (user_id)
         WHERE tiered.total IS DISTINCT FROM actual.total OR tiered.reward_level IS DISTINCT FROM actual.reward_level
         """,
     )
@@ -108,9 +108,9 @@ def stamps_match_purchases(conn, rules, days) -> tuple[bool, dict]:
     wrong = count(
         conn,
         f"""
-        SELECT 1 FROM (SELECT user_id, count(*) AS total FROM ({purchases_now(_people(days))})
+        SELECT 1 FROM (SELECT user_id, count(*) AS total FROM ({purchases_now(updated_people(days))})
                               WHERE product_id = $product GROUP BY user_id) AS expected
-        FULL JOIN (SELECT * FROM loyalty.caffeine_index WHERE {_of_people("user_id", days)}) AS actual USING (user_id)
+        FULL JOIN (SELECT * FROM loyalty.caffeine_index WHERE {is_updated("user_id", days)}) AS actual USING (user_id)
         WHERE expected.total IS DISTINCT FROM actual.total
         """,
         {"product": rules.rules.stamp_card.product_id},
