@@ -439,7 +439,8 @@ def build_day(conn: duckdb.DuckDBPyConnection, identity: Identity, window: Windo
         conn,
         [
             (touched.log_sql(DAY_TOUCHED, "identity", touched.NEXT_SEQ), on_day),
-            (touched.log_sql(DAY_IDENTIFIERS, "identifiers", touched.NEXT_SEQ), on_day),
+            # the sequence read before the transaction: Spark cannot read the log back after the write above
+            (touched.log_sql(DAY_IDENTIFIERS, "identifiers"), {**on_day, "touched_seq": touched.next_seq(conn)}),
             ("DELETE FROM identity.id_graph WHERE linked_on = $day", on_day),
             ("DELETE FROM identity.weak_values WHERE day = $day", on_day),
             ("DELETE FROM identity.merges WHERE day = $day", on_day),

@@ -154,11 +154,13 @@ WHERE b.customer_id IN (SELECT into_id FROM identity.merges WHERE day = $day)
 """
 
 
-# The people of a day's state rows and activations reached (the change log, touched.py): logged before the day's
-# rows are replaced and after. A merge's rows replacing later ones are the merged-into person's, logged with its day.
+# The people of a day's state rows and activations reached (the change log, touched.py): those the day replaces and
+# its new ones (today's moves, a merge's rows; a merge's rows replacing later ones are the merged-into person's).
+# One statement before the writes: Spark cannot read the log or the state back within the transaction.
 DAY_PEOPLE = """
 SELECT customer_id AS person FROM journey.journey_state WHERE (entered_at = $day AND merged_on IS NULL) OR merged_on = $day
 UNION ALL SELECT customer_id FROM journey.reached_activations WHERE day = $day
+UNION ALL SELECT customer_id FROM today UNION ALL SELECT customer_id FROM merged_rows
 """
 
 # A run rebuilding from a day on drops the rows from that day ($1): their people.
@@ -173,11 +175,10 @@ def publish_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
     the day's merges replace the merged-into person's later rows of the same nodes. The activations reached are
     logged apart, so that replacing a node's date never loses the activation sent on the later one."""
     on_day = {"day": day}
-    log = (touched.log_sql(DAY_PEOPLE, "journeys", touched.NEXT_SEQ), on_day)
     publish(
         conn,
         [
-            log,
+            (touched.log_sql(DAY_PEOPLE, "journeys", touched.NEXT_SEQ), on_day),
             (
                 "DELETE FROM journey.journey_state WHERE (entered_at = $day AND merged_on IS NULL) OR merged_on = $day",
                 on_day,
@@ -207,7 +208,6 @@ def publish_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
                    ANTI JOIN journey.journey_state USING (journey_id, customer_id, node)""",
                 {},
             ),
-            log,
             (mark_built("journey.journey_days"), on_day),
         ],
     )

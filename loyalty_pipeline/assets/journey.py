@@ -290,17 +290,13 @@ def _activations(context: dg.AssetExecutionContext, conn, rules: RulesResource) 
         window,
     )
     revision = revision_of(context)
-    log = touched.log_sql(  # the people of the activations replaced, then of their replacements
-        "SELECT customer_id AS person FROM journey.activations WHERE activated_on >= $first AND activated_on < $end",
-        "journeys",
-        touched.NEXT_SEQ,
-    )
+    replaced = """SELECT customer_id AS person FROM journey.activations WHERE activated_on >= $first AND activated_on < $end
+                  UNION ALL SELECT customer_id FROM new_activations"""
     with transaction(conn):
         conn.execute(REVISE_ACTIVATIONS, {**window, **revision})
-        conn.execute(log, window)
+        conn.execute(touched.log_sql(replaced, "journeys", touched.NEXT_SEQ), window)  # old and new rows' people
         conn.execute("DELETE FROM journey.activations WHERE activated_on >= $first AND activated_on < $end", window)
         conn.execute("INSERT INTO journey.activations SELECT * FROM new_activations")
-        conn.execute(log, window)
         for n in range((end - first).days):
             conn.execute(mark_built("journey.activation_days"), {"day": first + timedelta(days=n)})
     window_rows = "SELECT * FROM journey.activations WHERE activated_on >= $first AND activated_on < $end"
