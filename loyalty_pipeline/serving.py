@@ -20,13 +20,12 @@ CREATE TABLE cards (  -- one per profile: the card (calendar values left null) a
     user_id TEXT PRIMARY KEY, name TEXT, email TEXT, reward_level TEXT, last_purchase_on TEXT, card TEXT NOT NULL
 );
 CREATE TABLE identifiers (id_type TEXT, id_value TEXT, user_id TEXT, PRIMARY KEY (id_type, id_value));
-CREATE TABLE names (value TEXT NOT NULL, user_id TEXT NOT NULL);
+CREATE TABLE names (value TEXT NOT NULL, user_id TEXT NOT NULL, PRIMARY KEY (value, user_id));
 """
 # Built after a whole publish's rows are in (faster than row by row), kept by every later publish.
 STORE_INDEXES = """
 CREATE INDEX identifiers_by_value ON identifiers (id_value);
 CREATE INDEX identifiers_by_user ON identifiers (user_id);
-CREATE INDEX names_by_value ON names (value);
 CREATE INDEX names_by_user ON names (user_id);
 """
 NEEDED = ["cards", "identifiers", "info", "names"]  # what a lookup reads

@@ -91,13 +91,27 @@ def test_a_day_rewrites_only_the_people_it_touched_and_equals_a_whole_publish(in
     before = card_rows(store)
     assert sorted(before) == ["ann", "bob", "cat"]
     buys(inputs, "bob", DAY2)
+    inputs.kafka(  # cat's new email (an identifier and a name to look up), and a new customer
+        "users",
+        [
+            ("cat", {"name": "Cat", "email": "cat@example.com"}, f"{DAY2}T07:00:00"),
+            ("dan", {"name": "Dan", "email": "dan@example.com"}, f"{DAY2}T07:00:00"),
+        ],
+        file="users-2.jsonl",
+    )
     done = serving_metadata(inputs.materialize(DAY2, assets=SERVING))
-    assert (done["update"], done["cards_written"]) == ("incremental", 1)  # bob's card, in place
+    assert (done["update"], done["cards_written"]) == ("incremental", 3)  # bob's, cat's and dan's cards
     after = card_rows(store)
-    assert after["ann"] == before["ann"] and after["cat"] == before["cat"]  # the same row, the same bytes
-    assert after["bob"][0] != before["bob"][0]
+    assert after["ann"] == before["ann"]  # the same row, the same bytes
+    assert after["bob"][0] == before["bob"][0] and after["bob"][1] != before["bob"][1]  # changed in place
     assert json.loads(after["bob"][1])["profile"]["purchase_count"] == 2
+    assert json.loads(ServingCopy(store).card("cat@example.com"))["user_id"] == "cat"
+    assert json.loads(ServingCopy(store).card("Dan"))["user_id"] == "dan"
     assert rows(store) == rebuilt_whole(inputs, tmp_path)
+    # the same day again: its people are published again, and their cards, unchanged, are not written
+    done = serving_metadata(inputs.materialize(DAY2, assets=SERVING))
+    assert (done["update"], done["cards_written"]) == ("incremental", 0) and done["people"] >= 1
+    assert card_rows(store) == after
 
 
 def test_calendar_values_are_filled_in_when_read(inputs):
@@ -174,7 +188,7 @@ copy = publish._copy
 
 def copy_then_wait(conn, sql, params, store, insert):
     written = copy(conn, sql, params, store, insert)
-    if insert.startswith("INSERT INTO cards"):  # in the transaction, after the people's cards: more than the cache
+    if "INTO cards" in insert:  # in the transaction, after the people's cards: more than the cache
         store.execute("PRAGMA cache_size = 10")  # holds, so pages go to the WAL before any commit
         store.executemany("INSERT INTO cards VALUES (?, NULL, NULL, NULL, NULL, ?)",
                           ((f"junk{i}", "x" * 2000) for i in range(3000)))
