@@ -11,7 +11,7 @@ from loyalty_pipeline import portable
 from loyalty_pipeline.resources import Warehouse
 from loyalty_pipeline_tests.conftest import SEED_DATA, Inputs
 
-# What stays on one machine (docs/scale-out.md): ingest parses files and topics, and the serving copy is a DuckDB file.
+# What stays on one machine (docs/scale-out.md): ingest parses files and topics, and the serving store is a file.
 ONE_MACHINE = {"ingest.py", "kafka.py", "lines.py", "_serving_snapshot"}
 
 
