@@ -154,7 +154,7 @@ def rules_hash(rules) -> str:
     """What the store's rows are built with: another hash publishes it whole."""
     tiers = [[tier.name, tier.above] for tier in rules.tiers]
     return touched.rules_hash(
-        SHAPE, cards_sql(), cards_sql(PEOPLE), names_sql(), IDENTIFIERS, tiers, rules.stamp_card.model_dump()
+        SHAPE, STORE_DDL, cards_sql(), cards_sql(PEOPLE), names_sql(), IDENTIFIERS, tiers, rules.stamp_card.model_dump()
     )
 
 

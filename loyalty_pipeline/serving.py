@@ -13,14 +13,15 @@ import sqlite3
 import threading
 from pathlib import Path
 
-SHAPE = 1  # the layout below: a store of another one is published again whole
+SHAPE = 2  # the layout below: a store of another one is published again whole
 STORE_DDL = """
 CREATE TABLE info (shape INTEGER NOT NULL, published_at TEXT NOT NULL, as_of TEXT, seq INTEGER, rules_hash TEXT);
 CREATE TABLE cards (  -- one per profile: the card (calendar values left null) and what search and candidates show
     user_id TEXT PRIMARY KEY, name TEXT, email TEXT, reward_level TEXT, last_purchase_on TEXT, card TEXT NOT NULL
 );
-CREATE TABLE identifiers (id_type TEXT, id_value TEXT, user_id TEXT, PRIMARY KEY (id_type, id_value));
-CREATE TABLE names (value TEXT NOT NULL, user_id TEXT NOT NULL, PRIMARY KEY (value, user_id));
+-- without rowid: the key's index holds the row, so a search by prefix reads no table page
+CREATE TABLE identifiers (id_type TEXT, id_value TEXT, user_id TEXT, PRIMARY KEY (id_type, id_value)) WITHOUT ROWID;
+CREATE TABLE names (value TEXT NOT NULL, user_id TEXT NOT NULL, PRIMARY KEY (value, user_id)) WITHOUT ROWID;
 """
 # Built after a whole publish's rows are in (faster than row by row), kept by every later publish.
 STORE_INDEXES = """
