@@ -70,9 +70,6 @@ def basket_statements(people: str | None) -> list[str]:
                  EXCEPT SELECT order_id, user_id, items FROM rec_old_baskets) AS added""",
         f"DELETE FROM customer.rec_baskets {mine}",
         "INSERT INTO customer.rec_baskets SELECT order_id, user_id, items FROM rec_new_baskets",
-        f"DELETE FROM customer.rec_large_baskets {mine}",
-        f"""INSERT INTO customer.rec_large_baskets
-            SELECT order_id, user_id, items FROM rec_new_baskets WHERE array_length(items) > {SMALL_ORDER}""",
         # N(T + c) moved: every itemset T of a changed small basket and every other product c of it
         f"""CREATE OR REPLACE TEMP TABLE rec_delta AS
             WITH subsets AS (
@@ -99,6 +96,17 @@ def basket_statements(people: str | None) -> list[str]:
         """CREATE OR REPLACE TEMP TABLE rec_changed_products AS
            SELECT DISTINCT unnest(items) AS product_id
            FROM (SELECT items FROM rec_changed WHERE array_length(items) >= 2 GROUP BY items HAVING sum(sign) <> 0)""",
+    ]
+
+
+def large_statements(people: str | None) -> tuple[str, list[str]]:
+    """How many large baskets of `people` (all: None) are replaced, and the statements replacing them: run only when
+    there are some (the Spark engine writes a file even for an empty table)."""
+    mine = f"WHERE user_id IN ({people})" if people else ""
+    large = f"FROM rec_new_baskets WHERE array_length(items) > {SMALL_ORDER}"
+    return f"SELECT (SELECT count(*) FROM customer.rec_large_baskets {mine}) + (SELECT count(*) {large})", [
+        f"DELETE FROM customer.rec_large_baskets {mine}",
+        f"INSERT INTO customer.rec_large_baskets SELECT order_id, user_id, items {large}",
     ]
 
 
@@ -255,6 +263,7 @@ ITEMSETS_PER_BATCH = 500_000
 RULES = touched.rules_hash(
     DDL,
     basket_statements(TOUCHED),
+    large_statements(TOUCHED),
     people_statements(False),
     SCORING,
     SET_TOP,
@@ -286,9 +295,16 @@ def update(conn, rebuild: bool = False) -> Applied:
     logged_seq = {"touched_seq": touched.next_seq(conn)}
     with transaction(conn):
         if mark.whole:
-            for table in STATE:
+            for table in ["customer.rec_baskets", "customer.rec_counts", "customer.rec_interests"]:
                 conn.execute(f"DELETE FROM {table}")
-        for statement in basket_statements(None if mark.whole else TOUCHED) + people_statements(mark.whole):
+        people = None if mark.whole else TOUCHED
+        for statement in basket_statements(people):
+            conn.execute(statement)
+        replaced, statements = large_statements(people)
+        if conn.execute(replaced).fetchall()[0][0]:
+            for statement in statements:
+                conn.execute(statement)
+        for statement in people_statements(mark.whole):
             conn.execute(statement)
         for statement in SCORING:
             conn.execute(statement)
