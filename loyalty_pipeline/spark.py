@@ -118,6 +118,8 @@ def _view(name: str) -> str:
 
 
 class SparkWarehouse:
+    engine = "spark"  # what the change log keys a consumer's rows by (a DuckDB connection has no such attribute)
+
     def __init__(self, spark, duck: duckdb.DuckDBPyConnection, lake: Path):
         self.spark, self.duck, self.lake = spark, duck, lake
         self.scratch = lake / "_steps" / uuid.uuid4().hex  # this step's copies of DuckDB tables

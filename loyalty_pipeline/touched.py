@@ -84,8 +84,9 @@ def start(
     """What `consumer` must apply. Incremental: temp table `touched_people(person)` holds the people logged by
     `sources` since its mark, and the person each of them resolves to now (a merge moves their rows)."""
     conn.execute(DDL)
-    # the engine too: the other engine keeps the table elsewhere (DuckDB or the lake), so a switch rebuilds whole
-    rules = rules_hash(rules, type(conn).__name__)
+    # the engine too: the other engine keeps the table elsewhere (DuckDB or the lake), so a switch rebuilds whole;
+    # read through any wrapper (a timed connection is the same engine)
+    rules = rules_hash(rules, getattr(conn, "engine", "duckdb"))
     # what every consumer applied is no longer needed
     conn.execute("DELETE FROM changes.touched WHERE seq <= (SELECT min(seq) FROM changes.applied)")
     upto = next_seq(conn) - 1
