@@ -3,11 +3,16 @@ file and line, re-runs idempotent, S3 CSVs read from a folder and through boto3 
 
 import json
 import os
-from datetime import date, datetime
+import uuid
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
 
+import duckdb
 import pytest
 
+from loyalty_pipeline.definitions import build_defs
+from loyalty_pipeline.resources import S3Store
+from loyalty_pipeline.runs import materialize_days
 from loyalty_pipeline_tests.conftest import Inputs, envelope
 
 DAY1, DAY2, DAY3 = "2024-06-01", "2024-06-02", "2024-06-03"
@@ -661,3 +666,189 @@ def test_a_file_that_cannot_be_read_is_quarantined_by_name_and_the_others_load(i
     assert rejected_files[1][2] == "not UTF-8 text (invalid start byte at byte 0)"
     inputs.materialize(DAY1, assets=RAW)  # read again: still one row each, never doubled
     assert inputs.query("SELECT count(*) FROM raw.rejected_records") == [(2,)]
+
+
+# --- the customers export: a run reads only the objects new or rewritten -----------------------------------------
+
+CUSTOMERS_HEADER = "user_id,name,email,signup_date\n"
+
+
+def customers_run(run: Inputs, rebuild: bool = False, **env: str) -> tuple[int, int]:
+    """One run of raw/customers: (objects read, objects whose rows were dropped), from its metadata."""
+    result = materialize_days(build_defs(run.env(**env)), DAY1, DAY1, assets=("raw/customers",), rebuild=rebuild)
+    assert result.success, [event.message for event in result.all_events if event.is_failure]
+    [materialization] = result.asset_materializations_for_node("raw__customers")
+    return materialization.metadata["files_read"].value, materialization.metadata["files_dropped"].value
+
+
+def customers_state(run: Inputs) -> tuple[list, list]:
+    return run.query("SELECT * FROM raw.customers ORDER BY s3_key, row_no"), rejected(run, "s3:customers")
+
+
+def customers_from_scratch(run: Inputs, tmp_path, **env: str) -> tuple[list, list]:
+    """The same inputs into an empty warehouse."""
+    fresh = Inputs(run.root)
+    fresh.warehouse = tmp_path / f"fresh-{uuid.uuid4().hex[:8]}.duckdb"
+    customers_run(fresh, **env)
+    return customers_state(fresh)
+
+
+def customers_logged(run: Inputs, before: int) -> list[str]:
+    rows = run.query("SELECT DISTINCT person FROM changes.touched WHERE source = 'customers' AND seq > $1", [before])
+    return sorted(person for (person,) in rows)
+
+
+def last_seq(run: Inputs) -> int:
+    return run.query("SELECT coalesce(max(seq), 0) FROM changes.touched")[0][0]
+
+
+def test_customers_read_only_the_export_objects_new_or_rewritten(tmp_path):
+    run = Inputs(tmp_path)
+    a = run.csv("customers/a.csv", CUSTOMERS_HEADER + "ana,Ana,ana@x.com,2023-01-15\nben,Ben,,2023-02-01\ndan,Dan,,x\n")
+    b = run.csv("customers/b.csv", CUSTOMERS_HEADER + "cy,Cy,cy@x.com,2023-03-01\n,Nobody,,\n")
+    notes = run.csv("customers/a.csv:9", "not an export\n")  # not *.csv, and named like a line of a.csv
+    assert customers_run(run) == (2, 0)
+    assert customers_state(run) == customers_from_scratch(run, tmp_path)
+    b_rows = [("cy", "Cy", "cy@x.com", date(2023, 3, 1), "customers/b.csv", 1)]
+    b_rejected = [("customers/b.csv:3", "missing user_id", ",Nobody,,")]
+
+    before = last_seq(run)
+    assert customers_run(run) == (0, 0)  # nothing changed: nothing downloaded, nothing dropped, nobody logged
+    assert customers_logged(run, before) == []
+    assert customers_state(run) == customers_from_scratch(run, tmp_path)
+
+    # a.csv edited: ben renamed, dan's date fixed, eve added with a bad date; b.csv's rows and rejection stay
+    a.write_text(
+        CUSTOMERS_HEADER + "ana,Ana,ana@x.com,2023-01-15\nben,Benny,,2023-02-01\ndan,Dan,,2023-04-01\neve,Eve,,y\n"
+    )
+    before = last_seq(run)
+    assert customers_run(run) == (1, 1)
+    assert customers_logged(run, before) == ["ben", "dan"]
+    assert customers_state(run) == (
+        [
+            ("ana", "Ana", "ana@x.com", date(2023, 1, 15), "customers/a.csv", 1),
+            ("ben", "Benny", None, date(2023, 2, 1), "customers/a.csv", 2),
+            ("dan", "Dan", None, date(2023, 4, 1), "customers/a.csv", 3),
+            *b_rows,
+        ],
+        [
+            ("customers/a.csv:5", "signup_date is not a date (YYYY-MM-DD)", "eve,Eve,,y"),
+            ("customers/a.csv:9", "not read: a customers export is named *.csv", None),
+            *b_rejected,
+        ],
+    )
+    assert customers_state(run) == customers_from_scratch(run, tmp_path)
+
+    # b.csv rewritten with its old size and mtime (`cp -p`): its ctime says so
+    stat = b.stat()
+    b.write_text(CUSTOMERS_HEADER + "cy,Cy,cy@x.com,2023-03-09\n,Nobody,,\n")
+    os.utime(b, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (b.stat().st_size, b.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    before = last_seq(run)
+    assert customers_run(run) == (1, 1)
+    assert customers_logged(run, before) == ["cy"]
+    assert run.query("SELECT signup_date FROM raw.customers WHERE user_id = 'cy'") == [(date(2023, 3, 9),)]
+    assert customers_state(run) == customers_from_scratch(run, tmp_path)
+
+    # b.csv and a.csv:9 removed: b's rows and rejection go, and a.csv:9's; a.csv is not read again
+    b.unlink()
+    notes.unlink()
+    before = last_seq(run)
+    assert customers_run(run) == (0, 1)
+    assert customers_logged(run, before) == ["cy"]
+    assert customers_state(run)[0] == [row for row in customers_state(run)[0] if row[4] == "customers/a.csv"]
+    assert [row[0] for row in customers_state(run)[0]] == ["ana", "ben", "dan"]
+    assert customers_state(run)[1] == [("customers/a.csv:5", "signup_date is not a date (YYYY-MM-DD)", "eve,Eve,,y")]
+    assert customers_state(run) == customers_from_scratch(run, tmp_path)
+
+    # c.csv added: only it is read
+    run.csv("customers/c.csv", CUSTOMERS_HEADER + "fay,Fay,,2023-05-01\nana,Ana B,,\n")
+    before = last_seq(run)
+    assert customers_run(run) == (1, 0)
+    assert customers_logged(run, before) == ["ana", "fay"]
+    assert customers_state(run) == customers_from_scratch(run, tmp_path)
+    assert run.query("SELECT s3_key FROM raw.customers_files ORDER BY ALL") == [
+        ("customers/a.csv",),
+        ("customers/c.csv",),
+    ]
+
+    # a rebuild reads every object again, and changes nobody
+    before = last_seq(run)
+    assert customers_run(run, rebuild=True) == (2, 2)
+    assert customers_logged(run, before) == []
+    assert customers_state(run) == customers_from_scratch(run, tmp_path)
+
+
+def test_customers_rows_loaded_before_versions_were_kept_are_replaced(tmp_path):
+    run = Inputs(tmp_path)
+    run.csv("customers/a.csv", CUSTOMERS_HEADER + "ana,Ana,,2023-01-15\n")
+    gone = run.csv("customers/b.csv", CUSTOMERS_HEADER + "cy,Cy,,\n,x,,\n")
+    assert customers_run(run) == (2, 0)
+    with duckdb.connect(str(run.warehouse)) as conn:  # as a warehouse written before raw.customers_files
+        conn.execute("DROP TABLE raw.customers_files")
+    gone.unlink()
+    assert customers_run(run) == (1, 0)
+    assert customers_state(run) == customers_from_scratch(run, tmp_path)
+    assert run.query("SELECT user_id FROM raw.customers") == [("ana",)]
+    assert rejected(run, "s3:customers") == []
+
+
+def test_a_customers_row_signed_up_after_today_is_read_again_when_its_day_is_accepted(tmp_path):
+    """An object's rows are checked against the latest signup day accepted: when that moves past a rejected
+    signup_date (or back before an accepted one), the object is read again, unchanged."""
+    run = Inputs(tmp_path)
+    later = (datetime.now(UTC) + timedelta(days=3)).date()
+    run.csv("customers/a.csv", CUSTOMERS_HEADER + f"ana,Ana,,{later}\nben,Ben,,2023-01-01\n")
+    run.csv("customers/b.csv", CUSTOMERS_HEADER + "cy,Cy,,2023-01-01\n")
+    assert customers_run(run) == (2, 0)
+    assert rejected(run, "s3:customers") == [
+        ("customers/a.csv:2", "signup_date must be a date from 1900-01-01 to today", f"ana,Ana,,{later}")
+    ]
+    assert customers_run(run) == (0, 0)
+    wide = {"LOYALTY_FUTURE_TOLERANCE": "10 days"}
+    assert customers_run(run, **wide) == (1, 1)  # ana's day is accepted now: a.csv only
+    assert run.query("SELECT user_id, signup_date FROM raw.customers WHERE user_id = 'ana'") == [("ana", later)]
+    assert rejected(run, "s3:customers") == []
+    assert customers_state(run) == customers_from_scratch(run, tmp_path, **wide)
+    assert customers_run(run, **wide) == (0, 0)
+    assert customers_run(run) == (1, 1)  # and no longer
+    assert customers_state(run) == customers_from_scratch(run, tmp_path)
+    assert [row[0] for row in customers_state(run)[0]] == ["ben", "cy"]
+
+
+def test_customers_through_s3_download_only_the_objects_new_or_rewritten(tmp_path, s3_bucket, monkeypatch):
+    downloads = []
+    download = S3Store.local_copies
+
+    def counted(self, keys, workdir):
+        downloads.extend(keys)
+        return download(self, keys, workdir)
+
+    monkeypatch.setattr(S3Store, "local_copies", counted)
+    run, env = Inputs(tmp_path), s3_bucket.env("exports")
+
+    def downloaded(**extra):
+        downloads.clear()
+        counts = customers_run(run, **env, **extra)
+        return counts, sorted(downloads)
+
+    s3_bucket.put("exports/customers/a.csv", CUSTOMERS_HEADER + "ana,Ana,,2023-01-15\nben,Ben,,bad\n")
+    s3_bucket.put("exports/customers/b.csv", CUSTOMERS_HEADER + "cy,Cy,,2023-03-01\n")
+    assert downloaded() == ((2, 0), ["customers/a.csv", "customers/b.csv"])
+    assert downloaded() == ((0, 0), [])
+    s3_bucket.put("exports/customers/a.csv", CUSTOMERS_HEADER + "ana,Ana,,2023-01-15\nben,Ben,,2023-02-01\n")
+    assert downloaded() == ((1, 1), ["customers/a.csv"])
+    assert customers_state(run) == (
+        [
+            ("ana", "Ana", None, date(2023, 1, 15), "customers/a.csv", 1),
+            ("ben", "Ben", None, date(2023, 2, 1), "customers/a.csv", 2),
+            ("cy", "Cy", None, date(2023, 3, 1), "customers/b.csv", 1),
+        ],
+        [],
+    )
+    assert customers_state(run) == customers_from_scratch(run, tmp_path, **env)
+    s3_bucket.client.delete_object(Bucket=s3_bucket.name, Key="exports/customers/b.csv")
+    s3_bucket.put("exports/customers/c.csv", CUSTOMERS_HEADER + "dan,Dan,,2023-04-01\n")
+    assert downloaded() == ((1, 1), ["customers/c.csv"])
+    assert [row[0] for row in customers_state(run)[0]] == ["ana", "ben", "dan"]
+    assert customers_state(run) == customers_from_scratch(run, tmp_path, **env)

@@ -479,9 +479,8 @@ def customers(context: dg.AssetExecutionContext, warehouse: Warehouse, sources: 
             key: (version, latest_from, latest_before)
             for key, version, latest_from, latest_before in conn.execute("FROM raw.customers_files").fetchall()
         }
-        if context.run.tags.get(touched.REBUILD_TAG) == "true":
-            applied = {}
-        kept = [key for key in keys if _still_applied(applied.get(key), versions[key], latest)]
+        rebuild = context.run.tags.get(touched.REBUILD_TAG) == "true"  # reads every object again
+        kept = [] if rebuild else [key for key in keys if _still_applied(applied.get(key), versions[key], latest)]
         read = [key for key in keys if key not in kept]
         dropped = [key for key in applied if key not in kept]  # rewritten, or no longer listed
         conn.execute("CREATE OR REPLACE TEMP TABLE customers_kept (s3_key VARCHAR)")
