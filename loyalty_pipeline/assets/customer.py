@@ -24,7 +24,6 @@ from loyalty_pipeline.assets.loyalty import (
     UPDATED,
     enriched_purchases,
     is_updated,
-    updated_people,
 )
 from loyalty_pipeline.assets.points import point_balances
 from loyalty_pipeline.identity import purchases_now
@@ -74,13 +73,19 @@ def profiles_agree_with_totals_and_ledger(conn, rules, days) -> tuple[bool, dict
     blocking=False,
 )
 def purchases_by_known_users(conn, rules, days) -> tuple[bool, dict]:
-    # after an update, the purchases of the people it wrote: the others' did not change
+    # after an update, the purchases of the people it wrote (the others' did not change) who are no account: those
+    # people first, so that only their purchases are read and only their ids are looked up
+    accounts = "SELECT id_value FROM identity.id_graph WHERE id_type = 'user_id'"
+    if days == UPDATED:
+        conn.execute(
+            f"""CREATE OR REPLACE TEMP TABLE unknown_people AS
+                SELECT person FROM ({PEOPLE}) AS updated WHERE person NOT IN ({accounts} AND id_value IN ({PEOPLE}))"""
+        )
+        purchases = purchases_now("SELECT person FROM unknown_people")
+    else:
+        purchases = f"SELECT * FROM ({purchases_now()}) AS purchase WHERE user_id NOT IN ({accounts})"
     unknown = conn.execute(
-        f"""
-        SELECT customer_key, count(*) FROM ({purchases_now(updated_people(days))})
-        WHERE user_id NOT IN (SELECT id_value FROM identity.id_graph WHERE id_type = 'user_id')
-        GROUP BY ALL ORDER BY 2 DESC, 1
-        """
+        f"SELECT customer_key, count(*) FROM ({purchases}) GROUP BY ALL ORDER BY 2 DESC, 1"
     ).fetchall()
     return not unknown, {
         "purchases_by_unknown_users": sum(n for _, n in unknown),

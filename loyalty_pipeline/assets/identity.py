@@ -3,7 +3,7 @@
 import dagster as dg
 
 from loyalty_pipeline import identity
-from loyalty_pipeline.assets.checks import check, check_results, check_specs, duplicate_check
+from loyalty_pipeline.assets.checks import check, check_results, check_specs, duplicate_check, in_days
 from loyalty_pipeline.assets.ingest import customers, historical_purchases, raw_topics
 from loyalty_pipeline.chain import open_window
 from loyalty_pipeline.metadata import partition_metadata, preview, table_metadata
@@ -13,21 +13,32 @@ from loyalty_pipeline.warehouse import OWNERS, PORTABLE_KINDS, SOURCE_FILES_DDL,
 
 ID_GRAPH_KEY = dg.AssetKey(["identity", "id_graph"])
 
-# Weak values several people carry: they link nothing new (links made before stay).
-AMBIGUOUS = """
-SELECT w.id_type, w.id_value, list_sort(list(DISTINCT coalesce(now.customer_id, w.account))) AS accounts
-FROM identity.weak_values AS w
-LEFT JOIN identity.current_ids AS now ON now.id_value = w.account
-WHERE w.id_value IN (SELECT id_value FROM identity.ambiguous_values)
+
+# Weak values several people carry: they link nothing new (links made before stay). Those that became ambiguous in
+# the days written (`where` on the day; the earlier ones were listed when theirs were), with every account carrying
+# them, as the person each resolves to now.
+def ambiguous(where: str) -> str:
+    return f"""
+WITH carried AS (
+    SELECT id_type, id_value, account FROM identity.weak_values
+    WHERE id_value IN (SELECT id_value FROM identity.ambiguous_values WHERE {where})
+), resolved AS (  -- identity.current_ids, read for these accounts only
+    SELECT id_value, arg_max(customer_id, linked_on) AS customer_id FROM identity.id_graph
+    WHERE strength = 'strong' AND id_value IN (SELECT account FROM carried) GROUP BY id_value
+)
+SELECT c.id_type, c.id_value, list_sort(list(DISTINCT coalesce(resolved.customer_id, c.account))) AS accounts
+FROM carried AS c LEFT JOIN resolved ON resolved.id_value = c.account
 GROUP BY ALL
 """
 
 
 @check("Weak identifiers (names) carried by several accounts link nothing; lists them.", blocking=False)
 def ambiguous_weak_values(conn, rules, days) -> tuple[bool, dict]:
-    found = conn.execute(f"SELECT id_type, id_value, accounts FROM ({AMBIGUOUS}) ORDER BY ALL LIMIT 50").fetchall()
+    where, params = in_days("day", days)
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE ambiguous_found AS {ambiguous(where)}", params)
+    found = conn.execute("SELECT id_type, id_value, accounts FROM ambiguous_found ORDER BY ALL LIMIT 50").fetchall()
     return not found, {
-        "ambiguous_values": count(conn, "SELECT 1 FROM identity.ambiguous_values"),
+        "ambiguous_values": count(conn, "SELECT 1 FROM ambiguous_found"),
         "values": dg.MetadataValue.json([{"type": t, "value": v, "accounts": a} for t, v, a in found]),
     }
 
