@@ -74,16 +74,19 @@ ledger AS (
     FROM customer.recommendations WHERE {_of(people, "user_id")} GROUP BY user_id
 ), events AS (
     SELECT coalesce(ids.user_id, p.user_id) AS user_id, p.purchased_at AS happened_at,
-           CASE WHEN p.returned_at IS NULL THEN 'purchase' ELSE 'purchase (returned)' END AS what, p.product_id, p.price
+           CASE WHEN p.returned_at IS NULL THEN 'purchase' ELSE 'purchase (returned)' END AS what, p.product_id, p.price,
+           p.purchase_id AS event_id
     FROM loyalty.enriched_purchases AS p LEFT JOIN ids ON ids.id_value = p.user_id WHERE {mine("p.user_id")}
     UNION ALL
-    SELECT coalesce(ids.user_id, a.user_id), a.event_ts, a.event_type, a.product_id, NULL
+    SELECT coalesce(ids.user_id, a.user_id), a.event_ts, a.event_type, a.product_id, NULL,
+           a.kafka_partition || ':' || a.kafka_offset
     FROM raw.user_activity AS a LEFT JOIN ids ON ids.id_value = a.user_id
     WHERE NOT a.tombstone AND {mine("a.user_id")}
-), recent AS (
+), recent AS (  -- ties at one instant in a fixed order (the event's id), so every build writes the same card
     SELECT user_id, list({{'at': happened_at, 'what': what, 'product_id': product_id, 'price': price}}
-                         ORDER BY happened_at DESC, what, product_id) AS rows
-    FROM (SELECT * FROM events QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY happened_at DESC, what, product_id)
+                         ORDER BY happened_at DESC, what, product_id, event_id) AS rows
+    FROM (SELECT * FROM events QUALIFY row_number() OVER (PARTITION BY user_id
+                                                          ORDER BY happened_at DESC, what, product_id, event_id)
                                        <= {RECENT_EVENTS})
     GROUP BY user_id
 ), profile AS (
