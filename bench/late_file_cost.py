@@ -5,6 +5,9 @@ primed on those files, two files land one after the other, each with the purchas
 last day: an on-time file for day D+1, then a late file for day D+1-back. Each time the Kafka sensor is ticked
 and the run it requests is executed in process and timed: the on-time day runs every asset for one day; the
 late day re-runs purchases and everything downstream of them from that day through D+1.
+
+`--work DIR` keeps the inputs and the warehouse: a later call with the same DIR skips the history and lands its
+files after the last day built, so a large history is built once (`--on-time N` lands N days in a row).
 """
 
 import argparse
@@ -156,13 +159,17 @@ def main(argv: list[str] | None = None) -> dict:
             cursor = sensor(context).cursor  # every file seen; its request (all of them again) is not run
         warehouse = Path(env["LOYALTY_WAREHOUSE"])
         folder = data / "kafka" / "purchases"
+        with duckdb.connect(str(warehouse), read_only=True) as conn:  # a kept warehouse may hold later days
+            built = conn.execute("SELECT max(day) FROM points.ledger_days").fetchall()[0][0]
         on_time_days = []
         for n in range(1, args.on_time + 1):  # the first day after a history built by an older version migrates
-            rows = copy_purchases(warehouse, last, last + timedelta(days=n), folder / f"on-time-{n}.jsonl", n * 10**7)
+            day = built + timedelta(days=n)
+            rows = copy_purchases(warehouse, last, day, folder / f"on-time-{day}.jsonl", (day - START).days * 10**6)
             on_time, cursor = tick_and_run(defs, instance, cursor)
             on_time_days.append(on_time)
-        late_day = last + timedelta(days=1 - args.back)
-        copy_purchases(warehouse, last, late_day, folder / "late.jsonl", 9 * 10**8)
+        late_day = built + timedelta(days=1 - args.back)
+        late_offset = 9 * 10**8 + (built - START).days * 10**6
+        copy_purchases(warehouse, last, late_day, folder / f"late-{built}.jsonl", late_offset)
         late, cursor = tick_and_run(defs, instance, cursor)
     result = {
         "customers": args.customers,
