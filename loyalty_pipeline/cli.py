@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--rebuild",
         action="store_true",
-        help="rebuild the lifetime tables and balances whole, not only for the people the run touched",
+        help="rebuild the lifetime tables, balances, 360, recommendations and serving store whole, not only for the "
+        "people the run touched",
     )
     lookup = commands.add_parser("profile", help="print a customer's card (360 profile, points, journeys) as JSON")
     lookup.add_argument("user_id", help="any identifier the id graph knows: account id, key, email, card, phone, name")
