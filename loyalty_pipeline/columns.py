@@ -44,6 +44,8 @@ DESCRIPTIONS = {
     "kind": "earn, use, expire, clawback or merge",
     "known": "running totals: the id is a customer (a users message or a purchase)",
     "last_day": "last UTC day of the file's messages",
+    "latest_before": "a customers export's rows check the same while the latest signup day accepted is before this (NULL: open)",
+    "latest_from": "a customers export's rows check the same while the latest signup day accepted is on or after this (NULL: open)",
     "last_purchase_at": "time of the last purchase",
     "linked_on": "UTC day from which the identifier resolves to customer_id (until a later row of it)",
     "location": "file:line the row was read from (line 0: the whole file)",
