@@ -12,6 +12,10 @@ import duckdb
 from loyalty_pipeline.identity import ids_as_of, linked_ids
 from loyalty_pipeline.rules_sql import with_tier
 
+# What a profile reads (touched.SOURCES): its events, returns and ledger rows, the id graph, and the users and
+# customers records. A person logged by none of them has the same profile row.
+PROFILE_SOURCES = ["purchases", "identity", "ledger", "activity", "users", "customers"]
+
 # Every id below is mapped to the person it resolves to at the end of $as_of (identity.ids_as_of), so a profile
 # holds all of a person's events, whichever key or earlier profile they came under.
 IDS_IN_RANGE = """

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from loyalty_pipeline import touched
 from loyalty_pipeline.identity import purchases_now
+from loyalty_pipeline.profiles import PROFILE_SOURCES, profile_sql
 from loyalty_pipeline.warehouse import transaction
 
 SMALL_ORDER = 6
@@ -49,6 +50,8 @@ CREATE TABLE IF NOT EXISTS customer.rec_interests (user_id VARCHAR, items VARCHA
 STATE = ["customer.rec_baskets", "customer.rec_large_baskets", "customer.rec_counts", "customer.rec_interests"]
 TOUCHED = "SELECT person FROM touched_people"
 RECOMPUTED = "SELECT user_id FROM rec_people"  # kept after an update: the people whose list it computed
+# The people whose interests may have changed since the mark: those whose profile row may have.
+INTEREST_PEOPLE = "SELECT person FROM rec_interest_people WHERE person IS NOT NULL"
 
 
 def basket_statements(people: str | None) -> list[str]:
@@ -110,21 +113,32 @@ def large_statements(people: str | None) -> tuple[str, list[str]]:
     ]
 
 
+def _interests(where: str = "") -> str:
+    """The interest sets (products viewed since the last purchase) of the profiles of `where`."""
+    return f"""SELECT user_id, list_sort(list(DISTINCT product_id)) AS items
+               FROM (SELECT user_id, unnest(activity_since_last_purchase) AS product_id
+                     FROM customer.profile_360 {where}) AS viewed
+               WHERE product_id IS NOT NULL GROUP BY user_id"""
+
+
 def people_statements(whole: bool) -> list[str]:
-    """rec_people: whose list is recomputed; rec_interests_now: everyone's interests today."""
-    interests = """CREATE OR REPLACE TEMP TABLE rec_interests_now AS
-       SELECT user_id, list_sort(list(DISTINCT product_id)) AS items
-       FROM (SELECT user_id, unnest(activity_since_last_purchase) AS product_id FROM customer.profile_360) AS viewed
-       WHERE product_id IS NOT NULL GROUP BY user_id"""
+    """rec_interests_now: everyone's interests today, re-read from the profiles only for the people whose profile may
+    have changed (INTEREST_PEOPLE; the others' are the kept ones); rec_people: whose list is recomputed."""
     if whole:
-        return [interests, "CREATE OR REPLACE TEMP TABLE rec_people AS SELECT user_id FROM rec_interests_now"]
+        return [
+            f"CREATE OR REPLACE TEMP TABLE rec_interests_now AS {_interests()}",
+            "CREATE OR REPLACE TEMP TABLE rec_people AS SELECT user_id FROM rec_interests_now",
+        ]
+    theirs = f"WHERE user_id IN ({INTEREST_PEOPLE})"
     return [
-        interests,
-        """CREATE OR REPLACE TEMP TABLE rec_people AS
-           SELECT user_id FROM (SELECT user_id, items FROM rec_interests_now
-                                EXCEPT SELECT user_id, items FROM customer.rec_interests) AS gained
-           UNION SELECT user_id FROM (SELECT user_id, items FROM customer.rec_interests
-                                      EXCEPT SELECT user_id, items FROM rec_interests_now) AS lost
+        f"""CREATE OR REPLACE TEMP TABLE rec_interests_now AS
+            SELECT user_id, items FROM customer.rec_interests WHERE user_id NOT IN ({INTEREST_PEOPLE})
+            UNION ALL {_interests(theirs)}""",
+        f"""CREATE OR REPLACE TEMP TABLE rec_people AS
+           SELECT user_id FROM (SELECT user_id, items FROM rec_interests_now {theirs}
+                                EXCEPT SELECT user_id, items FROM customer.rec_interests {theirs}) AS gained
+           UNION SELECT user_id FROM (SELECT user_id, items FROM customer.rec_interests {theirs}
+                                      EXCEPT SELECT user_id, items FROM rec_interests_now {theirs}) AS lost
            UNION SELECT user_id FROM rec_changed WHERE user_id IN (SELECT user_id FROM rec_interests_now)
            UNION SELECT viewed.user_id
                  FROM (SELECT user_id, unnest(items) AS product_id FROM rec_interests_now) AS viewed
@@ -270,13 +284,15 @@ RULES = touched.rules_hash(
     RESULT,
     replace_statements(False),
     SMALL_ORDER,
+    profile_sql(),  # interests are re-read only where a profile may have changed: not so when profiles change SQL
+    PROFILE_SOURCES,
 )
 
 TEMP_TABLES = [
     "rec_new_baskets", "rec_old_baskets", "rec_changed", "rec_delta", "rec_recounted", "rec_changed_products",
     "rec_interests_now", "rec_customers", "rec_set_items", "rec_itemsets", "rec_set_itemsets", "rec_itemset_nos",
     "rec_counted", "rec_products", "rec_cooccurrence", "rec_set_scored", "rec_set_pids", "rec_large_scores", "rec_own", "rec_lowered", "rec_depth", "rec_set_top", "rec_result",
-    "rec_logged",
+    "rec_logged", "rec_interest_people",
 ]  # fmt: skip
 
 
@@ -292,6 +308,8 @@ def update(conn, rebuild: bool = False) -> Applied:
     is no mark, the SQL or SMALL_ORDER changed, or on `rebuild`; else by what the touched people changed."""
     conn.execute(DDL)
     mark = touched.start(conn, CONSUMER, SOURCES, RULES, rebuild)
+    if not mark.whole:
+        touched.collect(conn, mark, PROFILE_SOURCES, "rec_interest_people")
     logged_seq = {"touched_seq": touched.next_seq(conn)}
     with transaction(conn):
         if mark.whole:

@@ -95,20 +95,27 @@ def start(
         {"consumer": consumer, "hash": rules},
     ).fetchall()
     since = None if rebuild or not marks else marks[0][0]
-    if since is not None:
-        conn.execute(
-            """CREATE OR REPLACE TEMP TABLE touched_people AS
-               WITH logged AS (
-                   SELECT DISTINCT person FROM changes.touched
-                   WHERE seq > $since AND seq <= $upto AND list_contains($sources, source)
-               )
-               SELECT person FROM logged
-               UNION  -- the person each resolves to now (identity.current_ids, read for these values only)
-               SELECT arg_max(customer_id, linked_on) FROM identity.id_graph
-               WHERE strength = 'strong' AND id_value IN (SELECT person FROM logged) GROUP BY id_value""",
-            {"since": since, "upto": upto, "sources": sources},
-        )
-    return Update(consumer, rules, upto, since)
+    update = Update(consumer, rules, upto, since)
+    if not update.whole:
+        collect(conn, update, sources)
+    return update
+
+
+def collect(conn: duckdb.DuckDBPyConnection, update: Update, sources: list[str], table: str = "touched_people") -> None:
+    """Temp table `table(person)`: the people logged by `sources` in the stretch `update` applies, and the person
+    each of them resolves to now (a merge moves their rows)."""
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP TABLE {table} AS
+            WITH logged AS (
+                SELECT DISTINCT person FROM changes.touched
+                WHERE seq > $since AND seq <= $upto AND list_contains($sources, source)
+            )
+            SELECT person FROM logged
+            UNION  -- the person each resolves to now (identity.current_ids, read for these values only)
+            SELECT arg_max(customer_id, linked_on) FROM identity.id_graph
+            WHERE strength = 'strong' AND id_value IN (SELECT person FROM logged) GROUP BY id_value""",
+        {"since": update.since, "upto": update.upto, "sources": sources},
+    )
 
 
 def finish(conn: duckdb.DuckDBPyConnection, update: Update) -> None:

@@ -128,6 +128,7 @@ class Shop:
     def interested(self, user: str, products: list[str]) -> None:
         self.conn.execute("DELETE FROM customer.profile_360 WHERE user_id = ?", [user])
         self.conn.execute("INSERT INTO customer.profile_360 VALUES (?, ?)", [user, products])
+        self.log([user], "activity")  # clicks: what changes a profile's interests
 
     def find(self, user: str) -> str:
         return self.person.get(user, user)

@@ -28,7 +28,7 @@ from loyalty_pipeline.assets.loyalty import (
 from loyalty_pipeline.assets.points import point_balances
 from loyalty_pipeline.identity import purchases_now
 from loyalty_pipeline.metadata import preview, table_metadata
-from loyalty_pipeline.profiles import PROFILE_360_VIEW, profile_sql, totals_from_start
+from loyalty_pipeline.profiles import PROFILE_360_VIEW, PROFILE_SOURCES, profile_sql, totals_from_start
 from loyalty_pipeline.resources import RulesResource, Warehouse, WarehouseError
 from loyalty_pipeline.rules_sql import load_tiers
 from loyalty_pipeline.serving import serving_path
@@ -173,8 +173,6 @@ PROFILE_SPEC = dg.AssetSpec(
 )
 
 
-# What a profile reads: its events, returns and ledger rows, the id graph, and the users and customers records.
-PROFILE_SOURCES = ["purchases", "identity", "ledger", "activity", "users", "customers"]
 # The identifiers a lookup finds: new links, and every link of the people a merge or a rebuilt day moved.
 IDENTIFIER_SOURCES = ["identity", "identifiers"]
 
