@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         load_tiers(conn, rules)
         journeys.load_definitions(conn, rules.journeys)
         seconds = []
-        totals_as_of = None  # the first day sums its profile from the start, later ones add their day
+        totals_as_of = journeys.restore_profile_totals(conn, START)  # none: the first day sums from the start
         for n in range(args.days):
             started = time.perf_counter()
             day = START + timedelta(days=n)

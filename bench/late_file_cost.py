@@ -33,14 +33,16 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
 def copy_purchases(warehouse: Path, from_day: date, to_day: date, target: Path, first_offset: int) -> int:
-    """Writes `from_day`'s purchases as kcat envelopes of `to_day`, at new offsets of partition 99."""
+    """Writes `from_day`'s purchases as kcat envelopes of `to_day`, at new offsets of partition 99, in orders of their
+    own (a copy that reused the day's order ids would add to the baskets of the days copied before: no new basket,
+    so recommendations would have nothing to recompute)."""
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         conn.execute("SET TimeZone = 'UTC'")
         count = conn.execute(
             """COPY (
                    SELECT 'purchases' AS topic, 99 AS partition, $offset + row_number() OVER (ORDER BY event_ts, kafka_offset) AS offset,
                           epoch_ms(event_ts + ($to::DATE - $from::DATE) * INTERVAL 1 DAY) AS ts, user_id AS key,
-                          json_object('product_id', product_id, 'order_id', 'late-' || coalesce(order_id, kafka_offset::VARCHAR))::VARCHAR AS payload
+                          json_object('product_id', product_id, 'order_id', 'copy-' || $offset || '-' || coalesce(order_id, kafka_offset::VARCHAR))::VARCHAR AS payload
                    FROM raw.purchases WHERE day = $from AND NOT tombstone
                ) TO '"""
             + str(target)

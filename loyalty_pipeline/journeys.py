@@ -32,8 +32,9 @@ CREATE TABLE IF NOT EXISTS journey.reached_activations (
 CREATE TABLE IF NOT EXISTS journey.profile_totals (
     user_id VARCHAR, known BOOLEAN, total_spend DECIMAL(18,2), purchase_count BIGINT, priced_count BIGINT,
     first_purchase_at TIMESTAMP, last_purchase_at TIMESTAMP, products_purchased VARCHAR[], points_balance BIGINT,
-    activity VARCHAR[], as_of DATE
+    activity VARCHAR[]
 );
+CREATE TABLE IF NOT EXISTS journey.profile_totals_as_of (as_of DATE);  -- the day the kept totals are as of (no row: none)
 """
 DDL += touched.DDL  # the state logs the people whose journeys a day changes
 
@@ -257,24 +258,32 @@ def load_definitions(conn: duckdb.DuckDBPyConnection, journeys: list[Journey]) -
 def restore_profile_totals(conn: duckdb.DuckDBPyConnection, first: date) -> date | None:
     """Temp `profile_totals` as of the day before `first` from the copy kept by the last run, when it is exactly
     that day; returns the day it is as of, or None. A copy as of `first` or later is dropped: rebuilding an earlier
-    day may change what it summed."""
-    kept = conn.execute("SELECT max(as_of) FROM journey.profile_totals").fetchall()[0][0]
+    day may change what it summed. Temp `profile_totals_changed` collects whose totals the run's days change."""
+    conn.execute("CREATE OR REPLACE TEMP TABLE profile_totals_changed (user_id VARCHAR)")
+    kept = conn.execute("SELECT max(as_of) FROM journey.profile_totals_as_of").fetchall()[0][0]
     if kept == first - timedelta(days=1):
-        conn.execute(
-            "CREATE OR REPLACE TEMP TABLE profile_totals AS SELECT * EXCLUDE (as_of) FROM journey.profile_totals"
-        )
+        conn.execute("CREATE OR REPLACE TEMP TABLE profile_totals AS SELECT * FROM journey.profile_totals")
         return kept
     if kept is not None and kept >= first:
-        conn.execute("DELETE FROM journey.profile_totals")
+        conn.execute("DELETE FROM journey.profile_totals_as_of")
     return None
 
 
-def keep_profile_totals(conn: duckdb.DuckDBPyConnection, day: date) -> None:
-    """Keep the totals as of the last day built, for the next run to start from."""
-    conn.execute(
-        "CREATE OR REPLACE TABLE journey.profile_totals AS SELECT *, $day::DATE AS as_of FROM profile_totals",
-        {"day": day},
-    )
+def keep_profile_totals(conn: duckdb.DuckDBPyConnection, day: date, restored: bool) -> None:
+    """Keep the totals as of the last day built, for the next run to start from: when the run started from the kept
+    copy, only the rows of the people whose totals its days changed are replaced. The day is cleared first and
+    written last, so a run killed in between leaves no copy (the next run sums from the start) rather than a
+    wrong one."""
+    conn.execute("DELETE FROM journey.profile_totals_as_of")
+    if restored:
+        conn.execute("DELETE FROM journey.profile_totals WHERE user_id IN (SELECT user_id FROM profile_totals_changed)")
+        conn.execute(
+            "INSERT INTO journey.profile_totals BY NAME "
+            "SELECT * FROM profile_totals WHERE user_id IN (SELECT user_id FROM profile_totals_changed)"
+        )
+    else:
+        conn.execute("CREATE OR REPLACE TABLE journey.profile_totals AS SELECT * FROM profile_totals")
+    conn.execute("INSERT INTO journey.profile_totals_as_of VALUES ($day)", {"day": day})
 
 
 def evaluate_criteria(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date, totals_as_of: date | None) -> None:
@@ -284,6 +293,9 @@ def evaluate_criteria(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date, 
     start (the first day of a run without a kept copy)."""
     if totals_as_of == day - timedelta(days=1):
         add_day_to_totals(conn, day)
+        conn.execute(  # whose totals the day changed: the rows the run keeps (keep_profile_totals)
+            "INSERT INTO profile_totals_changed SELECT user_id FROM recomputed_people UNION SELECT user_id FROM profile_day"
+        )
     else:
         totals_from_start(conn, day)
     conn.execute(f"CREATE OR REPLACE TEMP TABLE journey_profile AS {BEHAVIOUR}", {"as_of": day})

@@ -38,6 +38,7 @@ LAKE_TABLES: dict[str, str | None] = {
     "journey.activations": "activated_on",
     "journey.reached_activations": "day",
     "journey.profile_totals": None,
+    "journey.profile_totals_as_of": None,
     "identity.id_graph": "linked_on",
     "identity.weak_values": "day",
     "identity.ambiguous_values": "day",

@@ -79,10 +79,16 @@ class Update:
 
 
 def start(
-    conn: duckdb.DuckDBPyConnection, consumer: str, sources: list[str], rules: str, rebuild: bool = False
+    conn: duckdb.DuckDBPyConnection,
+    consumer: str,
+    sources: list[str],
+    rules: str,
+    rebuild: bool = False,
+    collect_people: bool = True,
 ) -> Update:
     """What `consumer` must apply. Incremental: temp table `touched_people(person)` holds the people logged by
-    `sources` since its mark, and the person each of them resolves to now (a merge moves their rows)."""
+    `sources` since its mark, and the person each of them resolves to now (a merge moves their rows); unless
+    `collect_people` is false (the caller collects them, or has them already)."""
     conn.execute(DDL)
     # the engine too: the other engine keeps the table elsewhere (DuckDB or the lake), so a switch rebuilds whole;
     # read through any wrapper (a timed connection is the same engine)
@@ -96,7 +102,7 @@ def start(
     ).fetchall()
     since = None if rebuild or not marks else marks[0][0]
     update = Update(consumer, rules, upto, since)
-    if not update.whole:
+    if collect_people and not update.whole:
         collect(conn, update, sources)
     return update
 

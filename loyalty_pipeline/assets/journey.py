@@ -206,11 +206,12 @@ def _journey_state(context: dg.AssetExecutionContext, conn, rules: RulesResource
         ),
     )
     totals_as_of = journeys.restore_profile_totals(conn, first)
+    restored = totals_as_of is not None
     for day in window.days:  # in order: each day moves customers from where the previous day left them
         journeys.build_day(conn, rules.rules, window, day, totals_as_of)
         totals_as_of = day
     if window.later_until is None:
-        journeys.keep_profile_totals(conn, totals_as_of)
+        journeys.keep_profile_totals(conn, totals_as_of, restored)
     return dg.MaterializeResult(
         asset_key=STATE_KEY,
         metadata={

@@ -21,7 +21,7 @@ from loyalty_pipeline.assets.ingest import (
     raw_topics,
     s3_returns,
 )
-from loyalty_pipeline.identity import purchases_now
+from loyalty_pipeline.identity import PURCHASES_NOW, purchases_now
 from loyalty_pipeline.kafka import TOPICS, table_ddl
 from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, table_metadata
 from loyalty_pipeline.partitions import DECLARED, window_days
@@ -70,10 +70,13 @@ def purchases_of_priced_products(conn, rules, days) -> tuple[bool, dict]:
 # updated (temp table touched_people) rather than at every customer; None (a rebuild, a test) looks at all.
 UPDATED = "updated people"
 PEOPLE = "SELECT person FROM touched_people"
+# Their purchases now (temp table): read once per update for the three tables and their checks (see _lifetime).
+TOUCHED_PURCHASES = "touched_purchases"
 
 
-def updated_people(days) -> str:
-    return PEOPLE if days == UPDATED else ""
+def updated_purchases(days) -> str:
+    """What the lifetime tables count: after an update, the updated people's purchases; else everyone's."""
+    return TOUCHED_PURCHASES if days == UPDATED else f"({PURCHASES_NOW})"
 
 
 def is_updated(column: str, days) -> str:
@@ -88,7 +91,7 @@ def totals_and_tiers_agree(conn, rules, days) -> tuple[bool, dict]:
         conn,
         f"""
         WITH expected AS (
-            SELECT user_id, coalesce(sum(price), 0) AS total FROM ({purchases_now(updated_people(days))}) GROUP BY user_id
+            SELECT user_id, coalesce(sum(price), 0) AS total FROM {updated_purchases(days)} GROUP BY user_id
         ), tiered AS (
             SELECT expected.user_id, expected.total,
                    coalesce(tier.name, (SELECT name FROM rule_tiers WHERE above IS NULL)) AS reward_level
@@ -108,7 +111,7 @@ def stamps_match_purchases(conn, rules, days) -> tuple[bool, dict]:
     wrong = count(
         conn,
         f"""
-        SELECT 1 FROM (SELECT user_id, count(*) AS total FROM ({purchases_now(updated_people(days))})
+        SELECT 1 FROM (SELECT user_id, count(*) AS total FROM {updated_purchases(days)}
                               WHERE product_id = $product GROUP BY user_id) AS expected
         FULL JOIN (SELECT * FROM loyalty.caffeine_index WHERE {is_updated("user_id", days)}) AS actual USING (user_id)
         WHERE expected.total IS DISTINCT FROM actual.total
@@ -167,7 +170,7 @@ def matches_rebuild(key: dg.AssetKey, events: str, select=None) -> Check:
                 UNION SELECT user_id FROM {events} WHERE {stretch}""",
             params,
         )
-        rows, params = (select, lambda rules: {}) if select else LIFETIME_SELECTS[key]
+        rows, params = (select, lambda rules: {}) if select else lifetime_rows(key)
         sample = "SELECT person FROM sampled_people"
         # a table first: the rebuilt rows' SQL may have a WITH, which Spark cannot repeat in one statement
         conn.execute(f"CREATE OR REPLACE TEMP TABLE sample_rebuilt AS {rows(sample)}", params(rules))
@@ -333,7 +336,7 @@ def _table_result(conn, key: dg.AssetKey, order_by: str, checks: list, rules=Non
     )
 
 
-def _all_products(conn, rules: RulesResource, rebuild: bool) -> dg.MaterializeResult:
+def _all_products(conn, rules: RulesResource, rebuild: bool, read: dict) -> dg.MaterializeResult:
     _replace_table(
         conn,
         "loyalty.all_products",
@@ -346,29 +349,29 @@ def _all_products(conn, rules: RulesResource, rebuild: bool) -> dg.MaterializeRe
     return _table_result(conn, ALL_PRODUCTS_KEY, "product_id", ALL_PRODUCTS_CHECKS)
 
 
-# Each lifetime table's rows for `people` (a query of `person`; None: everyone), one SQL for a rebuild and an update,
-# and the rule values it reads (as parameters; the tiers and promotions as temp tables, see _load_rules).
-def _sales_totals_sql(people: str | None) -> str:
+# Each lifetime table's rows from `purchases` (a table, or a subquery in parentheses, of purchases_now's rows), one
+# SQL for a rebuild and an update, and the rule values it reads (as parameters; the tiers and promotions as temp
+# tables, see _load_rules).
+def _sales_totals_sql(purchases: str) -> str:
     return with_tier(
-        "SELECT user_id, coalesce(sum(price), 0)::DECIMAL(18,2) AS total "
-        f"FROM ({purchases_now(people or '')}) GROUP BY user_id"
+        f"SELECT user_id, coalesce(sum(price), 0)::DECIMAL(18,2) AS total FROM {purchases} GROUP BY user_id"
     )
 
 
-def _caffeine_sql(people: str | None) -> str:
+def _caffeine_sql(purchases: str) -> str:
     return f"""
         SELECT user_id, count(*) AS total, count(*) % $cycle AS sequence, count(*) % $cycle = $cycle - 1 AS next_one_free
-        FROM ({purchases_now(people or "")}) WHERE product_id = $product GROUP BY user_id
+        FROM {purchases} WHERE product_id = $product GROUP BY user_id
         """
 
 
-def _promotions_sql(people: str | None) -> str:
+def _promotions_sql(purchases: str) -> str:
     return f"""
         WITH considered AS (
             SELECT rule.name, purchase.user_id,
                    list_sort(list_distinct(list(purchase.product_id))) AS products,
                    coalesce(sum(purchase.price), 0) AS spend
-            FROM ({purchases_now(people or "")}) AS purchase
+            FROM {purchases} AS purchase
             JOIN promotion_products AS rule ON rule.role = 'considers' AND rule.product_id = purchase.product_id
             GROUP BY rule.name, purchase.user_id
         ), failing AS (  -- a required product not bought, or an excluded one bought
@@ -393,6 +396,12 @@ LIFETIME_SELECTS = {
     CAFFEINE_KEY: (_caffeine_sql, _stamp_params),
     PROMOTIONS_KEY: (_promotions_sql, lambda rules: {}),
 }
+
+
+def lifetime_rows(key: dg.AssetKey):
+    """(rows(people), params(rules)): a lifetime table's rows of `people` (a query of `person`; None: everyone)."""
+    select, params = LIFETIME_SELECTS[key]
+    return lambda people: select(f"({purchases_now(people or '')})"), params
 
 
 def _load_rules(conn, rules: RulesResource) -> list:
@@ -426,24 +435,29 @@ def _load_rules(conn, rules: RulesResource) -> list:
 SOURCES = ["purchases", "identity"]
 
 
-def _lifetime(conn, key: dg.AssetKey, rules: RulesResource, rebuild: bool, order_by: str, checks: list):
+def _lifetime(conn, key: dg.AssetKey, rules: RulesResource, rebuild: bool, order_by: str, checks: list, read: dict):
     """Updates a lifetime table for the people touched since its last update (whole when it has none, when its
-    SQL or rules changed, or on a rebuild), in one transaction; checks the people it updated."""
+    SQL or rules changed, or on a rebuild), in one transaction; checks the people it updated. The tables of a step
+    apply the same stretch of the change log: `read` remembers the stretch whose people and purchases are read."""
     select, params = LIFETIME_SELECTS[key]
     values = _load_rules(conn, rules)
     table = table_of(key)
-    update = touched.start(
-        conn, table, SOURCES, touched.rules_hash(select(None), select(PEOPLE), params(rules), values), rebuild
-    )
-    touched.refresh(conn, table, select, params(rules), update)
+    every = f"({PURCHASES_NOW})"
+    sql = touched.rules_hash(select(every), select(TOUCHED_PURCHASES), params(rules), values)
+    update = touched.start(conn, table, SOURCES, sql, rebuild, collect_people=False)
+    if not update.whole and read.get("stretch") != (update.since, update.upto):
+        touched.collect(conn, update, SOURCES)
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE {TOUCHED_PURCHASES} AS {purchases_now(PEOPLE)}")
+        read["stretch"] = (update.since, update.upto)
+    touched.refresh(conn, table, lambda people: select(TOUCHED_PURCHASES if people else every), params(rules), update)
     result = _table_result(conn, key, order_by, checks, rules, None if update.whole else UPDATED)
     result.metadata["update"] = "rebuilt whole" if update.whole else "incremental"
     result.metadata["people_updated"] = count(conn, f"SELECT 1 FROM {table}" if update.whole else PEOPLE)
     return result
 
 
-def _sales_totals(conn, rules: RulesResource, rebuild: bool) -> dg.MaterializeResult:
-    result = _lifetime(conn, SALES_TOTALS_KEY, rules, rebuild, "total DESC, user_id", SALES_TOTALS_CHECKS)
+def _sales_totals(conn, rules: RulesResource, rebuild: bool, read: dict) -> dg.MaterializeResult:
+    result = _lifetime(conn, SALES_TOTALS_KEY, rules, rebuild, "total DESC, user_id", SALES_TOTALS_CHECKS, read)
     tiers = conn.execute(
         "SELECT reward_level, count(*) FROM loyalty.sales_totals GROUP BY reward_level ORDER BY 2 DESC, 1"
     ).fetchall()
@@ -451,12 +465,12 @@ def _sales_totals(conn, rules: RulesResource, rebuild: bool) -> dg.MaterializeRe
     return result
 
 
-def _caffeine_index(conn, rules: RulesResource, rebuild: bool) -> dg.MaterializeResult:
-    return _lifetime(conn, CAFFEINE_KEY, rules, rebuild, "user_id", CAFFEINE_CHECKS)
+def _caffeine_index(conn, rules: RulesResource, rebuild: bool, read: dict) -> dg.MaterializeResult:
+    return _lifetime(conn, CAFFEINE_KEY, rules, rebuild, "user_id", CAFFEINE_CHECKS, read)
 
 
-def _promotions(conn, rules: RulesResource, rebuild: bool) -> dg.MaterializeResult:
-    return _lifetime(conn, PROMOTIONS_KEY, rules, rebuild, "promotion_name, user_id", PROMOTIONS_CHECKS)
+def _promotions(conn, rules: RulesResource, rebuild: bool, read: dict) -> dg.MaterializeResult:
+    return _lifetime(conn, PROMOTIONS_KEY, rules, rebuild, "promotion_name, user_id", PROMOTIONS_CHECKS, read)
 
 
 def _spec(key: dg.AssetKey, deps: list, description: str) -> dg.AssetSpec:
@@ -518,9 +532,10 @@ def loyalty_tables(context: dg.AssetExecutionContext, warehouse: Warehouse, rule
     rebuild = context.run.tags.get(touched.REBUILD_TAG) == "true"
     with warehouse.get_connection(portable=True) as conn:
         conn.execute(ENRICHED_DDL + identity.DDL + returns.DDL)
+        read = {}  # what the lifetime tables' updates share (_lifetime)
         for key, (_, build, _) in LIFETIME_TABLES.items():
             if key in context.selected_asset_keys:
-                yield build(conn, rules, rebuild)
+                yield build(conn, rules, rebuild, read)
 
 
 loyalty_assets = [enriched_purchases, loyalty_tables]
