@@ -15,6 +15,8 @@ import json
 import sys
 import tempfile
 import time
+import traceback
+from collections import Counter
 from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
@@ -64,7 +66,11 @@ class TimedConnection:
         try:
             return method(*args, **kwargs)
         finally:
-            SQL_S[0] += time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            SQL_S[0] += seconds
+            if PROFILE is not None:  # --profile: by the project's two innermost functions that ran the statement
+                ours = [f for f in traceback.extract_stack() if "/loyalty_pipeline/" in f.filename][-2:]
+                PROFILE[" < ".join(f"{Path(f.filename).stem}.{f.name}:{f.lineno}" for f in reversed(ours))] += seconds
 
     def execute(self, *args, **kwargs):
         self._timed(self._conn.execute, *args, **kwargs)
@@ -85,6 +91,7 @@ class TimedConnection:
 
 
 SQL_S = [0.0]
+PROFILE: Counter | None = None  # SQL seconds by caller, with --profile
 _untimed_connection = Warehouse.get_connection
 
 
@@ -103,6 +110,8 @@ def tick_and_run(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str
         result = sensor(context)
     [request] = result.run_requests
     SQL_S[0] = 0.0
+    if PROFILE is not None:
+        PROFILE.clear()
     Warehouse.get_connection = _timed_connection
     try:
         started = time.perf_counter()
@@ -117,6 +126,7 @@ def tick_and_run(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str
     return {
         "seconds": round(seconds, 2),
         "sql_alone_s": round(SQL_S[0], 2),
+        **({"sql_s_by_caller": {k: round(v, 3) for k, v in PROFILE.most_common(25)}} if PROFILE is not None else {}),
         "vs_sql_alone": round(seconds / SQL_S[0], 2) if SQL_S[0] else None,
         "ok": done.success,
         "days": days,
@@ -140,7 +150,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--work", type=Path, help="keep the inputs and warehouse here; a warehouse already there is the history"
     )
+    parser.add_argument("--profile", action="store_true", help="each run's 25 costliest callers of SQL, in seconds")
     args = parser.parse_args(argv)
+    global PROFILE
+    PROFILE = Counter() if args.profile else None
     with tempfile.TemporaryDirectory(prefix="late-file-") as temporary:
         work = args.work or Path(temporary)
         data = work / "data"

@@ -74,9 +74,13 @@ def test_run_bench_with_the_app(tmp_path):
 
 
 def test_late_file_cost(tmp_path):
-    result = run("late_file_cost.py", tmp_path, "--customers", "100", "--days", "2", "--back", "2")
+    result = run("late_file_cost.py", tmp_path, "--customers", "100", "--days", "2", "--back", "2", "--profile")
     assert failures(result) == []
     assert result["on_time_day"]["steps"] > 0 and result["late_file_2_days_back"]["steps"] > 0
+    # where the SQL went: the project's functions that ran it, which account for no more than all of it
+    by_caller = result["on_time_day"]["sql_s_by_caller"]
+    assert any(caller.startswith("ledger.build_day:") for caller in by_caller)
+    assert sum(by_caller.values()) <= result["on_time_day"]["sql_alone_s"] + 0.01
 
 
 def test_ledger_day_cost_with_a_busy_person(tmp_path):
