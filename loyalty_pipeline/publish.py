@@ -18,15 +18,16 @@ from pathlib import Path
 
 import duckdb
 
-from loyalty_pipeline import identity, journeys, ledger, touched
-from loyalty_pipeline.serving import LEDGER_ROWS, RECENT_EVENTS, SHAPE, STORE_DDL, STORE_INDEXES
+from loyalty_pipeline import identity, journeys, ledger, recommend, touched
+from loyalty_pipeline.serving import LEDGER_ROWS, RECENT_EVENTS, SHAPE, STORE_DDL, STORE_INDEXES, recommendations
 from loyalty_pipeline.warehouse import count, insert_rows, transaction
 
 CONSUMER = "serving"
 BATCH = 10_000  # rows fetched from DuckDB and written to SQLite at a time
 SAMPLE = 1_000  # people the check compares beyond the counts: this many just published, this many of everyone
 PEOPLE = "SELECT person FROM touched_people"
-STORE_TABLES = ["cards", "identifiers", "names"]
+STORE_TABLES = ["cards", "identifiers", "names", "rec_counts", "baskets"]
+REC_SAMPLE = 200  # people whose recommendations the check computes both ways
 
 
 def _of(people: str | None, column: str) -> str:
@@ -69,9 +70,6 @@ ledger AS (
            list({{'journey_id': journey_id, 'activation': activation, 'activated_on': activated_on}}
                 ORDER BY activated_on DESC, journey_id, activation) AS rows
     FROM journey.activations WHERE {_of(people, "customer_id")} GROUP BY customer_id
-), recommended AS (
-    SELECT user_id, list({{'product_id': product_id, 'score': score, 'rank': rank}} ORDER BY rank) AS rows
-    FROM customer.recommendations WHERE {_of(people, "user_id")} GROUP BY user_id
 ), events AS (
     SELECT coalesce(ids.user_id, p.user_id) AS user_id, p.purchased_at AS happened_at,
            CASE WHEN p.returned_at IS NULL THEN 'purchase' ELSE 'purchase (returned)' END AS what, p.product_id, p.price,
@@ -113,7 +111,7 @@ SELECT profile.user_id, profile.name, profile.email, profile.reward_level,
     'ledger', coalesce(ledger.rows, []),
     'journeys', coalesce(journeys.nodes, []),
     'activations', coalesce(activations.rows, []),
-    'recommendations', coalesce(recommended.rows, []),
+    'recommendations', []::VARCHAR[],  -- computed when read (serving.RECOMMENDED)
     'recent_activity', coalesce(recent.rows, []),
     'profile', to_json(profile)
 )::VARCHAR AS card
@@ -123,7 +121,6 @@ LEFT JOIN (SELECT * FROM points.point_balances WHERE {_of(people, "user_id")}) A
 LEFT JOIN ledger USING (user_id)
 LEFT JOIN journeys USING (user_id)
 LEFT JOIN activations USING (user_id)
-LEFT JOIN recommended USING (user_id)
 LEFT JOIN recent USING (user_id)
 """
 
@@ -145,6 +142,28 @@ def values_sql(people: str) -> str:
 
 
 IDENTIFIERS = "SELECT id_type, id_value, user_id FROM customer.identifiers"
+
+
+# What the store computes recommendations from (serving.RECOMMENDED): the counts of `itemsets` (a query of one
+# column `itemset`; None: all) keyed as the store keys them, and the baskets and large orders' products of `people`.
+ITEMSET_KEY = "array_to_string(list_transform(itemset, lambda x: hex(x)), ',')"
+
+
+def counts_sql(itemsets: str | None = None) -> str:
+    mine = "" if itemsets is None else f"WHERE itemset IN ({itemsets})"
+    return f"SELECT {ITEMSET_KEY} AS itemset, product_id, orders FROM customer.rec_counts {mine}"
+
+
+def baskets_sql(people: str | None = None) -> str:
+    return f"""SELECT user_id, order_id, to_json(items)::VARCHAR AS items FROM customer.rec_baskets
+               WHERE {_of(people, "user_id")}"""
+
+
+def large_items_sql(people: str | None = None) -> str:
+    return f"""SELECT DISTINCT unnest(items) AS product_id, order_id, user_id FROM customer.rec_large_baskets
+               WHERE {_of(people, "user_id")}"""
+
+
 AS_OF = "SELECT max(as_of)::VARCHAR FROM customer.profile_360"
 
 
@@ -157,13 +176,14 @@ def rules_hash(rules) -> str:
     """What the store's rows are built with: another hash publishes it whole."""
     tiers = [[tier.name, tier.above] for tier in rules.tiers]
     return touched.rules_hash(
-        SHAPE, STORE_DDL, cards_sql(), cards_sql(PEOPLE), names_sql(), IDENTIFIERS, tiers, rules.stamp_card.model_dump()
-    )
+        SHAPE, STORE_DDL, cards_sql(), cards_sql(PEOPLE), names_sql(), IDENTIFIERS, tiers, rules.stamp_card.model_dump(),
+        counts_sql(), baskets_sql(), large_items_sql(), recommend.RULES,
+    )  # fmt: skip
 
 
 def prepare(conn: duckdb.DuckDBPyConnection, rules) -> dict:
     """The tables a card reads that a partial run may not have made, and `card_tiers`; returns the SQL parameters."""
-    for statement in duckdb.extract_statements(ledger.DDL + journeys.DDL + identity.DDL):
+    for statement in duckdb.extract_statements(ledger.DDL + journeys.DDL + identity.DDL + recommend.DDL):
         if statement.type == duckdb.StatementType.CREATE:  # not the ALTERs of the steps': on the Spark engine their
             conn.execute(statement.query)  # tables are views of the lake
     conn.execute("CREATE OR REPLACE TEMP TABLE card_tiers (name VARCHAR, above DECIMAL(18,2))")
@@ -231,6 +251,37 @@ DELETE FROM names WHERE user_id IN (SELECT person FROM temp.people)
   AND NOT EXISTS (SELECT 1 FROM temp.new_names AS n WHERE n.value = names.value AND n.user_id = names.user_id);
 INSERT INTO names SELECT * FROM temp.new_names WHERE true ON CONFLICT DO NOTHING
 """
+# The recommendation state of the touched people (temp.people) likewise: their baskets and large orders, and the
+# counts of the itemsets their changed baskets held.
+REC_CHANGES = """
+DELETE FROM baskets WHERE user_id IN (SELECT person FROM temp.people)
+  AND NOT EXISTS (SELECT 1 FROM temp.new_baskets AS n WHERE n.user_id = baskets.user_id AND n.order_id = baskets.order_id);
+INSERT INTO baskets SELECT * FROM temp.new_baskets WHERE true
+ON CONFLICT (user_id, order_id) DO UPDATE SET items = excluded.items WHERE items <> excluded.items;
+DELETE FROM large_items WHERE user_id IN (SELECT person FROM temp.people)
+  AND NOT EXISTS (SELECT 1 FROM temp.new_large_items AS n WHERE n.product_id = large_items.product_id
+                  AND n.order_id = large_items.order_id AND n.user_id = large_items.user_id);
+INSERT INTO large_items SELECT * FROM temp.new_large_items WHERE true ON CONFLICT DO NOTHING;
+DELETE FROM rec_counts WHERE itemset IN (SELECT itemset FROM temp.recounted)
+  AND NOT EXISTS (SELECT 1 FROM temp.new_counts AS n
+                  WHERE n.itemset = rec_counts.itemset AND n.product_id = rec_counts.product_id);
+INSERT INTO rec_counts SELECT * FROM temp.new_counts WHERE true
+ON CONFLICT (itemset, product_id) DO UPDATE SET orders = excluded.orders WHERE orders <> excluded.orders
+"""
+# The items of the touched people's baskets the store holds and the warehouse no longer does, or the other way
+# round (as one JSON array): the itemsets whose counts they moved are recounted.
+CHANGED_BASKETS = """
+SELECT json_group_array(json(items)) FROM (
+    SELECT items FROM (SELECT user_id, order_id, items FROM baskets WHERE user_id IN (SELECT person FROM temp.people)
+                       EXCEPT SELECT user_id, order_id, items FROM temp.new_baskets)
+    UNION ALL
+    SELECT items FROM (SELECT user_id, order_id, items FROM temp.new_baskets
+                       EXCEPT SELECT user_id, order_id, items FROM baskets
+                       WHERE user_id IN (SELECT person FROM temp.people)))
+"""
+CHANGED = """SELECT unnest(from_json($changed, '[["VARCHAR"]]')) AS items"""
+CHANGED_ITEMSETS = f"""CREATE OR REPLACE TEMP TABLE serving_itemsets AS SELECT DISTINCT itemset
+FROM ({recommend.itemsets_sql(CHANGED)})"""
 STAGED = """
 CREATE TEMP TABLE people (person TEXT PRIMARY KEY);
 CREATE TEMP TABLE gone (person TEXT PRIMARY KEY);
@@ -238,6 +289,18 @@ CREATE TEMP TABLE touched_values (id_value TEXT PRIMARY KEY);
 CREATE TEMP TABLE new_identifiers (id_type TEXT, id_value TEXT, user_id TEXT, PRIMARY KEY (id_type, id_value));
 CREATE TEMP TABLE new_names (value TEXT, user_id TEXT, PRIMARY KEY (value, user_id))
 """
+REC_STAGED = """
+CREATE TEMP TABLE new_baskets (user_id TEXT, order_id TEXT, items TEXT, PRIMARY KEY (user_id, order_id));
+CREATE TEMP TABLE new_large_items (product_id TEXT, order_id TEXT, user_id TEXT);
+CREATE TEMP TABLE recounted (itemset TEXT PRIMARY KEY);
+CREATE TEMP TABLE new_counts (itemset TEXT, product_id TEXT, orders INTEGER, PRIMARY KEY (itemset, product_id))
+"""
+
+
+def _stage(conn: duckdb.DuckDBPyConnection, sql: str, params: dict, store: sqlite3.Connection, table: str) -> None:
+    """The rows of `sql` (DuckDB) into the store's temp table `table`."""
+    marks = ", ".join("?" * len(conn.execute(f"DESCRIBE {sql}", params).fetchall()))
+    _copy(conn, sql, params, store, f"INSERT INTO temp.{table} VALUES ({marks})")
 
 
 def _whole(conn: duckdb.DuckDBPyConnection, store: sqlite3.Connection, params: dict) -> int:
@@ -250,6 +313,7 @@ def _whole(conn: duckdb.DuckDBPyConnection, store: sqlite3.Connection, params: d
     cards = _copy(conn, cards_sql(), params, store, UPSERT_CARD)
     _copy(conn, IDENTIFIERS, {}, store, "INSERT INTO identifiers VALUES (?, ?, ?)")
     _copy(conn, names_sql(), {}, store, "INSERT INTO names VALUES (?, ?)")
+    rec_whole(conn, store)
     for statement in _statements(STORE_INDEXES):
         store.execute(statement)
     return cards
@@ -269,15 +333,45 @@ def _changes(conn: duckdb.DuckDBPyConnection, store: sqlite3.Connection, params:
         "new_names": names_sql(PEOPLE),
     }
     for table, sql in staged.items():
-        marks = ", ".join("?" * len(conn.execute(f"DESCRIBE {sql}").fetchall()))
-        _copy(conn, sql, {}, store, f"INSERT INTO temp.{table} VALUES ({marks})")
+        _stage(conn, sql, {}, store, table)
     cards = _copy(conn, cards_sql(PEOPLE), params, store, UPSERT_CARD)
     cards += store.execute(GONE).rowcount
     for statement in _statements(CHANGES):
         store.execute(statement)
+    rec_changes(conn, store)
     for table in staged:
         store.execute(f"DROP TABLE temp.{table}")
     return cards
+
+
+def rec_whole(conn: duckdb.DuckDBPyConnection, store: sqlite3.Connection) -> None:
+    """Every row of the recommendation state, into the store's empty tables."""
+    _copy(conn, counts_sql(), {}, store, "INSERT INTO rec_counts VALUES (?, ?, ?)")
+    _copy(conn, baskets_sql(), {}, store, "INSERT INTO baskets VALUES (?, ?, ?)")
+    _copy(conn, large_items_sql(), {}, store, "INSERT INTO large_items VALUES (?, ?, ?)")
+
+
+def rec_changes(conn: duckdb.DuckDBPyConnection, store: sqlite3.Connection) -> None:
+    """The recommendation state of the people of `touched_people` (staged in the store's temp.people) replaced: their
+    baskets and large orders, and the counts of every itemset a basket of theirs that changed holds."""
+    for statement in _statements(REC_STAGED):
+        store.execute(statement)
+    staged = {"new_baskets": baskets_sql(PEOPLE), "new_large_items": large_items_sql(PEOPLE)}
+    for table, sql in staged.items():
+        _stage(conn, sql, {}, store, table)
+    changed = store.execute(CHANGED_BASKETS).fetchone()[0]
+    conn.execute(CHANGED_ITEMSETS, {"changed": changed})
+    recounted = {
+        "recounted": f"SELECT {ITEMSET_KEY} FROM serving_itemsets",
+        "new_counts": counts_sql("SELECT itemset FROM serving_itemsets"),
+    }
+    for table, sql in recounted.items():
+        _stage(conn, sql, {}, store, table)
+    for statement in _statements(REC_CHANGES):
+        store.execute(statement)
+    for table in staged | recounted:
+        store.execute(f"DROP TABLE temp.{table}")
+    conn.execute("DROP TABLE serving_itemsets")
 
 
 def publish(conn: duckdb.DuckDBPyConnection, path: Path, rules, rebuild: bool = False) -> dict:
@@ -329,9 +423,10 @@ def _statements(script: str) -> list[str]:
 
 def differences(conn: duckdb.DuckDBPyConnection, path: Path, rules) -> dict:
     """Where the store and the warehouse differ (`tables_differing`, "none" when nowhere): the cards' and
-    identifiers' row counts against the warehouse's tables, the day it is as of, and, byte for byte, the cards, identifiers and names of up to
-    SAMPLE people just published (`serving_published`) and SAMPLE people of everyone (drawn anew each publish),
-    rebuilt from the warehouse."""
+    identifiers' row counts (and the counts' and baskets' recommendations are computed from) against the warehouse's
+    tables, the day it is as of, and, byte for byte, the cards, identifiers and names of up to SAMPLE people just
+    published (`serving_published`) and SAMPLE people of everyone (drawn anew each publish), rebuilt from the
+    warehouse; and the recommendations of REC_SAMPLE of them, computed by a lookup and by the warehouse's view."""
     params = prepare(conn, rules)
     try:
         store = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True, isolation_level=None, timeout=60)
@@ -350,13 +445,15 @@ def differences(conn: duckdb.DuckDBPyConnection, path: Path, rules) -> dict:
             {"salt": published_at, "n": SAMPLE},
         )
         sample = "SELECT person FROM serving_sample"
-        people = [person for (person,) in conn.execute(sample).fetchall()]
+        people = [person for (person,) in conn.execute(f"{sample} ORDER BY person").fetchall()]
         wanted = json.dumps(people)
         # the tables the store copies (names are derived from the profiles: compared for the sample only, as
         # counting them means reading every profile's name and email)
         warehouse = {
             "cards": count(conn, "SELECT 1 FROM customer.profiles"),
             "identifiers": count(conn, "SELECT 1 FROM customer.identifiers"),
+            "rec_counts": count(conn, "SELECT 1 FROM customer.rec_counts"),
+            "baskets": count(conn, "SELECT 1 FROM customer.rec_baskets"),
         }
         differing = [table for table in warehouse if held[table] != warehouse[table]]
         if as_of != conn.execute(AS_OF).fetchall()[0][0]:
@@ -373,6 +470,20 @@ def differences(conn: duckdb.DuckDBPyConnection, path: Path, rules) -> dict:
             ).fetchall()
             if Counter(stored) != Counter(conn.execute(sql, sql_params).fetchall()) and table not in differing:
                 differing.append(table)
+        # the recommendations of some of them, computed from the store as a lookup does and from the warehouse
+        ranked = people[:REC_SAMPLE]
+        query = lambda sql, params: (store.execute(sql, params).fetchall(), None)  # noqa: E731 (serving's query)
+        stored = [
+            (person, r["product_id"], r["score"], r["rank"])
+            for person in ranked
+            for r in recommendations(query, person)
+        ]
+        of_ranked = f"SELECT person FROM serving_sample ORDER BY person LIMIT {len(ranked)}"
+        if (
+            sorted(stored)
+            != conn.execute(f"SELECT * FROM ({recommend.recommendations_sql(of_ranked)}) ORDER BY ALL").fetchall()
+        ):
+            differing.append("recommendations")
     finally:
         store.close()
     return {"tables_differing": ", ".join(differing) or "none", "people_compared": len(people)}

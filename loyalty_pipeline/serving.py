@@ -4,7 +4,8 @@ A SQLite file in WAL mode beside the warehouse, for many readers and one writer:
 the rows of the people a run touched in one write transaction, and each lookup is one read transaction, so a
 reader never blocks on a run and never sees half of one. Values that change with the calendar alone (when the
 store was published, the day it is as of, the days since a last purchase) are kept once, in `info`, and put into a
-card when it is read. Nothing here imports Dagster or DuckDB: the app starts in a fraction of a second.
+card when it is read; so are its recommendations, computed from co-purchase counts the store keeps (a day's orders
+change most lists, not most counts). Nothing here imports Dagster or DuckDB: the app starts in a fraction of a second.
 """
 
 import json
@@ -13,7 +14,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-SHAPE = 2  # the layout below: a store of another one is published again whole
+SHAPE = 3  # the layout below: a store of another one is published again whole
 STORE_DDL = """
 CREATE TABLE info (shape INTEGER NOT NULL, published_at TEXT NOT NULL, as_of TEXT, seq INTEGER, rules_hash TEXT);
 CREATE TABLE cards (  -- one per profile: the card (calendar values left null) and what search and candidates show
@@ -22,14 +23,25 @@ CREATE TABLE cards (  -- one per profile: the card (calendar values left null) a
 -- without rowid: the key's index holds the row, so a search by prefix reads no table page
 CREATE TABLE identifiers (id_type TEXT, id_value TEXT, user_id TEXT, PRIMARY KEY (id_type, id_value)) WITHOUT ROWID;
 CREATE TABLE names (value TEXT NOT NULL, user_id TEXT NOT NULL, PRIMARY KEY (value, user_id)) WITHOUT ROWID;
+-- what a card's recommendations are computed from when it is read (recommend.py): the co-purchase counts of the
+-- small orders (an itemset is its products' hex(), comma-separated, in product order), every basket (its products
+-- as a JSON array), and the products of the large ones
+CREATE TABLE rec_counts (
+    itemset TEXT, product_id TEXT, orders INTEGER NOT NULL, PRIMARY KEY (itemset, product_id)
+) WITHOUT ROWID;
+CREATE TABLE baskets (user_id TEXT, order_id TEXT, items TEXT NOT NULL, PRIMARY KEY (user_id, order_id)) WITHOUT ROWID;
+CREATE TABLE large_items (
+    product_id TEXT, order_id TEXT, user_id TEXT, PRIMARY KEY (product_id, order_id, user_id)
+) WITHOUT ROWID;
 """
 # Built after a whole publish's rows are in (faster than row by row), kept by every later publish.
 STORE_INDEXES = """
 CREATE INDEX identifiers_by_value ON identifiers (id_value);
 CREATE INDEX identifiers_by_user ON identifiers (user_id);
 CREATE INDEX names_by_user ON names (user_id);
+CREATE INDEX large_items_by_user ON large_items (user_id);
 """
-NEEDED = ["cards", "identifiers", "info", "names"]  # what a lookup reads
+NEEDED = ["baskets", "cards", "identifiers", "info", "large_items", "names", "rec_counts"]  # what a lookup reads
 
 LEDGER_ROWS = 50  # the most recent ledger rows a card shows
 RECENT_EVENTS = 10  # the most recent purchases and clicks a card shows
@@ -56,6 +68,43 @@ SELECT json_set(card, '$.copy.published_at', info.published_at, '$.copy.as_of', 
                 '$.profile.as_of', info.as_of)
 FROM cards, info WHERE cards.user_id = ?
 """
+# A card's recommendations (SPEC §5.3), computed when it is read as recommend.py explains: the signed counts of the
+# itemsets inside its interests (grown one product at a time, only through itemsets some order holds), plus the
+# large orders meeting them, minus the customer's own orders meeting them. ?1: the card's user_id.
+RECOMMENDED = """
+WITH RECURSIVE interests(product_id) AS (
+    SELECT DISTINCT value FROM cards, json_each(cards.card, '$.profile.activity_since_last_purchase')
+    WHERE cards.user_id = ?1 AND value IS NOT NULL
+), grown(itemset, last, size) AS (
+    SELECT hex(product_id), product_id, 1 FROM interests
+    WHERE EXISTS (SELECT 1 FROM rec_counts WHERE itemset = hex(interests.product_id))
+    UNION ALL
+    SELECT grown.itemset || ',' || hex(i.product_id), i.product_id, grown.size + 1
+    FROM grown JOIN interests AS i ON i.product_id > grown.last
+    WHERE EXISTS (SELECT 1 FROM rec_counts WHERE itemset = grown.itemset || ',' || hex(i.product_id))
+), counted(product_id, orders) AS (
+    SELECT c.product_id, CASE WHEN grown.size % 2 = 1 THEN c.orders ELSE -c.orders END
+    FROM grown JOIN rec_counts AS c USING (itemset)
+    UNION ALL
+    SELECT item.value, 1
+    FROM (SELECT DISTINCT order_id, user_id FROM large_items WHERE product_id IN (SELECT product_id FROM interests)) AS hit
+    JOIN baskets USING (user_id, order_id), json_each(baskets.items) AS item
+    UNION ALL
+    SELECT item.value, -1 FROM baskets, json_each(baskets.items) AS item
+    WHERE baskets.user_id = ?1
+      AND EXISTS (SELECT 1 FROM json_each(baskets.items) AS x WHERE x.value IN (SELECT product_id FROM interests))
+)
+SELECT product_id, sum(orders) AS score FROM counted WHERE product_id NOT IN (SELECT product_id FROM interests)
+GROUP BY product_id HAVING score > 0 ORDER BY score DESC, product_id LIMIT 5
+"""
+
+
+def recommendations(query, user_id: str) -> list[dict]:
+    """The top 5 of `user_id`'s card, as the warehouse's customer.recommendations ranks them."""
+    rows = query(RECOMMENDED, (user_id,))[0]
+    return [{"product_id": product, "score": score, "rank": rank} for rank, (product, score) in enumerate(rows, 1)]
+
+
 # The people an identifier that is no profile's id may find through the id graph: as given (trimmed) and lowered
 # (emails and names are kept lower-case).
 IDENTIFIED = "SELECT id_type, id_value, user_id FROM identifiers WHERE id_value IN (?, ?)"
@@ -161,12 +210,19 @@ class ServingCopy:
     def card(self, identifier: str) -> str | None:
         """The customer's card as JSON text, or None for an identifier nobody has; `Ambiguous` when it finds several
         people. A profile's own id (most lookups) is one indexed read and always finds that profile; any other
-        identifier is looked up in the id graph and among the profiles' names and emails."""
+        identifier is looked up in the id graph and among the profiles' names and emails. Its recommendations are
+        computed now, from the counts the store holds."""
+
+        def card_of(query, user_id: str) -> str | None:
+            found = query(CARD, (user_id,))[0]
+            if not found:
+                return None
+            listed = json.dumps(recommendations(query, user_id))
+            return query("SELECT json_set(?, '$.recommendations', json(?))", (found[0][0], listed))[0][0][0]
 
         def lookup(query):
-            found = query(CARD, (identifier,))[0]
-            if found:
-                return found[0][0]
+            if found := card_of(query, identifier):
+                return found
             as_is = identifier.strip()
             lowered = as_is.lower()
             people = {
@@ -178,8 +234,7 @@ class ServingCopy:
             if len(people) > 1:
                 rows, names = query(CANDIDATES, (json.dumps(sorted(people)),))
                 raise Ambiguous(identifier, [dict(zip(names, row, strict=True)) for row in rows])
-            found = query(CARD, (people.pop(),))[0] if people else []
-            return found[0][0] if found else None
+            return card_of(query, people.pop()) if people else None
 
         return self._read(lookup)
 

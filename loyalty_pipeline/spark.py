@@ -49,11 +49,9 @@ LAKE_TABLES: dict[str, str | None] = {
     "points.lot_allocations": "day",
     "customer.profiles": None,
     "customer.identifiers": None,
-    "customer.recommendations": None,
     "customer.rec_baskets": None,
     "customer.rec_large_baskets": None,
     "customer.rec_counts": None,
-    "customer.rec_interests": None,
 }
 ALL_DAYS = None  # a whole table changed
 

@@ -44,7 +44,6 @@ SOURCES = {
     "users": "users messages (raw.users) of the days a run wrote (old and new rows)",
     "customers": "customers export rows a run applied or withdrew",
     "journeys": "journey state and activations of the days a run wrote (old and new rows)",
-    "recommendations": "people whose recommendations changed",
 }
 
 REBUILD_TAG = "loyalty/rebuild"  # a run tagged "true" rebuilds every consumer whole
