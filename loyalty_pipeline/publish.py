@@ -19,7 +19,15 @@ from pathlib import Path
 import duckdb
 
 from loyalty_pipeline import identity, journeys, ledger, recommend, touched
-from loyalty_pipeline.serving import LEDGER_ROWS, RECENT_EVENTS, SHAPE, STORE_DDL, STORE_INDEXES, recommendations
+from loyalty_pipeline.serving import (
+    LEDGER_ROWS,
+    NEEDED,
+    RECENT_EVENTS,
+    SHAPE,
+    STORE_DDL,
+    STORE_INDEXES,
+    recommendations,
+)
 from loyalty_pipeline.warehouse import count, insert_rows, transaction
 
 CONSUMER = "serving"
@@ -306,7 +314,7 @@ def _stage(conn: duckdb.DuckDBPyConnection, sql: str, params: dict, store: sqlit
 def _whole(conn: duckdb.DuckDBPyConnection, store: sqlite3.Connection, params: dict) -> int:
     """Every row anew, in tables made again (indexes built after the rows: faster than row by row); returns the
     cards written."""
-    for table in ("info", "cards", "identifiers", "names"):
+    for table in NEEDED:
         store.execute(f"DROP TABLE IF EXISTS {table}")
     for statement in _statements(STORE_DDL):
         store.execute(statement)

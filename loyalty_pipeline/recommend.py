@@ -48,13 +48,17 @@ FROM (SELECT *, list_filter(items, lambda x, i: (mask >> (i - 1)) & 1 = 1) AS it
             FROM ({baskets}) AS baskets WHERE array_length(items) BETWEEN 2 AND {SMALL_ORDER}))"""
 
 
+def baskets_sql(people: str | None) -> str:
+    """The baskets of `people` (all: None) built from their purchases, returns left out."""
+    return f"""SELECT order_id, user_id, list_sort(list(DISTINCT product_id)) AS items
+               FROM ({purchases_now(people or "")}) GROUP BY order_id, user_id"""
+
+
 def basket_statements(people: str | None) -> list[str]:
     """The baskets of `people` (all: None) replaced, and the counts moved by those that changed."""
     mine = f"WHERE user_id IN ({people})" if people else ""
     return [
-        f"""CREATE OR REPLACE TEMP TABLE rec_new_baskets AS
-            SELECT order_id, user_id, list_sort(list(DISTINCT product_id)) AS items
-            FROM ({purchases_now(people or "")}) GROUP BY order_id, user_id""",
+        f"CREATE OR REPLACE TEMP TABLE rec_new_baskets AS {baskets_sql(people)}",
         f"CREATE OR REPLACE TEMP TABLE rec_old_baskets AS SELECT order_id, user_id, items FROM customer.rec_baskets {mine}",
         # a basket is a changed one when it is not kept as it was: removed (-1) or added (+1)
         """CREATE OR REPLACE TEMP TABLE rec_changed AS
@@ -176,8 +180,8 @@ def update(conn, rebuild: bool = False) -> Applied:
     conn.execute(DDL)
     mark = touched.start(conn, CONSUMER, SOURCES, RULES, rebuild)
     with transaction(conn):
-        if mark.whole:
-            for table in STATE:
+        if mark.whole:  # (large baskets: by large_statements, only when there are some)
+            for table in ["customer.rec_baskets", "customer.rec_counts"]:
                 conn.execute(f"DELETE FROM {table}")
         people = None if mark.whole else TOUCHED
         for statement in basket_statements(people):

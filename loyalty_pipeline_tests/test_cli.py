@@ -113,7 +113,7 @@ def test_profile_on_a_database_that_is_not_a_serving_copy_is_one_line(tmp_path, 
     conn.close()
     assert main(["profile", "kris", "--warehouse", str(tmp_path / "warehouse.duckdb")]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"error: the serving copy {tmp_path / 'warehouse.serving.sqlite'} has no cards, identifiers, info, names "
-        "(not a serving copy, or one an older version published): run `loyalty-pipeline materialize` to publish it "
-        "again"
+        f"error: the serving copy {tmp_path / 'warehouse.serving.sqlite'} has no baskets, cards, identifiers, info, "
+        "large_items, names, rec_counts (not a serving copy, or one an older version published): run "
+        "`loyalty-pipeline materialize` to publish it again"
     ]

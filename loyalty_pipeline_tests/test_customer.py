@@ -10,8 +10,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from loyalty_pipeline.assets.customer import serving_copy_is_complete
+from loyalty_pipeline.assets.customer import baskets_match_purchases, serving_copy_is_complete
 from loyalty_pipeline.resources import Warehouse
+from loyalty_pipeline.serving import ServingCopy, serving_path
 
 CUSTOMER = ("customer/serving_snapshot",)  # the 360 tables and what they read
 
@@ -125,6 +126,23 @@ def test_recommendation_score_counts_other_customers_distinct_orders(inputs):
         ("corn", 1, 4),
         ("dill", 1, 5),
     ]
+    # the card computes the same list when it is looked up
+    card = json.loads(ServingCopy(serving_path(str(inputs.warehouse))).card("ann"))
+    assert [(r["product_id"], r["score"], r["rank"]) for r in card["recommendations"]] == inputs.query(
+        "SELECT product_id, score, rank FROM customer.recommendations WHERE user_id = 'ann' ORDER BY rank"
+    )
+
+
+def test_baskets_check_warns_when_an_update_missed_someone(inputs):
+    orders(inputs, DAY, ("o1", "bob", "tea", "1", "08:00:00"), ("o1", "bob", "honey", "1", "08:00:00"))
+    orders(inputs, "2024-06-02", ("o2", "ann", "tea", "1", "07:00:00"), ("o2", "ann", "jam", "1", "07:00:00"))
+    clicks(inputs, ("ann", "view", "honey", "2024-06-02T12:00:00"))
+    inputs.materialize(DAY, "2024-06-02", assets=CUSTOMER)
+    with duckdb.connect(str(inputs.warehouse)) as conn:
+        conn.execute("CREATE TEMP TABLE rec_checked_people AS SELECT 'ann' AS person")
+        assert baskets_match_purchases.evaluate(conn, None, None) == (True, {"rows_differing": 0})
+        conn.execute("DELETE FROM customer.rec_baskets WHERE user_id = 'ann'")  # as if her purchase was not logged
+        assert baskets_match_purchases.evaluate(conn, None, None) == (False, {"rows_differing": 1})
 
 
 @pytest.mark.e2e

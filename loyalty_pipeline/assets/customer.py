@@ -32,7 +32,7 @@ from loyalty_pipeline.profiles import PROFILE_360_VIEW, PROFILE_SOURCES, profile
 from loyalty_pipeline.resources import RulesResource, Warehouse, WarehouseError
 from loyalty_pipeline.rules_sql import load_tiers
 from loyalty_pipeline.serving import serving_path
-from loyalty_pipeline.warehouse import OWNERS, PORTABLE_KINDS, WAREHOUSE_POOL, count, transaction
+from loyalty_pipeline.warehouse import OWNERS, PORTABLE_KINDS, WAREHOUSE_POOL, count, rows_differing, transaction
 
 # Every identifier the id graph knows and the person it finds now: what a lookup by any id, email or name reads.
 IDENTIFIERS = """
@@ -122,6 +122,21 @@ def unique_user_id_product_id(conn, rules, days) -> tuple[bool, dict]:
 
 
 @check(
+    "The baskets recommendations count of the same 2,000 people equal their baskets rebuilt from their purchases "
+    "(warning only): an update that missed someone.",
+    blocking=False,
+)
+def baskets_match_purchases(conn, rules, days) -> tuple[bool, dict]:
+    people = "SELECT person FROM rec_checked_people"
+    wrong = rows_differing(
+        conn,
+        f"SELECT order_id, user_id, items FROM customer.rec_baskets WHERE user_id IN ({people})",
+        recommend.baskets_sql(people),
+    )
+    return wrong == 0, {"rows_differing": wrong}
+
+
+@check(
     "The serving store holds what the warehouse holds: as many cards (one per profile), identifiers and names as "
     "the warehouse, as of the same day; and the cards, identifiers and names of up to 1,000 people just published and "
     "1,000 people drawn anew each publish from everyone equal, byte for byte, those rebuilt from the warehouse."
@@ -140,7 +155,12 @@ PROFILE_CHECKS = [
     purchases_by_known_users,
     duplicate_check(PROFILE_KEY, ["user_id"]),
 ]
-RECOMMENDATIONS_CHECKS = [recommendations_are_well_formed, unique_user_id_rank, unique_user_id_product_id]
+RECOMMENDATIONS_CHECKS = [
+    recommendations_are_well_formed,
+    unique_user_id_rank,
+    unique_user_id_product_id,
+    baskets_match_purchases,
+]
 SERVING_CHECKS = [serving_copy_is_complete]
 
 
@@ -239,9 +259,9 @@ def _recommendations(conn, applied: recommend.Applied) -> dg.MaterializeResult:
     """The view over the state `applied` brought up to date, and its checks on a sample."""
     recommend.create_view(conn)
     salt = conn.execute("SELECT now()::VARCHAR").fetchall()[0][0]
-    conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE rec_checked AS {recommend.recommendations_sql(CHECKED)}", {"salt": salt}
-    )
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE rec_checked_people AS {CHECKED}", {"salt": salt})
+    checked = recommend.recommendations_sql("SELECT person FROM rec_checked_people")
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE rec_checked AS {checked}")
     return dg.MaterializeResult(
         asset_key=RECOMMENDATIONS_KEY,
         metadata={
