@@ -179,6 +179,7 @@ def update(conn, rebuild: bool = False) -> Applied:
     SMALL_ORDER changed, or on `rebuild`; else for the touched people."""
     conn.execute(DDL)
     mark = touched.start(conn, CONSUMER, SOURCES, RULES, rebuild)
+    logged_seq = {"touched_seq": touched.next_seq(conn)}
     with transaction(conn):
         if mark.whole:  # (large baskets: by large_statements, only when there are some)
             for table in ["customer.rec_baskets", "customer.rec_counts"]:
@@ -190,6 +191,8 @@ def update(conn, rebuild: bool = False) -> Applied:
         if conn.execute(replaced).fetchall()[0][0]:
             for statement in statements:
                 conn.execute(statement)
+        # for the serving store, which keeps the baskets too (it may publish before or after this update)
+        conn.execute(touched.log_sql("SELECT user_id AS person FROM rec_changed", "baskets"), logged_seq)
         touched.finish(conn, mark)
     changed = conn.execute("SELECT count(*) FROM rec_changed").fetchall()[0][0]
     for table in TEMP_TABLES:

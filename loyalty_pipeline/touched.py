@@ -44,6 +44,7 @@ SOURCES = {
     "users": "users messages (raw.users) of the days a run wrote (old and new rows)",
     "customers": "customers export rows a run applied or withdrew",
     "journeys": "journey state and activations of the days a run wrote (old and new rows)",
+    "baskets": "people whose baskets (what recommendations count, recommend.py) changed",
 }
 
 REBUILD_TAG = "loyalty/rebuild"  # a run tagged "true" rebuilds every consumer whole

@@ -151,3 +151,16 @@ def test_the_id_graph_logs_the_people_of_new_identifiers_apart_from_identity(inp
     assert inputs.query("SELECT count(*) FROM changes.touched WHERE source = 'identity' AND seq > $1", [before]) == [
         (0,)
     ]
+
+
+def test_recommendations_log_the_people_whose_baskets_changed(inputs):
+    def baskets(inputs, *days):
+        return logged(inputs, "baskets", *days, assets=("customer/recommendations",))
+
+    priced(inputs, coffee=3, tea=2)
+    day_1 = [(0, "ann", {"product_id": "coffee"}, 1), (1, "bob", {"product_id": "tea"}, 1)]
+    snapshot(inputs, "purchases", day_1)
+    assert baskets(inputs, D[1]) == ["ann", "bob"]
+    # day 1 again, bob's purchase gone and cid's new: not ann, whose basket is as it was
+    snapshot(inputs, "purchases", [day_1[0], (2, "cid", {"product_id": "tea"}, 1)])
+    assert baskets(inputs, D[1]) == ["bob", "cid"]
