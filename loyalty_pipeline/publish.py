@@ -23,10 +23,11 @@ from loyalty_pipeline.serving import (
     LEDGER_ROWS,
     NEEDED,
     RECENT_EVENTS,
+    RECOMMENDED,
     SHAPE,
     STORE_DDL,
     STORE_INDEXES,
-    recommendations,
+    ranked,
 )
 from loyalty_pipeline.warehouse import count, insert_rows, transaction
 
@@ -479,14 +480,12 @@ def differences(conn: duckdb.DuckDBPyConnection, path: Path, rules) -> dict:
             if Counter(stored) != Counter(conn.execute(sql, sql_params).fetchall()) and table not in differing:
                 differing.append(table)
         # the recommendations of some of them, computed from the store as a lookup does and from the warehouse
-        ranked = people[:REC_SAMPLE]
-        query = lambda sql, params: (store.execute(sql, params).fetchall(), None)  # noqa: E731 (serving's query)
         stored = [
             (person, r["product_id"], r["score"], r["rank"])
-            for person in ranked
-            for r in recommendations(query, person)
+            for person in people[:REC_SAMPLE]
+            for r in ranked(store.execute(RECOMMENDED, (person,)).fetchall())
         ]
-        of_ranked = f"SELECT person FROM serving_sample ORDER BY person LIMIT {len(ranked)}"
+        of_ranked = f"SELECT person FROM serving_sample ORDER BY person LIMIT {REC_SAMPLE}"
         if (
             sorted(stored)
             != conn.execute(f"SELECT * FROM ({recommend.recommendations_sql(of_ranked)}) ORDER BY ALL").fetchall()

@@ -99,9 +99,8 @@ GROUP BY product_id HAVING score > 0 ORDER BY score DESC, product_id LIMIT 5
 """
 
 
-def recommendations(query, user_id: str) -> list[dict]:
-    """The top 5 of `user_id`'s card, as the warehouse's customer.recommendations ranks them."""
-    rows = query(RECOMMENDED, (user_id,))[0]
+def ranked(rows: list[tuple]) -> list[dict]:
+    """RECOMMENDED's rows as the card lists them, ranked as the warehouse's customer.recommendations ranks them."""
     return [{"product_id": product, "score": score, "rank": rank} for rank, (product, score) in enumerate(rows, 1)]
 
 
@@ -217,7 +216,7 @@ class ServingCopy:
             found = query(CARD, (user_id,))[0]
             if not found:
                 return None
-            listed = json.dumps(recommendations(query, user_id))
+            listed = json.dumps(ranked(query(RECOMMENDED, (user_id,))[0]))
             return query("SELECT json_set(?, '$.recommendations', json(?))", (found[0][0], listed))[0][0][0]
 
         def lookup(query):

@@ -44,11 +44,11 @@ def looked_up(conn, store: sqlite3.Connection) -> set[tuple]:
         card = json.dumps({"profile": {"activity_since_last_purchase": interest}})
         store.execute("INSERT INTO cards (user_id, card) VALUES (?, ?)", (user, card))
     users = [user for (user,) in store.execute("SELECT user_id FROM cards")]
-
-    def query(sql, params):
-        return store.execute(sql, params).fetchall(), None
-
-    return {(u, r["product_id"], r["score"], r["rank"]) for u in users for r in serving.recommendations(query, u)}
+    return {
+        (u, r["product_id"], r["score"], r["rank"])
+        for u in users
+        for r in serving.ranked(store.execute(serving.RECOMMENDED, (u,)).fetchall())
+    }
 
 
 def recommended(orders, interests) -> tuple[set[tuple], set[tuple]]:
