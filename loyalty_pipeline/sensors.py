@@ -26,7 +26,7 @@ from loyalty_pipeline.assets.ingest import customers, dated_file, historical_pur
 from loyalty_pipeline.jobs import everything_job
 from loyalty_pipeline.resources import EventSources, LocalStore, RulesResource, Warehouse, file_version
 
-TICK_SECONDS = 15
+TICK_SECONDS = 5  # a landed file waits at most this long for its run (freshness target: 30 s to the app)
 MAX_ATTEMPTS = 3  # failed runs of the same files in a row before a sensor waits for a new change
 PLAN = "plan"  # the cursor's entry for the last run requested (a file's entry is a path, with a "/")
 FAILED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
