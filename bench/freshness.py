@@ -4,8 +4,8 @@ through a real `dagster dev` (its daemon ticks the Kafka sensor and launches the
     python bench/freshness.py --work DIR [--out FILE]
 
 DIR is a `bench/late_file_cost.py --work` folder: its warehouse is the history. The Kafka sensor's cursor is set
-to the files already there (as if it had been running all along), then started; a file with the last day's
-purchases copied into new orders of the next day lands, and the app is polled every 0.2 s for one of its buyers.
+to the files already there (as if it had been running all along), then started; a file with the purchases of four weeks before
+copied into new orders of the next day lands, and the app is polled every 0.2 s for one of its buyers.
 The split comes from Dagster's own records: the tick that saw the file, the run's start and end.
 """
 
@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import dagster as dg
 import duckdb
-from late_file_cost import START, copy_purchases  # beside this script
+from late_file_cost import START, copy_purchases, source_day  # beside this script
 
 from loyalty_pipeline.definitions import build_defs
 
@@ -86,7 +86,7 @@ def measure(work: Path) -> dict:
         built = conn.execute("SELECT max(day) FROM points.ledger_days").fetchall()[0][0]
     day = built + timedelta(days=1)
     staged = work / f"on-time-{day}.jsonl"
-    rows = copy_purchases(warehouse, built, day, staged, (day - START).days * 10**6)
+    rows = copy_purchases(warehouse, source_day(day), day, staged, (day - START).days * 10**6)
     buyer = json.loads(staged.read_text().splitlines()[0])["key"]
 
     home = Path(tempfile.mkdtemp(prefix="freshness-home-"))

@@ -1,8 +1,8 @@
 """Cost of a late Kafka file next to an on-time one (run by `make bench`), driven by the sensor as in production.
 
 Generated inputs (`bench/generate.py`) are built day 1..D as one run. Then, with the sensor's cursor
-primed on those files, two files land one after the other, each with the purchases of one day copied from the
-last day: an on-time file for day D+1, then a late file for day D+1-back. Each time the Kafka sensor is ticked
+primed on those files, two files land one after the other, each with the purchases of the day four weeks before
+copied into new orders (`source_day`): an on-time file for day D+1, then a late file for day D+1-back. Each time the Kafka sensor is ticked
 and the run it requests is executed in process and timed: the on-time day runs every asset for one day; the
 late day re-runs purchases and everything downstream of them from that day through D+1.
 
@@ -32,6 +32,13 @@ from loyalty_pipeline.runs import materialize_days
 
 START = date(2024, 1, 1)
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def source_day(day: date) -> date:
+    """The built day whose purchases a landed file for `day` copies: four weeks before (or the first day), so each
+    day's buyers are other people, as on a real day (copying one day again and again made the same people buy every
+    day: their baskets piled up, and the day cost their growing history)."""
+    return max(START, day - timedelta(days=28))
 
 
 def copy_purchases(warehouse: Path, from_day: date, to_day: date, target: Path, first_offset: int) -> int:
@@ -181,12 +188,14 @@ def main(argv: list[str] | None = None) -> dict:
         on_time_days = []
         for n in range(1, args.on_time + 1):  # the first day after a history built by an older version migrates
             day = built + timedelta(days=n)
-            rows = copy_purchases(warehouse, last, day, folder / f"on-time-{day}.jsonl", (day - START).days * 10**6)
+            rows = copy_purchases(
+                warehouse, source_day(day), day, folder / f"on-time-{day}.jsonl", (day - START).days * 10**6
+            )
             on_time, cursor = tick_and_run(defs, instance, cursor)
             on_time_days.append(on_time)
         late_day = built + timedelta(days=1 - args.back)
         late_offset = 9 * 10**8 + (built - START).days * 10**6
-        copy_purchases(warehouse, last, late_day, folder / f"late-{built}.jsonl", late_offset)
+        copy_purchases(warehouse, source_day(late_day), late_day, folder / f"late-{built}.jsonl", late_offset)
         late, cursor = tick_and_run(defs, instance, cursor)
     result = {
         "customers": args.customers,

@@ -260,14 +260,14 @@ DELETE FROM names WHERE user_id IN (SELECT person FROM temp.people)
   AND NOT EXISTS (SELECT 1 FROM temp.new_names AS n WHERE n.value = names.value AND n.user_id = names.user_id);
 INSERT INTO names SELECT * FROM temp.new_names WHERE true ON CONFLICT DO NOTHING
 """
-# The recommendation state of the touched people (temp.people) likewise: their baskets and large orders, and the
-# counts of the itemsets their changed baskets held.
+# The recommendation state of the people whose baskets changed (temp.basket_people) likewise: their baskets and
+# large orders, and the counts of the itemsets their changed baskets held.
 REC_CHANGES = """
-DELETE FROM baskets WHERE user_id IN (SELECT person FROM temp.people)
+DELETE FROM baskets WHERE user_id IN (SELECT person FROM temp.basket_people)
   AND NOT EXISTS (SELECT 1 FROM temp.new_baskets AS n WHERE n.user_id = baskets.user_id AND n.order_id = baskets.order_id);
 INSERT INTO baskets SELECT * FROM temp.new_baskets WHERE true
 ON CONFLICT (user_id, order_id) DO UPDATE SET items = excluded.items WHERE items <> excluded.items;
-DELETE FROM large_items WHERE user_id IN (SELECT person FROM temp.people)
+DELETE FROM large_items WHERE user_id IN (SELECT person FROM temp.basket_people)
   AND NOT EXISTS (SELECT 1 FROM temp.new_large_items AS n WHERE n.product_id = large_items.product_id
                   AND n.order_id = large_items.order_id AND n.user_id = large_items.user_id);
 INSERT INTO large_items SELECT * FROM temp.new_large_items WHERE true ON CONFLICT DO NOTHING;
@@ -277,16 +277,16 @@ DELETE FROM rec_counts WHERE itemset IN (SELECT itemset FROM temp.recounted)
 INSERT INTO rec_counts SELECT * FROM temp.new_counts WHERE true
 ON CONFLICT (itemset, product_id) DO UPDATE SET orders = excluded.orders WHERE orders <> excluded.orders
 """
-# The items of the touched people's baskets the store holds and the warehouse no longer does, or the other way
+# The items of their baskets the store holds and the warehouse no longer does, or the other way
 # round (as one JSON array): the itemsets whose counts they moved are recounted.
 CHANGED_BASKETS = """
 SELECT json_group_array(json(items)) FROM (
-    SELECT items FROM (SELECT user_id, order_id, items FROM baskets WHERE user_id IN (SELECT person FROM temp.people)
+    SELECT items FROM (SELECT user_id, order_id, items FROM baskets WHERE user_id IN (SELECT person FROM temp.basket_people)
                        EXCEPT SELECT user_id, order_id, items FROM temp.new_baskets)
     UNION ALL
     SELECT items FROM (SELECT user_id, order_id, items FROM temp.new_baskets
                        EXCEPT SELECT user_id, order_id, items FROM baskets
-                       WHERE user_id IN (SELECT person FROM temp.people)))
+                       WHERE user_id IN (SELECT person FROM temp.basket_people)))
 """
 CHANGED = """SELECT unnest(from_json($changed, '[["VARCHAR"]]')) AS items"""
 CHANGED_ITEMSETS = f"""CREATE OR REPLACE TEMP TABLE serving_itemsets AS SELECT DISTINCT itemset
@@ -299,6 +299,7 @@ CREATE TEMP TABLE new_identifiers (id_type TEXT, id_value TEXT, user_id TEXT, PR
 CREATE TEMP TABLE new_names (value TEXT, user_id TEXT, PRIMARY KEY (value, user_id))
 """
 REC_STAGED = """
+CREATE TEMP TABLE basket_people (person TEXT PRIMARY KEY);
 CREATE TEMP TABLE new_baskets (user_id TEXT, order_id TEXT, items TEXT, PRIMARY KEY (user_id, order_id));
 CREATE TEMP TABLE new_large_items (product_id TEXT, order_id TEXT, user_id TEXT);
 CREATE TEMP TABLE recounted (itemset TEXT PRIMARY KEY);
@@ -347,7 +348,7 @@ def _changes(conn: duckdb.DuckDBPyConnection, store: sqlite3.Connection, params:
     cards += store.execute(GONE).rowcount
     for statement in _statements(CHANGES):
         store.execute(statement)
-    rec_changes(conn, store)
+    rec_changes(conn, store, "SELECT person FROM basket_people")
     for table in staged:
         store.execute(f"DROP TABLE temp.{table}")
     return cards
@@ -360,12 +361,12 @@ def rec_whole(conn: duckdb.DuckDBPyConnection, store: sqlite3.Connection) -> Non
     _copy(conn, large_items_sql(), {}, store, "INSERT INTO large_items VALUES (?, ?, ?)")
 
 
-def rec_changes(conn: duckdb.DuckDBPyConnection, store: sqlite3.Connection) -> None:
-    """The recommendation state of the people of `touched_people` (staged in the store's temp.people) replaced: their
-    baskets and large orders, and the counts of every itemset a basket of theirs that changed holds."""
+def rec_changes(conn: duckdb.DuckDBPyConnection, store: sqlite3.Connection, people: str) -> None:
+    """The recommendation state of `people` (a query of one column `person`: those whose baskets changed) replaced:
+    their baskets and large orders, and the counts of every itemset a basket of theirs that changed holds."""
     for statement in _statements(REC_STAGED):
         store.execute(statement)
-    staged = {"new_baskets": baskets_sql(PEOPLE), "new_large_items": large_items_sql(PEOPLE)}
+    staged = {"basket_people": people, "new_baskets": baskets_sql(people), "new_large_items": large_items_sql(people)}
     for table, sql in staged.items():
         _stage(conn, sql, {}, store, table)
     changed = store.execute(CHANGED_BASKETS).fetchone()[0]
@@ -398,6 +399,8 @@ def publish(conn: duckdb.DuckDBPyConnection, path: Path, rules, rebuild: bool = 
             and update.since <= (held[1] or -1) <= update.upto
         ):
             update = replace(update, since=None)
+        if not update.whole:  # the recommendation state changes for fewer of them: those whose baskets changed
+            touched.collect(conn, update, ["baskets"], "basket_people")
         # as a TIMESTAMP reads in DuckDB's JSON (the card's format before the store)
         published_at = conn.execute("SELECT $now::TIMESTAMP::VARCHAR", {"now": datetime.now(UTC).replace(tzinfo=None)})
         published_at = published_at.fetchall()[0][0]

@@ -182,14 +182,15 @@ class Shop:
         return self.conn.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
 
     def publish(self) -> None:
-        """The store brought up to date as a publish does: whole the first time, then the touched people's state."""
+        """The store brought up to date as a publish does: whole the first time, then the state of the people whose
+        baskets changed since (the `baskets` log)."""
+        update = touched.start(self.conn, "store", ["baskets"], "test", collect_people=False)
         if self.store is None:
             self.store = new_store(self.conn)
-            return
-        self.store.execute("CREATE TEMP TABLE people (person TEXT PRIMARY KEY)")
-        publish._stage(self.conn, publish.PEOPLE, {}, self.store, "people")
-        publish.rec_changes(self.conn, self.store)
-        self.store.execute("DROP TABLE temp.people")
+        else:
+            touched.collect(self.conn, update, ["baskets"], "basket_people")
+            publish.rec_changes(self.conn, self.store, "SELECT person FROM basket_people")
+        touched.finish(self.conn, update)
 
     def stored(self, table: str) -> list[tuple]:
         return self.store.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3").fetchall()
