@@ -11,7 +11,9 @@ files after the last day built, so a large history is built once (`--on-time N` 
 """
 
 import argparse
+import functools
 import json
+import sqlite3
 import sys
 import tempfile
 import time
@@ -61,45 +63,62 @@ def copy_purchases(warehouse: Path, from_day: date, to_day: date, target: Path, 
     return count[0][0] if count else 0
 
 
+def _timed(engine: str, method, *args, **kwargs):
+    """Runs one statement (or fetch), adding its seconds to `SQL_S[engine]`: the day's SQL alone, without Dagster
+    or the Python between statements."""
+    started = time.perf_counter()
+    try:
+        return method(*args, **kwargs)
+    finally:
+        seconds = time.perf_counter() - started
+        SQL_S[engine] += seconds
+        if PROFILE is not None:  # --profile: by the project's two innermost functions that ran the statement
+            ours = [f for f in traceback.extract_stack() if "/loyalty_pipeline/" in f.filename][-2:]
+            PROFILE[" < ".join(f"{Path(f.filename).stem}.{f.name}:{f.lineno}" for f in reversed(ours))] += seconds
+
+
 class TimedConnection:
-    """A warehouse connection that adds the time DuckDB spends running and returning each statement to `SQL_S`:
-    the day's SQL alone, without Dagster or the Python between statements."""
+    """A warehouse connection (DuckDB) whose statements and fetches are timed."""
 
     def __init__(self, conn):
         self._conn = conn
 
-    def _timed(self, method, *args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return method(*args, **kwargs)
-        finally:
-            seconds = time.perf_counter() - started
-            SQL_S[0] += seconds
-            if PROFILE is not None:  # --profile: by the project's two innermost functions that ran the statement
-                ours = [f for f in traceback.extract_stack() if "/loyalty_pipeline/" in f.filename][-2:]
-                PROFILE[" < ".join(f"{Path(f.filename).stem}.{f.name}:{f.lineno}" for f in reversed(ours))] += seconds
-
     def execute(self, *args, **kwargs):
-        self._timed(self._conn.execute, *args, **kwargs)
+        _timed("duckdb", self._conn.execute, *args, **kwargs)
         return self
 
     def executemany(self, *args, **kwargs):
-        self._timed(self._conn.executemany, *args, **kwargs)
+        _timed("duckdb", self._conn.executemany, *args, **kwargs)
         return self
 
     def fetchall(self):
-        return self._timed(self._conn.fetchall)
+        return _timed("duckdb", self._conn.fetchall)
 
     def fetchone(self):
-        return self._timed(self._conn.fetchone)
+        return _timed("duckdb", self._conn.fetchone)
+
+    def fetchmany(self, *args):
+        return _timed("duckdb", self._conn.fetchmany, *args)
 
     def __getattr__(self, name):
         return getattr(self._conn, name)
 
 
-SQL_S = [0.0]
+class TimedStore(sqlite3.Connection):
+    """A serving store connection (SQLite) whose statements are timed (SQLite runs a write, or an aggregate's
+    whole query, in `execute`)."""
+
+    def execute(self, *args, **kwargs):
+        return _timed("sqlite", super().execute, *args, **kwargs)
+
+    def executemany(self, *args, **kwargs):
+        return _timed("sqlite", super().executemany, *args, **kwargs)
+
+
+SQL_S = Counter()
 PROFILE: Counter | None = None  # SQL seconds by caller, with --profile
 _untimed_connection = Warehouse.get_connection
+_untimed_store = sqlite3.connect
 
 
 @contextmanager
@@ -109,6 +128,47 @@ def _timed_connection(self, *args, **kwargs):
         yield TimedConnection(conn)
 
 
+@contextmanager
+def timed() -> dict:
+    """Times what runs inside: fills the yielded dict with `seconds`, the SQL alone of both engines (the warehouse's
+    DuckDB, the serving store's SQLite) and their ratio, and with --profile the SQL seconds by caller."""
+    SQL_S.clear()
+    if PROFILE is not None:
+        PROFILE.clear()
+    Warehouse.get_connection = _timed_connection
+    sqlite3.connect = functools.partial(_untimed_store, factory=TimedStore)
+    result = {}
+    started = time.perf_counter()
+    try:
+        yield result
+    finally:
+        seconds = time.perf_counter() - started
+        Warehouse.get_connection = _untimed_connection
+        sqlite3.connect = _untimed_store
+    sql_s = SQL_S["duckdb"] + SQL_S["sqlite"]
+    result.update(
+        {
+            "seconds": round(seconds, 2),
+            "sql_alone_s": round(sql_s, 2),
+            "sql_s_by_engine": {engine: round(SQL_S[engine], 2) for engine in ("duckdb", "sqlite")},
+            **(
+                {"sql_s_by_caller": {k: round(v, 3) for k, v in PROFILE.most_common(25)}} if PROFILE is not None else {}
+            ),
+            "vs_sql_alone": round(seconds / sql_s, 2) if sql_s else None,
+        }
+    )
+
+
+def steps(done) -> dict:
+    """The run's success, steps and each step's seconds."""
+    succeeded = [event for event in done.all_events if event.event_type_value == "STEP_SUCCESS"]
+    return {
+        "ok": done.success,
+        "steps": len(succeeded),
+        "step_s": {event.step_key: round(event.event_specific_data.duration_ms / 1000, 2) for event in succeeded},
+    }
+
+
 def tick_and_run(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> tuple[dict, str]:
     sensor = defs.resolve_sensor_def("kafka_new_files")
     with dg.build_sensor_context(
@@ -116,35 +176,14 @@ def tick_and_run(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str
     ) as context:
         result = sensor(context)
     [request] = result.run_requests
-    SQL_S[0] = 0.0
-    if PROFILE is not None:
-        PROFILE.clear()
-    Warehouse.get_connection = _timed_connection
-    try:
-        started = time.perf_counter()
+    with timed() as timing:
         done = run_in_process(defs, request, instance, QUIET)
-        seconds = time.perf_counter() - started
-    finally:
-        Warehouse.get_connection = _untimed_connection
     days = (
         request.partition_key
         or f"{request.tags['dagster/asset_partition_range_start']}..{request.tags['dagster/asset_partition_range_end']}"
     )
-    return {
-        "seconds": round(seconds, 2),
-        "sql_alone_s": round(SQL_S[0], 2),
-        **({"sql_s_by_caller": {k: round(v, 3) for k, v in PROFILE.most_common(25)}} if PROFILE is not None else {}),
-        "vs_sql_alone": round(seconds / SQL_S[0], 2) if SQL_S[0] else None,
-        "ok": done.success,
-        "days": days,
-        "assets": len(request.asset_selection) if request.asset_selection else "all",
-        "steps": len([event for event in done.all_events if event.event_type_value == "STEP_SUCCESS"]),
-        "step_s": {
-            event.step_key: round(event.event_specific_data.duration_ms / 1000, 2)
-            for event in done.all_events
-            if event.event_type_value == "STEP_SUCCESS"
-        },
-    }, result.cursor
+    assets = len(request.asset_selection) if request.asset_selection else "all"
+    return {**timing, "days": days, "assets": assets, **steps(done)}, result.cursor
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -166,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
         data = work / "data"
         env = {"LOYALTY_DATA_DIR": str(data), "LOYALTY_WAREHOUSE": str(work / "warehouse.duckdb")}
         last = START + timedelta(days=args.days - 1)
-        history_s = None
+        history = None
         building = not Path(env["LOYALTY_WAREHOUSE"]).exists()
         if building:
             generate.main(
@@ -174,10 +213,11 @@ def main(argv: list[str] | None = None) -> dict:
                 + ["--start", START.isoformat()]
             )
         defs, instance = build_defs(env), dg.DagsterInstance.ephemeral()  # after the inputs: their rules file
-        if building:
-            started = time.perf_counter()
-            assert materialize_days(defs, START.isoformat(), last.isoformat(), instance).success
-            history_s = round(time.perf_counter() - started, 2)
+        if building:  # one range run, as `loyalty-pipeline materialize` does
+            with timed() as history:
+                done = materialize_days(defs, START.isoformat(), last.isoformat(), instance)
+            history.update(steps(done))
+            assert done.success
         sensor = defs.resolve_sensor_def("kafka_new_files")
         with dg.build_sensor_context(instance=instance, resources=defs.resources, definitions=defs) as context:
             cursor = sensor(context).cursor  # every file seen; its request (all of them again) is not run
@@ -201,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
         "customers": args.customers,
         "days_built": args.days,
         "purchases_per_file": rows,
-        "history_build_s": history_s,
+        "history_build": history,
         "on_time_day": on_time,
         **({"on_time_days": on_time_days} if args.on_time > 1 else {}),
         f"late_file_{args.back}_days_back": late,
