@@ -33,7 +33,7 @@ lint: $(INSTALLED)
 
 dev: $(INSTALLED)
 	mkdir -p .dagster_home
-	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -h 127.0.0.1 -w workspace.yaml
+	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dg dev --host 127.0.0.1
 
 app: $(INSTALLED)
 	$(BIN)/loyalty-pipeline serve

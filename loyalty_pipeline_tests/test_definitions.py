@@ -14,10 +14,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.e2e
-def test_workspace_loads_with_dagster_cli(tmp_path):
+@pytest.mark.parametrize(
+    "command",
+    [["dagster", "definitions", "validate", "-w", "workspace.yaml"], ["dg", "check", "defs"]],
+    ids=["dagster", "dg"],
+)
+def test_workspace_loads_with_dagster_cli(tmp_path, command):
     env = {**os.environ, "LOYALTY_DATA_DIR": str(ROOT / "data"), "LOYALTY_WAREHOUSE": str(tmp_path / "w.duckdb")}
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        [str(Path(sys.executable).parent / command[0]), *command[1:]],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -25,6 +30,7 @@ def test_workspace_loads_with_dagster_cli(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "error" not in done.stderr.lower(), done.stderr
 
 
 def test_every_table_of_the_spec_is_an_asset_and_every_asset_has_a_check(tmp_path):
