@@ -37,6 +37,11 @@ SAMPLE = 1_000  # people the check compares beyond the counts: this many just pu
 PEOPLE = "SELECT person FROM touched_people"
 STORE_TABLES = ["cards", "identifiers", "names", "rec_counts", "baskets"]
 REC_SAMPLE = 200  # people whose recommendations the check computes both ways
+# Whose recommendation state (baskets) the store re-syncs: what changes baskets (purchases, merges), and the people
+# whose baskets an update changed after the store's last publish. Not every touched person: a click changes a card,
+# never a basket. (The baskets log alone misses a basket that a whole rebuild of the state, after an engine switch,
+# compared with an older state than the store's.)
+BASKET_SOURCES = ["purchases", "identity", "baskets"]
 
 
 def _of(people: str | None, column: str) -> str:
@@ -399,8 +404,8 @@ def publish(conn: duckdb.DuckDBPyConnection, path: Path, rules, rebuild: bool = 
             and update.since <= (held[1] or -1) <= update.upto
         ):
             update = replace(update, since=None)
-        if not update.whole:  # the recommendation state changes for fewer of them: those whose baskets changed
-            touched.collect(conn, update, ["baskets"], "basket_people")
+        if not update.whole:
+            touched.collect(conn, update, BASKET_SOURCES, "basket_people")
         # as a TIMESTAMP reads in DuckDB's JSON (the card's format before the store)
         published_at = conn.execute("SELECT $now::TIMESTAMP::VARCHAR", {"now": datetime.now(UTC).replace(tzinfo=None)})
         published_at = published_at.fetchall()[0][0]

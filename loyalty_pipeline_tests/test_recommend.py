@@ -182,13 +182,13 @@ class Shop:
         return self.conn.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
 
     def publish(self) -> None:
-        """The store brought up to date as a publish does: whole the first time, then the state of the people whose
-        baskets changed since (the `baskets` log)."""
-        update = touched.start(self.conn, "store", ["baskets"], "test", collect_people=False)
+        """The store brought up to date as a publish does: whole the first time, then the state of the people
+        logged under BASKET_SOURCES since."""
+        update = touched.start(self.conn, "store", publish.BASKET_SOURCES, "test", collect_people=False)
         if self.store is None:
             self.store = new_store(self.conn)
         else:
-            touched.collect(self.conn, update, ["baskets"], "basket_people")
+            touched.collect(self.conn, update, publish.BASKET_SOURCES, "basket_people")
             publish.rec_changes(self.conn, self.store, "SELECT person FROM basket_people")
         touched.finish(self.conn, update)
 
