@@ -13,7 +13,6 @@ from loyalty_pipeline import touched
 from loyalty_pipeline.chain import Window, mark_built, publish
 from loyalty_pipeline.config import Journey, Rules
 from loyalty_pipeline.profiles import BEHAVIOUR, add_day_to_totals, totals_from_start
-from loyalty_pipeline.resources import OneLineError
 from loyalty_pipeline.warehouse import count, insert_rows
 
 DDL = """
@@ -39,6 +38,11 @@ CREATE TABLE IF NOT EXISTS journey.profile_totals_as_of (as_of DATE);  -- the da
 DDL += touched.DDL  # the state logs the people whose journeys a day changes
 
 TERMINAL = "('goal', 'exit', 'end')"
+
+
+class CriterionFailed(ValueError):
+    """A journey's criterion fails on the day's real profiles (an overflow the sample profiles of loading did not
+    reach): the message names the journey, the field and the day."""
 
 
 def _positions(rows: str) -> str:
@@ -321,7 +325,7 @@ def evaluate_criteria(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date, 
                     {"journey": journey.id, "criterion": criterion, "stage": stage_index, "exit": exit_order},
                 )
             except duckdb.Error as error:  # e.g. an overflow only real values reach (load tries sample profiles)
-                raise OneLineError(
+                raise CriterionFailed(
                     f"journey {journey.id}, {field}: fails on the profiles of {day}: {str(error).splitlines()[0]}"
                 ) from None
 

@@ -1,12 +1,31 @@
-"""What a step tells the asset catalog about its table: row counts, schema, a preview, bars per day."""
+"""What the assets and runs tell Dagster: owners, kinds and pool of a step, a run's reason, and what a step tells the
+asset catalog about its table (row counts, schema, a preview, bars per day)."""
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import duckdb
 
 from loyalty_pipeline.columns import DESCRIPTIONS
 from loyalty_pipeline.warehouse import count
+
+# Every op that opens the warehouse is in this pool; .dagster_home/dagster.yaml limits it to one at a time,
+# because DuckDB allows one writing process.
+WAREHOUSE_POOL = "warehouse"
+OWNERS = ["team:loyalty-data"]  # who to ask about a table, shown in the asset catalog
+PORTABLE_KINDS = {"duckdb", "spark"}  # steps that run on either engine (LOYALTY_ENGINE, docs/scale-out.md)
+REASON_TAG = "loyalty/reason"  # a run's tag saying why it runs (the sensors set it), kept with the revisions it writes
+
+
+def revision_of(context: dg.AssetExecutionContext) -> dict:
+    """Query parameters recording who rewrote history and why: the run, the time and the reason."""
+    window = context.partition_time_window
+    first, end = window.start.date(), window.end.date()
+    return {
+        "run_id": context.run.run_id,
+        "revised_at": datetime.now(UTC).replace(tzinfo=None),
+        "reason": context.run.tags.get(REASON_TAG) or f"{first}..{end - timedelta(days=1)} materialized again",
+    }
 
 
 def _cell(value) -> str:

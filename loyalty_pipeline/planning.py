@@ -27,7 +27,7 @@ import duckdb
 
 from loyalty_pipeline import kafka
 from loyalty_pipeline.assets.ingest import dated_file
-from loyalty_pipeline.warehouse import REASON_TAG
+from loyalty_pipeline.metadata import REASON_TAG
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,

@@ -1,16 +1,9 @@
 """SQL helpers every asset uses to write the warehouse the same way: one transaction, rows as parameters, counts."""
 
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 
-import dagster as dg
 import duckdb
-
-# Every op that opens the warehouse is in this pool; .dagster_home/dagster.yaml limits it to one at a time,
-# because DuckDB allows one writing process.
-WAREHOUSE_POOL = "warehouse"
-OWNERS = ["team:loyalty-data"]  # who to ask about a table, shown in the asset catalog
-PORTABLE_KINDS = {"duckdb", "spark"}  # steps that run on either engine (LOYALTY_ENGINE, docs/scale-out.md)
 
 REJECTED_DDL = """
 CREATE SCHEMA IF NOT EXISTS raw;
@@ -56,20 +49,6 @@ def transaction(conn: duckdb.DuckDBPyConnection):
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-
-
-REASON_TAG = "loyalty/reason"  # a run's tag saying why it runs (the sensors set it), kept with the revisions it writes
-
-
-def revision_of(context: dg.AssetExecutionContext) -> dict:
-    """Query parameters recording who rewrote history and why: the run, the time and the reason."""
-    window = context.partition_time_window
-    first, end = window.start.date(), window.end.date()
-    return {
-        "run_id": context.run.run_id,
-        "revised_at": datetime.now(UTC).replace(tzinfo=None),
-        "reason": context.run.tags.get(REASON_TAG) or f"{first}..{end - timedelta(days=1)} materialized again",
-    }
 
 
 def rows_differing(conn: duckdb.DuckDBPyConnection, left: str, right: str, params=None) -> int:

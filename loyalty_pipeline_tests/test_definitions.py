@@ -1,8 +1,10 @@
 """The code location loads the way `dagster dev` loads it, with every asset, check and job."""
 
+import fnmatch
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import dagster as dg
@@ -94,3 +96,22 @@ def test_time_dependent_assets_share_daily_partitions(tmp_path):
         if node.partitions_def:
             assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition)
             assert node.backfill_policy == dg.BackfillPolicy.single_run()
+
+
+def test_domain_modules_do_not_load_dagster():
+    """Every module outside the wiring (the files pyproject.toml lets import Dagster) imports without loading it,
+    whatever it imports in turn."""
+    ignores = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]["lint"]["per-file-ignores"]
+    wiring = [pattern for pattern, rules in ignores.items() if "TID251" in rules]
+    domain = [
+        ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for path in sorted((ROOT / "loyalty_pipeline").rglob("*.py"))
+        if path.name != "__init__.py" and not any(fnmatch.fnmatch(str(path.relative_to(ROOT)), p) for p in wiring)
+    ]
+    assert "loyalty_pipeline.ledger" in domain and "loyalty_pipeline.sensors" not in domain
+    imports = "".join(f"import {module}\n" for module in domain)
+    loaded = subprocess.run(
+        [sys.executable, "-c", f"import sys\n{imports}print(sorted({{m.split('.')[0] for m in sys.modules}}))"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    assert "'dagster'" not in loaded, loaded

@@ -27,12 +27,12 @@ from loyalty_pipeline.assets.loyalty import (
 )
 from loyalty_pipeline.assets.points import point_balances
 from loyalty_pipeline.identity import purchases_now
-from loyalty_pipeline.metadata import preview, table_metadata
+from loyalty_pipeline.metadata import OWNERS, PORTABLE_KINDS, WAREHOUSE_POOL, preview, table_metadata
 from loyalty_pipeline.profiles import PROFILE_360_VIEW, PROFILE_SOURCES, profile_sql, totals_from_start
 from loyalty_pipeline.resources import RulesResource, Warehouse, WarehouseError
 from loyalty_pipeline.rules_sql import load_tiers
 from loyalty_pipeline.serving import serving_path
-from loyalty_pipeline.warehouse import OWNERS, PORTABLE_KINDS, WAREHOUSE_POOL, count, rows_differing, transaction
+from loyalty_pipeline.warehouse import count, rows_differing, transaction
 
 # Every identifier the id graph knows and the person it finds now: what a lookup by any id, email or name reads.
 IDENTIFIERS = """

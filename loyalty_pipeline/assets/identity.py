@@ -6,10 +6,17 @@ from loyalty_pipeline import identity
 from loyalty_pipeline.assets.checks import check, check_results, check_specs, duplicate_check, in_days
 from loyalty_pipeline.assets.ingest import customers, historical_purchases, raw_topics
 from loyalty_pipeline.chain import open_window
-from loyalty_pipeline.metadata import partition_metadata, preview, table_metadata
+from loyalty_pipeline.metadata import (
+    OWNERS,
+    PORTABLE_KINDS,
+    WAREHOUSE_POOL,
+    partition_metadata,
+    preview,
+    table_metadata,
+)
 from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import RulesResource, Warehouse
-from loyalty_pipeline.warehouse import OWNERS, PORTABLE_KINDS, SOURCE_FILES_DDL, WAREHOUSE_POOL, count
+from loyalty_pipeline.warehouse import SOURCE_FILES_DDL, count
 
 ID_GRAPH_KEY = dg.AssetKey(["identity", "id_graph"])
 

@@ -17,7 +17,7 @@ from loyalty_pipeline.assets.checks import (
 )
 from loyalty_pipeline.kafka import CONFLICTING, MAX_PRICE, TOPICS, Topic, parse_messages, table_ddl
 from loyalty_pipeline.lines import load_csv, load_lines
-from loyalty_pipeline.metadata import partition_metadata, preview, table_metadata
+from loyalty_pipeline.metadata import OWNERS, WAREHOUSE_POOL, partition_metadata, preview, table_metadata
 from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import (
     EventSources,
@@ -28,15 +28,7 @@ from loyalty_pipeline.resources import (
     file_version,
     safe_key,
 )
-from loyalty_pipeline.warehouse import (
-    OWNERS,
-    REJECTED_DDL,
-    SOURCE_FILES_DDL,
-    WAREHOUSE_POOL,
-    count,
-    insert_rows,
-    transaction,
-)
+from loyalty_pipeline.warehouse import REJECTED_DDL, SOURCE_FILES_DDL, count, insert_rows, transaction
 
 
 def _iso_time(column: str) -> str:

@@ -10,18 +10,20 @@ from loyalty_pipeline.assets.ingest import customers, raw_topics
 from loyalty_pipeline.assets.loyalty import enriched_purchases
 from loyalty_pipeline.assets.points import point_transactions
 from loyalty_pipeline.chain import DayOrderError, mark_built, open_window
-from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, table_metadata
-from loyalty_pipeline.partitions import DECLARED, window_days
-from loyalty_pipeline.resources import RulesResource, Warehouse
-from loyalty_pipeline.rules_sql import load_tiers
-from loyalty_pipeline.warehouse import (
+from loyalty_pipeline.metadata import (
     OWNERS,
     PORTABLE_KINDS,
     WAREHOUSE_POOL,
-    count,
+    bar_table,
+    partition_metadata,
+    preview,
     revision_of,
-    transaction,
+    table_metadata,
 )
+from loyalty_pipeline.partitions import DECLARED, window_days
+from loyalty_pipeline.resources import OneLineError, RulesResource, Warehouse
+from loyalty_pipeline.rules_sql import load_tiers
+from loyalty_pipeline.warehouse import count, transaction
 
 STATE_KEY = dg.AssetKey(["journey", "journey_state"])
 
@@ -208,7 +210,10 @@ def _journey_state(context: dg.AssetExecutionContext, conn, rules: RulesResource
     totals_as_of = journeys.restore_profile_totals(conn, first)
     restored = totals_as_of is not None
     for day in window.days:  # in order: each day moves customers from where the previous day left them
-        journeys.build_day(conn, rules.rules, window, day, totals_as_of)
+        try:
+            journeys.build_day(conn, rules.rules, window, day, totals_as_of)
+        except journeys.CriterionFailed as error:  # one line in the UI, not a traceback
+            raise OneLineError(str(error)) from None
         totals_as_of = day
     if window.later_until is None:
         journeys.keep_profile_totals(conn, totals_as_of, restored)

@@ -23,22 +23,19 @@ from loyalty_pipeline.assets.ingest import (
 )
 from loyalty_pipeline.identity import PURCHASES_NOW, purchases_now
 from loyalty_pipeline.kafka import TOPICS, table_ddl
-from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, table_metadata
+from loyalty_pipeline.metadata import (
+    OWNERS,
+    PORTABLE_KINDS,
+    WAREHOUSE_POOL,
+    bar_table,
+    partition_metadata,
+    preview,
+    table_metadata,
+)
 from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import RulesResource, Warehouse
 from loyalty_pipeline.rules_sql import load_tiers, with_tier
-from loyalty_pipeline.warehouse import (
-    OWNERS,
-    PORTABLE_KINDS,
-    REJECTED_DDL,
-    WAREHOUSE_POOL,
-    count,
-    in_span,
-    insert_rows,
-    rows_differing,
-    spans,
-    transaction,
-)
+from loyalty_pipeline.warehouse import REJECTED_DDL, count, in_span, insert_rows, rows_differing, spans, transaction
 
 ENRICHED_KEY = dg.AssetKey(["loyalty", "enriched_purchases"])
 ALL_PRODUCTS_KEY = dg.AssetKey(["loyalty", "all_products"])

@@ -11,18 +11,19 @@ from loyalty_pipeline.assets.ingest import raw_topics
 from loyalty_pipeline.assets.loyalty import PEOPLE, UPDATED, enriched_purchases, matches_rebuild
 from loyalty_pipeline.chain import open_window
 from loyalty_pipeline.ledger_reference import replay
-from loyalty_pipeline.metadata import bar_table, partition_metadata, preview, table_metadata
-from loyalty_pipeline.partitions import DECLARED, window_days
-from loyalty_pipeline.resources import RulesResource, Warehouse
-from loyalty_pipeline.warehouse import (
+from loyalty_pipeline.metadata import (
     OWNERS,
     PORTABLE_KINDS,
-    REJECTED_DDL,
-    SOURCE_FILES_DDL,
     WAREHOUSE_POOL,
-    count,
+    bar_table,
+    partition_metadata,
+    preview,
     revision_of,
+    table_metadata,
 )
+from loyalty_pipeline.partitions import DECLARED, window_days
+from loyalty_pipeline.resources import RulesResource, Warehouse
+from loyalty_pipeline.warehouse import REJECTED_DDL, SOURCE_FILES_DDL, count
 
 LEDGER_KEY = dg.AssetKey(["points", "point_transactions"])
 
