@@ -65,6 +65,7 @@ def test_list_functions_mean_the_same_on_spark(sql: str, spark_session):
     assert (list(got) if isinstance(got, list) else got) == expected
 
 
+@pytest.mark.e2e  # whole pipeline runs on both engines
 def test_demo_gives_the_same_tables_on_spark(demo: Inputs, spark_session, tmp_path: Path):
     on_spark = Inputs(demo.root)
     on_spark.warehouse = tmp_path / "warehouse.duckdb"
@@ -81,6 +82,7 @@ def test_demo_gives_the_same_tables_on_spark(demo: Inputs, spark_session, tmp_pa
     ]
 
 
+@pytest.mark.e2e  # whole pipeline runs on both engines
 def test_generated_data_gives_the_same_tables_on_spark(generated: Path, spark_session, tmp_path: Path):
     on_duckdb, on_spark = Inputs(generated), Inputs(generated)
     on_duckdb.warehouse, on_spark.warehouse = tmp_path / "duckdb.duckdb", tmp_path / "spark.duckdb"
@@ -117,6 +119,7 @@ def returns_scenario(root: Path) -> Inputs:
     return inputs
 
 
+@pytest.mark.e2e  # whole pipeline runs on both engines
 def test_returns_judged_and_quarantined_alike_on_spark(tmp_path: Path, spark_session):
     """Every return outcome and a refused redemption: the same tables, `raw` JSON included, on both engines."""
     returns_scenario(tmp_path)
@@ -141,6 +144,7 @@ def test_returns_judged_and_quarantined_alike_on_spark(tmp_path: Path, spark_ses
     ]
 
 
+@pytest.mark.e2e  # whole pipeline runs on both engines
 def test_switching_engines_between_runs_keeps_every_row(tmp_path: Path, spark_session):
     """Day 1 on DuckDB, day 2 on Spark (DuckDB's tables move to the lake), day 3 on DuckDB again (they come back):
     the same tables as three days on DuckDB."""
@@ -349,6 +353,7 @@ def runs_around_a_late_file(root: Path, engines: dict[str, tuple[str, str]]) -> 
     return runs
 
 
+@pytest.mark.e2e  # whole pipeline runs on both engines
 def test_a_second_spark_run_gives_duckdbs_tables_and_only_real_revisions(tmp_path: Path, spark_session):
     """Every day rebuilt on Spark: day 2 identically (no revision), day 1 with the late purchase (one revision),
     the same tables as the same runs on DuckDB, and as a clean run but for that revision."""
@@ -363,6 +368,7 @@ def test_a_second_spark_run_gives_duckdbs_tables_and_only_real_revisions(tmp_pat
     assert runs["spark"].query("SELECT count(*) FROM journey.journey_days") == [(2,)]
 
 
+@pytest.mark.e2e  # whole pipeline runs on both engines
 def test_days_built_on_duckdb_rebuilt_on_spark_give_duckdbs_tables(tmp_path: Path, spark_session):
     """Switched to Spark (DuckDB's tables move to the lake, files and all) and every day rebuilt there."""
     runs = runs_around_a_late_file(tmp_path, {"duckdb": ("duckdb", "duckdb"), "switched": ("duckdb", "spark")})

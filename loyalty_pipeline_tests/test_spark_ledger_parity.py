@@ -6,6 +6,8 @@ import random
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from loyalty_pipeline_tests.conftest import Inputs
 from loyalty_pipeline_tests.test_points import POINTS, priced, redeem
 from loyalty_pipeline_tests.test_spark import differences, spark_session  # noqa: F401 (the fixture)
@@ -59,6 +61,7 @@ def tied_short_lived_points(root: Path, seed: int) -> Inputs:
     return inputs
 
 
+@pytest.mark.e2e  # whole pipeline runs on both engines
 def test_tied_short_lived_points_give_duckdbs_ledger_on_spark(tmp_path: Path, spark_session):  # noqa: F811
     on_duckdb = tied_short_lived_points(tmp_path, seed=5)
     on_spark = Inputs(tmp_path)
