@@ -17,10 +17,10 @@ import yaml
 
 from loyalty_pipeline import identity, journeys, ledger, returns
 from loyalty_pipeline.assets.ingest import CUSTOMERS_DDL
-from loyalty_pipeline.assets.loyalty import ENRICHED_DDL
 from loyalty_pipeline.chain import open_window
 from loyalty_pipeline.config import Rules
 from loyalty_pipeline.kafka import TOPICS, table_ddl
+from loyalty_pipeline.loyalty import ENRICHED_DDL
 from loyalty_pipeline.rules_sql import load_tiers
 
 START = date(2024, 1, 1)

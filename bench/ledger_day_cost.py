@@ -25,10 +25,10 @@ from pathlib import Path
 import duckdb
 
 from loyalty_pipeline import identity, ledger, returns
-from loyalty_pipeline.assets.loyalty import ENRICHED_DDL
 from loyalty_pipeline.chain import open_window
 from loyalty_pipeline.config import Rules
 from loyalty_pipeline.kafka import TOPICS, table_ddl
+from loyalty_pipeline.loyalty import ENRICHED_DDL
 from loyalty_pipeline.warehouse import REJECTED_DDL
 
 START = date(2023, 1, 1)

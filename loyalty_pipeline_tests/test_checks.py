@@ -13,13 +13,13 @@ from loyalty_pipeline.assets.identity import ambiguous_weak_values
 from loyalty_pipeline.assets.loyalty import (
     SALES_TOTALS_CHECKS,
     UPDATED,
-    _load_rules,
     enriched_keeps_every_purchase,
     matches_rebuild,
     stamps_match_purchases,
     totals_and_tiers_agree,
 )
 from loyalty_pipeline.assets.points import BALANCES_CHECKS, sampled_customer_reconciles
+from loyalty_pipeline.loyalty import load_rules
 from loyalty_pipeline.resources import RulesResource, Warehouse
 from loyalty_pipeline_tests.conftest import Inputs
 
@@ -143,7 +143,7 @@ def test_the_sampled_rebuild_comparison_of_a_small_table_takes_everyone(seeded):
     """Fewer than 1,000 events: the stretch is the whole round, so a row no update wrote is compared."""
     rules = RulesResource()
     with duckdb.connect(seeded.database) as conn:
-        _load_rules(conn, rules)
+        load_rules(conn, rules.rules)
         conn.execute("CREATE TEMP TABLE touched_people AS SELECT 'ana' AS person")
         for check in (SALES_TOTALS_CHECKS[-1], BALANCES_CHECKS[-1]):
             assert check.result(None, conn, rules, UPDATED).passed

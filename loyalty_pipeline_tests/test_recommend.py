@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from loyalty_pipeline import identity, publish, recommend, serving, touched
-from loyalty_pipeline.assets.loyalty import ENRICHED_DDL
+from loyalty_pipeline.loyalty import ENRICHED_DDL
 
 
 def by_the_rule(orders: dict[str, tuple[str, list[str]]], interests: dict[str, list[str]]) -> set[tuple]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from loyalty_pipeline import partitions, touched
+from loyalty_pipeline import loyalty, partitions, touched
 from loyalty_pipeline.assets.checks import (
     Check,
     check_results,
@@ -641,7 +641,6 @@ def historical_purchases(
 
 
 # A historical row's purchase_id (s3:<order_id>:<product_id>:<row number>, the data contract's), over trimmed ids.
-S3_PURCHASE_ID = "'s3:' || trim(order_id) || ':' || trim(product_id) || ':' || row_no"
 
 
 def _quarantine_reused_ids(conn, first: date, end: date) -> None:
@@ -653,13 +652,13 @@ def _quarantine_reused_ids(conn, first: date, end: date) -> None:
             FROM (
                 SELECT *, first_value(location) OVER same AS kept, row_number() OVER same AS copy
                 FROM (
-                    SELECT {S3_PURCHASE_ID} AS id, s3_key, line_no, s3_key || ':' || line_no AS location, file_day AS day
+                    SELECT {loyalty.S3_PURCHASE_ID} AS id, s3_key, line_no, s3_key || ':' || line_no AS location, file_day AS day
                     FROM historical_checked WHERE reason IS NULL
                     UNION ALL
-                    SELECT {S3_PURCHASE_ID}, s3_key, NULL, s3_key || ':' || (row_no + 1), day
+                    SELECT {loyalty.S3_PURCHASE_ID}, s3_key, NULL, s3_key || ':' || (row_no + 1), day
                     FROM raw.historical_purchases
                     WHERE (day < $first OR day >= $end)
-                      AND {S3_PURCHASE_ID} IN (SELECT {S3_PURCHASE_ID} FROM historical_checked WHERE reason IS NULL)
+                      AND {loyalty.S3_PURCHASE_ID} IN (SELECT {loyalty.S3_PURCHASE_ID} FROM historical_checked WHERE reason IS NULL)
                 )
                 WINDOW same AS (PARTITION BY id ORDER BY line_no IS NOT NULL, day, s3_key, line_no)
             ) AS reused

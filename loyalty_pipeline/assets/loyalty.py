@@ -3,7 +3,7 @@ promotions. Rule values from loyalty.yaml reach SQL as parameters or rows of tem
 
 import dagster as dg
 
-from loyalty_pipeline import identity, returns, touched
+from loyalty_pipeline import identity, loyalty, returns, touched
 from loyalty_pipeline.assets.checks import (
     Check,
     check,
@@ -15,7 +15,6 @@ from loyalty_pipeline.assets.checks import (
 )
 from loyalty_pipeline.assets.identity import id_graph
 from loyalty_pipeline.assets.ingest import (
-    S3_PURCHASE_ID,
     S3_RETURNS_DDL,
     historical_purchases,
     raw_topics,
@@ -34,8 +33,8 @@ from loyalty_pipeline.metadata import (
 )
 from loyalty_pipeline.partitions import DECLARED, window_days
 from loyalty_pipeline.resources import RulesResource, Warehouse
-from loyalty_pipeline.rules_sql import load_tiers, with_tier
-from loyalty_pipeline.warehouse import REJECTED_DDL, count, in_span, insert_rows, rows_differing, spans, transaction
+from loyalty_pipeline.rules_sql import load_tiers
+from loyalty_pipeline.warehouse import REJECTED_DDL, count, rows_differing, transaction
 
 ENRICHED_KEY = dg.AssetKey(["loyalty", "enriched_purchases"])
 ALL_PRODUCTS_KEY = dg.AssetKey(["loyalty", "all_products"])
@@ -49,7 +48,7 @@ def enriched_keeps_every_purchase(conn, rules, days) -> tuple[bool, dict]:
     where, params = in_days("day", days)
     missing = count(
         conn,
-        f"SELECT purchase_id FROM ({PURCHASES}) WHERE {where} "
+        f"SELECT purchase_id FROM ({loyalty.PURCHASES}) WHERE {where} "
         f"EXCEPT ALL SELECT purchase_id FROM loyalty.enriched_purchases WHERE {where}",
         params,
     )
@@ -209,62 +208,6 @@ PROMOTIONS_CHECKS = [
 ]
 
 
-ENRICHED_DDL = """
-CREATE SCHEMA IF NOT EXISTS loyalty;
-CREATE TABLE IF NOT EXISTS loyalty.enriched_purchases (
-    purchase_id VARCHAR NOT NULL, order_id VARCHAR NOT NULL, user_id VARCHAR NOT NULL, product_id VARCHAR NOT NULL,
-    category VARCHAR, price DECIMAL(18,2), purchased_at TIMESTAMP NOT NULL, source VARCHAR NOT NULL,
-    store_id VARCHAR, day DATE NOT NULL
-);
-ALTER TABLE loyalty.enriched_purchases ADD COLUMN IF NOT EXISTS customer_key VARCHAR;
-ALTER TABLE loyalty.enriched_purchases ADD COLUMN IF NOT EXISTS returned_at TIMESTAMP;  -- NULL: not returned
-"""
-
-# Every valid purchase, Kafka and S3, with its purchase_id (SPEC §4) and the day it belongs to.
-PURCHASES = f"""
-SELECT 'purchases:' || kafka_partition || ':' || kafka_offset AS purchase_id,
-       coalesce(order_id, 'purchases:' || kafka_partition || ':' || kafka_offset) AS order_id,
-       user_id, product_id, NULL::DECIMAL(18,2) AS own_price, event_ts AS purchased_at, 'kafka' AS source,
-       store_id, day
-FROM raw.purchases WHERE NOT tombstone
-UNION ALL
-SELECT {S3_PURCHASE_ID}, order_id,
-       user_id, product_id, price, purchased_at, 's3', NULL, day
-FROM raw.historical_purchases
-"""
-
-# Kafka purchases take the product's price and category as of their event time: the latest products message with
-# ts <= the purchase's ts, the greatest offset winning at one instant (a tombstone there: no price). S3 rows keep
-# their own price. `user_id` is the person the purchase's key resolves to on its day (identity.id_graph);
-# `customer_key` the key. Both "as of" lookups are joins on spans (warehouse.spans), not ASOF JOINs, so the
-# statement runs on Spark too.
-ENRICH_WINDOW = f"""
-INSERT INTO loyalty.enriched_purchases BY NAME
-WITH purchases AS (
-    SELECT * FROM ({PURCHASES}) WHERE day >= $first AND day < $end
-), resolved AS ({identity.with_person("purchases", links_before="$end")}
-), product_states AS (
-    SELECT product_id AS id, event_ts AS t, category, price
-    FROM raw.products
-    WHERE day < $end AND product_id IN (SELECT product_id FROM purchases)
-    QUALIFY row_number() OVER (PARTITION BY product_id, event_ts ORDER BY kafka_offset DESC, kafka_partition DESC) = 1
-)
-SELECT resolved.purchase_id, order_id, person AS user_id, resolved.product_id, state.category,
-       coalesce(own_price, state.price) AS price, purchased_at, source, store_id, resolved.day,
-       resolved.user_id AS customer_key, returned.returned_at
-FROM resolved LEFT JOIN ({spans("SELECT * FROM product_states")}) AS state
-     ON state.id = resolved.product_id AND {in_span("state", "resolved.purchased_at")}
-LEFT JOIN loyalty.returns AS returned  -- returns of other days (the window's own are judged next)
-     ON returned.purchase_id = resolved.purchase_id AND (returned.day < $first OR returned.day >= $end)
-"""
-
-# The buyers of the window's purchases and of the purchases its returns take back (run before and after a rebuild).
-WINDOW_PEOPLE = """
-SELECT user_id AS person FROM loyalty.enriched_purchases WHERE day >= $first AND day < $end
-UNION ALL SELECT user_id FROM loyalty.returns WHERE day >= $first AND day < $end
-"""
-
-
 @dg.asset(
     key=ENRICHED_KEY,
     check_specs=check_specs(ENRICHED_KEY, ENRICHED_CHECKS),
@@ -292,15 +235,20 @@ def enriched_purchases(
     window = {"first": first, "end": end}
     with warehouse.get_connection(portable=True) as conn:
         conn.execute(
-            ENRICHED_DDL + identity.DDL + returns.DDL + REJECTED_DDL + table_ddl(TOPICS["returns"]) + S3_RETURNS_DDL
+            loyalty.ENRICHED_DDL
+            + identity.DDL
+            + returns.DDL
+            + REJECTED_DDL
+            + table_ddl(TOPICS["returns"])
+            + S3_RETURNS_DDL
         )
         logged = {**window, "touched_seq": touched.next_seq(conn)}
         with transaction(conn):
-            conn.execute(touched.log_sql(WINDOW_PEOPLE, "purchases"), logged)  # the rows and returns replaced
+            conn.execute(touched.log_sql(loyalty.WINDOW_PEOPLE, "purchases"), logged)  # the rows and returns replaced
             conn.execute("DELETE FROM loyalty.enriched_purchases WHERE day >= $first AND day < $end", window)
-            conn.execute(ENRICH_WINDOW, window)
+            conn.execute(loyalty.ENRICH_WINDOW, window)
             returns.judge_window(conn, first, end, rules.rules.returns.window_days)
-            conn.execute(touched.log_sql(WINDOW_PEOPLE, "purchases"), logged)  # and their replacements
+            conn.execute(touched.log_sql(loyalty.WINDOW_PEOPLE, "purchases"), logged)  # and their replacements
         window_rows = "SELECT * EXCLUDE (day) FROM loyalty.enriched_purchases WHERE day >= $first AND day < $end"
         return dg.MaterializeResult(
             metadata={
@@ -346,52 +294,14 @@ def _all_products(conn, rules: RulesResource, rebuild: bool, read: dict) -> dg.M
     return _table_result(conn, ALL_PRODUCTS_KEY, "product_id", ALL_PRODUCTS_CHECKS)
 
 
-# Each lifetime table's rows from `purchases` (a table, or a subquery in parentheses, of purchases_now's rows), one
-# SQL for a rebuild and an update, and the rule values it reads (as parameters; the tiers and promotions as temp
-# tables, see _load_rules).
-def _sales_totals_sql(purchases: str) -> str:
-    return with_tier(
-        f"SELECT user_id, coalesce(sum(price), 0)::DECIMAL(18,2) AS total FROM {purchases} GROUP BY user_id"
-    )
-
-
-def _caffeine_sql(purchases: str) -> str:
-    return f"""
-        SELECT user_id, count(*) AS total, count(*) % $cycle AS sequence, count(*) % $cycle = $cycle - 1 AS next_one_free
-        FROM {purchases} WHERE product_id = $product GROUP BY user_id
-        """
-
-
-def _promotions_sql(purchases: str) -> str:
-    return f"""
-        WITH considered AS (
-            SELECT rule.name, purchase.user_id,
-                   list_sort(list_distinct(list(purchase.product_id))) AS products,
-                   coalesce(sum(purchase.price), 0) AS spend
-            FROM {purchases} AS purchase
-            JOIN promotion_products AS rule ON rule.role = 'considers' AND rule.product_id = purchase.product_id
-            GROUP BY rule.name, purchase.user_id
-        ), failing AS (  -- a required product not bought, or an excluded one bought
-            SELECT DISTINCT considered.name, considered.user_id
-            FROM considered JOIN promotion_products AS rule ON rule.name = considered.name
-            WHERE (rule.role = 'requires' AND NOT list_contains(considered.products, rule.product_id))
-               OR (rule.role = 'excludes' AND list_contains(considered.products, rule.product_id))
-        )
-        SELECT considered.user_id, considered.name AS promotion_name, considered.products
-        FROM considered JOIN promotion_rules AS rule ON rule.name = considered.name
-        LEFT JOIN failing ON failing.name = considered.name AND failing.user_id = considered.user_id
-        WHERE failing.name IS NULL AND (rule.min_spend IS NULL OR considered.spend > rule.min_spend)
-        """
-
-
 def _stamp_params(rules: RulesResource) -> dict:
     return {"cycle": rules.rules.stamp_card.cycle, "product": rules.rules.stamp_card.product_id}
 
 
 LIFETIME_SELECTS = {
-    SALES_TOTALS_KEY: (_sales_totals_sql, lambda rules: {}),
-    CAFFEINE_KEY: (_caffeine_sql, _stamp_params),
-    PROMOTIONS_KEY: (_promotions_sql, lambda rules: {}),
+    SALES_TOTALS_KEY: (loyalty.sales_totals_sql, lambda rules: {}),
+    CAFFEINE_KEY: (loyalty.caffeine_sql, _stamp_params),
+    PROMOTIONS_KEY: (loyalty.promotions_sql, lambda rules: {}),
 }
 
 
@@ -401,49 +311,18 @@ def lifetime_rows(key: dg.AssetKey):
     return lambda people: select(f"({purchases_now(people or '')})"), params
 
 
-def _load_rules(conn, rules: RulesResource) -> list:
-    """The rule temp tables the lifetime SQL reads; returns the rule values, which a change of rebuilds whole."""
-    load_tiers(conn, rules.rules)
-    conn.execute("CREATE OR REPLACE TEMP TABLE promotion_rules (name VARCHAR, min_spend DECIMAL(18,2))")
-    insert_rows(conn, "promotion_rules", [[rule.name, rule.min_spend] for rule in rules.rules.promotions])
-    conn.execute("CREATE OR REPLACE TEMP TABLE promotion_products (name VARCHAR, role VARCHAR, product_id VARCHAR)")
-    insert_rows(
-        conn,
-        "promotion_products",
-        [
-            [rule.name, role, product]
-            for rule in rules.rules.promotions
-            for role, products in (
-                ("considers", rule.considers),
-                ("requires", rule.require_all),
-                ("excludes", rule.exclude),
-            )
-            for product in products
-        ],
-    )
-    return [
-        [tier.model_dump() for tier in rules.rules.tiers],
-        rules.rules.default_tier,
-        [rule.model_dump() for rule in rules.rules.promotions],
-    ]
-
-
-# What the lifetime tables read: purchases, returns and the id graph (not the ledger).
-SOURCES = ["purchases", "identity"]
-
-
 def _lifetime(conn, key: dg.AssetKey, rules: RulesResource, rebuild: bool, order_by: str, checks: list, read: dict):
     """Updates a lifetime table for the people touched since its last update (whole when it has none, when its
     SQL or rules changed, or on a rebuild), in one transaction; checks the people it updated. The tables of a step
     apply the same stretch of the change log: `read` remembers the stretch whose people and purchases are read."""
     select, params = LIFETIME_SELECTS[key]
-    values = _load_rules(conn, rules)
+    values = loyalty.load_rules(conn, rules.rules)
     table = table_of(key)
     every = f"({PURCHASES_NOW})"
     sql = touched.rules_hash(select(every), select(TOUCHED_PURCHASES), params(rules), values)
-    update = touched.start(conn, table, SOURCES, sql, rebuild, collect_people=False)
+    update = touched.start(conn, table, loyalty.SOURCES, sql, rebuild, collect_people=False)
     if not update.whole and read.get("stretch") != (update.since, update.upto):
-        touched.collect(conn, update, SOURCES)
+        touched.collect(conn, update, loyalty.SOURCES)
         conn.execute(f"CREATE OR REPLACE TEMP TABLE {TOUCHED_PURCHASES} AS {purchases_now(PEOPLE)}")
         read["stretch"] = (update.since, update.upto)
     touched.refresh(conn, table, lambda people: select(TOUCHED_PURCHASES if people else every), params(rules), update)
@@ -528,7 +407,7 @@ def loyalty_tables(context: dg.AssetExecutionContext, warehouse: Warehouse, rule
     """The selected lifetime tables, one after the other: each its own transaction, metadata and checks."""
     rebuild = context.run.tags.get(touched.REBUILD_TAG) == "true"
     with warehouse.get_connection(portable=True) as conn:
-        conn.execute(ENRICHED_DDL + identity.DDL + returns.DDL)
+        conn.execute(loyalty.ENRICHED_DDL + identity.DDL + returns.DDL)
         read = {}  # what the lifetime tables' updates share (_lifetime)
         for key, (_, build, _) in LIFETIME_TABLES.items():
             if key in context.selected_asset_keys:

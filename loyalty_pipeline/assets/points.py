@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 import duckdb
 
-from loyalty_pipeline import identity, journeys, ledger, touched
+from loyalty_pipeline import balances, identity, journeys, ledger, touched
 from loyalty_pipeline.assets.checks import check, check_results, check_specs, duplicate_check, in_days
 from loyalty_pipeline.assets.ingest import raw_topics
 from loyalty_pipeline.assets.loyalty import PEOPLE, UPDATED, enriched_purchases, matches_rebuild
@@ -174,7 +174,7 @@ def balances_are_ledger_sums(conn, rules, days) -> tuple[bool, dict]:
                 FULL JOIN (SELECT user_id, sum(points) AS total FROM points.point_transactions
                            WHERE user_id NOT IN (SELECT merged_id FROM identity.merges) {mine} GROUP BY ALL) AS l
                      USING (user_id)
-                LEFT JOIN (SELECT user_id, sum(remaining) AS open FROM ({open_lots(PEOPLE if mine else "")})
+                LEFT JOIN (SELECT user_id, sum(remaining) AS open FROM ({balances.open_lots(PEOPLE if mine else "")})
                            GROUP BY ALL) AS o USING (user_id)
                 WHERE b.balance IS DISTINCT FROM l.total OR b.available + b.pending <> coalesce(o.open, 0)
                    OR b.balance <> b.available + b.pending - b.debt""",
@@ -195,7 +195,7 @@ LEDGER_CHECKS = [
 BALANCES_CHECKS = [
     balances_are_ledger_sums,
     duplicate_check(BALANCES_KEY, ["user_id"]),
-    matches_rebuild(BALANCES_KEY, "points.point_transactions", lambda people: balances(people)),
+    matches_rebuild(BALANCES_KEY, "points.point_transactions", lambda people: balances.balances_sql(people)),
 ]
 
 
@@ -247,7 +247,7 @@ def point_transactions(
         revision = revision_of(context)
         for day in window.days:  # in order: each day starts from the state the previous one left
             counts = ledger.build_day(conn, window, day, rules.rules, revision)
-            conn.execute(touched.log_sql(LEDGER_DAY_PEOPLE, "ledger", touched.NEXT_SEQ), {"day": day})
+            conn.execute(touched.log_sql(balances.LEDGER_DAY_PEOPLE, "ledger", touched.NEXT_SEQ), {"day": day})
             touched.set_logged_through(conn, "ledger", day)
             refused += counts["refused"]
             steps = max(steps, counts["steps"])
@@ -287,78 +287,6 @@ def revision_metadata(conn: duckdb.DuckDBPyConnection, run_id: str) -> dict:
     }
 
 
-# The midnight that ends the last ledger day.
-HORIZON = "SELECT (max(day) + 1)::TIMESTAMP FROM points.ledger_days"
-
-
-def open_lots(people: str = "") -> str:
-    """What is left of each lot at the end of the last ledger day (lots expiring at that midnight are still open);
-    with `people` (a query of one column, constant SQL), of their lots only."""
-    mine = f"AND user_id IN ({people})" if people else ""
-    return f"""
-SELECT lot.user_id, lot.txn_id, lot.expires_at, coalesce(lot.available_at, lot.occurred_at) AS available_at,
-       lot.points - coalesce(taken.points, 0) AS remaining
-FROM (SELECT * FROM points.point_transactions WHERE true {mine}) AS lot LEFT JOIN (
-    SELECT lot_txn_id, sum(points) AS points FROM points.lot_allocations
-    WHERE lot_expires_at >= ({HORIZON})
-      {f"AND lot_txn_id IN (SELECT txn_id FROM points.point_transactions WHERE true {mine})" if people else ""}
-    GROUP BY lot_txn_id
-) AS taken ON taken.lot_txn_id = lot.txn_id
-WHERE lot.kind IN ('earn', 'merge') AND lot.points > 0 AND lot.expires_at >= ({HORIZON})
-  AND lot.points > coalesce(taken.points, 0)
-"""
-
-
-OPEN_LOTS = open_lots()
-
-
-def balances(people: str = "") -> str:
-    """Points of open lots usable by the end of the last day (available; a lot usable from the midnight that ends it
-    is still pending, as a lot expiring then is still open), the others (pending), and clawbacks not yet paid (debt);
-    with `people` (a query of one column, constant SQL), their rows only: one SQL for a rebuild and an update."""
-    mine = f"AND user_id IN ({people})" if people else ""
-    transactions = f"(SELECT * FROM points.point_transactions WHERE true {mine})"
-    return f"""
-WITH lots AS (
-    SELECT user_id, sum(remaining) FILTER (available_at < ({HORIZON})) AS available,
-           sum(remaining) FILTER (available_at >= ({HORIZON})) AS pending
-    FROM ({open_lots(people)}) GROUP BY user_id
-), debts AS (
-    SELECT debt.user_id, sum(-debt.points - coalesce(paid.points, 0)) AS debt
-    FROM {transactions} AS debt
-    LEFT JOIN (SELECT txn_id, sum(points) AS points FROM points.lot_allocations
-               {f"WHERE txn_id IN (SELECT txn_id FROM {transactions})" if people else ""}
-               GROUP BY txn_id) AS paid
-           ON paid.txn_id = debt.txn_id
-    WHERE {ledger.is_debt("debt")} GROUP BY debt.user_id
-), next_expiry AS (
-    SELECT user_id, expires_at AS next_expiry_at, sum(remaining) AS next_expiry_points
-    FROM ({open_lots(people)}) GROUP BY user_id, expires_at
-    QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY expires_at) = 1
-)
-SELECT user_id, sum(points)::BIGINT AS balance, any_value(next_expiry_at) AS next_expiry_at,
-       any_value(next_expiry_points)::BIGINT AS next_expiry_points,
-       coalesce(any_value(available), 0)::BIGINT AS available, coalesce(any_value(pending), 0)::BIGINT AS pending,
-       coalesce(any_value(debt), 0)::BIGINT AS debt
-FROM {transactions} AS txn LEFT JOIN next_expiry USING (user_id) LEFT JOIN lots USING (user_id)
-LEFT JOIN debts USING (user_id)
-WHERE user_id NOT IN (SELECT merged_id FROM identity.merges)  -- a merged profile's points moved with it
-GROUP BY user_id
-"""
-
-
-# Whom a ledger day changed a balance of: people with rows on the day, and with lots that become usable or expire
-# at its end (no row says so; `next_expiry_*` and `pending` move with the calendar).
-LEDGER_DAY_PEOPLE = """
-SELECT user_id AS person FROM points.point_transactions
-WHERE day = $day
-   OR (kind IN ('earn', 'merge') AND points > 0
-       AND (available_at >= $day AND available_at < $day + 1 OR expires_at >= $day AND expires_at <= $day + 1))
-"""
-# What the ledger consumers read: the ledger, and the merges of the id graph.
-BALANCE_SOURCES = ["ledger", "identity"]
-
-
 @dg.asset(
     key=BALANCES_KEY,
     check_specs=check_specs(BALANCES_KEY, BALANCES_CHECKS),
@@ -377,9 +305,13 @@ def point_balances(
     with warehouse.get_connection(portable=True) as conn:
         conn.execute(ledger.DDL + identity.DDL)
         update = touched.start(
-            conn, "points.point_balances", BALANCE_SOURCES, touched.rules_hash(balances(), balances(PEOPLE)), rebuild
+            conn,
+            "points.point_balances",
+            balances.SOURCES,
+            touched.rules_hash(balances.balances_sql(), balances.balances_sql(PEOPLE)),
+            rebuild,
         )
-        touched.refresh(conn, "points.point_balances", lambda people: balances(people or ""), {}, update)
+        touched.refresh(conn, "points.point_balances", lambda people: balances.balances_sql(people or ""), {}, update)
         return dg.MaterializeResult(
             metadata={
                 "update": "rebuilt whole" if update.whole else "incremental",
