@@ -7,7 +7,7 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
-# SPEC §5.4: the profile columns a criterion may read, as of the end of the day evaluated, with their types.
+# The profile columns a criterion may read (README, Journeys), as of the end of the day evaluated, with their types.
 PROFILE_COLUMNS = {
     "products_purchased": "VARCHAR[]",
     "total_spend": "DECIMAL(18,2)",

@@ -1,4 +1,4 @@
-"""One day of journey orchestration (SPEC §5.4), with set operations over customer sets, in SQL.
+"""One day of journey orchestration (docs/decisions.md, Journeys), with set operations over customer sets, in SQL.
 
 The state is sparse: one row per (journey, customer, node) with the first day the node was reached. A day reads
 the state before it (`base`), collects what happens on the day (`today`), and appends the nodes reached for the

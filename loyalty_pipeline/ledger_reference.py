@@ -1,4 +1,4 @@
-"""A plain, one-customer-at-a-time replay of the ledger rules (SPEC §5.2, issue 15), independent of the SQL in
+"""A plain, one-customer-at-a-time replay of the ledger rules (docs/decisions.md, Point ledger and Clawbacks), independent of the SQL in
 ledger.py.
 
 Used by the reconciliation check on a sampled customer and by the tests as an oracle. Not for whole tables.

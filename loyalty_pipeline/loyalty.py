@@ -21,7 +21,7 @@ ALTER TABLE loyalty.enriched_purchases ADD COLUMN IF NOT EXISTS customer_key VAR
 ALTER TABLE loyalty.enriched_purchases ADD COLUMN IF NOT EXISTS returned_at TIMESTAMP;  -- NULL: not returned
 """
 
-# Every valid purchase, Kafka and S3, with its purchase_id (SPEC §4) and the day it belongs to.
+# Every valid purchase, Kafka and S3, with its purchase_id and the day it belongs to.
 PURCHASES = f"""
 SELECT 'purchases:' || kafka_partition || ':' || kafka_offset AS purchase_id,
        coalesce(order_id, 'purchases:' || kafka_partition || ':' || kafka_offset) AS order_id,

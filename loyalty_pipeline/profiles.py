@@ -2,7 +2,7 @@
 
 A profile is made of per-customer running totals of the events up to the day (`TOTALS`). Journeys carry them
 from day to day (`add_day_to_totals` replaces the rows of the day's customers only) instead of re-reading history, and
-`BEHAVIOUR` turns totals into the columns of SPEC §5.4 as of `$as_of`.
+`BEHAVIOUR` turns totals into the columns journey criteria read (README, Journeys) as of `$as_of`.
 """
 
 from datetime import date
@@ -139,7 +139,7 @@ def add_day_to_totals(conn: duckdb.DuckDBPyConnection, day: date) -> None:
 
 
 def behaviour_sql(customers: str = "raw.customers") -> str:
-    """The behaviour columns of SPEC §5.4 for every known customer (in the totals or the customers export
+    """The behaviour columns journey criteria read for every known customer (in the totals or the customers export
     `customers`, a table or subquery), from `profile_totals` as of the end of `$as_of`; the tier of each distinct
     total by `rules_sql.with_tier` (load_tiers)."""
     return f"""
@@ -222,7 +222,7 @@ LEFT JOIN (SELECT user_id, list_sort(list(promotion_name)) AS promotions FROM lo
 """
 
 
-# The 360 as SPEC §5.3 shows it: the stored profiles with the day they are as of (`customer.profile_as_of`, written
+# The 360 as its readers see it: the stored profiles with the day they are as of (`customer.profile_as_of`, written
 # with them) and the days since the last purchase counted from it when read, so no row goes stale with the calendar.
 PROFILE_360_VIEW = """
 CREATE OR REPLACE VIEW customer.profile_360 AS

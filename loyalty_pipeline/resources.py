@@ -310,7 +310,7 @@ _cached_rules = functools.lru_cache(maxsize=8)(load_rules)
 
 
 def build_resources(env: dict[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
-    """Resources from LOYALTY_* variables, with the defaults of SPEC §2."""
+    """Resources from LOYALTY_* variables, with the defaults the README lists (Configuration)."""
     env = {name: value for name, value in (os.environ if env is None else env).items() if value.strip()}  # "" is unset
     data_dir = env.get("LOYALTY_DATA_DIR", "data")
     default_rules = Path(data_dir) / "loyalty.yaml"

@@ -48,7 +48,7 @@ RECENT_EVENTS = 10  # the most recent purchases and clicks a card shows
 
 
 def warehouse_path(env: dict[str, str]) -> str:
-    """The warehouse file the LOYALTY_* variables name (SPEC §2 defaults)."""
+    """The warehouse file the LOYALTY_* variables name (their defaults: README, Configuration)."""
     data_dir = env.get("LOYALTY_DATA_DIR", "").strip() or "data"
     return env.get("LOYALTY_WAREHOUSE", "").strip() or str(Path(data_dir) / "warehouse.duckdb")
 
@@ -68,7 +68,7 @@ SELECT json_set(card, '$.copy.published_at', info.published_at, '$.copy.as_of', 
                 '$.profile.as_of', info.as_of)
 FROM cards, info WHERE cards.user_id = ?
 """
-# A card's recommendations (SPEC §5.3), computed when it is read as recommend.py explains: the signed counts of the
+# A card's recommendations (docs/decisions.md, Customer 360), computed when it is read as recommend.py explains: the signed counts of the
 # itemsets inside its interests (grown one product at a time, only through itemsets some order holds), plus the
 # large orders meeting them, minus the customer's own orders meeting them. ?1: the card's user_id.
 RECOMMENDED = """

@@ -1,4 +1,4 @@
-"""Journey orchestration (SPEC §5.4): state per customer and journey, and the activations marketing tools pick up."""
+"""Journey orchestration (docs/decisions.md, Journeys): state per customer and journey, and the activations marketing tools pick up."""
 
 from datetime import timedelta
 

@@ -1,4 +1,4 @@
-"""The point ledger (SPEC §5.2): insert, never update; every change a row; balances are sums."""
+"""The point ledger (docs/decisions.md, Point ledger): insert, never update; every change a row; balances are sums."""
 
 from datetime import datetime, timedelta
 
