@@ -1,4 +1,5 @@
-"""The customer 360 app (README, The customer 360 app): a lookup API and a page for service staff, reading only the serving copy.
+"""The customer 360 app (README, The customer 360 app): a lookup API and a page for service staff, reading only
+the serving copy.
 
 `loyalty-pipeline serve` runs it with uvicorn. With LOYALTY_APP_TOKEN set every request needs the token (a bearer
 header, or the cookie the login form sets); without one it binds loopback only. Logs name routes, never ids.

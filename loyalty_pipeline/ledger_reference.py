@@ -1,5 +1,5 @@
-"""A plain, one-customer-at-a-time replay of the ledger rules (docs/decisions.md, Point ledger and Clawbacks), independent of the SQL in
-ledger.py.
+"""A plain, one-customer-at-a-time replay of the ledger rules (docs/decisions.md, Point ledger and Clawbacks),
+independent of the SQL in ledger.py.
 
 Used by the reconciliation check on a sampled customer and by the tests as an oracle. Not for whole tables.
 """

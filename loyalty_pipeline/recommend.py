@@ -1,4 +1,5 @@
-"""Co-purchase recommendations (docs/decisions.md, Customer 360), exact, computed when read from co-purchase counts kept up to date.
+"""Co-purchase recommendations (docs/decisions.md, Customer 360), exact, computed when read from co-purchase counts
+kept up to date.
 
 score(u, c) = orders by other customers that contain c and at least one of u's products of interest S. Every
 order changes the counts behind most lists (a day's baskets cover nearly every product), so lists are not stored:

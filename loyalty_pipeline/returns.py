@@ -1,4 +1,5 @@
-"""Returns (docs/decisions.md, Returns), in SQL: which purchase each return message takes back, or why it is quarantined.
+"""Returns (docs/decisions.md, Returns), in SQL: which purchase each return message takes back, or why it is
+quarantined.
 
 A return names its purchase by `purchase_id`, or by `order_id` and `product_id`: then it takes the most recent
 matching purchase not yet returned. A return is judged once, in the run of its day (its `returned_at`, default the

@@ -1,5 +1,5 @@
-"""Customer 360 (docs/decisions.md, Customer 360): one profile per known customer, co-purchase recommendations, and the serving copy
-that `loyalty-pipeline profile` reads while the warehouse is being written."""
+"""Customer 360 (docs/decisions.md, Customer 360): one profile per known customer, co-purchase recommendations, and
+the serving copy that `loyalty-pipeline profile` reads while the warehouse is being written."""
 
 from pathlib import Path
 

@@ -1,4 +1,5 @@
-"""Journey orchestration (docs/decisions.md, Journeys): state per customer and journey, and the activations marketing tools pick up."""
+"""Journey orchestration (docs/decisions.md, Journeys): state per customer and journey, and the activations
+marketing tools pick up."""
 
 from datetime import timedelta
 
