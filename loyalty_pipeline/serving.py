@@ -69,8 +69,9 @@ SELECT json_set(card, '$.copy.published_at', info.published_at, '$.copy.as_of', 
 FROM cards, info WHERE cards.user_id = ?
 """
 # A card's recommendations (docs/decisions.md, Customer 360), computed when it is read as recommend.py explains:
-# the signed counts of the itemsets inside its interests (grown one product at a time, only through itemsets some order holds), plus the
-# large orders meeting them, minus the customer's own orders meeting them. ?1: the card's user_id.
+# the signed counts of the itemsets inside its interests (grown one product at a time, only through itemsets some
+# order holds), plus the large orders meeting them, minus the customer's own orders meeting them. ?1: the card's
+# user_id.
 RECOMMENDED = """
 WITH RECURSIVE interests(product_id) AS (
     SELECT DISTINCT value FROM cards, json_each(cards.card, '$.profile.activity_since_last_purchase')
