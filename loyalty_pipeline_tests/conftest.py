@@ -1,9 +1,11 @@
 """Fixtures that build inputs in tmp dirs and run the real Definitions over them."""
 
 import gzip
+import importlib.util
 import json
 import runpy
 import shutil
+import socket
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -189,3 +191,49 @@ def s3_bucket(monkeypatch) -> S3Bucket:
         yield S3Bucket(f"http://{host}:{port}", f"loyalty-{uuid.uuid4().hex[:12]}")
     finally:
         server.stop()
+
+
+# Kafka messages of the tests' scenarios: prices, purchases, redemptions, returns ((key, payload, ts) tuples).
+POINTS = ("points/point_balances",)  # the ledger, the balances and what they read
+
+
+def priced(inputs, **prices):
+    inputs.kafka(
+        "products",
+        [(pid, {"category": "c", "price": price}, "2022-10-01T00:00:00") for pid, price in prices.items()],
+        file="products.jsonl",
+    )
+
+
+def buy(inputs, *purchases, file="purchases.jsonl"):
+    return inputs.kafka("purchases", [(user, {"product_id": pid}, ts) for user, pid, ts in purchases], file=file)
+
+
+def redeem(inputs, *redemptions, file="redemptions.jsonl"):
+    inputs.kafka(
+        "redemptions",
+        [(user, {"redemption_id": rid, "points": points}, ts) for user, rid, points, ts in redemptions],
+        file=file,
+    )
+
+
+def give_back(inputs, *returns, file="returns.jsonl"):
+    """(customer key, payload, ts) return messages."""
+    return inputs.kafka("returns", list(returns), file=file)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def bench_module(name: str):
+    """A script of bench/ (a folder of scripts, not a package), loaded by path."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

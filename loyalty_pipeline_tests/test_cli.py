@@ -10,8 +10,7 @@ import duckdb
 import pytest
 
 from loyalty_pipeline.cli import main
-from loyalty_pipeline_tests.conftest import SEED_DATA
-from loyalty_pipeline_tests.test_points import buy, priced
+from loyalty_pipeline_tests.conftest import SEED_DATA, buy, priced
 
 CLI = str(Path(sys.executable).parent / "loyalty-pipeline")
 

@@ -2,24 +2,17 @@
 and the two reference implementations of the benchmark agree with each other on them."""
 
 import gzip
-import importlib.util
 import json
 from pathlib import Path
 
 import duckdb
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+from loyalty_pipeline_tests.conftest import bench_module
+
 TOPICS = ["users", "products", "purchases", "user_activity", "redemptions"]
 
 
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-generate = _module("generate")  # bench/ is a folder of scripts, not a package: load them by path
+generate = bench_module("generate")
 
 
 def _lines(path: Path) -> list[str]:
@@ -78,7 +71,7 @@ def test_deterministic(generated: Path, tmp_path: Path):
 
 
 def test_plain_duckdb_and_pandas_agree(generated: Path, tmp_path: Path):
-    plain, pandas_impl, run_bench = _module("plain_duckdb"), _module("pandas_impl"), _module("run_bench")
+    plain, pandas_impl, run_bench = bench_module("plain_duckdb"), bench_module("pandas_impl"), bench_module("run_bench")
     plain_rows = plain.run(generated, tmp_path / "plain.duckdb")["rows"]
     pandas_rows = pandas_impl.run(generated, tmp_path / "pandas")["rows"]
     assert plain_rows == pandas_rows

@@ -5,8 +5,7 @@ from datetime import date
 import duckdb
 import pytest
 
-from loyalty_pipeline_tests.conftest import Inputs
-from loyalty_pipeline_tests.test_points import priced
+from loyalty_pipeline_tests.conftest import Inputs, bench_module, priced
 
 JOURNEY = """
 journeys:
@@ -395,7 +394,6 @@ def test_mixed_case_placeholder_and_crowded_identifiers_give_the_same_graph_on_s
     from dagster_pyspark.resources import spark_session_from_config
 
     from loyalty_pipeline.spark import spark_config
-    from loyalty_pipeline_tests.test_generate import _module
 
     spark_session_from_config(spark_config("local[2]"))
     story = Inputs(tmp_path)
@@ -421,7 +419,7 @@ def test_mixed_case_placeholder_and_crowded_identifiers_give_the_same_graph_on_s
         runs[engine] = Inputs(tmp_path)
         runs[engine].warehouse = tmp_path / f"{engine}.duckdb"
         runs[engine].materialize("2022-10-01", "2022-10-03", assets=("identity/id_graph",), LOYALTY_ENGINE=engine)
-    assert _module("engines").differences(runs["duckdb"].warehouse, runs["spark"].warehouse) == {}
+    assert bench_module("engines").differences(runs["duckdb"].warehouse, runs["spark"].warehouse) == {}
     assert runs["spark"].query("SELECT day::VARCHAR, merged_id, into_id FROM identity.merges") == [
         ("2022-10-02", "Eve@X", "u1")
     ]

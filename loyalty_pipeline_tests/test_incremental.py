@@ -3,10 +3,9 @@ loyalty_pipeline/touched.py), and always equal a whole rebuild."""
 
 from loyalty_pipeline.definitions import build_defs
 from loyalty_pipeline.runs import materialize_days
+from loyalty_pipeline_tests.conftest import give_back, priced
 from loyalty_pipeline_tests.test_customer import clicks
 from loyalty_pipeline_tests.test_identity import buy, users
-from loyalty_pipeline_tests.test_points import priced
-from loyalty_pipeline_tests.test_returns import give_back
 
 LIFETIME = ("loyalty/sales_totals", "loyalty/caffeine_index", "loyalty/promotions", "points/point_balances")
 TABLES = ("loyalty.sales_totals", "loyalty.caffeine_index", "loyalty.promotions", "points.point_balances")

@@ -6,29 +6,9 @@ from datetime import datetime, timedelta
 import pytest
 
 from loyalty_pipeline.ledger_reference import replay
+from loyalty_pipeline_tests.conftest import POINTS, buy, priced, redeem
 
-POINTS = ("points/point_balances",)  # the ledger, the balances and what they read
 LEDGER = "SELECT txn_id, user_id, occurred_at::VARCHAR, kind, points, expires_at::VARCHAR, source_ref FROM points.point_transactions ORDER BY occurred_at, CASE kind WHEN 'expire' THEN 0 WHEN 'earn' THEN 1 ELSE 2 END, txn_id"
-
-
-def priced(inputs, **prices):
-    inputs.kafka(
-        "products",
-        [(pid, {"category": "c", "price": price}, "2022-10-01T00:00:00") for pid, price in prices.items()],
-        file="products.jsonl",
-    )
-
-
-def buy(inputs, *purchases, file="purchases.jsonl"):
-    return inputs.kafka("purchases", [(user, {"product_id": pid}, ts) for user, pid, ts in purchases], file=file)
-
-
-def redeem(inputs, *redemptions, file="redemptions.jsonl"):
-    inputs.kafka(
-        "redemptions",
-        [(user, {"redemption_id": rid, "points": points}, ts) for user, rid, points, ts in redemptions],
-        file=file,
-    )
 
 
 def ledger_tables(inputs) -> list[list[tuple]]:

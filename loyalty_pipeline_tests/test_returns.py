@@ -10,15 +10,9 @@ import pytest
 from loyalty_pipeline import planning
 from loyalty_pipeline.definitions import build_defs
 from loyalty_pipeline.runs import materialize_days
-from loyalty_pipeline_tests.conftest import ms
-from loyalty_pipeline_tests.test_points import buy, priced
+from loyalty_pipeline_tests.conftest import buy, give_back, ms, priced
 
 LOYALTY = ("loyalty/sales_totals", "loyalty/caffeine_index")
-
-
-def give_back(inputs, *returns, file="returns.jsonl"):
-    """(customer key, payload, ts) return messages."""
-    return inputs.kafka("returns", list(returns), file=file)
 
 
 def returned(inputs) -> list[tuple]:

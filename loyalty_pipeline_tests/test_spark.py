@@ -17,11 +17,9 @@ import sqlglot
 
 from loyalty_pipeline.chain import mark_built
 from loyalty_pipeline.spark import LAKE_TABLES, SparkWarehouse
-from loyalty_pipeline_tests.conftest import Inputs, ms
-from loyalty_pipeline_tests.test_generate import _module
-from loyalty_pipeline_tests.test_points import buy, priced, redeem
+from loyalty_pipeline_tests.conftest import Inputs, bench_module, buy, ms, priced, redeem
 
-differences = _module("engines").differences  # every table of two warehouse files, row for row
+differences = bench_module("engines").differences  # every table of two warehouse files, row for row
 
 
 @pytest.fixture(scope="module")

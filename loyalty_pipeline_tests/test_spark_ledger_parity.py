@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from loyalty_pipeline_tests.conftest import Inputs
-from loyalty_pipeline_tests.test_points import POINTS, priced, redeem
+from loyalty_pipeline_tests.conftest import POINTS, Inputs, priced, redeem
 from loyalty_pipeline_tests.test_spark import differences, spark_session  # noqa: F401 (the fixture)
 
 DAYS = ("2022-10-01", "2022-10-04")

@@ -3,7 +3,6 @@ schedule and sensor, as a person opening the UI would see it."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from loyalty_pipeline.definitions import build_defs
+from loyalty_pipeline_tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e
@@ -29,12 +29,6 @@ QUERY = """
     } }
 } } } } }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def graphql(port: int, query: str) -> dict:
