@@ -4,9 +4,9 @@ through a real `dagster dev` (its daemon ticks the Kafka sensor and launches the
     python bench/freshness.py --work DIR [--out FILE]
 
 DIR is a `bench/late_file_cost.py --work` folder: its warehouse is the history. The Kafka sensor's cursor is set
-to the files already there (as if it had been running all along), then started; a file with the purchases of four weeks before
-copied into new orders of the next day lands, and the app is polled every 0.2 s for one of its buyers.
-The split comes from Dagster's own records: the tick that saw the file, the run's start and end.
+to the files already there (as if it had been running all along), then started; a file with the purchases of four
+weeks before, copied into new orders of the next day, lands, and the app is polled every 0.2 s for one of its
+buyers. The split comes from Dagster's own records: the tick that saw the file, the run's start and end.
 """
 
 import argparse

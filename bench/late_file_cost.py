@@ -2,9 +2,10 @@
 
 Generated inputs (`bench/generate.py`) are built day 1..D as one run. Then, with the sensor's cursor
 primed on those files, two files land one after the other, each with the purchases of the day four weeks before
-copied into new orders (`source_day`): an on-time file for day D+1, then a late file for day D+1-back. Each time the Kafka sensor is ticked
-and the run it requests is executed in process and timed: the on-time day runs every asset for one day; the
-late day re-runs purchases and everything downstream of them from that day through D+1.
+copied into new orders (`source_day`): an on-time file for day D+1, then a late file for day D+1-back. Each time
+the Kafka sensor is ticked and the run it requests is executed in process and timed (`timed`: the wall, and the SQL
+alone of the warehouse and the serving store): the on-time day runs every asset for one day; the late day re-runs
+purchases and everything downstream of them from that day through D+1. The history build is timed the same way.
 
 `--work DIR` keeps the inputs and the warehouse: a later call with the same DIR skips the history and lands its
 files after the last day built, so a large history is built once (`--on-time N` lands N days in a row).
