@@ -68,7 +68,7 @@ UNION ALL SELECT user_id FROM loyalty.returns WHERE day >= $first AND day < $end
 
 # Each lifetime table's rows from `purchases` (a table, or a subquery in parentheses, of purchases_now's rows), one
 # SQL for a rebuild and an update, and the rule values it reads (as parameters; the tiers and promotions as temp
-# tables, see _load_rules).
+# tables, see load_rules).
 def sales_totals_sql(purchases: str) -> str:
     return with_tier(
         f"SELECT user_id, coalesce(sum(price), 0)::DECIMAL(18,2) AS total FROM {purchases} GROUP BY user_id"
