@@ -12,7 +12,7 @@ import duckdb
 from loyalty_pipeline import touched
 from loyalty_pipeline.chain import Window, mark_built, publish
 from loyalty_pipeline.config import Journey, Rules
-from loyalty_pipeline.profiles import BEHAVIOUR, add_day_to_totals, totals_from_start
+from loyalty_pipeline.profiles import BEHAVIOUR, PROFILE_SOURCES, TOTALS, add_day_to_totals, totals_from_start
 from loyalty_pipeline.warehouse import count, insert_rows
 
 DDL = """
@@ -283,9 +283,9 @@ def restore_profile_totals(conn: duckdb.DuckDBPyConnection, first: date) -> date
 
 def keep_profile_totals(conn: duckdb.DuckDBPyConnection, day: date, restored: bool) -> None:
     """Keep the totals as of the last day built, for the next run to start from: when the run started from the kept
-    copy, only the rows of the people whose totals its days changed are replaced. The day is cleared first and
-    written last, so a run killed in between leaves no copy (the next run sums from the start) rather than a
-    wrong one."""
+    copy, only the rows of the people whose totals its days changed are replaced; the copy's mark is the last change
+    logged (the profiles read the copy when nothing was logged since). The day is cleared first and written last, so
+    a run killed in between leaves no copy (the next run sums from the start) rather than a wrong one."""
     conn.execute("DELETE FROM journey.profile_totals_as_of")
     if restored:
         conn.execute("DELETE FROM journey.profile_totals WHERE user_id IN (SELECT user_id FROM profile_totals_changed)")
@@ -295,7 +295,35 @@ def keep_profile_totals(conn: duckdb.DuckDBPyConnection, day: date, restored: bo
         )
     else:
         conn.execute("CREATE OR REPLACE TABLE journey.profile_totals AS SELECT * FROM profile_totals")
+    touched.finish(conn, touched.Update(KEPT_TOTALS, TOTALS_HASH, touched.next_seq(conn) - 1, None))
     conn.execute("INSERT INTO journey.profile_totals_as_of VALUES ($day)", {"day": day})
+
+
+# The kept totals hold every change logged through their mark (kept in the change log's marks, as a consumer's).
+KEPT_TOTALS = "journey.profile_totals"
+TOTALS_HASH = touched.rules_hash(TOTALS)
+
+
+def kept_totals_of(conn: duckdb.DuckDBPyConnection, as_of: date, people: str) -> bool:
+    """Temp `profile_totals` of `people` (a query of one column `person`) from the kept totals, when they are as of
+    `as_of` and nothing they read was logged after their mark (a run's journeys are built after its ledger, before
+    its profiles); False, and nothing made, otherwise. A kept row costs its person, where summing their events from
+    the start reads history."""
+    conn.execute(DDL)
+    kept = conn.execute("SELECT max(as_of) FROM journey.profile_totals_as_of").fetchall()[0][0]
+    changed_since = conn.execute(  # no mark: NULL; the log keeps every row after the mark (touched.start prunes)
+        """SELECT (SELECT count(*) FROM changes.touched WHERE seq > mark.seq AND list_contains($sources, source))
+           FROM (SELECT max(seq) AS seq FROM changes.applied WHERE consumer = $consumer AND rules_hash = $hash) AS mark
+           WHERE mark.seq IS NOT NULL""",
+        {"consumer": KEPT_TOTALS, "hash": TOTALS_HASH, "sources": PROFILE_SOURCES},
+    ).fetchall()
+    if kept != as_of or changed_since != [(0,)]:
+        return False
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE profile_totals AS "
+        f"SELECT * FROM journey.profile_totals WHERE user_id IN (SELECT person FROM ({people}))"
+    )
+    return True
 
 
 def evaluate_criteria(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date, totals_as_of: date | None) -> None:

@@ -166,3 +166,52 @@ def test_the_360_updates_the_people_a_day_touched_and_equals_a_rebuild(inputs):
 
     assert profile_updates(run(inputs, "2022-10-03", assets=PROFILE, rebuild=True))[0] == "rebuilt whole"
     assert {table: inputs.query(f"SELECT * FROM {table} ORDER BY ALL") for table in PROFILE_TABLES} == incremental
+
+
+def profile_totals_read(result) -> str:
+    return next(
+        event.materialization.metadata["totals"].value
+        for event in result.get_asset_materialization_events()
+        if event.asset_key.to_user_string() == "customer/profile_360"
+    )
+
+
+def test_the_360_reads_the_totals_the_journeys_kept_for_its_day_and_equals_a_rebuild(inputs):
+    """Runs of every asset: the profiles of the people touched come from the journeys' running totals of the same
+    day (a merge, a return and a late file included), and equal profiles summed from the start."""
+    inputs.rules("tiers: [{name: GOLD, above: 50}]\n")
+    priced(inputs, ten=10, coffee=3, cake=100)
+    users(inputs, ("u3", {"name": "Cy", "email": "cy@x.com"}, "2022-10-01T07:00:00"))
+    buy(
+        inputs,
+        ("u1", {"product_id": "ten"}, "2022-10-01T08:00:00"),
+        ("u2", {"product_id": "cake"}, "2022-10-01T09:00:00"),
+        ("K7", {"product_id": "cake"}, "2022-10-01T10:00:00"),
+    )
+    assert profile_totals_read(run(inputs, "2022-10-01", assets=())) == "summed from the start"  # built whole
+    buy(inputs, ("K7", {"product_id": "ten", "email": "cy@x.com"}, "2022-10-02T08:00:00"), file="day2.jsonl")
+    clicks(inputs, ("u1", "view", "cake", "2022-10-02T09:00:00"))
+    give_back(inputs, ("u2", {"purchase_id": "purchases:0:1"}, "2022-10-02T10:00:00"))
+    assert profile_totals_read(run(inputs, "2022-10-02", assets=())) == "kept by the journeys"
+    inputs.csv(  # late: a store file of day 1
+        "historical_purchases/2022-10-01.csv",
+        "order_id,user_id,product_id,price,purchased_at\no7,u1,cake,100.00,2022-10-01T12:00:00Z\n",
+    )
+    assert profile_totals_read(run(inputs, "2022-10-01", "2022-10-02", assets=())) == "kept by the journeys"
+    assert inputs.query(
+        "SELECT user_id, total_spend, reward_level, activity_since_last_purchase FROM customer.profile_360 ORDER BY 1"
+    ) == [
+        ("u1", 110, "GOLD", ["cake"]),
+        ("u2", 0, "CLIMBING", []),
+        ("u3", 110, "GOLD", []),
+    ]
+    # a late file of day 2 built without the journeys: their copy of day 2 misses it, so it is not read
+    inputs.csv(
+        "historical_purchases/2022-10-02.csv",
+        "order_id,user_id,product_id,price,purchased_at\no8,u2,coffee,3.00,2022-10-02T12:00:00Z\n",
+    )
+    assert profile_totals_read(run(inputs, "2022-10-02", assets=PROFILE)) == "summed from the start"
+    assert inputs.query("SELECT total_spend FROM customer.profile_360 WHERE user_id = 'u2'") == [(3,)]
+    incremental = {table: inputs.query(f"SELECT * FROM {table} ORDER BY ALL") for table in PROFILE_TABLES}
+    run(inputs, "2022-10-02", rebuild=True, assets=PROFILE)
+    assert {table: inputs.query(f"SELECT * FROM {table} ORDER BY ALL") for table in PROFILE_TABLES} == incremental
