@@ -97,10 +97,10 @@ def purchases_by_known_users(conn, rules, days) -> tuple[bool, dict]:
 # costs its person's interests times the co-purchase counts behind them (~2 ms each after a year), so the sample is
 # kept small enough that the checks do not grow the day with history.
 CHECKED = """SELECT user_id AS person FROM customer.profiles WHERE len(activity_since_last_purchase) > 0
-             ORDER BY hash(user_id, now()) LIMIT 200"""
+             ORDER BY hash(user_id, now()) LIMIT 100"""
 
 
-@check("At most 5 per customer, ranked 1..n, never a product of interest (200 people with interests, drawn anew).")
+@check("At most 5 per customer, ranked 1..n, never a product of interest (100 people with interests, drawn anew).")
 def recommendations_are_well_formed(conn, rules, days) -> tuple[bool, dict]:
     wrong = count(
         conn,
@@ -110,20 +110,20 @@ def recommendations_are_well_formed(conn, rules, days) -> tuple[bool, dict]:
     return wrong == 0, {"bad_rows": wrong}
 
 
-@check("No two rows share (user_id, rank) (the same 200 people).")
+@check("No two rows share (user_id, rank) (the same 100 people).")
 def unique_user_id_rank(conn, rules, days) -> tuple[bool, dict]:
     duplicated = count(conn, "SELECT user_id, rank FROM rec_checked GROUP BY ALL HAVING count(*) > 1")
     return duplicated == 0, {"duplicated_keys": duplicated}
 
 
-@check("No two rows share (user_id, product_id) (the same 200 people).")
+@check("No two rows share (user_id, product_id) (the same 100 people).")
 def unique_user_id_product_id(conn, rules, days) -> tuple[bool, dict]:
     duplicated = count(conn, "SELECT user_id, product_id FROM rec_checked GROUP BY ALL HAVING count(*) > 1")
     return duplicated == 0, {"duplicated_keys": duplicated}
 
 
 @check(
-    "The baskets recommendations count of the same 200 people equal their baskets rebuilt from their purchases "
+    "The baskets recommendations count of the same 100 people equal their baskets rebuilt from their purchases "
     "(warning only): an update that missed someone.",
     blocking=False,
 )
