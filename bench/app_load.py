@@ -24,7 +24,7 @@ from urllib.parse import quote
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
-from loyalty_pipeline.serving import serving_path  # noqa: E402
+from loyalty_pipeline.serve.serving import serving_path  # noqa: E402
 
 CLI = Path(sys.executable).parent / "loyalty-pipeline"
 

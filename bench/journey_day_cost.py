@@ -15,13 +15,16 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from loyalty_pipeline import identity, journeys, ledger, returns
-from loyalty_pipeline.assets.ingest import CUSTOMERS_DDL
-from loyalty_pipeline.chain import open_window
-from loyalty_pipeline.config import Rules
-from loyalty_pipeline.kafka import TOPICS, table_ddl
-from loyalty_pipeline.loyalty import ENRICHED_DDL
-from loyalty_pipeline.rules_sql import load_tiers
+from loyalty_pipeline.defs.ingest import CUSTOMERS_DDL
+from loyalty_pipeline.domain.config import Rules
+from loyalty_pipeline.domain.identity import identity
+from loyalty_pipeline.domain.ingest.kafka import TOPICS, table_ddl
+from loyalty_pipeline.domain.journey import journeys
+from loyalty_pipeline.domain.loyalty import returns
+from loyalty_pipeline.domain.loyalty.loyalty import ENRICHED_DDL
+from loyalty_pipeline.domain.loyalty.rules_sql import load_tiers
+from loyalty_pipeline.domain.points import ledger
+from loyalty_pipeline.lib.chain import open_window
 
 START = date(2024, 1, 1)
 JOURNEYS = yaml.safe_load("""

@@ -29,9 +29,9 @@ import duckdb
 import generate  # beside this script
 
 from loyalty_pipeline.definitions import build_defs
-from loyalty_pipeline.planning import run_in_process
-from loyalty_pipeline.resources import Warehouse
-from loyalty_pipeline.runs import materialize_days
+from loyalty_pipeline.defs.automation.planning import run_in_process
+from loyalty_pipeline.defs.resources import Warehouse
+from loyalty_pipeline.defs.runs import materialize_days
 
 START = date(2024, 1, 1)
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}

@@ -24,12 +24,14 @@ from pathlib import Path
 
 import duckdb
 
-from loyalty_pipeline import identity, ledger, returns
-from loyalty_pipeline.chain import open_window
-from loyalty_pipeline.config import Rules
-from loyalty_pipeline.kafka import TOPICS, table_ddl
-from loyalty_pipeline.loyalty import ENRICHED_DDL
-from loyalty_pipeline.warehouse import REJECTED_DDL
+from loyalty_pipeline.domain.config import Rules
+from loyalty_pipeline.domain.identity import identity
+from loyalty_pipeline.domain.ingest.kafka import TOPICS, table_ddl
+from loyalty_pipeline.domain.loyalty import returns
+from loyalty_pipeline.domain.loyalty.loyalty import ENRICHED_DDL
+from loyalty_pipeline.domain.points import ledger
+from loyalty_pipeline.lib.chain import open_window
+from loyalty_pipeline.lib.warehouse import REJECTED_DDL
 
 START = date(2023, 1, 1)
 

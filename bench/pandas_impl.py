@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from loyalty_pipeline.config import load_rules as read_rules
+from loyalty_pipeline.domain.config import load_rules as read_rules
 
 START_MS = int(pd.Timestamp("2000-01-01", tz="UTC").timestamp() * 1000)
 ENVELOPE = ["partition", "offset", "ts", "key", "payload"]

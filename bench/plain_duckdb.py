@@ -28,7 +28,7 @@ from pathlib import Path
 
 import duckdb
 
-from loyalty_pipeline.config import load_rules as read_rules
+from loyalty_pipeline.domain.config import load_rules as read_rules
 
 START_DATE = "2000-01-01"  # the pipeline's first partition: older events are not loaded
 

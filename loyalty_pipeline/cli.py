@@ -11,7 +11,7 @@ from datetime import date
 
 
 def materialize(args: argparse.Namespace) -> int:
-    from loyalty_pipeline.runs import materialize
+    from loyalty_pipeline.defs.runs import materialize
 
     return materialize(args)
 
@@ -19,7 +19,7 @@ def materialize(args: argparse.Namespace) -> int:
 def profile(args: argparse.Namespace) -> int:
     """Prints one customer's card (360 profile, points, ledger, journeys, recommendations) from the serving copy.
     An identifier that finds several people (a name two accounts carry) prints them, one a line, and exits 1."""
-    from loyalty_pipeline.serving import Ambiguous, NotPublished, ServingCopy, serving_path, warehouse_path
+    from loyalty_pipeline.serve.serving import Ambiguous, NotPublished, ServingCopy, serving_path, warehouse_path
 
     env = dict(os.environ, **({"LOYALTY_WAREHOUSE": args.warehouse} if args.warehouse else {}))
     copy = ServingCopy(serving_path(warehouse_path(env)))
@@ -40,7 +40,7 @@ def profile(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from loyalty_pipeline.app import run
+    from loyalty_pipeline.serve.app import run
 
     return run(args.host, args.port, args.warehouse)
 

@@ -4,17 +4,17 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from loyalty_pipeline.assets.customer import customer_assets
-from loyalty_pipeline.assets.identity import identity_assets
-from loyalty_pipeline.assets.ingest import ingest_assets
-from loyalty_pipeline.assets.journey import journey_assets
-from loyalty_pipeline.assets.loyalty import loyalty_assets
-from loyalty_pipeline.assets.points import points_assets
-from loyalty_pipeline.jobs import customers_job, everything_job, historical_job
-from loyalty_pipeline.partitions import with_start
-from loyalty_pipeline.resources import build_resources
-from loyalty_pipeline.schedules import daily_materialization
-from loyalty_pipeline.sensors import kafka_new_files, s3_new_files
+from loyalty_pipeline.defs.automation.jobs import customers_job, everything_job, historical_job
+from loyalty_pipeline.defs.automation.partitions import with_start
+from loyalty_pipeline.defs.automation.schedules import daily_materialization
+from loyalty_pipeline.defs.automation.sensors import kafka_new_files, s3_new_files
+from loyalty_pipeline.defs.customer import customer_assets
+from loyalty_pipeline.defs.identity import identity_assets
+from loyalty_pipeline.defs.ingest import ingest_assets
+from loyalty_pipeline.defs.journey import journey_assets
+from loyalty_pipeline.defs.loyalty import loyalty_assets
+from loyalty_pipeline.defs.points import points_assets
+from loyalty_pipeline.defs.resources import build_resources
 
 EVERYTHING_JOB = everything_job.name
 

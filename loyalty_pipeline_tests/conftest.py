@@ -15,8 +15,8 @@ import duckdb
 import pytest
 
 from loyalty_pipeline.definitions import build_defs
-from loyalty_pipeline.planning import run_in_process
-from loyalty_pipeline.runs import materialize_days
+from loyalty_pipeline.defs.automation.planning import run_in_process
+from loyalty_pipeline.defs.runs import materialize_days
 
 
 def ms(text: str) -> int:

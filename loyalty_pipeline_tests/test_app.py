@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from loyalty_pipeline.app import COOKIE, MAX_BODY, create_app, run
-from loyalty_pipeline.serving import serving_path
+from loyalty_pipeline.serve.app import COOKIE, MAX_BODY, create_app, run
+from loyalty_pipeline.serve.serving import serving_path
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +185,7 @@ def test_without_a_token_only_loopback_is_served(capsys, monkeypatch):
 
 
 def test_logs_name_routes_not_people(client, caplog):
-    with caplog.at_level(logging.INFO, logger="loyalty_pipeline.app"):
+    with caplog.at_level(logging.INFO, logger="loyalty_pipeline.serve.app"):
         client.get("/api/customers/kris@example.com")
         client.get("/api/customers", params={"q": "kris"})
     assert [record.getMessage().rsplit(" ", 2)[0] for record in caplog.records] == [

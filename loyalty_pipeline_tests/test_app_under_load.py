@@ -10,7 +10,7 @@ from http.client import HTTPConnection
 
 import pytest
 
-from loyalty_pipeline.serving import serving_path
+from loyalty_pipeline.serve.serving import serving_path
 from loyalty_pipeline_tests.conftest import SEED_DATA
 from loyalty_pipeline_tests.test_browser import serve
 

@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from loyalty_pipeline.definitions import build_defs
-from loyalty_pipeline.runs import materialize_days
+from loyalty_pipeline.defs.runs import materialize_days
 from loyalty_pipeline_tests.conftest import envelope, settle
 
 pytestmark = pytest.mark.e2e  # many sensor-planned runs per order: a system test, not a domain one

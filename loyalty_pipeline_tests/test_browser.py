@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from loyalty_pipeline.app import create_app
-from loyalty_pipeline.serving import serving_path
+from loyalty_pipeline.serve.app import create_app
+from loyalty_pipeline.serve.serving import serving_path
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

@@ -6,11 +6,10 @@ import dagster as dg
 import duckdb
 import pytest
 
-from loyalty_pipeline import touched
-from loyalty_pipeline.assets.checks import duplicate_check, rejected_rows_check
-from loyalty_pipeline.assets.customer import purchases_by_known_users
-from loyalty_pipeline.assets.identity import ambiguous_weak_values
-from loyalty_pipeline.assets.loyalty import (
+from loyalty_pipeline.defs.checks import duplicate_check, rejected_rows_check
+from loyalty_pipeline.defs.customer import purchases_by_known_users
+from loyalty_pipeline.defs.identity import ambiguous_weak_values
+from loyalty_pipeline.defs.loyalty import (
     SALES_TOTALS_CHECKS,
     UPDATED,
     enriched_keeps_every_purchase,
@@ -18,9 +17,10 @@ from loyalty_pipeline.assets.loyalty import (
     stamps_match_purchases,
     totals_and_tiers_agree,
 )
-from loyalty_pipeline.assets.points import BALANCES_CHECKS, sampled_customer_reconciles
-from loyalty_pipeline.loyalty import load_rules
-from loyalty_pipeline.resources import RulesResource, Warehouse
+from loyalty_pipeline.defs.points import BALANCES_CHECKS, sampled_customer_reconciles
+from loyalty_pipeline.defs.resources import RulesResource, Warehouse
+from loyalty_pipeline.domain.loyalty.loyalty import load_rules
+from loyalty_pipeline.lib import touched
 from loyalty_pipeline_tests.conftest import Inputs
 
 

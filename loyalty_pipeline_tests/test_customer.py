@@ -10,9 +10,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from loyalty_pipeline.assets.customer import baskets_match_purchases, serving_copy_is_complete
-from loyalty_pipeline.resources import Warehouse
-from loyalty_pipeline.serving import ServingCopy, serving_path
+from loyalty_pipeline.defs.customer import baskets_match_purchases, serving_copy_is_complete
+from loyalty_pipeline.defs.resources import Warehouse
+from loyalty_pipeline.serve.serving import ServingCopy, serving_path
 
 CUSTOMER = ("customer/serving_snapshot",)  # the 360 tables and what they read
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from loyalty_pipeline.definitions import build_defs
-from loyalty_pipeline.runs import materialize_days
+from loyalty_pipeline.defs.runs import materialize_days
 from loyalty_pipeline_tests.conftest import SENSORS, free_port
 from loyalty_pipeline_tests.test_arrival_order import DAYS, RULES, TABLES, files, land, table_rows
 

@@ -379,7 +379,7 @@ def test_a_customers_row_edited_in_place_is_applied_and_converges_to_a_batch_run
     ],
 )
 def test_identity_settings_are_checked_at_load(tmp_path, identity, message):
-    from loyalty_pipeline.config import RulesError, load_rules
+    from loyalty_pipeline.domain.config import RulesError, load_rules
 
     path = tmp_path / "loyalty.yaml"
     path.write_text(f"identity: {identity}\n")
@@ -393,7 +393,7 @@ def test_identity_settings_are_checked_at_load(tmp_path, identity, message):
 def test_mixed_case_placeholder_and_crowded_identifiers_give_the_same_graph_on_spark(tmp_path):
     from dagster_pyspark.resources import spark_session_from_config
 
-    from loyalty_pipeline.spark import spark_config
+    from loyalty_pipeline.spark.spark import spark_config
 
     spark_session_from_config(spark_config("local[2]"))
     story = Inputs(tmp_path)

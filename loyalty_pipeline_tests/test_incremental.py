@@ -1,8 +1,8 @@
 """The lifetime tables and balances are updated for the people a run touched (the change log,
-loyalty_pipeline/touched.py), and always equal a whole rebuild."""
+loyalty_pipeline/lib/touched.py), and always equal a whole rebuild."""
 
 from loyalty_pipeline.definitions import build_defs
-from loyalty_pipeline.runs import materialize_days
+from loyalty_pipeline.defs.runs import materialize_days
 from loyalty_pipeline_tests.conftest import give_back, priced
 from loyalty_pipeline_tests.test_customer import clicks
 from loyalty_pipeline_tests.test_identity import buy, users

@@ -6,11 +6,11 @@ import dagster as dg
 import duckdb
 import pytest
 
-from loyalty_pipeline.config import RulesError, load_rules
 from loyalty_pipeline.definitions import EVERYTHING_JOB, build_defs
-from loyalty_pipeline.profiles import totals_from_start
-from loyalty_pipeline.runs import materialize_days
-from loyalty_pipeline.warehouse import rows_differing
+from loyalty_pipeline.defs.runs import materialize_days
+from loyalty_pipeline.domain.config import RulesError, load_rules
+from loyalty_pipeline.domain.customer.profiles import totals_from_start
+from loyalty_pipeline.lib.warehouse import rows_differing
 
 RULES = """
 journeys:

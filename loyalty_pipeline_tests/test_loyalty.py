@@ -4,7 +4,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from loyalty_pipeline.config import RulesError, load_rules
+from loyalty_pipeline.domain.config import RulesError, load_rules
 
 LOYALTY = (
     "loyalty/sales_totals",

@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from loyalty_pipeline.definitions import build_defs
-from loyalty_pipeline.runs import materialize_days
+from loyalty_pipeline.defs.runs import materialize_days
 from loyalty_pipeline_tests import test_arrival_order as arrival
 from loyalty_pipeline_tests.conftest import SEED_DATA
 from loyalty_pipeline_tests.test_sensors import ticks

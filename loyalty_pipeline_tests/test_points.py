@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from loyalty_pipeline.ledger_reference import replay
+from loyalty_pipeline.domain.points.ledger_reference import replay
 from loyalty_pipeline_tests.conftest import POINTS, buy, priced, redeem
 
 LEDGER = "SELECT txn_id, user_id, occurred_at::VARCHAR, kind, points, expires_at::VARCHAR, source_ref FROM points.point_transactions ORDER BY occurred_at, CASE kind WHEN 'expire' THEN 0 WHEN 'earn' THEN 1 ELSE 2 END, txn_id"
@@ -227,7 +227,7 @@ def test_a_day_whose_previous_day_is_missing_is_refused(inputs):
     priced(inputs, ten=10)
     buy(inputs, ("u", "ten", "2022-10-01T08:00:00"), ("u", "ten", "2022-10-03T08:00:00"))
     from loyalty_pipeline.definitions import build_defs
-    from loyalty_pipeline.runs import materialize_days
+    from loyalty_pipeline.defs.runs import materialize_days
 
     inputs.materialize("2022-10-01", assets=POINTS)
     inputs.materialize("2022-10-02", assets=("identity/id_graph",))  # the ledger alone lacks day 2
@@ -245,7 +245,7 @@ def test_rebuilding_an_earlier_day_with_changed_inputs_under_later_days_is_refus
     inputs.materialize("2022-10-01", "2022-10-02", assets=POINTS)
     buy(inputs, ("u", "ten", "2022-10-01T09:00:00"), file="late.jsonl")
     from loyalty_pipeline.definitions import build_defs
-    from loyalty_pipeline.runs import materialize_days
+    from loyalty_pipeline.defs.runs import materialize_days
 
     result = materialize_days(build_defs(inputs.env()), "2022-10-01", "2022-10-01")
     assert not result.success
@@ -431,7 +431,7 @@ def test_the_queue_fold_and_the_list_fold_write_the_same_ledger(inputs, monkeypa
     """A day's fold keeps a small state (the queue model) unless a customer's lots break its premises; the fold over
     the whole list of lots, run for every customer instead, writes the same rows on random histories with a busy key,
     merges, pending lots, expiries inside the window, returns (debts), refusals and closures."""
-    from loyalty_pipeline import ledger
+    from loyalty_pipeline.domain.points import ledger
 
     rng = random.Random(11 + pending_days)
     inputs.rules(f"points: {{validity_days: 2, pending_days: {pending_days}}}\n")

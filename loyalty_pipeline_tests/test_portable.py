@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from loyalty_pipeline import portable
-from loyalty_pipeline.resources import Warehouse
+from loyalty_pipeline.defs.resources import Warehouse
+from loyalty_pipeline.spark import portable
 from loyalty_pipeline_tests.conftest import SEED_DATA, Inputs
 
 # What stays on one machine (docs/scale-out.md): ingest parses files and topics, the serving store is a file, and

@@ -9,8 +9,11 @@ from collections import Counter
 import duckdb
 import pytest
 
-from loyalty_pipeline import identity, publish, recommend, serving, touched
-from loyalty_pipeline.loyalty import ENRICHED_DDL
+from loyalty_pipeline.domain.customer import recommend
+from loyalty_pipeline.domain.identity import identity
+from loyalty_pipeline.domain.loyalty.loyalty import ENRICHED_DDL
+from loyalty_pipeline.lib import touched
+from loyalty_pipeline.serve import publish, serving
 
 
 def by_the_rule(orders: dict[str, tuple[str, list[str]]], interests: dict[str, list[str]]) -> set[tuple]:

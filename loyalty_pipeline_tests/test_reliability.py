@@ -11,13 +11,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from loyalty_pipeline import planning
-from loyalty_pipeline.assets.ingest import UNSAFE_KEY
 from loyalty_pipeline.cli import main
-from loyalty_pipeline.config import RulesError
 from loyalty_pipeline.definitions import build_defs
-from loyalty_pipeline.runs import materialize_days
-from loyalty_pipeline.serving import ServingCopy
+from loyalty_pipeline.defs.automation import planning
+from loyalty_pipeline.defs.ingest import UNSAFE_KEY
+from loyalty_pipeline.defs.runs import materialize_days
+from loyalty_pipeline.domain.config import RulesError
+from loyalty_pipeline.serve.serving import ServingCopy
 from loyalty_pipeline_tests.conftest import Inputs, envelope, ms
 
 RAW = ("raw/purchases", "raw/historical_purchases")
@@ -264,7 +264,7 @@ def test_from_after_to_is_a_clear_error(inputs, capsys):
 @pytest.mark.parametrize("kind", ["missing folder", "a folder", "not a database"])
 def test_an_unusable_warehouse_path_is_a_one_line_error_at_once(inputs, capsys, monkeypatch, kind):
     waits = []
-    monkeypatch.setattr("loyalty_pipeline.resources.time.sleep", waits.append)
+    monkeypatch.setattr("loyalty_pipeline.defs.resources.time.sleep", waits.append)
     inputs.kafka("purchases", [GOOD])
     path = {
         "missing folder": inputs.root / "no" / "such" / "warehouse.duckdb",

@@ -7,9 +7,9 @@ from datetime import date
 import dagster as dg
 import pytest
 
-from loyalty_pipeline import planning
 from loyalty_pipeline.definitions import build_defs
-from loyalty_pipeline.runs import materialize_days
+from loyalty_pipeline.defs.automation import planning
+from loyalty_pipeline.defs.runs import materialize_days
 from loyalty_pipeline_tests.conftest import buy, give_back, ms, priced
 
 LOYALTY = ("loyalty/sales_totals", "loyalty/caffeine_index")
@@ -151,7 +151,7 @@ def test_journeys_and_the_profile_see_net_purchases_from_the_return_on(inputs):
 
 
 def test_returns_and_pending_rules_are_validated(tmp_path):
-    from loyalty_pipeline.config import RulesError, load_rules
+    from loyalty_pipeline.domain.config import RulesError, load_rules
 
     for text, field in (
         ("returns: {window_days: -1}", "returns.window_days"),

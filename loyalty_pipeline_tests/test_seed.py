@@ -183,7 +183,7 @@ def test_demo_journeys_by_hand(demo):
 
 
 def test_every_column_of_every_table_is_described_in_the_catalog(demo):
-    from loyalty_pipeline.columns import DESCRIPTIONS
+    from loyalty_pipeline.defs.columns import DESCRIPTIONS
 
     columns = {name for (name,) in demo.query("SELECT DISTINCT column_name FROM duckdb_columns() WHERE NOT internal")}
     assert columns - set(DESCRIPTIONS) == set()
@@ -192,7 +192,7 @@ def test_every_column_of_every_table_is_described_in_the_catalog(demo):
 def test_previews_read_like_the_table_nulls_blank_and_lists_with_commas():
     import duckdb
 
-    from loyalty_pipeline.metadata import bar_table, preview
+    from loyalty_pipeline.defs.metadata import bar_table, preview
 
     conn = duckdb.connect()
     table = preview(

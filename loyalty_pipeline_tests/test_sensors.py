@@ -9,11 +9,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from loyalty_pipeline import ledger
 from loyalty_pipeline.definitions import build_defs
-from loyalty_pipeline.planning import PLAN_TAG, RANGE_END_TAG, RANGE_START_TAG, run_in_process
-from loyalty_pipeline.runs import materialize_days
-from loyalty_pipeline.sensors import MAX_ATTEMPTS
+from loyalty_pipeline.defs.automation.planning import PLAN_TAG, RANGE_END_TAG, RANGE_START_TAG, run_in_process
+from loyalty_pipeline.defs.automation.sensors import MAX_ATTEMPTS
+from loyalty_pipeline.defs.runs import materialize_days
+from loyalty_pipeline.domain.points import ledger
 from loyalty_pipeline_tests.conftest import QUIET, SENSORS
 
 HEADER = "order_id,user_id,product_id,price,purchased_at\n"

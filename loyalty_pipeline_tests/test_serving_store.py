@@ -15,9 +15,9 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from loyalty_pipeline import publish
-from loyalty_pipeline.resources import RulesResource
-from loyalty_pipeline.serving import ServingCopy, serving_path
+from loyalty_pipeline.defs.resources import RulesResource
+from loyalty_pipeline.serve import publish
+from loyalty_pipeline.serve.serving import ServingCopy, serving_path
 
 SERVING = ("customer/serving_snapshot",)
 WITHOUT_SERVING = ("customer/recommendations",)  # the 360 and what it reads, not the store
@@ -181,8 +181,8 @@ KILLED_WRITER = """
 import sys, time
 from pathlib import Path
 import duckdb
-from loyalty_pipeline import publish
-from loyalty_pipeline.resources import RulesResource
+from loyalty_pipeline.serve import publish
+from loyalty_pipeline.defs.resources import RulesResource
 
 copy = publish._copy
 

@@ -15,8 +15,8 @@ import duckdb
 import pytest
 import sqlglot
 
-from loyalty_pipeline.chain import mark_built
-from loyalty_pipeline.spark import LAKE_TABLES, SparkWarehouse
+from loyalty_pipeline.lib.chain import mark_built
+from loyalty_pipeline.spark.spark import LAKE_TABLES, SparkWarehouse
 from loyalty_pipeline_tests.conftest import Inputs, bench_module, buy, ms, priced, redeem
 
 differences = bench_module("engines").differences  # every table of two warehouse files, row for row
@@ -26,7 +26,7 @@ differences = bench_module("engines").differences  # every table of two warehous
 def spark_session():
     from dagster_pyspark.resources import spark_session_from_config
 
-    from loyalty_pipeline.spark import spark_config
+    from loyalty_pipeline.spark.spark import spark_config
 
     return spark_session_from_config(spark_config("local[2]"))
 
@@ -56,7 +56,7 @@ def spark_session():
     ],
 )
 def test_list_functions_mean_the_same_on_spark(sql: str, spark_session):
-    from loyalty_pipeline.portable import to_spark
+    from loyalty_pipeline.spark.portable import to_spark
 
     expected = duckdb.sql(sql).fetchall()[0][0]
     got = spark_session.sql(to_spark(sqlglot.parse_one(sql, read="duckdb"))).collect()[0][0]

@@ -1,0 +1,349 @@
+"""Journey orchestration (docs/decisions.md, Journeys): state per customer and journey, and the activations
+marketing tools pick up."""
+
+from datetime import timedelta
+
+import dagster as dg
+
+from loyalty_pipeline.defs.automation.partitions import DECLARED, window_days
+from loyalty_pipeline.defs.checks import Days, check, check_results, check_specs, failed_blocking, in_days
+from loyalty_pipeline.defs.ingest import customers, raw_topics
+from loyalty_pipeline.defs.loyalty import enriched_purchases
+from loyalty_pipeline.defs.metadata import (
+    OWNERS,
+    PORTABLE_KINDS,
+    WAREHOUSE_POOL,
+    bar_table,
+    partition_metadata,
+    preview,
+    revision_of,
+    table_metadata,
+)
+from loyalty_pipeline.defs.points import point_transactions
+from loyalty_pipeline.defs.resources import OneLineError, RulesResource, Warehouse
+from loyalty_pipeline.domain.identity import identity
+from loyalty_pipeline.domain.journey import journeys
+from loyalty_pipeline.domain.loyalty.rules_sql import load_tiers
+from loyalty_pipeline.domain.points import ledger
+from loyalty_pipeline.lib import touched
+from loyalty_pipeline.lib.chain import DayOrderError, mark_built, open_window
+from loyalty_pipeline.lib.warehouse import count, transaction
+
+STATE_KEY = dg.AssetKey(["journey", "journey_state"])
+
+
+def _invalid(conn, rules: RulesResource, sql: str, days: Days, sample: bool = False) -> int:
+    """Rows of `sql`, which reads the state as `checked_state`: every row of the customers with a row entered in
+    `days` (the others did not change), the whole table for None, or a 10% sample of it."""
+    journeys.load_definitions(conn, rules.rules.journeys)
+    where, params = in_days("entered_at", days)
+    touched = f"(journey_id, customer_id) IN (SELECT journey_id, customer_id FROM journey.journey_state WHERE {where})"
+    # a merged person's state unites two histories (two terminals, say): the rules hold for each, not for the union
+    single = "customer_id NOT IN (SELECT customer_id FROM journey.journey_state WHERE merged_on IS NOT NULL)"
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE checked_state AS SELECT * EXCLUDE (merged_on) FROM journey.journey_state "
+        + (f"TABLESAMPLE 10 PERCENT (bernoulli) WHERE {single}" if sample else f"WHERE {touched} AND {single}"),
+        {} if sample else params,
+    )
+    return count(conn, sql)
+
+
+LOCATED = """SELECT s.*, n.kind, n.stage_index, n.step_index, n.position FROM checked_state AS s
+             JOIN journey_nodes AS n USING (journey_id, node)"""
+
+
+@check("At most one terminal node (goal, exit or end) per customer and journey.")
+def one_terminal_node(conn, rules, days) -> tuple[bool, dict]:
+    wrong = _invalid(
+        conn,
+        rules,
+        f"SELECT journey_id, customer_id FROM ({LOCATED}) WHERE kind IN {journeys.TERMINAL} GROUP BY ALL HAVING count(*) > 1",
+        days,
+    )
+    return wrong == 0, {"customers_wrong": wrong}
+
+
+@check("No node is entered after the customer's terminal node.")
+def nothing_after_terminal(conn, rules, days) -> tuple[bool, dict]:
+    wrong = _invalid(
+        conn,
+        rules,
+        f"""WITH located AS ({LOCATED}),
+                 terminal AS (SELECT journey_id, customer_id, min(entered_at) AS at FROM located WHERE kind IN {journeys.TERMINAL} GROUP BY ALL)
+            SELECT 1 FROM located JOIN terminal USING (journey_id, customer_id) WHERE located.entered_at > terminal.at""",
+        days,
+    )
+    return wrong == 0, {"rows_after_terminal": wrong}
+
+
+ORDER_VIOLATIONS = f"""
+WITH located AS ({LOCATED}),
+stages AS (SELECT * FROM located WHERE kind = 'stage'),
+steps AS (SELECT * FROM located WHERE kind = 'step')
+SELECT 1 FROM stages AS later JOIN journey_stages AS st ON st.journey_id = later.journey_id AND st.stage_index = later.stage_index - 1
+LEFT JOIN stages AS earlier ON earlier.journey_id = later.journey_id AND earlier.customer_id = later.customer_id
+                           AND earlier.stage_index = later.stage_index - 1
+WHERE earlier.entered_at IS NULL OR earlier.entered_at > later.entered_at
+   OR (SELECT count(*) FROM steps WHERE steps.journey_id = later.journey_id AND steps.customer_id = later.customer_id
+       AND steps.stage_index = later.stage_index - 1 AND steps.entered_at <= later.entered_at) <> st.step_count
+"""
+
+
+@check("Stages entered in order with non-decreasing dates, and every step of a stage before the next stage.")
+def stages_in_order(conn, rules, days) -> tuple[bool, dict]:
+    wrong = _invalid(conn, rules, ORDER_VIOLATIONS, days)
+    return wrong == 0, {"stage_entries_out_of_order": wrong}
+
+
+@check(
+    "A 10% Bernoulli sample of the state re-checked for invalid rows (the cheap check for very large tables).",
+    blocking=False,
+)
+def sampled_state_is_valid(conn, rules, days) -> tuple[bool, dict]:
+    wrong = _invalid(
+        conn,
+        rules,
+        f"""SELECT 1 FROM ({LOCATED}) AS sampled
+            WHERE NOT EXISTS (SELECT 1 FROM journey.journey_state AS s JOIN journey_nodes AS n USING (journey_id, node)
+                              WHERE s.journey_id = sampled.journey_id AND s.customer_id = sampled.customer_id
+                                AND n.kind = 'stage' AND n.stage_index = 0 AND s.entered_at <= sampled.entered_at)""",
+        None,
+        sample=True,
+    )
+    return wrong == 0, {"invalid_sampled_rows": wrong}
+
+
+@check(
+    "Exactly one activation row per activation step reached in the state (in the days written), and each row a "
+    "step its customer holds by then (a merge may have moved the step to an earlier date)."
+)
+def activations_match_state(conn, rules, days) -> tuple[bool, dict]:
+    journeys.load_definitions(conn, rules.rules.journeys)
+    on_entered, params = in_days("s.entered_at", days)
+    on_activated, _ = in_days("a.activated_on", days)
+    step = "SELECT journey_id, node, activation FROM journey_nodes WHERE activation IS NOT NULL"
+    reached = f"""SELECT s.journey_id, s.customer_id, n.activation, s.entered_at FROM journey.journey_state AS s
+                  JOIN ({step}) AS n USING (journey_id, node) WHERE s.merged_on IS NULL AND {on_entered}"""
+    written = f"SELECT a.* FROM journey.activations AS a WHERE {on_activated}"
+    missing = count(conn, f"({reached}) EXCEPT ALL ({written})", params)
+    unexplained = count(
+        conn,
+        f"""SELECT 1 FROM ({written}) AS a WHERE NOT EXISTS (
+                SELECT 1 FROM journey.journey_state AS s JOIN ({step}) AS n USING (journey_id, node)
+                WHERE s.journey_id = a.journey_id AND s.customer_id = a.customer_id AND n.activation = a.activation
+                  AND s.entered_at <= a.activated_on)""",
+        params,
+    )
+    repeated = count(conn, f"({written}) EXCEPT ALL (SELECT DISTINCT * FROM ({written}))", params)
+    wrong = missing + unexplained + repeated
+    return wrong == 0, {"missing": missing, "unexplained": unexplained, "repeated": repeated}
+
+
+ACTIVATIONS_KEY = dg.AssetKey(["journey", "activations"])
+STATE_CHECKS = [one_terminal_node, nothing_after_terminal, stages_in_order, sampled_state_is_valid]
+ACTIVATIONS_CHECKS = [activations_match_state]
+
+
+def funnel_markdown(conn) -> str:
+    """Customers per node for every journey, in node order, with a bar per node and the conversion to goal."""
+    rows = conn.execute(
+        """SELECT n.journey_id, n.node, count(s.customer_id) AS customers
+           FROM journey_nodes AS n LEFT JOIN journey.journey_state AS s USING (journey_id, node)
+           GROUP BY n.journey_id, n.node, n.position ORDER BY n.journey_id, n.position"""
+    ).fetchall()
+    sections = []
+    for journey_id in dict.fromkeys(row[0] for row in rows):
+        nodes = [(node, n) for j, node, n in rows if j == journey_id]
+        entered, reached_goal = nodes[0][1], dict(nodes).get("goal", 0)
+        summary = (
+            f"**{journey_id}**: {entered} entered, {reached_goal} reached the goal ({reached_goal / entered:.0%} conversion)"
+            if entered
+            else f"**{journey_id}**: nobody entered yet"
+        )
+        lines = [summary, "", bar_table(("node", "customers"), [(f"`{node}`", n) for node, n in nodes])]
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections) or "_no journeys configured_"
+
+
+STATE_SPEC = dg.AssetSpec(
+    STATE_KEY,
+    group_name="journey",
+    owners=OWNERS,
+    kinds=PORTABLE_KINDS,
+    deps=[
+        enriched_purchases,
+        point_transactions,
+        raw_topics["users"],
+        raw_topics["user_activity"],
+        customers,
+        dg.AssetDep(
+            STATE_KEY,
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+            ),
+        ),
+    ],
+    description="Sparse journey state: the first day each customer reached each node (stage, step, exit, goal, end).",
+)
+
+
+def _journey_state(context: dg.AssetExecutionContext, conn, rules: RulesResource) -> dg.MaterializeResult:
+    first, end = window_days(context)
+    conn.execute(journeys.DDL + ledger.DDL + identity.DDL)
+    load_tiers(conn, rules.rules)
+    journeys.load_definitions(conn, rules.rules.journeys)
+    ledger_first = conn.execute("SELECT min(day) FROM points.ledger_days").fetchall()[0][0]
+    window = open_window(
+        conn,
+        "journey.journey_days",
+        "journey state",
+        "state",
+        first,
+        end,
+        since=ledger_first if ledger_first and ledger_first < first else None,
+    )
+    _require_ledger(conn, first, end)
+    window.begin(
+        conn,
+        drop_from_first=(
+            touched.log_sql(journeys.PEOPLE_FROM, "journeys", touched.NEXT_SEQ),  # whose rows are dropped
+            "DELETE FROM journey.journey_state WHERE entered_at >= $1 OR merged_on >= $1",
+            "DELETE FROM journey.reached_activations WHERE day >= $1",
+        ),
+    )
+    totals_as_of = journeys.restore_profile_totals(conn, first)
+    restored = totals_as_of is not None
+    for day in window.days:  # in order: each day moves customers from where the previous day left them
+        try:
+            journeys.build_day(conn, rules.rules, window, day, totals_as_of)
+        except journeys.CriterionFailed as error:  # one line in the UI, not a traceback
+            raise OneLineError(str(error)) from None
+        totals_as_of = day
+    if window.later_until is None:
+        journeys.keep_profile_totals(conn, totals_as_of, restored)
+    return dg.MaterializeResult(
+        asset_key=STATE_KEY,
+        metadata={
+            **table_metadata(conn, "journey.journey_state"),
+            **partition_metadata(conn, "journey.journey_state", "entered_at", first, end),
+            "customers_in_journeys": count(conn, "SELECT DISTINCT journey_id, customer_id FROM journey.journey_state"),
+            "funnel": dg.MetadataValue.md(funnel_markdown(conn)),
+            "preview": preview(
+                conn,
+                "SELECT * FROM journey.journey_state WHERE entered_at >= $1 AND entered_at < $2 "
+                "ORDER BY entered_at, journey_id, customer_id",
+                [first, end],
+                limit=20,
+            ),
+        },
+        check_results=check_results(STATE_KEY, STATE_CHECKS, conn, rules, (first, end)),
+    )
+
+
+def _require_ledger(conn, first, end) -> None:
+    """Criteria read points balances: every day of the window needs its ledger day."""
+    built = conn.execute(
+        "SELECT count(*) FROM points.ledger_days WHERE day >= $1 AND day < $2", [first, end]
+    ).fetchall()[0][0]
+    if built < (end - first).days:
+        raise DayOrderError(
+            f"journey state: days {first}..{end - timedelta(days=1)} need the point ledger of those days, which is "
+            f"not built for all of them; materialize points/point_transactions and journey/journey_state together "
+            f"for {first}..{end - timedelta(days=1)} (one run)"
+        )
+
+
+ACTIVATIONS_DDL = """
+CREATE TABLE IF NOT EXISTS journey.activations (
+    journey_id VARCHAR NOT NULL, customer_id VARCHAR NOT NULL, activation VARCHAR NOT NULL, activated_on DATE NOT NULL
+);
+CREATE TABLE IF NOT EXISTS journey.activation_days (day DATE PRIMARY KEY);  -- days handed to marketing tools
+CREATE TABLE IF NOT EXISTS journey.activation_revisions (  -- activations of handed days a rebuild withdrew or added
+    run_id VARCHAR NOT NULL, revised_at TIMESTAMP NOT NULL, reason VARCHAR NOT NULL,
+    change VARCHAR NOT NULL,  -- withdrawn | added
+    journey_id VARCHAR NOT NULL, customer_id VARCHAR NOT NULL, activation VARCHAR NOT NULL, activated_on DATE NOT NULL
+);
+"""
+
+# Activations of days already handed out are not silently replaced: what changed is kept as a revision.
+REVISE_ACTIVATIONS = """
+INSERT INTO journey.activation_revisions
+WITH handed AS (SELECT day FROM journey.activation_days WHERE day >= $first AND day < $end),
+old AS (SELECT * FROM journey.activations WHERE activated_on IN (SELECT day FROM handed)),
+new AS (SELECT * FROM new_activations WHERE activated_on IN (SELECT day FROM handed))
+SELECT $run_id, $revised_at, $reason, 'withdrawn', * FROM (SELECT * FROM old EXCEPT ALL SELECT * FROM new)
+UNION ALL
+SELECT $run_id, $revised_at, $reason, 'added', * FROM (SELECT * FROM new EXCEPT ALL SELECT * FROM old)
+"""
+
+
+ACTIVATIONS_SPEC = dg.AssetSpec(
+    ACTIVATIONS_KEY,
+    group_name="journey",
+    owners=OWNERS,
+    kinds=PORTABLE_KINDS,
+    deps=[STATE_KEY],
+    skippable=True,  # not built when the state fails a blocking check
+    description="One row per activation step a customer reached, on the day reached: what marketing tools send.",
+)
+
+
+def _activations(context: dg.AssetExecutionContext, conn, rules: RulesResource) -> dg.MaterializeResult:
+    first, end = window_days(context)
+    window = {"first": first, "end": end}
+    conn.execute(journeys.DDL + ACTIVATIONS_DDL)
+    journeys.load_definitions(conn, rules.rules.journeys)
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE new_activations AS
+           SELECT journey_id, customer_id, activation, day AS activated_on FROM journey.reached_activations
+           WHERE day >= $first AND day < $end""",
+        window,
+    )
+    revision = revision_of(context)
+    replaced = """SELECT customer_id AS person FROM journey.activations WHERE activated_on >= $first AND activated_on < $end
+                  UNION ALL SELECT customer_id FROM new_activations"""
+    with transaction(conn):
+        conn.execute(REVISE_ACTIVATIONS, {**window, **revision})
+        conn.execute(touched.log_sql(replaced, "journeys", touched.NEXT_SEQ), window)  # old and new rows' people
+        conn.execute("DELETE FROM journey.activations WHERE activated_on >= $first AND activated_on < $end", window)
+        conn.execute("INSERT INTO journey.activations SELECT * FROM new_activations")
+        for n in range((end - first).days):
+            conn.execute(mark_built("journey.activation_days"), {"day": first + timedelta(days=n)})
+    window_rows = "SELECT * FROM journey.activations WHERE activated_on >= $first AND activated_on < $end"
+    revised = "SELECT 1 FROM journey.activation_revisions WHERE run_id = $1 AND change = $2"
+    return dg.MaterializeResult(
+        asset_key=ACTIVATIONS_KEY,
+        metadata={
+            **table_metadata(conn, "journey.activations"),
+            **partition_metadata(conn, "journey.activations", "activated_on", first, end),
+            "activations_withdrawn": count(conn, revised, [revision["run_id"], "withdrawn"]),
+            "activations_added_late": count(conn, revised, [revision["run_id"], "added"]),
+            "preview": preview(conn, window_rows + " ORDER BY ALL", window, limit=20),
+        },
+        check_results=check_results(ACTIVATIONS_KEY, ACTIVATIONS_CHECKS, conn, rules, (first, end)),
+    )
+
+
+@dg.multi_asset(
+    name="journeys",
+    specs=[STATE_SPEC, ACTIVATIONS_SPEC],
+    check_specs=check_specs(STATE_KEY, STATE_CHECKS) + check_specs(ACTIVATIONS_KEY, ACTIVATIONS_CHECKS),
+    partitions_def=DECLARED,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    can_subset=True,
+    pool=WAREHOUSE_POOL,
+)
+def journeys_step(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource):
+    """The state, then the activations it reaches, on one connection; a state failing a blocking check stops there
+    (the step fails after reporting it, as a blocking check does)."""
+    with warehouse.get_connection(portable=True) as conn:
+        if STATE_KEY in context.selected_asset_keys:
+            state = _journey_state(context, conn, rules)
+            yield state
+            if failed_blocking(state):
+                return
+        if ACTIVATIONS_KEY in context.selected_asset_keys:
+            yield _activations(context, conn, rules)
+
+
+journey_assets = [journeys_step]

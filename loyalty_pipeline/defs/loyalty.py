@@ -1,0 +1,419 @@
+"""The ksqlDB loyalty program as assets: product catalogue, purchases priced at event time, tiers, stamp cards,
+promotions. Rule values from loyalty.yaml reach SQL as parameters or rows of temp tables, never as SQL text."""
+
+import dagster as dg
+
+from loyalty_pipeline.defs.automation.partitions import DECLARED, window_days
+from loyalty_pipeline.defs.checks import (
+    Check,
+    check,
+    check_results,
+    check_specs,
+    duplicate_check,
+    in_days,
+    table_of,
+)
+from loyalty_pipeline.defs.identity import id_graph
+from loyalty_pipeline.defs.ingest import (
+    S3_RETURNS_DDL,
+    historical_purchases,
+    raw_topics,
+    s3_returns,
+)
+from loyalty_pipeline.defs.metadata import (
+    OWNERS,
+    PORTABLE_KINDS,
+    WAREHOUSE_POOL,
+    bar_table,
+    partition_metadata,
+    preview,
+    table_metadata,
+)
+from loyalty_pipeline.defs.resources import RulesResource, Warehouse
+from loyalty_pipeline.domain.identity import identity
+from loyalty_pipeline.domain.identity.identity import PURCHASES_NOW, purchases_now
+from loyalty_pipeline.domain.ingest.kafka import TOPICS, table_ddl
+from loyalty_pipeline.domain.loyalty import loyalty, returns
+from loyalty_pipeline.domain.loyalty.rules_sql import load_tiers
+from loyalty_pipeline.lib import touched
+from loyalty_pipeline.lib.warehouse import REJECTED_DDL, count, rows_differing, transaction
+
+ENRICHED_KEY = dg.AssetKey(["loyalty", "enriched_purchases"])
+ALL_PRODUCTS_KEY = dg.AssetKey(["loyalty", "all_products"])
+SALES_TOTALS_KEY = dg.AssetKey(["loyalty", "sales_totals"])
+CAFFEINE_KEY = dg.AssetKey(["loyalty", "caffeine_index"])
+PROMOTIONS_KEY = dg.AssetKey(["loyalty", "promotions"])
+
+
+@check("Every valid purchase (Kafka and S3) is enriched exactly once.")
+def enriched_keeps_every_purchase(conn, rules, days) -> tuple[bool, dict]:
+    where, params = in_days("day", days)
+    missing = count(
+        conn,
+        f"SELECT purchase_id FROM ({loyalty.PURCHASES}) WHERE {where} "
+        f"EXCEPT ALL SELECT purchase_id FROM loyalty.enriched_purchases WHERE {where}",
+        params,
+    )
+    return missing == 0, {"purchases_not_enriched": missing}
+
+
+@check("Purchases of a product with no price known at purchase time.", blocking=False)
+def purchases_of_priced_products(conn, rules, days) -> tuple[bool, dict]:
+    where, params = in_days("day", days)
+    unpriced = count(conn, f"SELECT 1 FROM loyalty.enriched_purchases WHERE price IS NULL AND {where}", params)
+    return unpriced == 0, {"unpriced_purchases": unpriced}
+
+
+# The `days` a lifetime table's step gives its checks after an incremental update: they look at the people it
+# updated (temp table touched_people) rather than at every customer; None (a rebuild, a test) looks at all.
+UPDATED = "updated people"
+PEOPLE = "SELECT person FROM touched_people"
+# Their purchases now (temp table): read once per update for the three tables and their checks (see _lifetime).
+TOUCHED_PURCHASES = "touched_purchases"
+
+
+def updated_purchases(days) -> str:
+    """What the lifetime tables count: after an update, the updated people's purchases; else everyone's."""
+    return TOUCHED_PURCHASES if days == UPDATED else f"({PURCHASES_NOW})"
+
+
+def is_updated(column: str, days) -> str:
+    return f"{column} IN ({PEOPLE})" if days == UPDATED else "true"
+
+
+@check("Each total is the sum of the customer's known prices and its tier follows the thresholds.")
+def totals_and_tiers_agree(conn, rules, days) -> tuple[bool, dict]:
+    # the tier is recomputed from the rule rows by ranking, not with with_tier(), so a broken rule fails this check
+    load_tiers(conn, rules.rules)
+    wrong = count(
+        conn,
+        f"""
+        WITH expected AS (
+            SELECT user_id, coalesce(sum(price), 0) AS total FROM {updated_purchases(days)} GROUP BY user_id
+        ), tiered AS (
+            SELECT expected.user_id, expected.total,
+                   coalesce(tier.name, (SELECT name FROM rule_tiers WHERE above IS NULL)) AS reward_level
+            FROM expected LEFT JOIN rule_tiers AS tier ON expected.total > tier.above
+            QUALIFY row_number() OVER (PARTITION BY expected.user_id ORDER BY tier.above DESC NULLS LAST) = 1
+        )
+        SELECT 1 FROM tiered
+        FULL JOIN (SELECT * FROM loyalty.sales_totals WHERE {is_updated("user_id", days)}) AS actual USING (user_id)
+        WHERE tiered.total IS DISTINCT FROM actual.total OR tiered.reward_level IS DISTINCT FROM actual.reward_level
+        """,
+    )
+    return wrong == 0, {"customers_wrong": wrong}
+
+
+@check("Stamp counts match the stamp product's purchases.")
+def stamps_match_purchases(conn, rules, days) -> tuple[bool, dict]:
+    wrong = count(
+        conn,
+        f"""
+        SELECT 1 FROM (SELECT user_id, count(*) AS total FROM {updated_purchases(days)}
+                              WHERE product_id = $product GROUP BY user_id) AS expected
+        FULL JOIN (SELECT * FROM loyalty.caffeine_index WHERE {is_updated("user_id", days)}) AS actual USING (user_id)
+        WHERE expected.total IS DISTINCT FROM actual.total
+        """,
+        {"product": rules.rules.stamp_card.product_id},
+    )
+    return wrong == 0, {"customers_wrong": wrong}
+
+
+SAMPLE = 1000  # people an update wrote that a sample takes, and rows of the events its stretch reads
+
+
+def by_hash(people: str, limit: int) -> str:
+    """The first `limit` of `people` (a query of `person`) by a hash that changes with every update."""
+    return f"""SELECT DISTINCT person FROM ({people}) AS people
+               ORDER BY md5(person || (SELECT CAST(coalesce(max(seq), 0) AS VARCHAR) FROM changes.applied)), person
+               LIMIT {limit}"""
+
+
+def matches_rebuild(key: dg.AssetKey, events: str, select=None) -> Check:
+    """Warns when a sample of people has rows in the table other than what their rows rebuilt from scratch would be:
+    an incremental update that missed someone (a change not logged). The sample: up to 1,000 of the people the
+    update wrote (after a whole build, of the table's), by a hash that changes every update; and a stretch of people
+    it need not have written, who have rows in the table or in `events` (the table of their events, a constant name):
+    from the first person drawn on, in id order wrapping round, as far as 1,000 rows of `events` go. Finding the
+    stretch compares ids, so nobody else is hashed or sorted, and each person is about as likely to be in it (the start is
+    a person the update wrote, another each update). `select(people)`: the table's SQL (default: the lifetime
+    table's)."""
+    table = table_of(key)
+
+    def evaluate(conn, rules, days) -> tuple[bool, dict]:
+        written = PEOPLE if days == UPDATED else f"SELECT user_id AS person FROM {table}"
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE sample_written AS {by_hash(written, SAMPLE)}")
+        # the start (nobody written: anyone with events, by the same hash)
+        first = (
+            conn.execute(by_hash("SELECT person FROM sample_written", 1)).fetchall()
+            or conn.execute(by_hash(f"SELECT user_id AS person FROM {events}", 1)).fetchall()
+        )
+        start = first[0][0] if first else ""
+        read, last, last_wrapped = conn.execute(
+            f"""SELECT count(*), max(CASE WHEN NOT wrapped THEN user_id END), max(CASE WHEN wrapped THEN user_id END)
+                FROM (SELECT user_id, user_id < $start AS wrapped FROM {events}
+                      ORDER BY wrapped, user_id LIMIT {SAMPLE}) AS stretch""",
+            {"start": start},
+        ).fetchall()[0]
+        if read < SAMPLE:  # the whole round
+            stretch, params = "true", {}
+        elif last_wrapped is None:
+            stretch, params = "user_id >= $start AND user_id <= $end", {"start": start, "end": last}
+        else:
+            stretch, params = "(user_id >= $start OR user_id <= $end)", {"start": start, "end": last_wrapped}
+        conn.execute(
+            f"""CREATE OR REPLACE TEMP TABLE sampled_people AS
+                SELECT person FROM sample_written
+                UNION SELECT user_id FROM {table} WHERE {stretch}
+                UNION SELECT user_id FROM {events} WHERE {stretch}""",
+            params,
+        )
+        rows, params = (select, lambda rules: {}) if select else lifetime_rows(key)
+        sample = "SELECT person FROM sampled_people"
+        # a table first: the rebuilt rows' SQL may have a WITH, which Spark cannot repeat in one statement
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE sample_rebuilt AS {rows(sample)}", params(rules))
+        wrong = rows_differing(
+            conn, f"SELECT * FROM {table} WHERE user_id IN ({sample})", "SELECT * FROM sample_rebuilt"
+        )
+        return wrong == 0, {"sampled_people": count(conn, sample), "rows_differing": wrong}
+
+    return Check(
+        "sample_matches_rebuild",
+        f"A sample of people (up to 1,000 an update wrote, and a stretch of ids past them): their rows in {table} "
+        "equal their rows rebuilt from scratch (warning only).",
+        evaluate,
+        blocking=False,
+    )
+
+
+ENRICHED_CHECKS = [
+    enriched_keeps_every_purchase,
+    purchases_of_priced_products,
+    duplicate_check(ENRICHED_KEY, ["purchase_id"], day_column="day"),
+]
+ALL_PRODUCTS_CHECKS = [duplicate_check(ALL_PRODUCTS_KEY, ["product_id"])]
+# the sample's stretch also takes the people of purchases in it (a row may be missing)
+BUYERS = "loyalty.enriched_purchases"
+SALES_TOTALS_CHECKS = [
+    totals_and_tiers_agree,
+    duplicate_check(SALES_TOTALS_KEY, ["user_id"]),
+    matches_rebuild(SALES_TOTALS_KEY, BUYERS),
+]
+CAFFEINE_CHECKS = [
+    stamps_match_purchases,
+    duplicate_check(CAFFEINE_KEY, ["user_id"]),
+    matches_rebuild(CAFFEINE_KEY, BUYERS),
+]
+PROMOTIONS_CHECKS = [
+    duplicate_check(PROMOTIONS_KEY, ["user_id", "promotion_name"]),
+    matches_rebuild(PROMOTIONS_KEY, BUYERS),
+]
+
+
+@dg.asset(
+    key=ENRICHED_KEY,
+    check_specs=check_specs(ENRICHED_KEY, ENRICHED_CHECKS),
+    group_name="loyalty",
+    owners=OWNERS,
+    kinds=PORTABLE_KINDS,
+    partitions_def=DECLARED,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=WAREHOUSE_POOL,
+    deps=[
+        raw_topics["purchases"],
+        raw_topics["products"],
+        raw_topics["returns"],
+        historical_purchases,
+        s3_returns,
+        id_graph,
+    ],
+    description="Every purchase (Kafka and S3) with the product's price and category as of the purchase's event time, "
+    "and when it was returned (returns of unknown, returned or others' purchases are quarantined).",
+)
+def enriched_purchases(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource
+) -> dg.MaterializeResult:
+    first, end = window_days(context)
+    window = {"first": first, "end": end}
+    with warehouse.get_connection(portable=True) as conn:
+        conn.execute(
+            loyalty.ENRICHED_DDL
+            + identity.DDL
+            + returns.DDL
+            + REJECTED_DDL
+            + table_ddl(TOPICS["returns"])
+            + S3_RETURNS_DDL
+        )
+        logged = {**window, "touched_seq": touched.next_seq(conn)}
+        with transaction(conn):
+            conn.execute(touched.log_sql(loyalty.WINDOW_PEOPLE, "purchases"), logged)  # the rows and returns replaced
+            conn.execute("DELETE FROM loyalty.enriched_purchases WHERE day >= $first AND day < $end", window)
+            conn.execute(loyalty.ENRICH_WINDOW, window)
+            returns.judge_window(conn, first, end, rules.rules.returns.window_days)
+            conn.execute(touched.log_sql(loyalty.WINDOW_PEOPLE, "purchases"), logged)  # and their replacements
+        window_rows = "SELECT * EXCLUDE (day) FROM loyalty.enriched_purchases WHERE day >= $first AND day < $end"
+        return dg.MaterializeResult(
+            metadata={
+                **table_metadata(conn, "loyalty.enriched_purchases"),
+                **partition_metadata(conn, "loyalty.enriched_purchases", "day", first, end),
+                "unknown_product_rows": count(conn, window_rows + " AND price IS NULL", window),
+                "preview": preview(conn, window_rows + " ORDER BY purchased_at", window),
+            },
+            check_results=check_results(ENRICHED_KEY, ENRICHED_CHECKS, conn, rules, (first, end)),
+        )
+
+
+def _replace_table(conn, table: str, select_sql: str, params: dict | None = None) -> None:
+    """Rebuild a whole (small, derived) table in one transaction: readers see the old rows or the new."""
+    schema = table.split(".")[0]
+    with transaction(conn):
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        conn.execute(f"CREATE OR REPLACE TABLE {table} AS {select_sql}", params or {})
+
+
+def _table_result(conn, key: dg.AssetKey, order_by: str, checks: list, rules=None, days=None) -> dg.MaterializeResult:
+    table = table_of(key)
+    return dg.MaterializeResult(
+        asset_key=key,
+        metadata={
+            **table_metadata(conn, table),
+            "preview": preview(conn, f"SELECT * FROM {table} ORDER BY {order_by}", limit=20),
+        },
+        check_results=check_results(key, checks, conn, rules, days),
+    )
+
+
+def _all_products(conn, rules: RulesResource, rebuild: bool, read: dict) -> dg.MaterializeResult:
+    _replace_table(
+        conn,
+        "loyalty.all_products",
+        """
+        SELECT product_id, category, price FROM raw.products
+        QUALIFY row_number() OVER (PARTITION BY product_id ORDER BY event_ts DESC, kafka_offset DESC, kafka_partition DESC) = 1
+            AND NOT tombstone
+        """,
+    )
+    return _table_result(conn, ALL_PRODUCTS_KEY, "product_id", ALL_PRODUCTS_CHECKS)
+
+
+def _stamp_params(rules: RulesResource) -> dict:
+    return {"cycle": rules.rules.stamp_card.cycle, "product": rules.rules.stamp_card.product_id}
+
+
+LIFETIME_SELECTS = {
+    SALES_TOTALS_KEY: (loyalty.sales_totals_sql, lambda rules: {}),
+    CAFFEINE_KEY: (loyalty.caffeine_sql, _stamp_params),
+    PROMOTIONS_KEY: (loyalty.promotions_sql, lambda rules: {}),
+}
+
+
+def lifetime_rows(key: dg.AssetKey):
+    """(rows(people), params(rules)): a lifetime table's rows of `people` (a query of `person`; None: everyone)."""
+    select, params = LIFETIME_SELECTS[key]
+    return lambda people: select(f"({purchases_now(people or '')})"), params
+
+
+def _lifetime(conn, key: dg.AssetKey, rules: RulesResource, rebuild: bool, order_by: str, checks: list, read: dict):
+    """Updates a lifetime table for the people touched since its last update (whole when it has none, when its
+    SQL or rules changed, or on a rebuild), in one transaction; checks the people it updated. The tables of a step
+    apply the same stretch of the change log: `read` remembers the stretch whose people and purchases are read."""
+    select, params = LIFETIME_SELECTS[key]
+    values = loyalty.load_rules(conn, rules.rules)
+    table = table_of(key)
+    every = f"({PURCHASES_NOW})"
+    sql = touched.rules_hash(select(every), select(TOUCHED_PURCHASES), params(rules), values)
+    update = touched.start(conn, table, loyalty.SOURCES, sql, rebuild, collect_people=False)
+    if not update.whole and read.get("stretch") != (update.since, update.upto):
+        touched.collect(conn, update, loyalty.SOURCES)
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE {TOUCHED_PURCHASES} AS {purchases_now(PEOPLE)}")
+        read["stretch"] = (update.since, update.upto)
+    touched.refresh(conn, table, lambda people: select(TOUCHED_PURCHASES if people else every), params(rules), update)
+    result = _table_result(conn, key, order_by, checks, rules, None if update.whole else UPDATED)
+    result.metadata["update"] = "rebuilt whole" if update.whole else "incremental"
+    result.metadata["people_updated"] = count(conn, f"SELECT 1 FROM {table}" if update.whole else PEOPLE)
+    return result
+
+
+def _sales_totals(conn, rules: RulesResource, rebuild: bool, read: dict) -> dg.MaterializeResult:
+    result = _lifetime(conn, SALES_TOTALS_KEY, rules, rebuild, "total DESC, user_id", SALES_TOTALS_CHECKS, read)
+    tiers = conn.execute(
+        "SELECT reward_level, count(*) FROM loyalty.sales_totals GROUP BY reward_level ORDER BY 2 DESC, 1"
+    ).fetchall()
+    result.metadata["tier_distribution"] = dg.MetadataValue.md(bar_table(("tier", "customers"), tiers))
+    return result
+
+
+def _caffeine_index(conn, rules: RulesResource, rebuild: bool, read: dict) -> dg.MaterializeResult:
+    return _lifetime(conn, CAFFEINE_KEY, rules, rebuild, "user_id", CAFFEINE_CHECKS, read)
+
+
+def _promotions(conn, rules: RulesResource, rebuild: bool, read: dict) -> dg.MaterializeResult:
+    return _lifetime(conn, PROMOTIONS_KEY, rules, rebuild, "promotion_name, user_id", PROMOTIONS_CHECKS, read)
+
+
+def _spec(key: dg.AssetKey, deps: list, description: str) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        key, deps=deps, description=description, group_name="loyalty", owners=OWNERS, kinds=PORTABLE_KINDS
+    )
+
+
+# The lifetime tables the loyalty program derives: small, independent of each other, one step on one connection.
+LIFETIME_TABLES = {
+    ALL_PRODUCTS_KEY: (
+        _spec(
+            ALL_PRODUCTS_KEY,
+            [raw_topics["products"]],
+            "The latest valid state of each product (greatest ts, then offset); a tombstone removes it.",
+        ),
+        _all_products,
+        ALL_PRODUCTS_CHECKS,
+    ),
+    SALES_TOTALS_KEY: (
+        _spec(
+            SALES_TOTALS_KEY,
+            [enriched_purchases, id_graph],
+            "Lifetime spend per customer with a purchase, and the reward tier it earns (strict '>' thresholds).",
+        ),
+        _sales_totals,
+        SALES_TOTALS_CHECKS,
+    ),
+    CAFFEINE_KEY: (
+        _spec(
+            CAFFEINE_KEY,
+            [enriched_purchases, id_graph],
+            "Stamp card: purchases of the stamp product per customer; the next one is free at cycle - 1.",
+        ),
+        _caffeine_index,
+        CAFFEINE_CHECKS,
+    ),
+    PROMOTIONS_KEY: (
+        _spec(
+            PROMOTIONS_KEY,
+            [enriched_purchases, id_graph],
+            "Customers eligible for each declarative promotion of loyalty.yaml, with the considered products bought.",
+        ),
+        _promotions,
+        PROMOTIONS_CHECKS,
+    ),
+}
+
+
+@dg.multi_asset(
+    name="loyalty_tables",
+    specs=[spec for spec, _, _ in LIFETIME_TABLES.values()],
+    check_specs=[spec for key, (_, _, checks) in LIFETIME_TABLES.items() for spec in check_specs(key, checks)],
+    can_subset=True,  # the UI may ask for one table
+    pool=WAREHOUSE_POOL,
+)
+def loyalty_tables(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource):
+    """The selected lifetime tables, one after the other: each its own transaction, metadata and checks."""
+    rebuild = context.run.tags.get(touched.REBUILD_TAG) == "true"
+    with warehouse.get_connection(portable=True) as conn:
+        conn.execute(loyalty.ENRICHED_DDL + identity.DDL + returns.DDL)
+        read = {}  # what the lifetime tables' updates share (_lifetime)
+        for key, (_, build, _) in LIFETIME_TABLES.items():
+            if key in context.selected_asset_keys:
+                yield build(conn, rules, rebuild, read)
+
+
+loyalty_assets = [enriched_purchases, loyalty_tables]

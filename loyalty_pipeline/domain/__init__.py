@@ -1,0 +1,1 @@
+"""Each domain's engine: its tables' SQL and rules. Nothing here imports Dagster."""

@@ -1,0 +1,243 @@
+"""The rules file (loyalty.yaml) as typed, validated objects; every key optional, unknown keys refused."""
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+import pydantic
+import yaml
+
+from loyalty_pipeline.domain.ingest.kafka import MAX_PRICE
+from loyalty_pipeline.domain.journey.criteria import CriterionError, checked_sql
+
+EARLIEST_START = date(1970, 1, 1)
+
+
+def _unique(values: list, what: str) -> None:
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} must be unique, got {values}")
+
+
+class Rule(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
+# Amounts in rules are money (DECIMAL(18,2) in the warehouse) and counts of days or stamps: bounded at load, so
+# a rule can never overflow a type in the middle of a run.
+Money = pydantic.condecimal(ge=0, le=MAX_PRICE * 1000, decimal_places=2)
+Days = pydantic.conint(ge=0, le=36_500, strict=True)  # strict: `true` is not 1
+Text = pydantic.constr(strip_whitespace=True, min_length=1, max_length=200)  # names and ids written into tables
+
+
+class Tier(Rule):
+    name: Text
+    above: Money
+
+
+class StampCard(Rule):
+    product_id: Text = "coffee"
+    cycle: pydantic.conint(ge=1, le=10_000, strict=True) = 6
+
+
+class Promotion(Rule):
+    name: Text
+    considers: list[Text] = pydantic.Field(min_length=1)
+    require_all: list[str] = []
+    exclude: list[str] = []
+    min_spend: Money | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _can_match(self):
+        if missing := sorted(set(self.require_all) - set(self.considers)):
+            raise ValueError(f"promotion {self.name}: require_all {missing} not in considers, so it can never match")
+        if both := sorted(set(self.require_all) & set(self.exclude)):
+            raise ValueError(f"promotion {self.name}: {both} both required and excluded, so it can never match")
+        if set(self.considers) <= set(self.exclude):
+            raise ValueError(f"promotion {self.name}: every product it considers is excluded, so it can never match")
+        return self
+
+
+class Points(Rule):
+    earn_rate: pydantic.condecimal(ge=0, le=1000, decimal_places=6) = Decimal(1)
+    validity_days: Days = 365
+    pending_days: Days = 0  # an earn lot is usable from occurred_at + pending_days (0: at once)
+
+
+class Returns(Rule):
+    window_days: Days = 30  # a return later than this after its purchase is quarantined
+
+
+Name = pydantic.constr(pattern=r"^[A-Za-z0-9_-]+$")  # ids become parts of node names such as stage:<id>:step:1
+
+
+class ActivationStep(Rule):
+    activation: Name
+
+
+class WaitStep(Rule):
+    wait_days: Days
+
+
+class ExitCriterion(Rule):
+    name: Name
+    when: str
+
+
+class Stage(Rule):
+    id: Name
+    entry: str | None = None
+    steps: list[ActivationStep | WaitStep] = []
+    exit_criteria: list[ExitCriterion] = []
+
+
+class Journey(Rule):
+    id: Name
+    audience: str
+    goal: str | None = None
+    stages: list[Stage] = pydantic.Field(min_length=1)
+
+    def criteria(self) -> dict[str, str]:
+        """Every criterion as checked SQL, by where it is written (e.g. 'stages[0].exit_criteria[1].when')."""
+        written = {"audience": self.audience, "goal": self.goal}
+        for i, stage in enumerate(self.stages):
+            written[f"stages[{i}].entry"] = stage.entry
+            for j, exit in enumerate(stage.exit_criteria):
+                written[f"stages[{i}].exit_criteria[{j}].when"] = exit.when
+        checked = {}
+        for field, text in written.items():
+            if text is not None:
+                try:
+                    checked[field] = checked_sql(text)
+                except CriterionError as error:
+                    raise ValueError(f"journey {self.id}, {field}: {error}") from None
+        return checked
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> "Journey":
+        self.criteria()
+        stage_ids = [stage.id for stage in self.stages]
+        if len(set(stage_ids)) != len(stage_ids):
+            raise ValueError(f"journey {self.id}: stage ids must be unique, got {stage_ids}")
+        for stage in self.stages:  # an exit's node is stage:<id>:exit:<name>: two of one name would be one node
+            _unique([exit.name for exit in stage.exit_criteria], f"journey {self.id}, stage {stage.id}: exit names")
+        return self
+
+
+# Fields that can identify a person: the account id (users key, customers export user_id) and fields of the users
+# payload, the customers export and purchase payloads. The key of a purchase, redemption or click is matched against
+# all of them (a till may key by card, a web shop by email).
+IDENTIFIER_FIELDS = ("user_id", "email", "card_id", "phone", "name")
+IdentifierField = Literal[IDENTIFIER_FIELDS]
+
+
+class Identity(Rule):
+    link_on: list[IdentifierField] = ["user_id", "email", "card_id", "phone"]  # any shared value links
+    link_if_unique: list[IdentifierField] = ["name"]  # links only when exactly one account carries the value
+    # values that are never identifiers (compared trimmed and lower-case), beside the built-in placeholders
+    ignore_values: list[Text] = pydantic.Field(default=[], max_length=10_000)
+    # a value that would put more accounts than this in one person links nothing from then on
+    max_accounts_per_value: pydantic.conint(ge=1, le=1_000_000, strict=True) = 50
+
+    @pydantic.field_validator("ignore_values")
+    @classmethod
+    def _lower_case(cls, values: list[str]) -> list[str]:
+        return sorted({value.lower() for value in values})
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> "Identity":
+        _unique(self.link_on + self.link_if_unique, "identity fields (in link_on and link_if_unique together)")
+        if "user_id" not in self.link_on:
+            raise ValueError("identity.link_on must hold user_id: the account id is what a profile is keyed by")
+        return self
+
+
+DEFAULT_TIERS = [Tier(name="GOLD", above=400), Tier(name="SILVER", above=300), Tier(name="BRONZE", above=200)]
+DEFAULT_PROMOTIONS = [
+    Promotion(name="french_poodle", considers=["dog", "beret"], require_all=["dog", "beret"]),
+    Promotion(name="loose_leaf", considers=["coffee", "tea"], require_all=["coffee"], exclude=["tea"], min_spend=20),
+]
+
+
+class Rules(Rule):
+    # the first day partition; LOYALTY_START_DATE overrides it. Not before 1970: Dagster enumerates every day since.
+    start_date: pydantic.condate(ge=EARLIEST_START) | None = None
+    tiers: list[Tier] = DEFAULT_TIERS
+    default_tier: Text = "CLIMBING"
+    stamp_card: StampCard = StampCard()
+    promotions: list[Promotion] = DEFAULT_PROMOTIONS
+    points: Points = Points()
+    returns: Returns = Returns()
+    journeys: list[Journey] = []
+    identity: Identity = Identity()
+
+    @pydantic.field_validator("tiers")
+    @classmethod
+    def _highest_first(cls, tiers: list[Tier]) -> list[Tier]:
+        _unique([tier.name for tier in tiers], "tier names")
+        _unique([tier.above for tier in tiers], "tier thresholds (of two equal ones, one could never be reached)")
+        # Tiers are matched top-down with strict ">", so keep them highest threshold first.
+        return sorted(tiers, key=lambda tier: tier.above, reverse=True)
+
+    @pydantic.model_validator(mode="after")
+    def _default_tier_apart(self) -> "Rules":
+        if self.default_tier in {tier.name for tier in self.tiers}:
+            raise ValueError(f"default_tier {self.default_tier} is also a tier's name: the two would be one")
+        return self
+
+    @pydantic.field_validator("promotions")
+    @classmethod
+    def _unique_promotions(cls, promotions: list[Promotion]) -> list[Promotion]:
+        _unique([promotion.name for promotion in promotions], "promotion names")
+        return promotions
+
+    @pydantic.field_validator("journeys")
+    @classmethod
+    def _unique_journeys(cls, journeys: list[Journey]) -> list[Journey]:
+        _unique([journey.id for journey in journeys], "journey ids")
+        return journeys
+
+
+MAX_NODES = 100_000
+
+
+def _too_big(document) -> bool:
+    """Whether the parsed document holds more than MAX_NODES values, counting a value each time an alias repeats it
+    (stops counting there, so a billion-laughs file costs nothing)."""
+    pending, seen = [document], 0
+    while pending:
+        node = pending.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            return True
+        if isinstance(node, dict):
+            pending += [*node.keys(), *node.values()]
+        elif isinstance(node, list):
+            pending += node
+    return False
+
+
+class RulesError(ValueError):
+    """The rules file is missing, unreadable or invalid; the message names the file and the bad key."""
+
+
+def load_rules(path: str | Path | None) -> Rules:
+    """Reads and validates a rules file; None means the built-in defaults."""
+    if path is None:
+        return Rules()
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise RulesError(f"cannot read rules file {path}: {error}") from error
+    if _too_big(document):  # anchors and aliases can expand a small file a millionfold
+        raise RulesError(f"rules file {path}: more than {MAX_NODES} values (aliases expanded)")
+    if not isinstance(document, dict):
+        raise RulesError(f"rules file {path}: expected a mapping at the top level")
+    try:
+        return Rules.model_validate(document)
+    except pydantic.ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}" for problem in error.errors()
+        )
+        raise RulesError(f"rules file {path}: {problems}") from error

@@ -1,0 +1,1 @@
+"""The customer profile and co-purchase recommendations."""

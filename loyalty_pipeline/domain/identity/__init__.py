@@ -1,0 +1,1 @@
+"""The id graph: who is who across accounts, cards and emails."""

@@ -1,0 +1,1 @@
+"""Reading the input files: Kafka envelopes and text lines."""

@@ -1,0 +1,1 @@
+"""Journeys: user-written criteria and the day-by-day state."""

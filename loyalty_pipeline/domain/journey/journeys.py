@@ -1,0 +1,404 @@
+"""One day of journey orchestration (docs/decisions.md, Journeys), with set operations over customer sets, in SQL.
+
+The state is sparse: one row per (journey, customer, node) with the first day the node was reached. A day reads
+the state before it (`base`), collects what happens on the day (`today`), and appends the nodes reached for the
+first time, in one transaction.
+"""
+
+from datetime import date, timedelta
+
+import duckdb
+
+from loyalty_pipeline.domain.config import Journey, Rules
+from loyalty_pipeline.domain.customer.profiles import (
+    BEHAVIOUR,
+    PROFILE_SOURCES,
+    TOTALS,
+    add_day_to_totals,
+    totals_from_start,
+)
+from loyalty_pipeline.lib import touched
+from loyalty_pipeline.lib.chain import Window, mark_built, publish
+from loyalty_pipeline.lib.warehouse import count, insert_rows
+
+DDL = """
+CREATE SCHEMA IF NOT EXISTS journey;
+CREATE TABLE IF NOT EXISTS journey.journey_state (
+    journey_id VARCHAR NOT NULL, customer_id VARCHAR NOT NULL, node VARCHAR NOT NULL, entered_at DATE NOT NULL
+);
+-- the day a row came from merging two profiles (identity.merges): it carries the earlier profile's date
+ALTER TABLE journey.journey_state ADD COLUMN IF NOT EXISTS merged_on DATE;
+CREATE TABLE IF NOT EXISTS journey.journey_days (day DATE PRIMARY KEY);
+-- the activation steps each day's moves reached, by the profile that reached them: a fact of that day, which a later
+-- merge (replacing the person's node with the merged profile's earlier date) does not undo
+CREATE TABLE IF NOT EXISTS journey.reached_activations (
+    journey_id VARCHAR NOT NULL, customer_id VARCHAR NOT NULL, activation VARCHAR NOT NULL, day DATE NOT NULL
+);
+CREATE TABLE IF NOT EXISTS journey.profile_totals (
+    user_id VARCHAR, known BOOLEAN, total_spend DECIMAL(18,2), purchase_count BIGINT, priced_count BIGINT,
+    first_purchase_at TIMESTAMP, last_purchase_at TIMESTAMP, products_purchased VARCHAR[], points_balance BIGINT,
+    activity VARCHAR[]
+);
+CREATE TABLE IF NOT EXISTS journey.profile_totals_as_of (as_of DATE);  -- the day the kept totals are as of (no row: none)
+"""
+DDL += touched.DDL  # the state logs the people whose journeys a day changes
+
+TERMINAL = "('goal', 'exit', 'end')"
+
+
+class CriterionFailed(ValueError):
+    """A journey's criterion fails on the day's real profiles (an overflow the sample profiles of loading did not
+    reach): the message names the journey, the field and the day."""
+
+
+def _positions(rows: str) -> str:
+    """Where each in-journey customer of `rows` is: current stage, its highest step reached and when."""
+    return f"""
+    WITH located AS (
+        SELECT r.journey_id, r.customer_id, r.entered_at, n.kind, n.stage_index, n.step_index
+        FROM ({rows}) AS r JOIN journey_nodes AS n USING (journey_id, node)
+    ), finished AS (
+        SELECT journey_id, customer_id FROM located WHERE kind IN {TERMINAL}
+    ), stage_now AS (
+        SELECT journey_id, customer_id, max(stage_index) AS stage_index FROM located WHERE kind = 'stage' GROUP BY ALL
+    )
+    SELECT s.journey_id, s.customer_id, s.stage_index,
+           coalesce(max(l.step_index), 0) AS step_index, arg_max(l.entered_at, l.step_index) AS step_entered_at
+    FROM stage_now AS s
+    LEFT JOIN located AS l
+           ON l.journey_id = s.journey_id AND l.customer_id = s.customer_id AND l.kind = 'step'
+          AND l.stage_index = s.stage_index
+    WHERE NOT EXISTS (SELECT 1 FROM finished AS f WHERE f.journey_id = s.journey_id AND f.customer_id = s.customer_id)
+    GROUP BY ALL"""
+
+
+# Positions are computed once from the state before the day; during the day only the customers who moved
+# (those with rows in `today`) are recomputed, so each move costs what moved, not the whole state.
+BASE_POSITIONS = f"CREATE OR REPLACE TEMP TABLE base_positions AS {_positions('SELECT * FROM base')}"
+_MOVED_ROWS = """
+    SELECT * FROM base WHERE EXISTS (SELECT 1 FROM today AS t WHERE t.journey_id = base.journey_id
+                                                               AND t.customer_id = base.customer_id)
+    UNION ALL SELECT * FROM today"""
+POSITIONS = f"""
+CREATE OR REPLACE TEMP VIEW journey_positions AS
+SELECT * FROM base_positions AS b
+WHERE NOT EXISTS (SELECT 1 FROM today AS t WHERE t.journey_id = b.journey_id AND t.customer_id = b.customer_id)
+UNION ALL
+SELECT * FROM ({_positions(_MOVED_ROWS)})
+"""
+
+# 1. enter: audience EXCEPT goal EXCEPT everyone who ever entered.
+ENTER = """
+INSERT INTO today
+SELECT entering.journey_id, entering.customer_id, 'stage:' || first.stage_id, $day
+FROM (
+    SELECT journey_id, customer_id FROM hits WHERE criterion = 'audience'
+    EXCEPT SELECT journey_id, customer_id FROM hits WHERE criterion = 'goal'
+    EXCEPT SELECT journey_id, customer_id FROM base
+) AS entering
+JOIN journey_stages AS first ON first.journey_id = entering.journey_id AND first.stage_index = 0
+"""
+
+# 2. goal: in-journey customers INTERSECT the goal's audience.
+GOAL = """
+INSERT INTO today
+SELECT journey_id, customer_id, 'goal', $day FROM (
+    SELECT journey_id, customer_id FROM journey_positions
+    INTERSECT SELECT journey_id, customer_id FROM hits WHERE criterion = 'goal'
+)
+"""
+
+# 3. exit: the first exit criterion (in listed order) of the customer's current stage that holds.
+EXIT = """
+INSERT INTO today
+SELECT p.journey_id, p.customer_id, arg_min('stage:' || s.stage_id || ':exit:' || e.exit_name, e.exit_order), $day
+FROM journey_positions AS p
+JOIN hits AS h ON h.criterion = 'exit' AND h.journey_id = p.journey_id AND h.customer_id = p.customer_id
+              AND h.stage_index = p.stage_index
+JOIN journey_exits AS e ON e.journey_id = h.journey_id AND e.stage_index = h.stage_index AND e.exit_order = h.exit_order
+JOIN journey_stages AS s ON s.journey_id = p.journey_id AND s.stage_index = p.stage_index
+GROUP BY p.journey_id, p.customer_id
+"""
+
+# 4-5. one round of moves: a stage's first step; a completed step's successor; a completed stage's next stage
+# (the day its entry holds) or the end. Repeated until a round moves nobody.
+ADVANCE = """
+INSERT INTO today
+SELECT p.journey_id, p.customer_id,
+       CASE WHEN p.step_index < stage.step_count THEN 'stage:' || stage.stage_id || ':step:' || (p.step_index + 1)
+            WHEN next.stage_id IS NOT NULL THEN 'stage:' || next.stage_id
+            ELSE 'end' END,
+       $day
+FROM journey_positions AS p
+JOIN journey_stages AS stage USING (journey_id, stage_index)
+LEFT JOIN journey_nodes AS step
+       ON step.journey_id = p.journey_id AND step.kind = 'step' AND step.stage_index = p.stage_index
+      AND step.step_index = p.step_index
+LEFT JOIN journey_stages AS next ON next.journey_id = p.journey_id AND next.stage_index = p.stage_index + 1
+WHERE (p.step_index = 0 OR step.activation IS NOT NULL OR p.step_entered_at + step.wait_days <= $day)
+  AND (p.step_index < stage.step_count OR next.stage_id IS NULL OR NOT next.has_entry
+       OR EXISTS (SELECT 1 FROM hits AS h WHERE h.criterion = 'entry' AND h.journey_id = p.journey_id
+                  AND h.customer_id = p.customer_id AND h.stage_index = next.stage_index))
+"""
+
+
+# The state before the day, by person: a profile merged into another on the day (identity.merges) shows as that
+# person, whose first day per node is the earlier of the two; profiles merged on earlier days are gone.
+BASE = """
+CREATE OR REPLACE TEMP TABLE base AS
+SELECT s.journey_id, coalesce(m.into_id, s.customer_id) AS customer_id, s.node, min(s.entered_at) AS entered_at
+FROM journey.journey_state AS s
+LEFT JOIN (SELECT merged_id, into_id FROM identity.merges WHERE day = $day) AS m ON m.merged_id = s.customer_id
+WHERE s.entered_at < $day AND (s.merged_on IS NULL OR s.merged_on < $day)
+  AND s.customer_id NOT IN (SELECT merged_id FROM identity.merges WHERE day < $day)
+GROUP BY ALL
+"""
+
+# The rows a day's merges give the person they merged into: the nodes the merged profile reached first.
+MERGED_ROWS = """
+CREATE OR REPLACE TEMP TABLE merged_rows AS
+SELECT b.* FROM base AS b
+WHERE b.customer_id IN (SELECT into_id FROM identity.merges WHERE day = $day)
+  AND NOT EXISTS (SELECT 1 FROM journey.journey_state AS own
+                  WHERE own.journey_id = b.journey_id AND own.customer_id = b.customer_id AND own.node = b.node
+                    AND own.entered_at = b.entered_at AND own.entered_at < $day)
+"""
+
+
+# The people of a day's state rows and activations reached (the change log, touched.py): those the day replaces and
+# its new ones (today's moves, a merge's rows; a merge's rows replacing later ones are the merged-into person's).
+# One statement before the writes: Spark cannot read the log or the state back within the transaction.
+DAY_PEOPLE = """
+SELECT customer_id AS person FROM journey.journey_state WHERE (entered_at = $day AND merged_on IS NULL) OR merged_on = $day
+UNION ALL SELECT customer_id FROM journey.reached_activations WHERE day = $day
+UNION ALL SELECT customer_id FROM today UNION ALL SELECT customer_id FROM merged_rows
+"""
+
+# A run rebuilding from a day on drops the rows from that day ($1): their people.
+PEOPLE_FROM = """
+SELECT customer_id AS person FROM journey.journey_state WHERE entered_at >= $1 OR merged_on >= $1
+UNION ALL SELECT customer_id FROM journey.reached_activations WHERE day >= $1
+"""
+
+
+def publish_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
+    """The day's rows replace the state's rows of that day; a node reached earlier keeps its first day. Rows from
+    the day's merges replace the merged-into person's later rows of the same nodes. The activations reached are
+    logged apart, so that replacing a node's date never loses the activation sent on the later one."""
+    on_day = {"day": day}
+    merged = [
+        (
+            """DELETE FROM journey.journey_state AS s WHERE EXISTS (
+                   SELECT 1 FROM merged_rows AS m
+                   WHERE m.journey_id = s.journey_id AND m.customer_id = s.customer_id AND m.node = s.node)""",
+            {},
+        ),
+        (
+            "INSERT INTO journey.journey_state SELECT journey_id, customer_id, node, entered_at, $day FROM merged_rows",
+            on_day,
+        ),
+    ]
+    # Only on a day with merges: with DuckDB 2.0.0, an INSERT of no row before the day's large INSERT into the same
+    # table lost the large one's rows at COMMIT (they showed up a commit later) when re-building days at 1M
+    # (docs/decisions.md).
+    if not count(conn, "SELECT 1 FROM merged_rows"):
+        merged = []
+    publish(
+        conn,
+        [
+            (touched.log_sql(DAY_PEOPLE, "journeys", touched.NEXT_SEQ), on_day),
+            (
+                "DELETE FROM journey.journey_state WHERE (entered_at = $day AND merged_on IS NULL) OR merged_on = $day",
+                on_day,
+            ),
+            *merged,
+            ("DELETE FROM journey.reached_activations WHERE day = $day", on_day),
+            (
+                """INSERT INTO journey.reached_activations
+                   SELECT DISTINCT t.journey_id, t.customer_id, n.activation, t.entered_at
+                   FROM (SELECT * FROM today ANTI JOIN journey.journey_state USING (journey_id, customer_id, node)) AS t
+                   JOIN journey_nodes AS n USING (journey_id, node)
+                   WHERE n.activation IS NOT NULL""",
+                {},
+            ),
+            (
+                """INSERT INTO journey.journey_state
+                   SELECT DISTINCT journey_id, customer_id, node, entered_at, NULL FROM today
+                   ANTI JOIN journey.journey_state USING (journey_id, customer_id, node)""",
+                {},
+            ),
+            (mark_built("journey.journey_days"), on_day),
+        ],
+    )
+
+
+def load_definitions(conn: duckdb.DuckDBPyConnection, journeys: list[Journey]) -> None:
+    """The journeys' structure as small temp tables: nodes, stages, exits."""
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE journey_nodes (journey_id VARCHAR, node VARCHAR, kind VARCHAR, position INTEGER, "
+        "stage_index INTEGER, step_index INTEGER, wait_days INTEGER, activation VARCHAR)"
+    )
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE journey_stages (journey_id VARCHAR, stage_index INTEGER, stage_id VARCHAR, "
+        "step_count INTEGER, has_entry BOOLEAN)"
+    )
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE journey_exits (journey_id VARCHAR, stage_index INTEGER, exit_order INTEGER, exit_name VARCHAR)"
+    )
+    nodes, stages, exits = [], [], []
+    for journey in journeys:
+
+        def node(name, kind, stage=None, step=None, wait=None, activation=None, journey_id=journey.id):
+            nodes.append([journey_id, name, kind, len(nodes), stage, step, wait, activation])
+
+        for i, stage in enumerate(journey.stages):
+            stages.append([journey.id, i, stage.id, len(stage.steps), stage.entry is not None])
+            node(f"stage:{stage.id}", "stage", i)
+            for n, step in enumerate(stage.steps, start=1):
+                node(
+                    f"stage:{stage.id}:step:{n}",
+                    "step",
+                    i,
+                    n,
+                    getattr(step, "wait_days", None),
+                    getattr(step, "activation", None),
+                )
+            for order, exit in enumerate(stage.exit_criteria):
+                exits.append([journey.id, i, order, exit.name])
+                node(f"stage:{stage.id}:exit:{exit.name}", "exit", i)
+        node("goal", "goal")
+        node("end", "end")
+    insert_rows(conn, "journey_nodes", nodes)
+    insert_rows(conn, "journey_stages", stages)
+    insert_rows(conn, "journey_exits", exits)
+
+
+def restore_profile_totals(conn: duckdb.DuckDBPyConnection, first: date) -> date | None:
+    """Temp `profile_totals` as of the day before `first` from the copy kept by the last run, when it is exactly
+    that day; returns the day it is as of, or None. A copy as of `first` or later is dropped: rebuilding an earlier
+    day may change what it summed. Temp `profile_totals_changed` collects whose totals the run's days change."""
+    conn.execute("CREATE OR REPLACE TEMP TABLE profile_totals_changed (user_id VARCHAR)")
+    kept = conn.execute("SELECT max(as_of) FROM journey.profile_totals_as_of").fetchall()[0][0]
+    if kept == first - timedelta(days=1):
+        conn.execute("CREATE OR REPLACE TEMP TABLE profile_totals AS SELECT * FROM journey.profile_totals")
+        return kept
+    if kept is not None and kept >= first:
+        conn.execute("DELETE FROM journey.profile_totals_as_of")
+    return None
+
+
+def keep_profile_totals(conn: duckdb.DuckDBPyConnection, day: date, restored: bool) -> None:
+    """Keep the totals as of the last day built, for the next run to start from: when the run started from the kept
+    copy, only the rows of the people whose totals its days changed are replaced; the copy's mark is the last change
+    logged (the profiles read the copy when nothing was logged since). The day is cleared first and written last, so
+    a run killed in between leaves no copy (the next run sums from the start) rather than a wrong one."""
+    conn.execute("DELETE FROM journey.profile_totals_as_of")
+    if restored:
+        conn.execute("DELETE FROM journey.profile_totals WHERE user_id IN (SELECT user_id FROM profile_totals_changed)")
+        conn.execute(
+            "INSERT INTO journey.profile_totals BY NAME "
+            "SELECT * FROM profile_totals WHERE user_id IN (SELECT user_id FROM profile_totals_changed)"
+        )
+    else:
+        conn.execute("CREATE OR REPLACE TABLE journey.profile_totals AS SELECT * FROM profile_totals")
+    touched.finish(conn, touched.Update(KEPT_TOTALS, TOTALS_HASH, touched.next_seq(conn) - 1, None))
+    conn.execute("INSERT INTO journey.profile_totals_as_of VALUES ($day)", {"day": day})
+
+
+# The kept totals hold every change logged through their mark (kept in the change log's marks, as a consumer's).
+KEPT_TOTALS = "journey.profile_totals"
+TOTALS_HASH = touched.rules_hash(TOTALS)
+
+
+def kept_totals_of(conn: duckdb.DuckDBPyConnection, as_of: date, people: str) -> bool:
+    """Temp `profile_totals` of `people` (a query of one column `person`) from the kept totals, when they are as of
+    `as_of` and nothing they read was logged after their mark (a run's journeys are built after its ledger, before
+    its profiles); False, and nothing made, otherwise. A kept row costs its person, where summing their events from
+    the start reads history."""
+    conn.execute(DDL)
+    kept = conn.execute("SELECT max(as_of) FROM journey.profile_totals_as_of").fetchall()[0][0]
+    changed_since = conn.execute(  # no mark: NULL; the log keeps every row after the mark (touched.start prunes)
+        """SELECT (SELECT count(*) FROM changes.touched WHERE seq > mark.seq AND list_contains($sources, source))
+           FROM (SELECT max(seq) AS seq FROM changes.applied WHERE consumer = $consumer AND rules_hash = $hash) AS mark
+           WHERE mark.seq IS NOT NULL""",
+        {"consumer": KEPT_TOTALS, "hash": TOTALS_HASH, "sources": PROFILE_SOURCES},
+    ).fetchall()
+    if kept != as_of or changed_since != [(0,)]:
+        return False
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE profile_totals AS "
+        f"SELECT * FROM journey.profile_totals WHERE user_id IN (SELECT person FROM ({people}))"
+    )
+    return True
+
+
+def evaluate_criteria(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date, totals_as_of: date | None) -> None:
+    """Temp table `hits(journey_id, criterion, stage_index, exit_order, customer_id)`: who meets what at the end of day.
+
+    The profile's totals move on by the day's events when they are as of the day before, else are summed from the
+    start (the first day of a run without a kept copy)."""
+    if totals_as_of == day - timedelta(days=1):
+        add_day_to_totals(conn, day)
+        conn.execute(  # whose totals the day changed: the rows the run keeps (keep_profile_totals)
+            "INSERT INTO profile_totals_changed SELECT user_id FROM recomputed_people UNION SELECT user_id FROM profile_day"
+        )
+    else:
+        totals_from_start(conn, day)
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE journey_profile AS {BEHAVIOUR}", {"as_of": day})
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE hits (journey_id VARCHAR, criterion VARCHAR, stage_index INTEGER, "
+        "exit_order INTEGER, customer_id VARCHAR)"
+    )
+    for journey in rules.journeys:
+        for field, condition in journey.criteria().items():
+            criterion, stage_index, exit_order = _criterion_of(field)
+            try:
+                conn.execute(  # `condition` is the checked re-rendering of the criterion, never the raw text
+                    "INSERT INTO hits SELECT $journey, $criterion, $stage, $exit, user_id FROM journey_profile "
+                    f"WHERE {condition}",
+                    {"journey": journey.id, "criterion": criterion, "stage": stage_index, "exit": exit_order},
+                )
+            except duckdb.Error as error:  # e.g. an overflow only real values reach (load tries sample profiles)
+                raise CriterionFailed(
+                    f"journey {journey.id}, {field}: fails on the profiles of {day}: {str(error).splitlines()[0]}"
+                ) from None
+
+
+def _criterion_of(field: str) -> tuple[str, int | None, int | None]:
+    """'stages[1].exit_criteria[0].when' -> ('exit', 1, 0); 'audience' -> ('audience', None, None)."""
+    if not field.startswith("stages["):
+        return field, None, None
+    stage_index = int(field[len("stages[") : field.index("]")])
+    if field.endswith(".entry"):
+        return "entry", stage_index, None
+    return "exit", stage_index, int(field.split("exit_criteria[")[1].split("]")[0])
+
+
+def build_day(
+    conn: duckdb.DuckDBPyConnection, rules: Rules, window: Window, day: date, totals_as_of: date | None
+) -> int:
+    """Moves every customer for one day and publishes the new state; returns the number of advance rounds."""
+    evaluate_criteria(conn, rules, day, totals_as_of)
+    conn.execute(BASE, {"day": day})
+    conn.execute(MERGED_ROWS, {"day": day})
+    conn.execute("CREATE OR REPLACE TEMP TABLE today AS SELECT * FROM base LIMIT 0")
+    conn.execute(BASE_POSITIONS)
+    conn.execute(POSITIONS)
+    for statement in (ENTER, GOAL, EXIT):
+        conn.execute(statement, {"day": day})
+    rounds, moved = 0, count(conn, "SELECT 1 FROM today")
+    while True:  # until a round moves nobody (counted: Spark's INSERT gives no row count)
+        conn.execute(ADVANCE, {"day": day})
+        before, moved = moved, count(conn, "SELECT 1 FROM today")
+        if moved == before:
+            break
+        rounds += 1
+    window.refuse_change(
+        conn,
+        day,
+        "SELECT * FROM today",
+        "SELECT journey_id, customer_id, node, entered_at FROM journey.journey_state "
+        "WHERE entered_at = $day AND merged_on IS NULL",
+    )
+    publish_day(conn, day)
+    return rounds

@@ -1,0 +1,1 @@
+"""Purchases enriched at event time, returns, and the lifetime tables (tiers, stamps, promotions)."""

@@ -1,0 +1,1 @@
+"""The append-only point ledger and the balances read from it."""

@@ -1,0 +1,1 @@
+"""What every domain uses: the warehouse connection helpers, day chains and the change log."""
