@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from loyalty_pipeline.defs.ingest import CUSTOMERS_DDL
+from loyalty_pipeline.defs.customers import CUSTOMERS_DDL
 from loyalty_pipeline.domain.config import Rules
 from loyalty_pipeline.domain.identity import identity
 from loyalty_pipeline.domain.ingest.kafka import TOPICS, table_ddl

@@ -14,7 +14,7 @@ import pytest
 from loyalty_pipeline.cli import main
 from loyalty_pipeline.definitions import build_defs
 from loyalty_pipeline.defs.automation import planning
-from loyalty_pipeline.defs.ingest import UNSAFE_KEY
+from loyalty_pipeline.defs.exports import UNSAFE_KEY
 from loyalty_pipeline.defs.runs import materialize_days
 from loyalty_pipeline.domain.config import RulesError
 from loyalty_pipeline.serve.serving import ServingCopy

@@ -12,8 +12,9 @@ from loyalty_pipeline.defs.checks import (
     duplicate_check,
     failed_blocking,
 )
+from loyalty_pipeline.defs.customers import customers
 from loyalty_pipeline.defs.identity import id_graph
-from loyalty_pipeline.defs.ingest import customers, raw_topics
+from loyalty_pipeline.defs.ingest import raw_topics
 from loyalty_pipeline.defs.journey import ACTIVATIONS_KEY
 from loyalty_pipeline.defs.loyalty import (
     CAFFEINE_KEY,

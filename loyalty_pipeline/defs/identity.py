@@ -4,7 +4,9 @@ import dagster as dg
 
 from loyalty_pipeline.defs.automation.partitions import DECLARED, window_days
 from loyalty_pipeline.defs.checks import check, check_results, check_specs, duplicate_check, in_days
-from loyalty_pipeline.defs.ingest import customers, historical_purchases, raw_topics
+from loyalty_pipeline.defs.customers import customers
+from loyalty_pipeline.defs.exports import historical_purchases
+from loyalty_pipeline.defs.ingest import raw_topics
 from loyalty_pipeline.defs.metadata import (
     OWNERS,
     PORTABLE_KINDS,

@@ -7,7 +7,8 @@ import dagster as dg
 
 from loyalty_pipeline.defs.automation.partitions import DECLARED, window_days
 from loyalty_pipeline.defs.checks import Days, check, check_results, check_specs, failed_blocking, in_days
-from loyalty_pipeline.defs.ingest import customers, raw_topics
+from loyalty_pipeline.defs.customers import customers
+from loyalty_pipeline.defs.ingest import raw_topics
 from loyalty_pipeline.defs.loyalty import enriched_purchases
 from loyalty_pipeline.defs.metadata import (
     OWNERS,

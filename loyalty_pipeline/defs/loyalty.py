@@ -13,13 +13,9 @@ from loyalty_pipeline.defs.checks import (
     in_days,
     table_of,
 )
+from loyalty_pipeline.defs.exports import S3_RETURNS_DDL, historical_purchases, s3_returns
 from loyalty_pipeline.defs.identity import id_graph
-from loyalty_pipeline.defs.ingest import (
-    S3_RETURNS_DDL,
-    historical_purchases,
-    raw_topics,
-    s3_returns,
-)
+from loyalty_pipeline.defs.ingest import raw_topics
 from loyalty_pipeline.defs.metadata import (
     OWNERS,
     PORTABLE_KINDS,

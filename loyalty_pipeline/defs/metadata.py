@@ -87,3 +87,15 @@ def bar_table(headers: tuple[str, str], rows: list[tuple], width: int = 12) -> s
     lines = [f"| {headers[0]} | {headers[1]} | |", "| --- | ---: | --- |"]
     lines += [f"| {label} | {value} | {bar(value)} |" for label, value in rows]
     return "\n".join(lines)
+
+
+def rejection_metadata(conn, source: str) -> dict:
+    reasons = conn.execute(
+        "SELECT reason, count(*) AS rows FROM raw.rejected_records WHERE source = $1 GROUP BY ALL ORDER BY rows DESC",
+        [source],
+    ).fetchall()
+    table = "\n".join(f"| {reason} | {rows} |" for reason, rows in reasons)
+    return {
+        "rejected_rows": sum(rows for _, rows in reasons),
+        "rejected_reasons": dg.MetadataValue.md("| reason | rows |\n| --- | --- |\n" + table if reasons else "_none_"),
+    }

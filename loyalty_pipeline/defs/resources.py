@@ -62,6 +62,12 @@ def file_version(path: Path) -> str:
     return f"{stat.st_mtime_ns}-{stat.st_size}"
 
 
+def read_version(path: Path) -> str:
+    """The version a snapshot file was read at: its ctime too, which any rewrite moves, so a copy that puts back the
+    old size and mtime (`cp -p`, `rsync -a`) is read again."""
+    return f"{file_version(path)}-{path.stat().st_ctime_ns}"
+
+
 class LocalStore:
     """An S3-shaped view of a local folder."""
 

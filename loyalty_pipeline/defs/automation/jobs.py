@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from loyalty_pipeline.defs.ingest import customers, historical_purchases
+from loyalty_pipeline.defs.customers import customers
+from loyalty_pipeline.defs.exports import historical_purchases
 
 everything_job = dg.define_asset_job(
     "materialize_everything",

@@ -23,7 +23,9 @@ import duckdb
 
 from loyalty_pipeline.defs.automation import planning
 from loyalty_pipeline.defs.automation.jobs import everything_job
-from loyalty_pipeline.defs.ingest import customers, dated_file, historical_purchases, raw_topics, s3_returns
+from loyalty_pipeline.defs.customers import customers
+from loyalty_pipeline.defs.exports import dated_file, historical_purchases, s3_returns
+from loyalty_pipeline.defs.ingest import raw_topics
 from loyalty_pipeline.defs.resources import EventSources, LocalStore, RulesResource, Warehouse, file_version
 from loyalty_pipeline.domain.ingest import kafka
 
