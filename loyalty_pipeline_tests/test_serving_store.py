@@ -16,7 +16,7 @@ import dagster as dg
 import duckdb
 
 from loyalty_pipeline.defs.resources import RulesResource
-from loyalty_pipeline.serve import publish
+from loyalty_pipeline.serve import audit, publish
 from loyalty_pipeline.serve.serving import ServingCopy, serving_path
 
 SERVING = ("customer/serving_snapshot",)
@@ -52,7 +52,7 @@ def buys(inputs, user: str, day: str, product: str = "cake") -> None:
 def rows(store: Path) -> dict[str, list]:
     """Every row of the store's tables (rowids apart), and the day it is as of."""
     with sqlite3.connect(store) as conn:
-        held = {table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall()) for table in publish.STORE_TABLES}
+        held = {table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall()) for table in audit.STORE_TABLES}
         held["as_of"] = conn.execute("SELECT as_of FROM info").fetchall()
     conn.close()
     return held

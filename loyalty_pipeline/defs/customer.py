@@ -35,7 +35,7 @@ from loyalty_pipeline.domain.journey import journeys
 from loyalty_pipeline.domain.loyalty.rules_sql import load_tiers
 from loyalty_pipeline.lib import touched
 from loyalty_pipeline.lib.warehouse import count, rows_differing, transaction
-from loyalty_pipeline.serve import publish
+from loyalty_pipeline.serve import audit, publish
 from loyalty_pipeline.serve.serving import serving_path
 
 # Every identifier the id graph knows and the person it finds now: what a lookup by any id, email or name reads.
@@ -148,7 +148,7 @@ def baskets_match_purchases(conn, rules, days) -> tuple[bool, dict]:
 )
 def serving_copy_is_complete(conn, rules, days) -> tuple[bool, dict]:
     database = conn.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
-    found = publish.differences(conn, serving_path(database[0][0]), rules.rules)
+    found = audit.differences(conn, serving_path(database[0][0]), rules.rules)
     return found["tables_differing"] == "none", found
 
 

@@ -16,7 +16,7 @@ from loyalty_pipeline.defs.metadata import (
     table_metadata,
 )
 from loyalty_pipeline.defs.resources import RulesResource, Warehouse
-from loyalty_pipeline.domain.identity import identity
+from loyalty_pipeline.domain.identity import graph, identity
 from loyalty_pipeline.lib.chain import open_window
 from loyalty_pipeline.lib.warehouse import SOURCE_FILES_DDL, count
 
@@ -103,11 +103,11 @@ def id_graph(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: Rul
     with warehouse.get_connection(portable=True) as conn:
         conn.execute(identity.DDL + SOURCE_FILES_DDL)
         window = open_window(
-            conn, "identity.graph_days", "id graph", "graph", first, end, identity.first_event_before(conn, first)
+            conn, "identity.graph_days", "id graph", "graph", first, end, graph.first_event_before(conn, first)
         )
         window.begin(conn)
         for day in window.days:  # in order: each day links to the people the previous days resolved
-            merges += identity.build_day(conn, rules.rules.identity, window, day)["merges"]
+            merges += graph.build_day(conn, rules.rules.identity, window, day)["merges"]
         window_rows = "SELECT * FROM identity.id_graph WHERE linked_on >= $1 AND linked_on < $2"
         return dg.MaterializeResult(
             metadata={

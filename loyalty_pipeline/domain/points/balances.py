@@ -1,7 +1,7 @@
 """Point balances from the ledger (`points.point_balances`), in SQL: what is left of each lot, what is usable,
 pending or owed, and whom a ledger day changed a balance of."""
 
-from loyalty_pipeline.domain.points import ledger
+from loyalty_pipeline.domain.points.fold import is_debt
 
 # The midnight that ends the last ledger day.
 HORIZON = "SELECT (max(day) + 1)::TIMESTAMP FROM points.ledger_days"
@@ -43,7 +43,7 @@ WITH lots AS (
                {f"WHERE txn_id IN (SELECT txn_id FROM {transactions})" if people else ""}
                GROUP BY txn_id) AS paid
            ON paid.txn_id = debt.txn_id
-    WHERE {ledger.is_debt("debt")} GROUP BY debt.user_id
+    WHERE {is_debt("debt")} GROUP BY debt.user_id
 ), next_expiry AS (
     SELECT user_id, expires_at AS next_expiry_at, sum(remaining) AS next_expiry_points
     FROM ({open_lots(people)}) GROUP BY user_id, expires_at
