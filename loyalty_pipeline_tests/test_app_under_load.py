@@ -11,8 +11,7 @@ from http.client import HTTPConnection
 import pytest
 
 from loyalty_pipeline.serve.serving import serving_path
-from loyalty_pipeline_tests.conftest import SEED_DATA
-from loyalty_pipeline_tests.test_browser import serve
+from loyalty_pipeline_tests.scenarios import SEED_DATA, serve
 
 pytestmark = pytest.mark.e2e
 

@@ -2,20 +2,18 @@
 served by uvicorn on loopback from the demo's serving copy. The screenshot is kept in test-artifacts/."""
 
 import shutil
-import socket
-import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import uvicorn
 
-from loyalty_pipeline.serve.app import create_app
-from loyalty_pipeline.serve.serving import serving_path
+from loyalty_pipeline_tests.scenarios import serve
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
 # Chromium's own traffic (updates, sync, QUIC probes) has nowhere to go here and only slows it down.
 FLAGS = [
     "--no-sandbox",
@@ -27,32 +25,13 @@ FLAGS = [
     "--disable-sync",
 ]
 
+
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(
         not Path(CHROMIUM).exists(), reason="no chromium: install Debian's package (apt-get install -y chromium)"
     ),
 ]
-
-
-@contextmanager
-def serve(warehouse: Path):
-    """The app on a free loopback port, in a thread, for the block: yields its URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(serving_path(str(warehouse))), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join()
 
 
 @pytest.fixture(scope="module")

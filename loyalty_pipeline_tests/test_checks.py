@@ -21,7 +21,7 @@ from loyalty_pipeline.defs.points import BALANCES_CHECKS, sampled_customer_recon
 from loyalty_pipeline.defs.resources import RulesResource, Warehouse
 from loyalty_pipeline.domain.loyalty.loyalty import load_rules
 from loyalty_pipeline.lib import touched
-from loyalty_pipeline_tests.conftest import Inputs
+from loyalty_pipeline_tests.scenarios import Inputs
 
 
 @pytest.fixture

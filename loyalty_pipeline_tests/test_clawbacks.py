@@ -1,7 +1,7 @@
 """Issue 15 in the ledger: a return claws its purchase's points back (own lot, then the other lots earliest expiry
 first, then debt the next earns pay), and pending lots are usable only from their `available_at`."""
 
-from loyalty_pipeline_tests.conftest import POINTS, buy, give_back, priced, redeem
+from loyalty_pipeline_tests.scenarios import POINTS, buy, give_back, priced, redeem
 
 ROWS = """SELECT txn_id, occurred_at::VARCHAR, kind, points FROM points.point_transactions
           ORDER BY occurred_at, CASE kind WHEN 'expire' THEN 0 WHEN 'earn' THEN 1 WHEN 'clawback' THEN 2 ELSE 3 END"""

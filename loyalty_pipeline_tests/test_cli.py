@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from loyalty_pipeline.cli import main
-from loyalty_pipeline_tests.conftest import SEED_DATA, buy, priced
+from loyalty_pipeline_tests.scenarios import SEED_DATA, buy, priced
 
 CLI = str(Path(sys.executable).parent / "loyalty-pipeline")
 

@@ -13,19 +13,15 @@ import pytest
 from loyalty_pipeline.defs.customer import baskets_match_purchases, serving_copy_is_complete
 from loyalty_pipeline.defs.resources import Warehouse
 from loyalty_pipeline.serve.serving import ServingCopy, serving_path
+from loyalty_pipeline_tests.scenarios import clicks
 
 CUSTOMER = ("customer/serving_snapshot",)  # the 360 tables and what they read
 
+
 DAY = "2024-06-01"
+
+
 CLI = str(Path(sys.executable).parent / "loyalty-pipeline")
-
-
-def clicks(inputs, *events, file="clicks.jsonl"):
-    inputs.kafka(
-        "user_activity",
-        [(user, {"event_type": kind, "product_id": pid}, ts) for user, kind, pid, ts in events],
-        file=file,
-    )
 
 
 def orders(inputs, day, *rows):

@@ -14,8 +14,8 @@ import pytest
 
 from loyalty_pipeline.definitions import build_defs
 from loyalty_pipeline.defs.runs import materialize_days
-from loyalty_pipeline_tests.conftest import SENSORS, free_port
-from loyalty_pipeline_tests.test_arrival_order import DAYS, RULES, TABLES, files, land, table_rows
+from loyalty_pipeline_tests.arrival import DAYS, RULES, TABLES, files, land, table_rows
+from loyalty_pipeline_tests.scenarios import SENSORS, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from loyalty_pipeline_tests.conftest import bench_module
+from loyalty_pipeline_tests.scenarios import bench_module
 
 TOPICS = ["users", "products", "purchases", "user_activity", "redemptions"]
 

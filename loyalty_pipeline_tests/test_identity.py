@@ -5,7 +5,7 @@ from datetime import date
 import duckdb
 import pytest
 
-from loyalty_pipeline_tests.conftest import Inputs, bench_module, priced
+from loyalty_pipeline_tests.scenarios import Inputs, bench_module, buy_as, priced, users
 
 JOURNEY = """
 journeys:
@@ -18,19 +18,10 @@ journeys:
 """
 
 
-def users(inputs: Inputs, *accounts, file="users.jsonl"):
-    inputs.kafka("users", [(key, payload, ts) for key, payload, ts in accounts], file=file)
-
-
-def buy(inputs: Inputs, *purchases, file="purchases.jsonl"):
-    """(key, payload, ts) purchases: the payload's product_id and any identifiers it carries."""
-    inputs.kafka("purchases", list(purchases), file=file)
-
-
 def test_each_rule_links_to_the_account(inputs):
     priced(inputs, ten=10)
     users(inputs, ("u1", {"name": "Ann", "email": "Ann@X.com ", "card_id": "C1"}, "2022-10-01T07:00:00"))
-    buy(
+    buy_as(
         inputs,
         ("ann@x.com", {"product_id": "ten"}, "2022-10-01T08:00:00"),  # keyed by the email (normalised)
         ("C1", {"product_id": "ten"}, "2022-10-01T09:00:00"),  # keyed by the card
@@ -73,7 +64,7 @@ def test_a_name_two_accounts_carry_links_nothing_and_is_listed(inputs):
         ("u3", {"name": "Kim"}, "2022-10-01T07:40:00"),
         ("u4", {"name": "SAM "}, "2022-10-02T07:00:00"),  # a third one, another day
     )
-    buy(
+    buy_as(
         inputs,
         ("sam", {"product_id": "ten"}, "2022-10-01T08:00:00"),
         ("kim", {"product_id": "ten"}, "2022-10-01T09:00:00"),
@@ -95,7 +86,7 @@ def test_a_name_two_accounts_carry_links_nothing_and_is_listed(inputs):
 def test_weak_links_need_the_option_and_strong_ones_can_be_turned_off(inputs):
     priced(inputs, ten=10)
     users(inputs, ("u1", {"name": "Ann", "email": "a@x"}, "2022-10-01T07:00:00"))
-    buy(
+    buy_as(
         inputs,
         ("ann", {"product_id": "ten"}, "2022-10-01T08:00:00"),
         ("a@x", {"product_id": "ten"}, "2022-10-01T09:00:00"),
@@ -111,7 +102,7 @@ def _merge_story(inputs: Inputs) -> None:
     priced(inputs, ten=10, twenty=20)
     inputs.rules(JOURNEY)
     users(inputs, ("u9", {"name": "Zoe", "email": "z@x.com"}, "2022-10-01T07:00:00"))
-    buy(
+    buy_as(
         inputs,
         ("K1", {"product_id": "ten"}, "2022-10-01T08:00:00"),
         ("u9", {"product_id": "twenty"}, "2022-10-02T08:00:00"),
@@ -200,7 +191,7 @@ def test_an_email_keyed_in_capitals_resolves_to_the_account_from_every_source(in
     users(inputs, ("u1", {"name": "Ann", "email": "some.one@mail.example"}, "2022-10-01T07:00:00"))
     users(inputs, ("Kim@Mail.Example", {"name": "Kim"}, "2022-10-01T07:00:00"), file="keyed_by_email.jsonl")
     inputs.csv("customers/export.csv", "user_id,name,email,signup_date\nu2,Bo,  BO@Mail.Example ,2020-01-01\n")
-    buy(
+    buy_as(
         inputs,
         ("Some.One@Mail.Example", {"product_id": "ten"}, "2022-10-01T08:00:00"),
         ("bo@mail.example", {"product_id": "ten"}, "2022-10-01T09:00:00"),
@@ -265,7 +256,7 @@ def test_placeholder_values_are_no_identifiers(inputs):
         ("u4", {"name": "Di", "email": "noreply@shop.example ", "phone": "+00 0", "card_id": "N.A."}, day),
         ("u5", {"name": "Nil", "email": "none", "phone": "0", "card_id": "?"}, day),  # a name, though a word
     )
-    buy(
+    buy_as(
         inputs,
         ("u1", {"product_id": "ten"}, "2022-10-01T08:00:00"),
         ("u2", {"product_id": "ten"}, "2022-10-01T08:00:00"),
@@ -301,7 +292,7 @@ def test_a_value_too_many_accounts_carry_links_nothing_and_is_listed(inputs):
         ("u4", {"name": "D", "email": "desk@x"}, "2022-10-03T07:00:00"),
         ("u5", {"name": "E", "card_id": "C1"}, "2022-10-03T07:00:00"),  # would make u1's person three accounts
     )
-    buy(
+    buy_as(
         inputs,
         ("k8", {"product_id": "ten"}, "2022-10-01T08:00:00"),
         ("desk@x", {"product_id": "ten"}, "2022-10-02T08:00:00"),  # keyed by it: the person it found before
@@ -330,7 +321,7 @@ def test_three_thousand_accounts_sharing_one_email_stay_apart_quickly(inputs):
     users(
         inputs, *[(f"u{i}", {"name": f"N{i}", "email": "Same@X.example"}, "2022-10-01T07:00:00") for i in range(3000)]
     )
-    buy(inputs, ("same@x.example", {"product_id": "ten"}, "2022-10-01T08:00:00"))
+    buy_as(inputs, ("same@x.example", {"product_id": "ten"}, "2022-10-01T08:00:00"))
     started = time.monotonic()
     inputs.materialize("2022-10-01", assets=("identity/id_graph",))
     assert time.monotonic() - started < 30
@@ -343,7 +334,7 @@ def test_a_customers_row_edited_in_place_is_applied_and_converges_to_a_batch_run
     priced(inputs, ten=10)
     header = "user_id,name,email,signup_date\n"
     inputs.csv("customers/export.csv", header + "u1,Ann,old@x,2020-01-01\nu2,Bo,bo@x,2020-01-01\n")
-    buy(
+    buy_as(
         inputs,
         ("old@x", {"product_id": "ten"}, "2022-10-01T08:00:00"),
         ("New@X", {"product_id": "ten"}, "2022-10-02T08:00:00"),
@@ -407,7 +398,7 @@ def test_mixed_case_placeholder_and_crowded_identifiers_give_the_same_graph_on_s
         ("u4", {"name": "Di", "email": "desk@X", "card_id": "till@shop"}, "2022-10-02T08:00:00"),
         ("Eve@X", {"name": "Eve", "card_id": "C5"}, "2022-10-01T08:30:00"),
     )
-    buy(
+    buy_as(
         story,
         ("ANN@x", {"product_id": "ten"}, "2022-10-01T09:00:00"),
         ("eve@x", {"product_id": "ten", "card_id": "C1"}, "2022-10-02T09:00:00"),

@@ -3,9 +3,7 @@ loyalty_pipeline/lib/touched.py), and always equal a whole rebuild."""
 
 from loyalty_pipeline.definitions import build_defs
 from loyalty_pipeline.defs.runs import materialize_days
-from loyalty_pipeline_tests.conftest import give_back, priced
-from loyalty_pipeline_tests.test_customer import clicks
-from loyalty_pipeline_tests.test_identity import buy, users
+from loyalty_pipeline_tests.scenarios import buy_as, clicks, give_back, priced, users
 
 LIFETIME = ("loyalty/sales_totals", "loyalty/caffeine_index", "loyalty/promotions", "points/point_balances")
 TABLES = ("loyalty.sales_totals", "loyalty.caffeine_index", "loyalty.promotions", "points.point_balances")
@@ -48,7 +46,7 @@ def test_days_run_one_by_one_with_a_late_file_a_return_and_a_merge_equal_a_rebui
     inputs.rules(RULES)
     priced(inputs, ten=10, twenty=20, coffee=3, cake=100)
     users(inputs, ("u9", {"name": "Zoe", "email": "z@x.com"}, "2022-10-01T07:00:00"))
-    buy(
+    buy_as(
         inputs,
         ("K1", {"product_id": "ten"}, "2022-10-01T08:00:00"),
         ("ann", {"product_id": "coffee"}, "2022-10-01T09:00:00"),
@@ -96,10 +94,10 @@ def test_days_run_one_by_one_with_a_late_file_a_return_and_a_merge_equal_a_rebui
 
 def test_a_day_updates_only_its_people_and_a_rules_change_rebuilds_whole(inputs):
     priced(inputs, coffee=3)
-    buy(inputs, *[(f"c{n}", {"product_id": "coffee"}, "2022-10-01T08:00:00") for n in range(5)])
+    buy_as(inputs, *[(f"c{n}", {"product_id": "coffee"}, "2022-10-01T08:00:00") for n in range(5)])
     first = updated(run(inputs, "2022-10-01"))
     assert first == {table: ("rebuilt whole", 5 if table != "loyalty/promotions" else 0) for table in LIFETIME}
-    buy(inputs, ("c9", {"product_id": "coffee"}, "2022-10-02T08:00:00"), file="day2.jsonl")
+    buy_as(inputs, ("c9", {"product_id": "coffee"}, "2022-10-02T08:00:00"), file="day2.jsonl")
     assert updated(run(inputs, "2022-10-02")) == {table: ("incremental", 1) for table in LIFETIME}
     assert inputs.query("SELECT count(*), sum(total) FROM loyalty.sales_totals") == [(6, 18)]
 
@@ -127,7 +125,7 @@ def test_the_360_updates_the_people_a_day_touched_and_equals_a_rebuild(inputs):
     header = "user_id,name,email,signup_date\n"
     inputs.csv("customers/export.csv", header + "u1,Ann,ann@x.com,2020-01-01\nu2,Bo,bo@x.com,2020-01-01\n")
     users(inputs, ("u3", {"name": "Cy", "email": "cy@x.com"}, "2022-10-01T07:00:00"))
-    buy(
+    buy_as(
         inputs,
         ("u1", {"product_id": "ten"}, "2022-10-01T08:00:00"),
         ("u2", {"product_id": "coffee"}, "2022-10-01T09:00:00"),
@@ -135,7 +133,7 @@ def test_the_360_updates_the_people_a_day_touched_and_equals_a_rebuild(inputs):
     )
     assert profile_updates(run(inputs, "2022-10-01", assets=PROFILE)) == ("rebuilt whole", 4)
     # day 2: K7 shows u3's email (a merge), u1 looks at cake; u2 does nothing
-    buy(inputs, ("K7", {"product_id": "ten", "email": "cy@x.com"}, "2022-10-02T08:00:00"), file="day2.jsonl")
+    buy_as(inputs, ("K7", {"product_id": "ten", "email": "cy@x.com"}, "2022-10-02T08:00:00"), file="day2.jsonl")
     clicks(inputs, ("u1", "view", "cake", "2022-10-02T09:00:00"))
     assert profile_updates(run(inputs, "2022-10-02", assets=PROFILE)) == ("incremental", 3)  # u1, u3 and K7
     assert inputs.query(
@@ -182,14 +180,14 @@ def test_the_360_reads_the_totals_the_journeys_kept_for_its_day_and_equals_a_reb
     inputs.rules("tiers: [{name: GOLD, above: 50}]\n")
     priced(inputs, ten=10, coffee=3, cake=100)
     users(inputs, ("u3", {"name": "Cy", "email": "cy@x.com"}, "2022-10-01T07:00:00"))
-    buy(
+    buy_as(
         inputs,
         ("u1", {"product_id": "ten"}, "2022-10-01T08:00:00"),
         ("u2", {"product_id": "cake"}, "2022-10-01T09:00:00"),
         ("K7", {"product_id": "cake"}, "2022-10-01T10:00:00"),
     )
     assert profile_totals_read(run(inputs, "2022-10-01", assets=())) == "summed from the start"  # built whole
-    buy(inputs, ("K7", {"product_id": "ten", "email": "cy@x.com"}, "2022-10-02T08:00:00"), file="day2.jsonl")
+    buy_as(inputs, ("K7", {"product_id": "ten", "email": "cy@x.com"}, "2022-10-02T08:00:00"), file="day2.jsonl")
     clicks(inputs, ("u1", "view", "cake", "2022-10-02T09:00:00"))
     give_back(inputs, ("u2", {"purchase_id": "purchases:0:1"}, "2022-10-02T10:00:00"))
     assert profile_totals_read(run(inputs, "2022-10-02", assets=())) == "kept by the journeys"

@@ -16,8 +16,7 @@ import pytest
 from loyalty_pipeline.definitions import build_defs
 from loyalty_pipeline.defs.runs import materialize_days
 from loyalty_pipeline_tests import test_arrival_order as arrival
-from loyalty_pipeline_tests.conftest import SEED_DATA
-from loyalty_pipeline_tests.test_sensors import ticks
+from loyalty_pipeline_tests.scenarios import SEED_DATA, ticks
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "loyalty-pipeline")

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from loyalty_pipeline.domain.points.ledger_reference import replay
-from loyalty_pipeline_tests.conftest import POINTS, buy, priced, redeem
+from loyalty_pipeline_tests.scenarios import POINTS, buy, priced, redeem
 
 LEDGER = "SELECT txn_id, user_id, occurred_at::VARCHAR, kind, points, expires_at::VARCHAR, source_ref FROM points.point_transactions ORDER BY occurred_at, CASE kind WHEN 'expire' THEN 0 WHEN 'earn' THEN 1 ELSE 2 END, txn_id"
 
@@ -324,7 +324,7 @@ def test_a_late_purchase_that_changes_a_used_lot_writes_revisions(inputs):
     import dagster as dg
 
     from loyalty_pipeline.definitions import build_defs
-    from loyalty_pipeline_tests.conftest import settle
+    from loyalty_pipeline_tests.scenarios import settle
 
     inputs.rules("points: {validity_days: 1}\n")
     priced(inputs, ten=10)

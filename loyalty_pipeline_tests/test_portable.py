@@ -9,11 +9,19 @@ import pytest
 
 from loyalty_pipeline.defs.resources import Warehouse
 from loyalty_pipeline.spark import portable
-from loyalty_pipeline_tests.conftest import SEED_DATA, Inputs
+from loyalty_pipeline_tests.scenarios import SEED_DATA, Inputs
 
 # What stays on one machine (docs/scale-out.md): ingest parses files and topics, the serving store is a file, and
 # customer.recommendations is a DuckDB view of the state, read (and checked) on DuckDB.
-ONE_MACHINE = {"ingest.py", "kafka.py", "lines.py", "_serving_snapshot", "_recommendations"}
+ONE_MACHINE = {
+    "ingest.py",
+    "customers.py",
+    "exports.py",
+    "kafka.py",
+    "lines.py",
+    "_serving_snapshot",
+    "_recommendations",
+}
 
 
 def _on_one_machine() -> bool:

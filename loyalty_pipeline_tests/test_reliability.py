@@ -18,7 +18,7 @@ from loyalty_pipeline.defs.exports import UNSAFE_KEY
 from loyalty_pipeline.defs.runs import materialize_days
 from loyalty_pipeline.domain.config import RulesError
 from loyalty_pipeline.serve.serving import ServingCopy
-from loyalty_pipeline_tests.conftest import Inputs, envelope, ms
+from loyalty_pipeline_tests.scenarios import Inputs, envelope, ms
 
 RAW = ("raw/purchases", "raw/historical_purchases")
 DAY = "2024-06-01"

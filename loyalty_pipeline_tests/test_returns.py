@@ -10,7 +10,7 @@ import pytest
 from loyalty_pipeline.definitions import build_defs
 from loyalty_pipeline.defs.automation import planning
 from loyalty_pipeline.defs.runs import materialize_days
-from loyalty_pipeline_tests.conftest import buy, give_back, ms, priced
+from loyalty_pipeline_tests.scenarios import buy, give_back, ms, priced
 
 LOYALTY = ("loyalty/sales_totals", "loyalty/caffeine_index")
 

@@ -2,7 +2,7 @@
 
 from decimal import Decimal as D
 
-from loyalty_pipeline_tests.conftest import SEED_DATA
+from loyalty_pipeline_tests.scenarios import SEED_DATA
 
 
 def test_loose_leaf_is_kris_with_coffee(demo):

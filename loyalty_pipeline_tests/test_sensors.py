@@ -14,7 +14,7 @@ from loyalty_pipeline.defs.automation.planning import PLAN_TAG, RANGE_END_TAG, R
 from loyalty_pipeline.defs.automation.sensors import MAX_ATTEMPTS
 from loyalty_pipeline.defs.runs import materialize_days
 from loyalty_pipeline.domain.points import ledger
-from loyalty_pipeline_tests.conftest import QUIET, SENSORS
+from loyalty_pipeline_tests.scenarios import QUIET, SENSORS, killed_after_the_id_graph, ticks
 
 HEADER = "order_id,user_id,product_id,price,purchased_at\n"
 
@@ -191,35 +191,6 @@ def keep_mtime(path: Path, write) -> None:
     write()
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert path.stat().st_mtime_ns == before.st_mtime_ns
-
-
-def killed_after_the_id_graph(*args, **kwargs):
-    raise RuntimeError("killed")  # the ledger's first day: the id graph step before it has completed
-
-
-def ticks(defs: dg.Definitions, instance: dg.DagsterInstance, cursors: dict, kill: bool = False) -> list[bool]:
-    """Ticks both sensors and runs what they request in process until a round requests nothing; each run's
-    success. With `kill`, the first run requested dies in the ledger step, and that is all."""
-    outcomes = []
-    for _ in range(10):
-        requested = False
-        for name in SENSORS:
-            with dg.build_sensor_context(
-                instance=instance, cursor=cursors.get(name), resources=defs.resources, definitions=defs
-            ) as context:
-                result = defs.resolve_sensor_def(name)(context)
-            cursors[name] = result.cursor or cursors.get(name)
-            for request in result.run_requests:
-                requested = True
-                with pytest.MonkeyPatch.context() as patch:
-                    if kill:
-                        patch.setattr(ledger, "build_day", killed_after_the_id_graph)
-                    outcomes.append(run_in_process(defs, request, instance, QUIET).success)
-                if kill:
-                    return outcomes
-        if not requested:
-            return outcomes
-    raise AssertionError("the sensors kept requesting runs")
 
 
 def test_a_plan_reaches_the_last_day_any_chain_built(inputs, instance):

@@ -16,18 +16,7 @@ import sqlglot
 
 from loyalty_pipeline.lib.chain import mark_built
 from loyalty_pipeline.spark.spark import LAKE_TABLES, SparkWarehouse
-from loyalty_pipeline_tests.conftest import Inputs, bench_module, buy, ms, priced, redeem
-
-differences = bench_module("engines").differences  # every table of two warehouse files, row for row
-
-
-@pytest.fixture(scope="module")
-def spark_session():
-    from dagster_pyspark.resources import spark_session_from_config
-
-    from loyalty_pipeline.spark.spark import spark_config
-
-    return spark_session_from_config(spark_config("local[2]"))
+from loyalty_pipeline_tests.scenarios import Inputs, buy, differences, ms, priced, redeem
 
 
 @pytest.mark.parametrize(

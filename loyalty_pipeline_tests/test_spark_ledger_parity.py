@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from loyalty_pipeline_tests.conftest import POINTS, Inputs, priced, redeem
-from loyalty_pipeline_tests.test_spark import differences, spark_session  # noqa: F401 (the fixture)
+from loyalty_pipeline_tests.scenarios import POINTS, Inputs, differences, priced, redeem
 
 DAYS = ("2022-10-01", "2022-10-04")
 
@@ -61,7 +60,7 @@ def tied_short_lived_points(root: Path, seed: int) -> Inputs:
 
 
 @pytest.mark.e2e  # whole pipeline runs on both engines
-def test_tied_short_lived_points_give_duckdbs_ledger_on_spark(tmp_path: Path, spark_session):  # noqa: F811
+def test_tied_short_lived_points_give_duckdbs_ledger_on_spark(tmp_path: Path, spark_session):
     on_duckdb = tied_short_lived_points(tmp_path, seed=5)
     on_spark = Inputs(tmp_path)
     on_duckdb.warehouse, on_spark.warehouse = tmp_path / "duckdb.duckdb", tmp_path / "spark.duckdb"

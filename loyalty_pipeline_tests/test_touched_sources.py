@@ -3,7 +3,7 @@ the rows of the days it replaced, old and new, and only those."""
 
 import json
 
-from loyalty_pipeline_tests.conftest import Inputs, envelope, priced
+from loyalty_pipeline_tests.scenarios import Inputs, envelope, priced
 
 D = {n: f"2024-06-0{n}" for n in range(1, 5)}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from loyalty_pipeline.definitions import build_defs
-from loyalty_pipeline_tests.conftest import free_port
+from loyalty_pipeline_tests.scenarios import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e
