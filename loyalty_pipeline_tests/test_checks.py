@@ -6,14 +6,12 @@ import dagster as dg
 import duckdb
 import pytest
 
-from loyalty_pipeline.defs.checks import duplicate_check, rejected_rows_check
+from loyalty_pipeline.defs.checks import UPDATED, duplicate_check, matches_rebuild, rejected_rows_check
 from loyalty_pipeline.defs.customer import purchases_by_known_users
 from loyalty_pipeline.defs.identity import ambiguous_weak_values
 from loyalty_pipeline.defs.loyalty import (
     SALES_TOTALS_CHECKS,
-    UPDATED,
     enriched_keeps_every_purchase,
-    matches_rebuild,
     stamps_match_purchases,
     totals_and_tiers_agree,
 )

@@ -1,5 +1,6 @@
 """Asset checks run inside their asset's step, on its connection: a rule, its spec, and factories for the rules
-every table shares (uniqueness, quarantine). Domain rules live beside their assets."""
+every table shares (uniqueness, quarantine, a sample of an update against a rebuild). Domain rules live beside their
+assets."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ import dagster as dg
 import duckdb
 
 from loyalty_pipeline.defs.resources import RulesResource, Warehouse
-from loyalty_pipeline.lib.warehouse import count
+from loyalty_pipeline.lib.warehouse import count, rows_differing
 
 
 def table_of(key: dg.AssetKey) -> str:
@@ -112,6 +113,84 @@ def rejected_rows_check(key: dg.AssetKey, source: str) -> Check:
     return Check(
         "no_rejected_rows",
         f"Rows of {source} quarantined in raw.rejected_records (warning only: the good rows still load).",
+        evaluate,
+        blocking=False,
+    )
+
+
+# The `days` a lifetime table's step gives its checks after an incremental update: they look at the people it
+# updated (temp table touched_people) rather than at every customer; None (a rebuild, a test) looks at all.
+UPDATED = "updated people"
+
+
+PEOPLE = "SELECT person FROM touched_people"
+
+
+def is_updated(column: str, days) -> str:
+    return f"{column} IN ({PEOPLE})" if days == UPDATED else "true"
+
+
+SAMPLE = 1000  # people an update wrote that a sample takes, and rows of the events its stretch reads
+
+
+def by_hash(people: str, limit: int) -> str:
+    """The first `limit` of `people` (a query of `person`) by a hash that changes with every update."""
+    return f"""SELECT DISTINCT person FROM ({people}) AS people
+               ORDER BY md5(person || (SELECT CAST(coalesce(max(seq), 0) AS VARCHAR) FROM changes.applied)), person
+               LIMIT {limit}"""
+
+
+def matches_rebuild(key: dg.AssetKey, events: str, select, params=lambda rules: {}) -> Check:
+    """Warns when a sample of people has rows in the table other than what their rows rebuilt from scratch would be:
+    an incremental update that missed someone (a change not logged). The sample: up to 1,000 of the people the
+    update wrote (after a whole build, of the table's), by a hash that changes every update; and a stretch of people
+    it need not have written, who have rows in the table or in `events` (the table of their events, a constant name):
+    from the first person drawn on, in id order wrapping round, as far as 1,000 rows of `events` go. Finding the
+    stretch compares ids, so nobody else is hashed or sorted, and each person is about as likely to be in it (the start is
+    a person the update wrote, another each update). `select(people)`: the table's SQL for those people, with
+    `params(rules)`."""
+    table = table_of(key)
+
+    def evaluate(conn, rules, days) -> tuple[bool, dict]:
+        written = PEOPLE if days == UPDATED else f"SELECT user_id AS person FROM {table}"
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE sample_written AS {by_hash(written, SAMPLE)}")
+        # the start (nobody written: anyone with events, by the same hash)
+        first = (
+            conn.execute(by_hash("SELECT person FROM sample_written", 1)).fetchall()
+            or conn.execute(by_hash(f"SELECT user_id AS person FROM {events}", 1)).fetchall()
+        )
+        start = first[0][0] if first else ""
+        read, last, last_wrapped = conn.execute(
+            f"""SELECT count(*), max(CASE WHEN NOT wrapped THEN user_id END), max(CASE WHEN wrapped THEN user_id END)
+                FROM (SELECT user_id, user_id < $start AS wrapped FROM {events}
+                      ORDER BY wrapped, user_id LIMIT {SAMPLE}) AS stretch""",
+            {"start": start},
+        ).fetchall()[0]
+        if read < SAMPLE:  # the whole round
+            stretch, bounds = "true", {}
+        elif last_wrapped is None:
+            stretch, bounds = "user_id >= $start AND user_id <= $end", {"start": start, "end": last}
+        else:
+            stretch, bounds = "(user_id >= $start OR user_id <= $end)", {"start": start, "end": last_wrapped}
+        conn.execute(
+            f"""CREATE OR REPLACE TEMP TABLE sampled_people AS
+                SELECT person FROM sample_written
+                UNION SELECT user_id FROM {table} WHERE {stretch}
+                UNION SELECT user_id FROM {events} WHERE {stretch}""",
+            bounds,
+        )
+        sample = "SELECT person FROM sampled_people"
+        # a table first: the rebuilt rows' SQL may have a WITH, which Spark cannot repeat in one statement
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE sample_rebuilt AS {select(sample)}", params(rules))
+        wrong = rows_differing(
+            conn, f"SELECT * FROM {table} WHERE user_id IN ({sample})", "SELECT * FROM sample_rebuilt"
+        )
+        return wrong == 0, {"sampled_people": count(conn, sample), "rows_differing": wrong}
+
+    return Check(
+        "sample_matches_rebuild",
+        f"A sample of people (up to 1,000 an update wrote, and a stretch of ids past them): their rows in {table} "
+        "equal their rows rebuilt from scratch (warning only).",
         evaluate,
         blocking=False,
     )

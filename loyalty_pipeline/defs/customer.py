@@ -6,51 +6,32 @@ from pathlib import Path
 import dagster as dg
 
 from loyalty_pipeline.defs.checks import (
+    PEOPLE,
+    UPDATED,
     check,
     check_results,
     check_specs,
     duplicate_check,
     failed_blocking,
+    is_updated,
 )
 from loyalty_pipeline.defs.customers import customers
 from loyalty_pipeline.defs.identity import id_graph
 from loyalty_pipeline.defs.ingest import raw_topics
 from loyalty_pipeline.defs.journey import ACTIVATIONS_KEY
-from loyalty_pipeline.defs.loyalty import (
-    CAFFEINE_KEY,
-    PEOPLE,
-    PROMOTIONS_KEY,
-    SALES_TOTALS_KEY,
-    UPDATED,
-    enriched_purchases,
-    is_updated,
-)
+from loyalty_pipeline.defs.loyalty import CAFFEINE_KEY, PROMOTIONS_KEY, SALES_TOTALS_KEY, enriched_purchases
 from loyalty_pipeline.defs.metadata import OWNERS, PORTABLE_KINDS, WAREHOUSE_POOL, preview, table_metadata
 from loyalty_pipeline.defs.points import point_balances
 from loyalty_pipeline.defs.resources import RulesResource, Warehouse, WarehouseError
-from loyalty_pipeline.domain.customer import recommend
+from loyalty_pipeline.domain.customer import identifiers, recommend
 from loyalty_pipeline.domain.customer.profiles import PROFILE_360_VIEW, PROFILE_SOURCES, profile_sql, totals_from_start
 from loyalty_pipeline.domain.identity.identity import purchases_now
 from loyalty_pipeline.domain.journey import journeys
 from loyalty_pipeline.domain.loyalty.rules_sql import load_tiers
 from loyalty_pipeline.lib import touched
-from loyalty_pipeline.lib.warehouse import count, rows_differing, transaction
+from loyalty_pipeline.lib.warehouse import count, rows_differing
 from loyalty_pipeline.serve import audit, publish
 from loyalty_pipeline.serve.serving import serving_path
-
-# Every identifier the id graph knows and the person it finds now: what a lookup by any id, email or name reads.
-IDENTIFIERS = """
-SELECT id_type, id_value, arg_max(customer_id, linked_on) AS user_id FROM identity.id_graph GROUP BY ALL
-"""
-# The values whose person may have changed: every value linked to a touched person, and every value that found one.
-TOUCHED_VALUES = """
-SELECT id_value FROM identity.id_graph WHERE customer_id IN (SELECT person FROM touched_people)
-UNION SELECT id_value FROM customer.identifiers WHERE user_id IN (SELECT person FROM touched_people)
-"""
-IDENTIFIERS_OF_VALUES = """
-SELECT id_type, id_value, arg_max(customer_id, linked_on) AS user_id FROM identity.id_graph
-WHERE id_value IN (SELECT id_value FROM touched_values) GROUP BY ALL
-"""
 
 # The profile is as of the end of the last day materialized (the ledger records every day it was built for,
 # events or not), the same instant as the point balances.
@@ -189,15 +170,11 @@ PROFILE_SPEC = dg.AssetSpec(
 )
 
 
-# The identifiers a lookup finds: new links, and every link of the people a merge or a rebuilt day moved.
-IDENTIFIER_SOURCES = ["identity", "identifiers"]
-
-
 def _profile_360(conn, rules: RulesResource, rebuild: bool) -> dg.MaterializeResult:
     """Profiles of the people touched since the last update (whole when there is none, the SQL or tiers changed,
     or on a rebuild), and the identifiers they hold, each in one transaction with its mark."""
     conn.execute("CREATE SCHEMA IF NOT EXISTS customer")
-    _identifiers(conn, rebuild)  # first: the profiles' update and checks then use their own touched_people
+    identifiers.update(conn, rebuild)  # first: the profiles' update and checks then use their own touched_people
     as_of = conn.execute(LAST_DAY).fetchall()[0][0]
     load_tiers(conn, rules.rules)
     tiers = [[tier.name, tier.above] for tier in rules.rules.tiers] + [rules.rules.default_tier]
@@ -237,19 +214,6 @@ def _profile_360(conn, rules: RulesResource, rebuild: bool) -> dg.MaterializeRes
         },
         check_results=check_results(PROFILE_KEY, PROFILE_CHECKS, conn, rules, None if update.whole else UPDATED),
     )
-
-
-def _identifiers(conn, rebuild: bool) -> None:
-    """customer.identifiers for the values linked to the people touched since its last update (or whole)."""
-    update = touched.start(conn, "customer.identifiers", IDENTIFIER_SOURCES, touched.rules_hash(IDENTIFIERS), rebuild)
-    with transaction(conn):
-        if update.whole:
-            conn.execute(f"CREATE OR REPLACE TABLE customer.identifiers AS {IDENTIFIERS}")
-        else:
-            conn.execute(f"CREATE OR REPLACE TEMP TABLE touched_values AS {TOUCHED_VALUES}")
-            conn.execute("DELETE FROM customer.identifiers WHERE id_value IN (SELECT id_value FROM touched_values)")
-            conn.execute(f"INSERT INTO customer.identifiers BY NAME {IDENTIFIERS_OF_VALUES}")
-        touched.finish(conn, update)
 
 
 RECOMMENDATIONS_SPEC = dg.AssetSpec(

@@ -5,12 +5,15 @@ import dagster as dg
 
 from loyalty_pipeline.defs.automation.partitions import DECLARED, window_days
 from loyalty_pipeline.defs.checks import (
-    Check,
+    PEOPLE,
+    UPDATED,
     check,
     check_results,
     check_specs,
     duplicate_check,
     in_days,
+    is_updated,
+    matches_rebuild,
     table_of,
 )
 from loyalty_pipeline.defs.exports import S3_RETURNS_DDL, historical_purchases, s3_returns
@@ -32,12 +35,20 @@ from loyalty_pipeline.domain.ingest.kafka import TOPICS, table_ddl
 from loyalty_pipeline.domain.loyalty import loyalty, returns
 from loyalty_pipeline.domain.loyalty.rules_sql import load_tiers
 from loyalty_pipeline.lib import touched
-from loyalty_pipeline.lib.warehouse import REJECTED_DDL, count, rows_differing, transaction
+from loyalty_pipeline.lib.warehouse import REJECTED_DDL, count, transaction
 
 ENRICHED_KEY = dg.AssetKey(["loyalty", "enriched_purchases"])
+
+
 ALL_PRODUCTS_KEY = dg.AssetKey(["loyalty", "all_products"])
+
+
 SALES_TOTALS_KEY = dg.AssetKey(["loyalty", "sales_totals"])
+
+
 CAFFEINE_KEY = dg.AssetKey(["loyalty", "caffeine_index"])
+
+
 PROMOTIONS_KEY = dg.AssetKey(["loyalty", "promotions"])
 
 
@@ -60,10 +71,6 @@ def purchases_of_priced_products(conn, rules, days) -> tuple[bool, dict]:
     return unpriced == 0, {"unpriced_purchases": unpriced}
 
 
-# The `days` a lifetime table's step gives its checks after an incremental update: they look at the people it
-# updated (temp table touched_people) rather than at every customer; None (a rebuild, a test) looks at all.
-UPDATED = "updated people"
-PEOPLE = "SELECT person FROM touched_people"
 # Their purchases now (temp table): read once per update for the three tables and their checks (see _lifetime).
 TOUCHED_PURCHASES = "touched_purchases"
 
@@ -71,10 +78,6 @@ TOUCHED_PURCHASES = "touched_purchases"
 def updated_purchases(days) -> str:
     """What the lifetime tables count: after an update, the updated people's purchases; else everyone's."""
     return TOUCHED_PURCHASES if days == UPDATED else f"({PURCHASES_NOW})"
-
-
-def is_updated(column: str, days) -> str:
-    return f"{column} IN ({PEOPLE})" if days == UPDATED else "true"
 
 
 @check("Each total is the sum of the customer's known prices and its tier follows the thresholds.")
@@ -115,94 +118,54 @@ def stamps_match_purchases(conn, rules, days) -> tuple[bool, dict]:
     return wrong == 0, {"customers_wrong": wrong}
 
 
-SAMPLE = 1000  # people an update wrote that a sample takes, and rows of the events its stretch reads
-
-
-def by_hash(people: str, limit: int) -> str:
-    """The first `limit` of `people` (a query of `person`) by a hash that changes with every update."""
-    return f"""SELECT DISTINCT person FROM ({people}) AS people
-               ORDER BY md5(person || (SELECT CAST(coalesce(max(seq), 0) AS VARCHAR) FROM changes.applied)), person
-               LIMIT {limit}"""
-
-
-def matches_rebuild(key: dg.AssetKey, events: str, select=None) -> Check:
-    """Warns when a sample of people has rows in the table other than what their rows rebuilt from scratch would be:
-    an incremental update that missed someone (a change not logged). The sample: up to 1,000 of the people the
-    update wrote (after a whole build, of the table's), by a hash that changes every update; and a stretch of people
-    it need not have written, who have rows in the table or in `events` (the table of their events, a constant name):
-    from the first person drawn on, in id order wrapping round, as far as 1,000 rows of `events` go. Finding the
-    stretch compares ids, so nobody else is hashed or sorted, and each person is about as likely to be in it (the start is
-    a person the update wrote, another each update). `select(people)`: the table's SQL (default: the lifetime
-    table's)."""
-    table = table_of(key)
-
-    def evaluate(conn, rules, days) -> tuple[bool, dict]:
-        written = PEOPLE if days == UPDATED else f"SELECT user_id AS person FROM {table}"
-        conn.execute(f"CREATE OR REPLACE TEMP TABLE sample_written AS {by_hash(written, SAMPLE)}")
-        # the start (nobody written: anyone with events, by the same hash)
-        first = (
-            conn.execute(by_hash("SELECT person FROM sample_written", 1)).fetchall()
-            or conn.execute(by_hash(f"SELECT user_id AS person FROM {events}", 1)).fetchall()
-        )
-        start = first[0][0] if first else ""
-        read, last, last_wrapped = conn.execute(
-            f"""SELECT count(*), max(CASE WHEN NOT wrapped THEN user_id END), max(CASE WHEN wrapped THEN user_id END)
-                FROM (SELECT user_id, user_id < $start AS wrapped FROM {events}
-                      ORDER BY wrapped, user_id LIMIT {SAMPLE}) AS stretch""",
-            {"start": start},
-        ).fetchall()[0]
-        if read < SAMPLE:  # the whole round
-            stretch, params = "true", {}
-        elif last_wrapped is None:
-            stretch, params = "user_id >= $start AND user_id <= $end", {"start": start, "end": last}
-        else:
-            stretch, params = "(user_id >= $start OR user_id <= $end)", {"start": start, "end": last_wrapped}
-        conn.execute(
-            f"""CREATE OR REPLACE TEMP TABLE sampled_people AS
-                SELECT person FROM sample_written
-                UNION SELECT user_id FROM {table} WHERE {stretch}
-                UNION SELECT user_id FROM {events} WHERE {stretch}""",
-            params,
-        )
-        rows, params = (select, lambda rules: {}) if select else lifetime_rows(key)
-        sample = "SELECT person FROM sampled_people"
-        # a table first: the rebuilt rows' SQL may have a WITH, which Spark cannot repeat in one statement
-        conn.execute(f"CREATE OR REPLACE TEMP TABLE sample_rebuilt AS {rows(sample)}", params(rules))
-        wrong = rows_differing(
-            conn, f"SELECT * FROM {table} WHERE user_id IN ({sample})", "SELECT * FROM sample_rebuilt"
-        )
-        return wrong == 0, {"sampled_people": count(conn, sample), "rows_differing": wrong}
-
-    return Check(
-        "sample_matches_rebuild",
-        f"A sample of people (up to 1,000 an update wrote, and a stretch of ids past them): their rows in {table} "
-        "equal their rows rebuilt from scratch (warning only).",
-        evaluate,
-        blocking=False,
-    )
-
-
 ENRICHED_CHECKS = [
     enriched_keeps_every_purchase,
     purchases_of_priced_products,
     duplicate_check(ENRICHED_KEY, ["purchase_id"], day_column="day"),
 ]
+
+
 ALL_PRODUCTS_CHECKS = [duplicate_check(ALL_PRODUCTS_KEY, ["product_id"])]
+
+
+def _stamp_params(rules: RulesResource) -> dict:
+    return {"cycle": rules.rules.stamp_card.cycle, "product": rules.rules.stamp_card.product_id}
+
+
+LIFETIME_SELECTS = {
+    SALES_TOTALS_KEY: (loyalty.sales_totals_sql, lambda rules: {}),
+    CAFFEINE_KEY: (loyalty.caffeine_sql, _stamp_params),
+    PROMOTIONS_KEY: (loyalty.promotions_sql, lambda rules: {}),
+}
+
+
+def lifetime_rows(key: dg.AssetKey):
+    """(rows(people), params(rules)): a lifetime table's rows of `people` (a query of `person`; None: everyone)."""
+    select, params = LIFETIME_SELECTS[key]
+    return lambda people: select(f"({purchases_now(people or '')})"), params
+
+
 # the sample's stretch also takes the people of purchases in it (a row may be missing)
 BUYERS = "loyalty.enriched_purchases"
+
+
 SALES_TOTALS_CHECKS = [
     totals_and_tiers_agree,
     duplicate_check(SALES_TOTALS_KEY, ["user_id"]),
-    matches_rebuild(SALES_TOTALS_KEY, BUYERS),
+    matches_rebuild(SALES_TOTALS_KEY, BUYERS, *lifetime_rows(SALES_TOTALS_KEY)),
 ]
+
+
 CAFFEINE_CHECKS = [
     stamps_match_purchases,
     duplicate_check(CAFFEINE_KEY, ["user_id"]),
-    matches_rebuild(CAFFEINE_KEY, BUYERS),
+    matches_rebuild(CAFFEINE_KEY, BUYERS, *lifetime_rows(CAFFEINE_KEY)),
 ]
+
+
 PROMOTIONS_CHECKS = [
     duplicate_check(PROMOTIONS_KEY, ["user_id", "promotion_name"]),
-    matches_rebuild(PROMOTIONS_KEY, BUYERS),
+    matches_rebuild(PROMOTIONS_KEY, BUYERS, *lifetime_rows(PROMOTIONS_KEY)),
 ]
 
 
@@ -290,23 +253,6 @@ def _all_products(conn, rules: RulesResource, rebuild: bool, read: dict) -> dg.M
         """,
     )
     return _table_result(conn, ALL_PRODUCTS_KEY, "product_id", ALL_PRODUCTS_CHECKS)
-
-
-def _stamp_params(rules: RulesResource) -> dict:
-    return {"cycle": rules.rules.stamp_card.cycle, "product": rules.rules.stamp_card.product_id}
-
-
-LIFETIME_SELECTS = {
-    SALES_TOTALS_KEY: (loyalty.sales_totals_sql, lambda rules: {}),
-    CAFFEINE_KEY: (loyalty.caffeine_sql, _stamp_params),
-    PROMOTIONS_KEY: (loyalty.promotions_sql, lambda rules: {}),
-}
-
-
-def lifetime_rows(key: dg.AssetKey):
-    """(rows(people), params(rules)): a lifetime table's rows of `people` (a query of `person`; None: everyone)."""
-    select, params = LIFETIME_SELECTS[key]
-    return lambda people: select(f"({purchases_now(people or '')})"), params
 
 
 def _lifetime(conn, key: dg.AssetKey, rules: RulesResource, rebuild: bool, order_by: str, checks: list, read: dict):

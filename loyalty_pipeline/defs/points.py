@@ -6,9 +6,18 @@ import dagster as dg
 import duckdb
 
 from loyalty_pipeline.defs.automation.partitions import DECLARED, window_days
-from loyalty_pipeline.defs.checks import check, check_results, check_specs, duplicate_check, in_days
+from loyalty_pipeline.defs.checks import (
+    PEOPLE,
+    UPDATED,
+    check,
+    check_results,
+    check_specs,
+    duplicate_check,
+    in_days,
+    matches_rebuild,
+)
 from loyalty_pipeline.defs.ingest import raw_topics
-from loyalty_pipeline.defs.loyalty import PEOPLE, UPDATED, enriched_purchases, matches_rebuild
+from loyalty_pipeline.defs.loyalty import enriched_purchases
 from loyalty_pipeline.defs.metadata import (
     OWNERS,
     PORTABLE_KINDS,
@@ -168,7 +177,7 @@ def sampled_customer_reconciles(conn, rules, days) -> tuple[bool, dict]:
 
 @check("Each balance is the sum of the customer's ledger rows, and available + pending - debt.")
 def balances_are_ledger_sums(conn, rules, days) -> tuple[bool, dict]:
-    # after an update, of the people it updated (loyalty.UPDATED)
+    # after an update, of the people it updated (checks.UPDATED)
     mine = f"AND user_id IN ({PEOPLE})" if days == UPDATED else ""
     return _result(
         count(
