@@ -22,7 +22,7 @@ run: $(INSTALLED)
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/loyalty-pipeline materialize
 
 test: lint
-	$(BIN)/pytest -q -n auto --dist worksteal
+	$(BIN)/pytest -q -n auto --dist worksteal --durations=20
 
 test-fast: $(INSTALLED)
 	$(BIN)/pytest -q -n auto --dist worksteal -m "not e2e"

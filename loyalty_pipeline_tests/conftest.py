@@ -68,3 +68,9 @@ def spark_session():
     from loyalty_pipeline.spark.spark import spark_config
 
     return spark_session_from_config(spark_config("local[2]"))
+
+
+def pytest_collection_modifyitems(items):
+    """The end-to-end tests first (Spark's and the daemon's take minutes each): the two workers start them early and
+    fill in with the short ones, instead of ending on one long test."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
