@@ -4,21 +4,14 @@ email or name reads; updated for the values of the people the change log holds."
 import duckdb
 
 from loyalty_pipeline.lib import touched
+from loyalty_pipeline.lib.sql import load
 from loyalty_pipeline.lib.warehouse import transaction
 
-# Every identifier the id graph knows and the person it finds now: what a lookup by any id, email or name reads.
-IDENTIFIERS = """
-SELECT id_type, id_value, arg_max(customer_id, linked_on) AS user_id FROM identity.id_graph GROUP BY ALL
-"""
-# The values whose person may have changed: every value linked to a touched person, and every value that found one.
-TOUCHED_VALUES = """
-SELECT id_value FROM identity.id_graph WHERE customer_id IN (SELECT person FROM touched_people)
-UNION SELECT id_value FROM customer.identifiers WHERE user_id IN (SELECT person FROM touched_people)
-"""
-IDENTIFIERS_OF_VALUES = """
-SELECT id_type, id_value, arg_max(customer_id, linked_on) AS user_id FROM identity.id_graph
-WHERE id_value IN (SELECT id_value FROM touched_values) GROUP BY ALL
-"""
+_SQL = load(__file__)  # identifiers.sql
+IDENTIFIERS = _SQL["identifiers"]
+TOUCHED_VALUES = _SQL["touched_values"]
+IDENTIFIERS_OF_VALUES = _SQL["identifiers_of_values"]
+
 
 # The identifiers a lookup finds: new links, and every link of the people a merge or a rebuilt day moved.
 IDENTIFIER_SOURCES = ["identity", "identifiers"]

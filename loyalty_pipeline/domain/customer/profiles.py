@@ -11,19 +11,15 @@ import duckdb
 
 from loyalty_pipeline.domain.identity.identity import ids_as_of, linked_ids
 from loyalty_pipeline.domain.loyalty.rules_sql import with_tier
+from loyalty_pipeline.lib.sql import load
+
+_SQL = load(__file__)  # profiles.sql
+IDS_IN_RANGE = _SQL["ids_in_range"]
+PROFILE_360_VIEW = _SQL["profile_360_view"]
 
 # What a profile reads (touched.SOURCES): its events, returns and ledger rows, the id graph, and the users and
 # customers records. A person logged by none of them has the same profile row.
 PROFILE_SOURCES = ["purchases", "identity", "ledger", "activity", "users", "customers"]
-
-# Every id below is mapped to the person it resolves to at the end of $as_of (identity.ids_as_of), so a profile
-# holds all of a person's events, whichever key or earlier profile they came under.
-IDS_IN_RANGE = """
-SELECT user_id FROM loyalty.enriched_purchases WHERE day BETWEEN $first AND $last
-UNION SELECT user_id FROM points.point_transactions WHERE day BETWEEN $first AND $last
-UNION SELECT user_id FROM raw.user_activity WHERE day BETWEEN $first AND $last
-UNION SELECT user_id FROM raw.users WHERE day BETWEEN $first AND $last
-"""
 
 
 # The buyers of the purchases returned on $last (a return's day is its returned_at's): the day's returns, not a scan of
@@ -219,16 +215,4 @@ LEFT JOIN ({identity_sql(users, customers)}) AS identity USING (user_id)
 LEFT JOIN (SELECT user_id, list_sort(list(promotion_name)) AS promotions FROM loyalty.promotions GROUP BY user_id) AS offers
        USING (user_id)
 {mine}
-"""
-
-
-# The 360 as its readers see it: the stored profiles with the day they are as of (`customer.profile_as_of`, written
-# with them) and the days since the last purchase counted from it when read, so no row goes stale with the calendar.
-PROFILE_360_VIEW = """
-CREATE OR REPLACE VIEW customer.profile_360 AS
-SELECT p.user_id, p.name, p.email, p.total_spend, p.purchase_count, p.avg_purchase_price, p.first_purchase_at,
-       p.last_purchase_at, date_diff('day', p.last_purchase_at::DATE, d.as_of) AS days_since_last_purchase,
-       p.reward_level, p.points_balance, p.products_purchased, p.activity_since_last_purchase, p.promotions,
-       p.signup_date, p.account_closed, d.as_of
-FROM customer.profiles AS p CROSS JOIN customer.profile_as_of AS d
 """

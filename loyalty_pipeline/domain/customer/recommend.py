@@ -23,18 +23,16 @@ from dataclasses import dataclass
 
 from loyalty_pipeline.domain.identity.identity import purchases_now
 from loyalty_pipeline.lib import touched
+from loyalty_pipeline.lib.sql import load
 from loyalty_pipeline.lib.warehouse import transaction
+
+_SQL = load(__file__)  # recommend.sql
+DDL = _SQL["ddl"]
 
 SMALL_ORDER = 6
 CONSUMER = "customer.recommendations"
 SOURCES = ["purchases", "identity"]  # what baskets read: purchases and returns, and who each belongs to now
 
-DDL = """
-CREATE SCHEMA IF NOT EXISTS customer;
-CREATE TABLE IF NOT EXISTS customer.rec_baskets (order_id VARCHAR, user_id VARCHAR, items VARCHAR[]);
-CREATE TABLE IF NOT EXISTS customer.rec_large_baskets (order_id VARCHAR, user_id VARCHAR, items VARCHAR[]);
-CREATE TABLE IF NOT EXISTS customer.rec_counts (itemset VARCHAR[], product_id VARCHAR, orders INTEGER);
-"""
 STATE = ["customer.rec_baskets", "customer.rec_large_baskets", "customer.rec_counts"]
 TOUCHED = "SELECT person FROM touched_people"
 

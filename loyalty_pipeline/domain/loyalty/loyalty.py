@@ -5,21 +5,16 @@ SQL as parameters or rows of temp tables, never as SQL text."""
 from loyalty_pipeline.domain.config import Rules
 from loyalty_pipeline.domain.identity import identity
 from loyalty_pipeline.domain.loyalty.rules_sql import load_tiers, with_tier
+from loyalty_pipeline.lib.sql import load
 from loyalty_pipeline.lib.warehouse import in_span, insert_rows, spans
+
+_SQL = load(__file__)  # loyalty.sql
+ENRICHED_DDL = _SQL["enriched_ddl"]
+WINDOW_PEOPLE = _SQL["window_people"]
 
 # An S3 purchase's id: its order, product and row within the order (a Kafka purchase's is its coordinate).
 S3_PURCHASE_ID = "'s3:' || trim(order_id) || ':' || trim(product_id) || ':' || row_no"
 
-ENRICHED_DDL = """
-CREATE SCHEMA IF NOT EXISTS loyalty;
-CREATE TABLE IF NOT EXISTS loyalty.enriched_purchases (
-    purchase_id VARCHAR NOT NULL, order_id VARCHAR NOT NULL, user_id VARCHAR NOT NULL, product_id VARCHAR NOT NULL,
-    category VARCHAR, price DECIMAL(18,2), purchased_at TIMESTAMP NOT NULL, source VARCHAR NOT NULL,
-    store_id VARCHAR, day DATE NOT NULL
-);
-ALTER TABLE loyalty.enriched_purchases ADD COLUMN IF NOT EXISTS customer_key VARCHAR;
-ALTER TABLE loyalty.enriched_purchases ADD COLUMN IF NOT EXISTS returned_at TIMESTAMP;  -- NULL: not returned
-"""
 
 # Every valid purchase, Kafka and S3, with its purchase_id and the day it belongs to.
 PURCHASES = f"""
@@ -57,12 +52,6 @@ FROM resolved LEFT JOIN ({spans("SELECT * FROM product_states")}) AS state
      ON state.id = resolved.product_id AND {in_span("state", "resolved.purchased_at")}
 LEFT JOIN loyalty.returns AS returned  -- returns of other days (the window's own are judged next)
      ON returned.purchase_id = resolved.purchase_id AND (returned.day < $first OR returned.day >= $end)
-"""
-
-# The buyers of the window's purchases and of the purchases its returns take back (run before and after a rebuild).
-WINDOW_PEOPLE = """
-SELECT user_id AS person FROM loyalty.enriched_purchases WHERE day >= $first AND day < $end
-UNION ALL SELECT user_id FROM loyalty.returns WHERE day >= $first AND day < $end
 """
 
 

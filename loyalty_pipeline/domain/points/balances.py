@@ -2,6 +2,10 @@
 pending or owed, and whom a ledger day changed a balance of."""
 
 from loyalty_pipeline.domain.points.fold import is_debt
+from loyalty_pipeline.lib.sql import load
+
+_SQL = load(__file__)  # balances.sql
+LEDGER_DAY_PEOPLE = _SQL["ledger_day_people"]
 
 # The midnight that ends the last ledger day.
 HORIZON = "SELECT (max(day) + 1)::TIMESTAMP FROM points.ledger_days"
@@ -60,13 +64,5 @@ GROUP BY user_id
 """
 
 
-# Whom a ledger day changed a balance of: people with rows on the day, and with lots that become usable or expire
-# at its end (no row says so; `next_expiry_*` and `pending` move with the calendar).
-LEDGER_DAY_PEOPLE = """
-SELECT user_id AS person FROM points.point_transactions
-WHERE day = $day
-   OR (kind IN ('earn', 'merge') AND points > 0
-       AND (available_at >= $day AND available_at < $day + 1 OR expires_at >= $day AND expires_at <= $day + 1))
-"""
 # What the ledger consumers read: the ledger, and the merges of the id graph.
 SOURCES = ["ledger", "identity"]
