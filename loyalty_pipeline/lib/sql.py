@@ -6,19 +6,17 @@ comments. Parameters are bound when a statement runs (`$name` in DuckDB, `?` in 
 """
 
 import re
-from functools import cache
 from pathlib import Path
 
 _NAME = re.compile(r"^-- name: (\w+)$")
 
 
-@cache
-def statements(path: Path) -> dict[str, str]:
-    """{name: statement text} of a `.sql` file (see the module's doc)."""
+def load(module_file: str) -> dict[str, str]:
+    """{name: statement text} of the `.sql` file named like `module_file` (a module's `__file__`)."""
     found: dict[str, list[str]] = {}
     current: list[str] | None = None
     pending: list[str] = []  # comment and blank lines not yet known to end a statement or start the next
-    for line in path.read_text().splitlines():
+    for line in Path(module_file).with_suffix(".sql").read_text().splitlines():
         match = _NAME.match(line)
         if match:
             found[match.group(1)] = current = []
@@ -29,9 +27,3 @@ def statements(path: Path) -> dict[str, str]:
             current += pending + [line]
             pending = []
     return {name: "\n" + "\n".join(lines) + "\n" for name, lines in found.items()}
-
-
-def load(module_file: str, name: str | None = None) -> dict[str, str]:
-    """The statements of the `.sql` file named like `module_file` (a module's `__file__`), or of `<name>.sql` beside it."""
-    path = Path(module_file)
-    return statements(path.with_name(f"{name or path.stem}.sql"))
