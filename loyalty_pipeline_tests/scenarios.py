@@ -109,24 +109,11 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def settle(defs: dg.Definitions, instance: dg.DagsterInstance, cursors: dict) -> int:
-    """Ticks the sensors, runs what they request in process, until a round requests nothing; returns the runs."""
-    runs = 0
-    for _ in range(10):
-        requests = []
-        for name in SENSORS:
-            with dg.build_sensor_context(
-                instance=instance, cursor=cursors.get(name), resources=defs.resources, definitions=defs
-            ) as context:
-                result = defs.resolve_sensor_def(name)(context)
-            cursors[name] = result.cursor or cursors.get(name)  # a skipped tick keeps its cursor
-            requests += result.run_requests
-            for request in result.run_requests:
-                done = run_in_process(defs, request, instance, QUIET)
-                assert done.success, [event.message for event in done.all_events if event.is_failure]
-                runs += 1
-        if not requests:
-            return runs
-    raise AssertionError("the sensors kept requesting runs")
+    """Ticks the sensors, runs what they request in process, until a round requests nothing (`ticks`); every run
+    must succeed; returns the runs."""
+    outcomes = ticks(defs, instance, cursors)
+    assert all(outcomes), f"a run the sensors requested failed: {outcomes}"
+    return len(outcomes)
 
 
 SEED_DATA = Path(__file__).resolve().parent.parent / "data"
