@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 
 from loyalty_pipeline.serve.app import COOKIE, MAX_BODY, create_app, run
 from loyalty_pipeline.serve.serving import serving_path
+from loyalty_pipeline_tests.scenarios import Inputs, buy, users
 
 
 @pytest.fixture(scope="module")
@@ -378,3 +379,61 @@ def test_a_name_several_people_carry_lists_them_instead_of_one_card(copy_file, t
     # an id, or an identifier only one person has, still finds one card
     assert client.get("/api/customers/u9999").json()["user_id"] == "u9999"
     assert client.get("/api/customers/kris@example.com").json()["user_id"] == "u2001"
+
+
+@pytest.fixture(scope="module")
+def namesakes(tmp_path_factory):
+    """22 profiles named "Aiko Dübois" (one of them the only buyer: a 195 cake), a "Zoë" without an email, an
+    account closed by a users tombstone, and a profile with neither name nor email."""
+    inputs = Inputs(tmp_path_factory.mktemp("namesakes"))
+    at = "2024-06-01T08:00:00.123"
+    inputs.kafka("products", [("cake", {"category": "c", "price": 195}, at)], file="products.jsonl")
+    users(
+        inputs,
+        *[(f"a{n:02}", {"name": "Aiko Dübois", "email": f"aiko.{n}@example.com"}, at) for n in range(22)],
+        ("z1", {"name": "Zoë"}, at),
+        ("c1", {"name": "Cleo", "email": "cleo@example.com"}, at),
+        ("c1", None, "2024-06-01T09:00:00"),
+        ("n1", {"email": None}, at),
+    )
+    buy(inputs, ("a00", "cake", "2024-06-01T10:00:00.250"), ("n1", "cake", "2024-06-01T11:00:00"))
+    inputs.materialize("2024-06-01")
+    return TestClient(create_app(serving_path(str(inputs.warehouse))))
+
+
+def test_search_finds_everyone_who_shares_a_name_in_any_case_or_accent_with_a_hint_past_the_page(namesakes):
+    for query in ("Aiko Dübois", "aiko d", "AIKO DUBOIS", "aiko.1"):
+        answer = namesakes.get("/api/customers", params={"q": query}).json()
+        expected = [f"a{n:02}" for n in range(22) if query != "aiko.1" or str(n).startswith("1")]
+        assert [person["user_id"] for person in answer["results"]] == expected[:20], query
+        assert answer.get("more", False) == (len(expected) > 20), query
+    assert namesakes.get("/api/customers", params={"q": "zoe"}).json() == {
+        "results": [{"user_id": "z1", "name": "Zoë", "email": None, "reward_level": "CLIMBING"}]
+    }
+    page = namesakes.get("/", params={"q": "aiko"}).text
+    assert page.count('<a href="/?id=a') == 20 and "More than 20 match" in page
+    assert "More than" not in namesakes.get("/", params={"q": "aiko.1"}).text
+
+
+def test_an_exact_id_or_email_opens_the_card_and_a_shared_name_lists_the_people(namesakes):
+    for query in ("a07", " AIKO.7@example.com "):
+        page = namesakes.get("/", params={"q": query}).text
+        assert '<section class="card" data-user="a07">' in page and '<table class="results">' not in page, query
+    assert '<table class="results">' in namesakes.get("/", params={"q": "Aiko Dübois"}).text
+    assert namesakes.get("/api/customers/aiko dubois").status_code == 409  # a name: one of several, by id
+
+
+def test_the_card_says_closed_labels_every_list_and_shows_prices_and_utc_times(namesakes):
+    closed = namesakes.get("/", params={"id": "c1"}).text
+    assert '<p class="closed">Account closed</p>' in closed
+    assert "Account closed" not in namesakes.get("/", params={"id": "a00"}).text
+    buyer = namesakes.get("/", params={"id": "a00"}).text
+    assert "<td>2024-06-01 10:00:00 UTC</td><td>purchase</td><td>cake</td><td>195.00</td>" in buyer
+    assert not re.search(r"\d\d:\d\d:\d\d\.\d", buyer)  # no fraction of a second anywhere
+    assert re.search(r"published \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</p>", buyer)
+    for label in ("<h3>Promotions</h3>", "<h3>Journeys</h3>", "<h3>Activations</h3>", "in no journey", "no promotion"):
+        assert label in buyer, label
+    assert ">none<" not in buyer
+    nameless = namesakes.get("/", params={"id": "n1"}).text
+    assert "<h2>n1</h2>" in nameless  # neither name nor email: the id alone, no dangling separator
+    assert "<h2>Zoë <small>z1</small></h2>" in namesakes.get("/", params={"id": "z1"}).text

@@ -63,3 +63,32 @@ def test_search_kris_open_the_card_and_read_tier_points_and_ledger(served):
         page.screenshot(path=str(ARTIFACTS / "kris-card.png"), full_page=True)
         browser.close()
     assert (ARTIFACTS / "kris-card.png").stat().st_size > 10_000
+
+
+# The widest right edge of any element and the smallest font of any element that shows text.
+LAYOUT = """() => {
+  const shown = [...document.querySelectorAll('body *')].filter(e => e.getClientRects().length);
+  const texts = shown.filter(e => [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()));
+  return {
+    scroll: document.scrollingElement.scrollWidth, width: window.innerWidth,
+    right: Math.max(...shown.map(e => e.getBoundingClientRect().right)),
+    font: Math.min(...texts.map(e => parseFloat(getComputedStyle(e).fontSize))),
+  };
+}"""
+
+
+def test_on_a_390_px_phone_nothing_scrolls_sideways_and_text_stays_readable(served):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=3, is_mobile=True)
+        for path in ("/", "/?q=u", "/?id=u2001", "/?q=kris%40example.com"):
+            phone.goto(served + path)
+            layout = phone.evaluate(LAYOUT)
+            assert layout["width"] == 390, path  # the viewport meta tag: laid out at the phone's width, not 980 px
+            assert layout["scroll"] <= 390 and layout["right"] <= 390, (path, layout)
+            assert layout["font"] >= 12, (path, layout)
+        ARTIFACTS.mkdir(exist_ok=True)
+        phone.screenshot(path=str(ARTIFACTS / "kris-card-phone.png"), full_page=True)
+        browser.close()

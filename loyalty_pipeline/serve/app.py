@@ -78,7 +78,9 @@ def create_app(serving_file: Path, token: str | None = None) -> Starlette:
         if problem := checked(query, MAX_QUERY, "query"):
             return _problem(400, problem)
         try:
-            return JSONResponse({"results": copy.search(query)}, headers={"Cache-Control": "no-store"})
+            found, more = copy.search(query)
+            body = {"results": found} | ({"more": True} if more else {})  # more match than the page lists
+            return JSONResponse(body, headers={"Cache-Control": "no-store"})
         except NotPublished as error:
             return _problem(503, str(error))
 

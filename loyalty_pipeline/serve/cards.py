@@ -111,11 +111,11 @@ LEFT JOIN recent USING (user_id)
 
 
 def names_sql(people: str | None = None) -> str:
-    """Every profile's name and email as a lookup finds them (trimmed, lower-case)."""
+    """Every profile's name and email as a lookup finds them: trimmed, lower-case, without accents (serving.folded)."""
     return f"""
-SELECT lower(trim(name)) AS value, user_id FROM customer.profile_360 WHERE name IS NOT NULL AND {of_people(people, "user_id")}
+SELECT strip_accents(lower(trim(name))) AS value, user_id FROM customer.profile_360 WHERE name IS NOT NULL AND {of_people(people, "user_id")}
 UNION
-SELECT lower(trim(email)), user_id FROM customer.profile_360 WHERE email IS NOT NULL AND {of_people(people, "user_id")}
+SELECT strip_accents(lower(trim(email))), user_id FROM customer.profile_360 WHERE email IS NOT NULL AND {of_people(people, "user_id")}
 """
 
 

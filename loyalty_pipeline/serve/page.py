@@ -35,10 +35,13 @@ def page_body(copy: ServingCopy, query: str, identifier: str) -> tuple[str, int]
     if query:
         if problem := checked(query, MAX_QUERY, "query"):
             return f'<p class="problem">{escape(problem)}</p>', 400
-        found = copy.search(query)
+        if card := copy.exact(query):  # a profile's id or an email: the card itself
+            return _card(json.loads(card)), 200
+        found, more = copy.search(query)
         if not found:
             return f'<p class="problem">Nobody matches “{escape(query)}”.</p>', 200
-        return _results(found), 200
+        hint = f'<p class="more">More than {len(found)} match: type more of the name, email or id.</p>'
+        return _results(found) + (hint if more else ""), 200
     return "<p>Type a customer id, a name or an email.</p>", 200
 
 
@@ -55,22 +58,30 @@ def _results(people: list[dict]) -> str:
     return f'<table class="results"><tr><th>id</th><th>name</th><th>email</th><th>tier</th></tr>{rows}</table>'
 
 
-def _table(headers: tuple[str, ...], rows: list[tuple], css: str) -> str:
+def _table(headers: tuple[str, ...], rows: list[tuple], css: str, empty: str) -> str:
     if not rows:
-        return '<p class="none">none</p>'
+        return f'<p class="none">{escape(empty)}</p>'
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{escape(_show(v))}</td>" for v in row) + "</tr>" for row in rows)
     return f'<table class="{css}"><tr>{head}</tr>{body}</table>'
 
 
+INSTANT = re.compile(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]00(:?00)?)?")
+
+
 def _show(value) -> str:
+    """A value as the page shows it: an instant to the second, marked UTC (the warehouse keeps UTC)."""
     if value is None:
         return ""
     if isinstance(value, list):
         return ", ".join(map(str, value))
-    return (
-        str(value).replace("T", " ") if isinstance(value, str) and re.match(r"\d{4}-\d\d-\d\dT", value) else str(value)
-    )
+    if isinstance(value, str) and (instant := INSTANT.fullmatch(value)):
+        return f"{instant[1]} {instant[2]} UTC"
+    return str(value)
+
+
+def _price(value) -> str | None:
+    return None if value is None else f"{value:.2f}"
 
 
 def _card(card: dict) -> str:
@@ -96,9 +107,17 @@ def _card(card: dict) -> str:
     )
     journeys = [(j["journey_id"], j["node"], j["entered_at"]) for j in card["journeys"]]
     activations = [(a["journey_id"], a["activation"], a["activated_on"]) for a in card["activations"]]
+    activity = [(r["at"], r["what"], r["product_id"], _price(r["price"])) for r in card["recent_activity"]]
+    profile = card.get("profile") or {}
+    closed = '<p class="closed">Account closed</p>' if profile.get("account_closed") else ""
+    offers = "".join(f'<span class="promotion">{escape(name)}</span>' for name in profile.get("promotions") or [])
+    # the id and email beside the name, only those there are: no dangling separator
+    known = [value for value in (card["user_id"] if card["name"] else None, card["email"]) if value]
+    aside = f" <small>{escape(' · '.join(known))}</small>" if known else ""
     return f"""
 <section class="card" data-user="{escape(card["user_id"])}">
-  <h2>{escape(card["name"] or card["user_id"])} <small>{escape(card["user_id"])} · {escape(card["email"] or "")}</small></h2>
+  <h2>{escape(card["name"] or card["user_id"])}{aside}</h2>
+  {closed}
   <div class="facts">
     <div class="fact"><h3>Tier</h3><p class="tier">{escape(tier["level"] or "")}</p>
       {progress}</div>
@@ -109,14 +128,17 @@ def _card(card: dict) -> str:
       <p>available {points["available"]} · pending {points["pending"]} · debt {points["debt"]}</p><p>{expiry}</p></div>
   </div>
   <h3>Ledger</h3>
-  {_table(("when", "points", "kind", "expires"), [(r["occurred_at"], r["points"], r["kind"], r["expires_at"]) for r in card["ledger"]], "ledger")}
+  {_table(("when", "points", "kind", "expires"), [(r["occurred_at"], r["points"], r["kind"], r["expires_at"]) for r in card["ledger"]], "ledger", "no points yet")}
+  <h3>Promotions</h3>
+  <p class="promotions">{offers or '<span class="none">no promotion</span>'}</p>
   <h3>Journeys</h3>
-  {_table(("journey", "current node", "since"), journeys, "journeys")}
-  {_table(("journey", "activation", "on"), activations, "activations")}
+  {_table(("journey", "current node", "since"), journeys, "journeys", "in no journey")}
+  <h3>Activations</h3>
+  {_table(("journey", "activation", "on"), activations, "activations", "no activation")}
   <h3>Recommendations</h3>
-  {_table(("rank", "product", "score"), [(r["rank"], r["product_id"], r["score"]) for r in card["recommendations"]], "recommendations")}
+  {_table(("rank", "product", "score"), [(r["rank"], r["product_id"], r["score"]) for r in card["recommendations"]], "recommendations", "no recommendation")}
   <h3>Recent activity</h3>
-  {_table(("when", "what", "product", "price"), [(r["at"], r["what"], r["product_id"], r["price"]) for r in card["recent_activity"]], "activity")}
+  {_table(("when", "what", "product", "price"), activity, "activity", "no recent activity")}
   <p class="copy">as of {escape(str(card["copy"]["as_of"]))} · published {_show(card["copy"]["published_at"])}</p>
 </section>"""
 
@@ -126,18 +148,24 @@ autofocus></label> <button>Sign in</button> <span class="problem">{problem}</spa
 
 
 _STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1d2330}
-header{background:#1d3557;color:#fff;padding:10px 20px;display:flex;gap:20px;align-items:center}
-header h1{font-size:16px;margin:0}header input{width:320px;padding:6px;border:0;border-radius:3px}
+*{box-sizing:border-box}
+body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1d2330;overflow-wrap:break-word}
+header{background:#1d3557;color:#fff;padding:10px 20px;display:flex;flex-wrap:wrap;gap:8px 20px;align-items:center}
+header h1{font-size:16px;margin:0}header form{display:flex;gap:6px;flex:1 1 260px;max-width:420px}
+header input{flex:1;min-width:0;padding:6px;border:0;border-radius:3px;font-size:16px}
 main{padding:16px 20px;max-width:1100px}
 .card{background:#fff;border:1px solid #d8dce3;border-radius:4px;padding:12px 18px}
 .card h2 small{font-weight:normal;color:#5b6577;font-size:13px}
-.facts{display:flex;gap:12px}.fact{flex:1;background:#f7f9fc;border:1px solid #e3e7ee;border-radius:4px;padding:8px 12px}
+.results td,.card h2{overflow-wrap:anywhere}  /* emails and ids have no space to wrap at */
+.facts{display:flex;flex-wrap:wrap;gap:12px}
+.fact{flex:1 1 200px;min-width:0;background:#f7f9fc;border:1px solid #e3e7ee;border-radius:4px;padding:8px 12px}
 .fact h3{margin:0;font-size:12px;text-transform:uppercase;color:#5b6577}.fact p{margin:4px 0}
 .tier,.stamps,.points{font-size:22px;font-weight:600}.dots{color:#b5651d;letter-spacing:2px;margin-left:8px}
 progress{width:100%;height:10px;accent-color:#2a9d8f}
 table{border-collapse:collapse;width:100%;margin:4px 0 12px}th,td{text-align:left;padding:3px 8px;border-bottom:1px solid #e3e7ee}
-th{background:#eef1f6;font-weight:600}.problem{color:#b00020}.none,.copy{color:#5b6577}
+th{background:#eef1f6;font-weight:600}.problem,.closed{color:#b00020}.closed{font-weight:600}.none,.copy,.more{color:#5b6577}
+.promotion{display:inline-block;background:#e8f4f2;border-radius:3px;padding:1px 8px;margin:0 6px 4px 0}
+@media (max-width:600px){header,main{padding:8px 10px}.card{padding:8px 10px}th,td{padding:3px 4px}}
 """
 
 
@@ -156,6 +184,7 @@ setInterval(async () => {
 
 def layout(body: str, query: str) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Customer 360</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>{_STYLE}</style></head><body>
 <header><h1>Customer 360</h1><form action="/"><input name="q" value="{escape(query)}"
 placeholder="customer id, name or email" autofocus> <button>Search</button></form></header>

@@ -12,9 +12,10 @@ import json
 import os
 import sqlite3
 import threading
+import unicodedata
 from pathlib import Path
 
-SHAPE = 3  # the layout below: a store of another one is published again whole
+SHAPE = 4  # the layout below: a store of another one is published again whole
 STORE_DDL = """
 CREATE TABLE info (shape INTEGER NOT NULL, published_at TEXT NOT NULL, as_of TEXT, seq INTEGER, rules_hash TEXT);
 CREATE TABLE cards (  -- one per profile: the card (calendar values left null) and what search and candidates show
@@ -22,6 +23,7 @@ CREATE TABLE cards (  -- one per profile: the card (calendar values left null) a
 );
 -- without rowid: the key's index holds the row, so a search by prefix reads no table page
 CREATE TABLE identifiers (id_type TEXT, id_value TEXT, user_id TEXT, PRIMARY KEY (id_type, id_value)) WITHOUT ROWID;
+-- every profile's name and email folded (`folded`): what search and a lookup by name find
 CREATE TABLE names (value TEXT NOT NULL, user_id TEXT NOT NULL, PRIMARY KEY (value, user_id)) WITHOUT ROWID;
 -- what a card's recommendations are computed from when it is read (recommend.py): the co-purchase counts of the
 -- small orders (an itemset is its products' hex(), comma-separated, in product order), every basket (its products
@@ -39,6 +41,7 @@ STORE_INDEXES = """
 CREATE INDEX identifiers_by_value ON identifiers (id_value);
 CREATE INDEX identifiers_by_user ON identifiers (user_id);
 CREATE INDEX names_by_user ON names (user_id);
+CREATE INDEX cards_by_email ON cards (lower(trim(email)));
 CREATE INDEX large_items_by_user ON large_items (user_id);
 """
 NEEDED = ["baskets", "cards", "identifiers", "info", "large_items", "names", "rec_counts"]  # what a lookup reads
@@ -108,13 +111,23 @@ def ranked(rows: list[tuple]) -> list[dict]:
 # The people an identifier that is no profile's id may find through the id graph: as given (trimmed) and lowered
 # (emails and names are kept lower-case).
 IDENTIFIED = "SELECT id_type, id_value, user_id FROM identifiers WHERE id_value IN (?, ?)"
-# Every profile's name and email as a lookup finds them (trimmed, lower-case): the id graph keeps a name (or a value
-# many accounts share) for one person only, so two Sams need this to be seen.
+# Every profile's name and email as a lookup finds them (`folded`): the id graph keeps a name (or a value many
+# accounts share) for one person only, so two Sams need this to be seen.
 NAMED = "SELECT user_id FROM names WHERE value = ?"
+# The people a query names exactly by their profile's id or an email (not a name, which several people may carry,
+# nor an older key, which is also a name in the source's data): one of them opens the card directly. ?1 the query
+# trimmed, ?2 lowered.
+EXACT = """
+SELECT user_id FROM cards WHERE user_id = ?1
+UNION SELECT user_id FROM identifiers WHERE id_type = 'email' AND id_value = ?2
+UNION SELECT user_id FROM cards WHERE lower(trim(email)) = lower(?1)
+"""
 CANDIDATES = """SELECT user_id, name, email, reward_level FROM cards WHERE user_id IN (SELECT value FROM json_each(?))
 ORDER BY user_id"""
-# Up to 20 people whose id, name or email starts with the query (names and emails lower-case); char(1114111) is
-# the last code point, so the range is the prefix's.
+PAGE = 20  # people a search lists; a hint says when more match
+# The first PAGE + 1 people whose id, name or email starts with the query: ids as given, names and emails of the id
+# graph lower-case (?1), every profile's name and email folded (?3); char(1114111) is the last code point, so the
+# range is the prefix's.
 SEARCH = """
 SELECT user_id, name, email, reward_level FROM cards
 WHERE user_id IN (
@@ -123,8 +136,10 @@ WHERE user_id IN (
     UNION
     SELECT user_id FROM identifiers
     WHERE id_type IN ('user_id', 'customer_key') AND id_value >= ?2 AND id_value < ?2 || char(1114111)
+    UNION
+    SELECT user_id FROM names WHERE value >= ?3 AND value < ?3 || char(1114111)
 )
-ORDER BY user_id LIMIT 20
+ORDER BY user_id LIMIT 21
 """
 
 
@@ -142,6 +157,13 @@ class Ambiguous(Exception):
 
 def _trimmed(text: str) -> str:
     return text.strip(" ")  # as the warehouse's trim() (spaces only)
+
+
+def folded(text: str) -> str:
+    """Trimmed, lower-case and without accents, as the warehouse's strip_accents(lower(trim(x))) writes `names`
+    (both decompose and drop the combining marks): "Zoë" and "ZOE" find each other."""
+    decomposed = unicodedata.normalize("NFD", _trimmed(text).lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 class ServingCopy:
@@ -230,7 +252,7 @@ class ServingCopy:
                 for id_type, id_value, user_id in query(IDENTIFIED, (as_is, lowered))[0]
                 if id_value == (lowered if id_type in ("email", "name") else as_is)
             }
-            people |= {user_id for (user_id,) in query(NAMED, (lowered,))[0]}
+            people |= {user_id for (user_id,) in query(NAMED, (folded(identifier),))[0]}
             if len(people) > 1:
                 rows, names = query(CANDIDATES, (json.dumps(sorted(people)),))
                 raise Ambiguous(identifier, [dict(zip(names, row, strict=True)) for row in rows])
@@ -238,9 +260,17 @@ class ServingCopy:
 
         return self._read(lookup)
 
-    def search(self, query: str) -> list[dict]:
-        rows, names = self._read(lambda run: run(SEARCH, (_trimmed(query).lower(), _trimmed(query))))
-        return [dict(zip(names, row, strict=True)) for row in rows]
+    def exact(self, query: str) -> str | None:
+        """The card of the one person whose id or email the query is, else None (nobody, or several)."""
+
+        people = self._read(lambda run: run(EXACT, (_trimmed(query), _trimmed(query).lower()))[0])
+        return self.card(people[0][0]) if len(people) == 1 else None
+
+    def search(self, query: str) -> tuple[list[dict], bool]:
+        """The first PAGE people whose id, name or email starts with the query, and whether more do."""
+        params = (_trimmed(query).lower(), _trimmed(query), folded(query))
+        rows, names = self._read(lambda run: run(SEARCH, params))
+        return [dict(zip(names, row, strict=True)) for row in rows[:PAGE]], len(rows) > PAGE
 
     def published_at(self) -> str:
         return self._read(lambda run: run("SELECT published_at FROM info")[0])[0][0]
