@@ -1,5 +1,6 @@
 """Through a real `dagster dev` (webserver and daemon): the sensors, switched on over GraphQL, drive every run
-while files land day by day and late; once the runs settle, none failed and the warehouse equals a batch run."""
+while files land day by day and late; once the runs settle, none failed, a backfill of every day launched as the
+UI launches it is one run, and the warehouse equals a batch run."""
 
 import json
 import os
@@ -59,6 +60,33 @@ def wait_until_settled(port: int, since: float, timeout: float = 300) -> list:
     raise AssertionError(f"runs did not settle: {state(port)}")
 
 
+BACKFILL = """mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
+    __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+BACKFILL_STATE = """query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill {
+    status runs { status tags { key value } } } } }"""
+
+
+def backfill_every_day(port: int, timeout: float = 300) -> list[dict]:
+    """What the UI's "Launch backfill" on the job's partitions does, over every day; its runs once it is done, each
+    with its partition range tags."""
+    selector = {"partitionSetName": "materialize_everything_partition_set", "repositorySelector": LOCATION}
+    days = [str(day) for day in DAYS]
+    launched = graphql(port, BACKFILL, {"p": {"selector": selector, "partitionNames": days}})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        backfill = graphql(port, BACKFILL_STATE, {"id": launched["backfillId"]})["partitionBackfillOrError"]
+        if backfill["status"] != "REQUESTED" and all(
+            run["status"] in ("SUCCESS", "FAILURE") for run in backfill["runs"]
+        ):
+            ranges = [
+                {t["key"]: t["value"] for t in run["tags"] if "partition_range" in t["key"]} for run in backfill["runs"]
+            ]
+            return [{"status": run["status"], "tags": tags} for run, tags in zip(backfill["runs"], ranges, strict=True)]
+        time.sleep(2)
+    raise AssertionError(f"the backfill did not finish: {backfill}")
+
+
 def test_sensors_in_dagster_dev_converge_on_the_batch_answer(inputs, tmp_path):
     texts = files(seed=5)
     inputs.rules(RULES)
@@ -112,6 +140,7 @@ def test_sensors_in_dagster_dev_converge_on_the_batch_answer(inputs, tmp_path):
             landed = time.time()
             land(inputs, texts, batch)
             runs = wait_until_settled(port, landed)
+        backfilled = backfill_every_day(port)
     finally:
         server.send_signal(2)
         server.wait(timeout=60)
@@ -119,6 +148,13 @@ def test_sensors_in_dagster_dev_converge_on_the_batch_answer(inputs, tmp_path):
     assert len(runs) >= 4
     reasons = [tag["value"] for run in runs for tag in run["tags"] if tag["key"] == "loyalty/reason"]
     assert any("purchases-late.jsonl" in reason for reason in reasons)
+    # the UI's backfill of the job over every day: one run of the whole range, as the CLI's
+    assert [(run["status"], run["tags"]) for run in backfilled] == [
+        (
+            "SUCCESS",
+            {"dagster/asset_partition_range_start": str(DAYS[0]), "dagster/asset_partition_range_end": str(DAYS[-1])},
+        )
+    ]
 
     batch_warehouse = tmp_path / "batch.duckdb"
     assert materialize_days(
