@@ -22,7 +22,8 @@ from loyalty_pipeline.defs.automation.partitions import DEFAULT_START
 from loyalty_pipeline.domain.config import EARLIEST_START, Rules, RulesError, load_rules
 from loyalty_pipeline.domain.ingest import kafka
 from loyalty_pipeline.serve.serving import serving_path, warehouse_path
-from loyalty_pipeline.spark.spark import SparkWarehouse, spark_config, to_duckdb_tables
+from loyalty_pipeline.spark.lake import to_duckdb_tables
+from loyalty_pipeline.spark.spark import SparkWarehouse, spark_config
 
 
 @dataclass(frozen=True)
