@@ -11,7 +11,8 @@ from loyalty_pipeline.defs.checks import (
     duplicate_check,
     rejected_rows_check,
 )
-from loyalty_pipeline.defs.exports import UNSAFE_KEY, refuse_empty_files
+from loyalty_pipeline.defs.dated_files import refuse_empty_files
+from loyalty_pipeline.defs.exports import UNSAFE_KEY
 from loyalty_pipeline.defs.metadata import OWNERS, WAREHOUSE_POOL, preview, rejection_metadata, table_metadata
 from loyalty_pipeline.defs.resources import (
     EventSources,

@@ -25,7 +25,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from loyalty_pipeline.defs.exports import dated_file
+from loyalty_pipeline.defs.dated_files import dated_file
 from loyalty_pipeline.defs.metadata import REASON_TAG
 from loyalty_pipeline.domain.ingest import kafka
 

@@ -24,7 +24,8 @@ import duckdb
 from loyalty_pipeline.defs.automation import planning
 from loyalty_pipeline.defs.automation.jobs import everything_job
 from loyalty_pipeline.defs.customers import customers
-from loyalty_pipeline.defs.exports import dated_file, historical_purchases, s3_returns
+from loyalty_pipeline.defs.dated_files import dated_file
+from loyalty_pipeline.defs.exports import historical_purchases, s3_returns
 from loyalty_pipeline.defs.ingest import raw_topics
 from loyalty_pipeline.defs.resources import EventSources, LocalStore, RulesResource, Warehouse, file_version
 from loyalty_pipeline.domain.ingest import kafka
