@@ -19,7 +19,8 @@ from loyalty_pipeline.defs.customers import customers
 from loyalty_pipeline.defs.identity import id_graph
 from loyalty_pipeline.defs.ingest import raw_topics
 from loyalty_pipeline.defs.journey import ACTIVATIONS_KEY
-from loyalty_pipeline.defs.loyalty import CAFFEINE_KEY, PROMOTIONS_KEY, SALES_TOTALS_KEY, enriched_purchases
+from loyalty_pipeline.defs.loyalty import enriched_purchases
+from loyalty_pipeline.defs.loyalty_checks import CAFFEINE_KEY, PROMOTIONS_KEY, SALES_TOTALS_KEY
 from loyalty_pipeline.defs.metadata import OWNERS, PORTABLE_KINDS, WAREHOUSE_POOL, preview, table_metadata
 from loyalty_pipeline.defs.points import point_balances
 from loyalty_pipeline.defs.resources import RulesResource, Warehouse, WarehouseError
