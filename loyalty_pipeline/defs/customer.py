@@ -18,7 +18,7 @@ from loyalty_pipeline.defs.checks import (
 from loyalty_pipeline.defs.customers import customers
 from loyalty_pipeline.defs.identity import id_graph
 from loyalty_pipeline.defs.ingest import raw_topics
-from loyalty_pipeline.defs.journey import ACTIVATIONS_KEY
+from loyalty_pipeline.defs.journey_checks import ACTIVATIONS_KEY
 from loyalty_pipeline.defs.loyalty import enriched_purchases
 from loyalty_pipeline.defs.loyalty_checks import CAFFEINE_KEY, PROMOTIONS_KEY, SALES_TOTALS_KEY
 from loyalty_pipeline.defs.metadata import OWNERS, PORTABLE_KINDS, WAREHOUSE_POOL, preview, table_metadata
