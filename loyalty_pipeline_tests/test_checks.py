@@ -15,7 +15,7 @@ from loyalty_pipeline.defs.loyalty_checks import (
     stamps_match_purchases,
     totals_and_tiers_agree,
 )
-from loyalty_pipeline.defs.points import BALANCES_CHECKS, sampled_customer_reconciles
+from loyalty_pipeline.defs.points_checks import BALANCES_CHECKS, sampled_customer_reconciles
 from loyalty_pipeline.defs.resources import RulesResource, Warehouse
 from loyalty_pipeline.domain.loyalty.loyalty import load_rules
 from loyalty_pipeline.lib import touched
