@@ -7,7 +7,7 @@ import duckdb
 import pytest
 
 from loyalty_pipeline.defs.checks import UPDATED, duplicate_check, matches_rebuild, rejected_rows_check
-from loyalty_pipeline.defs.customer import purchases_by_known_users
+from loyalty_pipeline.defs.customer_checks import purchases_by_known_users
 from loyalty_pipeline.defs.identity import ambiguous_weak_values
 from loyalty_pipeline.defs.loyalty_checks import (
     SALES_TOTALS_CHECKS,
