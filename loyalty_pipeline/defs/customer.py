@@ -16,6 +16,7 @@ from loyalty_pipeline.defs.customer_checks import (
     SERVING_KEY,
 )
 from loyalty_pipeline.defs.customers import customers
+from loyalty_pipeline.defs.errors import WarehouseError
 from loyalty_pipeline.defs.identity import id_graph
 from loyalty_pipeline.defs.ingest import raw_topics
 from loyalty_pipeline.defs.journey_checks import ACTIVATIONS_KEY
@@ -23,7 +24,7 @@ from loyalty_pipeline.defs.loyalty import enriched_purchases
 from loyalty_pipeline.defs.loyalty_checks import CAFFEINE_KEY, PROMOTIONS_KEY, SALES_TOTALS_KEY
 from loyalty_pipeline.defs.metadata import OWNERS, PORTABLE_KINDS, WAREHOUSE_POOL, preview, table_metadata
 from loyalty_pipeline.defs.points import point_balances
-from loyalty_pipeline.defs.resources import RulesResource, Warehouse, WarehouseError
+from loyalty_pipeline.defs.resources import RulesResource, Warehouse
 from loyalty_pipeline.domain.customer import identifiers, recommend
 from loyalty_pipeline.domain.customer.profiles import PROFILE_360_VIEW, PROFILE_SOURCES, profile_sql, totals_from_start
 from loyalty_pipeline.domain.journey import journeys

@@ -10,8 +10,9 @@ import dagster as dg
 from loyalty_pipeline.defs.automation import partitions
 from loyalty_pipeline.defs.automation.partitions import window_days
 from loyalty_pipeline.defs.checks import check_results, table_of
+from loyalty_pipeline.defs.errors import SourceError
 from loyalty_pipeline.defs.metadata import partition_metadata, preview, rejection_metadata, table_metadata
-from loyalty_pipeline.defs.resources import EventSources, RulesResource, SourceError
+from loyalty_pipeline.defs.resources import EventSources, RulesResource
 from loyalty_pipeline.domain.ingest.lines import load_csv
 from loyalty_pipeline.domain.ingest.quarantine import quarantine
 from loyalty_pipeline.lib.warehouse import count, insert_rows

@@ -8,6 +8,7 @@ import dagster as dg
 from loyalty_pipeline.defs.automation.partitions import DECLARED, window_days
 from loyalty_pipeline.defs.checks import check_results, check_specs, failed_blocking
 from loyalty_pipeline.defs.customers import customers
+from loyalty_pipeline.defs.errors import OneLineError
 from loyalty_pipeline.defs.ingest import raw_topics
 from loyalty_pipeline.defs.journey_checks import ACTIVATIONS_CHECKS, ACTIVATIONS_KEY, STATE_CHECKS, STATE_KEY
 from loyalty_pipeline.defs.loyalty import enriched_purchases
@@ -22,7 +23,7 @@ from loyalty_pipeline.defs.metadata import (
     table_metadata,
 )
 from loyalty_pipeline.defs.points import point_transactions
-from loyalty_pipeline.defs.resources import OneLineError, RulesResource, Warehouse
+from loyalty_pipeline.defs.resources import RulesResource, Warehouse
 from loyalty_pipeline.domain.identity import identity
 from loyalty_pipeline.domain.journey import journeys
 from loyalty_pipeline.domain.loyalty.rules_sql import load_tiers

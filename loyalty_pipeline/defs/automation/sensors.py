@@ -27,7 +27,8 @@ from loyalty_pipeline.defs.customers import customers
 from loyalty_pipeline.defs.dated_files import dated_file
 from loyalty_pipeline.defs.exports import historical_purchases, s3_returns
 from loyalty_pipeline.defs.ingest import raw_topics
-from loyalty_pipeline.defs.resources import EventSources, LocalStore, RulesResource, Warehouse, file_version
+from loyalty_pipeline.defs.resources import EventSources, RulesResource, Warehouse
+from loyalty_pipeline.defs.stores import LocalStore, file_version
 from loyalty_pipeline.domain.ingest import kafka
 
 TICK_SECONDS = 5  # a landed file waits at most this long for its run (freshness target: 30 s to the app)
