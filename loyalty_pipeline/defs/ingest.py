@@ -27,8 +27,9 @@ from loyalty_pipeline.defs.metadata import (
 )
 from loyalty_pipeline.defs.resources import EventSources, RulesResource, Warehouse
 from loyalty_pipeline.defs.stores import read_version
-from loyalty_pipeline.domain.ingest.kafka import CONFLICTING, TOPICS, Topic, parse_messages, table_ddl
+from loyalty_pipeline.domain.ingest.kafka import TOPICS, Topic, table_ddl
 from loyalty_pipeline.domain.ingest.lines import load_lines
+from loyalty_pipeline.domain.ingest.messages import CONFLICTING, parse_messages
 from loyalty_pipeline.domain.ingest.quarantine import quarantine
 from loyalty_pipeline.lib import touched
 from loyalty_pipeline.lib.warehouse import REJECTED_DDL, SOURCE_FILES_DDL, count, insert_rows, transaction
