@@ -27,7 +27,7 @@ from loyalty_pipeline.defs.points import point_balances
 from loyalty_pipeline.defs.resources import RulesResource, Warehouse
 from loyalty_pipeline.domain.customer import identifiers, recommend
 from loyalty_pipeline.domain.customer.profiles import PROFILE_360_VIEW, PROFILE_SOURCES, profile_sql, totals_from_start
-from loyalty_pipeline.domain.journey import journeys
+from loyalty_pipeline.domain.journey import totals
 from loyalty_pipeline.domain.loyalty.rules_sql import load_tiers
 from loyalty_pipeline.lib import touched
 from loyalty_pipeline.lib.warehouse import count
@@ -74,7 +74,7 @@ def _profile_360(conn, rules: RulesResource, rebuild: bool) -> dg.MaterializeRes
         rebuild,
     )
     people = None if update.whole else PEOPLE
-    kept = people is not None and journeys.kept_totals_of(conn, as_of, people)
+    kept = people is not None and totals.kept_totals_of(conn, as_of, people)
     if not kept:  # a rebuild, or no current copy: summed from the start
         totals_from_start(conn, as_of, people)
     conn.execute("CREATE TABLE IF NOT EXISTS customer.profile_as_of (as_of DATE)")

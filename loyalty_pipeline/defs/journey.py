@@ -25,7 +25,7 @@ from loyalty_pipeline.defs.metadata import (
 from loyalty_pipeline.defs.points import point_transactions
 from loyalty_pipeline.defs.resources import RulesResource, Warehouse
 from loyalty_pipeline.domain.identity import identity
-from loyalty_pipeline.domain.journey import journeys
+from loyalty_pipeline.domain.journey import journeys, totals
 from loyalty_pipeline.domain.loyalty.rules_sql import load_tiers
 from loyalty_pipeline.domain.points import ledger
 from loyalty_pipeline.lib import touched
@@ -100,7 +100,7 @@ def _journey_state(context: dg.AssetExecutionContext, conn, rules: RulesResource
             "DELETE FROM journey.reached_activations WHERE day >= $1",
         ),
     )
-    totals_as_of = journeys.restore_profile_totals(conn, first)
+    totals_as_of = totals.restore_profile_totals(conn, first)
     restored = totals_as_of is not None
     for day in window.days:  # in order: each day moves customers from where the previous day left them
         try:
@@ -109,7 +109,7 @@ def _journey_state(context: dg.AssetExecutionContext, conn, rules: RulesResource
             raise OneLineError(str(error)) from None
         totals_as_of = day
     if window.later_until is None:
-        journeys.keep_profile_totals(conn, totals_as_of, restored)
+        totals.keep_profile_totals(conn, totals_as_of, restored)
     return dg.MaterializeResult(
         asset_key=STATE_KEY,
         metadata={
