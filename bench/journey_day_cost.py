@@ -19,7 +19,7 @@ from loyalty_pipeline.defs.customers import CUSTOMERS_DDL
 from loyalty_pipeline.domain.config import Rules
 from loyalty_pipeline.domain.identity import identity
 from loyalty_pipeline.domain.ingest.kafka import TOPICS, table_ddl
-from loyalty_pipeline.domain.journey import journeys
+from loyalty_pipeline.domain.journey import journeys, totals
 from loyalty_pipeline.domain.loyalty import returns
 from loyalty_pipeline.domain.loyalty.loyalty import ENRICHED_DDL
 from loyalty_pipeline.domain.loyalty.rules_sql import load_tiers
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         load_tiers(conn, rules)
         journeys.load_definitions(conn, rules.journeys)
         seconds = []
-        totals_as_of = journeys.restore_profile_totals(conn, START)  # none: the first day sums from the start
+        totals_as_of = totals.restore_profile_totals(conn, START)  # none: the first day sums from the start
         for n in range(args.days):
             started = time.perf_counter()
             day = START + timedelta(days=n)

@@ -7,15 +7,15 @@ import duckdb
 import pytest
 
 from loyalty_pipeline.defs.checks import UPDATED, duplicate_check, matches_rebuild, rejected_rows_check
-from loyalty_pipeline.defs.customer import purchases_by_known_users
+from loyalty_pipeline.defs.customer_checks import purchases_by_known_users
 from loyalty_pipeline.defs.identity import ambiguous_weak_values
-from loyalty_pipeline.defs.loyalty import (
+from loyalty_pipeline.defs.loyalty_checks import (
     SALES_TOTALS_CHECKS,
     enriched_keeps_every_purchase,
     stamps_match_purchases,
     totals_and_tiers_agree,
 )
-from loyalty_pipeline.defs.points import BALANCES_CHECKS, sampled_customer_reconciles
+from loyalty_pipeline.defs.points_checks import BALANCES_CHECKS, sampled_customer_reconciles
 from loyalty_pipeline.defs.resources import RulesResource, Warehouse
 from loyalty_pipeline.domain.loyalty.loyalty import load_rules
 from loyalty_pipeline.lib import touched

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from loyalty_pipeline.defs.customer import baskets_match_purchases, serving_copy_is_complete
+from loyalty_pipeline.defs.customer_checks import baskets_match_purchases, serving_copy_is_complete
 from loyalty_pipeline.defs.resources import Warehouse
 from loyalty_pipeline.serve.serving import ServingCopy, serving_path
 from loyalty_pipeline_tests.scenarios import clicks

@@ -11,8 +11,8 @@ import duckdb
 import pytest
 
 from loyalty_pipeline.definitions import build_defs
-from loyalty_pipeline.defs.resources import S3Store
 from loyalty_pipeline.defs.runs import materialize_days
+from loyalty_pipeline.defs.stores import S3Store
 from loyalty_pipeline_tests.scenarios import Inputs, envelope
 
 DAY1, DAY2, DAY3 = "2024-06-01", "2024-06-02", "2024-06-03"

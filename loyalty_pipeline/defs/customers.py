@@ -11,17 +11,12 @@ from loyalty_pipeline.defs.checks import (
     duplicate_check,
     rejected_rows_check,
 )
-from loyalty_pipeline.defs.exports import UNSAFE_KEY, refuse_empty_files
+from loyalty_pipeline.defs.dated_files import refuse_empty_files
+from loyalty_pipeline.defs.errors import SourceError
+from loyalty_pipeline.defs.exports import UNSAFE_KEY
 from loyalty_pipeline.defs.metadata import OWNERS, WAREHOUSE_POOL, preview, rejection_metadata, table_metadata
-from loyalty_pipeline.defs.resources import (
-    EventSources,
-    LocalStore,
-    RulesResource,
-    SourceError,
-    Warehouse,
-    read_version,
-    safe_key,
-)
+from loyalty_pipeline.defs.resources import EventSources, RulesResource, Warehouse
+from loyalty_pipeline.defs.stores import LocalStore, read_version, safe_key
 from loyalty_pipeline.domain.ingest.lines import load_csv
 from loyalty_pipeline.domain.ingest.quarantine import quarantine
 from loyalty_pipeline.lib import touched

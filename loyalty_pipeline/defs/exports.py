@@ -1,39 +1,18 @@
 """The dated S3 exports, one file per UTC day: historical purchases and returns, validated, bad rows quarantined."""
 
-import re
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
 
-from loyalty_pipeline.defs.automation import partitions
 from loyalty_pipeline.defs.automation.partitions import DECLARED, window_days
-from loyalty_pipeline.defs.checks import (
-    check_results,
-    check_specs,
-    duplicate_check,
-    rejected_rows_check,
-    table_of,
-)
-from loyalty_pipeline.defs.metadata import (
-    OWNERS,
-    WAREHOUSE_POOL,
-    partition_metadata,
-    preview,
-    rejection_metadata,
-    table_metadata,
-)
-from loyalty_pipeline.defs.resources import (
-    EventSources,
-    RulesResource,
-    SourceError,
-    Warehouse,
-)
+from loyalty_pipeline.defs.checks import check_specs, duplicate_check, rejected_rows_check
+from loyalty_pipeline.defs.dated_files import dated_export_result, read_dated_export, write_dated_export
+from loyalty_pipeline.defs.metadata import OWNERS, WAREHOUSE_POOL
+from loyalty_pipeline.defs.resources import EventSources, RulesResource, Warehouse
 from loyalty_pipeline.domain.ingest.kafka import MAX_PRICE
-from loyalty_pipeline.domain.ingest.lines import load_csv
-from loyalty_pipeline.domain.ingest.quarantine import quarantine
 from loyalty_pipeline.domain.loyalty import loyalty
-from loyalty_pipeline.lib.warehouse import REJECTED_DDL, SOURCE_FILES_DDL, count, insert_rows, transaction
+from loyalty_pipeline.lib.warehouse import REJECTED_DDL, SOURCE_FILES_DDL, insert_rows, transaction
 
 
 def _iso_time(column: str) -> str:
@@ -50,96 +29,6 @@ def _ms_time(column: str) -> str:
     return f"CASE WHEN regexp_full_match(trim({column}), '[0-9]{{1,15}}') THEN epoch_ms(TRY_CAST(trim({column}) AS BIGINT)) END"
 
 
-def _read_dated_export(
-    context,
-    conn,
-    sources: EventSources,
-    rules: RulesResource,
-    workdir: Path,
-    export: str,
-    table: str,
-    columns: list[str],
-    optional: tuple[str, ...] = (),
-) -> tuple[str, dict[str, date], dict[str, date], list[list[str]]]:
-    """The window's files of `<export>/YYYY-MM-DD.csv` as `load_csv` rows, with temp table `file_days(s3_key,
-    file_day)`; stops first if that would erase rows `table` holds. Returns (the rows' table, the valid files, the
-    window's files, the skipped files as [key, reason])."""
-    first, end = window_days(context)
-    store = sources.object_store()
-    listed, valid, dated, skipped = _dated_files(context, store, f"{export}/", rules)
-    held = count(conn, f"SELECT 1 FROM {table} WHERE day >= $1 AND day < $2", [first, end])
-    if not listed and held:
-        raise SourceError(
-            f"{sources.s3_url}/{export}/ lists no file, but {table} holds {held} rows of "
-            f"{first}..{end - timedelta(days=1)}: not erasing them (check LOYALTY_S3_URL)"
-        )
-    _refuse_losing_days(conn, table, f"{export}/", dated, first, end)
-    copies = store.local_copies(sorted(dated), workdir)
-    refuse_empty_files(copies, held, table)
-    rows = load_csv(conn, copies, columns, optional)
-    conn.execute("CREATE OR REPLACE TEMP TABLE file_days (s3_key VARCHAR, file_day DATE)")
-    insert_rows(conn, "file_days", [[key, day] for key, day in dated.items()])
-    return rows, valid, dated, skipped
-
-
-def _write_dated_export(
-    conn, table: str, source: str, checked: str, values: str, skipped: list, first: date, end: date
-) -> None:
-    """In the caller's transaction: the window's rows of `table` become `values` of the rows of temp table `checked`
-    without a `reason`; the others, and the skipped files, are quarantined."""
-    conn.execute(f"DELETE FROM {table} WHERE day >= $1 AND day < $2", [first, end])
-    conn.execute(f"INSERT INTO {table} SELECT {values} FROM {checked} WHERE reason IS NULL")
-    conn.execute("CREATE OR REPLACE TEMP TABLE skipped_files (s3_key VARCHAR, reason VARCHAR)")
-    insert_rows(conn, "skipped_files", skipped)
-    quarantine(
-        conn,
-        source,
-        first,
-        end,
-        f"SELECT s3_key || ':' || line_no AS location, reason, raw, file_day AS day FROM {checked} "
-        "WHERE reason IS NOT NULL UNION ALL SELECT s3_key, reason, NULL, NULL FROM skipped_files",
-    )
-
-
-def _dated_export_result(conn, key: dg.AssetKey, checks: list, source: str, files: int, first, end):
-    table = table_of(key)
-    window_rows = f"SELECT * EXCLUDE (day) FROM {table} WHERE day >= $1 AND day < $2"
-    return dg.MaterializeResult(
-        metadata={
-            **table_metadata(conn, table),
-            **partition_metadata(conn, table, "day", first, end),
-            "files": files,
-            "preview": preview(conn, window_rows, [first, end]),
-            **rejection_metadata(conn, source),
-        },
-        check_results=check_results(key, checks, conn, days=(first, end)),
-    )
-
-
-def _refuse_losing_days(conn, table: str, prefix: str, dated: dict[str, date], first: date, end: date) -> None:
-    """A day of the window with rows loaded but no file now (removed, renamed, behind a folder marker): stop."""
-    held = conn.execute(
-        f"SELECT DISTINCT day FROM {table} WHERE day >= $1 AND day < $2 AND NOT list_contains($3, day) ORDER BY day",
-        [first, end, list(dated.values())],
-    ).fetchall()
-    if held:
-        raise SourceError(
-            f"{prefix}{held[0][0]}.csv is gone, but {table} holds rows of {held[0][0]} loaded from it: not erasing "
-            "them (restore the file; one with only its header empties the day)"
-        )
-
-
-def refuse_empty_files(copies: dict[str, Path], held: int, table: str) -> None:
-    """A zero-byte file where rows were loaded is an export still being written (or a failed one), not an empty
-    export (which has its header): stop rather than erase."""
-    empty = [key for key, path in copies.items() if path.stat().st_size == 0]
-    if empty and held:
-        raise SourceError(
-            f"{empty[0]} is empty (an export still being written?), but {table} holds {held} rows it may have "
-            "loaded: not erasing them (a CSV with only its header empties them)"
-        )
-
-
 HISTORICAL_DDL = """
 CREATE SCHEMA IF NOT EXISTS raw;
 CREATE TABLE IF NOT EXISTS raw.historical_purchases (
@@ -151,9 +40,6 @@ CREATE TABLE IF NOT EXISTS raw.historical_purchases (
 
 
 UNSAFE_KEY = "unsafe object key (an empty, '.' or '..' part, or a control character): not downloaded"
-
-
-DATED_FILE = re.compile(r"(historical_purchases|returns)/(\d{4}-\d{2}-\d{2})\.csv")
 
 
 HISTORICAL_KEY = dg.AssetKey(["raw", "historical_purchases"])
@@ -183,7 +69,7 @@ def historical_purchases(
     source = "s3:historical_purchases"
     with sources.workdir() as workdir, warehouse.get_connection() as conn:
         conn.execute(HISTORICAL_DDL + REJECTED_DDL + SOURCE_FILES_DDL)
-        rows, valid, dated, skipped = _read_dated_export(
+        rows, valid, dated, skipped = read_dated_export(
             context,
             conn,
             sources,
@@ -218,7 +104,7 @@ def historical_purchases(
         )
         _quarantine_reused_ids(conn, first, end)
         with transaction(conn):
-            _write_dated_export(
+            write_dated_export(
                 conn,
                 "raw.historical_purchases",
                 source,
@@ -230,7 +116,7 @@ def historical_purchases(
             )
             conn.execute("DELETE FROM raw.historical_files")
             insert_rows(conn, "raw.historical_files", [[key, day] for key, day in valid.items()])
-        return _dated_export_result(conn, HISTORICAL_KEY, HISTORICAL_CHECKS, source, len(dated), first, end)
+        return dated_export_result(conn, HISTORICAL_KEY, HISTORICAL_CHECKS, source, len(dated), first, end)
 
 
 def _quarantine_reused_ids(conn, first: date, end: date) -> None:
@@ -292,7 +178,7 @@ def s3_returns(context: dg.AssetExecutionContext, warehouse: Warehouse, sources:
     source = "s3:returns"
     with sources.workdir() as workdir, warehouse.get_connection() as conn:
         conn.execute(S3_RETURNS_DDL + REJECTED_DDL)
-        rows, _, dated, skipped = _read_dated_export(
+        rows, _, dated, skipped = read_dated_export(
             context,
             conn,
             sources,
@@ -321,7 +207,7 @@ def s3_returns(context: dg.AssetExecutionContext, warehouse: Warehouse, sources:
             """
         )
         with transaction(conn):
-            _write_dated_export(
+            write_dated_export(
                 conn,
                 "raw.s3_returns",
                 source,
@@ -332,36 +218,4 @@ def s3_returns(context: dg.AssetExecutionContext, warehouse: Warehouse, sources:
                 first,
                 end,
             )
-        return _dated_export_result(conn, S3_RETURNS_KEY, S3_RETURNS_CHECKS, source, len(dated), first, end)
-
-
-def dated_file(key: str) -> tuple[str, date] | None:
-    """(export, day) of `<export>/YYYY-MM-DD.csv` for a dated export (historical_purchases, returns); None for any
-    other key."""
-    match = DATED_FILE.fullmatch(key)
-    try:
-        return (match.group(1), date.fromisoformat(match.group(2))) if match else None
-    except ValueError:
-        return None
-
-
-def _dated_files(context, store, prefix: str, rules: RulesResource):
-    """A dated export's listing: (the listing, {key: day} of the valid files, those of the run's window, the
-    skipped files as [key, reason] rows), the skipped ones also logged by name."""
-    first, end = window_days(context)
-    start, latest = partitions.first_day(context), rules.latest_event_time().date()
-    listed = store.list_objects(prefix)
-    valid, skipped = {}, []
-    for obj in listed:
-        _, file_day = dated_file(obj.key) or (None, None)
-        if file_day is None or not obj.key.startswith(prefix):
-            skipped.append([obj.key, f"file name is not {prefix}YYYY-MM-DD.csv"])
-        elif file_day < start:
-            skipped.append([obj.key, f"file day before the first partition ({start})"])
-        elif file_day > latest:
-            skipped.append([obj.key, f"file day after {latest} (today + LOYALTY_FUTURE_TOLERANCE)"])
-        else:
-            valid[obj.key] = file_day
-    if skipped:
-        context.log.warning(f"skipped files under {prefix}: {skipped}")
-    return listed, valid, {key: day for key, day in valid.items() if first <= day < end}, skipped
+        return dated_export_result(conn, S3_RETURNS_KEY, S3_RETURNS_CHECKS, source, len(dated), first, end)

@@ -15,6 +15,7 @@ from loyalty_pipeline.defs.checks import (
     rejected_rows_check,
 )
 from loyalty_pipeline.defs.customers import customers
+from loyalty_pipeline.defs.errors import SourceError
 from loyalty_pipeline.defs.exports import historical_purchases, s3_returns
 from loyalty_pipeline.defs.metadata import (
     OWNERS,
@@ -24,15 +25,11 @@ from loyalty_pipeline.defs.metadata import (
     rejection_metadata,
     table_metadata,
 )
-from loyalty_pipeline.defs.resources import (
-    EventSources,
-    RulesResource,
-    SourceError,
-    Warehouse,
-    read_version,
-)
-from loyalty_pipeline.domain.ingest.kafka import CONFLICTING, TOPICS, Topic, parse_messages, table_ddl
+from loyalty_pipeline.defs.resources import EventSources, RulesResource, Warehouse
+from loyalty_pipeline.defs.stores import read_version
+from loyalty_pipeline.domain.ingest.kafka import TOPICS, Topic, table_ddl
 from loyalty_pipeline.domain.ingest.lines import load_lines
+from loyalty_pipeline.domain.ingest.messages import CONFLICTING, parse_messages
 from loyalty_pipeline.domain.ingest.quarantine import quarantine
 from loyalty_pipeline.lib import touched
 from loyalty_pipeline.lib.warehouse import REJECTED_DDL, SOURCE_FILES_DDL, count, insert_rows, transaction

@@ -6,134 +6,22 @@ import re
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import urlparse
 
-import boto3
 import dagster as dg
 import duckdb
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError
 from dagster_duckdb import DuckDBResource
 
 from loyalty_pipeline.defs.automation.partitions import DEFAULT_START
+from loyalty_pipeline.defs.errors import SourceError, WarehouseError
+from loyalty_pipeline.defs.stores import LocalStore, S3Store
 from loyalty_pipeline.domain.config import EARLIEST_START, Rules, RulesError, load_rules
 from loyalty_pipeline.domain.ingest import kafka
 from loyalty_pipeline.serve.serving import serving_path, warehouse_path
-from loyalty_pipeline.spark.spark import SparkWarehouse, spark_config, to_duckdb_tables
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    key: str  # relative to the store's root, e.g. "historical_purchases/2022-10-01.csv"
-    version: str  # changes when the object is rewritten (ETag or mtime+size)
-    modified: datetime
-
-
-class OneLineError(dg.Failure):
-    """An error a user fixes, as one line naming what is wrong (a Failure, so a step shows the line, not a
-    traceback)."""
-
-    def __init__(self, message: str):
-        super().__init__(description=message)
-
-    def __str__(self) -> str:
-        return self.description
-
-
-class SourceError(OneLineError):
-    """An input location that cannot be listed or read, or that lost the data it held."""
-
-
-class WarehouseError(OneLineError):
-    """The warehouse file cannot be opened."""
-
-
-def safe_key(key: str) -> bool:
-    """An object key with no empty, '.' or '..' part (so not absolute either) and no control character."""
-    return all(part not in ("", ".", "..") for part in key.split("/")) and key.isprintable()
-
-
-def file_version(path: Path) -> str:
-    """Changes when a local file is rewritten: its mtime and size (the local counterpart of an ETag)."""
-    stat = path.stat()
-    return f"{stat.st_mtime_ns}-{stat.st_size}"
-
-
-def read_version(path: Path) -> str:
-    """The version a snapshot file was read at: its ctime too, which any rewrite moves, so a copy that puts back the
-    old size and mtime (`cp -p`, `rsync -a`) is read again."""
-    return f"{file_version(path)}-{path.stat().st_ctime_ns}"
-
-
-class LocalStore:
-    """An S3-shaped view of a local folder."""
-
-    def __init__(self, root: Path):
-        self.root = root
-
-    def list_objects(self, prefix: str) -> list[StoredObject]:
-        folder = self.root / prefix
-        if not folder.is_dir():
-            return []
-        found = []
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            found.append(
-                StoredObject(
-                    key=path.relative_to(self.root).as_posix(),
-                    version=file_version(path),
-                    modified=datetime.fromtimestamp(path.stat().st_mtime, UTC),
-                )
-            )
-        return found
-
-    def local_copies(self, keys: list[str], workdir: Path) -> dict[str, Path]:
-        return {key: self.root / key for key in keys}
-
-
-class S3Store:
-    """Objects under s3://bucket/prefix, fetched with boto3 (DuckDB's httpfs is not available offline)."""
-
-    def __init__(self, url: str, endpoint_url: str | None):
-        parsed = urlparse(url)
-        self.bucket, self.prefix = parsed.netloc, parsed.path.strip("/")
-        # few retries and short connect timeouts: an endpoint that is down is an error in seconds, not minutes
-        config = BotoConfig(connect_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
-        try:
-            self.client = boto3.client("s3", endpoint_url=endpoint_url or None, config=config)
-        except ValueError as error:  # e.g. an endpoint without http:// or https://
-            raise SourceError(f"LOYALTY_S3_ENDPOINT_URL={endpoint_url}: {error}") from None
-
-    def _full(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    def list_objects(self, prefix: str) -> list[StoredObject]:
-        found = []
-        try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self._full(prefix)
-            ):
-                for item in page.get("Contents", []):
-                    key = item["Key"][len(self.prefix) + 1 :] if self.prefix else item["Key"]
-                    found.append(StoredObject(key=key, version=item["ETag"].strip('"'), modified=item["LastModified"]))
-        except (BotoCoreError, ClientError) as error:
-            raise SourceError(f"s3://{self.bucket}/{self._full(prefix)}: {error}") from None
-        return sorted(found, key=lambda obj: obj.key)
-
-    def local_copies(self, keys: list[str], workdir: Path) -> dict[str, Path]:
-        # A local name is a number and the key's extension, never the key's path: a key such as
-        # "customers/../../x.csv" must not write outside the work folder.
-        # Only the number: a key's last part may be longer than a file name may be.
-        copies = {}
-        for number, key in enumerate(keys):
-            copies[key] = workdir / f"{number:06d}{''.join(PurePosixPath(key).suffixes[-1:])[:16]}"
-            try:
-                self.client.download_file(self.bucket, self._full(key), str(copies[key]))
-            except (BotoCoreError, ClientError) as error:
-                raise SourceError(f"s3://{self.bucket}/{self._full(key)}: {error}") from None
-        return copies
+from loyalty_pipeline.spark.lake import to_duckdb_tables
+from loyalty_pipeline.spark.spark import SparkWarehouse, spark_config
 
 
 def connect_when_free(database: str, **options) -> duckdb.DuckDBPyConnection:

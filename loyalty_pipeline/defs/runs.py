@@ -12,7 +12,8 @@ import duckdb
 
 from loyalty_pipeline.definitions import EVERYTHING_JOB, build_defs
 from loyalty_pipeline.defs.automation import planning
-from loyalty_pipeline.defs.resources import OneLineError, connect_when_free
+from loyalty_pipeline.defs.errors import OneLineError
+from loyalty_pipeline.defs.resources import connect_when_free
 from loyalty_pipeline.domain.config import RulesError
 from loyalty_pipeline.lib import touched
 

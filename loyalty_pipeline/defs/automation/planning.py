@@ -25,9 +25,9 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from loyalty_pipeline.defs.exports import dated_file
+from loyalty_pipeline.defs.dated_files import dated_file
 from loyalty_pipeline.defs.metadata import REASON_TAG
-from loyalty_pipeline.domain.ingest import kafka
+from loyalty_pipeline.domain.ingest import kafka, messages
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
@@ -50,7 +50,7 @@ def input_days(sources, rules) -> tuple[date, date] | None:
     day is at most today."""
     first, latest = rules.first_day(), rules.latest_event_time()
     files = [file for topic in kafka.TOPICS for file in sources.kafka_files(topic)]
-    days = list(kafka.event_day_range(files, first, latest) or [])
+    days = list(messages.event_day_range(files, first, latest) or [])
     store = sources.object_store()
     days += [
         (dated_file(obj.key) or (None, None))[1]

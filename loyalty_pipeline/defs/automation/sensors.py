@@ -24,10 +24,12 @@ import duckdb
 from loyalty_pipeline.defs.automation import planning
 from loyalty_pipeline.defs.automation.jobs import everything_job
 from loyalty_pipeline.defs.customers import customers
-from loyalty_pipeline.defs.exports import dated_file, historical_purchases, s3_returns
+from loyalty_pipeline.defs.dated_files import dated_file
+from loyalty_pipeline.defs.exports import historical_purchases, s3_returns
 from loyalty_pipeline.defs.ingest import raw_topics
-from loyalty_pipeline.defs.resources import EventSources, LocalStore, RulesResource, Warehouse, file_version
-from loyalty_pipeline.domain.ingest import kafka
+from loyalty_pipeline.defs.resources import EventSources, RulesResource, Warehouse
+from loyalty_pipeline.defs.stores import LocalStore, file_version
+from loyalty_pipeline.domain.ingest import messages
 
 TICK_SECONDS = 5  # a landed file waits at most this long for its run (freshness target: 30 s to the app)
 MAX_ATTEMPTS = 3  # failed runs of the same files in a row before a sensor waits for a new change
@@ -149,7 +151,7 @@ def kafka_new_files(
             if before and before[0] in (version, file_version(path)):  # older releases stored mtime and size
                 now[str(path)] = [version, *before[1:]]
                 continue
-            days = kafka.event_day_range([path], rules.first_day(), rules.latest_event_time())
+            days = messages.event_day_range([path], rules.first_day(), rules.latest_event_time())
             now[str(path)] = [version, *(day.isoformat() if day else None for day in days or (None, None))]
             change.add(asset.key, f"{path} ({'rewritten' if before else 'new'})", version, days)
             if before and before[1]:  # the days it held before count too

@@ -1,0 +1,185 @@
+"""The point ledger's and balances' asset keys and checks: the ledger's rules, a sampled customer replayed with the
+reference rules, balances as sums of the ledger."""
+
+from datetime import datetime, timedelta
+
+import dagster as dg
+
+from loyalty_pipeline.defs.checks import PEOPLE, UPDATED, check, duplicate_check, in_days, matches_rebuild
+from loyalty_pipeline.domain.identity import identity
+from loyalty_pipeline.domain.points import balances
+from loyalty_pipeline.domain.points.ledger_reference import replay
+from loyalty_pipeline.lib.warehouse import count
+
+LEDGER_KEY = dg.AssetKey(["points", "point_transactions"])
+
+
+def _result(wrong: int, what: str) -> tuple[bool, dict]:
+    return wrong == 0, {what: wrong}
+
+
+@check("No use draws on a pending lot, and each use takes exactly its points from lots.")
+def uses_draw_on_available_lots(conn, rules, days) -> tuple[bool, dict]:
+    where, params = in_days("used.day", days)
+    return _result(
+        count(
+            conn,
+            f"""SELECT 1 FROM points.point_transactions AS used
+                LEFT JOIN points.lot_allocations AS piece ON piece.txn_id = used.txn_id
+                LEFT JOIN points.point_transactions AS lot ON lot.txn_id = piece.lot_txn_id AND lot.points > 0
+                WHERE used.kind = 'use' AND {where}
+                GROUP BY used.txn_id, used.points
+                HAVING bool_or(lot.available_at > used.occurred_at) OR coalesce(sum(piece.points), 0) <> -used.points""",
+            params,
+        ),
+        "wrong_uses",
+    )
+
+
+@check("A clawback never takes back more than its purchase earned.")
+def clawbacks_within_earns(conn, rules, days) -> tuple[bool, dict]:
+    where, params = in_days("claw.day", days)
+    return _result(
+        count(
+            conn,
+            f"""SELECT 1 FROM points.point_transactions AS claw
+                LEFT JOIN points.point_transactions AS earn ON earn.txn_id = 'earn:' || claw.source_ref
+                WHERE claw.kind = 'clawback' AND {where} AND -claw.points > coalesce(earn.points, 0)""",
+            params,
+        ),
+        "clawbacks_over_earn",
+    )
+
+
+@check("No lot gives more points than it earned.")
+def lots_not_overdrawn(conn, rules, days) -> tuple[bool, dict]:
+    where, params = in_days("day", days)  # the lots drawn on in the days written
+    return _result(
+        count(
+            conn,
+            f"""SELECT 1 FROM points.point_transactions AS lot
+               JOIN (SELECT lot_txn_id, sum(points) AS taken FROM points.lot_allocations
+                     WHERE lot_txn_id IN (SELECT lot_txn_id FROM points.lot_allocations WHERE {where})
+                     GROUP BY ALL) AS a
+                 ON a.lot_txn_id = lot.txn_id
+               WHERE a.taken > lot.points""",
+            params,
+        ),
+        "overdrawn_lots",
+    )
+
+
+@check("Each expire row is exactly what its lot had left after uses and clawbacks.")
+def expiries_match_lot_remainders(conn, rules, days) -> tuple[bool, dict]:
+    where, params = in_days("expiry.day", days)  # the expiries of the days written
+    return _result(
+        count(
+            conn,
+            f"""SELECT 1 FROM points.point_transactions AS expiry
+               JOIN points.point_transactions AS lot
+                 ON lot.txn_id = expiry.source_ref AND lot.kind IN ('earn', 'merge') AND lot.points > 0
+               LEFT JOIN (SELECT lot_txn_id, sum(points) AS used FROM points.lot_allocations
+                          WHERE NOT starts_with(txn_id, 'expire:') GROUP BY ALL) AS uses
+                 ON uses.lot_txn_id = lot.txn_id
+               WHERE expiry.kind = 'expire' AND -expiry.points <> lot.points - coalesce(uses.used, 0) AND {where}""",
+            params,
+        ),
+        "mismatched_expiries",
+    )
+
+
+@check("Replays one customer's whole history (a different one each day) with the plain reference rules, row by row.")
+def sampled_customer_reconciles(conn, rules, days) -> tuple[bool, dict]:
+    settings = rules.rules.points
+    # one customer a day with rows in the days written (the others' rows did not change), chosen by an md5 of the id
+    # and the last day (the same on both engines): another each day, the same on a re-run
+    # (customers whose profiles merged are left out: the reference rules know no merges)
+    where, params = in_days("day", days)
+    sampled = conn.execute(
+        f"""SELECT user_id FROM points.point_transactions
+           WHERE user_id IN (SELECT user_id FROM points.point_transactions WHERE {where})
+           GROUP BY user_id HAVING NOT bool_or(kind = 'merge')
+           ORDER BY md5(user_id || CAST((SELECT max(day) FROM points.ledger_days) AS VARCHAR)), user_id LIMIT 1""",
+        params,
+    ).fetchall()
+    if not sampled:
+        return True, {"user_id": "(no ledger rows)"}
+    user = sampled[0][0]
+    until = conn.execute("SELECT (max(day) + 1)::TIMESTAMP FROM points.ledger_days").fetchall()[0][0]
+    purchases = conn.execute(
+        "SELECT purchase_id, purchased_at, price FROM loyalty.enriched_purchases WHERE user_id = $1 AND price IS NOT NULL",
+        [user],
+    ).fetchall()
+    # the identifiers that may find the customer: the events read are theirs only
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE reconciled_ids AS {identity.linked_ids('SELECT $1 AS person')}", [user])
+
+    def theirs(table: str) -> str:
+        return identity.with_person(f"(SELECT * FROM {table} WHERE user_id IN (SELECT person FROM reconciled_ids))")
+
+    uses = conn.execute(
+        f"""SELECT redemption_id, event_ts, points FROM ({theirs("raw.redemptions")})
+           WHERE person = $1 AND NOT tombstone
+           QUALIFY row_number() OVER (PARTITION BY redemption_id ORDER BY event_ts, kafka_partition, kafka_offset) = 1""",
+        [user],
+    ).fetchall()
+    returns = conn.execute(
+        f"SELECT 'earn:' || purchase_id, returned_at FROM ({theirs('loyalty.returns')}) WHERE person = $1", [user]
+    ).fetchall()
+    closures = [
+        row[0]
+        for row in conn.execute(
+            f"SELECT event_ts FROM ({theirs('raw.users')}) WHERE person = $1 AND tombstone", [user]
+        ).fetchall()
+    ]
+    actual = conn.execute(
+        "SELECT txn_id, occurred_at, kind, points FROM points.point_transactions WHERE user_id = $1", [user]
+    ).fetchall()
+    earns = []
+    for purchase_id, at, price in purchases:
+        points = int(price * settings.earn_rate)  # floor: prices and rates are non-negative
+        expires = datetime.combine(at.date() + timedelta(days=settings.validity_days + 1), datetime.min.time())
+        if points > 0:
+            earns.append((f"earn:{purchase_id}", at, points, expires))
+    expected, _ = replay(earns, uses, closures, until, returns, timedelta(days=settings.pending_days))
+    differences = set(expected) ^ set(actual)
+    return not differences and len(expected) == len(actual), {
+        "user_id": user,
+        "rows": len(actual),
+        "differences": len(differences),
+    }
+
+
+@check("Each balance is the sum of the customer's ledger rows, and available + pending - debt.")
+def balances_are_ledger_sums(conn, rules, days) -> tuple[bool, dict]:
+    # after an update, of the people it updated (checks.UPDATED)
+    mine = f"AND user_id IN ({PEOPLE})" if days == UPDATED else ""
+    return _result(
+        count(
+            conn,
+            f"""SELECT 1 FROM (SELECT * FROM points.point_balances WHERE true {mine}) AS b
+                FULL JOIN (SELECT user_id, sum(points) AS total FROM points.point_transactions
+                           WHERE user_id NOT IN (SELECT merged_id FROM identity.merges) {mine} GROUP BY ALL) AS l
+                     USING (user_id)
+                LEFT JOIN (SELECT user_id, sum(remaining) AS open FROM ({balances.open_lots(PEOPLE if mine else "")})
+                           GROUP BY ALL) AS o USING (user_id)
+                WHERE b.balance IS DISTINCT FROM l.total OR b.available + b.pending <> coalesce(o.open, 0)
+                   OR b.balance <> b.available + b.pending - b.debt""",
+        ),
+        "customers_wrong",
+    )
+
+
+BALANCES_KEY = dg.AssetKey(["points", "point_balances"])
+LEDGER_CHECKS = [
+    uses_draw_on_available_lots,
+    clawbacks_within_earns,
+    lots_not_overdrawn,
+    expiries_match_lot_remainders,
+    sampled_customer_reconciles,
+    duplicate_check(LEDGER_KEY, ["txn_id"], day_column="day"),
+]
+BALANCES_CHECKS = [
+    balances_are_ledger_sums,
+    duplicate_check(BALANCES_KEY, ["user_id"]),
+    matches_rebuild(BALANCES_KEY, "points.point_transactions", lambda people: balances.balances_sql(people)),
+]
