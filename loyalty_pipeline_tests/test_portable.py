@@ -17,7 +17,7 @@ ONE_MACHINE = {
     "ingest.py",
     "customers.py",
     "exports.py",
-    "kafka.py",
+    "messages.py",
     "lines.py",
     "_serving_snapshot",
     "_recommendations",
