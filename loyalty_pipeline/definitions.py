@@ -5,7 +5,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from loyalty_pipeline.defs.automation.jobs import customers_job, everything_job, historical_job
-from loyalty_pipeline.defs.automation.partitions import with_start
+from loyalty_pipeline.defs.automation.partitions import with_days
 from loyalty_pipeline.defs.automation.schedules import daily_materialization
 from loyalty_pipeline.defs.automation.sensors import kafka_new_files, s3_new_files
 from loyalty_pipeline.defs.customer import customer_assets
@@ -22,7 +22,7 @@ EVERYTHING_JOB = everything_job.name
 def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
     """The Definitions, with resources from `env` (default: the process environment)."""
     resources = build_resources(env)
-    start = resources["rules"].first_day()
+    start, last = resources["rules"].first_day(), resources["rules"].last_day()
     defs = dg.Definitions(
         assets=[*ingest_assets, *identity_assets, *loyalty_assets, *points_assets, *customer_assets, *journey_assets],
         jobs=[everything_job, historical_job, customers_job],
@@ -32,7 +32,7 @@ def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
         # One process per run: DuckDB has one writer anyway, and a process per step costs ~4 s on 2 cores.
         executor=dg.in_process_executor,
     )
-    return defs.map_asset_specs(func=lambda spec: with_start(spec, start))
+    return defs.map_asset_specs(func=lambda spec: with_days(spec, start, last))
 
 
 @dg.definitions

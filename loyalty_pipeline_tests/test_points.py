@@ -233,8 +233,16 @@ def test_a_day_whose_previous_day_is_missing_is_refused(inputs):
     inputs.materialize("2022-10-02", assets=("identity/id_graph",))  # the ledger alone lacks day 2
     result = materialize_days(build_defs(inputs.env()), "2022-10-03", "2022-10-03")
     assert not result.success
-    failure = next(event for event in result.all_events if event.is_step_failure)
-    assert "needs the ledger at the end of 2022-10-02" in str(failure.event_specific_data.error)
+    failure = next(event for event in result.all_events if event.is_step_failure).event_specific_data
+    # a Failure: the UI shows the line and the range to run, not a traceback
+    assert failure.user_failure_data.description == (
+        "point ledger: 2022-10-03 needs the ledger at the end of 2022-10-02, which is not materialized; "
+        "materialize 2022-10-02..2022-10-03 as one run"
+    )
+    assert {key: value.value for key, value in failure.user_failure_data.metadata.items()} == {
+        "run_instead_from": "2022-10-02",
+        "run_instead_to": "2022-10-03",
+    }
     assert inputs.query("SELECT count(*) FROM points.point_transactions") == [(1,)]
 
 

@@ -18,7 +18,7 @@ from loyalty_pipeline.defs.exports import UNSAFE_KEY
 from loyalty_pipeline.defs.runs import materialize_days
 from loyalty_pipeline.domain.config import RulesError
 from loyalty_pipeline.serve.serving import ServingCopy
-from loyalty_pipeline_tests.scenarios import Inputs, envelope, ms
+from loyalty_pipeline_tests.scenarios import SEED_DATA, Inputs, envelope, ms
 
 RAW = ("raw/purchases", "raw/historical_purchases")
 DAY = "2024-06-01"
@@ -753,3 +753,33 @@ def test_a_csv_line_longer_than_a_message_may_be_is_quarantined_by_size(inputs):
     assert inputs.query("SELECT location, reason, length(raw) FROM raw.rejected_records") == [
         (f"historical_purchases/{DAY}.csv:3", f"line of {len(long_row)} bytes: a row is at most 1048576 bytes", 1000)
     ]
+
+
+def test_end_date_ends_the_partitions_and_quarantines_later_events_saying_why(inputs):
+    inputs.rules(f"start_date: {DAY}\nend_date: 2024-06-02\n")
+    last = line(ms("2024-06-02T23:59:59.999"), offset=1)
+    late = line(ms("2024-06-03T00:00:00"), offset=2)  # midnight after end_date: the first instant of no partition
+    inputs.kafka("purchases", [GOOD], extra_lines=(last, late))
+    defs = build_defs(inputs.env())
+    daily = defs.resolve_assets_def(dg.AssetKey(["raw", "purchases"])).partitions_def
+    assert daily.get_partition_keys() == ["2024-06-01", "2024-06-02"]  # not every day up to today
+    assert planning.input_days(defs.resources["sources"], defs.resources["rules"]) == (
+        date(2024, 6, 1),
+        date(2024, 6, 2),
+    )
+    inputs.materialize(DAY, "2024-06-02", assets=RAW)
+    assert inputs.query("SELECT count(*) FROM raw.purchases") == [(2,)]
+    [(location, why)] = reasons(inputs)
+    assert location.endswith("part-0.jsonl:3")
+    assert why == "event time after 2024-06-02 23:59:59.999 (end_date of the rules file)"
+    before = Inputs(inputs.root / "before")
+    before.root.mkdir()
+    before.rules(f"start_date: {DAY}\nend_date: 2024-05-31\n")
+    with pytest.raises(RulesError, match="end_date 2024-05-31 is before start_date 2024-06-01"):
+        build_defs(before.env())
+
+
+def test_the_demo_lists_its_own_days_only():
+    demo = build_defs({"LOYALTY_DATA_DIR": str(SEED_DATA)})
+    daily = demo.resolve_assets_def(dg.AssetKey(["raw", "purchases"])).partitions_def
+    assert daily.get_partition_keys() == [f"2024-06-0{n}" for n in range(1, 6)]

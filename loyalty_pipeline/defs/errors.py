@@ -2,13 +2,15 @@
 
 import dagster as dg
 
+from loyalty_pipeline.lib.chain import DayOrderError
+
 
 class OneLineError(dg.Failure):
     """An error a user fixes, as one line naming what is wrong (a Failure, so a step shows the line, not a
     traceback)."""
 
-    def __init__(self, message: str):
-        super().__init__(description=message)
+    def __init__(self, message: str, metadata: dict | None = None):
+        super().__init__(description=message, metadata=metadata)
 
     def __str__(self) -> str:
         return self.description
@@ -20,3 +22,12 @@ class SourceError(OneLineError):
 
 class WarehouseError(OneLineError):
     """The warehouse file cannot be opened."""
+
+
+class DayRefused(OneLineError):
+    """A day refused for the order of its days (lib.chain.DayOrderError): the message and the metadata name the
+    range to materialize as one run instead."""
+
+    def __init__(self, error: DayOrderError):
+        first, last = error.run_instead
+        super().__init__(str(error), {"run_instead_from": str(first), "run_instead_to": str(last)})

@@ -198,7 +198,8 @@ def _ingest_topic(
     read = _files_to_read(conn, topic.name, files, first, end)
     conn.execute("CREATE OR REPLACE TEMP TABLE unreadable (file VARCHAR, line_no BIGINT, reason VARCHAR)")
     insert_rows(conn, "unreadable", load_lines(conn, read, "kafka_lines"))
-    parsed = parse_messages(conn, topic, partitions.first_day(context), rules.latest_event_time(), "kafka_lines")
+    latest, bound = rules.latest_event_bound()
+    parsed = parse_messages(conn, topic, partitions.first_day(context), latest, "kafka_lines", bound)
     # A coordinate already loaded on another day holds another message (the same message has the same day): the
     # copy loaded first stays, this one is quarantined rather than loaded twice.
     conn.execute(

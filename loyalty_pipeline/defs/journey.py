@@ -138,7 +138,8 @@ def _require_ledger(conn, first, end) -> None:
         raise DayOrderError(
             f"journey state: days {first}..{end - timedelta(days=1)} need the point ledger of those days, which is "
             f"not built for all of them; materialize points/point_transactions and journey/journey_state together "
-            f"for {first}..{end - timedelta(days=1)} (one run)"
+            f"for {first}..{end - timedelta(days=1)} (one run)",
+            (first, end - timedelta(days=1)),
         )
 
 

@@ -15,10 +15,11 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 
 from loyalty_pipeline.defs.automation.partitions import DEFAULT_START
-from loyalty_pipeline.defs.errors import SourceError, WarehouseError
+from loyalty_pipeline.defs.errors import DayRefused, SourceError, WarehouseError
 from loyalty_pipeline.defs.stores import LocalStore, S3Store
 from loyalty_pipeline.domain.config import EARLIEST_START, Rules, RulesError, load_rules
 from loyalty_pipeline.domain.ingest import kafka
+from loyalty_pipeline.lib.chain import DayOrderError
 from loyalty_pipeline.serve.serving import serving_path, warehouse_path
 from loyalty_pipeline.spark.lake import to_duckdb_tables
 from loyalty_pipeline.spark.spark import SparkWarehouse, spark_config
@@ -87,6 +88,8 @@ class Warehouse(DuckDBResource):
         try:
             conn.execute("SET TimeZone = 'UTC'")
             yield conn
+        except DayOrderError as error:  # the UI shows a Failure's message and metadata, not a traceback
+            raise DayRefused(error) from None
         finally:
             conn.close()
 
@@ -170,10 +173,23 @@ class RulesResource(dg.ConfigurableResource):
             return day
         return self.rules.start_date or DEFAULT_START
 
+    def last_day(self) -> date | None:
+        """The last day partition: the rules file's end_date, else None (today is the last)."""
+        return self.rules.end_date
+
     def latest_event_time(self) -> datetime:
-        """The latest event time accepted (naive UTC, as the warehouse stores it): now plus the tolerance. Later
-        events are quarantined: a clock error must not push "as of" into the future."""
-        return datetime.now(UTC).replace(tzinfo=None) + tolerance(self.future_tolerance)
+        return self.latest_event_bound()[0]
+
+    def latest_event_bound(self) -> tuple[datetime, str]:
+        """The latest event time accepted (naive UTC, as the warehouse stores it), and what sets it: now plus the
+        tolerance, or the end of end_date's day if sooner. Later events are quarantined: a clock error must not
+        push "as of" into the future, nor an event past end_date into no partition."""
+        latest = datetime.now(UTC).replace(tzinfo=None) + tolerance(self.future_tolerance)
+        if last := self.last_day():  # its last millisecond: event times are milliseconds
+            end = datetime.combine(last + timedelta(days=1), datetime.min.time()) - timedelta(milliseconds=1)
+            if end < latest:
+                return end, "end_date of the rules file"
+        return latest, "now + LOYALTY_FUTURE_TOLERANCE"
 
 
 def tolerance(text: str | None) -> timedelta:

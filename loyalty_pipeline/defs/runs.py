@@ -133,12 +133,9 @@ def materialize(args: argparse.Namespace) -> int:
     if first < rules.first_day().isoformat():
         print(f"error: --from {first} is before the first day partition {rules.first_day()}", file=sys.stderr)
         return 2
-    if last > rules.latest_event_time().date().isoformat():
-        print(
-            f"error: --to {last} is after {rules.latest_event_time().date()} (today + LOYALTY_FUTURE_TOLERANCE): "
-            "no event can be on it yet",
-            file=sys.stderr,
-        )
+    latest, bound = rules.latest_event_bound()
+    if last > latest.date().isoformat():
+        print(f"error: --to {last} is after {latest.date()} ({bound}): no event can be on it yet", file=sys.stderr)
         return 2
     if found and first > found[0].isoformat() and built.first is None:
         # nothing in an empty warehouse says earlier events exist: the ledger and journeys would start from zero

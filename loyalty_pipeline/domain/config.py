@@ -162,6 +162,9 @@ DEFAULT_PROMOTIONS = [
 class Rules(Rule):
     # the first day partition; LOYALTY_START_DATE overrides it. Not before 1970: Dagster enumerates every day since.
     start_date: pydantic.condate(ge=EARLIEST_START) | None = None
+    # the last day partition, for data that stops (a demo, an archive): the UI then lists its days only, not every
+    # day up to today. Later events are quarantined as events after now + the tolerance are.
+    end_date: date | None = None
     tiers: list[Tier] = DEFAULT_TIERS
     default_tier: Text = "CLIMBING"
     stamp_card: StampCard = StampCard()
@@ -178,6 +181,12 @@ class Rules(Rule):
         _unique([tier.above for tier in tiers], "tier thresholds (of two equal ones, one could never be reached)")
         # Tiers are matched top-down with strict ">", so keep them highest threshold first.
         return sorted(tiers, key=lambda tier: tier.above, reverse=True)
+
+    @pydantic.model_validator(mode="after")
+    def _end_after_start(self) -> "Rules":
+        if self.end_date and self.end_date < (self.start_date or EARLIEST_START):
+            raise ValueError(f"end_date {self.end_date} is before start_date {self.start_date}")
+        return self
 
     @pydantic.model_validator(mode="after")
     def _default_tier_apart(self) -> "Rules":

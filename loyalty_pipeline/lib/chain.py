@@ -20,7 +20,12 @@ from loyalty_pipeline.lib.warehouse import rows_differing, transaction
 
 
 class DayOrderError(RuntimeError):
-    """A day cannot be built: its previous day is missing, or rebuilding it contradicts later days."""
+    """A day cannot be built: its previous day is missing, or rebuilding it contradicts later days. `run_instead`
+    is the range of days to materialize as one run instead."""
+
+    def __init__(self, message: str, run_instead: tuple[date, date]):
+        super().__init__(message)
+        self.run_instead = run_instead
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,8 @@ class Window:
         if changed:
             raise DayOrderError(
                 f"{self.what}: rebuilding {day} changes {changed} rows, and the days after it up to "
-                f"{self.later_until} were built on the old ones; materialize {day}..{self.later_until} as one run"
+                f"{self.later_until} were built on the old ones; materialize {day}..{self.later_until} as one run",
+                (day, self.later_until),
             )
 
 
@@ -80,7 +86,8 @@ def open_window(
         until = later[-1] if later else end - timedelta(days=1)
         raise DayOrderError(
             f"{what}: {first} needs the {state} at the end of {previous}, which is not materialized; "
-            f"materialize {start}..{until} as one run"
+            f"materialize {start}..{until} as one run",
+            (start, until),
         )
     rebuilt = frozenset(day for day in built if first <= day < end)
     return Window(days_table, what, first, end, rebuilt, later[-1] if later else None)

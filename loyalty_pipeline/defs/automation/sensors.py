@@ -115,9 +115,10 @@ def _plan(
         built = planning.built_days(warehouse.database)
     except duckdb.IOException:
         return dg.SensorResult(skip_reason="the warehouse is being written by another process; trying next tick")
-    today = datetime.now(UTC).date()  # the last day partition
+    today = datetime.now(UTC).date()
+    last = min(today, rules.last_day() or today)  # the last day partition
     request = planning.run_request(
-        context.repository_def, everything_job.name, change, built, (rules.first_day(), today)
+        context.repository_def, everything_job.name, change, built, (rules.first_day(), last)
     )
     if request is None:
         return dg.SensorResult(skip_reason=f"nothing to run for {', '.join(change.what)}", cursor=tick.cursor(now))

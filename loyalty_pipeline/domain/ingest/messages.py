@@ -86,9 +86,16 @@ def _field_sql(field: Field, json: str) -> tuple[str, str]:
     return value, f"CASE {reason} END"
 
 
-def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: date, latest: datetime, lines: str) -> str:
+def parse_messages(
+    conn: duckdb.DuckDBPyConnection,
+    topic: Topic,
+    first_day: date,
+    latest: datetime,
+    lines: str,
+    bound: str = "now + LOYALTY_FUTURE_TOLERANCE",
+) -> str:
     """Parses table `lines(file, line_no, line)` (lines.load_lines) into a temp table, whose name it returns: one row
-    per non-blank line, either typed or with a reason.
+    per non-blank line, either typed or with a reason. `bound` says what sets `latest`, for the reason.
 
     Lines with valid coordinates count once per (partition, offset): snapshots are exported at-least-once. A
     valid copy wins over an invalid one, then the first by file and line.
@@ -158,7 +165,7 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
                         WHEN ts_ms IS NULL THEN 'envelope: ts missing or not an integer'
                         WHEN time_ms < epoch_ms($first_day::TIMESTAMP)
                         THEN 'event time before the first partition (' || $first_day || ')'
-                        WHEN event_ts IS NULL THEN 'event time after ' || $latest || ' (now + LOYALTY_FUTURE_TOLERANCE)'
+                        WHEN event_ts IS NULL THEN 'event time after ' || $latest || ' (' || $bound || ')'
                         WHEN payload_type IS NULL THEN 'envelope: no payload'
                         WHEN coalesce(json_type(envelope[4]), 'NULL') = 'NULL' THEN 'missing key ({topic.key})'
                         WHEN message_key IS NULL
@@ -173,7 +180,13 @@ def parse_messages(conn: duckdb.DuckDBPyConnection, topic: Topic, first_day: dat
                ) AS reason
         FROM timed
         """,
-        {"first_day": first_day, "latest": latest, "max_bytes": MAX_MESSAGE_BYTES, "kept": KEPT_OF_LONG_LINE},
+        {
+            "first_day": first_day,
+            "latest": latest,
+            "bound": bound,
+            "max_bytes": MAX_MESSAGE_BYTES,
+            "kept": KEPT_OF_LONG_LINE,
+        },
     )
     # Only coordinates seen twice need ranking: a narrow window over the duplicates, not over every line. A valid
     # copy wins, then the first by file and line. Another copy goes when it is the at-least-once export (the same
