@@ -185,6 +185,16 @@ def test_the_schedule_on_an_empty_warehouse_starts_at_the_first_day_with_events(
     assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == ("2024-06-03", "2024-06-04")
 
 
+def test_the_schedule_stops_at_end_date(inputs, instance):
+    """Ticks long after the data's last day catch up through end_date, not through yesterday."""
+    inputs.rules("start_date: 2024-06-01\nend_date: 2024-06-03\n")
+    inputs.csv("historical_purchases/2024-06-02.csv", HEADER)
+    defs = build_defs(inputs.env())
+    [request] = schedule_tick(defs, instance, datetime(2024, 9, 1, 0, 15, tzinfo=UTC)).run_requests
+    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == ("2024-06-02", "2024-06-03")
+    assert "end_date" in defs.resolve_schedule_def("daily_materialization").description
+
+
 def keep_mtime(path: Path, write) -> None:
     """Rewrites a file as `cp -p` or `rsync -a` leave it: new bytes, the old modification time."""
     before = path.stat()
