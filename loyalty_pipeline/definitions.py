@@ -13,6 +13,7 @@ from loyalty_pipeline.defs.identity import identity_assets
 from loyalty_pipeline.defs.ingest import ingest_assets
 from loyalty_pipeline.defs.journey import journey_assets
 from loyalty_pipeline.defs.loyalty import loyalty_assets
+from loyalty_pipeline.defs.metadata import with_engine
 from loyalty_pipeline.defs.points import points_assets
 from loyalty_pipeline.defs.resources import build_resources
 
@@ -23,6 +24,7 @@ def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
     """The Definitions, with resources from `env` (default: the process environment)."""
     resources = build_resources(env)
     start, last = resources["rules"].first_day(), resources["rules"].last_day()
+    engine = resources["warehouse"].engine
     defs = dg.Definitions(
         assets=[*ingest_assets, *identity_assets, *loyalty_assets, *points_assets, *customer_assets, *journey_assets],
         jobs=[everything_job, historical_job, customers_job],
@@ -32,7 +34,7 @@ def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
         # One process per run: DuckDB has one writer anyway, and a process per step costs ~4 s on 2 cores.
         executor=dg.in_process_executor,
     )
-    return defs.map_asset_specs(func=lambda spec: with_days(spec, start, last))
+    return defs.map_asset_specs(func=lambda spec: with_engine(with_days(spec, start, last), engine))
 
 
 @dg.definitions

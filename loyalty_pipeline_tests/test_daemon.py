@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from loyalty_pipeline.definitions import build_defs
@@ -62,6 +63,8 @@ def wait_until_settled(port: int, since: float, timeout: float = 300) -> list:
 
 BACKFILL = """mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
     __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+PARTITION_ROWS = """query($k: AssetKeyInput!) { assetOrError(assetKey: $k) { ... on Asset {
+    assetMaterializations { partition runId metadataEntries { label ... on IntMetadataEntry { intValue } } } } } }"""
 BACKFILL_STATE = """query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill {
     status runs { status tags { key value } } } } }"""
 
@@ -141,6 +144,7 @@ def test_sensors_in_dagster_dev_converge_on_the_batch_answer(inputs, tmp_path):
             land(inputs, texts, batch)
             runs = wait_until_settled(port, landed)
         backfilled = backfill_every_day(port)
+        ledger = graphql(port, PARTITION_ROWS, {"k": {"path": ["points", "point_transactions"]}})["assetOrError"]
     finally:
         server.send_signal(2)
         server.wait(timeout=60)
@@ -155,6 +159,20 @@ def test_sensors_in_dagster_dev_converge_on_the_batch_answer(inputs, tmp_path):
             {"dagster/asset_partition_range_start": str(DAYS[0]), "dagster/asset_partition_range_end": str(DAYS[-1])},
         )
     ]
+
+    # the catalog: each day of the backfill's one run carries its own row count, not the window's
+    [backfill_run] = {event["runId"] for event in ledger["assetMaterializations"]} - {run["runId"] for run in runs}
+    counted = {
+        event["partition"]: entry["intValue"]
+        for event in ledger["assetMaterializations"]
+        if event["runId"] == backfill_run
+        for entry in event["metadataEntries"]
+        if entry["label"] == "dagster/partition_row_count"
+    }
+    with duckdb.connect(str(inputs.warehouse), read_only=True) as conn:
+        per_day = dict(conn.sql("SELECT day::VARCHAR, count(*) FROM points.point_transactions GROUP BY 1").fetchall())
+    assert counted == {str(day): per_day.get(str(day), 0) for day in DAYS}
+    assert len(set(counted.values())) > 1  # days differ, so the window's count on each would fail
 
     batch_warehouse = tmp_path / "batch.duckdb"
     assert materialize_days(

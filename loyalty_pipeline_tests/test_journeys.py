@@ -269,3 +269,28 @@ def test_a_merge_keeps_the_activations_both_profiles_had_however_the_days_are_ru
         ("u9", "stage:hello:step:3", D[2]),
         ("u9", "stage:hello:step:4", D[2]),
     ]
+
+
+def test_a_late_file_shows_which_handed_activations_it_withdrew_or_added(population):
+    """Day 1's activations were handed out; a late file keeps bob out (his tea makes the goal hold on entry) and
+    brings hal in. The activations' page lists both, and each day of the range its own row count."""
+    population.materialize(D[1], D[2], assets=JOURNEYS)
+    population.kafka(
+        "purchases",
+        [("bob", {"product_id": "tea"}, f"{D[1]}T09:00:00"), ("hal", {"product_id": "coffee"}, f"{D[1]}T11:00:00")],
+        file="late.jsonl",
+    )
+    result = population.materialize(D[1], D[2], assets=JOURNEYS)
+    events = {
+        event.partition: event.metadata
+        for event in result.get_asset_materialization_events()
+        if event.asset_key == dg.AssetKey(["journey", "activations"])
+        for event in [event.materialization]
+    }
+    assert events[D[1]]["activations_withdrawn"].value == events[D[1]]["activations_added_late"].value == 1
+    assert events[D[1]]["revised_activations"].value.splitlines()[2:] == [
+        "| withdrawn | 2024-06-01 | tea_trial | bob | tea_coupon |",
+        "| added | 2024-06-01 | tea_trial | hal | tea_coupon |",
+    ]
+    # ann, cid, fay and hal get day 1's coupon; nobody enters on day 2: not the window's 4 on each day
+    assert [events[day]["dagster/partition_row_count"].value for day in (D[1], D[2])] == [4, 0]

@@ -354,7 +354,7 @@ def test_a_late_purchase_that_changes_a_used_lot_writes_revisions(inputs):
             10,
             "2022-10-01",
             10,
-            f"{inputs.root}/kafka/purchases/till-7-offline.jsonl (new)",
+            "kafka/purchases/till-7-offline.jsonl (new)",
         ),
         (
             "added",
@@ -363,7 +363,7 @@ def test_a_late_purchase_that_changes_a_used_lot_writes_revisions(inputs):
             -10,
             "2022-10-03",
             -10,
-            f"{inputs.root}/kafka/purchases/till-7-offline.jsonl (new)",
+            "kafka/purchases/till-7-offline.jsonl (new)",
         ),
         (
             "withdrawn",
@@ -372,7 +372,7 @@ def test_a_late_purchase_that_changes_a_used_lot_writes_revisions(inputs):
             -4,
             "2022-10-03",
             -10,
-            f"{inputs.root}/kafka/purchases/till-7-offline.jsonl (new)",
+            "kafka/purchases/till-7-offline.jsonl (new)",
         ),
         (
             "added",
@@ -381,7 +381,7 @@ def test_a_late_purchase_that_changes_a_used_lot_writes_revisions(inputs):
             -4,
             "2022-10-03",
             -10,
-            f"{inputs.root}/kafka/purchases/till-7-offline.jsonl (new)",
+            "kafka/purchases/till-7-offline.jsonl (new)",
         ),
     ]
     assert inputs.query("SELECT lot_txn_id, points FROM points.lot_allocations WHERE txn_id = 'use:r1'") == [

@@ -42,7 +42,7 @@ def check_sensor(defs_for, put):
     first = tick(defs_for(), None)
     # nothing is built yet: the new day runs every asset
     assert request_of(first) == ("materialize_everything", "2024-06-01", None)
-    assert "historical_purchases/2024-06-01.csv (new)" in first.run_requests[0].tags["loyalty/reason"]
+    assert "s3/historical_purchases/2024-06-01.csv (new)" in first.run_requests[0].tags["loyalty/reason"]
     quiet = tick(defs_for(), first.cursor)  # a restart resumes from the stored cursor
     assert quiet.run_requests == [] and "no new files" in quiet.skip_reason.skip_message
     put("historical_purchases/2024-06-02.csv", HEADER)
@@ -278,8 +278,8 @@ def test_files_rewritten_with_the_same_size_and_mtime_are_seen_by_both_sensors(i
     [kafka] = tick_on(defs, instance, cursors["kafka_new_files"]).run_requests
     [s3] = tick_on(defs, instance, cursors["s3_new_files"], "s3_new_files").run_requests
     assert (kafka.partition_key, s3.partition_key) == ("2024-06-01", "2024-06-01")
-    assert f"{topic_file} (rewritten)" in kafka.tags["loyalty/reason"]
-    assert "historical_purchases/2024-06-01.csv (rewritten)" in s3.tags["loyalty/reason"]
+    assert "kafka/purchases/part-0.jsonl (rewritten)" in kafka.tags["loyalty/reason"]
+    assert "s3/historical_purchases/2024-06-01.csv (rewritten)" in s3.tags["loyalty/reason"]
     assert ticks(defs, instance, cursors) == [True, True]
     assert inputs.query("SELECT user_id FROM raw.purchases") == [("bob",)]
     assert inputs.query("SELECT price::VARCHAR FROM raw.historical_purchases") == [("2.00",)]

@@ -25,7 +25,10 @@ QUERY = """
         jobs { name }
         schedules { name cronSchedule }
         sensors { name }
-        assetNodes { assetKey { path } groupName assetChecksOrError { ... on AssetChecks { checks { name } } } }
+        assetNodes {
+            assetKey { path } groupName kinds jobNames
+            assetChecksOrError { ... on AssetChecks { checks { name } } }
+        }
     } }
 } } } } }
 """
@@ -99,3 +102,13 @@ def test_webserver_serves_the_code_location(tmp_path):
     assert {"materialize_everything", "ingest_historical_purchases", "ingest_customers"} <= {
         j["name"] for j in repository["jobs"]
     }
+    nodes = {"/".join(node["assetKey"]["path"]): node for node in repository["assetNodes"]}
+
+    def jobs_listed(asset: str) -> list[str]:  # as its page lists them: not Dagster's hidden __ASSET_JOB
+        return sorted(name for name in nodes[asset]["jobNames"] if not name.startswith("__"))
+
+    # the ledger's page lists the job that builds it, not the ingest jobs of the S3 exports
+    assert jobs_listed("points/point_transactions") == ["materialize_everything"]
+    assert jobs_listed("raw/customers") == ["ingest_customers", "materialize_everything"]
+    # a step running on either engine shows the one configured (DuckDB here), not both
+    assert nodes["points/point_transactions"]["kinds"] == ["duckdb"]

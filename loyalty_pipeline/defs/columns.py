@@ -53,7 +53,7 @@ DESCRIPTIONS = {
     "lot_txn_id": "the earn row (lot) the points were taken from",
     "merged_id": "a profile id that became part of another person",
     "merged_on": "UTC day two profiles merged, for state rows that came from the merged profile (else NULL)",
-    "name": "customer or product name",
+    "name": "the customer's name",
     "next_expiry_at": "when the customer's next open lot expires",
     "next_expiry_points": "points left in the lots expiring next",
     "next_one_free": "the next stamp-product purchase is free",

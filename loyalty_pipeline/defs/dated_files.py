@@ -77,7 +77,7 @@ def dated_export_result(conn, key: dg.AssetKey, checks: list, source: str, files
     return dg.MaterializeResult(
         metadata={
             **table_metadata(conn, table),
-            **partition_metadata(conn, table, "day", first, end),
+            **partition_metadata(conn, table, "day", first, end, key),
             "files": files,
             "preview": preview(conn, window_rows, [first, end]),
             **rejection_metadata(conn, source),

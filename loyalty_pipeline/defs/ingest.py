@@ -243,7 +243,7 @@ def _ingest_topic(
         asset_key=key,
         metadata={
             **table_metadata(conn, f"raw.{topic.name}"),
-            **partition_metadata(conn, f"raw.{topic.name}", "day", first, end),
+            **partition_metadata(conn, f"raw.{topic.name}", "day", first, end, key),
             "files": len(files),
             "files_read": len(read),
             "files_not_read": len(_unread_files(conn, topic.name)),

@@ -114,7 +114,7 @@ def _journey_state(context: dg.AssetExecutionContext, conn, rules: RulesResource
         asset_key=STATE_KEY,
         metadata={
             **table_metadata(conn, "journey.journey_state"),
-            **partition_metadata(conn, "journey.journey_state", "entered_at", first, end),
+            **partition_metadata(conn, "journey.journey_state", "entered_at", first, end, STATE_KEY),
             "customers_in_journeys": count(conn, "SELECT DISTINCT journey_id, customer_id FROM journey.journey_state"),
             "funnel": dg.MetadataValue.md(funnel_markdown(conn)),
             "preview": preview(
@@ -205,9 +205,16 @@ def _activations(context: dg.AssetExecutionContext, conn, rules: RulesResource) 
         asset_key=ACTIVATIONS_KEY,
         metadata={
             **table_metadata(conn, "journey.activations"),
-            **partition_metadata(conn, "journey.activations", "activated_on", first, end),
+            **partition_metadata(conn, "journey.activations", "activated_on", first, end, ACTIVATIONS_KEY),
             "activations_withdrawn": count(conn, revised, [revision["run_id"], "withdrawn"]),
             "activations_added_late": count(conn, revised, [revision["run_id"], "added"]),
+            "revised_activations": preview(  # which ones: what marketing tools were handed and must now correct
+                conn,
+                "SELECT change, activated_on, journey_id, customer_id, activation FROM journey.activation_revisions "
+                "WHERE run_id = $1 ORDER BY change DESC, activated_on, journey_id, customer_id, activation",
+                [revision["run_id"]],
+                limit=20,
+            ),
             "preview": preview(conn, window_rows + " ORDER BY ALL", window, limit=20),
         },
         check_results=check_results(ACTIVATIONS_KEY, ACTIVATIONS_CHECKS, conn, rules, (first, end)),

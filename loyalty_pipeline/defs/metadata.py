@@ -17,6 +17,11 @@ PORTABLE_KINDS = {"duckdb", "spark"}  # steps that run on either engine (LOYALTY
 REASON_TAG = "loyalty/reason"  # a run's tag saying why it runs (the sensors set it), kept with the revisions it writes
 
 
+def with_engine(spec: dg.AssetSpec, engine: str) -> dg.AssetSpec:
+    """A portable step's kind badge names the engine configured, not both."""
+    return spec.replace_attributes(kinds={engine}) if spec.kinds == PORTABLE_KINDS else spec
+
+
 def revision_of(context: dg.AssetExecutionContext) -> dict:
     """Query parameters recording who rewrote history and why: the run, the time and the reason."""
     window = context.partition_time_window
@@ -48,18 +53,30 @@ def preview(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = Non
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def partition_metadata(conn: duckdb.DuckDBPyConnection, table: str, day_column: str, first: date, end: date) -> dict:
-    """Rows of the materialized days: the partition's count (Dagster's partition_row_count), and per day for a range
-    (the table's total is `dagster/row_count`)."""
-    per_day = conn.execute(
-        f"SELECT {day_column}::VARCHAR, count(*) FROM {table} WHERE {day_column} >= $1 AND {day_column} < $2 "
-        "GROUP BY ALL ORDER BY ALL",
-        [first, end],
-    ).fetchall()
-    rows = sum(n for _, n in per_day)
-    if (end - first).days == 1:
-        return {"dagster/partition_row_count": rows}
-    return {"window_row_count": rows, "rows_per_day": dg.MetadataValue.md(bar_table(("day", "rows"), per_day))}
+def partition_metadata(
+    conn: duckdb.DuckDBPyConnection, table: str, day_column: str, first: date, end: date, key: dg.AssetKey | None = None
+) -> dict:
+    """Each materialized day gets its own row count (Dagster's `dagster/partition_row_count`, set on that partition's
+    event); a range's metadata adds the window's total and a bar per day. The table's total is `dagster/row_count`."""
+    per_day = dict(
+        conn.execute(
+            f"SELECT {day_column}::DATE, count(*) FROM {table} WHERE {day_column} >= $1 AND {day_column} < $2 "
+            "GROUP BY ALL",
+            [first, end],
+        ).fetchall()
+    )
+    days = [first + timedelta(days=n) for n in range((end - first).days)]
+    context = dg.AssetExecutionContext.get()  # the step computing this, as partition-scoped metadata needs
+    for day in days:
+        rows = {"dagster/partition_row_count": per_day.get(day, 0)}
+        context.add_asset_metadata(rows, asset_key=key, partition_key=day.isoformat())
+    if len(days) == 1:
+        return {}
+    rows_per_day = [(day.isoformat(), per_day[day]) for day in days if day in per_day]
+    return {
+        "window_row_count": sum(per_day.values()),
+        "rows_per_day": dg.MetadataValue.md(bar_table(("day", "rows"), rows_per_day)),
+    }
 
 
 def table_metadata(conn: duckdb.DuckDBPyConnection, table: str) -> dict:

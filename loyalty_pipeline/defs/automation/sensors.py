@@ -85,6 +85,12 @@ def _read_cursor(context: dg.SensorEvaluationContext) -> Tick:
     return Tick(requested, requested, None, 0, cached)
 
 
+def _shown(path: str | Path) -> str:
+    """A Kafka file as a run's reason names it: kafka/<topic>/<file>, as S3 objects are s3/<key> (the data folder's
+    layout), wherever the data folder is."""
+    return f"kafka/{Path(path).parent.name}/{Path(path).name}"
+
+
 def _days(entry: list) -> tuple[date, date] | None:
     """The days of a Kafka cursor entry [version, first day, last day]."""
     return (date.fromisoformat(entry[1]), date.fromisoformat(entry[2])) if entry[1] else None
@@ -154,12 +160,12 @@ def kafka_new_files(
                 continue
             days = messages.event_day_range([path], rules.first_day(), rules.latest_event_time())
             now[str(path)] = [version, *(day.isoformat() if day else None for day in days or (None, None))]
-            change.add(asset.key, f"{path} ({'rewritten' if before else 'new'})", version, days)
+            change.add(asset.key, f"{_shown(path)} ({'rewritten' if before else 'new'})", version, days)
             if before and before[1]:  # the days it held before count too
-                change.add(asset.key, f"{path} (before)", before[0], _days(before))
+                change.add(asset.key, f"{_shown(path)} (before)", before[0], _days(before))
     for path, before in seen.items():
         if path not in now:
-            change.add(raw_topics[Path(path).parent.name].key, f"{path} (removed)", before[0], _days(before))
+            change.add(raw_topics[Path(path).parent.name].key, f"{_shown(path)} (removed)", before[0], _days(before))
     if not change:
         return dg.SensorResult(skip_reason="no new, rewritten or removed Kafka snapshot files", cursor=tick.cursor(now))
     return _plan(context, change, tick, now, warehouse, rules)
@@ -195,7 +201,7 @@ def s3_new_files(
     for key in sorted(set(now) | set(seen)):
         if key in now and seen.get(key) in (now[key], listed[key]):  # older releases stored the listed version
             continue
-        what = f"{key} ({'removed' if key not in now else 'rewritten' if key in seen else 'new'})"
+        what = f"s3/{key} ({'removed' if key not in now else 'rewritten' if key in seen else 'new'})"
         if key.startswith("customers/"):
             if key.endswith(".csv"):
                 change.add(customers.key, what, now.get(key, "removed"))
