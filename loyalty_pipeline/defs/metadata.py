@@ -60,19 +60,19 @@ def partition_metadata(
     event); a range's metadata adds the window's total and a bar per day. The table's total is `dagster/row_count`."""
     per_day = dict(
         conn.execute(
-            f"SELECT {day_column}::DATE, count(*) FROM {table} WHERE {day_column} >= $1 AND {day_column} < $2 "
+            f"SELECT {day_column}::VARCHAR, count(*) FROM {table} WHERE {day_column} >= $1 AND {day_column} < $2 "
             "GROUP BY ALL",
             [first, end],
         ).fetchall()
     )
-    days = [first + timedelta(days=n) for n in range((end - first).days)]
+    days = [(first + timedelta(days=n)).isoformat() for n in range((end - first).days)]
     context = dg.AssetExecutionContext.get()  # the step computing this, as partition-scoped metadata needs
     for day in days:
         rows = {"dagster/partition_row_count": per_day.get(day, 0)}
-        context.add_asset_metadata(rows, asset_key=key, partition_key=day.isoformat())
+        context.add_asset_metadata(rows, asset_key=key, partition_key=day)
     if len(days) == 1:
         return {}
-    rows_per_day = [(day.isoformat(), per_day[day]) for day in days if day in per_day]
+    rows_per_day = [(day, per_day[day]) for day in days if day in per_day]
     return {
         "window_row_count": sum(per_day.values()),
         "rows_per_day": dg.MetadataValue.md(bar_table(("day", "rows"), rows_per_day)),
