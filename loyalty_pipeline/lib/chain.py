@@ -58,7 +58,7 @@ class Window:
         changed = rows_differing(conn, new_rows, old_rows, {"day": day})
         if changed:
             raise DayOrderError(
-                f"{self.what}: rebuilding {day} changes {changed} rows, and the days after it up to "
+                f"{self.what}: rebuilding {day} changes {changed} row{'s' if changed > 1 else ''}, and the days after it up to "
                 f"{self.later_until} were built on the old ones; materialize {day}..{self.later_until} as one run",
                 (day, self.later_until),
             )
