@@ -159,7 +159,10 @@ def test_a_publish_is_read_without_a_restart(copy_file, tmp_path):
 
 def test_the_page_searches_then_shows_the_card(client):
     results = client.get("/", params={"q": "kris"}).text
-    assert '<a href="/?id=u2001">u2001</a>' in results
+    # the id, the name and the email each open the card, so a phone can tap any of them
+    for text in ("u2001", "kris", "kris@example.com"):
+        assert f'<a href="/?id=u2001">{text}</a>' in results
+    assert '<link rel="icon" href="data:,">' in results  # no favicon request answered 404 on every page
     card = client.get("/", params={"id": "u2001"}).text
     for shown in ("CLIMBING", "BRONZE above 200.00: 125.72 to go", "4 more coffee purchases, then one free"):
         assert shown in card
@@ -411,7 +414,7 @@ def test_search_finds_everyone_who_shares_a_name_in_any_case_or_accent_with_a_hi
         "results": [{"user_id": "z1", "name": "Zoë", "email": None, "reward_level": "CLIMBING"}]
     }
     page = namesakes.get("/", params={"q": "aiko"}).text
-    assert page.count('<a href="/?id=a') == 20 and "More than 20 match" in page
+    assert page.count("<tr><td><a href=") == 20 and "More than 20 match" in page
     assert "More than" not in namesakes.get("/", params={"q": "aiko.1"}).text
 
 

@@ -46,15 +46,16 @@ def page_body(copy: ServingCopy, query: str, identifier: str) -> tuple[str, int]
 
 
 def _results(people: list[dict]) -> str:
-    """People as a table, each id a link to the card: the id is query-encoded (an `&` in it stays in the id), then
-    HTML-escaped."""
-    rows = "".join(
-        f'<tr><td><a href="/?{escape(urlencode({"id": person["user_id"]}, quote_via=quote))}">'
-        f"{escape(person['user_id'])}</a></td>"
-        f"<td>{escape(person['name'] or '')}</td><td>{escape(person['email'] or '')}</td>"
-        f"<td>{escape(person['reward_level'] or '')}</td></tr>"
-        for person in people
-    )
+    """People as a table whose id, name and email each link to the card (a phone taps anywhere on the row's text):
+    the id is query-encoded (an `&` in it stays in the id), then HTML-escaped."""
+
+    def row(person: dict) -> str:
+        href = escape(urlencode({"id": person["user_id"]}, quote_via=quote))
+        texts = (person["user_id"], person["name"], person["email"])
+        linked = "".join(f'<td><a href="/?{href}">{escape(text)}</a></td>' if text else "<td></td>" for text in texts)
+        return f"<tr>{linked}<td>{escape(person['reward_level'] or '')}</td></tr>"
+
+    rows = "".join(row(person) for person in people)
     return f'<table class="results"><tr><th>id</th><th>name</th><th>email</th><th>tier</th></tr>{rows}</table>'
 
 
@@ -185,7 +186,7 @@ setInterval(async () => {
 def layout(body: str, query: str) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Customer 360</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>{_STYLE}</style></head><body>
+<link rel="icon" href="data:,"><style>{_STYLE}</style></head><body>
 <header><h1>Customer 360</h1><form action="/"><input name="q" value="{escape(query)}"
 placeholder="customer id, name or email" autofocus> <button>Search</button></form></header>
 <main>{body}</main><script>{_REFRESH}</script></body></html>"""

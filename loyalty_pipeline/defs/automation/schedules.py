@@ -18,7 +18,8 @@ from loyalty_pipeline.defs.resources import EventSources, RulesResource, Warehou
     description="Every day from the first one not built yet (the first day with events, on an empty warehouse) "
     "through yesterday (or the rules file's end_date), as one run over that range of daily partitions; skips, "
     "saying why, when all is built. The first tick catches up every day since the last one built: on a warehouse "
-    "whose data stopped long ago, those empty days run too, and points expire and tiers lapse as the rules say.",
+    "whose data stopped long ago, those empty days run too, so points expire and journey waits and exits come due "
+    "as the rules say.",
 )
 def daily_materialization(
     context: dg.ScheduleEvaluationContext, sources: EventSources, warehouse: Warehouse, rules: RulesResource
