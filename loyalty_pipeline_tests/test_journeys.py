@@ -288,9 +288,11 @@ def test_a_late_file_shows_which_handed_activations_it_withdrew_or_added(populat
         for event in [event.materialization]
     }
     assert events[D[1]]["activations_withdrawn"].value == events[D[1]]["activations_added_late"].value == 1
-    assert events[D[1]]["revised_activations"].value.splitlines()[2:] == [
-        "| withdrawn | 2024-06-01 | tea_trial | bob | tea_coupon |",
-        "| added | 2024-06-01 | tea_trial | hal | tea_coupon |",
+    assert events[D[1]]["activations_withdrawn_preview"].value.splitlines()[2:] == [
+        "| 2024-06-01 | tea_trial | bob | tea_coupon |"
+    ]
+    assert events[D[1]]["activations_added_late_preview"].value.splitlines()[2:] == [
+        "| 2024-06-01 | tea_trial | hal | tea_coupon |"
     ]
     # ann, cid, fay and hal get day 1's coupon; nobody enters on day 2: not the window's 4 on each day
     assert [events[day]["dagster/partition_row_count"].value for day in (D[1], D[2])] == [4, 0]

@@ -207,17 +207,23 @@ def _activations(context: dg.AssetExecutionContext, conn, rules: RulesResource) 
             **table_metadata(conn, "journey.activations"),
             **partition_metadata(conn, "journey.activations", "activated_on", first, end, ACTIVATIONS_KEY),
             "activations_withdrawn": count(conn, revised, [revision["run_id"], "withdrawn"]),
+            "activations_withdrawn_preview": revised_preview(conn, revision["run_id"], "withdrawn"),
             "activations_added_late": count(conn, revised, [revision["run_id"], "added"]),
-            "revised_activations": preview(  # which ones: what marketing tools were handed and must now correct
-                conn,
-                "SELECT change, activated_on, journey_id, customer_id, activation FROM journey.activation_revisions "
-                "WHERE run_id = $1 ORDER BY change DESC, activated_on, journey_id, customer_id, activation",
-                [revision["run_id"]],
-                limit=20,
-            ),
+            "activations_added_late_preview": revised_preview(conn, revision["run_id"], "added"),
             "preview": preview(conn, window_rows + " ORDER BY ALL", window, limit=20),
         },
         check_results=check_results(ACTIVATIONS_KEY, ACTIVATIONS_CHECKS, conn, rules, (first, end)),
+    )
+
+
+def revised_preview(conn, run_id: str, change: str) -> dg.MetadataValue:
+    """Which activations of days already handed out this run withdrew or added: what marketing tools must correct."""
+    return preview(
+        conn,
+        "SELECT activated_on, journey_id, customer_id, activation FROM journey.activation_revisions "
+        "WHERE run_id = $1 AND change = $2 ORDER BY ALL",
+        [run_id, change],
+        limit=20,
     )
 
 
