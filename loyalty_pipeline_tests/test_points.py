@@ -234,7 +234,7 @@ def test_a_day_whose_previous_day_is_missing_is_refused(inputs):
     result = materialize_days(build_defs(inputs.env()), "2022-10-03", "2022-10-03")
     assert not result.success
     failure = next(event for event in result.all_events if event.is_step_failure).event_specific_data
-    # a Failure: the UI shows the line and the range to run, not a traceback
+    # a Failure: the run's failure event carries the line and the range to run, which the UI shows first
     assert failure.user_failure_data.description == (
         "point ledger: 2022-10-03 needs the ledger at the end of 2022-10-02, which is not materialized; "
         "materialize 2022-10-02..2022-10-03 as one run"

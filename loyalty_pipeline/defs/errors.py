@@ -6,8 +6,8 @@ from loyalty_pipeline.lib.chain import DayOrderError
 
 
 class OneLineError(dg.Failure):
-    """An error a user fixes, as one line naming what is wrong (a Failure, so a step shows the line, not a
-    traceback)."""
+    """An error a user fixes, as one line naming what is wrong: a Failure, whose description the CLI prints alone
+    and the UI shows above Dagster's trace."""
 
     def __init__(self, message: str, metadata: dict | None = None):
         super().__init__(description=message, metadata=metadata)

@@ -105,7 +105,7 @@ def _journey_state(context: dg.AssetExecutionContext, conn, rules: RulesResource
     for day in window.days:  # in order: each day moves customers from where the previous day left them
         try:
             journeys.build_day(conn, rules.rules, window, day, totals_as_of)
-        except journeys.CriterionFailed as error:  # one line in the UI, not a traceback
+        except journeys.CriterionFailed as error:  # a Failure: the UI shows the line first
             raise OneLineError(str(error)) from None
         totals_as_of = day
     if window.later_until is None:

@@ -88,7 +88,7 @@ class Warehouse(DuckDBResource):
         try:
             conn.execute("SET TimeZone = 'UTC'")
             yield conn
-        except DayOrderError as error:  # the UI shows a Failure's message and metadata, not a traceback
+        except DayOrderError as error:  # a Failure: the UI shows its message and metadata first
             raise DayRefused(error) from None
         finally:
             conn.close()
