@@ -760,6 +760,7 @@ def test_end_date_ends_the_partitions_and_quarantines_later_events_saying_why(in
     last = line(ms("2024-06-02T23:59:59.999"), offset=1)
     late = line(ms("2024-06-03T00:00:00"), offset=2)  # midnight after end_date: the first instant of no partition
     inputs.kafka("purchases", [GOOD], extra_lines=(last, late))
+    inputs.csv("historical_purchases/2024-06-03.csv", "order_id,user_id,product_id,price,purchased_at\n")
     defs = build_defs(inputs.env())
     daily = defs.resolve_assets_def(dg.AssetKey(["raw", "purchases"])).partitions_def
     assert daily.get_partition_keys() == ["2024-06-01", "2024-06-02"]  # not every day up to today
@@ -769,9 +770,10 @@ def test_end_date_ends_the_partitions_and_quarantines_later_events_saying_why(in
     )
     inputs.materialize(DAY, "2024-06-02", assets=RAW)
     assert inputs.query("SELECT count(*) FROM raw.purchases") == [(2,)]
-    [(location, why)] = reasons(inputs)
-    assert location.endswith("part-0.jsonl:3")
-    assert why == "event time after 2024-06-02 23:59:59.999 (end_date of the rules file)"
+    [kafka, csv] = reasons(inputs)  # by location: the Kafka file's absolute path first
+    assert csv == ("historical_purchases/2024-06-03.csv", "file day after 2024-06-02 (end_date of the rules file)")
+    assert kafka[0].endswith("part-0.jsonl:3")
+    assert kafka[1] == "event time after 2024-06-02 23:59:59.999 (end_date of the rules file)"
     before = Inputs(inputs.root / "before")
     before.root.mkdir()
     before.rules(f"start_date: {DAY}\nend_date: 2024-05-31\n")

@@ -12,7 +12,7 @@ from loyalty_pipeline.defs.automation.partitions import window_days
 from loyalty_pipeline.defs.checks import check_results, table_of
 from loyalty_pipeline.defs.errors import SourceError
 from loyalty_pipeline.defs.metadata import partition_metadata, preview, rejection_metadata, table_metadata
-from loyalty_pipeline.defs.resources import EventSources, RulesResource
+from loyalty_pipeline.defs.resources import TOLERANCE_BOUND, EventSources, RulesResource
 from loyalty_pipeline.domain.ingest.lines import load_csv
 from loyalty_pipeline.domain.ingest.quarantine import quarantine
 from loyalty_pipeline.lib.warehouse import count, insert_rows
@@ -124,7 +124,10 @@ def _dated_files(context, store, prefix: str, rules: RulesResource):
     """A dated export's listing: (the listing, {key: day} of the valid files, those of the run's window, the
     skipped files as [key, reason] rows), the skipped ones also logged by name."""
     first, end = window_days(context)
-    start, latest = partitions.first_day(context), rules.latest_event_time().date()
+    start, (latest, bound) = partitions.first_day(context), rules.latest_event_bound()
+    latest = latest.date()
+    if bound == TOLERANCE_BOUND:  # files are dated by day
+        bound = "today + LOYALTY_FUTURE_TOLERANCE"
     listed = store.list_objects(prefix)
     valid, skipped = {}, []
     for obj in listed:
@@ -134,7 +137,7 @@ def _dated_files(context, store, prefix: str, rules: RulesResource):
         elif file_day < start:
             skipped.append([obj.key, f"file day before the first partition ({start})"])
         elif file_day > latest:
-            skipped.append([obj.key, f"file day after {latest} (today + LOYALTY_FUTURE_TOLERANCE)"])
+            skipped.append([obj.key, f"file day after {latest} ({bound})"])
         else:
             valid[obj.key] = file_day
     if skipped:

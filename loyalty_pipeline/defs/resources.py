@@ -177,6 +177,10 @@ class RulesResource(dg.ConfigurableResource):
         """The last day partition: the rules file's end_date, else None (today is the last)."""
         return self.rules.end_date
 
+    def until_end_date(self, day: date) -> date:
+        """`day`, or end_date if sooner: the last day a sensor or the schedule may plan."""
+        return min(day, self.rules.end_date or day)
+
     def latest_event_time(self) -> datetime:
         return self.latest_event_bound()[0]
 
@@ -188,8 +192,13 @@ class RulesResource(dg.ConfigurableResource):
         if last := self.last_day():  # its last millisecond: event times are milliseconds
             end = datetime.combine(last + timedelta(days=1), datetime.min.time()) - timedelta(milliseconds=1)
             if end < latest:
-                return end, "end_date of the rules file"
-        return latest, "now + LOYALTY_FUTURE_TOLERANCE"
+                return end, END_DATE_BOUND
+        return latest, TOLERANCE_BOUND
+
+
+# What sets the latest event time accepted, as quarantine reasons name it.
+END_DATE_BOUND = "end_date of the rules file"
+TOLERANCE_BOUND = "now + LOYALTY_FUTURE_TOLERANCE"
 
 
 def tolerance(text: str | None) -> timedelta:

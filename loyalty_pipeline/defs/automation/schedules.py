@@ -28,7 +28,7 @@ def daily_materialization(
     if waiting:
         return dg.SkipReason(f"{waiting}; the next tick catches up")
     yesterday = (context.scheduled_execution_time - timedelta(days=1)).date()
-    yesterday = min(yesterday, rules.last_day() or yesterday)  # no day after end_date is a partition
+    yesterday = rules.until_end_date(yesterday)  # no day after end_date is a partition
     try:
         built = planning.built_days(warehouse.database)
     except duckdb.IOException:

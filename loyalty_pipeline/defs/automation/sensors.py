@@ -121,8 +121,7 @@ def _plan(
         built = planning.built_days(warehouse.database)
     except duckdb.IOException:
         return dg.SensorResult(skip_reason="the warehouse is being written by another process; trying next tick")
-    today = datetime.now(UTC).date()
-    last = min(today, rules.last_day() or today)  # the last day partition
+    last = rules.until_end_date(datetime.now(UTC).date())  # the last day partition
     request = planning.run_request(
         context.repository_def, everything_job.name, change, built, (rules.first_day(), last)
     )

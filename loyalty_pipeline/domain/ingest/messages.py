@@ -92,7 +92,7 @@ def parse_messages(
     first_day: date,
     latest: datetime,
     lines: str,
-    bound: str = "now + LOYALTY_FUTURE_TOLERANCE",
+    bound: str,
 ) -> str:
     """Parses table `lines(file, line_no, line)` (lines.load_lines) into a temp table, whose name it returns: one row
     per non-blank line, either typed or with a reason. `bound` says what sets `latest`, for the reason.
