@@ -16,6 +16,7 @@ from loyalty_pipeline.defs.loyalty import loyalty_assets
 from loyalty_pipeline.defs.metadata import with_engine
 from loyalty_pipeline.defs.points import points_assets
 from loyalty_pipeline.defs.resources import build_resources
+from loyalty_pipeline.defs.tiers import tier_assets
 
 EVERYTHING_JOB = everything_job.name
 
@@ -26,7 +27,15 @@ def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
     start, last = resources["rules"].first_day(), resources["rules"].last_day()
     engine = resources["warehouse"].engine
     defs = dg.Definitions(
-        assets=[*ingest_assets, *identity_assets, *loyalty_assets, *points_assets, *customer_assets, *journey_assets],
+        assets=[
+            *ingest_assets,
+            *identity_assets,
+            *loyalty_assets,
+            *tier_assets,
+            *points_assets,
+            *customer_assets,
+            *journey_assets,
+        ],
         jobs=[everything_job, historical_job, customers_job],
         schedules=[daily_materialization],
         sensors=[s3_new_files, kafka_new_files],

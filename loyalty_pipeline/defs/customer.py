@@ -65,7 +65,8 @@ def _profile_360(conn, rules: RulesResource, rebuild: bool) -> dg.MaterializeRes
     identifiers.update(conn, rebuild)  # first: the profiles' update and checks then use their own touched_people
     as_of = conn.execute(LAST_DAY).fetchall()[0][0]
     load_tiers(conn, rules.rules)
-    tiers = [[tier.name, tier.above] for tier in rules.rules.tiers] + [rules.rules.default_tier]
+    tiers = [[tier.model_dump() for tier in rules.rules.tiers], rules.rules.tier_policy.model_dump()]
+    tiers.append(rules.rules.default_tier)
     update = touched.start(
         conn,
         "customer.profiles",

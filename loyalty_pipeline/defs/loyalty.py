@@ -20,6 +20,7 @@ from loyalty_pipeline.defs.loyalty_checks import (
     PROMOTIONS_KEY,
     SALES_TOTALS_CHECKS,
     SALES_TOTALS_KEY,
+    TIER_STATUS_KEY,
     TOUCHED_PURCHASES,
 )
 from loyalty_pipeline.defs.metadata import (
@@ -184,8 +185,8 @@ LIFETIME_TABLES = {
     SALES_TOTALS_KEY: (
         _spec(
             SALES_TOTALS_KEY,
-            [enriched_purchases, id_graph],
-            "Lifetime spend per customer with a purchase, and the reward tier it earns (strict '>' thresholds).",
+            [enriched_purchases, id_graph, TIER_STATUS_KEY],
+            "Lifetime spend per customer with a purchase, and the tier they hold (loyalty.tier_status).",
         ),
         _sales_totals,
         SALES_TOTALS_CHECKS,

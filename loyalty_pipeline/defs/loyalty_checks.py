@@ -4,6 +4,7 @@ import dagster as dg
 
 from loyalty_pipeline.defs.checks import UPDATED, check, duplicate_check, in_days, is_updated, matches_rebuild
 from loyalty_pipeline.defs.resources import RulesResource
+from loyalty_pipeline.domain.config import LEGACY_TIER_POLICY
 from loyalty_pipeline.domain.identity.identity import PURCHASES_NOW, purchases_now
 from loyalty_pipeline.domain.loyalty import loyalty
 from loyalty_pipeline.domain.loyalty.rules_sql import load_tiers
@@ -22,6 +23,12 @@ CAFFEINE_KEY = dg.AssetKey(["loyalty", "caffeine_index"])
 
 
 PROMOTIONS_KEY = dg.AssetKey(["loyalty", "promotions"])
+
+
+TIER_HISTORY_KEY = dg.AssetKey(["loyalty", "tier_history"])
+
+
+TIER_STATUS_KEY = dg.AssetKey(["loyalty", "tier_status"])
 
 
 @check("Every valid purchase (Kafka and S3) is enriched exactly once.")
@@ -52,10 +59,15 @@ def updated_purchases(days) -> str:
     return TOUCHED_PURCHASES if days == UPDATED else f"({PURCHASES_NOW})"
 
 
-@check("Each total is the sum of the customer's known prices and its tier follows the thresholds.")
+@check(
+    "Each total is the sum of the customer's known prices and its tier is the one held (lifetime spend tiers: the "
+    "one the total's thresholds give)."
+)
 def totals_and_tiers_agree(conn, rules, days) -> tuple[bool, dict]:
-    # the tier is recomputed from the rule rows by ranking, not with with_tier(), so a broken rule fails this check
+    # lifetime spend tiers are recomputed from the rule rows by ranking, not read from the tier tables, so a broken
+    # rule fails this check; other policies' tiers are checked against their history by tier_tables' checks
     load_tiers(conn, rules.rules)
+    by_threshold = rules.rules.tier_policy == LEGACY_TIER_POLICY
     wrong = count(
         conn,
         f"""
@@ -63,14 +75,17 @@ def totals_and_tiers_agree(conn, rules, days) -> tuple[bool, dict]:
             SELECT user_id, coalesce(sum(price), 0) AS total FROM {updated_purchases(days)} GROUP BY user_id
         ), tiered AS (
             SELECT expected.user_id, expected.total,
-                   coalesce(tier.name, (SELECT name FROM rule_tiers WHERE above IS NULL)) AS reward_level
-            FROM expected LEFT JOIN rule_tiers AS tier ON expected.total > tier.above
+                   CASE WHEN $by_threshold THEN coalesce(tier.name, (SELECT name FROM tier_levels WHERE rank = 0))
+                        ELSE coalesce((SELECT s.tier FROM loyalty.tier_status AS s WHERE s.user_id = expected.user_id),
+                                      (SELECT name FROM tier_levels WHERE rank = 0)) END AS reward_level
+            FROM expected LEFT JOIN tier_levels AS tier ON expected.total > tier.above AND tier.rank > 0
             QUALIFY row_number() OVER (PARTITION BY expected.user_id ORDER BY tier.above DESC NULLS LAST) = 1
         )
         SELECT 1 FROM tiered
         FULL JOIN (SELECT * FROM loyalty.sales_totals WHERE {is_updated("user_id", days)}) AS actual USING (user_id)
         WHERE tiered.total IS DISTINCT FROM actual.total OR tiered.reward_level IS DISTINCT FROM actual.reward_level
         """,
+        {"by_threshold": by_threshold},
     )
     return wrong == 0, {"customers_wrong": wrong}
 

@@ -9,6 +9,7 @@ from loyalty_pipeline.defs.automation.partitions import DECLARED, window_days
 from loyalty_pipeline.defs.checks import PEOPLE, UPDATED, check_results, check_specs
 from loyalty_pipeline.defs.ingest import raw_topics
 from loyalty_pipeline.defs.loyalty import enriched_purchases
+from loyalty_pipeline.defs.loyalty_checks import TIER_STATUS_KEY
 from loyalty_pipeline.defs.metadata import (
     OWNERS,
     PORTABLE_KINDS,
@@ -23,6 +24,7 @@ from loyalty_pipeline.defs.points_checks import BALANCES_CHECKS, BALANCES_KEY, L
 from loyalty_pipeline.defs.resources import RulesResource, Warehouse
 from loyalty_pipeline.domain.identity import identity
 from loyalty_pipeline.domain.journey import journeys
+from loyalty_pipeline.domain.loyalty import tiers
 from loyalty_pipeline.domain.points import balances, ledger
 from loyalty_pipeline.lib import touched
 from loyalty_pipeline.lib.chain import open_window
@@ -40,6 +42,7 @@ from loyalty_pipeline.lib.warehouse import REJECTED_DDL, SOURCE_FILES_DDL, count
     pool=WAREHOUSE_POOL,
     deps=[
         enriched_purchases,
+        TIER_STATUS_KEY,  # and the tier history it follows: earn multipliers
         raw_topics["redemptions"],
         raw_topics["users"],
         dg.AssetDep(
@@ -58,7 +61,7 @@ def point_transactions(
     first, end = window_days(context)
     refused = steps = 0
     with warehouse.get_connection(portable=True) as conn:
-        conn.execute(ledger.DDL + REJECTED_DDL + SOURCE_FILES_DDL + journeys.DDL + identity.DDL)
+        conn.execute(ledger.DDL + REJECTED_DDL + SOURCE_FILES_DDL + journeys.DDL + identity.DDL + tiers.DDL)
         window = open_window(
             conn, "points.ledger_days", "point ledger", "ledger", first, end, ledger.first_event_before(conn, first)
         )

@@ -7,6 +7,7 @@ import dagster as dg
 
 from loyalty_pipeline.defs.checks import PEOPLE, UPDATED, check, duplicate_check, in_days, matches_rebuild
 from loyalty_pipeline.domain.identity import identity
+from loyalty_pipeline.domain.loyalty import tiers
 from loyalty_pipeline.domain.points import balances
 from loyalty_pipeline.domain.points.ledger_reference import replay
 from loyalty_pipeline.lib.warehouse import count
@@ -106,8 +107,15 @@ def sampled_customer_reconciles(conn, rules, days) -> tuple[bool, dict]:
         return True, {"user_id": "(no ledger rows)"}
     user = sampled[0][0]
     until = conn.execute("SELECT (max(day) + 1)::TIMESTAMP FROM points.ledger_days").fetchall()[0][0]
-    purchases = conn.execute(
-        "SELECT purchase_id, purchased_at, price FROM loyalty.enriched_purchases WHERE user_id = $1 AND price IS NOT NULL",
+    tiers.load_levels(conn, rules.rules)
+    purchases = conn.execute(  # with the earn multiplier of the tier held before each (the tier tables' rule)
+        """SELECT p.purchase_id, p.purchased_at, p.price, coalesce(level.earn_multiplier, 1)
+           FROM loyalty.enriched_purchases AS p
+           LEFT JOIN loyalty.tier_history AS held
+                  ON held.user_id = p.user_id AND held.valid_from < p.purchased_at
+                 AND (held.valid_until IS NULL OR held.valid_until >= p.purchased_at)
+           LEFT JOIN tier_levels AS level ON level.name = held.tier
+           WHERE p.user_id = $1 AND p.price IS NOT NULL""",
         [user],
     ).fetchall()
     # the identifiers that may find the customer: the events read are theirs only
@@ -135,8 +143,8 @@ def sampled_customer_reconciles(conn, rules, days) -> tuple[bool, dict]:
         "SELECT txn_id, occurred_at, kind, points FROM points.point_transactions WHERE user_id = $1", [user]
     ).fetchall()
     earns = []
-    for purchase_id, at, price in purchases:
-        points = int(price * settings.earn_rate)  # floor: prices and rates are non-negative
+    for purchase_id, at, price, multiplier in purchases:
+        points = int(price * settings.earn_rate * multiplier)  # floor: prices and rates are non-negative
         expires = datetime.combine(at.date() + timedelta(days=settings.validity_days + 1), datetime.min.time())
         if points > 0:
             earns.append((f"earn:{purchase_id}", at, points, expires))

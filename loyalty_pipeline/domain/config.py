@@ -32,7 +32,50 @@ Text = pydantic.constr(strip_whitespace=True, min_length=1, max_length=200)  # n
 
 class Tier(Rule):
     name: Text
-    above: Money
+    above: Money  # the member qualifies with a value strictly above this
+    earn_multiplier: pydantic.condecimal(ge=0, le=100, decimal_places=4) = Decimal(1)
+
+
+# The shortest period of each kind: a grace must end before the next period does.
+SHORTEST_PERIOD_DAYS = {"month": 28, "quarter": 89, "year": 365}
+
+
+class TierPolicy(Rule):
+    """How a tier is qualified for and kept (docs/decisions.md, Tier periods). The list form of `tiers:` is
+    today's rule: lifetime spend, a return moving the tier down with the spend."""
+
+    qualify_on: Literal["spend", "points_earned", "purchase_count"] = "spend"
+    period: Literal["lifetime", "calendar", "rolling", "anniversary"] = "lifetime"
+    every: Literal["year", "quarter", "month"] | None = None  # calendar periods
+    days: pydantic.conint(ge=1, le=36_500, strict=True) | None = None  # rolling periods
+    downgrade: Literal["one_down", "to_qualified"] = "to_qualified"
+    grace_days: Days = 0
+    downgrade_on_return: bool = False
+
+    @pydantic.model_validator(mode="after")
+    def _period_complete(self) -> "TierPolicy":
+        if (self.period == "calendar") != (self.every is not None):
+            raise ValueError("tiers.every (year, quarter or month) goes with period: calendar, and only with it")
+        if (self.period == "rolling") != (self.days is not None):
+            raise ValueError("tiers.days goes with period: rolling, and only with it")
+        if self.grace_days and self.grace_days >= self.period_days():
+            raise ValueError(f"tiers.grace_days {self.grace_days} must be shorter than the period")
+        return self
+
+    def period_days(self) -> int:
+        """The shortest period in days (lifetime: no end)."""
+        return {"lifetime": 36_500, "anniversary": 365, "rolling": self.days or 0}.get(self.period) or (
+            SHORTEST_PERIOD_DAYS[self.every]
+        )
+
+    def step(self) -> tuple[str, int, int]:
+        """Where periods start and how long they are: (date_trunc unit of the anchor, months, days)."""
+        if self.period == "calendar":
+            return self.every, {"month": 1, "quarter": 3, "year": 12}[self.every], 0
+        return "day", 12 if self.period == "anniversary" else 0, self.days or 0
+
+
+LEGACY_TIER_POLICY = TierPolicy(downgrade_on_return=True)
 
 
 class StampCard(Rule):
@@ -166,6 +209,8 @@ class Rules(Rule):
     # day up to today. Later events are quarantined as events after now + the tolerance are.
     end_date: date | None = None
     tiers: list[Tier] = DEFAULT_TIERS
+    # `tiers:` as a mapping (levels and how they are kept) fills this; as a list, today's lifetime rule
+    tier_policy: TierPolicy = LEGACY_TIER_POLICY
     default_tier: Text = "CLIMBING"
     stamp_card: StampCard = StampCard()
     promotions: list[Promotion] = DEFAULT_PROMOTIONS
@@ -173,6 +218,17 @@ class Rules(Rule):
     returns: Returns = Returns()
     journeys: list[Journey] = []
     identity: Identity = Identity()
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _tiers_mapping(cls, data):
+        """`tiers: {levels: [...], period: ..., ...}`: the levels are `tiers`, the rest the tier policy."""
+        if isinstance(data, dict) and isinstance(data.get("tiers"), dict):
+            if "tier_policy" in data:
+                raise ValueError("tier_policy: write the policy inside tiers: (tiers: {levels: [...], period: ...})")
+            policy = dict(data["tiers"])
+            data = {**data, "tiers": policy.pop("levels", DEFAULT_TIERS), "tier_policy": policy}
+        return data
 
     @pydantic.field_validator("tiers")
     @classmethod

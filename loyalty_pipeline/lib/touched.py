@@ -39,6 +39,7 @@ SOURCES = {
     "purchases": "enriched purchases and returns of the days a run wrote (old and new rows)",
     "identity": "both sides of a merge; every graph row of a rebuilt day",
     "identifiers": "the people a day's new graph rows link (a new email, card, ...)",
+    "tiers": "members whose tier tables a rebuild, or a period or grace end, changed (tiers.py)",
     "ledger": "ledger rows of the days built, and lots that become available or expire on them",
     "activity": "clicks (raw.user_activity) of the days a run wrote (old and new rows)",
     "users": "users messages (raw.users) of the days a run wrote (old and new rows)",

@@ -7,8 +7,8 @@ import duckdb
 from loyalty_pipeline.domain.customer import recommend
 from loyalty_pipeline.domain.identity import identity
 from loyalty_pipeline.domain.journey import journeys
+from loyalty_pipeline.domain.loyalty import tiers
 from loyalty_pipeline.domain.points import ledger
-from loyalty_pipeline.lib.warehouse import insert_rows
 from loyalty_pipeline.serve.serving import (
     LEDGER_ROWS,
     RECENT_EVENTS,
@@ -24,7 +24,7 @@ def cards_sql(people: str | None = None) -> str:
     """One card per profile of `people` (a query of one column `person`, constant SQL; None: everyone): everything a
     service desk sees, as one JSON document, and the columns search shows. The calendar values (copy.published_at,
     copy.as_of, profile.days_since_last_purchase, profile.as_of) are left null: a lookup fills them in from the
-    store's `info`. Reads the warehouse, with `card_tiers(name, above)` (`prepare`), `$stamp_product` and `$cycle`."""
+    store's `info`. Reads the warehouse, with `tier_levels` (`prepare`), `$stamp_product` and `$cycle`."""
     ids = "SELECT id_value, customer_id AS user_id FROM identity.current_ids"
     linked = "SELECT NULL::VARCHAR AS id_value WHERE false"
     if people is not None:  # the ids whose events may be theirs: their own, and every value ever linked to them
@@ -83,8 +83,10 @@ SELECT profile.user_id, profile.name, profile.email, profile.reward_level,
     'user_id', profile.user_id, 'name', profile.name, 'email', profile.email,
     'tier', json_object(
         'level', profile.reward_level, 'total_spend', profile.total_spend,
-        'next', (SELECT json_object('name', name, 'above', above, 'to_go', above - profile.total_spend)
-                 FROM card_tiers WHERE above >= profile.total_spend ORDER BY above LIMIT 1)),
+        'next', CASE WHEN status.next_tier IS NOT NULL THEN json_object(
+                    'name', status.next_tier, 'above', next_level.above, 'to_go', next_level.above - status.period_value)
+                END,
+        'expires_at', status.tier_expires_at, 'period_value', status.period_value, 'to_keep', status.to_keep_tier),
     'stamps', json_object(
         'product_id', $stamp_product, 'cycle', $cycle, 'bought', coalesce(stamps.total, 0),
         'in_cycle', coalesce(stamps.sequence, 0), 'next_one_free', coalesce(stamps.next_one_free, false),
@@ -103,6 +105,8 @@ SELECT profile.user_id, profile.name, profile.email, profile.reward_level,
 FROM profile
 LEFT JOIN (SELECT * FROM loyalty.caffeine_index WHERE {of_people(people, "user_id")}) AS stamps USING (user_id)
 LEFT JOIN (SELECT * FROM points.point_balances WHERE {of_people(people, "user_id")}) AS balance USING (user_id)
+LEFT JOIN (SELECT * FROM loyalty.tier_status WHERE {of_people(people, "user_id")}) AS status USING (user_id)
+LEFT JOIN tier_levels AS next_level ON next_level.name = status.next_tier
 LEFT JOIN ledger USING (user_id)
 LEFT JOIN journeys USING (user_id)
 LEFT JOIN activations USING (user_id)
@@ -153,10 +157,9 @@ AS_OF = "SELECT max(as_of)::VARCHAR FROM customer.profile_360"
 
 
 def prepare(conn: duckdb.DuckDBPyConnection, rules) -> dict:
-    """The tables a card reads that a partial run may not have made, and `card_tiers`; returns the SQL parameters."""
-    for statement in duckdb.extract_statements(ledger.DDL + journeys.DDL + identity.DDL + recommend.DDL):
+    """The tables a card reads that a partial run may not have made, and `tier_levels`; returns the SQL parameters."""
+    for statement in duckdb.extract_statements(ledger.DDL + journeys.DDL + identity.DDL + recommend.DDL + tiers.DDL):
         if statement.type == duckdb.StatementType.CREATE:  # not the ALTERs of the steps': on the Spark engine their
             conn.execute(statement.query)  # tables are views of the lake
-    conn.execute("CREATE OR REPLACE TEMP TABLE card_tiers (name VARCHAR, above DECIMAL(18,2))")
-    insert_rows(conn, "card_tiers", [[tier.name, tier.above] for tier in rules.tiers])
+    tiers.load_levels(conn, rules)
     return {"stamp_product": rules.stamp_card.product_id, "cycle": rules.stamp_card.cycle}

@@ -70,7 +70,7 @@ def rebuilding(tags: dict) -> bool:
 
 def rules_hash(rules) -> str:
     """What the store's rows are built with: another hash publishes it whole."""
-    tiers = [[tier.name, tier.above] for tier in rules.tiers]
+    tiers = [[tier.model_dump() for tier in rules.tiers], rules.tier_policy.model_dump()]
     return touched.rules_hash(
         SHAPE, STORE_DDL, cards_sql(), cards_sql(PEOPLE), names_sql(), IDENTIFIERS, tiers, rules.stamp_card.model_dump(),
         counts_sql(), baskets_sql(), large_items_sql(), recommend.RULES,

@@ -10,7 +10,7 @@ from datetime import date
 import duckdb
 
 from loyalty_pipeline.domain.identity.identity import ids_as_of, linked_ids
-from loyalty_pipeline.domain.loyalty.rules_sql import with_tier
+from loyalty_pipeline.domain.loyalty.rules_sql import tier_as_of
 from loyalty_pipeline.lib.sql import load
 
 _SQL = load(__file__)  # profiles.sql
@@ -19,7 +19,7 @@ PROFILE_360_VIEW = _SQL["profile_360_view"]
 
 # What a profile reads (touched.SOURCES): its events, returns and ledger rows, the id graph, and the users and
 # customers records. A person logged by none of them has the same profile row.
-PROFILE_SOURCES = ["purchases", "identity", "ledger", "activity", "users", "customers"]
+PROFILE_SOURCES = ["purchases", "identity", "tiers", "ledger", "activity", "users", "customers"]
 
 
 # The buyers of the purchases returned on $last (a return's day is its returned_at's): the day's returns, not a scan of
@@ -137,7 +137,7 @@ def add_day_to_totals(conn: duckdb.DuckDBPyConnection, day: date) -> None:
 def behaviour_sql(customers: str = "raw.customers") -> str:
     """The behaviour columns journey criteria read for every known customer (in the totals or the customers export
     `customers`, a table or subquery), from `profile_totals` as of the end of `$as_of`; the tier of each distinct
-    total by `rules_sql.with_tier` (load_tiers)."""
+    the tier held then by `rules_sql.tier_as_of` (load_tiers)."""
     return f"""
 WITH behaviour_rows AS (
     SELECT user_id, coalesce(total_spend, 0)::DECIMAL(18,2) AS total_spend,
@@ -157,11 +157,11 @@ WITH behaviour_rows AS (
                     ON ids.id_value = c.user_id) AS export
          USING (user_id)
     WHERE known OR exported
-), behaviour_tiers AS ({with_tier("SELECT DISTINCT total_spend AS total FROM behaviour_rows")})
+)
 SELECT b.user_id, b.total_spend, b.purchase_count, b.avg_purchase_price, b.first_purchase_at, b.last_purchase_at,
-       b.days_since_last_purchase, t.reward_level, b.points_balance, b.products_purchased,
+       b.days_since_last_purchase, b.reward_level, b.points_balance, b.products_purchased,
        b.activity_since_last_purchase
-FROM behaviour_rows AS b JOIN behaviour_tiers AS t ON t.total = b.total_spend
+FROM ({tier_as_of("SELECT * FROM behaviour_rows")}) AS b
 """
 
 

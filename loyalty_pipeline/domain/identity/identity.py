@@ -46,9 +46,9 @@ def linked_ids(people: str) -> str:
                SELECT id_value FROM identity.id_graph WHERE customer_id IN (SELECT person FROM ({people}))"""
 
 
-def purchases_now(people: str = "") -> str:
+def purchases_now(people: str = "", returned: bool = False) -> str:
     """Purchases with `user_id` the person now (a purchase keeps the person of its day in enriched_purchases; a later
-    merge moves it): what the lifetime tables count. With `people` (a query of one column `person`, constant SQL):
+    merge moves it): what the lifetime tables count, net of returns (with `returned`, returned ones too). With `people` (a query of one column `person`, constant SQL):
     only theirs, read through the identifiers ever linked to them, so an update reads their rows, not every one."""
     purchases, ids, mine = "loyalty.enriched_purchases", "identity.current_ids", ""
     if people:
@@ -62,7 +62,7 @@ SELECT purchase.purchase_id, purchase.order_id, coalesce(ids.customer_id, purcha
        purchase.product_id, purchase.category, purchase.price, purchase.purchased_at, purchase.source,
        purchase.store_id, purchase.day, purchase.customer_key, purchase.returned_at
 FROM {purchases} AS purchase LEFT JOIN {ids} AS ids ON ids.id_value = purchase.user_id
-WHERE purchase.returned_at IS NULL {mine} -- lifetime tables count net purchases
+WHERE {"true" if returned else "purchase.returned_at IS NULL"} {mine}
 """
 
 

@@ -115,10 +115,11 @@ def load_rules(conn, rules: Rules) -> list:
     )
     return [
         [tier.model_dump() for tier in rules.tiers],
+        rules.tier_policy.model_dump(),
         rules.default_tier,
         [rule.model_dump() for rule in rules.promotions],
     ]
 
 
-# What the lifetime tables read: purchases, returns and the id graph (not the ledger).
-SOURCES = ["purchases", "identity"]
+# What the lifetime tables read: purchases, returns, the id graph and tiers (not the ledger).
+SOURCES = ["purchases", "identity", "tiers"]

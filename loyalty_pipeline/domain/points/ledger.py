@@ -11,6 +11,7 @@ from datetime import date
 import duckdb
 
 from loyalty_pipeline.domain.config import Rules
+from loyalty_pipeline.domain.loyalty import tiers
 from loyalty_pipeline.domain.points.fold import (
     DAY_ACTIVE,
     DAY_FOLD,
@@ -118,6 +119,7 @@ def build_day(conn: duckdb.DuckDBPyConnection, window: Window, day: date, rules:
     ):
         _by_person(conn, table, into, day)
     conn.execute(DAY_REDEMPTIONS.format(raw=row_json(conn, "day_redemptions_by_person", "r")), on_day)
+    tiers.load_levels(conn, rules)  # an earn is multiplied by the tier held before its purchase
     conn.execute(
         DAY_EARNS,
         {

@@ -71,14 +71,25 @@ SELECT redemption_id, user_id, event_ts, points, location, {raw} AS raw,
 FROM day_redemptions_by_person AS r
 WHERE NOT tombstone
 
--- The day's earns: each purchase's lot, usable from `available_at` (points.pending_days later).
+-- The day's earns: each purchase's lot, usable from `available_at` (points.pending_days later), of price x earn_rate
+-- x the earn multiplier of the tier held before the purchase (a change at its instant, its own upgrade included,
+-- counts from the next purchase).
 -- name: day_earns
 CREATE OR REPLACE TEMP TABLE day_earns AS
-SELECT 'earn:' || purchase_id AS lot_txn_id, user_id, purchased_at AS earned_at,
-       ($day + $validity_days + 1)::TIMESTAMP AS expires_at, purchased_at + $pending_days * INTERVAL 1 DAY AS available_at,
-       floor(price * $earn_rate::DECIMAL(18,6))::BIGINT AS size, purchase_id
-FROM loyalty.enriched_purchases
-WHERE day = $day AND floor(price * $earn_rate::DECIMAL(18,6)) > 0
+SELECT * FROM (
+    SELECT 'earn:' || p.purchase_id AS lot_txn_id, p.user_id, p.purchased_at AS earned_at,
+           ($day + $validity_days + 1)::TIMESTAMP AS expires_at,
+           p.purchased_at + $pending_days * INTERVAL 1 DAY AS available_at,
+           floor(CAST(p.price * $earn_rate::DECIMAL(18,6) AS DECIMAL(38,8)) * coalesce(level.earn_multiplier, 1))::BIGINT
+               AS size,
+           p.purchase_id
+    FROM loyalty.enriched_purchases AS p
+    LEFT JOIN loyalty.tier_history AS held
+           ON held.user_id = p.user_id AND held.valid_from < p.purchased_at
+          AND (held.valid_until IS NULL OR held.valid_until >= p.purchased_at)
+    LEFT JOIN tier_levels AS level ON level.name = held.tier
+    WHERE p.day = $day)
+WHERE size > 0
 
 -- The day's returns, each with what its purchase earned: the clawback (none for a purchase that earned nothing).
 -- A return is at most `returns.window_days` after its purchase, so the earn is among the rows of those days.

@@ -1,0 +1,70 @@
+"""Tier periods and downgrades (docs/decisions.md, Tier periods): each member's tier is a fold over their events in
+time order (period ends, grace ends, purchases, returns), in SQL. What a member's tier history is follows from their
+purchases, returns and the calendar alone, so a member's rows are recomputed whole from their purchases when they
+change, and so are the rows of members a period end or grace end has passed for since."""
+
+from datetime import datetime
+from decimal import Decimal
+
+import duckdb
+
+from loyalty_pipeline.domain.config import Rules
+from loyalty_pipeline.domain.identity.identity import purchases_now
+from loyalty_pipeline.lib.sql import load
+from loyalty_pipeline.lib.warehouse import insert_rows
+
+_SQL = load(__file__)  # tiers.sql
+DDL = _SQL["ddl"]
+HISTORY = _SQL["history"]
+STATUS = _SQL["status"]
+
+# Members whose rows time alone changes by `$as_of`: their tier's expiry, or their period's end, has passed.
+DUE = "SELECT user_id AS person FROM loyalty.tier_status WHERE tier_expires_at < $as_of"
+
+
+def load_levels(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
+    """Temp tables `tier_levels(rank, name, above, earn_multiplier)`, rank 0 the default tier (lowest first), and
+    `tier_rule(thresholds)`: the thresholds in rank order (a value qualifies for the rank of thresholds below it)."""
+    levels = sorted(rules.tiers, key=lambda tier: tier.above)
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE tier_levels "
+        "(rank INTEGER, name VARCHAR, above DECIMAL(18,2), earn_multiplier DECIMAL(18,4))"
+    )
+    insert_rows(
+        conn,
+        "tier_levels",
+        [[0, rules.default_tier, None, Decimal(1)]]
+        + [[rank, tier.name, tier.above, tier.earn_multiplier] for rank, tier in enumerate(levels, start=1)],
+    )
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE tier_rule AS SELECT list(above ORDER BY rank) AS thresholds FROM tier_levels WHERE rank > 0"
+    )
+
+
+def params(rules: Rules, as_of: datetime) -> dict:
+    policy = rules.tier_policy
+    trunc, months, days = policy.step()
+    return {
+        "as_of": as_of,
+        "trunc": trunc,
+        "months": months,
+        "days": days,
+        "grace_days": policy.grace_days,
+        "one_down": policy.downgrade == "one_down",
+        "on_return": policy.downgrade_on_return,
+        "measure": policy.qualify_on,
+        "earn_rate": str(rules.points.earn_rate),
+        "unit": Decimal("0.01") if policy.qualify_on == "spend" else Decimal(1),
+    }
+
+
+def fold(conn: duckdb.DuckDBPyConnection, rules: Rules, as_of: datetime, people: str | None = None) -> dict:
+    """Temp table `tier_fold`: the tier through the events before `as_of` of everyone, or of `people` (a query of
+    one column `person`); returns the parameters HISTORY and STATUS read it with."""
+    load_levels(conn, rules)
+    values = params(rules, as_of)
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE tier_purchases AS {purchases_now(people or '', returned=True)}")
+    for name in ("ends", "events", "starts", "fold"):
+        statement = _SQL[name]
+        conn.execute(statement, {key: value for key, value in values.items() if f"${key}" in statement})
+    return values

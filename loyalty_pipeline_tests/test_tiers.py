@@ -1,0 +1,257 @@
+"""Tier periods and downgrades (tiers.sql) on an in-memory DuckDB: each period kind at its boundaries, upgrades,
+downgrades, grace, returns; then through Dagster: multipliers in the ledger, the tier tables and a late purchase."""
+
+from datetime import datetime
+from decimal import Decimal as D
+
+import duckdb
+import pytest
+
+from loyalty_pipeline.domain.config import Rules, RulesError, load_rules
+from loyalty_pipeline.domain.loyalty import tiers
+from loyalty_pipeline_tests.scenarios import POINTS, buy, priced
+
+LEVELS = [{"name": "GOLD", "above": 300, "earn_multiplier": 2}, {"name": "SILVER", "above": 100}]
+
+
+def run(purchases: list[tuple], as_of: str, levels: list = LEVELS, **policy) -> tuple[list, list]:
+    """(history rows (user, tier, from, reason, value), status rows) of `purchases` (user, price, at[, returned_at])
+    under `tiers: {levels: levels, **policy}` at `as_of`."""
+    rules = Rules.model_validate({"tiers": {"levels": levels, **policy}})
+    conn = duckdb.connect()
+    conn.execute(
+        """CREATE SCHEMA loyalty; CREATE SCHEMA identity;
+           CREATE TABLE identity.current_ids (id_value VARCHAR, customer_id VARCHAR);
+           CREATE TABLE loyalty.enriched_purchases (purchase_id VARCHAR, order_id VARCHAR, user_id VARCHAR,
+               product_id VARCHAR, category VARCHAR, price DECIMAL(18,2), purchased_at TIMESTAMP, source VARCHAR,
+               store_id VARCHAR, day DATE, customer_key VARCHAR, returned_at TIMESTAMP)"""
+    )
+    for i, (user, price, at, *returned) in enumerate(purchases):
+        conn.execute(
+            "INSERT INTO loyalty.enriched_purchases VALUES ($1, $1, $2, 'x', 'c', $3, $4, 'kafka', NULL, "
+            "CAST($4 AS DATE), $2, $5)",
+            [f"p{i}", user, D(str(price)), at, returned[0] if returned else None],
+        )
+    values = tiers.fold(conn, rules, datetime.fromisoformat(as_of))
+    history = conn.execute(
+        f"SELECT user_id, tier, strftime(valid_from, '%Y-%m-%d %H:%M:%S'), reason, qualifying_value "
+        f"FROM ({tiers.HISTORY}) ORDER BY user_id, valid_from"
+    ).fetchall()
+    status = conn.execute(
+        f"SELECT user_id, tier, strftime(tier_expires_at, '%Y-%m-%d'), period_value, to_next_tier, to_keep_tier "
+        f"FROM ({tiers.STATUS}) ORDER BY user_id",
+        {key: values[key] for key in ("as_of", "unit", "months", "days")},
+    ).fetchall()
+    return history, status
+
+
+MONTHLY = {"period": "calendar", "every": "month"}
+
+
+def test_calendar_month_last_second_counts_in_its_month_and_midnight_in_the_next():
+    history, status = run(
+        [
+            ("ann", 150, "2024-01-10 10:00:00"),
+            ("ann", 200, "2024-01-31 23:59:59.999"),  # January: 350, GOLD
+            ("ann", 120, "2024-02-01 00:00:00"),  # February's: SILVER kept, GOLD lost at its end
+        ],
+        "2024-03-15",
+        **MONTHLY,
+    )
+    assert history == [
+        ("ann", "SILVER", "2024-01-10 10:00:00", "upgrade", D("150.00")),
+        ("ann", "GOLD", "2024-01-31 23:59:59", "upgrade", D("350.00")),
+        ("ann", "SILVER", "2024-03-01 00:00:00", "period_end", D("120.00")),
+    ]
+    # March so far: nothing; SILVER is evaluated on 1 April and needs more than 100
+    assert status == [("ann", "SILVER", "2024-04-01", D("0.00"), D("300.01"), D("100.01"))]
+
+
+def test_a_threshold_hit_exactly_does_not_qualify():
+    history, status = run([("bob", 100, "2024-01-10 10:00:00")], "2024-01-20", **MONTHLY)
+    assert history == []
+    assert status == [("bob", "CLIMBING", "2024-02-01", D("100.00"), D("0.01"), None)]
+
+
+@pytest.mark.parametrize(
+    "downgrade, expected",
+    [
+        (
+            "one_down",
+            [("SILVER", "2024-03-01 00:00:00", "period_end"), ("CLIMBING", "2024-04-01 00:00:00", "period_end")],
+        ),
+        ("to_qualified", [("CLIMBING", "2024-03-01 00:00:00", "period_end")]),
+    ],
+)
+def test_one_down_drops_a_tier_per_period_to_qualified_to_what_the_period_earned(downgrade, expected):
+    history, _ = run([("cy", 400, "2024-01-05 09:00:00")], "2024-05-01", **MONTHLY, downgrade=downgrade)
+    assert [(tier, at, reason) for _, tier, at, reason, _ in history[1:]] == expected
+    assert history[0][1:4] == ("GOLD", "2024-01-05 09:00:00", "upgrade")
+
+
+def test_grace_delays_the_downgrade_and_a_purchase_in_grace_keeps_the_tier():
+    history, status = run(
+        [
+            ("dee", 400, "2024-01-05 09:00:00"),  # GOLD; February empty: would fall on 1 March
+            ("eve", 400, "2024-01-05 09:00:00"),
+            ("eve", 301, "2024-03-05 23:59:59"),  # within March's grace: qualifies for GOLD again
+        ],
+        "2024-03-20",
+        **MONTHLY,
+        grace_days=5,
+    )
+    assert history == [
+        ("dee", "GOLD", "2024-01-05 09:00:00", "upgrade", D("400.00")),
+        ("dee", "CLIMBING", "2024-03-06 00:00:00", "grace_end", D("0.00")),
+        ("eve", "GOLD", "2024-01-05 09:00:00", "upgrade", D("400.00")),
+    ]
+    assert [row[:3] for row in status] == [("dee", "CLIMBING", "2024-04-01"), ("eve", "GOLD", "2024-04-01")]
+
+
+def test_a_return_moves_the_tier_down_on_its_day_only_when_asked():
+    bought = [("fay", 350, "2024-01-05 09:00:00", "2024-01-07 12:00:00"), ("fay", 150, "2024-01-06 09:00:00")]
+    history, _ = run(bought, "2024-01-20", **MONTHLY, downgrade_on_return=True)
+    assert history == [
+        ("fay", "GOLD", "2024-01-05 09:00:00", "upgrade", D("350.00")),
+        ("fay", "SILVER", "2024-01-07 12:00:00", "return", D("150.00")),
+    ]
+    history, _ = run(bought, "2024-02-20", **MONTHLY)  # kept until the period's end, which the return counts in
+    assert [row[1:4] for row in history] == [
+        ("GOLD", "2024-01-05 09:00:00", "upgrade"),
+        ("SILVER", "2024-02-01 00:00:00", "period_end"),
+    ]
+
+
+def test_a_return_of_last_periods_purchase_changes_nothing_evaluated():
+    history, _ = run(
+        [("gus", 350, "2024-01-31 12:00:00", "2024-02-02 00:00:00"), ("gus", 350, "2024-02-01 12:00:00")],
+        "2024-03-10",
+        **MONTHLY,
+        downgrade_on_return=True,
+    )
+    assert [row[1:4] for row in history] == [("GOLD", "2024-01-31 12:00:00", "upgrade")]
+
+
+def test_anniversary_of_a_leap_day_is_28_february_then_29_february_again():
+    history, status = run(
+        [("hal", 400, "2024-02-29 10:00:00"), ("hal", 301, "2025-01-01 10:00:00"), ("hal", 301, "2027-06-01 10:00:00")],
+        "2028-03-01",
+        period="anniversary",
+        downgrade="one_down",
+    )
+    assert [row[1:4] for row in history] == [
+        ("GOLD", "2024-02-29 10:00:00", "upgrade"),
+        ("SILVER", "2026-02-28 00:00:00", "period_end"),  # year 2 (from 2025-02-28) had nothing
+        ("CLIMBING", "2027-02-28 00:00:00", "period_end"),  # nor year 3: one tier a period
+        ("GOLD", "2027-06-01 10:00:00", "upgrade"),
+    ]
+    assert status[0][:3] == ("hal", "GOLD", "2029-02-28")  # 2028-02-29 was evaluated: 2027's year kept it
+
+
+def test_rolling_periods_of_n_days_from_the_first_purchase_day():
+    history, status = run(
+        [("ida", 150, "2024-01-10 18:00:00"), ("ida", 50, "2024-02-08 23:59:59")],  # day 0 and day 29: one period
+        "2024-03-15",
+        period="rolling",
+        days=30,
+    )
+    assert [row[1:5] for row in history] == [
+        ("SILVER", "2024-01-10 18:00:00", "upgrade", D("150.00")),
+        ("CLIMBING", "2024-03-10 00:00:00", "period_end", D("0.00")),  # 9 Feb - 10 Mar: nothing
+    ]
+    assert status[0][:3] == ("ida", "CLIMBING", "2024-04-09")
+
+
+def test_purchase_count_and_points_earned_qualify():
+    levels = [{"name": "GOLD", "above": 2}, {"name": "SILVER", "above": 1}]
+    bought = [("jo", price, f"2024-01-0{day} 10:00:00") for day, price in ((1, 1.99), (2, 0.5), (3, 2.5))]
+    history, _ = run(bought, "2024-01-20", levels=levels, qualify_on="purchase_count")
+    assert [row[1:5] for row in history] == [
+        ("SILVER", "2024-01-02 10:00:00", "upgrade", D(2)),
+        ("GOLD", "2024-01-03 10:00:00", "upgrade", D(3)),
+    ]
+    history, _ = run(bought, "2024-01-20", levels=levels, qualify_on="points_earned")  # 1, 0 and 2 points
+    assert [row[1:5] for row in history] == [("GOLD", "2024-01-03 10:00:00", "upgrade", D(3))]
+
+
+def test_lifetime_list_form_is_todays_rule():
+    rules = load_rules(None)
+    assert rules.tier_policy.period == "lifetime" and rules.tier_policy.downgrade_on_return
+
+
+@pytest.mark.parametrize(
+    "policy, message",
+    [
+        ("{period: calendar}", "tiers.every"),
+        ("{period: rolling}", "tiers.days"),
+        ("{period: calendar, every: month, grace_days: 28}", "grace_days 28 must be shorter"),
+        ("{period: weekly}", "period"),
+        ("{levels: [{name: A, above: 1, earn_multiplier: -1}]}", "earn_multiplier"),
+    ],
+)
+def test_bad_tier_policies_are_refused_naming_the_key(tmp_path, policy, message):
+    path = tmp_path / "loyalty.yaml"
+    path.write_text(f"tiers: {policy}\n")
+    with pytest.raises(RulesError, match=message):
+        load_rules(path)
+
+
+PROGRAM = """
+tiers:
+  levels: [{name: GOLD, above: 300, earn_multiplier: 2}, {name: SILVER, above: 100, earn_multiplier: 1.5}]
+  period: calendar
+  every: month
+"""
+
+
+def test_the_tier_held_before_a_purchase_multiplies_its_points(inputs):
+    inputs.rules(PROGRAM)
+    priced(inputs, big=301, small=10)
+    buy(
+        inputs,
+        ("u", "big", "2022-10-01T10:00:00"),  # crosses into GOLD: earns at CLIMBING's 1x
+        ("u", "small", "2022-10-01T10:00:00"),  # the same instant: still before the change
+        ("u", "small", "2022-10-01T10:00:01"),  # after it: 2x
+        ("u", "small", "2022-11-01T00:00:00"),  # November: October's 321 kept GOLD
+    )
+    inputs.materialize("2022-10-01", "2022-11-01", assets=(*POINTS, "loyalty/sales_totals"))
+    assert inputs.query("SELECT source_ref, points FROM points.point_transactions ORDER BY occurred_at, txn_id") == [
+        ("purchases:0:0", 301),
+        ("purchases:0:1", 10),
+        ("purchases:0:2", 20),
+        ("purchases:0:3", 20),
+    ]
+    assert inputs.query("SELECT tier, reason, qualifying_value FROM loyalty.tier_history") == [
+        ("GOLD", "upgrade", D("301.00"))
+    ]
+    assert inputs.query("SELECT reward_level FROM loyalty.sales_totals") == [("GOLD",)]
+    assert inputs.query(
+        "SELECT tier, tier_expires_at::VARCHAR, period_value, to_keep_tier FROM loyalty.tier_status"
+    ) == [("GOLD", "2022-12-01 00:00:00", D("10.00"), D("290.01"))]
+
+
+def test_a_late_purchase_changes_last_periods_tier_and_the_change_is_kept(inputs):
+    inputs.rules(PROGRAM)
+    priced(inputs, big=250, small=60)
+    buy(inputs, ("u", "big", "2022-10-05T10:00:00"))
+    inputs.materialize("2022-10-01", "2022-11-02", assets=("loyalty/tier_status",))
+    assert inputs.query("SELECT tier, valid_from::VARCHAR, reason FROM loyalty.tier_history") == [
+        ("SILVER", "2022-10-05 10:00:00", "upgrade")
+    ]
+    buy(inputs, ("u", "small", "2022-10-31T23:00:00"), file="late.jsonl")  # October: 310, GOLD; November empty
+    inputs.materialize("2022-10-31", assets=("loyalty/tier_status",))
+    history = "SELECT tier, valid_from::VARCHAR, reason FROM loyalty.tier_history ORDER BY valid_from"
+    assert inputs.query(history) == [
+        ("SILVER", "2022-10-05 10:00:00", "upgrade"),
+        ("GOLD", "2022-10-31 23:00:00", "upgrade"),
+    ]
+    assert inputs.query("SELECT change, tier, valid_from::VARCHAR FROM loyalty.tier_revisions") == [
+        ("added", "GOLD", "2022-10-31 23:00:00")
+    ]
+    inputs.materialize(
+        "2022-11-03", "2022-12-01", assets=("loyalty/tier_status",)
+    )  # November's end passes: no spend, no tier
+    assert inputs.query(history)[-1] == ("CLIMBING", "2022-12-01 00:00:00", "period_end")
+    assert inputs.query("SELECT tier, tier_expires_at::VARCHAR FROM loyalty.tier_status") == [
+        ("CLIMBING", "2023-01-01 00:00:00")
+    ]
