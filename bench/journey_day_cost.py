@@ -20,7 +20,7 @@ from loyalty_pipeline.domain.config import Rules
 from loyalty_pipeline.domain.identity import identity
 from loyalty_pipeline.domain.ingest.kafka import TOPICS, table_ddl
 from loyalty_pipeline.domain.journey import journeys, totals
-from loyalty_pipeline.domain.loyalty import returns
+from loyalty_pipeline.domain.loyalty import returns, tiers
 from loyalty_pipeline.domain.loyalty.loyalty import ENRICHED_DDL
 from loyalty_pipeline.domain.loyalty.rules_sql import load_tiers
 from loyalty_pipeline.domain.points import ledger
@@ -53,6 +53,7 @@ def synthesize(conn, customers: int, purchases: int, days: int) -> None:
         ENRICHED_DDL
         + CUSTOMERS_DDL
         + ledger.DDL
+        + tiers.DDL  # no tier changes: every earn at 1x
         + returns.DDL  # no returns
         + identity.DDL  # an empty id graph: every key is its own person
         + "".join(table_ddl(TOPICS[t]) for t in ("users", "user_activity"))

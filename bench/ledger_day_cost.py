@@ -27,7 +27,7 @@ import duckdb
 from loyalty_pipeline.domain.config import Rules
 from loyalty_pipeline.domain.identity import identity
 from loyalty_pipeline.domain.ingest.kafka import TOPICS, table_ddl
-from loyalty_pipeline.domain.loyalty import returns
+from loyalty_pipeline.domain.loyalty import returns, tiers
 from loyalty_pipeline.domain.loyalty.loyalty import ENRICHED_DDL
 from loyalty_pipeline.domain.points import ledger
 from loyalty_pipeline.lib.chain import open_window
@@ -42,6 +42,7 @@ def create_tables(conn) -> None:
         + table_ddl(TOPICS["redemptions"])
         + table_ddl(TOPICS["users"])
         + ledger.DDL
+        + tiers.DDL  # no tier changes: every earn at 1x
         + returns.DDL
         + REJECTED_DDL
         + identity.DDL  # an empty id graph: every key is its own person

@@ -85,7 +85,8 @@ SELECT profile.user_id, profile.name, profile.email, profile.reward_level,
         'level', profile.reward_level, 'total_spend', profile.total_spend,
         'next', CASE WHEN status.next_tier IS NOT NULL THEN json_object(
                     'name', status.next_tier, 'above', next_level.above, 'to_go', next_level.above - status.period_value)
-                END,
+                END),
+    'tier_period', json_object(  -- a tier kept by periods: its next evaluation and what keeping it takes
         'expires_at', status.tier_expires_at, 'period_value', status.period_value, 'to_keep', status.to_keep_tier),
     'stamps', json_object(
         'product_id', $stamp_product, 'cycle', $cycle, 'bought', coalesce(stamps.total, 0),

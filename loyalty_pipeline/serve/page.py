@@ -86,10 +86,10 @@ def _price(value) -> str | None:
 
 
 def _card(card: dict) -> str:
-    tier, stamps, points = card["tier"], card["stamps"], card["points"]
+    tier, period, stamps, points = card["tier"], card.get("tier_period") or {}, card["stamps"], card["points"]
     next_tier = tier["next"]
     spent = f"{tier['total_spend']:.2f}"
-    value = tier.get("period_value") if tier.get("period_value") is not None else tier["total_spend"]
+    value = period["period_value"] if period.get("period_value") is not None else tier["total_spend"]
     progress = (
         f'<progress value="{value}" max="{next_tier["above"]}"></progress>'
         f"<p>spent {spent} · {escape(next_tier['name'])} above {next_tier['above']:.2f}: "
@@ -97,9 +97,9 @@ def _card(card: dict) -> str:
         if next_tier
         else f"<p>spent {spent} · top tier</p>"
     )
-    if tier.get("expires_at"):  # a tier kept by periods: when it is next evaluated, what keeping it takes
-        keep = tier.get("to_keep")
-        progress += f"<p>evaluated {_show(tier['expires_at'])}" + (
+    if period.get("expires_at"):  # a tier kept by periods: when it is next evaluated, what keeping it takes
+        keep = period.get("to_keep")
+        progress += f"<p>evaluated {_show(period['expires_at'])}" + (
             f": {keep:.2f} more this period keeps {escape(tier['level'] or '')}</p>" if keep else "</p>"
         )
     dots = "●" * stamps["in_cycle"] + "○" * (stamps["cycle"] - stamps["in_cycle"]) if stamps["cycle"] <= 20 else ""

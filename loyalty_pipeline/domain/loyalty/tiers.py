@@ -37,7 +37,7 @@ def load_levels(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
         + [[rank, tier.name, tier.above, tier.earn_multiplier] for rank, tier in enumerate(levels, start=1)],
     )
     conn.execute(
-        "CREATE OR REPLACE TEMP TABLE tier_rule AS SELECT list(above ORDER BY rank) AS thresholds FROM tier_levels WHERE rank > 0"
+        "CREATE OR REPLACE TEMP TABLE tier_rule AS SELECT list_sort(list(above)) AS thresholds FROM tier_levels WHERE rank > 0"
     )
 
 
