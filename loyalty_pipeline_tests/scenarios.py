@@ -44,6 +44,12 @@ def envelope(topic: str, key, payload, ts: str, partition: int = 0, offset: int 
     }
 
 
+def failure_message(event) -> str:
+    """A failed step's message and its error (the exception's own message, or a check's)."""
+    error = getattr(event.event_specific_data, "error", None)
+    return f"{event.message} {error.message.strip()}" if error else event.message
+
+
 class Inputs:
     """A data dir under tmp_path with helpers to write Kafka snapshots, S3 CSVs and rules, and to run days."""
 
@@ -93,7 +99,7 @@ class Inputs:
         """Days first..last in one run: every asset, or only `assets` (e.g. "loyalty/sales_totals") and what they
         read, which is what a test of one domain needs."""
         result = materialize_days(build_defs(self.env(**env)), first, last or first, assets=assets)
-        assert result.success, [event.message for event in result.all_events if event.is_failure]
+        assert result.success, [failure_message(event) for event in result.all_events if event.is_failure]
         return result
 
     def query(self, sql: str, params: list | None = None) -> list[tuple]:

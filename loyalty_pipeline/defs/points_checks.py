@@ -8,7 +8,7 @@ import dagster as dg
 from loyalty_pipeline.defs.checks import PEOPLE, UPDATED, check, duplicate_check, in_days, matches_rebuild
 from loyalty_pipeline.domain.identity import identity
 from loyalty_pipeline.domain.loyalty import tiers
-from loyalty_pipeline.domain.points import balances
+from loyalty_pipeline.domain.points import balances, campaigns
 from loyalty_pipeline.domain.points.ledger_reference import replay
 from loyalty_pipeline.lib.warehouse import count
 
@@ -37,14 +37,16 @@ def uses_draw_on_available_lots(conn, rules, days) -> tuple[bool, dict]:
     )
 
 
-@check("A clawback never takes back more than its purchase earned.")
+@check("A clawback never takes back more than its lot (the purchase's earn, or a campaign's award on it) earned.")
 def clawbacks_within_earns(conn, rules, days) -> tuple[bool, dict]:
     where, params = in_days("claw.day", days)
     return _result(
         count(
             conn,
             f"""SELECT 1 FROM points.point_transactions AS claw
-                LEFT JOIN points.point_transactions AS earn ON earn.txn_id = 'earn:' || claw.source_ref
+                LEFT JOIN points.point_transactions AS earn
+                       ON earn.txn_id = CASE WHEN starts_with(claw.txn_id, 'clawback:bonus:') THEN substr(claw.txn_id, 10)
+                                             ELSE 'earn:' || claw.source_ref END
                 WHERE claw.kind = 'clawback' AND {where} AND -claw.points > coalesce(earn.points, 0)""",
             params,
         ),
@@ -130,9 +132,19 @@ def sampled_customer_reconciles(conn, rules, days) -> tuple[bool, dict]:
            QUALIFY row_number() OVER (PARTITION BY redemption_id ORDER BY event_ts, kafka_partition, kafka_offset) = 1""",
         [user],
     ).fetchall()
-    returns = conn.execute(
-        f"SELECT 'earn:' || purchase_id, returned_at FROM ({theirs('loyalty.returns')}) WHERE person = $1", [user]
+    # campaign awards are lots the replay takes as given (their rules are checked by the campaign checks), returned
+    # with their purchase
+    bonuses = conn.execute(
+        """SELECT txn_id, occurred_at, points, expires_at, source_ref FROM points.point_transactions
+           WHERE user_id = $1 AND kind = 'earn' AND starts_with(txn_id, 'bonus:')""",
+        [user],
     ).fetchall()
+    returned = conn.execute(
+        f"SELECT purchase_id, returned_at FROM ({theirs('loyalty.returns')}) WHERE person = $1", [user]
+    ).fetchall()
+    returns = [(f"earn:{purchase}", at) for purchase, at in returned] + [
+        (bonus[0], at) for purchase, at in returned for bonus in bonuses if bonus[4] == purchase
+    ]
     closures = [
         row[0]
         for row in conn.execute(
@@ -148,6 +160,7 @@ def sampled_customer_reconciles(conn, rules, days) -> tuple[bool, dict]:
         expires = datetime.combine(at.date() + timedelta(days=settings.validity_days + 1), datetime.min.time())
         if points > 0:
             earns.append((f"earn:{purchase_id}", at, points, expires))
+    earns += [bonus[:4] for bonus in bonuses]
     expected, _ = replay(earns, uses, closures, until, returns, timedelta(days=settings.pending_days))
     differences = set(expected) ^ set(actual)
     return not differences and len(expected) == len(actual), {
@@ -178,9 +191,53 @@ def balances_are_ledger_sums(conn, rules, days) -> tuple[bool, dict]:
 
 
 BALANCES_KEY = dg.AssetKey(["points", "point_balances"])
+
+
+@check("No member's awards from a capped campaign exceed its cap in any cap period.")
+def campaign_caps_hold(conn, rules, days) -> tuple[bool, dict]:
+    campaigns.load_campaigns(conn, rules.rules)
+    where, params = in_days("day", days)  # the members awarded in the days written, over every period
+    return _result(
+        count(
+            conn,
+            f"""SELECT 1 FROM points.point_transactions AS award
+                JOIN campaign_rules AS rule
+                  ON starts_with(award.txn_id, 'bonus:' || rule.id || ':') AND rule.cap_points IS NOT NULL
+                WHERE award.kind = 'earn' AND award.user_id IN (
+                    SELECT user_id FROM points.point_transactions WHERE starts_with(txn_id, 'bonus:') AND {where})
+                GROUP BY award.user_id, rule.id, rule.cap_points,
+                         CASE rule.cap_per WHEN 'day' THEN award.day WHEN 'week' THEN date_trunc('week', award.day)
+                                           WHEN 'month' THEN date_trunc('month', award.day) END
+                HAVING sum(award.points) > rule.cap_points""",
+            params,
+        ),
+        "caps_exceeded",
+    )
+
+
+@check("Every campaign award on a returned purchase is clawed back with it.")
+def returned_awards_clawed_back(conn, rules, days) -> tuple[bool, dict]:
+    where, params = in_days("returned.day", days)
+    return _result(
+        count(
+            conn,
+            f"""SELECT 1 FROM loyalty.returns AS returned
+                JOIN points.point_transactions AS award
+                  ON award.source_ref = returned.purchase_id AND award.kind = 'earn'
+                 AND starts_with(award.txn_id, 'bonus:')
+                LEFT JOIN points.point_transactions AS claw ON claw.txn_id = 'clawback:' || award.txn_id
+                WHERE {where} AND claw.txn_id IS NULL""",
+            params,
+        ),
+        "awards_left",
+    )
+
+
 LEDGER_CHECKS = [
     uses_draw_on_available_lots,
     clawbacks_within_earns,
+    campaign_caps_hold,
+    returned_awards_clawed_back,
     lots_not_overdrawn,
     expiries_match_lot_remainders,
     sampled_customer_reconciles,

@@ -28,6 +28,9 @@ class Rule(pydantic.BaseModel):
 Money = pydantic.condecimal(ge=0, le=MAX_PRICE * 1000, decimal_places=2)
 Days = pydantic.conint(ge=0, le=36_500, strict=True)  # strict: `true` is not 1
 Text = pydantic.constr(strip_whitespace=True, min_length=1, max_length=200)  # names and ids written into tables
+Name = pydantic.constr(
+    pattern=r"^[A-Za-z0-9_-]+$"
+)  # ids become parts of node names (stage:<id>:step:1) and txn ids (bonus:<id>:...)
 
 
 class Tier(Rule):
@@ -107,11 +110,59 @@ class Points(Rule):
     pending_days: Days = 0  # an earn lot is usable from occurred_at + pending_days (0: at once)
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # ISO order: isodow() is the index + 1
+
+
+class Award(Rule):
+    multiplier: pydantic.condecimal(gt=1, le=100, decimal_places=4) | None = None  # 2: the purchase earns twice
+    bonus_points: pydantic.conint(ge=1, le=1_000_000_000, strict=True) | None = None  # a flat bonus per purchase
+
+    @pydantic.model_validator(mode="after")
+    def _one(self) -> "Award":
+        if (self.multiplier is None) == (self.bonus_points is None):
+            raise ValueError("an award is either multiplier: x or bonus_points: n")
+        return self
+
+
+class When(Rule):
+    from_date: date | None = pydantic.Field(None, alias="from")  # inclusive, UTC days
+    until: date | None = None  # inclusive
+    days: list[Literal[WEEKDAYS]] = []  # none: every day
+    hours: tuple[pydantic.conint(ge=0, le=23), pydantic.conint(ge=1, le=24)] | None = None  # [from, to) UTC hours
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self) -> "When":
+        if self.from_date and self.until and self.until < self.from_date:
+            raise ValueError(f"when.until {self.until} is before when.from {self.from_date}")
+        if self.hours and self.hours[1] <= self.hours[0]:
+            raise ValueError(f"when.hours {list(self.hours)}: the end must be after the start")
+        return self
+
+
+class AppliesTo(Rule):  # every list given must hold the purchase's value; none: every purchase
+    products: list[Text] = []
+    categories: list[Text] = []
+    tiers: list[Text] = []  # the tier held before the purchase
+
+
+class Cap(Rule):
+    points: pydantic.conint(ge=0, le=1_000_000_000, strict=True)
+    per: Literal["day", "week", "month", "campaign"] = "campaign"  # weeks start on Monday (UTC)
+
+
+class Campaign(Rule):
+    """An earning campaign: extra points on the purchases it applies to (docs/decisions.md, Campaigns)."""
+
+    id: Name
+    award: Award
+    when: When = When()
+    applies_to: AppliesTo = AppliesTo()
+    cap: Cap | None = None  # per member
+    stacking: Literal["sum", "highest"] = "sum"
+
+
 class Returns(Rule):
     window_days: Days = 30  # a return later than this after its purchase is quarantined
-
-
-Name = pydantic.constr(pattern=r"^[A-Za-z0-9_-]+$")  # ids become parts of node names such as stage:<id>:step:1
 
 
 class ActivationStep(Rule):
@@ -215,6 +266,7 @@ class Rules(Rule):
     stamp_card: StampCard = StampCard()
     promotions: list[Promotion] = DEFAULT_PROMOTIONS
     points: Points = Points()
+    campaigns: list[Campaign] = []
     returns: Returns = Returns()
     journeys: list[Journey] = []
     identity: Identity = Identity()
@@ -255,6 +307,15 @@ class Rules(Rule):
     def _unique_promotions(cls, promotions: list[Promotion]) -> list[Promotion]:
         _unique([promotion.name for promotion in promotions], "promotion names")
         return promotions
+
+    @pydantic.model_validator(mode="after")
+    def _campaigns_known(self) -> "Rules":
+        _unique([campaign.id for campaign in self.campaigns], "campaign ids")
+        tiers = {tier.name for tier in self.tiers} | {self.default_tier}
+        for campaign in self.campaigns:
+            if unknown := sorted(set(campaign.applies_to.tiers) - tiers):
+                raise ValueError(f"campaign {campaign.id}: applies_to.tiers {unknown} are not tiers")
+        return self
 
     @pydantic.field_validator("journeys")
     @classmethod

@@ -21,8 +21,9 @@ def is_debt(row: str) -> str:
     return f"{row}.points < 0 AND ({row}.kind = 'clawback' OR starts_with({row}.txn_id, 'merge:'))"
 
 
-# The purchase a lot was earned by, through any merges that moved it (merge:merge:earn:<purchase_id>).
-PURCHASE_OF_LOT = "regexp_extract({lot}, '^(?:merge:)*earn:(.*)$', 1)"
+# What a clawback of a lot names, through any merges that moved it: the purchase of an earn
+# (merge:merge:earn:<purchase_id>), an award's own lot key (bonus:<campaign>:<purchase_id>).
+PURCHASE_OF_LOT = "regexp_extract({lot}, '^(?:merge:)*(?:earn:)?(.*)$', 1)"
 
 
 DAY_OPEN_LOTS = f"""

@@ -12,6 +12,7 @@ import duckdb
 
 from loyalty_pipeline.domain.config import Rules
 from loyalty_pipeline.domain.loyalty import tiers
+from loyalty_pipeline.domain.points import campaigns
 from loyalty_pipeline.domain.points.fold import (
     DAY_ACTIVE,
     DAY_FOLD,
@@ -120,11 +121,15 @@ def build_day(conn: duckdb.DuckDBPyConnection, window: Window, day: date, rules:
         _by_person(conn, table, into, day)
     conn.execute(DAY_REDEMPTIONS.format(raw=row_json(conn, "day_redemptions_by_person", "r")), on_day)
     tiers.load_levels(conn, rules)  # an earn is multiplied by the tier held before its purchase
+    campaigns.load_campaigns(conn, rules)
+    earn_rate = {"earn_rate": str(rules.points.earn_rate)}
+    conn.execute(campaigns.DAY_BOUGHT, on_day)
+    conn.execute(campaigns.DAY_BONUSES, {**on_day, **earn_rate, **campaigns.day_params(day)})
     conn.execute(
         DAY_EARNS,
         {
             **on_day,
-            "earn_rate": str(rules.points.earn_rate),
+            **earn_rate,
             "validity_days": rules.points.validity_days,
             "pending_days": rules.points.pending_days,
         },

@@ -1,7 +1,8 @@
 -- name: ddl
 CREATE SCHEMA IF NOT EXISTS points;
 CREATE TABLE IF NOT EXISTS points.point_transactions (
-    txn_id VARCHAR NOT NULL,       -- earn:<purchase_id> | use:<redemption_id> | expire:<lot> | merge[-out]:<lot>
+    txn_id VARCHAR NOT NULL,       -- earn:<purchase_id> | bonus:<campaign>:<purchase_id> | use:<redemption_id>
+                                   -- | expire:<lot> | merge[-out]:<lot>
                                    -- | clawback:<purchase_id>
     user_id VARCHAR NOT NULL,
     occurred_at TIMESTAMP NOT NULL,
@@ -72,35 +73,40 @@ FROM day_redemptions_by_person AS r
 WHERE NOT tombstone
 
 -- The day's earns: each purchase's lot, usable from `available_at` (points.pending_days later), of price x earn_rate
--- x the earn multiplier of the tier held before the purchase (a change at its instant, its own upgrade included,
--- counts from the next purchase).
+-- x the earn multiplier of the tier held before it (day_bought); and each campaign award's lot beside it, with the
+-- same expiry. `purchase_id` is what a clawback takes back (the award's lot key for an award), `source_ref` the
+-- purchase.
 -- name: day_earns
 CREATE OR REPLACE TEMP TABLE day_earns AS
 SELECT * FROM (
-    SELECT 'earn:' || p.purchase_id AS lot_txn_id, p.user_id, p.purchased_at AS earned_at,
+    SELECT 'earn:' || purchase_id AS lot_txn_id, user_id, purchased_at AS earned_at,
            ($day + $validity_days + 1)::TIMESTAMP AS expires_at,
-           p.purchased_at + $pending_days * INTERVAL 1 DAY AS available_at,
-           floor(CAST(p.price * $earn_rate::DECIMAL(18,6) AS DECIMAL(38,8)) * coalesce(level.earn_multiplier, 1))::BIGINT
-               AS size,
-           p.purchase_id
-    FROM loyalty.enriched_purchases AS p
-    LEFT JOIN loyalty.tier_history AS held
-           ON held.user_id = p.user_id AND held.valid_from < p.purchased_at
-          AND (held.valid_until IS NULL OR held.valid_until >= p.purchased_at)
-    LEFT JOIN tier_levels AS level ON level.name = held.tier
-    WHERE p.day = $day)
+           purchased_at + $pending_days * INTERVAL 1 DAY AS available_at,
+           CAST(floor(CAST(price * $earn_rate::DECIMAL(18,6) AS DECIMAL(38,8)) * earn_multiplier) AS BIGINT) AS size,
+           purchase_id, purchase_id AS source_ref
+    FROM day_bought
+    UNION ALL
+    SELECT lot, user_id, purchased_at, ($day + $validity_days + 1)::TIMESTAMP,
+           purchased_at + $pending_days * INTERVAL 1 DAY, paid, lot, purchase_id
+    FROM day_bonuses)
 WHERE size > 0
 
--- The day's returns, each with what its purchase earned: the clawback (none for a purchase that earned nothing).
--- A return is at most `returns.window_days` after its purchase, so the earn is among the rows of those days.
+-- The day's returns, each with what its purchase's lots earned: the clawbacks, one per lot (the earn and each
+-- award; none for a purchase that earned nothing). A return is at most `returns.window_days` after its purchase,
+-- so the lots are among the rows of those days.
 -- name: day_returns
 CREATE OR REPLACE TEMP TABLE day_returns AS
-SELECT r.user_id, r.returned_at, r.purchase_id, coalesce(earn.points, new.size) AS points
+SELECT r.user_id, r.returned_at, lot.lot_key AS purchase_id, lot.points, r.purchase_id AS source_ref
 FROM day_returns_by_person AS r
-LEFT JOIN points.point_transactions AS earn
-       ON earn.txn_id = 'earn:' || r.purchase_id AND earn.day >= $day - $window_days AND earn.day < $day
-LEFT JOIN day_earns AS new ON new.purchase_id = r.purchase_id
-WHERE coalesce(earn.points, new.size) > 0
+JOIN (SELECT source_ref AS bought, CASE WHEN starts_with(txn_id, 'earn:') THEN source_ref ELSE txn_id END AS lot_key,
+             points
+      FROM points.point_transactions
+      WHERE kind = 'earn' AND day >= $day - $window_days AND day < $day
+        AND source_ref IN (SELECT purchase_id FROM day_returns_by_person)
+      UNION ALL
+      SELECT source_ref, purchase_id, size FROM day_earns) AS lot
+  ON lot.bought = r.purchase_id
+WHERE lot.points > 0
 
 -- For each customer something happens to today: the day's events, numbered in order (`n`; at one instant: expire,
 -- earn, return, use; then by ref, unique per customer), their open lots and unpaid clawbacks at the start of the
@@ -125,12 +131,13 @@ FROM day_users_by_person WHERE tombstone
 
 -- name: new_rows
 CREATE OR REPLACE TEMP TABLE day_rows AS
-SELECT e.ref AS txn_id, user_id, e.ts AS occurred_at, 'earn' AS kind, e.points, e.expires_at,
-       e.purchase_id AS source_ref, $day AS day, e.available_at
-FROM day_steps WHERE e.kind = 'earn'
+SELECT e.ref AS txn_id, s.user_id, e.ts AS occurred_at, 'earn' AS kind, e.points, e.expires_at,
+       lot.source_ref, $day AS day, e.available_at
+FROM day_steps AS s JOIN day_earns AS lot ON lot.lot_txn_id = s.e.ref WHERE e.kind = 'earn'
 UNION ALL
-SELECT e.ref, user_id, e.ts, 'clawback', -e.points, NULL, e.purchase_id, $day, NULL
-FROM day_steps WHERE e.kind = 'clawback' AND e.purchase_id IS NOT NULL  -- a moved debt's row is its merge pair
+SELECT e.ref, s.user_id, e.ts, 'clawback', -e.points, NULL, lot.source_ref, $day, NULL
+FROM day_steps AS s JOIN day_returns AS lot ON lot.purchase_id = s.e.purchase_id
+WHERE e.kind = 'clawback' AND e.purchase_id IS NOT NULL  -- a moved debt's row is its merge pair
 UNION ALL
 SELECT 'use:' || e.ref, user_id, e.ts, 'use', -e.points, NULL, e.ref, $day, NULL
 FROM day_steps WHERE e.kind = 'use' AND NOT refused
