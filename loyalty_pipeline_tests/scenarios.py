@@ -47,6 +47,8 @@ def envelope(topic: str, key, payload, ts: str, partition: int = 0, offset: int 
 def failure_message(event) -> str:
     """A failed step's message and its error (the exception's own message, or a check's)."""
     error = getattr(event.event_specific_data, "error", None)
+    while error and error.cause:  # a step's error wraps the exception raised in it
+        error = error.cause
     return f"{event.message} {error.message.strip()}" if error else event.message
 
 

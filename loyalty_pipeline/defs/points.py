@@ -23,6 +23,7 @@ from loyalty_pipeline.defs.metadata import (
 from loyalty_pipeline.defs.points_checks import BALANCES_CHECKS, BALANCES_KEY, LEDGER_CHECKS, LEDGER_KEY
 from loyalty_pipeline.defs.resources import RulesResource, Warehouse
 from loyalty_pipeline.domain.identity import identity
+from loyalty_pipeline.domain.ingest.kafka import TOPICS, table_ddl
 from loyalty_pipeline.domain.journey import journeys
 from loyalty_pipeline.domain.loyalty import tiers
 from loyalty_pipeline.domain.points import balances, ledger
@@ -45,6 +46,7 @@ from loyalty_pipeline.lib.warehouse import REJECTED_DDL, SOURCE_FILES_DDL, count
         TIER_STATUS_KEY,  # and the tier history it follows: earn multipliers
         raw_topics["redemptions"],
         raw_topics["users"],
+        raw_topics["events"],
         dg.AssetDep(
             LEDGER_KEY,
             partition_mapping=dg.TimeWindowPartitionMapping(
@@ -61,7 +63,15 @@ def point_transactions(
     first, end = window_days(context)
     refused = steps = 0
     with warehouse.get_connection(portable=True) as conn:
-        conn.execute(ledger.DDL + REJECTED_DDL + SOURCE_FILES_DDL + journeys.DDL + identity.DDL + tiers.DDL)
+        conn.execute(
+            ledger.DDL
+            + REJECTED_DDL
+            + SOURCE_FILES_DDL
+            + journeys.DDL
+            + identity.DDL
+            + tiers.DDL
+            + table_ddl(TOPICS["events"])
+        )
         window = open_window(
             conn, "points.ledger_days", "point ledger", "ledger", first, end, ledger.first_event_before(conn, first)
         )

@@ -132,11 +132,11 @@ def sampled_customer_reconciles(conn, rules, days) -> tuple[bool, dict]:
            QUALIFY row_number() OVER (PARTITION BY redemption_id ORDER BY event_ts, kafka_partition, kafka_offset) = 1""",
         [user],
     ).fetchall()
-    # campaign awards are lots the replay takes as given (their rules are checked by the campaign checks), returned
-    # with their purchase
+    # campaign and event awards are lots the replay takes as given (their rules have their own checks and tests);
+    # a campaign award is returned with its purchase
     bonuses = conn.execute(
         """SELECT txn_id, occurred_at, points, expires_at, source_ref FROM points.point_transactions
-           WHERE user_id = $1 AND kind = 'earn' AND starts_with(txn_id, 'bonus:')""",
+           WHERE user_id = $1 AND kind = 'earn' AND (starts_with(txn_id, 'bonus:') OR starts_with(txn_id, 'event:'))""",
         [user],
     ).fetchall()
     returned = conn.execute(

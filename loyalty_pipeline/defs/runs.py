@@ -17,9 +17,12 @@ from loyalty_pipeline.defs.resources import connect_when_free
 from loyalty_pipeline.domain.config import RulesError
 from loyalty_pipeline.lib import touched
 
-# What the summary prints in full: the small tables a person checks by eye, people by id and name.
+# What the summary prints in full: the small tables a person checks by eye, people by id and name (a heading is
+# its table's name, then what of it is shown).
 SHOWN = {
     "loyalty.sales_totals": "SELECT user_id, name, total, reward_level FROM loyalty.sales_totals {names} ORDER BY user_id",
+    "loyalty.tier_history": "SELECT user_id, name, tier, valid_from, valid_until, reason, qualifying_value "
+    "FROM loyalty.tier_history {names} ORDER BY user_id, valid_from",
     "loyalty.caffeine_index": "SELECT user_id, name, total, sequence, next_one_free FROM loyalty.caffeine_index {names} "
     "ORDER BY user_id",
     "loyalty.promotions": "SELECT user_id, name, promotion_name, products FROM loyalty.promotions {names} ORDER BY ALL",
@@ -28,6 +31,8 @@ SHOWN = {
     "ORDER BY ALL",
     "points.point_transactions": "SELECT day, kind, count(*) AS rows, sum(points)::BIGINT AS points "
     "FROM points.point_transactions GROUP BY ALL ORDER BY ALL",
+    "points.point_transactions (campaign and event awards)": "SELECT txn_id, user_id, name, points, occurred_at FROM points.point_transactions {names} "
+    "WHERE kind = 'earn' AND NOT starts_with(txn_id, 'earn:') ORDER BY occurred_at, txn_id",
     "points.point_balances": "SELECT user_id, name, balance, available, pending, debt, next_expiry_at, next_expiry_points "
     "FROM points.point_balances {names} ORDER BY user_id",
     "journey.journey_state": "SELECT journey_id, node, count(*) AS customers, min(entered_at) AS first_entered "
@@ -197,7 +202,7 @@ def print_summary(database: str, result: dg.ExecuteInProcessResult) -> list[str]
             print(f"  {table:<34} {conn.execute(f'SELECT count(*) FROM {table}').fetchall()[0][0]:>10}")
         names = NAMES if ("customer.profiles",) in tables else NO_NAMES
         for table, sql in SHOWN.items():
-            if (table,) in tables:
+            if (table.split(" ")[0],) in tables:
                 print(f"\n{table}")
                 print(conn.sql(sql.format(names=names)))
         print("rejected rows")

@@ -147,7 +147,7 @@ class AppliesTo(Rule):  # every list given must hold the purchase's value; none:
 
 class Cap(Rule):
     points: pydantic.conint(ge=0, le=1_000_000_000, strict=True)
-    per: Literal["day", "week", "month", "campaign"] = "campaign"  # weeks start on Monday (UTC)
+    per: Literal["day", "week", "month", "year", "campaign"] = "campaign"  # weeks start on Monday (UTC); campaign: ever
 
 
 class Campaign(Rule):
@@ -159,6 +159,27 @@ class Campaign(Rule):
     applies_to: AppliesTo = AppliesTo()
     cap: Cap | None = None  # per member
     stacking: Literal["sum", "highest"] = "sum"
+
+
+class EventRule(Rule):
+    """Points for an `events` message of `type` (docs/decisions.md, Event points). A referral pays when the
+    referee's first purchase comes within `within_days` of it: `points` to the referrer (capped by `cap`),
+    `referee_points` to the referee, once per referee."""
+
+    type: Name
+    points: pydantic.conint(ge=1, le=1_000_000_000, strict=True)
+    once: Literal["ever", "per_year"] | None = None  # per calendar year of the event (UTC)
+    cap: Cap | None = None  # per member
+    within_days: Days | None = None  # referral
+    referee_points: pydantic.conint(ge=0, le=1_000_000_000, strict=True) | None = None  # referral; default: points
+
+    @pydantic.model_validator(mode="after")
+    def _referral(self) -> "EventRule":
+        if self.type == "referral" and self.within_days is None:
+            raise ValueError("event rule referral: within_days (the referee's first purchase within it) is required")
+        if self.type != "referral" and (self.within_days is not None or self.referee_points is not None):
+            raise ValueError(f"event rule {self.type}: within_days and referee_points are for referral only")
+        return self
 
 
 class Returns(Rule):
@@ -267,6 +288,7 @@ class Rules(Rule):
     promotions: list[Promotion] = DEFAULT_PROMOTIONS
     points: Points = Points()
     campaigns: list[Campaign] = []
+    event_rules: list[EventRule] = []
     returns: Returns = Returns()
     journeys: list[Journey] = []
     identity: Identity = Identity()
@@ -311,6 +333,7 @@ class Rules(Rule):
     @pydantic.model_validator(mode="after")
     def _campaigns_known(self) -> "Rules":
         _unique([campaign.id for campaign in self.campaigns], "campaign ids")
+        _unique([rule.type for rule in self.event_rules], "event rule types")
         tiers = {tier.name for tier in self.tiers} | {self.default_tier}
         for campaign in self.campaigns:
             if unknown := sorted(set(campaign.applies_to.tiers) - tiers):

@@ -105,6 +105,16 @@ TOPICS = {
                 "a return names purchase_id, or order_id and product_id",
             ),
         ),
+        Topic(  # what a customer did besides buying (sign_up, birthday, review, referral, ...): event_rules' points
+            "events",
+            "user_id",
+            (
+                Field(
+                    "type", valid="regexp_full_match(type, '[A-Za-z0-9_-]+')", rule="a name of letters, digits, _ or -"
+                ),
+                Field("referee", required=False),  # a referral: the key of the customer referred
+            ),
+        ),
     ]
 }
 

@@ -12,7 +12,7 @@ import duckdb
 
 from loyalty_pipeline.domain.config import Rules
 from loyalty_pipeline.domain.loyalty import tiers
-from loyalty_pipeline.domain.points import campaigns
+from loyalty_pipeline.domain.points import campaigns, event_points
 from loyalty_pipeline.domain.points.fold import (
     DAY_ACTIVE,
     DAY_FOLD,
@@ -102,8 +102,9 @@ def first_event_before(conn: duckdb.DuckDBPyConnection, day: date) -> date | Non
                SELECT min(day) AS day FROM loyalty.enriched_purchases WHERE day < $1
                UNION ALL SELECT min(day) FROM raw.redemptions WHERE day < $1
                UNION ALL SELECT min(day) FROM raw.users WHERE tombstone AND day < $1
+               UNION ALL SELECT min(day) FROM raw.events WHERE day < $1
                UNION ALL SELECT $2)""",
-        [day, first_source_day_before(conn, day, ["purchases", "redemptions", "users"])],
+        [day, first_source_day_before(conn, day, ["purchases", "redemptions", "users", "events"])],
     ).fetchall()[0][0]
 
 
@@ -117,6 +118,7 @@ def build_day(conn: duckdb.DuckDBPyConnection, window: Window, day: date, rules:
         ("raw.redemptions", "day_redemptions_by_person"),
         ("raw.users", "day_users_by_person"),
         ("loyalty.returns", "day_returns_by_person"),
+        ("raw.events", "day_events_by_person"),
     ):
         _by_person(conn, table, into, day)
     conn.execute(DAY_REDEMPTIONS.format(raw=row_json(conn, "day_redemptions_by_person", "r")), on_day)
@@ -125,6 +127,7 @@ def build_day(conn: duckdb.DuckDBPyConnection, window: Window, day: date, rules:
     earn_rate = {"earn_rate": str(rules.points.earn_rate)}
     conn.execute(campaigns.DAY_BOUGHT, on_day)
     conn.execute(campaigns.DAY_BONUSES, {**on_day, **earn_rate, **campaigns.day_params(day)})
+    conn.execute(event_points.DAY_EVENT_AWARDS, {**on_day, **event_points.load_event_rules(conn, rules)})
     conn.execute(
         DAY_EARNS,
         {

@@ -41,7 +41,8 @@ SELECT id_value, arg_max(customer_id, linked_on) AS customer_id FROM identity.id
 WHERE strength = 'strong' AND linked_on <= $day
   AND id_value IN (SELECT user_id FROM raw.redemptions WHERE day = $day
                    UNION SELECT user_id FROM raw.users WHERE tombstone AND day = $day
-                   UNION SELECT user_id FROM loyalty.returns WHERE day = $day)
+                   UNION SELECT user_id FROM loyalty.returns WHERE day = $day
+                   UNION SELECT user_id FROM raw.events WHERE day = $day)
 GROUP BY id_value
 
 -- A merge (identity.merges) at 00:00 of its day moves what is left of the merged profile's lots to the person it
@@ -73,8 +74,8 @@ FROM day_redemptions_by_person AS r
 WHERE NOT tombstone
 
 -- The day's earns: each purchase's lot, usable from `available_at` (points.pending_days later), of price x earn_rate
--- x the earn multiplier of the tier held before it (day_bought); and each campaign award's lot beside it, with the
--- same expiry. `purchase_id` is what a clawback takes back (the award's lot key for an award), `source_ref` the
+-- x the earn multiplier of the tier held before it (day_bought); each campaign award's lot beside it, with the
+-- same expiry; and each event award's lot. `purchase_id` is what a clawback takes back (the award's lot key for an award), `source_ref` the
 -- purchase.
 -- name: day_earns
 CREATE OR REPLACE TEMP TABLE day_earns AS
@@ -88,7 +89,11 @@ SELECT * FROM (
     UNION ALL
     SELECT lot, user_id, purchased_at, ($day + $validity_days + 1)::TIMESTAMP,
            purchased_at + $pending_days * INTERVAL 1 DAY, paid, lot, purchase_id
-    FROM day_bonuses)
+    FROM day_bonuses
+    UNION ALL
+    SELECT lot, user_id, awarded_at, ($day + $validity_days + 1)::TIMESTAMP, awarded_at + $pending_days * INTERVAL 1 DAY,
+           paid, lot, source_ref
+    FROM day_event_awards)
 WHERE size > 0
 
 -- The day's returns, each with what its purchase's lots earned: the clawbacks, one per lot (the earn and each
