@@ -17,9 +17,12 @@ $(INSTALLED): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,spark]'
 	touch $(INSTALLED)
 
+# RULES=<file>: another rules file, into its own warehouse (data/<file name>.duckdb); TO=<day>: the last day
 run: $(INSTALLED)
 	mkdir -p .dagster_home
-	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/loyalty-pipeline materialize
+	DAGSTER_HOME=$(CURDIR)/.dagster_home \
+	$(if $(RULES),LOYALTY_CONFIG=$(RULES) LOYALTY_WAREHOUSE=data/$(notdir $(basename $(RULES))).duckdb) \
+	$(BIN)/loyalty-pipeline materialize $(if $(TO),--to $(TO))
 
 test: lint
 	$(BIN)/pytest -q -n auto --dist worksteal --durations=20

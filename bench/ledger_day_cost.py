@@ -41,6 +41,7 @@ def create_tables(conn) -> None:
         ENRICHED_DDL
         + table_ddl(TOPICS["redemptions"])
         + table_ddl(TOPICS["users"])
+        + table_ddl(TOPICS["events"])  # none: no event points
         + ledger.DDL
         + tiers.DDL  # no tier changes: every earn at 1x
         + returns.DDL

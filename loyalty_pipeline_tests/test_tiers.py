@@ -255,3 +255,20 @@ def test_a_late_purchase_changes_last_periods_tier_and_the_change_is_kept(inputs
     assert inputs.query("SELECT tier, tier_expires_at::VARCHAR FROM loyalty.tier_status") == [
         ("CLIMBING", "2023-01-01 00:00:00")
     ]
+
+
+def test_journeys_read_the_tier_held_and_the_days_to_its_evaluation(inputs):
+    inputs.rules(
+        PROGRAM
+        + """journeys:
+  - id: keep_gold
+    audience: "reward_level = 'GOLD' AND tier_expires_in_days <= 26"
+    stages: [{id: remind, steps: [{activation: keep_gold_mail}]}]
+"""
+    )
+    priced(inputs, big=301)
+    buy(inputs, ("u", "big", "2022-10-05T10:00:00"))  # GOLD, evaluated on 1 November: 27 days after 5 October
+    inputs.materialize("2022-10-01", "2022-10-07", assets=("journey/activations",))
+    assert inputs.query("SELECT activated_on::VARCHAR, customer_id, activation FROM journey.activations") == [
+        ("2022-10-06", "u", "keep_gold_mail")
+    ]

@@ -11,6 +11,7 @@ import duckdb
 
 from loyalty_pipeline.domain.config import Journey, Rules
 from loyalty_pipeline.domain.customer.profiles import BEHAVIOUR, add_day_to_totals, totals_from_start
+from loyalty_pipeline.domain.loyalty import tiers
 from loyalty_pipeline.lib import touched
 from loyalty_pipeline.lib.chain import Window, mark_built, publish
 from loyalty_pipeline.lib.sql import load
@@ -178,7 +179,11 @@ def evaluate_criteria(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date, 
         )
     else:
         totals_from_start(conn, day)
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE journey_profile AS {BEHAVIOUR}", {"as_of": day})
+    trunc, months, days = rules.tier_policy.step()
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE journey_profile AS {tiers.with_expiry(BEHAVIOUR)}",
+        {"as_of": day, "trunc": trunc, "months": months, "days": days},
+    )
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE hits (journey_id VARCHAR, criterion VARCHAR, stage_index INTEGER, "
         "exit_order INTEGER, customer_id VARCHAR)"

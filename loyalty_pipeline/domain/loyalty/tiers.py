@@ -22,6 +22,26 @@ STATUS = _SQL["status"]
 DUE = "SELECT user_id AS person FROM loyalty.tier_status WHERE tier_expires_at < $as_of"
 
 
+def with_expiry(profiles: str) -> str:
+    """`profiles` (a query with `reward_level` and `first_purchase_at`) with `tier_expires_in_days`: days from the
+    end of day `$as_of` to the tier's next evaluation, its period's end (a pending grace not counted); NULL for the
+    default tier and lifetime tiers. Parameters `$trunc`, `$months`, `$days` of `params`; `load_levels` first."""
+    step = "{k} * $months * INTERVAL 1 MONTH + {k} * $days * INTERVAL 1 DAY"
+    return f"""
+SELECT * EXCLUDE (anchor, k, b0, b1),
+       CASE WHEN reward_level <> (SELECT name FROM tier_levels WHERE rank = 0) AND $months + $days > 0
+            THEN date_diff('day', $as_of::DATE, CASE WHEN b0 > $as_of::DATE THEN b0 ELSE b1 END) END
+           AS tier_expires_in_days
+FROM (SELECT *, CAST(anchor + {step.format(k="k")} AS DATE) AS b0, CAST(anchor + {step.format(k="(k + 1)")} AS DATE) AS b1
+      FROM (SELECT *, CAST(floor(CAST(CASE WHEN $months > 0 THEN date_diff('month', anchor, $as_of::DATE)
+                                           ELSE date_diff('day', anchor, $as_of::DATE) END AS DOUBLE)
+                                 / greatest($months + $days, 1)) AS BIGINT) AS k
+            FROM (SELECT *, CAST(date_trunc($trunc, CASE $trunc WHEN 'day' THEN first_purchase_at
+                                                                ELSE $as_of::TIMESTAMP END) AS DATE) AS anchor
+                  FROM ({profiles}))))
+"""
+
+
 def load_levels(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
     """Temp tables `tier_levels(rank, name, above, earn_multiplier)`, rank 0 the default tier (lowest first), and
     `tier_rule(thresholds)`: the thresholds in rank order (a value qualifies for the rank of thresholds below it)."""
