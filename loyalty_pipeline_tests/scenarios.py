@@ -49,7 +49,7 @@ def failure_message(event) -> str:
     error = getattr(event.event_specific_data, "error", None)
     while error and error.cause:  # a step's error wraps the exception raised in it
         error = error.cause
-    return f"{event.message} {error.message.strip()}" if error else event.message
+    return f"{event.message} {error.message.strip()[:1000]}" if error else event.message  # not a JVM's trace
 
 
 class Inputs:

@@ -126,6 +126,63 @@ def test_returns_judged_alike_on_spark_and_switching_engines_keeps_every_row(tmp
     ]
 
 
+PROGRAM = """tiers: {levels: [{name: GOLD, above: 20, earn_multiplier: 2}, {name: SILVER, above: 5}], period: calendar,
+        every: month, downgrade: one_down}
+campaigns: [{id: monday, award: {multiplier: 2}, when: {days: [mon]}, cap: {points: 15, per: week}},
+            {id: flat, award: {bonus_points: 3}, stacking: highest}]
+event_rules: [{type: sign_up, points: 7, once: ever}, {type: referral, points: 20, within_days: 5}]
+"""
+
+
+@pytest.mark.e2e  # two days on each engine
+def test_tier_periods_campaigns_and_event_points_alike_on_spark(tmp_path: Path, spark_session):
+    """GOLD reached and lost to a return at October's end (one tier down on 1 November), capped and stacked
+    campaign awards, a sign-up and a referral paid on the referee's first purchase: the same tables on both."""
+    inputs = Inputs(tmp_path)
+    inputs.rules(PROGRAM)
+    inputs.kafka(
+        "products",
+        [(p, {"category": "c", "price": price}, "2022-10-31T00:00:00") for p, price in (("ten", 10), ("big", 25))],
+    )
+    buy(
+        inputs,
+        ("u", "big", "2022-10-31T09:00:00"),
+        ("u", "ten", "2022-10-31T10:00:00"),
+        ("v", "ten", "2022-11-01T09:00:00"),
+    )
+    inputs.kafka("returns", [("u", {"purchase_id": "purchases:0:0"}, "2022-10-31T12:00:00")])
+    inputs.kafka(
+        "events",
+        [
+            ("u", {"type": "sign_up"}, "2022-10-31T08:00:00"),
+            ("u", {"type": "referral", "referee": "v"}, "2022-10-31T08:30:00"),
+        ],
+    )
+    runs = {engine: Inputs(tmp_path) for engine in ("duckdb", "spark")}
+    for engine, run in runs.items():
+        run.warehouse = tmp_path / f"{engine}.duckdb"
+        run.materialize("2022-10-31", "2022-11-01", LOYALTY_ENGINE=engine)
+    assert differences(runs["duckdb"].warehouse, runs["spark"].warehouse) == {}
+    spark = runs["spark"]
+    assert spark.query("SELECT user_id, tier, reason FROM loyalty.tier_history ORDER BY valid_from") == [
+        ("u", "GOLD", "upgrade"),
+        ("u", "SILVER", "period_end"),
+        ("v", "SILVER", "upgrade"),
+    ]
+    assert spark.query("SELECT txn_id, points FROM points.point_transactions WHERE kind = 'earn' ORDER BY ALL") == [
+        ("bonus:flat:purchases:0:0", 3),
+        ("bonus:flat:purchases:0:1", 3),
+        ("bonus:flat:purchases:0:2", 3),
+        ("bonus:monday:purchases:0:0", 15),  # 25 cut to the cap; purchases:0:1 then gets nothing
+        ("earn:purchases:0:0", 25),
+        ("earn:purchases:0:1", 20),  # GOLD's 2x
+        ("earn:purchases:0:2", 10),
+        ("event:referral:0:1", 20),
+        ("event:referral:0:1:referee", 20),
+        ("event:sign_up:0:0", 7),
+    ]
+
+
 DAYS_DDL = (
     "CREATE SCHEMA IF NOT EXISTS loyalty; CREATE TABLE IF NOT EXISTS loyalty.t (v VARCHAR NOT NULL, n INT, day DATE)"
 )

@@ -1,14 +1,16 @@
 """Tier periods and downgrades (tiers.sql) on an in-memory DuckDB: each period kind at its boundaries, upgrades,
 downgrades, grace, returns; then through Dagster: multipliers in the ledger, the tier tables and a late purchase."""
 
-from datetime import datetime
+import random
+from datetime import datetime, timedelta
+from decimal import Decimal
 from decimal import Decimal as D
 
 import duckdb
 import pytest
 
 from loyalty_pipeline.domain.config import Rules, RulesError, load_rules
-from loyalty_pipeline.domain.loyalty import tiers
+from loyalty_pipeline.domain.loyalty import tier_reference, tiers
 from loyalty_pipeline_tests.scenarios import POINTS, buy, priced
 
 LEVELS = [{"name": "GOLD", "above": 300, "earn_multiplier": 2}, {"name": "SILVER", "above": 100}]
@@ -272,3 +274,42 @@ def test_journeys_read_the_tier_held_and_the_days_to_its_evaluation(inputs):
     assert inputs.query("SELECT activated_on::VARCHAR, customer_id, activation FROM journey.activations") == [
         ("2022-10-06", "u", "keep_gold_mail")
     ]
+
+
+POLICIES = [
+    {"downgrade_on_return": True},  # the list form's rule
+    {"period": "calendar", "every": "month", "downgrade": "one_down", "grace_days": 10},
+    {"period": "calendar", "every": "quarter", "downgrade_on_return": True},
+    {"period": "calendar", "every": "year", "qualify_on": "points_earned", "grace_days": 30},
+    {"period": "anniversary", "downgrade": "one_down", "downgrade_on_return": True},
+    {"period": "rolling", "days": 45, "qualify_on": "purchase_count", "grace_days": 7},
+]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_sql_fold_agrees_with_the_plain_replay_on_random_histories(seed):
+    rng = random.Random(seed)
+    policy = POLICIES[seed % len(POLICIES)]
+    levels = [{"name": "GOLD", "above": 300}, {"name": "SILVER", "above": 100}, {"name": "BRONZE", "above": 5}]
+    start = datetime(2023, 12, 1)
+    bought = []
+    for user in ("a", "b", "c"):
+        for _ in range(rng.randint(0, 25)):
+            at = start + timedelta(days=rng.randint(0, 500), seconds=rng.choice([0, 1, 43_200, 86_399]))
+            returned = at + timedelta(days=rng.randint(0, 40)) if rng.random() < 0.2 else None
+            bought.append((user, rng.choice([0, 5, 19.99, 60, 100, 150.01, 250]), at.isoformat(" "), returned))
+    as_of = "2025-06-01"
+    history, _ = run([row if row[3] else row[:3] for row in bought], as_of, levels=levels, **policy)
+    rules = Rules.model_validate({"tiers": {"levels": levels, **policy}})
+    expected = []
+    for user in ("a", "b", "c"):
+        mine = [
+            (f"p{i}", datetime.fromisoformat(at), Decimal(str(price)), returned)
+            for i, (who, price, at, returned) in enumerate(bought)
+            if who == user
+        ]
+        expected += [
+            (user, tier, at.strftime("%Y-%m-%d %H:%M:%S"), reason, value)
+            for tier, at, reason, value in tier_reference.replay(rules, mine, datetime.fromisoformat(as_of))
+        ]
+    assert history == sorted(expected, key=lambda row: (row[0], row[2]))

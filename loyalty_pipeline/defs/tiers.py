@@ -13,7 +13,8 @@ from loyalty_pipeline.defs.loyalty_checks import TIER_HISTORY_KEY, TIER_STATUS_K
 from loyalty_pipeline.defs.metadata import OWNERS, PORTABLE_KINDS, WAREHOUSE_POOL, bar_table, preview, table_metadata
 from loyalty_pipeline.defs.resources import RulesResource, Warehouse
 from loyalty_pipeline.domain.identity import identity
-from loyalty_pipeline.domain.loyalty import loyalty, returns, tiers
+from loyalty_pipeline.domain.identity.identity import purchases_now
+from loyalty_pipeline.domain.loyalty import loyalty, returns, tier_reference, tiers
 from loyalty_pipeline.lib import touched
 from loyalty_pipeline.lib.warehouse import count
 
@@ -56,7 +57,33 @@ def status_follows_history(conn, rules, days) -> tuple[bool, dict]:
     return wrong == 0, {"members_wrong": wrong}
 
 
-HISTORY_CHECKS = [one_tier_at_a_time]
+@check("A sampled member's tier history is what the plain replay of the tier rules gives (tier_reference.py).")
+def sampled_member_replays(conn, rules, days) -> tuple[bool, dict]:
+    # a member updated by this step, another at each as_of: the same on a re-run
+    sampled = conn.execute(
+        """SELECT user_id, as_of FROM loyalty.tier_status
+           WHERE user_id IN (SELECT user_id FROM tier_starts)
+           ORDER BY md5(user_id || CAST(as_of AS VARCHAR)), user_id LIMIT 1"""
+    ).fetchall()
+    if not sampled:
+        return True, {"user_id": "(no member updated)"}
+    user, as_of = sampled[0]
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE sampled_purchases AS {purchases_now('SELECT $1 AS person', returned=True)}",
+        [user],
+    )
+    purchases = conn.execute("SELECT purchase_id, purchased_at, price, returned_at FROM sampled_purchases").fetchall()
+    expected = [
+        (tier, at, reason, value) for tier, at, reason, value in tier_reference.replay(rules.rules, purchases, as_of)
+    ]
+    actual = conn.execute(
+        "SELECT tier, valid_from, reason, qualifying_value FROM loyalty.tier_history WHERE user_id = $1 ORDER BY valid_from",
+        [user],
+    ).fetchall()
+    return expected == actual, {"user_id": user, "changes": len(actual), "expected_changes": len(expected)}
+
+
+HISTORY_CHECKS = [one_tier_at_a_time, sampled_member_replays]
 STATUS_CHECKS = [status_follows_history]
 
 

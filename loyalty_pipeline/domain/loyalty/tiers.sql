@@ -30,7 +30,7 @@ WITH anchored AS (
     SELECT user_id, anchor,
            CASE WHEN $months > 0 THEN date_diff('month', anchor, $as_of) ELSE date_diff('day', anchor, $as_of) END
                AS span
-    FROM (SELECT user_id, date_trunc($trunc, min(purchased_at)) AS anchor FROM tier_purchases
+    FROM (SELECT user_id, CAST(date_trunc($trunc, min(purchased_at)) AS TIMESTAMP) AS anchor FROM tier_purchases
           WHERE purchased_at < $as_of GROUP BY user_id)
 )
 SELECT user_id, k, anchor + (k * $months) * INTERVAL 1 MONTH + (k * $days) * INTERVAL 1 DAY AS end_at
@@ -88,14 +88,14 @@ WITH RECURSIVE fold AS (
                 WHEN grace_drop THEN greatest(target, q)
                 WHEN return_drop THEN q
                 ELSE rank END,
-           CASE WHEN e.kind = 'period_end' THEN 0::DECIMAL(18,2) ELSE after END,
+           CAST(CASE WHEN e.kind = 'period_end' THEN 0 ELSE after END AS DECIMAL(18,2)),
            CASE WHEN period_drop AND $grace_days > 0 THEN e.ts + $grace_days * INTERVAL 1 DAY
                 WHEN upgrade OR return_drop OR (e.kind = 'grace' AND grace_at = e.ts) THEN NULL
                 ELSE grace_at END,
            CASE WHEN period_drop THEN drop_to ELSE target END,
            CASE WHEN upgrade THEN 'upgrade' WHEN period_drop AND $grace_days = 0 THEN 'period_end'
                 WHEN grace_drop THEN 'grace_end' WHEN return_drop THEN 'return' END,
-           CASE WHEN e.kind = 'period_end' THEN value ELSE after END,
+           CAST(CASE WHEN e.kind = 'period_end' THEN value ELSE after END AS DECIMAL(18,2)),
            e.ts, thresholds
     FROM (
         SELECT *,
@@ -104,12 +104,12 @@ WITH RECURSIVE fold AS (
                CASE $one_down WHEN true THEN rank - 1 ELSE q END AS drop_to,
                e.kind = 'grace' AND grace_at = e.ts AND q < rank AS grace_drop,
                e.kind = 'return' AND $on_return AND q < rank
-                   AND len(list_filter(thresholds, lambda x: x < value)) >= rank AS return_drop
+                   AND array_length(list_filter(thresholds, lambda x: x < value)) >= rank AS return_drop
         FROM (  -- the value after the event, and the rank it qualifies for (a period end: the period's value)
-            SELECT *, len(list_filter(thresholds, lambda x: x < after)) AS q
+            SELECT *, array_length(list_filter(thresholds, lambda x: x < after)) AS q
             FROM (SELECT user_id, events, n + 1 AS n, rank, value, grace_at, target, thresholds,
                          events[n + 1] AS e, value + events[n + 1].delta AS after
-                  FROM fold WHERE n < len(events))
+                  FROM fold WHERE n < array_length(events))
         )
     )
 )
