@@ -8,9 +8,12 @@ from decimal import Decimal as D
 
 import duckdb
 import pytest
+from starlette.testclient import TestClient
 
 from loyalty_pipeline.domain.config import Rules, RulesError, load_rules
 from loyalty_pipeline.domain.loyalty import tier_reference, tiers
+from loyalty_pipeline.serve.app import create_app
+from loyalty_pipeline.serve.serving import serving_path
 from loyalty_pipeline_tests.scenarios import POINTS, buy, priced
 
 LEVELS = [{"name": "GOLD", "above": 300, "earn_multiplier": 2}, {"name": "SILVER", "above": 100}]
@@ -313,3 +316,18 @@ def test_the_sql_fold_agrees_with_the_plain_replay_on_random_histories(seed):
             for tier, at, reason, value in tier_reference.replay(rules, mine, datetime.fromisoformat(as_of))
         ]
     assert history == sorted(expected, key=lambda row: (row[0], row[2]))
+
+
+def test_the_card_shows_when_the_tier_is_evaluated_and_what_keeps_it(inputs):
+    inputs.rules(PROGRAM)
+    priced(inputs, big=301)
+    buy(inputs, ("u", "big", "2022-10-05T10:00:00"))  # GOLD, kept on 1 November by October's 301
+    inputs.materialize("2022-10-01", "2022-11-01")
+    client = TestClient(create_app(serving_path(str(inputs.warehouse))))
+    card = client.get("/api/customers/u").json()
+    assert card["tier"]["level"] == "GOLD" and card["tier"]["next"] is None
+    assert card["tier_period"] == {"expires_at": "2022-12-01 00:00:00", "period_value": 0.0, "to_keep": 300.01}
+    assert (
+        "evaluated 2022-12-01 00:00:00 UTC: 300.01 more this period keeps GOLD"
+        in client.get("/", params={"id": "u"}).text
+    )

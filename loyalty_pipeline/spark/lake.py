@@ -21,6 +21,8 @@ LAKE_TABLES: dict[str, str | None] = {
     "loyalty.sales_totals": None,
     "loyalty.caffeine_index": None,
     "loyalty.promotions": None,
+    "loyalty.tier_history": None,
+    "loyalty.tier_status": None,
     "points.point_balances": None,
     "journey.journey_state": "entered_at",
     "journey.activations": "activated_on",

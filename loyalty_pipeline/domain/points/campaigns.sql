@@ -20,7 +20,7 @@ WHERE p.day = $day
 -- name: day_bonuses
 CREATE OR REPLACE TEMP TABLE day_bonuses AS
 WITH candidates AS (
-    SELECT b.*, c.id AS campaign, c.cap_points, c.stacking, c.kinds_required,
+    SELECT b.*, c.id AS campaign, c.cap_points, c.stacking, c.kinds_required, c.from_day,
            CASE c.cap_per WHEN 'day' THEN $day WHEN 'week' THEN CAST(date_trunc('week', $day) AS DATE)
                           WHEN 'month' THEN CAST(date_trunc('month', $day) AS DATE) END AS cap_from,
            CAST(coalesce(c.bonus_points, floor(CAST(b.price * $earn_rate::DECIMAL(18,6) AS DECIMAL(38,8))
@@ -43,10 +43,10 @@ WITH candidates AS (
     WHERE coalesce(m.kinds, 0) = c.kinds_required AND c.award > 0
 ), paid_before AS (
     SELECT k.user_id, k.campaign, sum(t.points) AS points
-    FROM (SELECT DISTINCT user_id, campaign, cap_from FROM kept WHERE cap_points IS NOT NULL) AS k
+    FROM (SELECT DISTINCT user_id, campaign, cap_from, from_day FROM kept WHERE cap_points IS NOT NULL) AS k
     JOIN points.point_transactions AS t
       ON t.user_id = k.user_id AND t.kind = 'earn' AND starts_with(t.txn_id, 'bonus:' || k.campaign || ':')
-     AND t.day < $day AND (k.cap_from IS NULL OR t.day >= k.cap_from)
+     AND t.day < $day AND t.day >= coalesce(k.cap_from, k.from_day, DATE '1970-01-01')  -- the cap's days only
     GROUP BY k.user_id, k.campaign
 ), running AS (
     SELECT kept.*, coalesce(b.points, 0) + coalesce(sum(kept.award) OVER (

@@ -51,7 +51,7 @@ WITH referee_ids AS (  -- the person each referee key of the rule's days resolve
 ), earlier AS (  -- the members' awards of these rules on earlier days (the referee side apart)
     SELECT t.user_id, rule.type AS rule, t.occurred_at, t.day, t.points
     FROM points.point_transactions AS t JOIN event_rules AS rule ON starts_with(t.txn_id, 'event:' || rule.type || ':')
-    WHERE t.kind = 'earn' AND t.day < $day AND NOT ends_with(t.txn_id, ':referee')
+    WHERE t.kind = 'earn' AND t.day < $day AND t.day >= $earliest AND NOT ends_with(t.txn_id, ':referee')
       AND t.user_id IN (SELECT user_id FROM awards)
 ), kept AS (
     SELECT a.*, rule.cap_points, rule.cap_per,
