@@ -132,3 +132,43 @@ def test_the_campaign_checks_fail_when_a_cap_is_exceeded_or_an_award_left_after_
         conn.execute("DELETE FROM points.point_transactions WHERE txn_id = 'clawback:bonus:double:purchases:0:0'")
     assert campaign_caps_hold(warehouse, rules).metadata["caps_exceeded"].value == 1
     assert returned_awards_clawed_back(warehouse, rules).metadata["awards_left"].value == 1
+
+
+def test_criteria_judge_the_members_profile_at_the_start_of_the_day(inputs):
+    inputs.rules(
+        """tiers: [{name: GOLD, above: 100}]
+campaigns: [{id: loyal, award: {bonus_points: 5}, criteria: "purchase_count >= 2 AND points_balance > 0"}]
+event_rules: [{type: review, points: 9, criteria: "reward_level = 'GOLD'"}]
+"""
+    )
+    priced(inputs, one=1, big=150)
+    buy(
+        inputs,
+        ("u", "one", "2022-10-01T10:00:00"),
+        ("u", "big", "2022-10-01T11:00:00"),  # u: GOLD from here; 2 purchases by the end of the day
+        ("u", "one", "2022-10-01T12:00:00"),  # the day's own purchases do not count: no award
+        ("u", "one", "2022-10-02T10:00:00"),  # 3 purchases before the day: awarded
+        ("v", "one", "2022-10-02T10:00:00"),
+    )
+    inputs.kafka(
+        "events",
+        [
+            ("u", {"type": "review"}, "2022-10-01T11:30:00"),  # GOLD, but not at the start of the day
+            ("u", {"type": "review"}, "2022-10-02T09:00:00"),  # GOLD since yesterday: paid
+            ("v", {"type": "review"}, "2022-10-02T09:00:00"),
+        ],
+    )
+    inputs.materialize("2022-10-01", "2022-10-02", assets=POINTS)
+    assert inputs.query(
+        "SELECT txn_id, points FROM points.point_transactions WHERE txn_id LIKE 'bonus:%' OR txn_id LIKE 'event:%' "
+        "ORDER BY txn_id"
+    ) == [("bonus:loyal:purchases:0:3", 5), ("event:review:0:1", 9)]
+
+
+def test_a_criterion_that_is_not_a_safe_expression_is_refused_naming_the_campaign(tmp_path):
+    path = tmp_path / "loyalty.yaml"
+    path.write_text(
+        """campaigns: [{id: x, award: {bonus_points: 1}, criteria: "1; DROP TABLE points.point_transactions"}]\n"""
+    )
+    with pytest.raises(RulesError, match="campaign x, criteria"):
+        load_rules(path)

@@ -264,21 +264,28 @@ def test_rebuilding_an_earlier_day_with_changed_inputs_under_later_days_is_refus
 
 @pytest.mark.parametrize("pending_days", [0, 1])
 def test_random_histories_agree_with_the_reference_replay(inputs, pending_days):
-    """Many customers, random purchases, redemptions (some above balance), returns and closures over 20 days."""
+    """Many customers, random purchases, redemptions (some above balance), returns, closures, a campaign's awards
+    (each purchase of an odd price) and event points over 20 days."""
     rng = random.Random(7 + pending_days)
-    inputs.rules(f"points: {{validity_days: 3, pending_days: {pending_days}}}\n")
+    inputs.rules(
+        f"points: {{validity_days: 3, pending_days: {pending_days}}}\n"
+        "campaigns: [{id: odd, award: {bonus_points: 2}, applies_to: {products: [p1, p3, p5, p7]}}]\n"
+        "event_rules: [{type: review, points: 4}]\n"
+    )
     prices = {f"p{n}": n for n in range(1, 8)}
     priced(inputs, **prices)
     start = datetime(2022, 10, 1)
-    purchases, redemptions, closures = [], [], []
+    purchases, redemptions, closures, reviews = [], [], [], []
     for n in range(400):
         at = start + timedelta(minutes=rng.randrange(20 * 24 * 60) // 30 * 30)  # coarse times: many ties
         user = f"u{rng.randrange(12)}"
         kind = rng.random()
         if kind < 0.6:
             purchases.append((user, rng.choice(list(prices)), at.isoformat()))
-        elif kind < 0.97:
+        elif kind < 0.9:
             redemptions.append((user, f"r{n}", rng.randrange(1, 15), at.isoformat()))
+        elif kind < 0.97:
+            reviews.append((user, {"type": "review"}, at.isoformat()))
         else:
             closures.append((user, None, at.isoformat()))
     returns = []  # a fifth of the purchases come back, from the same instant to 5 days later (after expiry too)
@@ -290,9 +297,10 @@ def test_random_histories_agree_with_the_reference_replay(inputs, pending_days):
     redeem(inputs, *redemptions)
     inputs.kafka("users", closures)
     inputs.kafka("returns", returns)
+    inputs.kafka("events", reviews)
     inputs.materialize("2022-10-01", "2022-10-20", assets=POINTS)
     until = datetime(2022, 10, 21)
-    for user in sorted({p[0] for p in purchases + redemptions}):
+    for user in sorted({p[0] for p in purchases + redemptions + reviews}):
         earns = [
             (
                 f"earn:purchases:0:{i}",
@@ -303,12 +311,22 @@ def test_random_histories_agree_with_the_reference_replay(inputs, pending_days):
             for i, (who, pid, at) in enumerate(purchases)
             if who == user
         ]
+        earns += [  # the campaign's awards: lots of their own beside their purchase's, with its expiry
+            (f"bonus:odd:{txn.removeprefix('earn:')}", at, 2, expires) for txn, at, price, expires in earns if price % 2
+        ]
+        earns += [
+            (f"event:review:0:{i}", datetime.fromisoformat(at), 4, datetime.fromisoformat(at[:10]) + timedelta(days=4))
+            for i, (who, _, at) in enumerate(reviews)
+            if who == user
+        ]
         uses = [(rid, datetime.fromisoformat(at), points) for who, rid, points, at in redemptions if who == user]
         shut = [datetime.fromisoformat(at) for who, _, at in closures if who == user]
         back = [
-            (f"earn:{payload['purchase_id']}", datetime.fromisoformat(at))
+            (f"{lot}:{payload['purchase_id']}", datetime.fromisoformat(at))
             for who, payload, at in returns
             if who == user
+            for lot in ("earn", "bonus:odd")
+            if lot == "earn" or prices[purchases[int(payload["purchase_id"].split(":")[2])][1]] % 2
         ]
         expected, refused = replay(earns, uses, shut, until, back, timedelta(days=pending_days))
         actual = inputs.query(

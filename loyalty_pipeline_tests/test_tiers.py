@@ -10,6 +10,8 @@ import duckdb
 import pytest
 from starlette.testclient import TestClient
 
+from loyalty_pipeline.defs.resources import RulesResource, Warehouse
+from loyalty_pipeline.defs.tiers import one_tier_at_a_time, sampled_member_replays, status_follows_history
 from loyalty_pipeline.domain.config import Rules, RulesError, load_rules
 from loyalty_pipeline.domain.loyalty import tier_reference, tiers
 from loyalty_pipeline.serve.app import create_app
@@ -331,3 +333,20 @@ def test_the_card_shows_when_the_tier_is_evaluated_and_what_keeps_it(inputs):
         "evaluated 2022-12-01 00:00:00 UTC: 300.01 more this period keeps GOLD"
         in client.get("/", params={"id": "u"}).text
     )
+
+
+def test_the_tier_checks_fail_when_the_history_is_broken(inputs):
+    rules_path = inputs.rules(PROGRAM)
+    priced(inputs, big=150, more=200)
+    buy(inputs, ("u", "big", "2022-10-05T10:00:00"), ("u", "more", "2022-10-06T10:00:00"))  # SILVER, then GOLD
+    inputs.materialize("2022-10-01", "2022-10-07", assets=("loyalty/tier_status",))
+    warehouse, rules = Warehouse(database=str(inputs.warehouse)), RulesResource(path=str(rules_path))
+    checks = (one_tier_at_a_time, status_follows_history, sampled_member_replays)
+    assert [check(warehouse, rules).passed for check in checks] == [True, True, True]
+    with duckdb.connect(str(inputs.warehouse)) as conn:
+        conn.execute("UPDATE loyalty.tier_history SET valid_until = NULL WHERE tier = 'SILVER'")  # two current
+    assert [check(warehouse, rules).passed for check in checks] == [False, False, True]
+    with duckdb.connect(str(inputs.warehouse)) as conn:
+        conn.execute("UPDATE loyalty.tier_history SET tier = 'SILVER', valid_until = valid_from")  # not what happened
+        conn.execute("UPDATE loyalty.tier_history SET valid_until = NULL WHERE valid_from > '2022-10-06'")
+    assert [check(warehouse, rules).passed for check in checks] == [False, False, False]

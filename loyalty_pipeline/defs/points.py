@@ -70,7 +70,7 @@ def point_transactions(
             + journeys.DDL
             + identity.DDL
             + tiers.DDL
-            + table_ddl(TOPICS["events"])
+            + "".join(table_ddl(TOPICS[topic]) for topic in ("events", "users", "user_activity"))  # campaign criteria
         )
         window = open_window(
             conn, "points.ledger_days", "point ledger", "ledger", first, end, ledger.first_event_before(conn, first)

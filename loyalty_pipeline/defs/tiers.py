@@ -6,7 +6,7 @@ from datetime import date, datetime, time, timedelta
 import dagster as dg
 import duckdb
 
-from loyalty_pipeline.defs.checks import PEOPLE, check, check_results, check_specs
+from loyalty_pipeline.defs.checks import PEOPLE, UPDATED, check, check_results, check_specs, is_updated
 from loyalty_pipeline.defs.identity import id_graph
 from loyalty_pipeline.defs.loyalty import enriched_purchases
 from loyalty_pipeline.defs.loyalty_checks import TIER_HISTORY_KEY, TIER_STATUS_KEY
@@ -37,10 +37,10 @@ def last_day(conn: duckdb.DuckDBPyConnection, context: dg.AssetExecutionContext)
 def one_tier_at_a_time(conn, rules, days) -> tuple[bool, dict]:
     overlapping = count(
         conn,
-        """SELECT 1 FROM (SELECT *, lead(valid_from) OVER (PARTITION BY user_id ORDER BY valid_from) AS next_from,
-                                 count(*) FILTER (WHERE valid_until IS NULL) OVER (PARTITION BY user_id) AS current
-                          FROM loyalty.tier_history)
-           WHERE current > 1 OR valid_until IS DISTINCT FROM next_from""",
+        f"""SELECT 1 FROM (SELECT *, lead(valid_from) OVER (PARTITION BY user_id ORDER BY valid_from) AS next_from,
+                                  count(*) FILTER (WHERE valid_until IS NULL) OVER (PARTITION BY user_id) AS open_rows
+                           FROM loyalty.tier_history WHERE {is_updated("user_id", days)})
+            WHERE open_rows > 1 OR valid_until IS DISTINCT FROM next_from""",
     )
     return overlapping == 0, {"members_wrong": overlapping}
 
@@ -50,9 +50,10 @@ def status_follows_history(conn, rules, days) -> tuple[bool, dict]:
     tiers.load_levels(conn, rules.rules)
     wrong = count(
         conn,
-        """SELECT 1 FROM loyalty.tier_status AS s
-           LEFT JOIN loyalty.tier_history AS h ON h.user_id = s.user_id AND h.valid_until IS NULL
-           WHERE s.tier <> coalesce(h.tier, (SELECT name FROM tier_levels WHERE rank = 0))""",
+        f"""SELECT 1 FROM loyalty.tier_status AS s
+            LEFT JOIN loyalty.tier_history AS h ON h.user_id = s.user_id AND h.valid_until IS NULL
+            WHERE s.tier <> coalesce(h.tier, (SELECT name FROM tier_levels WHERE rank = 0))
+              AND {is_updated("s.user_id", days)}""",
     )
     return wrong == 0, {"members_wrong": wrong}
 
@@ -61,9 +62,8 @@ def status_follows_history(conn, rules, days) -> tuple[bool, dict]:
 def sampled_member_replays(conn, rules, days) -> tuple[bool, dict]:
     # a member updated by this step, another at each as_of: the same on a re-run
     sampled = conn.execute(
-        """SELECT user_id, as_of FROM loyalty.tier_status
-           WHERE user_id IN (SELECT user_id FROM tier_starts)
-           ORDER BY md5(user_id || CAST(as_of AS VARCHAR)), user_id LIMIT 1"""
+        f"""SELECT user_id, as_of FROM loyalty.tier_status WHERE {is_updated("user_id", days)}
+            ORDER BY md5(user_id || CAST(as_of AS VARCHAR)), user_id LIMIT 1"""
     ).fetchall()
     if not sampled:
         return True, {"user_id": "(no member updated)"}
@@ -161,17 +161,18 @@ def tier_tables(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: 
             update,
             also=_log_and_revise(update, old_as_of, context.run_id),
         )
-        updated = count(conn, "SELECT 1 FROM tier_starts")
+        members_updated = count(conn, "SELECT 1 FROM tier_starts")
+        updated = None if update.whole else UPDATED  # what the checks look at
         yield dg.MaterializeResult(
             asset_key=TIER_HISTORY_KEY,
             metadata={
                 **table_metadata(conn, "loyalty.tier_history"),
-                "members_updated": updated,
+                "members_updated": members_updated,
                 "preview": preview(
                     conn, "SELECT * FROM loyalty.tier_history ORDER BY valid_from DESC, user_id", limit=20
                 ),
             },
-            check_results=check_results(TIER_HISTORY_KEY, HISTORY_CHECKS, conn, rules),
+            check_results=check_results(TIER_HISTORY_KEY, HISTORY_CHECKS, conn, rules, updated),
         )
         tiers_held = conn.execute(
             "SELECT tier, count(*) FROM loyalty.tier_status GROUP BY 1 ORDER BY 2 DESC, 1"
@@ -182,13 +183,13 @@ def tier_tables(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: 
                 **table_metadata(conn, "loyalty.tier_status"),
                 "as_of": str(as_of),
                 "update": "rebuilt whole" if update.whole else "incremental",
-                "members_updated": updated,
+                "members_updated": members_updated,
                 "tier_distribution": dg.MetadataValue.md(bar_table(("tier", "members"), tiers_held)),
                 "preview": preview(
                     conn, "SELECT * FROM loyalty.tier_status ORDER BY tier_expires_at, user_id", limit=20
                 ),
             },
-            check_results=check_results(TIER_STATUS_KEY, STATUS_CHECKS, conn, rules),
+            check_results=check_results(TIER_STATUS_KEY, STATUS_CHECKS, conn, rules, updated),
         )
 
 

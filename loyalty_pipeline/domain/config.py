@@ -19,6 +19,14 @@ def _unique(values: list, what: str) -> None:
         raise ValueError(f"{what} must be unique, got {values}")
 
 
+def _checked(criterion: str | None, where: str) -> str | None:
+    """A criterion as checked SQL (journey criteria's rules), the error naming where it is written."""
+    try:
+        return None if criterion is None else checked_sql(criterion)
+    except CriterionError as error:
+        raise ValueError(f"{where}, criteria: {error}") from None
+
+
 class Rule(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
@@ -159,6 +167,12 @@ class Campaign(Rule):
     applies_to: AppliesTo = AppliesTo()
     cap: Cap | None = None  # per member
     stacking: Literal["sum", "highest"] = "sum"
+    criteria: str | None = None  # over the member's profile at the start of the purchase's day, as journey criteria
+
+    @pydantic.model_validator(mode="after")
+    def _criteria(self) -> "Campaign":
+        _checked(self.criteria, f"campaign {self.id}")
+        return self
 
 
 class EventRule(Rule):
@@ -172,9 +186,11 @@ class EventRule(Rule):
     cap: Cap | None = None  # per member
     within_days: Days | None = None  # referral
     referee_points: pydantic.conint(ge=0, le=1_000_000_000, strict=True) | None = None  # referral; default: points
+    criteria: str | None = None  # over the member's profile at the start of the award's day, as journey criteria
 
     @pydantic.model_validator(mode="after")
     def _referral(self) -> "EventRule":
+        _checked(self.criteria, f"event rule {self.type}")
         if self.type == "referral" and self.within_days is None:
             raise ValueError("event rule referral: within_days (the referee's first purchase within it) is required")
         if self.type != "referral" and (self.within_days is not None or self.referee_points is not None):

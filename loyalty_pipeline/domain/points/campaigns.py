@@ -1,11 +1,15 @@
 """Earning campaigns (docs/decisions.md, Campaigns): extra points on the purchases a campaign applies to, each
 award its own lot (`bonus:<campaign>:<purchase_id>`) beside the purchase's earn, capped per member exactly."""
 
-from datetime import date
+from datetime import date, timedelta
 
 import duckdb
 
 from loyalty_pipeline.domain.config import WEEKDAYS, Rules
+from loyalty_pipeline.domain.customer.profiles import behaviour_sql, totals_from_start
+from loyalty_pipeline.domain.journey.criteria import checked_sql
+from loyalty_pipeline.domain.journey.journeys import CriterionFailed
+from loyalty_pipeline.domain.loyalty.tiers import with_expiry
 from loyalty_pipeline.lib.sql import load
 from loyalty_pipeline.lib.warehouse import insert_rows
 
@@ -21,7 +25,7 @@ def load_campaigns(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
         """CREATE OR REPLACE TEMP TABLE campaign_rules (
                id VARCHAR, multiplier DECIMAL(18,4), bonus_points BIGINT, from_day DATE, until_day DATE,
                hour_from INTEGER, hour_to INTEGER, cap_points BIGINT, cap_per VARCHAR, stacking VARCHAR,
-               kinds_required INTEGER)"""
+               kinds_required INTEGER, has_criteria BOOLEAN)"""
     )
     conn.execute("CREATE OR REPLACE TEMP TABLE campaign_targets (id VARCHAR, kind VARCHAR, value VARCHAR)")
     rows, targets = [], []
@@ -47,6 +51,7 @@ def load_campaigns(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
                 cap.per if cap else None,
                 campaign.stacking,
                 sum(1 for values in kinds.values() if values),
+                campaign.criteria is not None,
             ]
         )
     insert_rows(conn, "campaign_rules", rows)
@@ -55,3 +60,34 @@ def load_campaigns(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
 
 def day_params(day: date) -> dict:
     return {"weekday": str(day.isoweekday())}
+
+
+def check_criteria(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date) -> None:
+    """Temp table `criteria_met(kind, id, user_id)`: the members of the day's purchases and events whose profile at
+    the start of `day` (the end of the day before: journey criteria's columns) meets each campaign's and event rule's
+    criteria. Profiles are summed only when a rule has criteria."""
+    conn.execute("CREATE OR REPLACE TEMP TABLE criteria_met (kind VARCHAR, id VARCHAR, user_id VARCHAR)")
+    written = [("campaign", campaign.id, campaign.criteria) for campaign in rules.campaigns] + [
+        ("event", rule.type, rule.criteria) for rule in rules.event_rules
+    ]
+    written = [(kind, name, criterion) for kind, name, criterion in written if criterion]
+    if not written:
+        return
+    before = day - timedelta(days=1)
+    totals_from_start(
+        conn, before, "SELECT user_id AS person FROM day_bought UNION SELECT user_id FROM day_events_by_person"
+    )
+    trunc, months, days = rules.tier_policy.step()
+    conn.execute(  # the customers export adds no one: only the day's members are judged
+        f"CREATE OR REPLACE TEMP TABLE award_profile AS "
+        f"{with_expiry(behaviour_sql('(SELECT * FROM raw.customers WHERE false)'))}",
+        {"as_of": before, "trunc": trunc, "months": months, "days": days},
+    )
+    for kind, name, criterion in written:
+        try:  # the checked re-rendering of the criterion, never the raw text
+            conn.execute(
+                f"INSERT INTO criteria_met SELECT $kind, $id, user_id FROM award_profile WHERE {checked_sql(criterion)}",
+                {"kind": kind, "id": name},
+            )
+        except duckdb.Error as error:  # e.g. an overflow only real values reach (load tries sample profiles)
+            raise CriterionFailed(f"{kind} {name}, criteria: fails on the profiles of {day}: {error}") from None

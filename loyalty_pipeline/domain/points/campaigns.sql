@@ -12,8 +12,8 @@ LEFT JOIN loyalty.tier_history AS held
 LEFT JOIN tier_levels AS level ON level.name = held.tier
 WHERE p.day = $day
 
--- Each campaign's award on each purchase it applies to: in its dates, weekdays and hours (UTC), and holding each
--- of its target kinds (products, categories, tiers, days) it names. Of the `highest` campaigns on a purchase only
+-- Each campaign's award on each purchase it applies to: in its dates, weekdays and hours (UTC), by a member its
+-- criteria accept (criteria_met), and holding each of its target kinds (products, categories, tiers, days) it names. Of the `highest` campaigns on a purchase only
 -- the largest award is paid (then the first id); `sum` ones are all paid. A capped campaign pays each member, in
 -- purchase order, what is left of the cap in the cap's period (its earlier days' awards counted): the award that
 -- reaches the cap is cut, the next ones are 0 and write nothing.
@@ -26,7 +26,8 @@ WITH candidates AS (
            CAST(coalesce(c.bonus_points, floor(CAST(b.price * $earn_rate::DECIMAL(18,6) AS DECIMAL(38,8))
                                                * (c.multiplier - 1))) AS BIGINT) AS award
     FROM day_bought AS b CROSS JOIN campaign_rules AS c
-    WHERE b.price IS NOT NULL
+    LEFT JOIN criteria_met AS met ON met.kind = 'campaign' AND met.id = c.id AND met.user_id = b.user_id
+    WHERE b.price IS NOT NULL AND (NOT c.has_criteria OR met.user_id IS NOT NULL)
       AND (c.from_day IS NULL OR $day >= c.from_day) AND (c.until_day IS NULL OR $day <= c.until_day)
       AND (c.hour_from IS NULL OR (hour(b.purchased_at) >= c.hour_from AND hour(b.purchased_at) < c.hour_to))
 ), matched AS (

@@ -35,7 +35,7 @@ def load_event_rules(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date) -
     """Temp table `event_rules`, one row per rule; returns the parameters DAY_EVENT_AWARDS reads."""
     conn.execute(
         """CREATE OR REPLACE TEMP TABLE event_rules (type VARCHAR, points BIGINT, once VARCHAR, cap_points BIGINT,
-               cap_per VARCHAR, within_days INTEGER, referee_points BIGINT)"""
+               cap_per VARCHAR, within_days INTEGER, referee_points BIGINT, has_criteria BOOLEAN)"""
     )
     insert_rows(
         conn,
@@ -49,6 +49,7 @@ def load_event_rules(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date) -
                 rule.cap.per if rule.cap else None,
                 rule.within_days,
                 rule.points if rule.referee_points is None else rule.referee_points,
+                rule.criteria is not None,
             ]
             for rule in rules.event_rules
         ],

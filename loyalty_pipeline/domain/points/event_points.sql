@@ -1,7 +1,7 @@
 -- The day's awards for events (event_rules): each rule's event, by person; a referral on the day its referee's
 -- first purchase comes (within the rule's days, the earliest referral of a referee only), to both sides. `once`
 -- keeps the first of a member's events of the rule (ever, or in the event's year) and a capped rule pays what is
--- left of the cap in its period, as campaigns do. Each award is a lot `event:<type>:<partition>:<offset>` (the
+-- left of the cap in its period, as campaigns do; a rule's criteria judge the member it pays (the referrer). Each award is a lot `event:<type>:<partition>:<offset>` (the
 -- referee's: `...:referee`).
 -- name: day_event_awards
 CREATE OR REPLACE TEMP TABLE day_event_awards AS
@@ -62,12 +62,14 @@ WITH referee_ids AS (  -- the person each referee key of the rule's days resolve
                  row_number() OVER (PARTITION BY user_id, rule, counted ORDER BY awarded_at, lot) AS nth
           FROM awards) AS a
     JOIN event_rules AS rule ON rule.type = a.rule
-    WHERE NOT a.counted OR rule.once IS NULL
+    LEFT JOIN criteria_met AS met ON met.kind = 'event' AND met.id = a.rule AND met.user_id = a.user_id
+    WHERE (NOT a.counted OR NOT rule.has_criteria OR met.user_id IS NOT NULL)
+      AND (NOT a.counted OR rule.once IS NULL
        OR (rule.once = 'ever' AND a.nth = 1
            AND NOT EXISTS (SELECT 1 FROM earlier AS e WHERE e.user_id = a.user_id AND e.rule = a.rule))
        OR (rule.once = 'per_year' AND a.nth_in_year = 1
            AND NOT EXISTS (SELECT 1 FROM earlier AS e WHERE e.user_id = a.user_id AND e.rule = a.rule
-                                                       AND year(e.occurred_at) = year(a.awarded_at)))
+                                                       AND year(e.occurred_at) = year(a.awarded_at))))
 ), running AS (
     SELECT kept.*, coalesce((SELECT sum(e.points) FROM earlier AS e
                              WHERE e.user_id = kept.user_id AND e.rule = kept.rule

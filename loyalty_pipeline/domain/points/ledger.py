@@ -126,6 +126,7 @@ def build_day(conn: duckdb.DuckDBPyConnection, window: Window, day: date, rules:
     campaigns.load_campaigns(conn, rules)
     earn_rate = {"earn_rate": str(rules.points.earn_rate)}
     conn.execute(campaigns.DAY_BOUGHT, on_day)
+    campaigns.check_criteria(conn, rules, day)
     conn.execute(campaigns.DAY_BONUSES, {**on_day, **earn_rate, **campaigns.day_params(day)})
     conn.execute(event_points.DAY_EVENT_AWARDS, {**on_day, **event_points.load_event_rules(conn, rules, day)})
     conn.execute(
