@@ -402,7 +402,8 @@ def load_rules(path: str | Path | None) -> Rules:
     try:
         return Rules.model_validate(document)
     except pydantic.ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}" for problem in error.errors()
+        problems = "; ".join(  # the policy of `tiers:` as a mapping is written under tiers
+            f"{'.'.join(str(part) for part in problem['loc']).replace('tier_policy', 'tiers')}: {problem['msg']}"
+            for problem in error.errors()
         )
         raise RulesError(f"rules file {path}: {problems}") from error
