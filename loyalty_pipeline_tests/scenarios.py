@@ -20,6 +20,7 @@ import uvicorn
 from loyalty_pipeline.definitions import build_defs
 from loyalty_pipeline.defs.automation.planning import run_in_process
 from loyalty_pipeline.defs.runs import materialize_days
+from loyalty_pipeline.domain.config import RulesError, load_rules
 from loyalty_pipeline.domain.points import ledger
 from loyalty_pipeline.serve.app import create_app
 from loyalty_pipeline.serve.serving import serving_path
@@ -42,6 +43,15 @@ def envelope(topic: str, key, payload, ts: str, partition: int = 0, offset: int 
         "key": key,
         "payload": None if payload is None else json.dumps(payload),
     }
+
+
+def refused(folder: Path, rules: str) -> str:
+    """The error a rules file of `rules` (YAML text) is refused with at load."""
+    path = folder / "loyalty.yaml"
+    path.write_text(rules)
+    with pytest.raises(RulesError) as refusal:
+        load_rules(path)
+    return str(refusal.value)
 
 
 def failure_message(event) -> str:

@@ -6,8 +6,7 @@ import pytest
 
 from loyalty_pipeline.defs.points_checks import campaign_caps_hold, returned_awards_clawed_back
 from loyalty_pipeline.defs.resources import RulesResource, Warehouse
-from loyalty_pipeline.domain.config import RulesError, load_rules
-from loyalty_pipeline_tests.scenarios import POINTS, buy, give_back, priced
+from loyalty_pipeline_tests.scenarios import POINTS, buy, give_back, priced, refused
 
 BONUSES = "SELECT txn_id, points, source_ref FROM points.point_transactions WHERE txn_id LIKE 'bonus:%' ORDER BY occurred_at, txn_id"
 
@@ -112,10 +111,7 @@ campaigns: [{id: gold_bonus, award: {bonus_points: 7}, applies_to: {tiers: [GOLD
     ],
 )
 def test_bad_campaigns_are_refused_naming_the_key(tmp_path, campaign, message):
-    path = tmp_path / "loyalty.yaml"
-    path.write_text(f"campaigns: [{campaign}]\n")
-    with pytest.raises(RulesError, match=message):
-        load_rules(path)
+    assert message in refused(tmp_path, f"campaigns: [{campaign}]\n")
 
 
 def test_the_campaign_checks_fail_when_a_cap_is_exceeded_or_an_award_left_after_a_return(inputs):
@@ -166,9 +162,5 @@ event_rules: [{type: review, points: 9, criteria: "reward_level = 'GOLD'"}]
 
 
 def test_a_criterion_that_is_not_a_safe_expression_is_refused_naming_the_campaign(tmp_path):
-    path = tmp_path / "loyalty.yaml"
-    path.write_text(
-        """campaigns: [{id: x, award: {bonus_points: 1}, criteria: "1; DROP TABLE points.point_transactions"}]\n"""
-    )
-    with pytest.raises(RulesError, match="campaign x, criteria"):
-        load_rules(path)
+    rules = 'campaigns: [{id: x, award: {bonus_points: 1}, criteria: "1; DROP TABLE points.point_transactions"}]\n'
+    assert "campaign x, criteria" in refused(tmp_path, rules)
