@@ -280,6 +280,7 @@ def test_journeys_read_the_tier_held_and_the_days_to_its_evaluation(inputs):
 
 POLICIES = [
     {"downgrade_on_return": True},  # the list form's rule
+    {},
     {"period": "calendar", "every": "month", "downgrade": "one_down", "grace_days": 10},
     {"period": "calendar", "every": "quarter", "downgrade_on_return": True},
     {"period": "calendar", "every": "year", "qualify_on": "points_earned", "grace_days": 30},
@@ -288,7 +289,7 @@ POLICIES = [
 ]
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(14))
 def test_the_sql_fold_agrees_with_the_plain_replay_on_random_histories(seed):
     rng = random.Random(seed)
     policy = POLICIES[seed % len(POLICIES)]

@@ -161,7 +161,7 @@ def tier_tables(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: 
             update,
             also=_log_and_revise(update, old_as_of, context.run_id),
         )
-        members_updated = count(conn, "SELECT 1 FROM tier_starts")
+        members_updated = count(conn, "SELECT DISTINCT user_id FROM tier_fold")
         updated = None if update.whole else UPDATED  # what the checks look at
         yield dg.MaterializeResult(
             asset_key=TIER_HISTORY_KEY,

@@ -84,7 +84,8 @@ def fold(conn: duckdb.DuckDBPyConnection, rules: Rules, as_of: datetime, people:
     load_levels(conn, rules)
     values = params(rules, as_of)
     conn.execute(f"CREATE OR REPLACE TEMP TABLE tier_purchases AS {purchases_now(people or '', returned=True)}")
-    for name in ("ends", "events", "starts", "fold"):
+    lifetime = values["months"] + values["days"] == 0
+    for name in ("ends", "events", "fold_lifetime") if lifetime else ("ends", "events", "starts", "fold"):
         statement = _SQL[name]
         conn.execute(statement, {key: value for key, value in values.items() if f"${key}" in statement})
     return values

@@ -115,6 +115,30 @@ WITH RECURSIVE fold AS (
 )
 SELECT * EXCLUDE (events, thresholds) FROM fold
 
+-- Lifetime tiers need no fold: with downgrade_on_return the tier is what the running value earns, without it the
+-- highest that any running value earned (both what the fold gives, in window functions: a member with thousands of
+-- purchases costs no more than their rows). The same columns as the fold's.
+-- name: fold_lifetime
+CREATE OR REPLACE TEMP TABLE tier_fold AS
+WITH running AS (
+    SELECT user_id, ts, row_number() OVER (PARTITION BY user_id ORDER BY ts, phase, ref) AS n,
+           CAST(sum(delta) OVER (PARTITION BY user_id ORDER BY ts, phase, ref ROWS UNBOUNDED PRECEDING)
+                AS DECIMAL(18,2)) AS value
+    FROM tier_events
+), earned AS (
+    SELECT running.*, array_length(list_filter(rule.thresholds, lambda x: x < running.value)) AS q
+    FROM running CROSS JOIN tier_rule AS rule
+), ranked AS (
+    SELECT *, CASE WHEN $on_return THEN q
+                   ELSE max(q) OVER (PARTITION BY user_id ORDER BY n ROWS UNBOUNDED PRECEDING) END AS rank
+    FROM earned
+)
+SELECT user_id, n, rank, value, NULL::TIMESTAMP AS grace_at, 0 AS target,
+       CASE WHEN rank > coalesce(lag(rank) OVER (PARTITION BY user_id ORDER BY n), 0) THEN 'upgrade'
+            WHEN rank < coalesce(lag(rank) OVER (PARTITION BY user_id ORDER BY n), 0) THEN 'return' END AS reason,
+       value AS decided, ts
+FROM ranked
+
 -- name: history
 SELECT f.user_id, l.name AS tier, f.ts AS valid_from,
        lead(f.ts) OVER (PARTITION BY f.user_id ORDER BY f.n) AS valid_until,
