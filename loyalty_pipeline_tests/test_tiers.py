@@ -348,3 +348,26 @@ def test_the_tier_checks_fail_when_the_history_is_broken(inputs):
         conn.execute("UPDATE loyalty.tier_history SET tier = 'SILVER', valid_until = valid_from")  # not what happened
         conn.execute("UPDATE loyalty.tier_history SET valid_until = NULL WHERE valid_from > '2022-10-06'")
     assert [check(warehouse, rules).passed for check in checks] == [False, False, False]
+
+
+def test_journeys_read_what_the_next_tier_takes_in_the_current_period(inputs):
+    inputs.rules(
+        PROGRAM
+        + """journeys:
+  - id: almost_gold
+    audience: "reward_level = 'SILVER' AND to_next_tier <= 50"
+    stages: [{id: nudge, steps: [{activation: almost_gold_mail}]}]
+"""
+    )
+    inputs.kafka(
+        "products",
+        [(p, {"category": "c", "price": n}, "2022-09-30T00:00:00") for p, n in (("mid", 200), ("small", 60))],
+    )
+    # SILVER on 30 September with 260 (40.01 to GOLD) but September ends: October starts from nothing (300.01 to go)
+    buy(inputs, ("u", "mid", "2022-09-30T10:00:00"), ("u", "small", "2022-09-30T11:00:00"))
+    buy(inputs, ("v", "mid", "2022-10-02T10:00:00"), ("v", "small", "2022-10-03T10:00:00"), file="v.jsonl")  # 260
+    inputs.materialize("2022-09-30", "2022-10-04", assets=("journey/activations",))
+    assert inputs.query("SELECT activated_on::VARCHAR, customer_id FROM journey.activations ORDER BY ALL") == [
+        ("2022-09-30", "u"),
+        ("2022-10-03", "v"),
+    ]

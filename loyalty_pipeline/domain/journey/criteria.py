@@ -16,13 +16,14 @@ PROFILE_COLUMNS = {
     "reward_level": "VARCHAR",
     "points_balance": "BIGINT",
     "tier_expires_in_days": "BIGINT",  # to the tier's next evaluation; NULL for the default tier and lifetime tiers
+    "to_next_tier": "DECIMAL(18,2)",  # what the period still needs for the tier above; NULL at the top
 }
 # Profiles a criterion is tried on at load, so that a type error (`reward_level > 5`, `lower(total_spend)`) is found
 # then, naming the journey, not in the middle of a run: a typical one, an empty one (NULLs), and extremes.
 _SAMPLE_PROFILES = [
-    [["coffee", "tea"], 123.45, 3, 2, "GOLD", 40, 12],
-    [None, None, None, None, None, None, None],
-    [[], 0, 0, 0, "", 0, 0],
+    [["coffee", "tea"], 123.45, 3, 2, "GOLD", 40, 12, 76.56],
+    [None, None, None, None, None, None, None, None],
+    [[], 0, 0, 0, "", 0, 0, 0],
 ]
 
 _PREDICATES = (exp.And, exp.Or, exp.Not, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.In, exp.Between, exp.Is)

@@ -179,11 +179,20 @@ def evaluate_criteria(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date, 
         )
     else:
         totals_from_start(conn, day)
-    trunc, months, days = rules.tier_policy.step()
-    conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE journey_profile AS {tiers.with_expiry(BEHAVIOUR)}",
-        {"as_of": day, "trunc": trunc, "months": months, "days": days},
+    values = {**tiers.params(rules, day), "as_of": day}
+    progress = any(
+        "to_next_tier" in condition for journey in rules.journeys for condition in journey.criteria().values()
     )
+    for statement in (  # the period's purchases are summed only for a criterion that reads what the next tier takes
+        f"CREATE OR REPLACE TEMP TABLE journey_base AS {tiers.with_expiry(BEHAVIOUR)}",
+        "CREATE OR REPLACE TEMP TABLE journey_profile AS "
+        + (
+            tiers.with_progress("journey_base")
+            if progress
+            else "SELECT *, NULL::DECIMAL(18,2) AS to_next_tier FROM journey_base"
+        ),
+    ):
+        conn.execute(statement, {key: value for key, value in values.items() if f"${key}" in statement})
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE hits (journey_id VARCHAR, criterion VARCHAR, stage_index INTEGER, "
         "exit_order INTEGER, customer_id VARCHAR)"
