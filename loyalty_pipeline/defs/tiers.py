@@ -62,8 +62,8 @@ def status_follows_history(conn, rules, days) -> tuple[bool, dict]:
 def sampled_member_replays(conn, rules, days) -> tuple[bool, dict]:
     # a member updated by this step, another at each as_of: the same on a re-run
     sampled = conn.execute(
-        f"""SELECT user_id, as_of FROM loyalty.tier_status WHERE {is_updated("user_id", days)}
-            ORDER BY md5(user_id || CAST(as_of AS VARCHAR)), user_id LIMIT 1"""
+        f"""SELECT user_id, as_of FROM loyalty.tier_status CROSS JOIN loyalty.tier_status_as_of
+            WHERE {is_updated("user_id", days)} ORDER BY md5(user_id || CAST(as_of AS VARCHAR)), user_id LIMIT 1"""
     ).fetchall()
     if not sampled:
         return True, {"user_id": "(no member updated)"}
@@ -87,7 +87,7 @@ HISTORY_CHECKS = [one_tier_at_a_time, sampled_member_replays]
 STATUS_CHECKS = [status_follows_history]
 
 
-def _log_and_revise(update: touched.Update, old_as_of, run_id: str) -> list[tuple[str, dict]]:
+def _log_and_revise(update: touched.Update, old_as_of, as_of, run_id: str) -> list[tuple[str, dict]]:
     """Statements run with the rows: the tier changes before the last as_of that this update withdrew or added
     (a late purchase, a merge) kept in tier_revisions; the members whose rows changed logged for the tables that
     show tiers (everyone on a whole rebuild, else those whose tier time alone changed)."""
@@ -107,6 +107,8 @@ def _log_and_revise(update: touched.Update, old_as_of, run_id: str) -> list[tupl
         (f"DELETE FROM loyalty.tier_history WHERE {mine}", {}),
         (f"INSERT INTO loyalty.tier_history BY NAME {tiers.HISTORY}", {}),
         (touched.log_sql(logged, "tiers", touched.NEXT_SEQ), {}),
+        ("DELETE FROM loyalty.tier_status_as_of", {}),
+        ("INSERT INTO loyalty.tier_status_as_of VALUES ($as_of)", {"as_of": as_of}),
     ]
 
 
@@ -147,19 +149,19 @@ def tier_tables(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: 
         update = touched.start(
             conn, "loyalty.tier_status", SOURCES, touched.rules_hash(tiers.DDL, tiers.HISTORY, policy, levels), rebuild
         )
-        old_as_of = conn.execute("SELECT max(as_of) FROM loyalty.tier_status").fetchall()[0][0]
+        old_as_of = conn.execute("SELECT max(as_of) FROM loyalty.tier_status_as_of").fetchall()[0][0]
         if not update.whole:
             conn.execute(f"CREATE OR REPLACE TEMP TABLE due_people AS {tiers.DUE}", {"as_of": as_of})
             conn.execute("INSERT INTO touched_people SELECT person FROM due_people")
         values = tiers.fold(conn, rules.rules, as_of, None if update.whole else PEOPLE)
-        status = {key: values[key] for key in ("as_of", "unit", "months", "days")}
+        status = {key: values[key] for key in ("as_of", "unit", "months", "days")}  # as_of: the period's end
         touched.refresh(
             conn,
             "loyalty.tier_status",
             lambda people: tiers.STATUS,
             status,
             update,
-            also=_log_and_revise(update, old_as_of, context.run_id),
+            also=_log_and_revise(update, old_as_of, as_of, context.run_id),
         )
         members_updated = count(conn, "SELECT DISTINCT user_id FROM tier_fold")
         updated = None if update.whole else UPDATED  # what the checks look at

@@ -9,13 +9,15 @@ CREATE TABLE IF NOT EXISTS loyalty.tier_history (  -- one row per change of a me
     qualifying_value DECIMAL(18,2) NOT NULL,  -- the period's value that decided it
     day DATE NOT NULL
 );
-CREATE TABLE IF NOT EXISTS loyalty.tier_status (  -- each member's tier at as_of
+-- each member's tier at loyalty.tier_status_as_of (a row is the same at any later instant before tier_expires_at,
+-- so only the members touched or due are rewritten)
+CREATE TABLE IF NOT EXISTS loyalty.tier_status (
     user_id VARCHAR NOT NULL, tier VARCHAR NOT NULL, tier_since TIMESTAMP,
     tier_expires_at TIMESTAMP,         -- the next evaluation (period end, or grace end); NULL: lifetime
     period_value DECIMAL(18,2) NOT NULL, next_tier VARCHAR, to_next_tier DECIMAL(18,2),
-    to_keep_tier DECIMAL(18,2),        -- what the period still needs for the tier to be kept; NULL: nothing
-    as_of TIMESTAMP NOT NULL
+    to_keep_tier DECIMAL(18,2)         -- what the period still needs for the tier to be kept; NULL: nothing
 );
+CREATE TABLE IF NOT EXISTS loyalty.tier_status_as_of (as_of TIMESTAMP NOT NULL);
 CREATE TABLE IF NOT EXISTS loyalty.tier_revisions (  -- tier changes a later run withdrew or added before as_of
     run_id VARCHAR NOT NULL, revised_at TIMESTAMP NOT NULL, change VARCHAR NOT NULL, user_id VARCHAR NOT NULL,
     tier VARCHAR NOT NULL, valid_from TIMESTAMP NOT NULL, reason VARCHAR NOT NULL, qualifying_value DECIMAL(18,2)
@@ -152,8 +154,7 @@ WHERE f.reason IS NOT NULL
 SELECT f.user_id, held.name AS tier, since.changed_at AS tier_since,
        coalesce(f.grace_at, expiry.end_at) AS tier_expires_at,
        f.value AS period_value, up.name AS next_tier, up.above - f.value + $unit AS to_next_tier,
-       CASE WHEN f.rank > 0 AND $months + $days > 0 THEN greatest(held.above - f.value + $unit, 0) END AS to_keep_tier,
-       $as_of AS as_of
+       CASE WHEN f.rank > 0 AND $months + $days > 0 THEN greatest(held.above - f.value + $unit, 0) END AS to_keep_tier
 FROM (SELECT * FROM tier_fold QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY n DESC) = 1) AS f
 JOIN tier_levels AS held ON held.rank = f.rank
 LEFT JOIN tier_levels AS up ON up.rank = f.rank + 1
