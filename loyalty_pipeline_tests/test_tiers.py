@@ -371,3 +371,10 @@ def test_journeys_read_what_the_next_tier_takes_in_the_current_period(inputs):
         ("2022-09-30", "u"),
         ("2022-10-03", "v"),
     ]
+
+
+def test_without_levels_everyone_holds_the_default_tier():
+    history, status = run([("ann", 500, "2024-01-10 10:00:00")], "2024-02-15", levels=[], **MONTHLY)
+    assert history == [] and status == [("ann", "CLIMBING", "2024-03-01", D("0.00"), None, None)]
+    history, status = run([("ann", 500, "2024-01-10 10:00:00")], "2024-02-15", levels=[])
+    assert history == [] and status == [("ann", "CLIMBING", None, D("500.00"), None, None)]

@@ -22,13 +22,10 @@ SOURCES = ["purchases", "identity"]
 
 
 def last_day(conn: duckdb.DuckDBPyConnection, context: dg.AssetExecutionContext) -> date | None:
-    """The last day the warehouse holds: of the run's partitions, the purchases and the ledger."""
+    """The last day the tiers are evaluated through: the run's last partition, or the last day with purchases."""
     tags = context.run.tags
     run_day = tags.get("dagster/asset_partition_range_end") or tags.get("dagster/partition")
-    loaded = conn.execute(
-        """SELECT max(day) FROM (SELECT max(day) AS day FROM loyalty.enriched_purchases
-                                 UNION ALL SELECT max(day) FROM points.ledger_days)"""
-    ).fetchall()[0][0]
+    loaded = conn.execute("SELECT max(day) FROM loyalty.enriched_purchases").fetchall()[0][0]
     days = [day for day in (loaded, run_day and date.fromisoformat(run_day)) if day]
     return max(days) if days else None
 
@@ -141,7 +138,6 @@ def tier_tables(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: 
     rebuild = context.run.tags.get(touched.REBUILD_TAG) == "true"
     with warehouse.get_connection(portable=True) as conn:
         conn.execute(loyalty.ENRICHED_DDL + identity.DDL + returns.DDL + tiers.DDL)
-        conn.execute("CREATE SCHEMA IF NOT EXISTS points; CREATE TABLE IF NOT EXISTS points.ledger_days (day DATE)")
         day = last_day(conn, context)
         as_of = datetime.combine(day + timedelta(days=1), time()) if day else datetime(1970, 1, 1)
         policy = {**tiers.params(rules.rules, as_of), "as_of": None}
@@ -154,7 +150,7 @@ def tier_tables(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: 
             conn.execute(f"CREATE OR REPLACE TEMP TABLE due_people AS {tiers.DUE}", {"as_of": as_of})
             conn.execute("INSERT INTO touched_people SELECT person FROM due_people")
         values = tiers.fold(conn, rules.rules, as_of, None if update.whole else PEOPLE)
-        status = {key: values[key] for key in ("as_of", "unit", "months", "days")}  # as_of: the period's end
+        status = {key: values[key] for key in ("as_of", "unit", "months", "days")}
         touched.refresh(
             conn,
             "loyalty.tier_status",

@@ -89,7 +89,8 @@ def load_levels(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
         + [[rank, tier.name, tier.above, tier.earn_multiplier] for rank, tier in enumerate(levels, start=1)],
     )
     conn.execute(
-        "CREATE OR REPLACE TEMP TABLE tier_rule AS SELECT list_sort(list(above)) AS thresholds FROM tier_levels WHERE rank > 0"
+        "CREATE OR REPLACE TEMP TABLE tier_rule AS "  # no levels: an empty list, never NULL
+        "SELECT coalesce(list_sort(list(above)), []::DECIMAL(18,2)[]) AS thresholds FROM tier_levels WHERE rank > 0"
     )
 
 

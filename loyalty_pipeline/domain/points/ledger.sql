@@ -75,8 +75,8 @@ WHERE NOT tombstone
 
 -- The day's earns: each purchase's lot, usable from `available_at` (points.pending_days later), of price x earn_rate
 -- x the earn multiplier of the tier held before it (day_bought); each campaign award's lot beside it, with the
--- same expiry; and each event award's lot. `purchase_id` is what a clawback takes back (the award's lot key for an award), `source_ref` the
--- purchase.
+-- same expiry; and each event award's lot. `purchase_id` is what a clawback names (an award's own lot key),
+-- `source_ref` the purchase (an event award's: its message).
 -- name: day_earns
 CREATE OR REPLACE TEMP TABLE day_earns AS
 SELECT * FROM (
