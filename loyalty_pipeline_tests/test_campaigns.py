@@ -164,3 +164,16 @@ event_rules: [{type: review, points: 9, criteria: "reward_level = 'GOLD'"}]
 def test_a_criterion_that_is_not_a_safe_expression_is_refused_naming_the_campaign(tmp_path):
     rules = 'campaigns: [{id: x, award: {bonus_points: 1}, criteria: "1; DROP TABLE points.point_transactions"}]\n'
     assert "campaign x, criteria" in refused(tmp_path, rules)
+
+
+def test_a_yearly_cap_starts_again_on_1_january(inputs):
+    inputs.rules("campaigns: [{id: double, award: {multiplier: 2}, cap: {points: 15, per: year}}]\n")
+    inputs.kafka("products", [("ten", {"category": "c", "price": 10}, "2022-12-30T00:00:00")])
+    buy(
+        inputs,
+        ("u", "ten", "2022-12-30T10:00:00"),
+        ("u", "ten", "2022-12-31T23:59:59"),
+        ("u", "ten", "2023-01-01T00:00:00"),
+    )
+    inputs.materialize("2022-12-30", "2023-01-01", assets=POINTS)
+    assert [points for _, points, _ in inputs.query(BONUSES)] == [10, 5, 10]

@@ -207,7 +207,8 @@ def campaign_caps_hold(conn, rules, days) -> tuple[bool, dict]:
                     SELECT user_id FROM points.point_transactions WHERE starts_with(txn_id, 'bonus:') AND {where})
                 GROUP BY award.user_id, rule.id, rule.cap_points,
                          CASE rule.cap_per WHEN 'day' THEN award.day WHEN 'week' THEN date_trunc('week', award.day)
-                                           WHEN 'month' THEN date_trunc('month', award.day) END
+                                           WHEN 'month' THEN date_trunc('month', award.day)
+                                           WHEN 'year' THEN date_trunc('year', award.day) END
                 HAVING sum(award.points) > rule.cap_points""",
             params,
         ),

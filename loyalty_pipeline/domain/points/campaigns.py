@@ -18,14 +18,25 @@ DAY_BOUGHT = _SQL["day_bought"]
 DAY_BONUSES = _SQL["day_bonuses"]
 
 
-def load_campaigns(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
-    """Temp tables `campaign_rules` (one row per campaign) and `campaign_targets(id, kind, value)`: what each applies
-    to, a purchase matching one value of each kind named (`kinds_required`)."""
+def cap_period_start(per: str | None, day: date) -> date | None:
+    """The first day of the cap period holding `day` (weeks start on Monday); None: no period (per campaign)."""
+    return {
+        "day": day,
+        "week": day - timedelta(days=day.weekday()),
+        "month": day.replace(day=1),
+        "year": day.replace(month=1, day=1),
+    }.get(per)
+
+
+def load_campaigns(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date | None = None) -> None:
+    """Temp tables `campaign_rules` (one row per campaign, `cap_from` the start of the cap period holding `day`) and
+    `campaign_targets(id, kind, value)`: what each applies to, a purchase matching one value of each kind named
+    (`kinds_required`)."""
     conn.execute(
         """CREATE OR REPLACE TEMP TABLE campaign_rules (
                id VARCHAR, multiplier DECIMAL(18,4), bonus_points BIGINT, from_day DATE, until_day DATE,
-               hour_from INTEGER, hour_to INTEGER, cap_points BIGINT, cap_per VARCHAR, stacking VARCHAR,
-               kinds_required INTEGER, has_criteria BOOLEAN)"""
+               hour_from INTEGER, hour_to INTEGER, cap_points BIGINT, cap_per VARCHAR, cap_from DATE,
+               stacking VARCHAR, kinds_required INTEGER, has_criteria BOOLEAN)"""
     )
     conn.execute("CREATE OR REPLACE TEMP TABLE campaign_targets (id VARCHAR, kind VARCHAR, value VARCHAR)")
     rows, targets = [], []
@@ -49,6 +60,7 @@ def load_campaigns(conn: duckdb.DuckDBPyConnection, rules: Rules) -> None:
                 when.hours[1] if when.hours else None,
                 cap.points if cap else None,
                 cap.per if cap else None,
+                cap_period_start(cap.per, day) if cap and day else None,
                 campaign.stacking,
                 sum(1 for values in kinds.values() if values),
                 campaign.criteria is not None,

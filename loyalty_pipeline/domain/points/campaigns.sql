@@ -20,9 +20,7 @@ WHERE p.day = $day
 -- name: day_bonuses
 CREATE OR REPLACE TEMP TABLE day_bonuses AS
 WITH candidates AS (
-    SELECT b.*, c.id AS campaign, c.cap_points, c.stacking, c.kinds_required, c.from_day,
-           CASE c.cap_per WHEN 'day' THEN $day WHEN 'week' THEN CAST(date_trunc('week', $day) AS DATE)
-                          WHEN 'month' THEN CAST(date_trunc('month', $day) AS DATE) END AS cap_from,
+    SELECT b.*, c.id AS campaign, c.cap_points, c.stacking, c.kinds_required, c.from_day, c.cap_from,
            CAST(coalesce(c.bonus_points, floor(CAST(b.price * $earn_rate::DECIMAL(18,6) AS DECIMAL(38,8))
                                                * (c.multiplier - 1))) AS BIGINT) AS award
     FROM day_bought AS b CROSS JOIN campaign_rules AS c

@@ -1,11 +1,12 @@
 """Points for events besides purchases (the `events` topic, `event_rules:`; docs/decisions.md, Event points)."""
 
-from datetime import date, timedelta
+from datetime import date
 
 import duckdb
 
 from loyalty_pipeline.domain.config import EARLIEST_START as EPOCH
 from loyalty_pipeline.domain.config import Rules
+from loyalty_pipeline.domain.points.campaigns import cap_period_start
 from loyalty_pipeline.lib.sql import load
 from loyalty_pipeline.lib.warehouse import insert_rows
 
@@ -19,15 +20,7 @@ def _earliest(rules: Rules, day: date) -> date:
     for rule in rules.event_rules:
         periods = [rule.cap.per] if rule.cap else []
         periods += {"ever": ["campaign"], "per_year": ["year"]}.get(rule.once, [])
-        for per in periods:
-            starts.append(
-                {
-                    "day": day,
-                    "week": day - timedelta(days=day.weekday()),
-                    "month": day.replace(day=1),
-                    "year": day.replace(month=1, day=1),
-                }.get(per, EPOCH)
-            )
+        starts += [cap_period_start(per, day) or EPOCH for per in periods]
     return min(starts)
 
 
@@ -35,7 +28,7 @@ def load_event_rules(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date) -
     """Temp table `event_rules`, one row per rule; returns the parameters DAY_EVENT_AWARDS reads."""
     conn.execute(
         """CREATE OR REPLACE TEMP TABLE event_rules (type VARCHAR, points BIGINT, once VARCHAR, cap_points BIGINT,
-               cap_per VARCHAR, within_days INTEGER, referee_points BIGINT, has_criteria BOOLEAN)"""
+               cap_from DATE, within_days INTEGER, referee_points BIGINT, has_criteria BOOLEAN)"""
     )
     insert_rows(
         conn,
@@ -46,7 +39,7 @@ def load_event_rules(conn: duckdb.DuckDBPyConnection, rules: Rules, day: date) -
                 rule.points,
                 rule.once,
                 rule.cap.points if rule.cap else None,
-                rule.cap.per if rule.cap else None,
+                cap_period_start(rule.cap.per, day) if rule.cap else None,
                 rule.within_days,
                 rule.points if rule.referee_points is None else rule.referee_points,
                 rule.criteria is not None,

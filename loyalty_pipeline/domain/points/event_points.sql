@@ -54,10 +54,7 @@ WITH referee_ids AS (  -- the person each referee key of the rule's days resolve
     WHERE t.kind = 'earn' AND t.day < $day AND t.day >= $earliest AND NOT ends_with(t.txn_id, ':referee')
       AND t.user_id IN (SELECT user_id FROM awards)
 ), kept AS (
-    SELECT a.*, rule.cap_points, rule.cap_per,
-           CASE rule.cap_per WHEN 'day' THEN $day WHEN 'week' THEN CAST(date_trunc('week', $day) AS DATE)
-                             WHEN 'month' THEN CAST(date_trunc('month', $day) AS DATE)
-                             WHEN 'year' THEN CAST(date_trunc('year', $day) AS DATE) END AS cap_from
+    SELECT a.*, rule.cap_points, rule.cap_from
     FROM (SELECT *, row_number() OVER (PARTITION BY user_id, rule, counted, year(awarded_at) ORDER BY awarded_at, lot) AS nth_in_year,
                  row_number() OVER (PARTITION BY user_id, rule, counted ORDER BY awarded_at, lot) AS nth
           FROM awards) AS a

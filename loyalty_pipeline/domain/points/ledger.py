@@ -123,7 +123,7 @@ def build_day(conn: duckdb.DuckDBPyConnection, window: Window, day: date, rules:
         _by_person(conn, table, into, day)
     conn.execute(DAY_REDEMPTIONS.format(raw=row_json(conn, "day_redemptions_by_person", "r")), on_day)
     tiers.load_levels(conn, rules)  # an earn is multiplied by the tier held before its purchase
-    campaigns.load_campaigns(conn, rules)
+    campaigns.load_campaigns(conn, rules, day)
     earn_rate = {"earn_rate": str(rules.points.earn_rate)}
     conn.execute(campaigns.DAY_BOUGHT, on_day)
     campaigns.check_criteria(conn, rules, day)
