@@ -70,9 +70,7 @@ def sampled_member_replays(conn, rules, days) -> tuple[bool, dict]:
         [user],
     )
     purchases = conn.execute("SELECT purchase_id, purchased_at, price, returned_at FROM sampled_purchases").fetchall()
-    expected = [
-        (tier, at, reason, value) for tier, at, reason, value in tier_reference.replay(rules.rules, purchases, as_of)
-    ]
+    expected = tier_reference.replay(rules.rules, purchases, as_of)
     actual = conn.execute(
         "SELECT tier, valid_from, reason, qualifying_value FROM loyalty.tier_history WHERE user_id = $1 ORDER BY valid_from",
         [user],
