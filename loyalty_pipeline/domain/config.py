@@ -1,9 +1,11 @@
 """The rules file (loyalty.yaml) as typed, validated objects; every key optional, unknown keys refused."""
 
+import functools
+import operator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import pydantic
 import yaml
@@ -210,6 +212,83 @@ class WaitStep(Rule):
     wait_days: Days
 
 
+class WaitUntilStep(Rule):
+    """Completes the first day (the one it is entered included) the criterion holds, else after max_days."""
+
+    wait_until: str
+    max_days: Days
+
+
+class JumpStep(Rule):
+    jump: Name  # a later stage's id: the customer goes to its first step at once (no entry criterion)
+
+
+class Branch(Rule):
+    name: Name = "else"
+    when: str | None = None  # None only for a decision's else branch
+    steps: list["Step"] = []
+
+
+class Decision(Rule):
+    """Branches evaluated in order, first match wins; without `else`, a customer matching none waits, re-evaluated
+    daily, and exits as no_branch after max_wait_days."""
+
+    branches: list[Branch] = pydantic.Field(min_length=1, max_length=6)
+    else_: Branch | None = pydantic.Field(None, alias="else")
+    max_wait_days: Days = 0
+
+
+class DecisionStep(Rule):
+    decision: Decision
+
+
+class Variant(Rule):
+    name: Name
+    weight: pydantic.conint(ge=1, le=100, strict=True)
+    steps: list["Step"] = []
+
+
+class AbTest(Rule):
+    """Variants and an optional control (no activations from there on) by weight, all summing to 100; a customer's
+    variant is a hash of (journey, step, person, salt): the same on every run and engine."""
+
+    variants: list[Variant] = pydantic.Field(min_length=1, max_length=10)
+    control: pydantic.conint(ge=1, le=99, strict=True) | None = None
+    salt: Text = "0"
+
+
+class AbTestStep(Rule):
+    ab_test: AbTest
+
+
+_STEP_KINDS = {
+    "activation": ActivationStep,
+    "wait_days": WaitStep,
+    "wait_until": WaitUntilStep,
+    "jump": JumpStep,
+    "decision": DecisionStep,
+    "ab_test": AbTestStep,
+}
+
+
+def _step_kind(step) -> str | None:
+    """The key that says what a step is: errors then name that kind's fields only."""
+    keys = step.keys() if isinstance(step, dict) else type(step).model_fields.keys()
+    return next((key for key in _STEP_KINDS if key in keys), None)
+
+
+Step = Annotated[
+    functools.reduce(operator.or_, (Annotated[model, pydantic.Tag(key)] for key, model in _STEP_KINDS.items())),
+    pydantic.Discriminator(
+        _step_kind,
+        custom_error_type="step_kind",
+        custom_error_message=f"a step is one of {', '.join(_STEP_KINDS)} (a mapping with that key)",
+    ),
+]
+for _model in (Branch, Variant):
+    _model.model_rebuild()
+
+
 class ExitCriterion(Rule):
     name: Name
     when: str
@@ -218,8 +297,24 @@ class ExitCriterion(Rule):
 class Stage(Rule):
     id: Name
     entry: str | None = None
-    steps: list[ActivationStep | WaitStep] = []
+    steps: list[Step] = []
     exit_criteria: list[ExitCriterion] = []
+
+
+def walk_steps(steps: list, path: str):
+    """(path, step) of every step, branches' steps included, in order; a path is where the step is written
+    ('stages[0].steps[1].decision.branches[0].steps[0]')."""
+    for n, step in enumerate(steps):
+        here = f"{path}[{n}]"
+        yield here, step
+        if isinstance(step, DecisionStep):
+            for b, branch in enumerate(step.decision.branches):
+                yield from walk_steps(branch.steps, f"{here}.decision.branches[{b}].steps")
+            if step.decision.else_:
+                yield from walk_steps(step.decision.else_.steps, f"{here}.decision.else.steps")
+        elif isinstance(step, AbTestStep):
+            for v, variant in enumerate(step.ab_test.variants):
+                yield from walk_steps(variant.steps, f"{here}.ab_test.variants[{v}].steps")
 
 
 class Journey(Rule):
@@ -227,6 +322,12 @@ class Journey(Rule):
     audience: str
     goal: str | None = None
     stages: list[Stage] = pydantic.Field(min_length=1)
+    # none: a customer enters once; unless_goal: again after an entry ended without the goal; always: again after
+    # any entry ended; after_days: not before this many days after the previous entry ended
+    reentry: Literal["none", "unless_goal", "always"] = "none"
+    after_days: Days | None = None
+    holdout_pct: pydantic.condecimal(ge=0, lt=100, decimal_places=2) = Decimal(0)  # never enters; measured
+    salt: Text = "0"  # of the holdout's hash
 
     def criteria(self) -> dict[str, str]:
         """Every criterion as checked SQL, by where it is written (e.g. 'stages[0].exit_criteria[1].when')."""
@@ -235,6 +336,12 @@ class Journey(Rule):
             written[f"stages[{i}].entry"] = stage.entry
             for j, exit in enumerate(stage.exit_criteria):
                 written[f"stages[{i}].exit_criteria[{j}].when"] = exit.when
+            for path, step in walk_steps(stage.steps, f"stages[{i}].steps"):
+                if isinstance(step, WaitUntilStep):
+                    written[f"{path}.wait_until"] = step.wait_until
+                elif isinstance(step, DecisionStep):
+                    for b, branch in enumerate(step.decision.branches):
+                        written[f"{path}.decision.branches[{b}].when"] = branch.when
         checked = {}
         for field, text in written.items():
             if text is not None:
@@ -250,9 +357,73 @@ class Journey(Rule):
         stage_ids = [stage.id for stage in self.stages]
         if len(set(stage_ids)) != len(stage_ids):
             raise ValueError(f"journey {self.id}: stage ids must be unique, got {stage_ids}")
-        for stage in self.stages:  # an exit's node is stage:<id>:exit:<name>: two of one name would be one node
+        if self.after_days is not None and self.reentry == "none":
+            raise ValueError(f"journey {self.id}: after_days is for reentry unless_goal or always")
+        for i, stage in enumerate(
+            self.stages
+        ):  # an exit's node is stage:<id>:exit:<name>: two of one name would be one node
             _unique([exit.name for exit in stage.exit_criteria], f"journey {self.id}, stage {stage.id}: exit names")
+            for path, step in walk_steps(stage.steps, f"stages[{i}].steps"):
+                self._check_step(path, step, i, stage_ids)
         return self
+
+    def _check_step(self, path: str, step, stage_index: int, stage_ids: list[str]) -> None:
+        where = f"journey {self.id}, {path}"
+        if isinstance(step, JumpStep):
+            if step.jump not in stage_ids:
+                raise ValueError(f"{where}: jump to {step.jump}, which is not a stage ({stage_ids})")
+            if stage_ids.index(step.jump) <= stage_index:  # the state keeps one first day per node: no loop
+                raise ValueError(
+                    f"{where}: jump to {step.jump} goes back (a loop); only a later stage can be jumped to"
+                )
+        elif isinstance(step, DecisionStep):
+            decision = step.decision
+            names = [branch.name for branch in decision.branches] + (["else"] if decision.else_ else [])
+            _unique(names, f"{where}: branch names")
+            if not 2 <= len(names) <= 6:
+                raise ValueError(f"{where}: a decision has 2 to 6 branches (else included), got {len(names)}")
+            if any(branch.when is None for branch in decision.branches):
+                raise ValueError(f"{where}: every branch but else needs `when`")
+            if decision.else_ and (decision.else_.when is not None or decision.max_wait_days):
+                raise ValueError(f"{where}: else has no `when`, and with else nobody waits (no max_wait_days)")
+        elif isinstance(step, AbTestStep):
+            test = step.ab_test
+            _unique([variant.name for variant in test.variants] + ["control"], f"{where}: variant names (and control)")
+            total = sum(variant.weight for variant in test.variants) + (test.control or 0)
+            if total != 100:
+                raise ValueError(f"{where}: variant weights and control must sum to 100, got {total}")
+
+
+class Destination(Rule):
+    """Where each day's activations are delivered (journey/activation_exports): one of folder, s3 or webhook."""
+
+    name: Name
+    folder: Text | None = None  # files under <folder>/activations/<name>/
+    s3: pydantic.constr(pattern=r"^s3://[^/]+(/.*)?$") | None = None  # s3://bucket/prefix
+    webhook: pydantic.constr(pattern=r"^https?://") | None = None
+    activations: list[Name] | None = None  # None: every activation
+    batch_size: pydantic.conint(ge=1, le=10_000) = 500  # webhook rows per POST
+
+    @pydantic.model_validator(mode="after")
+    def _one_place(self) -> "Destination":
+        if sum(place is not None for place in (self.folder, self.s3, self.webhook)) != 1:
+            raise ValueError(f"destination {self.name}: exactly one of folder, s3, webhook")
+        return self
+
+
+class Activations(Rule):
+    """Across journeys: at most this many activations per customer a day and in 7 days (the day and the 6 before);
+    one over a cap is not delivered, and kept in journey.capped_activations."""
+
+    max_per_day: pydantic.conint(ge=1) | None = None
+    max_per_week: pydantic.conint(ge=1) | None = None
+    destinations: list[Destination] = []
+
+    @pydantic.field_validator("destinations")
+    @classmethod
+    def _unique_destinations(cls, destinations: list[Destination]) -> list[Destination]:
+        _unique([destination.name for destination in destinations], "destination names")
+        return destinations
 
 
 # Fields that can identify a person: the account id (users key, customers export user_id) and fields of the users
@@ -307,6 +478,7 @@ class Rules(Rule):
     event_rules: list[EventRule] = []
     returns: Returns = Returns()
     journeys: list[Journey] = []
+    activations: Activations = Activations()
     identity: Identity = Identity()
 
     @pydantic.model_validator(mode="before")
