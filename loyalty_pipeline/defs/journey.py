@@ -43,7 +43,8 @@ def funnel_markdown(conn) -> str:
     sections = []
     for journey_id in dict.fromkeys(row[0] for row in rows):
         nodes = [(node, n) for j, node, n in rows if j == journey_id]
-        entered, reached_goal = nodes[0][1], dict(nodes).get("goal", 0)
+        counts = dict(nodes)  # entries into the first stage (the holdout's are apart)
+        entered, reached_goal = next(n for node, n in nodes if node.startswith("stage:")), counts.get("goal", 0)
         summary = (
             f"**{journey_id}**: {entered} entered, {reached_goal} reached the goal ({reached_goal / entered:.0%} conversion)"
             if entered

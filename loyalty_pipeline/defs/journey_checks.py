@@ -27,51 +27,65 @@ def _invalid(conn, rules: RulesResource, sql: str, days: Days, sample: bool = Fa
     return count(conn, sql)
 
 
-LOCATED = """SELECT s.*, n.kind, n.stage_index, n.step_index, n.position FROM checked_state AS s
+LOCATED = """SELECT s.*, n.kind, n.stage_index, n.position FROM checked_state AS s
              JOIN journey_nodes AS n USING (journey_id, node)"""
+ENTRY = "journey_id, customer_id, entry"
 
 
-@check("At most one terminal node (goal, exit or end) per customer and journey.")
+@check("At most one terminal node (goal, exit or end) per entry of a customer into a journey.")
 def one_terminal_node(conn, rules, days) -> tuple[bool, dict]:
     wrong = _invalid(
         conn,
         rules,
-        f"SELECT journey_id, customer_id FROM ({LOCATED}) WHERE kind IN {journeys.TERMINAL} GROUP BY ALL HAVING count(*) > 1",
+        f"SELECT {ENTRY} FROM ({LOCATED}) WHERE kind IN {journeys.TERMINAL} GROUP BY ALL HAVING count(*) > 1",
         days,
     )
-    return wrong == 0, {"customers_wrong": wrong}
+    return wrong == 0, {"entries_wrong": wrong}
 
 
-@check("No node is entered after the customer's terminal node.")
+@check("No node is entered after its entry's terminal node.")
 def nothing_after_terminal(conn, rules, days) -> tuple[bool, dict]:
     wrong = _invalid(
         conn,
         rules,
         f"""WITH located AS ({LOCATED}),
-                 terminal AS (SELECT journey_id, customer_id, min(entered_at) AS at FROM located WHERE kind IN {journeys.TERMINAL} GROUP BY ALL)
-            SELECT 1 FROM located JOIN terminal USING (journey_id, customer_id) WHERE located.entered_at > terminal.at""",
+                 terminal AS (SELECT {ENTRY}, min(entered_at) AS ended FROM located WHERE kind IN {journeys.TERMINAL} GROUP BY ALL)
+            SELECT 1 FROM located JOIN terminal USING ({ENTRY}) WHERE located.entered_at > terminal.ended""",
         days,
     )
     return wrong == 0, {"rows_after_terminal": wrong}
 
 
+@check("One open entry per customer and journey: every entry but the last has ended.")
+def one_open_entry(conn, rules, days) -> tuple[bool, dict]:
+    wrong = _invalid(
+        conn,
+        rules,
+        f"""SELECT journey_id, customer_id FROM (
+                SELECT {ENTRY}, max(CASE WHEN kind IN {journeys.TERMINAL} THEN 1 ELSE 0 END) AS ended
+                FROM ({LOCATED}) GROUP BY ALL)
+            WHERE ended = 0 GROUP BY ALL HAVING count(*) > 1""",
+        days,
+    )
+    return wrong == 0, {"customers_wrong": wrong}
+
+
+# The flow only moves to nodes of higher position, on the same day or later, from the journey's first stage (or
+# the holdout): nodes in position order have non-decreasing dates, and an entry holds its start.
 ORDER_VIOLATIONS = f"""
-WITH located AS ({LOCATED}),
-stages AS (SELECT * FROM located WHERE kind = 'stage'),
-steps AS (SELECT * FROM located WHERE kind = 'step')
-SELECT 1 FROM stages AS later JOIN journey_stages AS st ON st.journey_id = later.journey_id AND st.stage_index = later.stage_index - 1
-LEFT JOIN stages AS earlier ON earlier.journey_id = later.journey_id AND earlier.customer_id = later.customer_id
-                           AND earlier.stage_index = later.stage_index - 1
-WHERE earlier.entered_at IS NULL OR earlier.entered_at > later.entered_at
-   OR (SELECT count(*) FROM steps WHERE steps.journey_id = later.journey_id AND steps.customer_id = later.customer_id
-       AND steps.stage_index = later.stage_index - 1 AND steps.entered_at <= later.entered_at) <> st.step_count
+WITH located AS ({LOCATED})
+SELECT 1 FROM located AS earlier JOIN located AS later USING ({ENTRY})
+WHERE earlier.position < later.position AND earlier.entered_at > later.entered_at
+UNION ALL
+SELECT 1 FROM located GROUP BY {ENTRY}
+HAVING max(CASE WHEN kind = 'holdout' OR (kind = 'stage' AND stage_index = 0) THEN 1 ELSE 0 END) = 0
 """
 
 
-@check("Stages entered in order with non-decreasing dates, and every step of a stage before the next stage.")
+@check("Nodes reached in flow order with non-decreasing dates, each entry from the first stage (or the holdout).")
 def stages_in_order(conn, rules, days) -> tuple[bool, dict]:
     wrong = _invalid(conn, rules, ORDER_VIOLATIONS, days)
-    return wrong == 0, {"stage_entries_out_of_order": wrong}
+    return wrong == 0, {"moves_out_of_order": wrong}
 
 
 @check(
@@ -85,11 +99,53 @@ def sampled_state_is_valid(conn, rules, days) -> tuple[bool, dict]:
         f"""SELECT 1 FROM ({LOCATED}) AS sampled
             WHERE NOT EXISTS (SELECT 1 FROM journey.journey_state AS s JOIN journey_nodes AS n USING (journey_id, node)
                               WHERE s.journey_id = sampled.journey_id AND s.customer_id = sampled.customer_id
-                                AND n.kind = 'stage' AND n.stage_index = 0 AND s.entered_at <= sampled.entered_at)""",
+                                AND s.entry = sampled.entry AND s.entered_at <= sampled.entered_at
+                                AND (n.kind = 'holdout' OR (n.kind = 'stage' AND n.stage_index = 0)))""",
         None,
         sample=True,
     )
     return wrong == 0, {"invalid_sampled_rows": wrong}
+
+
+@check("A sample of A/B assignments and holdouts: the bucket recomputed from its hash falls in the node's range.")
+def assignment_stable(conn, rules, days) -> tuple[bool, dict]:
+    journeys.load_definitions(conn, rules.rules.journeys)
+    where, params = in_days("s.entered_at", days)
+    sample = conn.execute(  # not a merged person's: a merge keeps the earlier assignment, made under another id
+        f"""SELECT s.journey_id, s.customer_id, coalesce(t.node, 'holdout'), coalesce(t.salt, r.salt),
+                   coalesce(v.bucket_from, '0000'), coalesce(v.bucket_below, r.holdout_below)
+            FROM journey.journey_state AS s
+            JOIN journey_nodes AS v USING (journey_id, node)
+            JOIN journey_rules AS r USING (journey_id)
+            LEFT JOIN journey_nodes AS t ON t.journey_id = v.journey_id AND t.node = v.choice_of
+            WHERE v.kind IN ('variant', 'control', 'holdout') AND {where}
+              AND s.customer_id NOT IN (SELECT customer_id FROM journey.journey_state WHERE merged_on IS NOT NULL)
+            USING SAMPLE 1000 ROWS""",
+        params,
+    ).fetchall()
+    wrong = [row for row in sample if not row[4] <= journeys.assignment_bucket(*row[:4]) < (row[5] or "g")]
+    return not wrong, {"sampled": len(sample), "wrong": len(wrong), "first_wrong": str(wrong[:3])}
+
+
+@check(
+    "Each A/B test's arms hold their weights' shares of its customers, within 4 standard deviations (from 100 on).",
+    blocking=False,
+)
+def variant_shares(conn, rules, days) -> tuple[bool, dict]:
+    journeys.load_definitions(conn, rules.rules.journeys)
+    rows = conn.execute(
+        """WITH arms AS (
+               SELECT v.journey_id, v.choice_of AS test, v.node, v.bucket_from, v.bucket_below, count(s.customer_id) AS n
+               FROM journey_nodes AS v LEFT JOIN journey.journey_state AS s USING (journey_id, node)
+               WHERE v.kind IN ('variant', 'control') GROUP BY ALL)
+           SELECT node, n, sum(n) OVER (PARTITION BY journey_id, test), bucket_from, bucket_below FROM arms"""
+    ).fetchall()
+    off = {}
+    for node, n, total, low, below in rows:
+        share = ((int(below, 16) if below else journeys.BUCKETS) - int(low, 16)) / journeys.BUCKETS
+        if total >= 100 and abs(n - total * share) > 4 * (total * share * (1 - share)) ** 0.5:
+            off[node] = f"{n} of {total}, expected {total * share:.0f}"
+    return not off, {"arms_off": str(off) if off else "none", "arms": len(rows)}
 
 
 @check(
@@ -102,7 +158,10 @@ def activations_match_state(conn, rules, days) -> tuple[bool, dict]:
     on_activated, _ = in_days("a.activated_on", days)
     step = "SELECT journey_id, node, activation FROM journey_nodes WHERE activation IS NOT NULL"
     reached = f"""SELECT s.journey_id, s.customer_id, n.activation, s.entered_at FROM journey.journey_state AS s
-                  JOIN ({step}) AS n USING (journey_id, node) WHERE s.merged_on IS NULL AND {on_entered}"""
+                  JOIN ({step}) AS n USING (journey_id, node) WHERE s.merged_on IS NULL AND {on_entered}
+                    AND NOT EXISTS (SELECT 1 FROM journey.journey_state AS c JOIN journey_nodes AS k USING (journey_id, node)
+                                    WHERE k.kind = 'control' AND c.journey_id = s.journey_id
+                                      AND c.customer_id = s.customer_id AND c.entry = s.entry)"""
     written = f"SELECT a.* FROM journey.activations AS a WHERE {on_activated}"
     missing = count(conn, f"({reached}) EXCEPT ALL ({written})", params)
     unexplained = count(
@@ -119,5 +178,34 @@ def activations_match_state(conn, rules, days) -> tuple[bool, dict]:
 
 
 ACTIVATIONS_KEY = dg.AssetKey(["journey", "activations"])
-STATE_CHECKS = [one_terminal_node, nothing_after_terminal, stages_in_order, sampled_state_is_valid]
-ACTIVATIONS_CHECKS = [activations_match_state]
+
+
+@check("No activation for a customer in an A/B test's control or in the holdout, while that entry is open.")
+def none_for_control_or_holdout(conn, rules, days) -> tuple[bool, dict]:
+    journeys.load_definitions(conn, rules.rules.journeys)
+    on_activated, params = in_days("a.activated_on", days)
+    wrong = count(
+        conn,
+        f"""SELECT 1 FROM journey.activations AS a
+            JOIN journey.journey_state AS s ON s.journey_id = a.journey_id AND s.customer_id = a.customer_id
+            JOIN journey_nodes AS n ON n.journey_id = s.journey_id AND n.node = s.node
+            WHERE n.kind IN ('control', 'holdout') AND s.entered_at <= a.activated_on AND {on_activated}
+              AND NOT EXISTS (SELECT 1 FROM journey.journey_state AS ended JOIN journey_nodes AS t USING (journey_id, node)
+                              WHERE ended.journey_id = s.journey_id AND ended.customer_id = s.customer_id
+                                AND ended.entry = s.entry AND t.kind IN {journeys.TERMINAL}
+                                AND ended.entered_at < a.activated_on)""",
+        params,
+    )
+    return wrong == 0, {"activations_wrong": wrong}
+
+
+STATE_CHECKS = [
+    one_terminal_node,
+    nothing_after_terminal,
+    one_open_entry,
+    stages_in_order,
+    sampled_state_is_valid,
+    assignment_stable,
+    variant_shares,
+]
+ACTIVATIONS_CHECKS = [activations_match_state, none_for_control_or_holdout]

@@ -5,6 +5,8 @@ CREATE TABLE IF NOT EXISTS journey.journey_state (
 );
 -- the day a row came from merging two profiles (identity.merges): it carries the earlier profile's date
 ALTER TABLE journey.journey_state ADD COLUMN IF NOT EXISTS merged_on DATE;
+-- the customer's entry into the journey (1, 2, ...: reentry), a state made before it holds first entries
+ALTER TABLE journey.journey_state ADD COLUMN IF NOT EXISTS entry INTEGER DEFAULT 1;
 CREATE TABLE IF NOT EXISTS journey.journey_days (day DATE PRIMARY KEY);
 -- the activation steps each day's moves reached, by the profile that reached them: a fact of that day, which a later
 -- merge (replacing the person's node with the merged profile's earlier date) does not undo
@@ -18,61 +20,114 @@ CREATE TABLE IF NOT EXISTS journey.profile_totals (
 );
 CREATE TABLE IF NOT EXISTS journey.profile_totals_as_of (as_of DATE);  -- the day the kept totals are as of (no row: none)
 
--- 1. enter: audience EXCEPT goal EXCEPT everyone who ever entered.
+-- Each (journey, customer)'s last entry before the day: its number, the day it ended (NULL: open) and whether any
+-- entry reached the goal; what re-entry is decided on.
+-- name: base_entries
+CREATE OR REPLACE TEMP TABLE base_entries AS
+WITH located AS (
+    SELECT b.journey_id, b.customer_id, b.entry, b.entered_at, n.kind FROM base AS b JOIN journey_nodes AS n USING (journey_id, node)
+), last AS (
+    SELECT journey_id, customer_id, max(entry) AS entry, max(CASE WHEN kind = 'goal' THEN 1 ELSE 0 END) AS ever_goal
+    FROM located GROUP BY journey_id, customer_id
+)
+SELECT last.journey_id, last.customer_id, last.entry, last.ever_goal,
+       min(CASE WHEN l.kind IN ('goal', 'exit', 'end') THEN l.entered_at END) AS ended_on
+FROM last JOIN located AS l ON l.journey_id = last.journey_id AND l.customer_id = last.customer_id AND l.entry = last.entry
+GROUP BY last.journey_id, last.customer_id, last.entry, last.ever_goal
+
+-- 1. enter: audience EXCEPT goal EXCEPT those whose last entry is open or bars a new one (reentry: none, any entry;
+-- unless_goal, an entry that reached the goal; both others, one ended less than after_days ago). A holdout's
+-- bucket (the first 4 hex digits of md5(journey|holdout|person|salt), as the A/B test's) never enters a stage.
 -- name: enter
 INSERT INTO today
-SELECT entering.journey_id, entering.customer_id, 'stage:' || first.stage_id, $day
+SELECT a.journey_id, a.customer_id, coalesce(e.entry, 0) + 1,
+       CASE WHEN substr(md5(a.journey_id || '|holdout|' || a.customer_id || '|' || j.salt), 1, 4) < j.holdout_below
+            THEN 'holdout' ELSE j.first_node END,
+       $day
 FROM (
     SELECT journey_id, customer_id FROM hits WHERE criterion = 'audience'
     EXCEPT SELECT journey_id, customer_id FROM hits WHERE criterion = 'goal'
-    EXCEPT SELECT journey_id, customer_id FROM base
-) AS entering
-JOIN journey_stages AS first ON first.journey_id = entering.journey_id AND first.stage_index = 0
+) AS a
+JOIN journey_rules AS j USING (journey_id)
+LEFT JOIN base_entries AS e USING (journey_id, customer_id)
+WHERE e.entry IS NULL
+   OR (e.ended_on IS NOT NULL AND j.reentry <> 'none' AND NOT (j.reentry = 'unless_goal' AND e.ever_goal = 1)
+       AND e.ended_on + j.after_days <= $day)
 
 -- 2. goal: in-journey customers INTERSECT the goal's audience.
 -- name: goal
 INSERT INTO today
-SELECT journey_id, customer_id, 'goal', $day FROM (
+SELECT p.journey_id, p.customer_id, p.entry, 'goal', $day
+FROM journey_positions AS p
+JOIN (
     SELECT journey_id, customer_id FROM journey_positions
     INTERSECT SELECT journey_id, customer_id FROM hits WHERE criterion = 'goal'
-)
+) AS reached ON reached.journey_id = p.journey_id AND reached.customer_id = p.customer_id
 
 -- 3. exit: the first exit criterion (in listed order) of the customer's current stage that holds.
 -- name: exit
 INSERT INTO today
-SELECT p.journey_id, p.customer_id, arg_min('stage:' || s.stage_id || ':exit:' || e.exit_name, e.exit_order), $day
+SELECT p.journey_id, p.customer_id, p.entry, arg_min(e.node, e.exit_order), $day
 FROM journey_positions AS p
-JOIN hits AS h ON h.criterion = 'exit' AND h.journey_id = p.journey_id AND h.customer_id = p.customer_id
-              AND h.stage_index = p.stage_index
-JOIN journey_exits AS e ON e.journey_id = h.journey_id AND e.stage_index = h.stage_index AND e.exit_order = h.exit_order
-JOIN journey_stages AS s ON s.journey_id = p.journey_id AND s.stage_index = p.stage_index
-GROUP BY p.journey_id, p.customer_id
+JOIN journey_exits AS e ON e.journey_id = p.journey_id AND e.stage_index = p.stage_index
+JOIN hits AS h ON h.journey_id = e.journey_id AND h.criterion = e.criterion AND h.customer_id = p.customer_id
+GROUP BY p.journey_id, p.customer_id, p.entry
 
--- 4-5. one round of moves: a stage's first step; a completed step's successor; a completed stage's next stage
--- (the day its entry holds) or the end. Repeated until a round moves nobody.
+-- 4-5. one round of moves from each customer's current node to its successor, when the node is complete (a wait:
+-- wait_days after it was entered; wait_until: its criterion holds or max_days passed; any other: at once) and the
+-- successor's gate holds (a stage's entry criterion, the first day it holds). Decisions and A/B tests choose
+-- their successor below. Repeated until a round moves nobody.
 -- name: advance
 INSERT INTO today
-SELECT p.journey_id, p.customer_id,
-       CASE WHEN p.step_index < stage.step_count THEN 'stage:' || stage.stage_id || ':step:' || (p.step_index + 1)
-            WHEN next.stage_id IS NOT NULL THEN 'stage:' || next.stage_id
-            ELSE 'end' END,
-       $day
+SELECT p.journey_id, p.customer_id, p.entry, n.next_node, $day
 FROM journey_positions AS p
-JOIN journey_stages AS stage USING (journey_id, stage_index)
-LEFT JOIN journey_nodes AS step
-       ON step.journey_id = p.journey_id AND step.kind = 'step' AND step.stage_index = p.stage_index
-      AND step.step_index = p.step_index
-LEFT JOIN journey_stages AS next ON next.journey_id = p.journey_id AND next.stage_index = p.stage_index + 1
-WHERE (p.step_index = 0 OR step.activation IS NOT NULL OR p.step_entered_at + step.wait_days <= $day)
-  AND (p.step_index < stage.step_count OR next.stage_id IS NULL OR NOT next.has_entry
-       OR EXISTS (SELECT 1 FROM hits AS h WHERE h.criterion = 'entry' AND h.journey_id = p.journey_id
-                  AND h.customer_id = p.customer_id AND h.stage_index = next.stage_index))
+JOIN journey_nodes AS n ON n.journey_id = p.journey_id AND n.node = p.node
+WHERE n.next_node IS NOT NULL
+  AND (n.wait_days IS NULL OR p.entered_at + n.wait_days <= $day)
+  AND (n.kind <> 'wait_until' OR p.entered_at + n.max_days <= $day
+       OR EXISTS (SELECT 1 FROM hits AS h WHERE h.journey_id = p.journey_id AND h.criterion = n.criterion
+                  AND h.customer_id = p.customer_id))
+  AND (n.next_gate IS NULL
+       OR EXISTS (SELECT 1 FROM hits AS h WHERE h.journey_id = p.journey_id AND h.criterion = n.next_gate
+                  AND h.customer_id = p.customer_id))
+
+-- A decision: its first branch (in listed order) whose `when` holds, else its else branch; with neither, the
+-- customer waits at the decision, and exits as no_branch once max_wait_days have passed.
+-- name: decide
+INSERT INTO today
+WITH deciding AS (
+    SELECT p.journey_id, p.customer_id, p.entry, p.entered_at, d.node, d.max_days
+    FROM journey_positions AS p
+    JOIN journey_nodes AS d ON d.journey_id = p.journey_id AND d.node = p.node AND d.kind = 'decision'
+), chosen AS (
+    SELECT g.journey_id, g.customer_id, arg_min(b.node, b.choice_order) AS branch
+    FROM deciding AS g
+    JOIN journey_nodes AS b ON b.journey_id = g.journey_id AND b.choice_of = g.node
+    LEFT JOIN hits AS h ON h.journey_id = b.journey_id AND h.criterion = b.criterion AND h.customer_id = g.customer_id
+    WHERE b.criterion IS NULL OR h.customer_id IS NOT NULL
+    GROUP BY g.journey_id, g.customer_id
+)
+SELECT g.journey_id, g.customer_id, g.entry, coalesce(c.branch, g.node || ':no_branch'), $day
+FROM deciding AS g LEFT JOIN chosen AS c USING (journey_id, customer_id)
+WHERE c.branch IS NOT NULL OR g.entered_at + g.max_days <= $day
+
+-- An A/B test: the variant (or control) whose range holds the customer's bucket, the first 4 hex digits of
+-- md5(journey|step|person|salt) compared as text (fixed-width hex sorts as its number, on every engine).
+-- name: assign
+INSERT INTO today
+SELECT p.journey_id, p.customer_id, p.entry, v.node, $day
+FROM journey_positions AS p
+JOIN journey_nodes AS t ON t.journey_id = p.journey_id AND t.node = p.node AND t.kind = 'ab_test'
+JOIN journey_nodes AS v ON v.journey_id = t.journey_id AND v.choice_of = t.node
+WHERE substr(md5(p.journey_id || '|' || t.node || '|' || p.customer_id || '|' || t.salt), 1, 4) >= v.bucket_from
+  AND (v.bucket_below IS NULL
+       OR substr(md5(p.journey_id || '|' || t.node || '|' || p.customer_id || '|' || t.salt), 1, 4) < v.bucket_below)
 
 -- The state before the day, by person: a profile merged into another on the day (identity.merges) shows as that
 -- person, whose first day per node is the earlier of the two; profiles merged on earlier days are gone.
 -- name: base
 CREATE OR REPLACE TEMP TABLE base AS
-SELECT s.journey_id, coalesce(m.into_id, s.customer_id) AS customer_id, s.node, min(s.entered_at) AS entered_at
+SELECT s.journey_id, coalesce(m.into_id, s.customer_id) AS customer_id, s.entry, s.node, min(s.entered_at) AS entered_at
 FROM journey.journey_state AS s
 LEFT JOIN (SELECT merged_id, into_id FROM identity.merges WHERE day = $day) AS m ON m.merged_id = s.customer_id
 WHERE s.entered_at < $day AND (s.merged_on IS NULL OR s.merged_on < $day)
@@ -85,7 +140,8 @@ CREATE OR REPLACE TEMP TABLE merged_rows AS
 SELECT b.* FROM base AS b
 WHERE b.customer_id IN (SELECT into_id FROM identity.merges WHERE day = $day)
   AND NOT EXISTS (SELECT 1 FROM journey.journey_state AS own
-                  WHERE own.journey_id = b.journey_id AND own.customer_id = b.customer_id AND own.node = b.node
+                  WHERE own.journey_id = b.journey_id AND own.customer_id = b.customer_id AND own.entry = b.entry
+                    AND own.node = b.node
                     AND own.entered_at = b.entered_at AND own.entered_at < $day)
 
 -- The people of a day's state rows and activations reached (the change log, touched.py): those the day replaces and
