@@ -112,8 +112,8 @@ def assignment_stable(conn, rules, days) -> tuple[bool, dict]:
     journeys.load_definitions(conn, rules.rules.journeys)
     where, params = in_days("s.entered_at", days)
     sample = conn.execute(  # not a merged person's: a merge keeps the earlier assignment, made under another id
-        f"""SELECT s.journey_id, s.customer_id, coalesce(t.node, 'holdout'), coalesce(t.salt, r.salt),
-                   coalesce(v.bucket_from, '0000'), coalesce(v.bucket_below, r.holdout_below)
+        f"""SELECT s.journey_id, coalesce(t.node, 'holdout'), s.customer_id, coalesce(t.salt, r.salt),
+                   coalesce(v.bucket_from, '0000'), CASE WHEN v.kind = 'holdout' THEN r.holdout_below ELSE v.bucket_below END
             FROM journey.journey_state AS s
             JOIN journey_nodes AS v USING (journey_id, node)
             JOIN journey_rules AS r USING (journey_id)
@@ -148,6 +148,12 @@ def variant_shares(conn, rules, days) -> tuple[bool, dict]:
     return not off, {"arms_off": str(off) if off else "none", "arms": len(rows)}
 
 
+# An activation of a merged person was sent to one of the profiles, on its own path: a merge keeping the other
+# profile's earlier branch or variant leaves it without its node in the person's state.
+UNMERGED = """NOT EXISTS (SELECT 1 FROM journey.journey_state AS m WHERE m.journey_id = a.journey_id
+                                AND m.customer_id = a.customer_id AND m.merged_on IS NOT NULL)"""
+
+
 @check(
     "Exactly one activation row per activation step reached in the state (in the days written), and each row a "
     "step its customer holds by then (a merge may have moved the step to an earlier date)."
@@ -169,7 +175,7 @@ def activations_match_state(conn, rules, days) -> tuple[bool, dict]:
         f"""SELECT 1 FROM ({written}) AS a WHERE NOT EXISTS (
                 SELECT 1 FROM journey.journey_state AS s JOIN ({step}) AS n USING (journey_id, node)
                 WHERE s.journey_id = a.journey_id AND s.customer_id = a.customer_id AND n.activation = a.activation
-                  AND s.entered_at <= a.activated_on)""",
+                  AND s.entered_at <= a.activated_on) AND {UNMERGED}""",
         params,
     )
     repeated = count(conn, f"({written}) EXCEPT ALL (SELECT DISTINCT * FROM ({written}))", params)
@@ -189,7 +195,7 @@ def none_for_control_or_holdout(conn, rules, days) -> tuple[bool, dict]:
         f"""SELECT 1 FROM journey.activations AS a
             JOIN journey.journey_state AS s ON s.journey_id = a.journey_id AND s.customer_id = a.customer_id
             JOIN journey_nodes AS n ON n.journey_id = s.journey_id AND n.node = s.node
-            WHERE n.kind IN ('control', 'holdout') AND s.entered_at <= a.activated_on AND {on_activated}
+            WHERE n.kind IN ('control', 'holdout') AND s.entered_at <= a.activated_on AND {on_activated} AND {UNMERGED}
               AND NOT EXISTS (SELECT 1 FROM journey.journey_state AS ended JOIN journey_nodes AS t USING (journey_id, node)
                               WHERE ended.journey_id = s.journey_id AND ended.customer_id = s.customer_id
                                 AND ended.entry = s.entry AND t.kind IN {journeys.TERMINAL}

@@ -99,6 +99,14 @@ def publish_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
                      AND m.node = s.node)""",
             {},
         ),
+        (  # the person's own rows of an arm the merge dropped (base keeps the other profile's earlier one)
+            """DELETE FROM journey.journey_state AS s
+               WHERE s.customer_id IN (SELECT into_id FROM identity.merges WHERE day = $day)
+                 AND s.entered_at < $day AND (s.merged_on IS NULL OR s.merged_on < $day)
+                 AND NOT EXISTS (SELECT 1 FROM base AS b WHERE b.journey_id = s.journey_id
+                                 AND b.customer_id = s.customer_id AND b.entry = s.entry AND b.node = s.node)""",
+            on_day,
+        ),
         (
             f"INSERT INTO journey.journey_state ({STATE_COLUMNS}) "
             "SELECT journey_id, customer_id, node, entered_at, $day, entry FROM merged_rows",
@@ -202,7 +210,7 @@ def flatten(journey: Journey) -> tuple[list[dict], list[list], list]:
             elif isinstance(step, DecisionStep):
                 decision = step.decision
                 add(name, "decision", i, max_days=decision.max_wait_days)
-                branches = [(b, f"{here}.decision.branches[{b}]") for b in decision.branches]
+                branches = [(b, f"{here}.decision.branches[{n}]") for n, b in enumerate(decision.branches)]
                 if decision.else_:
                     branches.append((decision.else_, f"{here}.decision.else"))
                 for order, (branch, branch_path) in enumerate(branches):

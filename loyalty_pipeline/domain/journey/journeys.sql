@@ -124,15 +124,31 @@ WHERE substr(md5(p.journey_id || '|' || t.node || '|' || p.customer_id || '|' ||
        OR substr(md5(p.journey_id || '|' || t.node || '|' || p.customer_id || '|' || t.salt), 1, 4) < v.bucket_below)
 
 -- The state before the day, by person: a profile merged into another on the day (identity.merges) shows as that
--- person, whose first day per node is the earlier of the two; profiles merged on earlier days are gone.
+-- person, whose first day per node is the earlier of the two; profiles merged on earlier days are gone. Of two
+-- branches or variants of one step the two profiles took, the person keeps the earlier (then the first listed),
+-- and that arm's nodes only.
 -- name: base
 CREATE OR REPLACE TEMP TABLE base AS
-SELECT s.journey_id, coalesce(m.into_id, s.customer_id) AS customer_id, s.entry, s.node, min(s.entered_at) AS entered_at
-FROM journey.journey_state AS s
-LEFT JOIN (SELECT merged_id, into_id FROM identity.merges WHERE day = $day) AS m ON m.merged_id = s.customer_id
-WHERE s.entered_at < $day AND (s.merged_on IS NULL OR s.merged_on < $day)
-  AND s.customer_id NOT IN (SELECT merged_id FROM identity.merges WHERE day < $day)
-GROUP BY ALL
+WITH united AS (
+    SELECT s.journey_id, coalesce(m.into_id, s.customer_id) AS customer_id, s.entry, s.node, min(s.entered_at) AS entered_at
+    FROM journey.journey_state AS s
+    LEFT JOIN (SELECT merged_id, into_id FROM identity.merges WHERE day = $day) AS m ON m.merged_id = s.customer_id
+    WHERE s.entered_at < $day AND (s.merged_on IS NULL OR s.merged_on < $day)
+      AND s.customer_id NOT IN (SELECT merged_id FROM identity.merges WHERE day < $day)
+    GROUP BY ALL
+), arms AS (
+    SELECT u.journey_id, u.customer_id, u.entry, u.node, u.entered_at, n.choice_of, n.choice_order
+    FROM united AS u JOIN journey_nodes AS n USING (journey_id, node)
+    WHERE n.choice_of IS NOT NULL AND u.customer_id IN (SELECT into_id FROM identity.merges WHERE day = $day)
+), dropped AS (
+    SELECT a.* FROM arms AS a JOIN arms AS other
+        ON other.journey_id = a.journey_id AND other.customer_id = a.customer_id AND other.entry = a.entry
+       AND other.choice_of = a.choice_of
+       AND (other.entered_at < a.entered_at OR (other.entered_at = a.entered_at AND other.choice_order < a.choice_order))
+)
+SELECT * FROM united AS u
+WHERE NOT EXISTS (SELECT 1 FROM dropped AS d WHERE d.journey_id = u.journey_id AND d.customer_id = u.customer_id
+                  AND d.entry = u.entry AND (u.node = d.node OR starts_with(u.node, d.node || ':')))
 
 -- The rows a day's merges give the person they merged into: the nodes the merged profile reached first.
 -- name: merged_rows
