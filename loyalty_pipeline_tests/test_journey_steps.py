@@ -319,3 +319,35 @@ def test_steps_are_validated_at_load(tmp_path, steps, complaint):
     with pytest.raises(RulesError) as error:
         load_rules(path)
     assert complaint in str(error.value)
+
+
+def test_the_goal_report_on_a_hand_computed_case(inputs):
+    """Twelve coffee buyers. By md5 (see _bucket), p0 p1 p2 p5 p7 p8 are held out; of those who enter, p4 and p10
+    get variant a, p3 p6 p9 p11 the control. Tea is the goal: p10 and p0 on day 2, p4 on day 3, p3 on day 4."""
+    rules = """
+journeys:
+  - id: lift
+    audience: "purchase_count > 0"
+    goal: "list_contains(products_purchased, 'tea')"
+    holdout_pct: 20
+    stages:
+      - id: s
+        steps:
+          - ab_test: {variants: [{name: a, weight: 50, steps: [{activation: coupon}]}], control: 50}
+          - wait_days: 10
+"""
+    people = [f"p{n}" for n in range(12)]
+    tea = [("p10", "tea", 2), ("p0", "tea", 2), ("p4", "tea", 3), ("p3", "tea", 4)]
+    _shop(inputs, rules, [(person, "coffee", 1) for person in people] + tea)
+    inputs.materialize(D[1], D[5], assets=("journey/goal_report",))
+    rows = inputs.query("SELECT * FROM journey.goal_report ORDER BY step, arm")
+    journey_margin = 1.96 * (0.5 * 0.5 / 6 + (1 / 6) * (5 / 6) / 6) ** 0.5
+    variant_margin = 1.96 * (0.25 * 0.75 / 4) ** 0.5
+    assert rows == [
+        ("lift", "", "entered", 6, 3, 0.5, 2.0, "holdout", pytest.approx(1 / 3),
+         pytest.approx(1 / 3 - journey_margin), pytest.approx(1 / 3 + journey_margin)),
+        ("lift", "", "holdout", 6, 1, pytest.approx(1 / 6), 1.0, None, None, None, None),
+        ("lift", "stage:s:step:1", "variant:a", 2, 2, 1.0, 1.5, "variant:control", 0.75,
+         pytest.approx(0.75 - variant_margin), pytest.approx(0.75 + variant_margin)),
+        ("lift", "stage:s:step:1", "variant:control", 4, 1, 0.25, 3.0, None, None, None, None),
+    ]  # fmt: skip

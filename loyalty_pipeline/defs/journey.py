@@ -10,7 +10,13 @@ from loyalty_pipeline.defs.checks import check_results, check_specs, failed_bloc
 from loyalty_pipeline.defs.customers import customers
 from loyalty_pipeline.defs.errors import OneLineError
 from loyalty_pipeline.defs.ingest import raw_topics
-from loyalty_pipeline.defs.journey_checks import ACTIVATIONS_CHECKS, ACTIVATIONS_KEY, STATE_CHECKS, STATE_KEY
+from loyalty_pipeline.defs.journey_checks import (
+    ACTIVATIONS_CHECKS,
+    ACTIVATIONS_KEY,
+    GOAL_REPORT_KEY,
+    STATE_CHECKS,
+    STATE_KEY,
+)
 from loyalty_pipeline.defs.loyalty import enriched_purchases
 from loyalty_pipeline.defs.metadata import (
     OWNERS,
@@ -25,7 +31,7 @@ from loyalty_pipeline.defs.metadata import (
 from loyalty_pipeline.defs.points import point_transactions
 from loyalty_pipeline.defs.resources import RulesResource, Warehouse
 from loyalty_pipeline.domain.identity import identity
-from loyalty_pipeline.domain.journey import journeys, totals
+from loyalty_pipeline.domain.journey import goal_report, journeys, totals
 from loyalty_pipeline.domain.loyalty.rules_sql import load_tiers
 from loyalty_pipeline.domain.points import ledger
 from loyalty_pipeline.lib import touched
@@ -228,9 +234,35 @@ def revised_preview(conn, run_id: str, change: str) -> dg.MetadataValue:
     )
 
 
+GOAL_REPORT_SPEC = dg.AssetSpec(
+    GOAL_REPORT_KEY,
+    group_name="journey",
+    owners=OWNERS,
+    kinds=PORTABLE_KINDS,
+    deps=[STATE_KEY],
+    skippable=True,
+    description="Whether each journey worked: entries, goal conversion and days to goal per journey, branch, variant "
+    "and control, with the lift against the A/B test's control (the holdout, for the journey) and its 95% interval.",
+)
+
+
+def _goal_report(conn, rules: RulesResource) -> dg.MaterializeResult:
+    conn.execute(journeys.DDL + goal_report.DDL)
+    journeys.load_definitions(conn, rules.rules.journeys)
+    with transaction(conn):
+        goal_report.rebuild(conn)
+    return dg.MaterializeResult(
+        asset_key=GOAL_REPORT_KEY,
+        metadata={
+            **table_metadata(conn, "journey.goal_report"),
+            "report": dg.MetadataValue.md(goal_report.markdown(conn)),
+        },
+    )
+
+
 @dg.multi_asset(
     name="journeys",
-    specs=[STATE_SPEC, ACTIVATIONS_SPEC],
+    specs=[STATE_SPEC, ACTIVATIONS_SPEC, GOAL_REPORT_SPEC],
     check_specs=check_specs(STATE_KEY, STATE_CHECKS) + check_specs(ACTIVATIONS_KEY, ACTIVATIONS_CHECKS),
     partitions_def=DECLARED,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -238,7 +270,7 @@ def revised_preview(conn, run_id: str, change: str) -> dg.MetadataValue:
     pool=WAREHOUSE_POOL,
 )
 def journeys_step(context: dg.AssetExecutionContext, warehouse: Warehouse, rules: RulesResource):
-    """The state, then the activations it reaches, on one connection; a state failing a blocking check stops there
+    """The state, then the activations it reaches and the goal report, on one connection; a state failing a blocking check stops there
     (the step fails after reporting it, as a blocking check does)."""
     with warehouse.get_connection(portable=True) as conn:
         if STATE_KEY in context.selected_asset_keys:
@@ -248,6 +280,8 @@ def journeys_step(context: dg.AssetExecutionContext, warehouse: Warehouse, rules
                 return
         if ACTIVATIONS_KEY in context.selected_asset_keys:
             yield _activations(context, conn, rules)
+        if GOAL_REPORT_KEY in context.selected_asset_keys:
+            yield _goal_report(conn, rules)
 
 
 journey_assets = [journeys_step]

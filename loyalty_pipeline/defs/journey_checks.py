@@ -184,6 +184,7 @@ def activations_match_state(conn, rules, days) -> tuple[bool, dict]:
 
 
 ACTIVATIONS_KEY = dg.AssetKey(["journey", "activations"])
+GOAL_REPORT_KEY = dg.AssetKey(["journey", "goal_report"])
 
 
 @check("No activation for a customer in an A/B test's control or in the holdout, while that entry is open.")
