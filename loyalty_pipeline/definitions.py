@@ -4,6 +4,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from loyalty_pipeline.defs.activation_exports import activation_export_assets
 from loyalty_pipeline.defs.automation.jobs import customers_job, everything_job, historical_job
 from loyalty_pipeline.defs.automation.partitions import with_days
 from loyalty_pipeline.defs.automation.schedules import daily_materialization
@@ -35,6 +36,7 @@ def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
             *points_assets,
             *customer_assets,
             *journey_assets,
+            *activation_export_assets,
         ],
         jobs=[everything_job, historical_job, customers_job],
         schedules=[daily_materialization],

@@ -60,6 +60,8 @@ def test_every_table_of_the_spec_is_an_asset_and_every_asset_has_a_check(tmp_pat
         "customer/recommendations",
         "journey/journey_state",
         "journey/activations",
+        "journey/goal_report",
+        "journey/activation_exports",
     } <= keys
     checked = {key.asset_key.to_user_string() for key in defs.resolve_asset_graph().asset_check_keys}
     assert keys <= checked
@@ -94,6 +96,8 @@ def test_time_dependent_assets_share_daily_partitions(tmp_path):
         "points/point_transactions",
         "journey/journey_state",
         "journey/activations",
+        "journey/goal_report",
+        "journey/activation_exports",
     }
     for node in graph.asset_nodes:
         if node.partitions_def:

@@ -351,3 +351,36 @@ journeys:
          pytest.approx(0.75 - variant_margin), pytest.approx(0.75 + variant_margin)),
         ("lift", "stage:s:step:1", "variant:control", 4, 1, 0.25, 3.0, None, None, None, None),
     ]  # fmt: skip
+
+
+CAPPED = """
+activations: {max_per_day: 2, max_per_week: 3}
+journeys:
+  - id: first
+    audience: "purchase_count > 0"
+    reentry: always
+    stages: [{id: s, steps: [{activation: a1}, {activation: a2}, {activation: a3}]}]
+  - id: second
+    audience: "purchase_count > 0"
+    stages: [{id: s, steps: [{activation: b1}]}]
+"""
+
+
+def test_frequency_caps_across_journeys_drop_what_is_over_and_say_so(inputs):
+    """ann re-enters `first` daily: 4 activations reached on day 1 (3 + second's 1), 3 on each later day. Two a day
+    are delivered (journeys in the order written, then activation), and three in any 7 days."""
+    _shop(inputs, CAPPED, [("ann", "coffee", 1)])
+    inputs.materialize(D[1], D[2], assets=JOURNEYS)
+    inputs.materialize(D[3], D[3], assets=JOURNEYS)  # the week reaches back into the run before
+    assert inputs.query(ACTIVATIONS) == [("ann", "a1", D[1]), ("ann", "a1", D[2]), ("ann", "a2", D[1])]
+    assert inputs.query(
+        "SELECT journey_id, activation, day::VARCHAR, reason FROM journey.capped_activations ORDER BY day, journey_id, activation"
+    ) == [
+        ("first", "a3", D[1], "max_per_day"),
+        ("second", "b1", D[1], "max_per_day"),
+        ("first", "a2", D[2], "max_per_week"),
+        ("first", "a3", D[2], "max_per_day"),
+        ("first", "a1", D[3], "max_per_week"),
+        ("first", "a2", D[3], "max_per_week"),
+        ("first", "a3", D[3], "max_per_day"),
+    ]

@@ -13,6 +13,7 @@ from loyalty_pipeline.defs.ingest import raw_topics
 from loyalty_pipeline.defs.journey_checks import (
     ACTIVATIONS_CHECKS,
     ACTIVATIONS_KEY,
+    GOAL_REPORT_CHECKS,
     GOAL_REPORT_KEY,
     STATE_CHECKS,
     STATE_KEY,
@@ -31,7 +32,7 @@ from loyalty_pipeline.defs.metadata import (
 from loyalty_pipeline.defs.points import point_transactions
 from loyalty_pipeline.defs.resources import RulesResource, Warehouse
 from loyalty_pipeline.domain.identity import identity
-from loyalty_pipeline.domain.journey import goal_report, journeys, totals
+from loyalty_pipeline.domain.journey import caps, goal_report, journeys, totals
 from loyalty_pipeline.domain.loyalty.rules_sql import load_tiers
 from loyalty_pipeline.domain.points import ledger
 from loyalty_pipeline.lib import touched
@@ -188,13 +189,21 @@ ACTIVATIONS_SPEC = dg.AssetSpec(
 def _activations(context: dg.AssetExecutionContext, conn, rules: RulesResource) -> dg.MaterializeResult:
     first, end = window_days(context)
     window = {"first": first, "end": end}
-    conn.execute(journeys.DDL + ACTIVATIONS_DDL)
+    conn.execute(journeys.DDL + ACTIVATIONS_DDL + caps.DDL)
     journeys.load_definitions(conn, rules.rules.journeys)
+    limits = rules.rules.activations
+    if limits.max_per_day or limits.max_per_week:
+        caps.decide(conn, limits, first, end)
+    else:
+        conn.execute(
+            """CREATE OR REPLACE TEMP TABLE decided AS SELECT journey_id, customer_id, activation,
+               day AS activated_on, NULL::VARCHAR AS reason FROM journey.reached_activations
+               WHERE day >= $first AND day < $end""",
+            window,
+        )
     conn.execute(
-        """CREATE OR REPLACE TEMP TABLE new_activations AS
-           SELECT journey_id, customer_id, activation, day AS activated_on FROM journey.reached_activations
-           WHERE day >= $first AND day < $end""",
-        window,
+        "CREATE OR REPLACE TEMP TABLE new_activations AS "
+        "SELECT journey_id, customer_id, activation, activated_on FROM decided WHERE reason IS NULL"
     )
     revision = revision_of(context)
     replaced = """SELECT customer_id AS person FROM journey.activations WHERE activated_on >= $first AND activated_on < $end
@@ -204,6 +213,8 @@ def _activations(context: dg.AssetExecutionContext, conn, rules: RulesResource) 
         conn.execute(touched.log_sql(replaced, "journeys", touched.NEXT_SEQ), window)  # old and new rows' people
         conn.execute("DELETE FROM journey.activations WHERE activated_on >= $first AND activated_on < $end", window)
         conn.execute("INSERT INTO journey.activations SELECT * FROM new_activations")
+        conn.execute("DELETE FROM journey.capped_activations WHERE day >= $first AND day < $end", window)
+        conn.execute("INSERT INTO journey.capped_activations SELECT * FROM decided WHERE reason IS NOT NULL")
         for n in range((end - first).days):
             conn.execute(mark_built("journey.activation_days"), {"day": first + timedelta(days=n)})
     window_rows = "SELECT * FROM journey.activations WHERE activated_on >= $first AND activated_on < $end"
@@ -218,6 +229,10 @@ def _activations(context: dg.AssetExecutionContext, conn, rules: RulesResource) 
             "activations_added_late": count(conn, revised, [revision["run_id"], "added"]),
             "activations_added_late_preview": revised_preview(conn, revision["run_id"], "added"),
             "preview": preview(conn, window_rows + " ORDER BY ALL", window, limit=20),
+            "over_a_cap": count(conn, "SELECT 1 FROM decided WHERE reason IS NOT NULL"),
+            "over_a_cap_preview": preview(
+                conn, "SELECT * FROM decided WHERE reason IS NOT NULL ORDER BY activated_on, customer_id", {}, limit=20
+            ),
         },
         check_results=check_results(ACTIVATIONS_KEY, ACTIVATIONS_CHECKS, conn, rules, (first, end)),
     )
@@ -257,13 +272,16 @@ def _goal_report(conn, rules: RulesResource) -> dg.MaterializeResult:
             **table_metadata(conn, "journey.goal_report"),
             "report": dg.MetadataValue.md(goal_report.markdown(conn)),
         },
+        check_results=check_results(GOAL_REPORT_KEY, GOAL_REPORT_CHECKS, conn, rules),
     )
 
 
 @dg.multi_asset(
     name="journeys",
     specs=[STATE_SPEC, ACTIVATIONS_SPEC, GOAL_REPORT_SPEC],
-    check_specs=check_specs(STATE_KEY, STATE_CHECKS) + check_specs(ACTIVATIONS_KEY, ACTIVATIONS_CHECKS),
+    check_specs=check_specs(STATE_KEY, STATE_CHECKS)
+    + check_specs(ACTIVATIONS_KEY, ACTIVATIONS_CHECKS)
+    + check_specs(GOAL_REPORT_KEY, GOAL_REPORT_CHECKS),
     partitions_def=DECLARED,
     backfill_policy=dg.BackfillPolicy.single_run(),
     can_subset=True,

@@ -169,7 +169,9 @@ def activations_match_state(conn, rules, days) -> tuple[bool, dict]:
                                     WHERE k.kind = 'control' AND c.journey_id = s.journey_id
                                       AND c.customer_id = s.customer_id AND c.entry = s.entry)"""
     written = f"SELECT a.* FROM journey.activations AS a WHERE {on_activated}"
-    missing = count(conn, f"({reached}) EXCEPT ALL ({written})", params)
+    on_day, _ = in_days("a.day", days)
+    capped = f"SELECT journey_id, customer_id, activation, day FROM journey.capped_activations AS a WHERE {on_day}"
+    missing = count(conn, f"({reached}) EXCEPT ALL ({written} UNION ALL {capped})", params)
     unexplained = count(
         conn,
         f"""SELECT 1 FROM ({written}) AS a WHERE NOT EXISTS (
@@ -206,6 +208,20 @@ def none_for_control_or_holdout(conn, rules, days) -> tuple[bool, dict]:
     return wrong == 0, {"activations_wrong": wrong}
 
 
+@check("The goal report's arms of each A/B test hold every entry that reached the test, once.")
+def report_arms_add_up(conn, rules, days) -> tuple[bool, dict]:
+    journeys.load_definitions(conn, rules.rules.journeys)
+    wrong = count(
+        conn,
+        """SELECT 1 FROM (SELECT s.journey_id, s.node AS step, count(*) AS reached FROM journey.journey_state AS s
+                         JOIN journey_nodes AS n USING (journey_id, node) WHERE n.kind = 'ab_test' GROUP BY ALL) AS t
+           FULL JOIN (SELECT journey_id, step, sum(entered) AS entered FROM journey.goal_report
+                      WHERE arm LIKE 'variant:%' GROUP BY ALL) AS r USING (journey_id, step)
+           WHERE t.reached IS DISTINCT FROM r.entered""",
+    )
+    return wrong == 0, {"tests_not_adding_up": wrong}
+
+
 STATE_CHECKS = [
     one_terminal_node,
     nothing_after_terminal,
@@ -216,3 +232,4 @@ STATE_CHECKS = [
     variant_shares,
 ]
 ACTIVATIONS_CHECKS = [activations_match_state, none_for_control_or_holdout]
+GOAL_REPORT_CHECKS = [report_arms_add_up]

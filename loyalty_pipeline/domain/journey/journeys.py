@@ -293,14 +293,14 @@ def load_definitions(conn: duckdb.DuckDBPyConnection, journeys: list[Journey]) -
     )
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE journey_rules (journey_id VARCHAR, first_node VARCHAR, reentry VARCHAR, "
-        "after_days INTEGER, holdout_below VARCHAR, salt VARCHAR)"
+        "after_days INTEGER, holdout_below VARCHAR, salt VARCHAR, journey_order INTEGER)"
     )
     nodes, exits, rules = [], [], []
     for journey in journeys:
         journey_nodes, journey_exits, journey_rules = flatten(journey)
         nodes += [[journey.id, *(node.get(column) for column in list(NODE_COLUMNS)[1:])] for node in journey_nodes]
         exits += [[journey.id, *exit] for exit in journey_exits]
-        rules.append([journey.id, *journey_rules])
+        rules.append([journey.id, *journey_rules, len(rules)])
     insert_rows(conn, "journey_nodes", nodes)
     insert_rows(conn, "journey_exits", exits)
     insert_rows(conn, "journey_rules", rules)
