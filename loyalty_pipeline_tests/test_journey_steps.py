@@ -384,3 +384,34 @@ def test_frequency_caps_across_journeys_drop_what_is_over_and_say_so(inputs):
         ("first", "a2", D[3], "max_per_week"),
         ("first", "a3", D[3], "max_per_day"),
     ]
+
+
+def test_a_late_file_changes_a_branch_and_the_state_converges_to_one_built_with_everything(inputs, tmp_path):
+    """dan's coffee (day 1) leaves him waiting at the decision, then no_branch on day 3; a late file brings his
+    day-1 tea: rebuilt, he takes the tea branch on day 1, as a warehouse that had every file from the start."""
+    _shop(inputs, DECISION, [("dan", "coffee", 1), ("eve", "cake", 2)])
+    inputs.materialize(D[1], D[4], assets=JOURNEYS)
+    assert ("dan", 1, "stage:s:step:1:no_branch", D[3]) in inputs.query(STATE)
+    inputs.kafka("purchases", [("dan", {"product_id": "tea"}, f"{D[1]}T11:00:00")], file="late.jsonl")
+    inputs.materialize(D[1], D[4], assets=JOURNEYS)
+    dan = [row for row in inputs.query(STATE) if row[0] == "dan"]
+    assert dan == sorted(
+        ("dan", 1, node, day)
+        for node, day in [
+            ("stage:s", D[1]),
+            ("stage:s:step:1", D[1]),
+            ("stage:s:step:1:branch:tea", D[1]),
+            ("stage:s:step:1:branch:tea:step:1", D[1]),
+            ("stage:s:step:1:branch:tea:step:2", D[2]),
+            ("stage:s:step:2", D[2]),
+            ("end", D[2]),
+        ]
+    )
+    assert inputs.query(
+        "SELECT change, customer_id, activation, activated_on::VARCHAR FROM journey.activation_revisions ORDER BY ALL"
+    ) == [("added", "dan", "after", D[2]), ("added", "dan", "tea_mail", D[2])]
+    everything = type(inputs)(inputs.root)  # the same files, a new warehouse
+    everything.warehouse = tmp_path / "everything.duckdb"
+    everything.materialize(D[1], D[4], assets=JOURNEYS)
+    assert everything.query(STATE) == inputs.query(STATE)
+    assert everything.query(ACTIVATIONS) == inputs.query(ACTIVATIONS)
