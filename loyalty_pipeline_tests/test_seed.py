@@ -163,7 +163,8 @@ def test_demo_journeys_by_hand(demo):
     # and move on to the reward the day their spend is above 50; spend_your_points: rick turns GOLD on day 4,
     # yeva SILVER on day 5, and a day after the thank-you mail comes the reminder
     assert demo.query(
-        "SELECT journey_id, customer_id, activation, activated_on::VARCHAR FROM journey.activations ORDER BY ALL"
+        "SELECT journey_id, customer_id, activation, activated_on::VARCHAR FROM journey.activations "
+        "WHERE journey_id <> 'coffee_offer' ORDER BY ALL"
     ) == [
         ("spend_your_points", "u2003", "thank_you_mail", "2024-06-05"),
         ("spend_your_points", "u2004", "points_reminder", "2024-06-05"),
@@ -178,9 +179,45 @@ def test_demo_journeys_by_hand(demo):
     assert demo.query(
         "SELECT journey_id, node, count(*) FROM journey.journey_state WHERE node IN ('end', 'goal') GROUP BY ALL ORDER BY ALL"
     ) == [
+        ("coffee_offer", "end", 3),
+        ("coffee_offer", "goal", 1),
         ("spend_your_points", "end", 1),
         ("tea_trial", "end", 3),
     ]
+
+
+def test_demo_offer_decides_by_spend_and_tests_by_hash(demo):
+    """coffee_offer: customers with one or two purchases (three is its goal) enter the day of their first; the
+    decision sends 100 or more spent to big_spender, the rest to else; the A/B arm is md5(journey|step|person|salt)'s
+    first 4 hex digits against 40/40/20 of 65536. u2004's third purchase on day 4 is the goal; the rest end on day
+    3 after their entry (a 3-day wait)."""
+    import hashlib
+
+    def arm(person: str) -> str:
+        bucket = int(hashlib.md5(f"coffee_offer|stage:offer:step:2|{person}|june".encode()).hexdigest()[:4], 16)
+        return "coupon" if bucket < 26214 else "points" if bucket < 52428 else "control"
+
+    entered = {"ben": ("2024-06-01", "else"), "mona": ("2024-06-02", "big_spender"),
+               "u2002": ("2024-06-02", "big_spender"), "u2004": ("2024-06-01", "else")}  # fmt: skip
+    branch_activation = {"else": "starter_offer", "big_spender": "premium_offer"}
+    arm_activation = {"coupon": "coupon_10", "points": "bonus_points", "control": None}
+    assert demo.query(
+        "SELECT customer_id, activation, activated_on::VARCHAR FROM journey.activations "
+        "WHERE journey_id = 'coffee_offer' ORDER BY ALL"
+    ) == sorted(
+        (person, activation, day)
+        for person, (day, branch) in entered.items()
+        for activation in (branch_activation[branch], arm_activation[arm(person)])
+        if activation
+    )
+    assert demo.query(
+        "SELECT customer_id, node FROM journey.journey_state WHERE journey_id = 'coffee_offer' AND node LIKE '%variant:%' "
+        "AND node NOT LIKE '%:step:_' ORDER BY ALL"
+    ) == [(person, f"stage:offer:step:2:variant:{arm(person)}") for person in sorted(entered)]
+    report = demo.query(
+        "SELECT step, arm, entered, reached_goal FROM journey.goal_report WHERE journey_id = 'coffee_offer' ORDER BY ALL"
+    )
+    assert report[0] == ("", "entered", 4, 1)
 
 
 def test_every_column_of_every_table_is_described_in_the_catalog(demo):

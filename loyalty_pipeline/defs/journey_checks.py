@@ -162,11 +162,11 @@ def activations_match_state(conn, rules, days) -> tuple[bool, dict]:
     journeys.load_definitions(conn, rules.rules.journeys)
     on_entered, params = in_days("s.entered_at", days)
     on_activated, _ = in_days("a.activated_on", days)
-    step = "SELECT journey_id, node, activation FROM journey_nodes WHERE activation IS NOT NULL"
+    step = "SELECT journey_id, node, activation, position FROM journey_nodes WHERE activation IS NOT NULL"
     reached = f"""SELECT s.journey_id, s.customer_id, n.activation, s.entered_at FROM journey.journey_state AS s
                   JOIN ({step}) AS n USING (journey_id, node) WHERE s.merged_on IS NULL AND {on_entered}
                     AND NOT EXISTS (SELECT 1 FROM journey.journey_state AS c JOIN journey_nodes AS k USING (journey_id, node)
-                                    WHERE k.kind = 'control' AND c.journey_id = s.journey_id
+                                    WHERE k.kind = 'control' AND k.position < n.position AND c.journey_id = s.journey_id
                                       AND c.customer_id = s.customer_id AND c.entry = s.entry)"""
     written = f"SELECT a.* FROM journey.activations AS a WHERE {on_activated}"
     on_day, _ = in_days("a.day", days)
@@ -189,7 +189,10 @@ ACTIVATIONS_KEY = dg.AssetKey(["journey", "activations"])
 GOAL_REPORT_KEY = dg.AssetKey(["journey", "goal_report"])
 
 
-@check("No activation for a customer in an A/B test's control or in the holdout, while that entry is open.")
+@check(
+    "No activation for a customer in the holdout, or in an A/B test's control from the test on, while that entry is "
+    "open (an activation counts as after the control when all its steps are)."
+)
 def none_for_control_or_holdout(conn, rules, days) -> tuple[bool, dict]:
     journeys.load_definitions(conn, rules.rules.journeys)
     on_activated, params = in_days("a.activated_on", days)
@@ -199,6 +202,8 @@ def none_for_control_or_holdout(conn, rules, days) -> tuple[bool, dict]:
             JOIN journey.journey_state AS s ON s.journey_id = a.journey_id AND s.customer_id = a.customer_id
             JOIN journey_nodes AS n ON n.journey_id = s.journey_id AND n.node = s.node
             WHERE n.kind IN ('control', 'holdout') AND s.entered_at <= a.activated_on AND {on_activated} AND {UNMERGED}
+              AND n.position < (SELECT min(sent.position) FROM journey_nodes AS sent
+                                WHERE sent.journey_id = a.journey_id AND sent.activation = a.activation)
               AND NOT EXISTS (SELECT 1 FROM journey.journey_state AS ended JOIN journey_nodes AS t USING (journey_id, node)
                               WHERE ended.journey_id = s.journey_id AND ended.customer_id = s.customer_id
                                 AND ended.entry = s.entry AND t.kind IN {journeys.TERMINAL}

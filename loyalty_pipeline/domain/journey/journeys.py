@@ -128,7 +128,7 @@ def publish_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
             ),
             *merged,
             ("DELETE FROM journey.reached_activations WHERE day = $day", on_day),
-            (  # an entry in an A/B test's control gets none
+            (  # an entry in an A/B test's control gets none from the test on
                 """INSERT INTO journey.reached_activations
                    SELECT DISTINCT t.journey_id, t.customer_id, n.activation, t.entered_at
                    FROM (SELECT * FROM today ANTI JOIN journey.journey_state USING (journey_id, customer_id, entry, node)) AS t
@@ -136,8 +136,8 @@ def publish_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
                    WHERE n.activation IS NOT NULL AND NOT EXISTS (
                        SELECT 1 FROM (SELECT * FROM base UNION ALL SELECT * FROM today) AS c
                        JOIN journey_nodes AS control ON control.journey_id = c.journey_id AND control.node = c.node
-                       WHERE control.kind = 'control' AND c.journey_id = t.journey_id AND c.customer_id = t.customer_id
-                         AND c.entry = t.entry)""",
+                       WHERE control.kind = 'control' AND control.position < n.position AND c.journey_id = t.journey_id
+                         AND c.customer_id = t.customer_id AND c.entry = t.entry)""",
                 {},
             ),
             (
