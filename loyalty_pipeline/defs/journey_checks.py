@@ -120,7 +120,7 @@ def assignment_stable(conn, rules, days) -> tuple[bool, dict]:
             LEFT JOIN journey_nodes AS t ON t.journey_id = v.journey_id AND t.node = v.choice_of
             WHERE v.kind IN ('variant', 'control', 'holdout') AND {where}
               AND s.customer_id NOT IN (SELECT customer_id FROM journey.journey_state WHERE merged_on IS NOT NULL)
-            USING SAMPLE 1000 ROWS""",
+            ORDER BY md5(s.customer_id || s.node) LIMIT 1000""",
         params,
     ).fetchall()
     wrong = [row for row in sample if not row[4] <= journeys.assignment_bucket(*row[:4]) < (row[5] or "g")]

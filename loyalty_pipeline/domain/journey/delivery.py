@@ -46,7 +46,7 @@ SELECT journey_id, customer_id, activation, activated_on,
        sha256(to_json(list_concat([journey_id, customer_id, activation, activated_on::VARCHAR],
                                   CASE WHEN copy > 1 THEN [copy::VARCHAR] ELSE []::VARCHAR[] END))::VARCHAR)
            AS idempotency_key
-FROM (SELECT *, row_number() OVER (PARTITION BY journey_id, customer_id, activation, activated_on) AS copy
+FROM (SELECT *, row_number() OVER (PARTITION BY journey_id, customer_id, activation, activated_on ORDER BY journey_id) AS copy
       FROM journey.activations WHERE activated_on >= $first AND activated_on < $end) AS window_rows
 """
 

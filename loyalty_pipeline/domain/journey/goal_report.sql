@@ -31,7 +31,7 @@ WITH located AS (
     GROUP BY a.journey_id, a.step, a.arm
 ), compared AS (
     SELECT s.*, c.arm AS compared_with, s.rate - c.rate AS lift,
-           1.96 * sqrt(s.rate * (1 - s.rate) / s.entered + c.rate * (1 - c.rate) / c.entered) AS margin
+           1.96 * sqrt(CAST(s.rate * (1 - s.rate) AS DOUBLE) / s.entered + CAST(c.rate * (1 - c.rate) AS DOUBLE) / c.entered) AS margin
     FROM stats AS s
     LEFT JOIN stats AS c ON c.journey_id = s.journey_id AND c.step = s.step AND c.arm IN ('holdout', 'variant:control')
                         AND c.arm <> s.arm
