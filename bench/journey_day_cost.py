@@ -1,4 +1,4 @@
-"""Time of one journey day for N customers in 3 journeys (SPEC §5.4; run by `make bench`).
+"""Time of one journey day for N customers in 4 journeys (SPEC §5.4 and issue 31; run by `make bench`).
 
 Synthetic warehouse tables (purchases, ledger, users, clicks) are written straight into DuckDB, then journey
 days are built in order; the JSON reports each day's seconds and the state size.
@@ -45,6 +45,22 @@ JOURNEYS = yaml.safe_load("""
   stages:
     - {id: welcome, steps: [{activation: welcome_mail}, {wait_days: 7}, {activation: discount}]}
     - {id: last_try, entry: "days_since_last_purchase > 14", steps: [{activation: last_chance}]}
+- id: offer
+  audience: "purchase_count >= 1"
+  goal: "purchase_count >= 3"
+  reentry: unless_goal
+  after_days: 3
+  holdout_pct: 10
+  stages:
+    - id: s
+      steps:
+        - decision:
+            branches: [{name: big, when: "total_spend >= 100", steps: [{activation: premium}]}]
+            else: {steps: [{activation: starter}]}
+        - ab_test:
+            variants: [{name: a, weight: 45, steps: [{activation: coupon}]}, {name: b, weight: 45, steps: [{activation: points}]}]
+            control: 10
+        - wait_days: 2
 """)
 
 

@@ -5,7 +5,7 @@ import dagster as dg
 
 from loyalty_pipeline.defs.checks import Days, check, in_days
 from loyalty_pipeline.defs.resources import RulesResource
-from loyalty_pipeline.domain.journey import journeys
+from loyalty_pipeline.domain.journey import flow, journeys
 from loyalty_pipeline.lib.warehouse import count
 
 STATE_KEY = dg.AssetKey(["journey", "journey_state"])
@@ -123,7 +123,7 @@ def assignment_stable(conn, rules, days) -> tuple[bool, dict]:
             ORDER BY md5(s.customer_id || s.node) LIMIT 1000""",
         params,
     ).fetchall()
-    wrong = [row for row in sample if not row[4] <= journeys.assignment_bucket(*row[:4]) < (row[5] or "g")]
+    wrong = [row for row in sample if not row[4] <= flow.assignment_bucket(*row[:4]) < (row[5] or "g")]
     return not wrong, {"sampled": len(sample), "wrong": len(wrong), "first_wrong": str(wrong[:3])}
 
 
@@ -142,7 +142,7 @@ def variant_shares(conn, rules, days) -> tuple[bool, dict]:
     ).fetchall()
     off = {}
     for node, n, total, low, below in rows:
-        share = ((int(below, 16) if below else journeys.BUCKETS) - int(low, 16)) / journeys.BUCKETS
+        share = ((int(below, 16) if below else flow.BUCKETS) - int(low, 16)) / flow.BUCKETS
         if total >= 100 and abs(n - total * share) > 4 * (total * share * (1 - share)) ** 0.5:
             off[node] = f"{n} of {total}, expected {total * share:.0f}"
     return not off, {"arms_off": str(off) if off else "none", "arms": len(rows)}

@@ -5,22 +5,13 @@ the state before it (`base`), collects what happens on the day (`today`), and ap
 first time, in one transaction.
 """
 
-import hashlib
 from datetime import date, timedelta
 
 import duckdb
 
-from loyalty_pipeline.domain.config import (
-    AbTestStep,
-    ActivationStep,
-    DecisionStep,
-    Journey,
-    JumpStep,
-    Rules,
-    WaitStep,
-    WaitUntilStep,
-)
+from loyalty_pipeline.domain.config import Journey, Rules
 from loyalty_pipeline.domain.customer.profiles import BEHAVIOUR, add_day_to_totals, totals_from_start
+from loyalty_pipeline.domain.journey.flow import NODE_COLUMNS, flatten
 from loyalty_pipeline.domain.loyalty import tiers
 from loyalty_pipeline.lib import touched
 from loyalty_pipeline.lib.chain import Window, mark_built, publish
@@ -45,7 +36,6 @@ STATE_COLUMNS = "journey_id, customer_id, node, entered_at, merged_on, entry"
 DDL += touched.DDL  # the state logs the people whose journeys a day changes
 
 TERMINAL = "('goal', 'exit', 'end')"  # a decision's no_branch is an exit
-BUCKETS = 65536  # an A/B test's or a holdout's bucket: the first 4 hex digits of an md5
 
 
 class CriterionFailed(ValueError):
@@ -149,137 +139,6 @@ def publish_day(conn: duckdb.DuckDBPyConnection, day: date) -> None:
             (mark_built("journey.journey_days"), on_day),
         ],
     )
-
-
-NODE_COLUMNS = {  # journey_nodes: a journey's flow, one row per node (docs/decisions.md, Journeys)
-    "journey_id": "VARCHAR",
-    "node": "VARCHAR",
-    "kind": "VARCHAR",  # stage step wait_until jump decision branch ab_test variant control exit goal end holdout
-    "position": "INTEGER",  # pre-order: every move goes to a higher position
-    "stage_index": "INTEGER",
-    "next_node": "VARCHAR",  # the successor once complete (decisions and A/B tests choose theirs)
-    "next_gate": "VARCHAR",  # the criterion the successor waits for (a stage's entry)
-    "wait_days": "INTEGER",
-    "max_days": "INTEGER",  # wait_until's, a decision's max_wait_days
-    "activation": "VARCHAR",
-    "criterion": "VARCHAR",  # where the node's criterion is written: a branch's when, wait_until
-    "choice_of": "VARCHAR",  # a branch's decision, a variant's A/B test
-    "choice_order": "INTEGER",
-    "bucket_from": "VARCHAR",  # a variant's range of buckets, as 4 hex digits (below: NULL to the end)
-    "bucket_below": "VARCHAR",
-    "salt": "VARCHAR",  # an A/B test's
-}
-
-
-def assignment_bucket(journey_id: str, step: str, person: str, salt: str) -> str:
-    """What the SQL computes for an A/B test's step (or 'holdout'): md5(journey|step|person|salt)'s first 4 hex
-    digits."""
-    return hashlib.md5(f"{journey_id}|{step}|{person}|{salt}".encode()).hexdigest()[:4]
-
-
-def bucket(fraction: float) -> str:
-    """The bucket at `fraction` of the range, as the 4 lowercase hex digits the SQL compares."""
-    return f"{int(BUCKETS * fraction):04x}"
-
-
-def flatten(journey: Journey) -> tuple[list[dict], list[list], list]:
-    """The journey's nodes, its exits (stage_index, order, node, criterion) and its rules row, for the SQL."""
-    nodes, exits = [], []
-    stages = journey.stages
-
-    def add(name: str, kind: str, stage_index: int | None, **fields) -> None:
-        nodes.append({"node": name, "kind": kind, "position": len(nodes), "stage_index": stage_index, **fields})
-
-    def first_of(steps: list, prefix: str, after: tuple) -> tuple:
-        return (f"{prefix}:step:1", None) if steps else after
-
-    def add_steps(steps: list, prefix: str, path: str, i: int, after: tuple) -> None:
-        """`after`: (node, gate) the list continues to."""
-        for n, step in enumerate(steps, start=1):
-            name, here = f"{prefix}:step:{n}", f"{path}[{n - 1}]"
-            next_node, next_gate = (f"{prefix}:step:{n + 1}", None) if n < len(steps) else after
-            successor = {"next_node": next_node, "next_gate": next_gate}
-            if isinstance(step, ActivationStep):
-                add(name, "step", i, activation=step.activation, **successor)
-            elif isinstance(step, WaitStep):
-                add(name, "step", i, wait_days=step.wait_days, **successor)
-            elif isinstance(step, WaitUntilStep):
-                add(name, "wait_until", i, criterion=f"{here}.wait_until", max_days=step.max_days, **successor)
-            elif isinstance(step, JumpStep):
-                add(name, "jump", i, next_node=f"stage:{step.jump}")
-            elif isinstance(step, DecisionStep):
-                decision = step.decision
-                add(name, "decision", i, max_days=decision.max_wait_days)
-                branches = [(b, f"{here}.decision.branches[{n}]") for n, b in enumerate(decision.branches)]
-                if decision.else_:
-                    branches.append((decision.else_, f"{here}.decision.else"))
-                for order, (branch, branch_path) in enumerate(branches):
-                    node = f"{name}:branch:{branch.name}"
-                    criterion = f"{branch_path}.when" if branch.when else None
-                    target, gate = first_of(branch.steps, node, after=(next_node, next_gate))
-                    add(
-                        node,
-                        "branch",
-                        i,
-                        next_node=target,
-                        next_gate=gate,
-                        criterion=criterion,
-                        choice_of=name,
-                        choice_order=order,
-                    )
-                    add_steps(branch.steps, node, f"{branch_path}.steps", i, (next_node, next_gate))
-                add(f"{name}:no_branch", "exit", i)
-            elif isinstance(step, AbTestStep):
-                test = step.ab_test
-                add(name, "ab_test", i, salt=test.salt)
-                start = 0
-                arms = [(v.name, v.weight, v.steps, "variant") for v in test.variants]
-                if test.control:
-                    arms.append(("control", test.control, [], "control"))
-                for order, (arm, weight, arm_steps, kind) in enumerate(arms):
-                    node = f"{name}:variant:{arm}"
-                    target, gate = first_of(arm_steps, node, after=(next_node, next_gate))
-                    add(
-                        node,
-                        kind,
-                        i,
-                        next_node=target,
-                        next_gate=gate,
-                        choice_of=name,
-                        choice_order=order,
-                        bucket_from=bucket(start / 100),
-                        bucket_below=None if start + weight == 100 else bucket((start + weight) / 100),
-                    )
-                    start += weight
-                    add_steps(arm_steps, node, f"{here}.ab_test.variants[{order}].steps", i, (next_node, next_gate))
-
-    add("holdout", "holdout", None)
-    for i, stage in enumerate(stages):
-        after = (
-            (f"stage:{stages[i + 1].id}", f"stages[{i + 1}].entry" if stages[i + 1].entry else None)
-            if i + 1 < len(stages)
-            else ("end", None)
-        )
-        target, gate = first_of(stage.steps, f"stage:{stage.id}", after)
-        add(f"stage:{stage.id}", "stage", i, next_node=target, next_gate=gate)
-        add_steps(stage.steps, f"stage:{stage.id}", f"stages[{i}].steps", i, after)
-        for order, exit in enumerate(stage.exit_criteria):
-            node = f"stage:{stage.id}:exit:{exit.name}"
-            exits.append([i, order, node, f"stages[{i}].exit_criteria[{order}].when"])
-            add(node, "exit", i)
-    add("goal", "goal", None)
-    add("end", "end", None)
-    rules = [
-        f"stage:{stages[0].id}",
-        journey.reentry,
-        journey.after_days or 0,
-        bucket(float(journey.holdout_pct) / 100),
-        journey.salt,
-    ]
-    criteria = journey.criteria()
-    for node in nodes:  # a node's criterion is one the journey's criteria() checked, by the same path
-        assert all(node.get(key) in criteria for key in ("criterion", "next_gate") if node.get(key)), node
-    return nodes, exits, rules
 
 
 def load_definitions(conn: duckdb.DuckDBPyConnection, journeys: list[Journey]) -> None:
