@@ -25,6 +25,22 @@ journeys:
       - id: reward
         entry: "points_balance >= 5"
         steps: [{activation: double_points}]
+  - id: offer                   # issue 31: a decision, an A/B test with control, re-entry and a holdout
+    audience: "purchase_count > 0"
+    goal: "purchase_count >= 4"
+    reentry: always
+    after_days: 1
+    holdout_pct: 20
+    stages:
+      - id: s
+        steps:
+          - decision:
+              branches:
+                - {name: tea, when: "list_contains(products_purchased, 'tea')", steps: [{activation: tea_offer}]}
+                - {name: big, when: "total_spend > 20", steps: []}
+              max_wait_days: 1
+          - ab_test: {variants: [{name: a, weight: 50, steps: [{activation: coupon}]}], control: 50}
+          - {wait_days: 1}
 """
 
 
@@ -33,7 +49,8 @@ TABLES = [
     "raw.historical_purchases", "raw.rejected_records", "loyalty.all_products", "loyalty.enriched_purchases",
     "loyalty.sales_totals", "loyalty.caffeine_index", "loyalty.promotions", "points.point_transactions",
     "points.lot_allocations", "points.point_balances", "customer.profile_360", "customer.recommendations",
-    "journey.journey_state", "journey.activations", "journey.reached_activations", "identity.merges",
+    "journey.journey_state", "journey.activations", "journey.reached_activations", "journey.goal_report",
+    "identity.merges",
 ]  # fmt: skip
 
 
