@@ -45,8 +45,9 @@ ledger AS (
 ), journeys AS (
     SELECT customer_id AS user_id,
            list({{'journey_id': journey_id, 'node': node, 'entered_at': entered_at}} ORDER BY journey_id) AS nodes
-    FROM (SELECT journey_id, customer_id, arg_max(node, (entered_at, CASE WHEN node = 'end' THEN 4 WHEN node = 'goal'
-                 THEN 3 WHEN node LIKE '%:exit:%' THEN 2 WHEN node LIKE '%:step:%' THEN 1 ELSE 0 END, node)) AS node,
+    FROM (SELECT journey_id, customer_id, arg_max(node, (entry, entered_at, CASE WHEN node = 'end' THEN 4
+                 WHEN node = 'goal' THEN 3 WHEN node LIKE '%:exit:%' OR node LIKE '%:no_branch' THEN 2
+                 WHEN node LIKE '%:step:%' THEN 1 ELSE 0 END, node)) AS node,
                  max(entered_at) AS entered_at
           FROM journey.journey_state WHERE {of_people(people, "customer_id")} GROUP BY ALL)
     GROUP BY customer_id
