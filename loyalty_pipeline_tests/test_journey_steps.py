@@ -415,3 +415,34 @@ def test_a_late_file_changes_a_branch_and_the_state_converges_to_one_built_with_
     everything.materialize(D[1], D[4], assets=JOURNEYS)
     assert everything.query(STATE) == inputs.query(STATE)
     assert everything.query(ACTIVATIONS) == inputs.query(ACTIVATIONS)
+
+
+def test_a_merge_of_a_held_out_profile_and_one_that_entered_keeps_the_earlier(inputs):
+    """A held-out card (day 1) and an account that entered (day 2) merge on day 4: the person stays held out, the
+    account's stage nodes go, no activation follows, and the goal report counts one person, not two."""
+    rules = """
+journeys:
+  - id: held
+    audience: "purchase_count > 0"
+    holdout_pct: 50
+    stages: [{id: s, steps: [{wait_days: 3}, {activation: late}]}]
+"""
+    held = lambda person: _bucket("held", "holdout", person) < 65536 // 2  # noqa: E731
+    card = next(f"K{n}" for n in range(100) if held(f"K{n}"))
+    user = next(f"u{n}" for n in range(100) if not held(f"u{n}"))
+    _shop(inputs, rules, [(card, "coffee", 1), (user, "coffee", 2)])
+    inputs.kafka("users", [(user, {"name": "Zoe", "email": "z@x.com"}, f"{D[1]}T07:00:00")])
+    inputs.kafka("purchases", [(card, {"product_id": "tea", "email": "z@x.com"}, f"{D[4]}T08:00:00")], file="m.jsonl")
+    inputs.materialize(D[1], D[6], assets=(*JOURNEYS, "journey/goal_report"))
+    assert inputs.query("SELECT merged_id, into_id FROM identity.merges") == [(card, user)]
+    assert [row for row in inputs.query(STATE) if row[0] == user] == [(user, 1, "holdout", D[1])]
+    assert inputs.query(ACTIVATIONS) == []
+    assert inputs.query("SELECT arm, entered FROM journey.goal_report") == [("holdout", 1)]
+
+
+def test_else_takes_no_name_of_its_own(tmp_path):
+    path = tmp_path / "rules.yaml"
+    steps = "[{decision: {branches: [{name: big, when: 'true'}], else: {name: big}}}]"
+    path.write_text(f"journeys: [{{id: j, audience: 'true', stages: [{{id: s, steps: {steps}}}]}}]")
+    with pytest.raises(RulesError, match="else has no name"):
+        load_rules(path)

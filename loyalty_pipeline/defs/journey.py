@@ -44,7 +44,11 @@ def funnel_markdown(conn) -> str:
     """Customers per node for every journey, in node order, with a bar per node and the conversion to goal."""
     rows = conn.execute(
         """SELECT n.journey_id, n.node, count(s.customer_id) AS customers
-           FROM journey_nodes AS n LEFT JOIN journey.journey_state AS s USING (journey_id, node)
+           FROM journey_nodes AS n LEFT JOIN (  -- a holdout's goal is not the journey's
+               SELECT s.journey_id, s.customer_id, s.node FROM journey.journey_state AS s
+               LEFT JOIN (SELECT journey_id, customer_id, entry FROM journey.journey_state WHERE node = 'holdout') AS h
+                      USING (journey_id, customer_id, entry)
+               WHERE s.node = 'holdout' OR h.entry IS NULL) AS s USING (journey_id, node)
            GROUP BY n.journey_id, n.node, n.position ORDER BY n.journey_id, n.position"""
     ).fetchall()
     sections = []
@@ -262,7 +266,7 @@ GOAL_REPORT_SPEC = dg.AssetSpec(
 
 
 def _goal_report(conn, rules: RulesResource) -> dg.MaterializeResult:
-    conn.execute(journeys.DDL + goal_report.DDL)
+    conn.execute(journeys.DDL + identity.DDL + goal_report.DDL)
     journeys.load_definitions(conn, rules.rules.journeys)
     with transaction(conn):
         goal_report.rebuild(conn)

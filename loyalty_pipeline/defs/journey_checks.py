@@ -27,6 +27,8 @@ def _invalid(conn, rules: RulesResource, sql: str, days: Days, sample: bool = Fa
     return count(conn, sql)
 
 
+# The state of people, not of the profiles merged into them (whose rows the merged person carries on).
+PEOPLE_STATE = "SELECT * FROM journey.journey_state WHERE customer_id NOT IN (SELECT merged_id FROM identity.merges)"
 LOCATED = """SELECT s.*, n.kind, n.stage_index, n.position FROM checked_state AS s
              JOIN journey_nodes AS n USING (journey_id, node)"""
 ENTRY = "journey_id, customer_id, entry"
@@ -134,9 +136,9 @@ def assignment_stable(conn, rules, days) -> tuple[bool, dict]:
 def variant_shares(conn, rules, days) -> tuple[bool, dict]:
     journeys.load_definitions(conn, rules.rules.journeys)
     rows = conn.execute(
-        """WITH arms AS (
+        f"""WITH arms AS (
                SELECT v.journey_id, v.choice_of AS test, v.node, v.bucket_from, v.bucket_below, count(s.customer_id) AS n
-               FROM journey_nodes AS v LEFT JOIN journey.journey_state AS s USING (journey_id, node)
+               FROM journey_nodes AS v LEFT JOIN ({PEOPLE_STATE}) AS s USING (journey_id, node)
                WHERE v.kind IN ('variant', 'control') GROUP BY ALL)
            SELECT node, n, sum(n) OVER (PARTITION BY journey_id, test), bucket_from, bucket_below FROM arms"""
     ).fetchall()
@@ -218,7 +220,7 @@ def report_arms_add_up(conn, rules, days) -> tuple[bool, dict]:
     journeys.load_definitions(conn, rules.rules.journeys)
     wrong = count(
         conn,
-        """SELECT 1 FROM (SELECT s.journey_id, s.node AS step, count(*) AS reached FROM journey.journey_state AS s
+        f"""SELECT 1 FROM (SELECT s.journey_id, s.node AS step, count(*) AS reached FROM ({PEOPLE_STATE}) AS s
                          JOIN journey_nodes AS n USING (journey_id, node) WHERE n.kind = 'ab_test' GROUP BY ALL) AS t
            FULL JOIN (SELECT journey_id, step, sum(entered) AS entered FROM journey.goal_report
                       WHERE arm LIKE 'variant:%' GROUP BY ALL) AS r USING (journey_id, step)

@@ -386,6 +386,8 @@ class Journey(Rule):
                 raise ValueError(f"{where}: every branch but else needs `when`")
             if decision.else_ and (decision.else_.when is not None or decision.max_wait_days):
                 raise ValueError(f"{where}: else has no `when`, and with else nobody waits (no max_wait_days)")
+            if decision.else_ and decision.else_.name != "else":
+                raise ValueError(f"{where}: else has no name (its node is branch:else)")
         elif isinstance(step, AbTestStep):
             test = step.ab_test
             _unique([variant.name for variant in test.variants] + ["control"], f"{where}: variant names (and control)")

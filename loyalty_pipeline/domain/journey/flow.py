@@ -26,7 +26,7 @@ NODE_COLUMNS = {  # journey_nodes: one row per node
     "max_days": "INTEGER",  # wait_until's, a decision's max_wait_days
     "activation": "VARCHAR",
     "criterion": "VARCHAR",  # where the node's criterion is written: a branch's when, wait_until
-    "choice_of": "VARCHAR",  # a branch's decision, a variant's A/B test
+    "choice_of": "VARCHAR",  # a branch's (and no_branch's) decision, a variant's A/B test; 'entry': holdout or not
     "choice_order": "INTEGER",
     "bucket_from": "VARCHAR",  # a variant's range of buckets, as 4 hex digits (below: NULL to the end)
     "bucket_below": "VARCHAR",
@@ -73,8 +73,9 @@ def flatten(journey: Journey) -> tuple[list[dict], list[list], list]:
                 add(name, "jump", i, next_node=f"stage:{step.jump}")
             elif isinstance(step, DecisionStep):
                 add(name, "decision", i, max_days=step.decision.max_wait_days)
-                add_arms(name, _branches(step, here), i, following)
-                add(f"{name}:no_branch", "exit", i)
+                arms = _branches(step, here)
+                add_arms(name, arms, i, following)
+                add(f"{name}:no_branch", "exit", i, choice_of=name, choice_order=len(arms))
             elif isinstance(step, AbTestStep):
                 add(name, "ab_test", i, salt=step.ab_test.salt)
                 add_arms(name, _variants(step, here), i, following)
@@ -87,7 +88,8 @@ def flatten(journey: Journey) -> tuple[list[dict], list[list], list]:
             add(node, kind, i, next_node=target, next_gate=gate, choice_of=step, choice_order=order, **fields)
             add_steps(steps, node, f"{path}.steps", i, after)
 
-    add("holdout", "holdout", None)
+    # an entry's two arms, for a merge to keep the earlier: the holdout or the first stage
+    add("holdout", "holdout", None, choice_of="entry", choice_order=1)
     for i, stage in enumerate(stages):
         following = stages[i + 1] if i + 1 < len(stages) else None
         after = (
@@ -96,7 +98,14 @@ def flatten(journey: Journey) -> tuple[list[dict], list[list], list]:
             else ("end", None)
         )
         target, gate = first_of(stage.steps, f"stage:{stage.id}", after)
-        add(f"stage:{stage.id}", "stage", i, next_node=target, next_gate=gate)
+        add(
+            f"stage:{stage.id}",
+            "stage",
+            i,
+            next_node=target,
+            next_gate=gate,
+            **({"choice_of": "entry", "choice_order": 0} if i == 0 else {}),
+        )
         add_steps(stage.steps, f"stage:{stage.id}", f"stages[{i}].steps", i, after)
         for order, exit in enumerate(stage.exit_criteria):
             node = f"stage:{stage.id}:exit:{exit.name}"

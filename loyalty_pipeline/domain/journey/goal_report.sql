@@ -14,6 +14,7 @@ INSERT INTO journey.goal_report
 WITH located AS (
     SELECT s.journey_id, s.customer_id, s.entry, s.node, s.entered_at, n.kind, n.choice_of, n.position
     FROM journey.journey_state AS s JOIN journey_nodes AS n USING (journey_id, node)
+    WHERE s.customer_id NOT IN (SELECT merged_id FROM identity.merges)  -- their rows live on in the merged person
 ), arms AS (
     SELECT l.journey_id, '' AS step, CASE WHEN l.kind = 'holdout' THEN 'holdout' ELSE 'entered' END AS arm,
            l.position, l.customer_id, l.entry, l.entered_at

@@ -102,7 +102,7 @@ WITH deciding AS (
 ), chosen AS (
     SELECT g.journey_id, g.customer_id, arg_min(b.node, b.choice_order) AS branch
     FROM deciding AS g
-    JOIN journey_nodes AS b ON b.journey_id = g.journey_id AND b.choice_of = g.node
+    JOIN journey_nodes AS b ON b.journey_id = g.journey_id AND b.choice_of = g.node AND b.kind = 'branch'
     LEFT JOIN hits AS h ON h.journey_id = b.journey_id AND h.criterion = b.criterion AND h.customer_id = g.customer_id
     WHERE b.criterion IS NULL OR h.customer_id IS NOT NULL
     GROUP BY g.journey_id, g.customer_id
@@ -125,8 +125,8 @@ WHERE substr(md5(p.journey_id || '|' || t.node || '|' || p.customer_id || '|' ||
 
 -- The state before the day, by person: a profile merged into another on the day (identity.merges) shows as that
 -- person, whose first day per node is the earlier of the two; profiles merged on earlier days are gone. Of two
--- branches or variants of one step the two profiles took, the person keeps the earlier (then the first listed),
--- and that arm's nodes only.
+-- arms of one choice the two profiles took (a decision's branches or no_branch, an A/B test's variants, an entry's
+-- holdout or first stage), the person keeps the earlier (then the first listed), and that arm's nodes only.
 -- name: base
 CREATE OR REPLACE TEMP TABLE base AS
 WITH united AS (
@@ -137,7 +137,7 @@ WITH united AS (
       AND s.customer_id NOT IN (SELECT merged_id FROM identity.merges WHERE day < $day)
     GROUP BY ALL
 ), arms AS (
-    SELECT u.journey_id, u.customer_id, u.entry, u.node, u.entered_at, n.choice_of, n.choice_order
+    SELECT u.journey_id, u.customer_id, u.entry, u.node, u.entered_at, n.kind, n.choice_of, n.choice_order
     FROM united AS u JOIN journey_nodes AS n USING (journey_id, node)
     WHERE n.choice_of IS NOT NULL AND u.customer_id IN (SELECT into_id FROM identity.merges WHERE day = $day)
 ), dropped AS (
@@ -148,7 +148,8 @@ WITH united AS (
 )
 SELECT * FROM united AS u
 WHERE NOT EXISTS (SELECT 1 FROM dropped AS d WHERE d.journey_id = u.journey_id AND d.customer_id = u.customer_id
-                  AND d.entry = u.entry AND (u.node = d.node OR starts_with(u.node, d.node || ':')))
+                  AND d.entry = u.entry AND (u.node = d.node OR starts_with(u.node, d.node || ':')
+                                             OR (d.kind = 'stage' AND u.node NOT IN ('holdout', 'goal'))))
 
 -- The rows a day's merges give the person they merged into: the nodes the merged profile reached first.
 -- name: merged_rows
