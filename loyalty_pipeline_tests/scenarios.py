@@ -271,3 +271,20 @@ def buy_as(inputs: Inputs, *purchases, file="purchases.jsonl"):
 def differences(left: Path, right: Path) -> dict:
     """Every table of two warehouse files compared row for row (bench/engines.py): {table: rows differing}."""
     return bench_module("engines").differences(left, right)
+
+
+def request_of(result) -> tuple:
+    """(partition key or range, assets selected or None for all) of a tick's single run request."""
+    [request] = result.run_requests
+    days = request.partition_key or (
+        request.tags["dagster/asset_partition_range_start"],
+        request.tags["dagster/asset_partition_range_end"],
+    )
+    return request.job_name, days, request.asset_selection
+
+
+def tick_on(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None, name: str = "kafka_new_files"):
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=defs.resources, definitions=defs
+    ) as context:
+        return defs.resolve_sensor_def(name)(context)

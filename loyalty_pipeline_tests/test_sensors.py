@@ -14,7 +14,7 @@ from loyalty_pipeline.defs.automation.planning import PLAN_TAG, RANGE_END_TAG, R
 from loyalty_pipeline.defs.automation.sensors import MAX_ATTEMPTS
 from loyalty_pipeline.defs.runs import materialize_days
 from loyalty_pipeline.domain.points import ledger
-from loyalty_pipeline_tests.scenarios import QUIET, SENSORS, killed_after_the_id_graph, ticks
+from loyalty_pipeline_tests.scenarios import QUIET, SENSORS, killed_after_the_id_graph, request_of, tick_on, ticks
 
 HEADER = "order_id,user_id,product_id,price,purchased_at\n"
 
@@ -25,13 +25,6 @@ def tick(defs: dg.Definitions, cursor: str | None):
         instance=dg.DagsterInstance.ephemeral(), cursor=cursor, resources=defs.resources, definitions=defs
     ) as context:
         return sensor(context)
-
-
-def request_of(result) -> tuple:
-    """(partition key or range, assets selected or None for all) of a tick's single run request."""
-    [request] = result.run_requests
-    days = request.partition_key or (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG])
-    return request.job_name, days, request.asset_selection
 
 
 def check_sensor(defs_for, put):
@@ -258,13 +251,6 @@ def test_a_plan_failing_again_and_again_stops_until_an_input_changes(inputs, ins
     inputs.kafka("purchases", [("bob", {"product_id": "tea"}, "2024-06-02T10:00:00")], file="more.jsonl")
     [request] = tick_on(defs, instance, cursor).run_requests  # a new file: the old one is planned with it
     assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == ("2024-06-01", "2024-06-02")
-
-
-def tick_on(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None, name: str = "kafka_new_files"):
-    with dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources=defs.resources, definitions=defs
-    ) as context:
-        return defs.resolve_sensor_def(name)(context)
 
 
 def test_files_rewritten_with_the_same_size_and_mtime_are_seen_by_both_sensors(inputs, instance):

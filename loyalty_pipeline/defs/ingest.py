@@ -27,6 +27,7 @@ from loyalty_pipeline.defs.metadata import (
 )
 from loyalty_pipeline.defs.resources import EventSources, RulesResource, Warehouse
 from loyalty_pipeline.defs.stores import read_version
+from loyalty_pipeline.domain.ingest import connect
 from loyalty_pipeline.domain.ingest.kafka import TOPICS, Topic, table_ddl
 from loyalty_pipeline.domain.ingest.lines import load_lines
 from loyalty_pipeline.domain.ingest.messages import CONFLICTING, parse_messages
@@ -184,10 +185,13 @@ def _ingest_topic(
     context, conn, sources: EventSources, rules: RulesResource, topic: Topic, first, end
 ) -> dg.MaterializeResult:
     source, key = f"kafka:{topic.name}", raw_topics[topic.name].key
-    files = sources.kafka_files(topic.name)
+    layout = rules.rules.kafka.source(topic.name)
+    files = sources.kafka_files(topic.name, layout)
     conn.execute(table_ddl(topic))
     if not files:
-        folder = f"{sources.data_dir}/kafka/{topic.name}"
+        folder = f"{sources.data_dir}/" + (
+            f"{layout.topics_dir}/{topic.name}" if layout.layout == "connect_s3" else f"kafka/{topic.name}"
+        )
         held = count(conn, f"SELECT 1 FROM raw.{topic.name} WHERE day >= $1 AND day < $2", [first, end])
         if held:
             raise SourceError(
@@ -197,7 +201,10 @@ def _ingest_topic(
         context.log.warning(f"no snapshot files for topic {topic.name} in {folder}")
     read = _files_to_read(conn, topic.name, files, first, end)
     conn.execute("CREATE OR REPLACE TEMP TABLE unreadable (file VARCHAR, line_no BIGINT, reason VARCHAR)")
-    insert_rows(conn, "unreadable", load_lines(conn, read, "kafka_lines"))
+    if layout.layout == "connect_s3":  # Connect objects become the envelope lines kcat files hold
+        insert_rows(conn, "unreadable", connect.load_objects(conn, read, topic, layout, "kafka_lines"))
+    else:
+        insert_rows(conn, "unreadable", load_lines(conn, read, "kafka_lines"))
     latest, bound = rules.latest_event_bound()
     parsed = parse_messages(conn, topic, partitions.first_day(context), latest, "kafka_lines", bound)
     # A coordinate already loaded on another day holds another message (the same message has the same day): the

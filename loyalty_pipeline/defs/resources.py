@@ -17,8 +17,8 @@ from dagster_duckdb import DuckDBResource
 from loyalty_pipeline.defs.automation.partitions import DEFAULT_START
 from loyalty_pipeline.defs.errors import DayRefused, SourceError, WarehouseError
 from loyalty_pipeline.defs.stores import LocalStore, S3Store
-from loyalty_pipeline.domain.config import EARLIEST_START, Rules, RulesError, load_rules
-from loyalty_pipeline.domain.ingest import kafka
+from loyalty_pipeline.domain.config import EARLIEST_START, KafkaSource, Rules, RulesError, load_rules
+from loyalty_pipeline.domain.ingest import connect, kafka
 from loyalty_pipeline.lib.chain import DayOrderError
 from loyalty_pipeline.serve.serving import serving_path, warehouse_path
 from loyalty_pipeline.spark.lake import to_duckdb_tables
@@ -101,7 +101,11 @@ class EventSources(dg.ConfigurableResource):
     s3_url: str
     s3_endpoint_url: str | None = None
 
-    def kafka_files(self, topic: str) -> list[Path]:
+    def kafka_files(self, topic: str, source: KafkaSource | None = None) -> list[Path]:
+        """A topic's snapshot files (kcat: `kafka/<topic>/*.jsonl`), or its Kafka Connect objects under
+        `<topics_dir>/<topic>/` when its `source` says so."""
+        if source is not None and source.layout == "connect_s3":
+            return connect.object_files(Path(self.data_dir) / source.topics_dir / topic)
         folder = Path(self.data_dir) / "kafka" / topic
         if not folder.is_dir():
             return []

@@ -463,6 +463,51 @@ DEFAULT_PROMOTIONS = [
 ]
 
 
+class KafkaKey(Rule):
+    """Where a Connect object's message keys are: its `.keys` companion file (store.kafka.keys), or a payload field."""
+
+    from_: Literal["keys_file"] | None = pydantic.Field(None, alias="from")
+    field: Name | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one(self) -> "KafkaKey":
+        if (self.from_ is None) == (self.field is None):
+            raise ValueError("key: exactly one of `from: keys_file` or `field: <payload field>`")
+        return self
+
+
+class KafkaTimestamp(Rule):
+    """A Connect record's event time: a payload field (ms since the epoch, an InsertField transform's
+    timestamp.field), or the time-based partitioner's path (year=/month=/day=[/hour=])."""
+
+    from_: Literal["path"] | None = pydantic.Field(None, alias="from")
+    field: Name | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one(self) -> "KafkaTimestamp":
+        if (self.from_ is None) == (self.field is None):
+            raise ValueError("timestamp: exactly one of `from: path` or `field: <payload field>`")
+        return self
+
+
+class KafkaSource(Rule):
+    """How a topic's snapshots land (README, Kafka Connect layout): kcat envelopes in `kafka/<topic>/` (the
+    default), or Kafka Connect S3 sink objects under `<topics_dir>/<topic>/`."""
+
+    layout: Literal["kcat", "connect_s3"] = "kcat"
+    format: Literal["json", "parquet"] = "json"
+    topics_dir: Name = "topics"
+    key: KafkaKey | None = None  # None: the payload field named like the topic's key column (user_id, ...)
+    timestamp: KafkaTimestamp | None = None  # None: the partitioner's path
+
+
+class Kafka(KafkaSource):
+    topics: dict[Name, KafkaSource] = {}  # a topic's own source, in place of the one above
+
+    def source(self, topic: str) -> KafkaSource:
+        return self.topics.get(topic, self)
+
+
 class Rules(Rule):
     # the first day partition; LOYALTY_START_DATE overrides it. Not before 1970: Dagster enumerates every day since.
     start_date: pydantic.condate(ge=EARLIEST_START) | None = None
@@ -481,6 +526,7 @@ class Rules(Rule):
     returns: Returns = Returns()
     journeys: list[Journey] = []
     activations: Activations = Activations()
+    kafka: Kafka = Kafka()
     identity: Identity = Identity()
 
     @pydantic.model_validator(mode="before")

@@ -49,8 +49,10 @@ def input_days(sources, rules) -> tuple[date, date] | None:
     first partition through now plus the tolerance (an event in 2099 or in seconds must not set the range); the last
     day is at most today."""
     first, latest = rules.first_day(), rules.latest_event_time()
-    files = [file for topic in kafka.TOPICS for file in sources.kafka_files(topic)]
-    days = list(messages.event_day_range(files, first, latest) or [])
+    days = []
+    for topic in kafka.TOPICS.values():
+        source = rules.rules.kafka.source(topic.name)
+        days += messages.event_day_range(sources.kafka_files(topic.name, source), first, latest, topic, source) or []
     store = sources.object_store()
     days += [
         (dated_file(obj.key) or (None, None))[1]

@@ -30,6 +30,7 @@ from loyalty_pipeline.defs.ingest import raw_topics
 from loyalty_pipeline.defs.resources import EventSources, RulesResource, Warehouse
 from loyalty_pipeline.defs.stores import LocalStore, file_version
 from loyalty_pipeline.domain.ingest import messages
+from loyalty_pipeline.domain.ingest.kafka import TOPICS
 
 TICK_SECONDS = 5  # a landed file waits at most this long for its run (freshness target: 30 s to the app)
 MAX_ATTEMPTS = 3  # failed runs of the same files in a row before a sensor waits for a new change
@@ -137,7 +138,8 @@ def _plan(
     job=everything_job,
     minimum_interval_seconds=TICK_SECONDS,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Kafka snapshot files under <data dir>/kafka/<topic>/ that are new, rewritten or removed: one run "
+    description="Kafka snapshot files under <data dir>/kafka/<topic>/ (or Kafka Connect objects under "
+    "<data dir>/<topics_dir>/<topic>/) that are new, rewritten or removed: one run "
     "over the days they hold through the last built day, of their topics and everything downstream.",
 )
 def kafka_new_files(
@@ -152,19 +154,21 @@ def kafka_new_files(
     seen = tick.seen
     now, change = {}, planning.Change()
     for topic, asset in raw_topics.items():
-        for path in sources.kafka_files(topic):
+        source = rules.rules.kafka.source(topic)
+        for path in sources.kafka_files(topic, source):
             version, before = content_version(path, tick.cached, tick.hashes), seen.get(str(path))
             if before and before[0] in (version, file_version(path)):  # older releases stored mtime and size
                 now[str(path)] = [version, *before[1:]]
                 continue
-            days = messages.event_day_range([path], rules.first_day(), rules.latest_event_time())
+            days = messages.event_day_range([path], rules.first_day(), rules.latest_event_time(), TOPICS[topic], source)
             now[str(path)] = [version, *(day.isoformat() if day else None for day in days or (None, None))]
             change.add(asset.key, f"{_shown(path)} ({'rewritten' if before else 'new'})", version, days)
             if before and before[1]:  # the days it held before count too
                 change.add(asset.key, f"{_shown(path)} (before)", before[0], _days(before))
     for path, before in seen.items():
         if path not in now:
-            change.add(raw_topics[Path(path).parent.name].key, f"{_shown(path)} (removed)", before[0], _days(before))
+            topic = next(part for part in reversed(Path(path).parent.parts) if part in raw_topics)  # kcat or Connect
+            change.add(raw_topics[topic].key, f"{_shown(path)} (removed)", before[0], _days(before))
     if not change:
         return dg.SensorResult(skip_reason="no new, rewritten or removed Kafka snapshot files", cursor=tick.cursor(now))
     return _plan(context, change, tick, now, warehouse, rules)

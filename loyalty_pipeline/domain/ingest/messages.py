@@ -6,7 +6,8 @@ from pathlib import Path
 
 import duckdb
 
-from loyalty_pipeline.domain.ingest import lines
+from loyalty_pipeline.domain.config import KafkaSource
+from loyalty_pipeline.domain.ingest import connect, lines
 from loyalty_pipeline.domain.ingest.kafka import TOPICS, Field, Topic
 
 MAX_MESSAGE_BYTES, KEPT_OF_LONG_LINE = lines.MAX_LINE_BYTES, lines.KEPT_OF_LONG_LINE
@@ -20,12 +21,19 @@ _JSON_TYPES = {
 }
 
 
-def event_day_range(files: list[Path], first: date, latest: datetime) -> tuple[date, date] | None:
+def event_day_range(
+    files: list[Path], first: date, latest: datetime, topic: Topic | None = None, source: KafkaSource | None = None
+) -> tuple[date, date] | None:
     """First and last UTC day of the messages in snapshot files whose event time (as the run reads it: a return's
     `returned_at`, else `ts`) is in [first, latest]. Lines that do not parse are skipped; a file DuckDB cannot read
-    whole (a line over its limit, a bad byte) is read line by line, as the run does."""
+    whole (a line over its limit, a bad byte) is read line by line, as the run does. Kafka Connect objects (a
+    `source` saying so, of `topic`) are read as the run reads them."""
     found = []
     with duckdb.connect() as conn:
+        if source is not None and source.layout == "connect_s3":
+            connect.load_objects(conn, files, topic, source, "object_lines_read")
+            found += _event_time_bounds(conn, "object_lines_read", files, topic, first, latest)
+            files = []
         for folder in sorted({file.parent for file in files}):
             group = [file for file in files if file.parent == folder]
             topic = TOPICS.get(folder.name)
