@@ -103,9 +103,9 @@ class EventSources(dg.ConfigurableResource):
 
     def kafka_files(self, topic: str, source: KafkaSource | None = None) -> list[Path]:
         """A topic's snapshot files (kcat: `kafka/<topic>/*.jsonl`), or its Kafka Connect objects under
-        `<topics_dir>/<topic>/` when its `source` says so."""
+        `<topics_dir>/<topic>/` of the object store when its `source` says so."""
         if source is not None and source.layout == "connect_s3":
-            return connect.object_files(Path(self.data_dir) / source.topics_dir / topic)
+            return connect.object_files(self.connect_folder(source.topics_dir) / topic)
         folder = Path(self.data_dir) / "kafka" / topic
         if not folder.is_dir():
             return []
@@ -114,6 +114,14 @@ class EventSources(dg.ConfigurableResource):
             for path in folder.iterdir()
             if kafka.is_snapshot(path.name) and path.is_file()  # no folders
         )
+
+    def connect_folder(self, topics_dir: str) -> Path:
+        """Where Kafka Connect objects are read: `<topics_dir>/` of the object store (LOYALTY_S3_URL) as the CSV
+        exports are; an S3 prefix is mirrored into `<data dir>/.s3_mirror/` first (new and rewritten objects only)."""
+        store = self.object_store()
+        if isinstance(store, LocalStore):
+            return store.root / topics_dir
+        return store.mirror(topics_dir, Path(self.data_dir) / ".s3_mirror")
 
     def ignored_kafka_entries(self, topics: list[str]) -> list[list[str]]:
         """[path, reason] of what lies under <data dir>/kafka/ and is not read: files not named like a snapshot,

@@ -1,5 +1,7 @@
 """The object stores the S3 exports are read from: an S3 prefix through boto3, or a local folder in its shape."""
 
+import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -102,3 +104,25 @@ class S3Store:
             except (BotoCoreError, ClientError) as error:
                 raise SourceError(f"s3://{self.bucket}/{self._full(key)}: {error}") from None
         return copies
+
+    def mirror(self, prefix: str, folder: Path) -> Path:
+        """The objects under `prefix` as files under `folder` (same relative keys), downloaded when new or rewritten
+        (by ETag) and deleted when gone: Kafka Connect objects keep their names, which carry their coordinates."""
+        index_path = folder / ".versions.json"
+        index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+        objects = {obj.key: obj.version for obj in self.list_objects(prefix.rstrip("/") + "/") if safe_key(obj.key)}
+        for key, version in objects.items():
+            local = folder / key
+            if index.get(key) != version or not local.is_file():
+                local.parent.mkdir(parents=True, exist_ok=True)
+                partial = local.with_name(local.name + ".part")
+                try:
+                    self.client.download_file(self.bucket, self._full(key), str(partial))
+                except (BotoCoreError, ClientError) as error:
+                    raise SourceError(f"s3://{self.bucket}/{self._full(key)}: {error}") from None
+                os.replace(partial, local)  # whole, or not at all
+        for key in set(index) - set(objects):
+            (folder / key).unlink(missing_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        index_path.write_text(json.dumps(objects))
+        return folder / prefix

@@ -70,6 +70,10 @@ def load_objects(
         if name is None:
             problems.append([str(file), 0, f"object name does not parse: a Connect object is named {OBJECT_NAMES}"])
             continue
+        kind = "parquet" if name["ext"].endswith("parquet") else "json"
+        if kind != source.format:  # one connector writes one format: another is a misconfiguration, said so
+            problems.append([str(file), 0, f"a {kind} object, but the topic's kafka format is {source.format}"])
+            continue
         path_ms = _path_time_ms(file)
         if (source.timestamp is None or source.timestamp.from_) and path_ms is None:
             problems.append(
