@@ -50,6 +50,7 @@ ifeq ($(ENGINE),spark)
 else
 	$(BIN)/python bench/run_bench.py --customers $(CUSTOMERS) --days $(DAYS)
 	$(BIN)/python bench/journey_day_cost.py --out bench/results/journey_day_cost.json
+	$(BIN)/python bench/connect_cost.py --customers $(CUSTOMERS) --days $(DAYS) --out bench/results/connect_cost.json
 	$(BIN)/python bench/ledger_day_cost.py --out bench/results/ledger_day_cost.json  # last: its busy person may time out
 endif
 

@@ -119,3 +119,9 @@ def test_journey_day_cost(tmp_path):
     result = run("journey_day_cost.py", tmp_path, "--customers", "100", "--purchases", "300", "--days", "3")
     assert failures(result) == []
     assert len(result["day_seconds"]) == 3 and result["state_rows"] > 0
+
+
+def test_connect_cost(tmp_path):
+    result = run("connect_cost.py", tmp_path, "--customers", "200", "--days", "8")
+    assert failures(result) == []
+    assert result["purchases_differing"] == 0 and result["raw_purchases"] > 0
