@@ -19,6 +19,10 @@ _OBJECT = re.compile(
 )
 _KEYS = re.compile(r".+\+\d+\+\d+\.keys\..+")
 _PATH_TIME = re.compile(r"^(year|month|day|hour)=(\d{1,4})$")
+NO_EVENT_TIME = (
+    "no event time: the path has no year=/month=/day= (time-based partitioner); "
+    "set kafka.timestamp.field to a payload field holding it"
+)
 
 
 def object_files(folder: Path) -> list[Path]:
@@ -57,12 +61,35 @@ def _object_lines(conn: duckdb.DuckDBPyConnection, file: Path, table: str) -> li
     return []
 
 
+# A record as the kcat envelope; a line that is no JSON object stays as it is (the parser says so). Only the
+# expressions below are formatted in; every value is a parameter.
+ENVELOPES = """
+INSERT INTO {table}
+SELECT $file, o.line_no,
+       CASE WHEN try(json_type(o.line)) IS DISTINCT FROM 'OBJECT' THEN o.line
+            ELSE json_object('topic', $topic, 'partition', $partition, 'offset', $offset + o.line_no - 1,
+                             'ts', {ts}, 'key', {key}, 'payload', try(json(o.line)))::VARCHAR END
+FROM object_lines AS o LEFT JOIN key_lines AS k USING (line_no)
+"""
+
+
+def _ts_sql(timestamp_field: str | None) -> str:
+    if timestamp_field:
+        return "CASE WHEN try(json_type(o.line, $ts_path)) IN ('UBIGINT', 'BIGINT') THEN try(o.line ->> $ts_path) END::BIGINT"
+    return "$path_ms"
+
+
+def _key_sql(keys_file: bool) -> str:
+    if keys_file:  # a key written as a JSON string is unquoted
+        return "CASE WHEN try(json_type(k.line)) = 'VARCHAR' THEN try(k.line ->> '$') ELSE k.line END"
+    return "CASE WHEN try(json_type(o.line, $key_path)) = 'VARCHAR' THEN try(o.line ->> $key_path) END"
+
+
 def load_objects(
     conn: duckdb.DuckDBPyConnection, files: list[Path], topic: Topic, source: KafkaSource, table: str
 ) -> list[list]:
     """Every object's records as envelope lines into temp `table(file, line_no, line)`, as lines.load_lines
-    does for kcat files (a line that is no JSON object stays as it is: the parser says so); returns the problems
-    [file, line_no, reason] (line 0: the whole object)."""
+    does for kcat files; returns the problems [file, line_no, reason] (line 0: the whole object)."""
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {table} (file VARCHAR, line_no BIGINT, line VARCHAR)")
     problems = []
     for file in files:
@@ -75,51 +102,28 @@ def load_objects(
             problems.append([str(file), 0, f"a {kind} object, but the topic's kafka format is {source.format}"])
             continue
         path_ms = _path_time_ms(file)
-        if (source.timestamp is None or source.timestamp.from_) and path_ms is None:
-            problems.append(
-                [
-                    str(file),
-                    0,
-                    "no event time: the path has no year=/month=/day= (time-based partitioner); "
-                    "set kafka.timestamp.field to a payload field holding it",
-                ]  # fmt: skip
-            )
+        timestamp_field = source.timestamp.field if source.timestamp else None
+        if timestamp_field is None and path_ms is None:
+            problems.append([str(file), 0, NO_EVENT_TIME])
             continue
-        found = _object_lines(conn, file, "object_lines")
-        problems += found
+        problems += _object_lines(conn, file, "object_lines")
         keys = source.key is not None and source.key.from_ == "keys_file"
+        conn.execute("CREATE OR REPLACE TEMP TABLE key_lines (file VARCHAR, line_no BIGINT, line VARCHAR)")
         if keys:
             companion = file.with_name(f"{name['topic']}+{name['partition']}+{name['offset']}.keys.{name['ext']}")
             if not companion.is_file():
                 problems.append([str(file), 0, f"keys file {companion.name} missing (kafka.key.from: keys_file)"])
                 continue
-            problems += [[str(file), 0, f"keys file {companion.name}: {reason}"]
-                         for _, _, reason in _object_lines(conn, companion, "key_lines")]  # fmt: skip
-        field = (source.key.field if source.key else None) or topic.key
-        timestamp_field = source.timestamp.field if source.timestamp else None
-        conn.execute(
-            f"""INSERT INTO {table}
-                SELECT $file, o.line_no, CASE WHEN try(json_type(o.line)) IS DISTINCT FROM 'OBJECT' THEN o.line ELSE json_object(
-                    'topic', $topic, 'partition', $partition, 'offset', $offset + o.line_no - 1,
-                    'ts', {
-                "CASE WHEN try(json_type(o.line, $ts_path)) IN ('UBIGINT', 'BIGINT') THEN try(o.line ->> $ts_path) END::BIGINT"
-                if timestamp_field
-                else "$path_ms"
-            },
-                    'key', {
-                "CASE WHEN try(json_type(k.line)) = 'VARCHAR' THEN try(k.line ->> '$') ELSE k.line END"
-                if keys
-                else "CASE WHEN try(json_type(o.line, $key_path)) = 'VARCHAR' THEN try(o.line ->> $key_path) END"
-            },
-                    'payload', try(json(o.line)))::VARCHAR END
-                FROM object_lines AS o {"LEFT JOIN key_lines AS k USING (line_no)" if keys else ""}""",
-            {
-                "file": str(file),
-                "topic": topic.name,
-                "partition": int(name["partition"]),
-                "offset": int(name["offset"]),
-                **({"ts_path": f"$.{timestamp_field}"} if timestamp_field else {"path_ms": path_ms}),
-                **({} if keys else {"key_path": f"$.{field}"}),
-            },
-        )
+            for _, _, reason in _object_lines(conn, companion, "key_lines"):
+                problems.append([str(file), 0, f"keys file {companion.name}: {reason}"])
+        params = {
+            "file": str(file),
+            "topic": topic.name,
+            "partition": int(name["partition"]),
+            "offset": int(name["offset"]),
+        }
+        params |= {"ts_path": f"$.{timestamp_field}"} if timestamp_field else {"path_ms": path_ms}
+        if not keys:
+            params["key_path"] = f"$.{(source.key.field if source.key else None) or topic.key}"
+        conn.execute(ENVELOPES.format(table=table, ts=_ts_sql(timestamp_field), key=_key_sql(keys)), params)
     return problems
