@@ -16,7 +16,7 @@ Layout of DIR (a data dir for `loyalty-pipeline materialize --data-dir DIR`):
   `s3/topics/<topic>/partition=<p>/<topic>+<p>+<first offset>.json[.gz]` (see `_write_connect`).
 * `s3/customers/customers-part-{1,2,3}.csv`, `s3/historical_purchases/YYYY-MM-DD.csv` (one per day, every row on
   that day, a header-only file when there is none), `loyalty.yaml` (the SPEC §5 defaults of
-  `loyalty_pipeline/domain/config.py` and one journey),
+  `loyalty_pipeline/domain/config.py` and two journeys),
   `manifest.json` (parameters and row counts).
 
 Scale:
@@ -178,6 +178,21 @@ journeys:
       - id: reward
         entry: "total_spend > 50"
         steps: [{activation: double_points}]
+  - id: offer                   # a decision, an A/B test with control, wait_until, re-entry and a holdout
+    audience: "purchase_count >= 0"
+    goal: "purchase_count >= 4"
+    reentry: always
+    holdout_pct: 20
+    stages:
+      - id: s
+        steps:
+          - decision:
+              branches:
+                - {name: big, when: "total_spend >= 50", steps: [{activation: premium}]}
+                - {name: tea, when: "list_contains(products_purchased, 'tea')", steps: []}
+              max_wait_days: 1
+          - ab_test: {variants: [{name: a, weight: 45, steps: [{activation: coupon}]}, {name: b, weight: 45}], control: 10}
+          - {wait_until: "purchase_count >= 2", max_days: 1}
 """
 
 

@@ -63,7 +63,7 @@ def test_two_runs_at_once_never_write_at_the_same_time(project_instance, tmp_pat
     with dg.DagsterInstance.from_config(str(project_instance)) as instance:
         runs = instance.get_runs(limit=2)
         a, b = (step_windows(instance, run.run_id) for run in runs)
-    assert len(a) == len(b) == 12  # Kafka topics, tier tables, lifetime loyalty tables, journeys, 360: one step each
+    assert len(a) == len(b) == 13  # Kafka topics, tier tables, lifetime loyalty tables, journeys, 360: one step each
     overlapping = [(x, y) for x in a for y in b if x[0] < y[1] and y[0] < x[1]]
     assert overlapping == []  # every step holds the warehouse pool's only slot
 
