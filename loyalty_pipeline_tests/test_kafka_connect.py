@@ -115,7 +115,7 @@ def test_time_based_paths_and_keys_files(tmp_path):
     """Keys from the `.keys` companion, event time from year=/month=/day=/hour= (the records carry neither)."""
     inputs = Inputs(tmp_path)
     inputs.rules("start_date: 2024-06-01\nkafka: {layout: connect_s3, key: {from: keys_file}}\n")
-    hour = inputs.root / "s3" / "topics" / "purchases" / "year=2024" / "month=06" / "day=02" / "hour=07"
+    hour = inputs.root / "topics" / "purchases" / "year=2024" / "month=06" / "day=02" / "hour=07"  # beside kafka/
     _write(hour / "purchases+1+0000000040.json", [json.dumps({"product_id": "tea"}), json.dumps({"product_id": "x"})])
     _write(hour / "purchases+1+0000000040.keys.json", [json.dumps("u7"), json.dumps("u8")])
     inputs.materialize(DAY1, DAY2, assets=("raw/purchases",))

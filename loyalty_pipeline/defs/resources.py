@@ -117,10 +117,12 @@ class EventSources(dg.ConfigurableResource):
 
     def connect_folder(self, topics_dir: str) -> Path:
         """Where Kafka Connect objects are read: `<topics_dir>/` of the object store (LOYALTY_S3_URL) as the CSV
-        exports are; an S3 prefix is mirrored into `<data dir>/.s3_mirror/` first (new and rewritten objects only)."""
+        exports are (else of the data dir, beside kafka/); an S3 prefix is mirrored into `<data dir>/.s3_mirror/`
+        first (new and rewritten objects only)."""
         store = self.object_store()
-        if isinstance(store, LocalStore):
-            return store.root / topics_dir
+        if isinstance(store, LocalStore):  # a sink's folder copied beside kafka/ rather than into s3/ is found too
+            beside = Path(self.data_dir) / topics_dir
+            return beside if beside.is_dir() and not (store.root / topics_dir).is_dir() else store.root / topics_dir
         return store.mirror(topics_dir, Path(self.data_dir) / ".s3_mirror")
 
     def ignored_kafka_entries(self, topics: list[str]) -> list[list[str]]:
