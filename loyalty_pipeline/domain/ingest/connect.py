@@ -12,6 +12,7 @@ import duckdb
 from loyalty_pipeline.domain.config import KafkaSource
 from loyalty_pipeline.domain.ingest.kafka import Topic
 from loyalty_pipeline.domain.ingest.lines import load_lines
+from loyalty_pipeline.lib.warehouse import insert_rows
 
 OBJECT_NAMES = "<topic>+<partition>+<start offset>.json, .json.gz or .parquet"
 _OBJECT = re.compile(
@@ -44,45 +45,41 @@ def _path_time_ms(path: Path) -> int | None:
     return int(at.timestamp() * 1000)
 
 
-def _object_lines(conn: duckdb.DuckDBPyConnection, file: Path, table: str) -> list[list]:
-    """The object's records as JSON lines into temp `table(file, line_no, line)`; the problems (line 0: the file)."""
-    if not file.name.endswith("parquet"):
-        return load_lines(conn, [file], table)
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE {table} (file VARCHAR, line_no BIGINT, line VARCHAR)")
-    try:  # a row as the JSON object of its columns (the row number column removed)
-        conn.execute(
-            f"""INSERT INTO {table} SELECT $file, file_row_number + 1,
-                       json_merge_patch(to_json(r), '{{"file_row_number": null}}')
-                FROM read_parquet($file, file_row_number = true) AS r""",
-            {"file": str(file)},
-        )
-    except duckdb.Error as error:
-        return [[str(file), 0, f"unreadable Parquet object: {str(error).splitlines()[0]}"]]
-    return []
+def _lines(conn: duckdb.DuckDBPyConnection, files: list[Path], table: str) -> list[list]:
+    """The objects' records as JSON lines into temp `table(file, line_no, line)` (a Parquet row: the JSON object of
+    its columns); returns the problems (line 0: the whole object)."""
+    problems = load_lines(conn, [file for file in files if not file.name.endswith("parquet")], table)
+    for file in (file for file in files if file.name.endswith("parquet")):
+        try:  # the row number column removed from the row's object
+            conn.execute(
+                f"""INSERT INTO {table} SELECT $file, file_row_number + 1,
+                           json_merge_patch(to_json(r), '{{"file_row_number": null}}')
+                    FROM read_parquet($file, file_row_number = true) AS r""",
+                {"file": str(file)},
+            )
+        except duckdb.Error as error:
+            problems.append([str(file), 0, f"unreadable Parquet object: {str(error).splitlines()[0]}"])
+    return problems
 
 
-# A record as the kcat envelope; a line that is no JSON object stays as it is (the parser says so). Only the
-# expressions below are formatted in; every value is a parameter.
+# Every record as the kcat envelope, built as text: the payload is the record's own text (checked to be a JSON
+# object by its first character once it parsed), the key and time read in one parse of it. A line that is no JSON
+# object stays as it is (the parser says so). Only `{fields}`, `{ts}` and `{key}` (fixed expressions) are formatted
+# in; every value is a parameter or a column.
 ENVELOPES = """
 INSERT INTO {table}
-SELECT $file, o.line_no,
-       CASE WHEN try(json_type(o.line)) IS DISTINCT FROM 'OBJECT' THEN o.line
-            ELSE json_object('topic', $topic, 'partition', $partition, 'offset', $offset + o.line_no - 1,
-                             'ts', {ts}, 'key', {key}, 'payload', try(json(o.line)))::VARCHAR END
-FROM object_lines AS o LEFT JOIN key_lines AS k USING (line_no)
+WITH records AS (
+    SELECT l.file, l.line_no, l.line, m.kafka_partition, m.start_offset, m.path_ms, m.keys_file,
+           CASE WHEN starts_with(ltrim(l.line), '{{') THEN try(json_extract(l.line, {fields})) END AS x
+    FROM object_lines AS l JOIN object_meta AS m USING (file)
+)
+SELECT r.file, r.line_no,
+       CASE WHEN r.x IS NULL THEN r.line
+            ELSE '{{"partition":' || r.kafka_partition || ',"offset":' || (r.start_offset + r.line_no - 1)
+                 || ',"ts":' || coalesce(({ts})::VARCHAR, 'null') || ',"key":' || coalesce(to_json({key}), 'null')
+                 || ',"payload":' || r.line || '}}' END
+FROM records AS r LEFT JOIN key_lines AS k ON k.file = r.keys_file AND k.line_no = r.line_no
 """
-
-
-def _ts_sql(timestamp_field: str | None) -> str:
-    if timestamp_field:
-        return "CASE WHEN try(json_type(o.line, $ts_path)) IN ('UBIGINT', 'BIGINT') THEN try(o.line ->> $ts_path) END::BIGINT"
-    return "$path_ms"
-
-
-def _key_sql(keys_file: bool) -> str:
-    if keys_file:  # a key written as a JSON string is unquoted
-        return "CASE WHEN try(json_type(k.line)) = 'VARCHAR' THEN try(k.line ->> '$') ELSE k.line END"
-    return "CASE WHEN try(json_type(o.line, $key_path)) = 'VARCHAR' THEN try(o.line ->> $key_path) END"
 
 
 def load_objects(
@@ -91,39 +88,51 @@ def load_objects(
     """Every object's records as envelope lines into temp `table(file, line_no, line)`, as lines.load_lines
     does for kcat files; returns the problems [file, line_no, reason] (line 0: the whole object)."""
     conn.execute(f"CREATE OR REPLACE TEMP TABLE {table} (file VARCHAR, line_no BIGINT, line VARCHAR)")
-    problems = []
+    timestamp_field = source.timestamp.field if source.timestamp else None
+    keys = source.key is not None and source.key.from_ == "keys_file"
+    problems, meta, companions = [], [], []
     for file in files:
         name = _OBJECT.fullmatch(file.name)
+        kind = name and ("parquet" if name["ext"].endswith("parquet") else "json")
+        path_ms = _path_time_ms(file)
+        companion = name and file.with_name(f"{name['topic']}+{name['partition']}+{name['offset']}.keys.{name['ext']}")
         if name is None:
             problems.append([str(file), 0, f"object name does not parse: a Connect object is named {OBJECT_NAMES}"])
-            continue
-        kind = "parquet" if name["ext"].endswith("parquet") else "json"
-        if kind != source.format:  # one connector writes one format: another is a misconfiguration, said so
+        elif kind != source.format:  # one connector writes one format: another is a misconfiguration, said so
             problems.append([str(file), 0, f"a {kind} object, but the topic's kafka format is {source.format}"])
-            continue
-        path_ms = _path_time_ms(file)
-        timestamp_field = source.timestamp.field if source.timestamp else None
-        if timestamp_field is None and path_ms is None:
+        elif timestamp_field is None and path_ms is None:
             problems.append([str(file), 0, NO_EVENT_TIME])
-            continue
-        problems += _object_lines(conn, file, "object_lines")
-        keys = source.key is not None and source.key.from_ == "keys_file"
-        conn.execute("CREATE OR REPLACE TEMP TABLE key_lines (file VARCHAR, line_no BIGINT, line VARCHAR)")
-        if keys:
-            companion = file.with_name(f"{name['topic']}+{name['partition']}+{name['offset']}.keys.{name['ext']}")
-            if not companion.is_file():
-                problems.append([str(file), 0, f"keys file {companion.name} missing (kafka.key.from: keys_file)"])
-                continue
-            for _, _, reason in _object_lines(conn, companion, "key_lines"):
-                problems.append([str(file), 0, f"keys file {companion.name}: {reason}"])
-        params = {
-            "file": str(file),
-            "topic": topic.name,
-            "partition": int(name["partition"]),
-            "offset": int(name["offset"]),
-        }
-        params |= {"ts_path": f"$.{timestamp_field}"} if timestamp_field else {"path_ms": path_ms}
-        if not keys:
-            params["key_path"] = f"$.{(source.key.field if source.key else None) or topic.key}"
-        conn.execute(ENVELOPES.format(table=table, ts=_ts_sql(timestamp_field), key=_key_sql(keys)), params)
+        elif keys and not companion.is_file():
+            problems.append([str(file), 0, f"keys file {companion.name} missing (kafka.key.from: keys_file)"])
+        else:
+            meta.append([str(file), int(name["partition"]), int(name["offset"]), path_ms, str(companion)])
+            companions.append(companion)
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE object_meta (file VARCHAR, kafka_partition INTEGER, start_offset BIGINT, "
+        "path_ms BIGINT, keys_file VARCHAR)"
+    )
+    insert_rows(conn, "object_meta", meta)
+    problems += _lines(conn, [Path(row[0]) for row in meta], "object_lines")
+    conn.execute("CREATE OR REPLACE TEMP TABLE key_lines (file VARCHAR, line_no BIGINT, line VARCHAR)")
+    if keys:
+        by_companion = {str(companion): file for (file, *_), companion in zip(meta, companions, strict=True)}
+        for companion, line_no, reason in _lines(conn, companions, "key_lines"):
+            problems.append([by_companion[companion], line_no, f"keys file {Path(companion).name}: {reason}"])
+    paths = ([f"$.{timestamp_field}"] if timestamp_field else []) + (
+        [] if keys else [f"$.{source.key.field if source.key else topic.key}"]
+    )
+    key = (
+        "CASE WHEN try(json_type(k.line)) = 'VARCHAR' THEN try(k.line ->> '$') ELSE k.line END"
+        if keys
+        else f"r.x[{len(paths)}] ->> '$'"
+    )
+    ts = (
+        "CASE WHEN json_type(r.x[1]) IN ('UBIGINT', 'BIGINT') THEN r.x[1] ->> '$' END::BIGINT"
+        if timestamp_field
+        else "r.path_ms"
+    )
+    conn.execute(
+        ENVELOPES.format(table=table, fields="$paths" if paths else "['$']", ts=ts, key=key),
+        {"paths": paths} if paths else {},
+    )
     return problems
