@@ -219,8 +219,10 @@ def build_day(
     for statement in (ENTER, GOAL, EXIT):
         conn.execute(statement, {"day": day})
     rounds, moved = 0, count(conn, "SELECT 1 FROM today")
+    kinds = {kind for (kind,) in conn.execute("SELECT DISTINCT kind FROM journey_nodes").fetchall()}
+    moves = [ADVANCE] + [DECIDE] * ("decision" in kinds) + [ASSIGN] * ("ab_test" in kinds)  # the kinds there are
     while True:  # until a round moves nobody (counted: Spark's INSERT gives no row count)
-        for statement in (ADVANCE, DECIDE, ASSIGN):  # each moves customers at other kinds of node
+        for statement in moves:  # each moves customers at other kinds of node
             conn.execute(statement, {"day": day})
         before, moved = moved, count(conn, "SELECT 1 FROM today")
         if moved == before:
