@@ -30,18 +30,18 @@ def event_day_range(
     `source` saying so, of `topic`) are read as the run reads them."""
     found = []
     with duckdb.connect() as conn:
-        if source is not None and source.layout == "connect_s3":
+        if source is not None and source.layout == "connect_s3":  # as the envelope lines the run parses
             connect.load_objects(conn, files, topic, source, "object_lines_read")
             found += _event_time_bounds(conn, "object_lines_read", files, topic, first, latest)
-            files = []
-        for folder in sorted({file.parent for file in files}):
-            group = [file for file in files if file.parent == folder]
-            topic = TOPICS.get(folder.name)
-            try:
-                found += _event_time_bounds(conn, lines.scan_sql("files"), group, topic, first, latest)
-            except duckdb.Error:
-                lines.load_lines(conn, group, "scanned_lines")
-                found += _event_time_bounds(conn, "scanned_lines", group, topic, first, latest)
+        else:
+            for folder in sorted({file.parent for file in files}):
+                group = [file for file in files if file.parent == folder]
+                of_folder = TOPICS.get(folder.name)
+                try:
+                    found += _event_time_bounds(conn, lines.scan_sql("files"), group, of_folder, first, latest)
+                except duckdb.Error:
+                    lines.load_lines(conn, group, "scanned_lines")
+                    found += _event_time_bounds(conn, "scanned_lines", group, of_folder, first, latest)
     found = [ms for ms in found if ms is not None]
     if not found:
         return None
